@@ -1,0 +1,1 @@
+"""Reports: terminal (rich), JSON, Markdown, HTML. Measures never print; these do."""

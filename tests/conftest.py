@@ -1,0 +1,66 @@
+"""Fixtures: tiny diffusers models built from configs in seconds."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from flatcheck.cli import run
+
+TINY_UNET = dict(
+    sample_size=8,
+    in_channels=1,
+    out_channels=1,
+    layers_per_block=1,
+    block_out_channels=(8, 16),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    norm_num_groups=4,
+    attention_head_dim=8,
+)
+
+
+def make_unet(seed: int = 0, **overrides):
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(**{**TINY_UNET, **overrides}).eval()
+
+
+def make_scheduler(prediction_type: str = "epsilon"):
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type=prediction_type)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> Path:
+    """A DDPMPipeline folder with a tiny UNet2DModel (safetensors)."""
+    from diffusers import DDPMPipeline
+
+    folder = tmp_path_factory.mktemp("tiny") / "pipe"
+    DDPMPipeline(unet=make_unet(), scheduler=make_scheduler()).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def pipeline_copy(tiny_pipeline, tmp_path) -> Path:
+    """A private copy of the tiny pipeline that a test may break."""
+    dst = tmp_path / "pipe"
+    shutil.copytree(tiny_pipeline, dst)
+    return dst
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process: returns (exit code, stdout, stderr)."""
+
+    def call(*args: str):
+        code = run([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
