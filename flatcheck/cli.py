@@ -84,8 +84,7 @@ def run(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except _ClickError as exc:  # usage errors: bad option, bad value, missing argument
-        if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
-            sys.stderr.write(exc.ctx.get_help() + "\n")
+        if type(exc).__name__ == "NoArgsIsHelpError":  # typer has already printed the help
             return EXIT_USAGE
         return _fail(" ".join(exc.format_message().split()), EXIT_USAGE, debug)
     except (typer.Abort, KeyboardInterrupt):
