@@ -1,0 +1,291 @@
+"""The CI gate: thresholds on any number of an audit report -> pass or fail.
+
+A rule names a number by a dotted path into the JSON report (`quantize.settings.W4A4.drift_mse`;
+list items by index, `exposure.curve.3.drift` or `exposure.curve[3].drift`). A path that ends on
+an estimate ({"value", "stderr", ...}) means its value. Each rule bounds the number from above or
+below, either absolutely or relative to the same number in a baseline report:
+
+    [[gate.rules]]
+    metric = "quantize.settings.W4A4.drift_mse"
+    max = 0.25                      # value <= 0.25          (also: min, or op = "<" + value)
+
+    [[gate.rules]]
+    metric = "sharpness.hessian.top_eigenvalue"
+    max = 1.2                       # value <= 1.2 x baseline value
+    relative = "ratio"              # or "delta": value <= baseline + 1.2
+
+Config lives in `flatcheck.toml` (top level) or in `[tool.flatcheck]` of pyproject.toml. Every
+config mistake raises InputError with one line (exit 2); the gate itself returns a GateResult whose
+rows say which thresholds were crossed (the CLI exits 1 then).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10 needs the tomli backport
+    import tomli as tomllib  # type: ignore[no-redef]
+
+# op name -> (function, symbol). max/min are the friendly spellings of <= and >=.
+OPERATORS = {
+    "<": (operator.lt, "<"),
+    "<=": (operator.le, "<="),
+    ">": (operator.gt, ">"),
+    ">=": (operator.ge, ">="),
+}
+RELATIVE_MODES = ("ratio", "delta")
+_RULE_KEYS = {"metric", "max", "min", "op", "value", "relative", "name"}
+CONFIG_NAMES = ("flatcheck.toml", "pyproject.toml")
+
+
+@dataclass
+class Rule:
+    metric: str  # dotted path into the report
+    op: str  # one of OPERATORS: the number must satisfy `value op bound`
+    threshold: float
+    relative: str | None = None  # None (absolute), "ratio" or "delta" against the baseline
+    name: str | None = None
+
+    def describe(self) -> str:
+        if self.relative == "ratio":
+            return f"{self.op} {self.threshold:g} x baseline"
+        if self.relative == "delta":
+            return f"{self.op} baseline {'+' if self.threshold >= 0 else '-'} {abs(self.threshold):g}"
+        return f"{self.op} {self.threshold:g}"
+
+
+@dataclass
+class GateConfig:
+    rules: list[Rule]
+    baseline: str | None = None  # a JSON report or a checkpoint, from the config
+    audit: dict = field(default_factory=dict)  # audit options ([audit] table) for the model the gate audits
+    source: str = ""  # the file it came from
+
+
+@dataclass
+class GateRow:
+    metric: str
+    condition: str  # e.g. "<= 0.25" or "<= 1.2 x baseline"
+    value: float | None  # None: the report holds null (not finite)
+    stderr: float | None
+    bound: float | None  # the number the value was compared with
+    baseline: float | None
+    passed: bool
+    name: str | None = None
+    note: str = ""
+
+
+@dataclass
+class GateResult:
+    passed: bool
+    rows: list[GateRow]
+    config: str
+    baseline: str | None
+
+    @property
+    def failures(self) -> list[GateRow]:
+        return [r for r in self.rows if not r.passed]
+
+
+# ---------------------------------------------------------------------------- config
+def find_config(start: Path | None = None) -> Path | None:
+    """flatcheck.toml, else a pyproject.toml with [tool.flatcheck], in `start` (default: cwd)."""
+    start = Path.cwd() if start is None else Path(start)
+    for name in CONFIG_NAMES:
+        p = start / name
+        if p.is_file() and (name == "flatcheck.toml" or "flatcheck" in _read_toml(p).get("tool", {})):
+            return p
+    return None
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read gate config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"gate config {path} is not valid TOML: {exc}") from None
+
+
+def load_config(path: str | Path | None = None) -> GateConfig:
+    """Read a gate config: an explicit file, or the one `find_config` finds. InputError if none."""
+    if path is None:
+        found = find_config()
+        if found is None:
+            raise InputError("no gate config: pass --config FILE or add flatcheck.toml / [tool.flatcheck] in pyproject.toml")
+        path = found
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"gate config {path} does not exist")
+    doc = _read_toml(path)
+    if path.name == "pyproject.toml":
+        doc = doc.get("tool", {}).get("flatcheck")
+        if doc is None:
+            raise InputError(f"{path} has no [tool.flatcheck] table")
+    return parse_config(doc, str(path))
+
+
+def parse_config(doc: dict, source: str = "<config>") -> GateConfig:
+    """The [gate] and [audit] tables of a config document -> GateConfig (InputError on mistakes)."""
+    if not isinstance(doc, dict):
+        raise InputError(f"{source}: the flatcheck config must be a table")
+    unknown = set(doc) - {"gate", "audit"}
+    if unknown:
+        raise InputError(f"{source}: unknown table(s) {', '.join(sorted(unknown))} (expected [gate] and [audit])")
+    gate = doc.get("gate")
+    if not isinstance(gate, dict):
+        raise InputError(f"{source}: missing [gate] table with [[gate.rules]]")
+    audit = doc.get("audit", {})
+    if not isinstance(audit, dict):
+        raise InputError(f"{source}: [audit] must be a table of audit options")
+    extra = set(gate) - {"rules", "baseline"}
+    if extra:
+        raise InputError(f"{source}: unknown key(s) in [gate]: {', '.join(sorted(extra))} (expected rules, baseline)")
+    raw_rules = gate.get("rules")
+    if not isinstance(raw_rules, list) or not raw_rules:
+        raise InputError(f"{source}: [gate] has no rules (add [[gate.rules]] tables with metric and max/min)")
+    baseline = gate.get("baseline")
+    if baseline is not None and not isinstance(baseline, str):
+        raise InputError(f"{source}: gate.baseline must be a path or model name (a string)")
+    rules = [parse_rule(r, f"{source}: rule {i + 1}") for i, r in enumerate(raw_rules)]
+    return GateConfig(rules, baseline, dict(audit), source)
+
+
+def parse_rule(raw: Any, where: str) -> Rule:
+    if not isinstance(raw, dict):
+        raise InputError(f"{where}: a rule must be a table (metric = ..., max = ...)")
+    unknown = set(raw) - _RULE_KEYS
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_RULE_KEYS))})")
+    metric = raw.get("metric")
+    if not isinstance(metric, str) or not metric.strip():
+        raise InputError(f"{where}: 'metric' must be a dotted path into the report, e.g. quantize.settings.W4A4.drift_mse")
+    metric = metric.strip()
+    parse_path(metric, where)  # syntax check now, not at gate time
+    bounds = [k for k in ("max", "min", "op") if k in raw]
+    if len(bounds) != 1:
+        raise InputError(f"{where} ({metric}): give exactly one of max, min or op (+ value)")
+    kind = bounds[0]
+    if kind == "op":
+        op = raw["op"]
+        if op not in OPERATORS:
+            raise InputError(f"{where} ({metric}): op must be one of {', '.join(OPERATORS)} (got {op!r})")
+        if "value" not in raw:
+            raise InputError(f"{where} ({metric}): op needs a value")
+        threshold = raw["value"]
+    else:
+        if "value" in raw:
+            raise InputError(f"{where} ({metric}): 'value' goes with 'op', not with {kind}")
+        op, threshold = ("<=" if kind == "max" else ">="), raw[kind]
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise InputError(f"{where} ({metric}): the threshold must be a finite number (got {threshold!r})")
+    relative = raw.get("relative")
+    if relative is not None and relative not in RELATIVE_MODES:
+        raise InputError(f"{where} ({metric}): relative must be 'ratio' or 'delta' (got {relative!r})")
+    name = raw.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InputError(f"{where} ({metric}): name must be a string")
+    return Rule(metric, op, float(threshold), relative, name)
+
+
+# ---------------------------------------------------------------------------- paths
+_PATH_TOKEN = re.compile(r"[^.\[\]]+|\[\d+\]")
+
+
+def parse_path(path: str, where: str = "metric") -> list[str | int]:
+    """'a.b[2].c' or 'a.b.2.c' -> ['a', 'b', 2, 'c'] (digits are list indices or dict keys)."""
+    if not re.fullmatch(r"[^.\[\]]+(\[\d+\])*(\.[^.\[\]]+(\[\d+\])*)*", path):
+        raise InputError(f"{where}: '{path}' is not a dotted path (e.g. quantize.settings.W4A4.drift_mse)")
+    return [int(tok[1:-1]) if tok.startswith("[") else tok for tok in _PATH_TOKEN.findall(path)]
+
+
+def lookup(report: dict, path: str) -> tuple[float | None, float | None]:
+    """(value, stderr) of the number at `path`; InputError naming what exists when it is not there."""
+    node: Any = report
+    walked: list[str] = []
+    for key in parse_path(path):
+        if isinstance(node, list):
+            idx = key if isinstance(key, int) else (int(key) if str(key).isdigit() else None)
+            if idx is None or not 0 <= idx < len(node):
+                raise InputError(f"metric '{path}': '{'.'.join(walked) or 'report'}' is a list of {len(node)}; use an index 0..{len(node) - 1}")
+            node = node[idx]
+        elif isinstance(node, dict):
+            k = str(key)
+            if k not in node:
+                have = ", ".join(sorted(map(str, node))[:12]) or "nothing"
+                raise InputError(f"metric '{path}': no '{k}' in '{'.'.join(walked) or 'report'}' (it has: {have})")
+            node = node[k]
+        else:
+            raise InputError(f"metric '{path}': '{'.'.join(walked)}' is a number, not a table")
+        walked.append(str(key))
+    stderr = None
+    if isinstance(node, dict) and "value" in node:  # an Estimate
+        stderr = node.get("stderr")
+        node = node["value"]
+    if node is None:
+        return None, stderr  # null = not finite in our JSON
+    if isinstance(node, bool) or not isinstance(node, (int, float)):
+        kind = "a table" if isinstance(node, dict) else "a list" if isinstance(node, list) else type(node).__name__
+        raise InputError(f"metric '{path}' is {kind}, not a number")
+    return float(node), (float(stderr) if isinstance(stderr, (int, float)) else None)
+
+
+# ---------------------------------------------------------------------------- the gate
+def load_report(path: str | Path) -> dict:
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read report {p}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{p} is not a JSON report: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{p} is not a flatcheck report (expected a JSON object)")
+    return doc
+
+
+def evaluate(rules: list[Rule], report: dict, baseline: dict | None = None, *, config: str = "", baseline_name: str | None = None) -> GateResult:
+    """Check every rule against `report` (and `baseline` for relative rules). Never raises on a crossed threshold."""
+    rows = []
+    for rule in rules:
+        value, stderr = lookup(report, rule.metric)
+        base = None
+        if rule.relative:
+            if baseline is None:
+                raise InputError(f"rule on '{rule.metric}' is relative to a baseline: pass --baseline REPORT.json|MODEL or set gate.baseline")
+            base, _ = lookup(baseline, rule.metric)
+        rows.append(_check(rule, value, stderr, base))
+    return GateResult(all(r.passed for r in rows), rows, config, baseline_name)
+
+
+def _check(rule: Rule, value: float | None, stderr: float | None, base: float | None) -> GateRow:
+    fn, _ = OPERATORS[rule.op]
+    row = GateRow(rule.metric, rule.describe(), value, stderr, None, base, False, rule.name)
+    if rule.relative and base is None:
+        row.note = "baseline value is not finite"
+        return row
+    if rule.relative == "ratio":
+        if base <= 0:  # a ratio bound flips or vanishes for non-positive baselines
+            row.note = f"baseline {base:g} is not positive: use relative = 'delta'"
+            return row
+        row.bound = base * rule.threshold
+    elif rule.relative == "delta":
+        row.bound = base + rule.threshold
+    else:
+        row.bound = rule.threshold
+    if value is None:
+        row.note = "value is not finite"
+        return row
+    row.passed = bool(fn(value, row.bound))
+    return row
+
