@@ -156,7 +156,9 @@ class Denoiser:
     def loss(self, x0: torch.Tensor, t, noise: torch.Tensor, cond=None, reduction: str = "mean") -> torch.Tensor:
         """Training loss: MSE between the network output and its target. reduction 'none' -> [B]."""
         x_t = self.add_noise(x0, t, noise)
-        err = (self.model_output(x_t, t, cond).float() - self.target(x0, t, noise).float()) ** 2
+        out = self.model_output(x_t, t, cond)
+        dt = torch.promote_types(out.dtype, torch.float32)  # at least float32; float64 stays float64
+        err = (out.to(dt) - self.target(x0, t, noise).to(dt)) ** 2
         per_sample = err.flatten(1).mean(1)
         return per_sample if reduction == "none" else per_sample.mean()
 
