@@ -1,0 +1,93 @@
+"""Terminal tables and sample grids for `flatcheck quantize`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from ..quantize import QuantizeResult
+
+TOP_LAYERS = 10
+
+
+def _est(e, fmt="{:.3g}") -> str:
+    if e is None:
+        return "-"
+    return fmt.format(e.value) + (f" ± {e.stderr:.1g}" if e.stderr is not None else "")
+
+
+def _share(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def settings_table(r: QuantizeResult) -> Table:
+    title = f"flatcheck quantize: {r.model}" if r.model else "flatcheck quantize"
+    t = Table(title=title, title_justify="left")
+    for col, just in (("setting", "left"), ("layers", "right"), ("weights quantized", "right"), ("sample MSE", "right"),
+                      ("PSNR dB", "right"), ("MSE / var", "right"), ("probe loss", "right"), ("Δ loss", "right"),
+                      ("sampling", "right")):
+        t.add_column(col, justify=just)
+    fp = r.full_precision
+    t.add_row("full precision", "-", "-", "0", "∞", "0", _est(fp.probe_loss, "{:.4g}"), "-",
+              f"{fp.sampling_seconds:.1f} s" if fp.sampling_seconds is not None else "given")
+    for s in r.settings:
+        timing = f"{s.sampling_seconds:.1f} s" + (f" ({s.time_ratio:.2f}x)" if s.time_ratio is not None else "")
+        t.add_row(s.name, str(s.layers), _share(s.weight_share), _est(s.sample_mse), _est(s.sample_psnr, "{:.1f}"),
+                  f"{s.relative_mse:.3g}", _est(s.probe_loss, "{:.4g}"), _est(s.probe_loss_change, "{:+.3g}"), timing)
+    return t
+
+
+def sensitivity_table(r: QuantizeResult, top: int = TOP_LAYERS) -> Table | None:
+    if not r.sensitivity:
+        return None
+    t = Table(title=f"most sensitive layers: one layer at a time at {r.sensitivity_setting} "
+              f"({r.sensitivity_samples} samples, {r.sensitivity_steps} steps; whole setting drift "
+              f"{r.sensitivity_setting_drift:.3g}) - top {min(top, len(r.sensitivity))} of {len(r.sensitivity)}",
+              title_justify="left")
+    for col in ("#", "layer", "type", "role", "weights", "bits", "sample MSE", "of setting"):
+        t.add_column(col, justify="left" if col in ("layer", "type", "role") else "right")
+    for row in r.sensitivity[:top]:
+        bits = f"W{row.wbits or '-fp'}A{row.abits or '-fp'}"
+        t.add_row(str(row.rank), row.name, row.kind, row.role, f"{row.weights:,}", bits, _est(row.drift_mse),
+                  _share(row.share_of_setting))
+    return t
+
+
+def quantize_report(r: QuantizeResult):
+    notes = Text.from_markup(
+        f"[dim]{r.samples} samples per setting ({r.sampler}, {r.steps} steps, seed {r.seed}), the same seeds and noise as full precision; "
+        f"MSE on [-1, 1] pixels, PSNR peak-to-peak 2.\n"
+        f"calibration: {r.calibration_data}\n"
+        f"layers: {r.layers_total} Conv2d/Linear; {r.layer_policy}; weights per output channel symmetric, activations per tensor asymmetric\n"
+        f"probes: {r.probes}[/dim]"
+    )
+    parts = [settings_table(r), notes]
+    sens = sensitivity_table(r)
+    if sens is not None:
+        parts.append(sens)
+    return Group(*parts)
+
+
+def save_quantize_grids(r: QuantizeResult, out_dir: str | Path, rows: int = 8, scale: int = 4) -> list[Path]:
+    """side-by-side.png (a row per sample: full precision, then each setting) and samples-<setting>.png."""
+    from ..images import save_grid
+
+    out_dir = Path(out_dir)
+    fp = r.samples_of("full-precision")
+    if fp is None:
+        return []
+    names = ["full-precision"] + [s.name for s in r.settings]
+    sets = [r.samples_of(n) for n in names]
+    written = []
+    k = min(rows, len(fp))
+    cols = [s[:k] for s in sets if s is not None]
+    side = torch.stack(cols, 1).flatten(0, 1)  # row i: sample i under every setting
+    written.append(save_grid(side, out_dir / "side-by-side.png", nrow=len(cols), scale=scale))
+    for n, s in zip(names, sets):
+        if s is not None:
+            written.append(save_grid(s, out_dir / f"samples-{n}.png", scale=scale))
+    return written
