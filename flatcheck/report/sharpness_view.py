@@ -28,7 +28,7 @@ def _num(x: float | None, digits: int = 3) -> str:
 
 def _ratio(rel: float) -> str:
     """Relative change: a percentage while small, a factor once the loss has multiplied."""
-    return f"{rel:+.2%}" if abs(rel) < 10 else f"x{1 + rel:.3g}"
+    return f"{100 * rel:+.3g}%" if abs(rel) < 10 else f"x{1 + rel:.3g}"
 
 
 def reference_radius(result: SharpnessResult) -> float:
@@ -74,7 +74,7 @@ def sharpness_tables(result: SharpnessResult, model: str, plots: list[Path] | No
             for kind, c in cols:
                 if kind == "avg":
                     p = c.points[avg_r.index(r)] if r in avg_r else None
-                    row.append("-" if p is None else f"{_est(p.increase)} [{p.relative:+.2%}]")
+                    row.append("-" if p is None else f"{_est(p.increase)} [{_ratio(p.relative)}]")
                 else:
                     p = c.points[worst_r.index(r)] if r in worst_r else None
                     row.append("-" if p is None else f"{p.increase:.3g} [{_ratio(p.relative)}]")
