@@ -125,6 +125,7 @@ def check_config(config: QuantizeConfig) -> None:
         raise InputError(f"--calibration must be one of {', '.join(METHODS)} (got '{config.calibration}')")
     if not config.settings:
         raise InputError("no quantization setting was asked for")
+    _sensitivity_setting(config)  # an unknown --sensitivity-setting fails before any sampling
 
 
 def full_precision_samples(denoiser, config: QuantizeConfig, progress: Callable[[int], None] | None = None) -> torch.Tensor:

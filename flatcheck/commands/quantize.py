@@ -70,6 +70,9 @@ def quantize(
         sensitivity_setting=sensitivity_setting, seed=seed, batch_size=batch_size, keep_samples=True,
     )
     check_config(config)
+    from ..sampling import check_sampler_name
+
+    check_sampler_name(sampler)  # a typo fails here, before the model loads
     if not 50 < percentile <= 100:
         from ..errors import InputError
 
@@ -88,11 +91,8 @@ def quantize(
     from ..report.jsonio import write_json
     from ..report.quantize_view import quantize_report, save_quantize_grids
     from ..runtime import environment, seed_everything
-    from ..sampling import make_sampler
-
     con = console(json)
     ckpt, dev = load_checkpoint(model, scheduler, device, dtype, allow_pickle)
-    make_sampler(ckpt.scheduler, sampler)  # an unknown --sampler fails here, before any work
     seed_everything(seed)
     den = Denoiser.from_checkpoint(ckpt)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} images"),

@@ -112,9 +112,11 @@ def activation_range(stats: ActivationStats, name: str, method: str, bits: int, 
 
 
 def _mse_range(pool: torch.Tensor, lo: float, hi: float, bits: int) -> tuple[float, float]:
-    if pool.numel() > MSE_POOL:  # a fixed strided subsample, plus the exact extremes below
+    # The pool stands for the activations at their own frequencies: outliers weigh what they
+    # weigh in the data (appending the extremes again would over-weight them).
+    if pool.numel() > MSE_POOL:  # a fixed strided subsample
         pool = pool[:: -(-pool.numel() // MSE_POOL)]
-    x = torch.cat([pool, torch.tensor([lo, hi], dtype=pool.dtype)]).double()
+    x = pool.double()
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     if hi <= lo:
         return lo, hi
