@@ -192,11 +192,12 @@ def power_iteration(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k:
     hvps, history, converged = 0, [], True
     for _ in range(k):
         v = torch.randn(dim, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
-        lam_prev, ok = None, False
+        lam_prev, ok, used = None, False, v
         for _ in range(max_iter):
             for u in found:
                 v.sub_(u, alpha=float(v @ u))
             v /= v.norm()
+            used = v  # the unit vector whose Rayleigh quotient is lam
             hv = matvec(v)
             hvps += 1
             lam = float(v @ hv)
@@ -211,7 +212,7 @@ def power_iteration(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k:
             lam_prev, v = lam, hv
         vals.append(lam)
         res.append(residual)
-        found.append(v)
+        found.append(used)
         converged &= ok
     return Eigenpairs("power", vals, res, converged, tol, hvps, None, history)
 

@@ -91,6 +91,9 @@ def test_lanczos_on_a_known_matrix_respects_its_error_bounds():
         assert abs(est - true) < 1e-6
     assert -2.0 - 1e-9 <= res.min_eigenvalue < -1.5  # Ritz values lie inside the spectrum
     assert res.hvps < 40
+    pw = power_iteration(lambda v: M @ v, n, k=3, max_iter=300, tol=1e-10, gen=g, dtype=torch.float64)
+    assert pw.eigenvalues == pytest.approx([40.0, 25.0, 10.0], rel=1e-4)  # deflation finds each in turn
+    assert pw.hvps > res.hvps
 
 
 def test_lanczos_and_power_iteration_find_the_closed_form_top_eigenvalues():

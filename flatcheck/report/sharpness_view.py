@@ -209,7 +209,11 @@ def save_plots(result: SharpnessResult, folder: Path, model: str) -> list[Path]:
         for w in result.worst:
             ax.plot(np.array(result.config.worst_radii), [p.increase for p in w.points], marker="s", ls="--", label=f"worst, {w.norm} ({w.steps} steps)")
         ax.set_xscale("log")
-        ax.set_yscale("symlog", linthresh=max(1e-6, 1e-3 * result.loss.value))
+        ys = [p.increase.value for av in result.average for p in av.points] + [p.increase for w in result.worst for p in w.points]
+        if all(y > 0 for y in ys):
+            ax.set_yscale("log")
+        else:  # small negative averages (noise) need a linear zone around 0
+            ax.set_yscale("symlog", linthresh=max(1e-12, min((abs(y) for y in ys if y != 0), default=1e-6)))
         ax.set_xlabel("radius r (relative)")
         ax.set_ylabel("L(theta + delta) - L(theta)")
         ax.set_title(f"{model}: sharpness by radius (L = {result.loss.value:.4g})", fontsize=10)
