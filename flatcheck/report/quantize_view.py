@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -17,7 +18,7 @@ TOP_LAYERS = 10
 def _est(e, fmt="{:.3g}") -> str:
     if e is None:
         return "-"
-    return fmt.format(e.value) + (f" ± {e.stderr:.1g}" if e.stderr is not None else "")
+    return fmt.format(e.value) + (f"±{e.stderr:.1g}" if e.stderr is not None else "")
 
 
 def _share(x) -> str:
@@ -26,40 +27,47 @@ def _share(x) -> str:
 
 def settings_table(r: QuantizeResult) -> Table:
     title = f"flatcheck quantize: {r.model}" if r.model else "flatcheck quantize"
-    t = Table(title=title, title_justify="left")
-    for col, just in (("setting", "left"), ("layers", "right"), ("weights quantized", "right"), ("sample MSE", "right"),
-                      ("PSNR dB", "right"), ("MSE / var", "right"), ("probe loss", "right"), ("Δ loss", "right"),
-                      ("sampling", "right")):
-        t.add_column(col, justify=just)
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("setting", no_wrap=True)
+    for col in ("quantized", "sample MSE", "PSNR", "Δ loss", "time"):
+        t.add_column(col, justify="right", no_wrap=True)
     fp = r.full_precision
-    t.add_row("full precision", "-", "-", "0", "∞", "0", _est(fp.probe_loss, "{:.4g}"), "-",
-              f"{fp.sampling_seconds:.1f} s" if fp.sampling_seconds is not None else "given")
+    t.add_row("full prec.", "-", "0", "∞", f"({fp.probe_loss.value:.4g})",
+              f"{fp.sampling_seconds:.1f}s" if fp.sampling_seconds is not None else "given")
     for s in r.settings:
-        timing = f"{s.sampling_seconds:.1f} s" + (f" ({s.time_ratio:.2f}x)" if s.time_ratio is not None else "")
-        t.add_row(s.name, str(s.layers), _share(s.weight_share), _est(s.sample_mse), _est(s.sample_psnr, "{:.1f}"),
-                  f"{s.relative_mse:.3g}", _est(s.probe_loss, "{:.4g}"), _est(s.probe_loss_change, "{:+.3g}"), timing)
+        timing = f"{s.sampling_seconds:.1f}s" + (f" {s.time_ratio:.2f}x" if s.time_ratio is not None else "")
+        t.add_row(s.name, f"{s.layers}/{_share(s.weight_share)}", _est(s.sample_mse), f"{s.sample_psnr.value:.1f}",
+                  _est(s.probe_loss_change, "{:+.2g}"), timing)
     return t
 
 
 def sensitivity_table(r: QuantizeResult, top: int = TOP_LAYERS) -> Table | None:
     if not r.sensitivity:
         return None
-    t = Table(title=f"most sensitive layers: one layer at a time at {r.sensitivity_setting} "
-              f"({r.sensitivity_samples} samples, {r.sensitivity_steps} steps; whole setting drift "
-              f"{r.sensitivity_setting_drift:.3g}) - top {min(top, len(r.sensitivity))} of {len(r.sensitivity)}",
-              title_justify="left")
-    for col in ("#", "layer", "type", "role", "weights", "bits", "sample MSE", "of setting"):
-        t.add_column(col, justify="left" if col in ("layer", "type", "role") else "right")
+    t = Table(title=f"most sensitive layers, one at a time at {r.sensitivity_setting} ({r.sensitivity_samples} samples, "
+              f"{r.sensitivity_steps} steps; whole setting: MSE {r.sensitivity_setting_drift:.3g}), "
+              f"top {min(top, len(r.sensitivity))} of {len(r.sensitivity)}",
+              title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("#", justify="right")
+    t.add_column("layer", no_wrap=True)
+    t.add_column("role", no_wrap=True)
+    t.add_column("sample MSE", justify="right", no_wrap=True)
+    t.add_column("share", justify="right", no_wrap=True)
+    own = next((s for s in r.settings if s.name == r.sensitivity_setting), None)
     for row in r.sensitivity[:top]:
-        bits = f"W{row.wbits or '-fp'}A{row.abits or '-fp'}"
-        t.add_row(str(row.rank), row.name, row.kind, row.role, f"{row.weights:,}", bits, _est(row.drift_mse),
-                  _share(row.share_of_setting))
+        role = {"Conv2d": "conv", "Linear": "linear"}[row.kind] if row.role == "other" else {"attention": "attn"}.get(row.role, row.role)
+        if own is not None and (row.wbits, row.abits) != (own.wbits, own.abits):  # e.g. first/last kept at 8 bits
+            role += f" W{row.wbits or '-fp'}A{row.abits or '-fp'}"
+        t.add_row(str(row.rank), row.name, role, _est(row.drift_mse), _share(row.share_of_setting))
     return t
 
 
 def quantize_report(r: QuantizeResult):
     notes = Text.from_markup(
-        f"[dim]{r.samples} samples per setting ({r.sampler}, {r.steps} steps, seed {r.seed}), the same seeds and noise as full precision; "
+        f"[dim]quantized: Conv2d/Linear layers / share of all parameters stored quantized. PSNR in dB. "
+        f"Δ loss: paired change of the probe-bank loss (full precision's in brackets). "
+        f"share: a layer's drift / the whole setting's.\n"
+        f"{r.samples} samples per setting ({r.sampler}, {r.steps} steps, seed {r.seed}), the same seeds and noise as full precision; "
         f"MSE on [-1, 1] pixels, PSNR peak-to-peak 2.\n"
         f"calibration: {r.calibration_data}\n"
         f"layers: {r.layers_total} Conv2d/Linear; {r.layer_policy}; weights per output channel symmetric, activations per tensor asymmetric\n"
