@@ -1,0 +1,27 @@
+"""FD/FID and KID of a checkpoint's samples against a reference, through torch-fidelity.
+
+    score_samples(samples, ref, features=...) -> FidResult   the entry point every command uses
+    frechet     Frechet distance, its bootstrap, KID
+    extractors  feature networks (Inception .pth / TorchScript, digits-cnn, CLIP, DINOv2)
+    reference   reference inputs and the content-hash keyed statistics cache
+    digits_cnn  the small digits classifier behind "FD (digits-cnn)"
+"""
+
+from __future__ import annotations
+
+from .extractors import FEATURES, label_for
+from .score import FidResult, score_samples
+
+DIGITS_REF = "digits"
+
+
+def default_features(ckpt) -> str:
+    """digits-cnn for the bundled digits models (Inception means nothing at 16x16 grey, and is offline), else inception."""
+    return "digits-cnn" if is_bundled_digits(ckpt) else "inception"
+
+
+def is_bundled_digits(ckpt) -> bool:
+    return getattr(ckpt, "form", None) == "bundled" and ckpt.root.name.startswith("digits-")
+
+
+__all__ = ["FEATURES", "DIGITS_REF", "FidResult", "default_features", "is_bundled_digits", "label_for", "score_samples"]

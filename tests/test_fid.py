@@ -1,0 +1,312 @@
+"""flatcheck fid: Frechet distance against closed forms, bootstrap, KID, digits-cnn, cache, references, Inception plumbing, CLI."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+
+from flatcheck.errors import InputError
+from flatcheck.fid import extractors, reference
+from flatcheck.fid.frechet import frechet_bootstrap, frechet_distance, gaussian_stats, kernel_distance
+from flatcheck.fid.score import score_samples, to_uint8_nchw
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own statistics cache and forgets the in-memory one."""
+    monkeypatch.setenv("FLATCHECK_CACHE", str(tmp_path / "cache"))
+    reference.clear_memory_cache()
+    yield
+    reference.clear_memory_cache()
+
+
+def _random_psd(rng, d, rank=None):
+    a = rng.normal(size=(d, rank or d))
+    return a @ a.T / d + (0 if rank else 0.05 * np.eye(d))
+
+
+# ------------------------------------------------------------------ Frechet distance: closed forms
+def test_frechet_diagonal_closed_form():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    s1, s2 = rng.uniform(0.1, 3, 6), rng.uniform(0.1, 3, 6)
+    want = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(s1) - np.sqrt(s2)) ** 2).sum()
+    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(want, rel=1e-10)
+    assert frechet_distance(mu1, np.diag(s1), mu1, np.diag(s1)) == pytest.approx(0, abs=1e-10)
+
+
+def test_frechet_full_covariances_match_sqrtm_and_torch_fidelity():
+    from scipy.linalg import sqrtm
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+    rng = np.random.default_rng(1)
+    for rank in (None, 3):  # full rank, and rank deficient like a small-N covariance
+        mu1, mu2 = rng.normal(size=8), rng.normal(size=8)
+        s1, s2 = _random_psd(rng, 8, rank), _random_psd(rng, 8)
+        want = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(sqrtm(s1 @ s2)).real
+        ours = frechet_distance(mu1, s1, mu2, s2)
+        tf = fid_statistics_to_metric({"mu": mu1, "sigma": s1}, {"mu": mu2, "sigma": s2}, False)["frechet_inception_distance"]
+        assert ours == pytest.approx(want, rel=1e-8)
+        assert ours == pytest.approx(tf, rel=1e-8)
+
+
+def test_frechet_of_sampled_gaussians_approaches_closed_form():
+    rng = np.random.default_rng(2)
+    d = 3
+    mu1, mu2 = np.zeros(d), np.array([1.0, -0.5, 0.25])
+    s1, s2 = np.diag([1.0, 2.0, 0.5]), np.diag([0.5, 2.0, 2.0])
+    exact = frechet_distance(mu1, s1, mu2, s2)
+    x = rng.multivariate_normal(mu1, s1, 40000)
+    y = rng.multivariate_normal(mu2, s2, 40000)
+    est = frechet_distance(*gaussian_stats(x), *gaussian_stats(y))
+    assert est == pytest.approx(exact, rel=0.03)
+    assert frechet_distance(*gaussian_stats(x[:20000]), *gaussian_stats(x[20000:])) < 0.01 * exact
+
+
+# ------------------------------------------------------------------ bootstrap
+@pytest.mark.parametrize("n,d", [(300, 8), (6, 10)])  # moment path (n > rank) and Gram path (n <= rank)
+def test_bootstrap_rounds_equal_recomputed_resamples(n, d):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(n, d)) + 0.3
+    mu, sigma = rng.normal(size=d) * 0.1, _random_psd(rng, d)
+    b = frechet_bootstrap(x, mu, sigma, rounds=20, seed=7)
+    assert b.value == pytest.approx(frechet_distance(*gaussian_stats(x), mu, sigma), rel=1e-9)
+    counts = np.random.default_rng(7).multinomial(n, np.full(n, 1 / n), size=20)
+    for k in (0, 5, 19):
+        rows = np.repeat(np.arange(n), counts[k])
+        assert b.rounds[k] == pytest.approx(frechet_distance(*gaussian_stats(x[rows]), mu, sigma), rel=1e-8)
+    again = frechet_bootstrap(x, mu, sigma, rounds=20, seed=7)
+    other = frechet_bootstrap(x, mu, sigma, rounds=20, seed=8)
+    assert np.array_equal(b.rounds, again.rounds) and not np.array_equal(b.rounds, other.rounds)
+    lo, hi = b.interval()
+    assert hi == pytest.approx(b.value + 1.959964 * b.stderr, rel=1e-6)
+    assert lo == pytest.approx(max(b.value - 1.959964 * b.stderr, 0.0), rel=1e-6, abs=1e-12)
+
+
+def test_kid_matches_direct_unbiased_mmd():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(40, 5)), rng.normal(size=(40, 5)) + 0.5
+    k = lambda a, b: (a @ b.T / 5 + 1) ** 3  # noqa: E731 - the cubic polynomial kernel of KID
+    m = 40
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    want = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
+    mean, std = kernel_distance(x, y, subsets=1, subset_size=m, seed=0)  # one subset = all rows (a permutation)
+    assert mean == pytest.approx(want, rel=1e-9) and std == 0
+    near, _ = kernel_distance(x, rng.normal(size=(40, 5)), subsets=20, subset_size=20)
+    assert abs(near) < mean
+
+
+# ------------------------------------------------------------------ digits-cnn: real vs real, real vs noise, cache
+@pytest.fixture(scope="module")
+def digits_halves():
+    from flatcheck.datasets import digits_images
+
+    x = digits_images()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    return x[perm[:600]], x[perm[600:1200]]
+
+
+def _save_images(path, x):
+    np.savez(path, images=to_uint8_nchw(x).numpy())
+    return str(path)
+
+
+def test_digits_cnn_separates_real_from_noise(digits_halves, tmp_path):
+    a, b = digits_halves
+    ref = _save_images(tmp_path / "b.npz", b)
+    real = score_samples(a, ref, features="digits-cnn", bootstrap=50)
+    noise = score_samples(torch.rand(600, 1, 16, 16) * 2 - 1, ref, features="digits-cnn", bootstrap=50)
+    assert real.label == "FD (digits-cnn)" and real.feature_dim == 64 and real.num_samples == 600
+    assert real.value.value < 0.05 * noise.value.value
+    assert noise.value.ci_low > real.value.ci_high  # the intervals do not overlap
+    assert noise.kid.value > 20 * abs(real.kid.value)
+    assert real.warning is not None and "600 samples" in real.warning
+
+
+def test_digits_cnn_classifies_digits():
+    from flatcheck.datasets import digits_images, digits_labels
+    from flatcheck.fid.digits_cnn import load_digits_cnn, prepare, weights_metadata
+
+    net = load_digits_cnn()
+    with torch.no_grad():
+        pred = net(prepare(to_uint8_nchw(digits_images()))).argmax(1)
+    assert float((pred == digits_labels()).float().mean()) > 0.97  # train + test split together
+    assert float(weights_metadata()["test_accuracy"]) > 0.95
+
+
+def test_reference_cache_skips_the_feature_pass(digits_halves, tmp_path):
+    a, b = digits_halves
+    ref = _save_images(tmp_path / "b.npz", b)
+    ex = extractors.load_extractor("digits-cnn")
+    p0 = ex.passes
+    first = score_samples(a[:100], ref, features="digits-cnn", bootstrap=20)
+    assert ex.passes - p0 == 2 and first.reference.cache == "computed"  # samples + reference
+    second = score_samples(a[:100], ref, features="digits-cnn", bootstrap=20)
+    assert ex.passes - p0 == 3 and second.reference.cache == "memory"  # samples only
+    reference.clear_memory_cache()  # a new process: the disk cache answers
+    third = score_samples(a[:100], ref, features="digits-cnn", bootstrap=20)
+    assert ex.passes - p0 == 4 and third.reference.cache == "disk"
+    assert first.value.value == second.value.value == third.value.value
+    cache_files = list((tmp_path / "cache" / "fid").iterdir())
+    assert len(cache_files) == 1 and cache_files[0].suffix == ".npz"  # atomic: no temp file left behind
+    # Other content (same file name) is another key: recomputed.
+    _save_images(tmp_path / "b.npz", b[:300])
+    fourth = score_samples(a[:100], ref, features="digits-cnn", bootstrap=20)
+    assert ex.passes - p0 == 6 and fourth.reference.cache == "computed" and fourth.reference.num_images == 300
+
+
+def test_stats_file_reference_equals_images_reference(digits_halves, tmp_path):
+    a, b = digits_halves
+    ex = extractors.load_extractor("digits-cnn")
+    mu, sigma = gaussian_stats(ex.extract(to_uint8_nchw(b)))
+    np.savez(tmp_path / "stats.npz", mu=mu, sigma=sigma)
+    from_stats = score_samples(a, str(tmp_path / "stats.npz"), features="digits-cnn", bootstrap=20)
+    from_images = score_samples(a, _save_images(tmp_path / "b.npz", b), features="digits-cnn", bootstrap=20)
+    assert from_stats.value.value == pytest.approx(from_images.value.value, rel=1e-9)
+    assert from_stats.kid is None and from_stats.reference.kind == "stats" and from_images.kid is not None
+    np.savez(tmp_path / "stats2048.npz", mu=np.zeros(2048), sigma=np.eye(2048))
+    with pytest.raises(InputError, match="2048-dimensional"):
+        score_samples(a, str(tmp_path / "stats2048.npz"), features="digits-cnn")
+
+
+def test_image_folder_reference(digits_halves, tmp_path):
+    from PIL import Image
+
+    _, b = digits_halves
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, img in enumerate(to_uint8_nchw(b[:40])):
+        Image.fromarray(img[0].numpy()).save(folder / f"{i:03d}.png")
+    r1 = score_samples(b[:40], str(folder), features="digits-cnn", bootstrap=20)
+    assert r1.reference.kind == "folder" and r1.reference.num_images == 40
+    assert r1.value.value < 1e-6  # the very same images: identical statistics
+
+
+# ------------------------------------------------------------------ Inception: plumbing with random weights, both formats
+@pytest.fixture(scope="module")
+def inception_pth(tmp_path_factory):
+    """torch-fidelity's Inception with random weights saved as its .pth state dict (plumbing only: never a real FID)."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fe, "load_state_dict_from_url", lambda *a, **k: None)
+        mp.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
+        torch.manual_seed(0)
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    path = tmp_path_factory.mktemp("w") / "weights-inception-random.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+class _TinyTorchScriptInception(torch.nn.Module):
+    """The interface of NVIDIA's inception-2015-12-05.pt: forward(x in [0, 255], return_features) -> [N, 2048]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+        self.fc = torch.nn.Linear(8, 2048)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        f = self.fc(self.conv((x - 128) / 128).mean((2, 3)))
+        return f if return_features else f[:, :1008]
+
+
+def test_inception_pth_and_torchscript_weights(inception_pth, tmp_path, digits_halves):
+    a, b = digits_halves
+    ref = _save_images(tmp_path / "ref.npz", b[:4])
+    r = score_samples(a[:4], ref, features="inception", weights=inception_pth, bootstrap=10, kid_subset_size=2)
+    assert r.label == "FID" and r.features == "inception" and r.feature_dim == 2048 and np.isfinite(r.value.value)
+    assert extractors.load_extractor("inception", inception_pth).tf_name == "inception-v3-compat"
+
+    torch.manual_seed(0)
+    ts = tmp_path / "inception-2015-12-05.pt"
+    torch.jit.save(torch.jit.script(_TinyTorchScriptInception()), str(ts))
+    r2 = score_samples(a[:4], ref, features="inception", weights=ts, bootstrap=10, kid_subset_size=2)
+    assert r2.label == "FID" and r2.feature_dim == 2048 and r2.value.value > 0
+    assert extractors.load_extractor("inception", ts).tf_name == "inception-v3-torchscript"
+    assert r2.reference.cache == "computed"  # other weights, other feature space: not the .pth run's statistics
+
+
+def _offline(monkeypatch, tmp_path):
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    def refuse(*a, **k):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(fe, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no cached download either
+
+
+def test_missing_inception_weights_offline_is_one_line(monkeypatch, tmp_path, tiny_pipeline, cli):
+    _offline(monkeypatch, tmp_path)
+    with pytest.raises(InputError, match="--fid-weights"):
+        extractors.load_extractor("inception")
+    code, out, err = cli("fid", tiny_pipeline, "--ref", "digits", "--samples", "4", "--steps", "2")
+    assert code == 2 and out == ""
+    assert err.startswith("flatcheck: error: Inception weights are not available offline") and "--fid-weights" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--features", "vgg"], "unknown --features"),
+        (["--features", "digits-cnn", "--ref", "/no/such/dir"], "is not a file or folder"),
+        (["--features", "digits-cnn", "--ref", "digits", "--fid-weights", "/no/such.pth"], "is not a file"),
+        (["--samples", "1"], "--samples must be >= 2"),
+        (["--bootstrap", "1"], "--bootstrap must be >= 2"),
+        (["--features", "inception", "--ref", "digits", "--fid-weights", "GARBAGE"], "neither torch-fidelity's Inception"),
+        ([], "--ref is required"),
+    ],
+)
+def test_bad_input_exits_2(args, fragment, tiny_pipeline, cli, tmp_path):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint at all")
+    args = [str(garbage) if a == "GARBAGE" else a for a in args]
+    code, out, err = cli("fid", tiny_pipeline, "--samples", "4", "--steps", "2", *args)
+    assert code == 2, err
+    assert fragment in err and err.startswith("flatcheck: error:") and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ CLI
+def test_cli_bundled_digits_defaults_json(cli):
+    code, out, err = cli("fid", "digits-base", "--samples", "12", "--steps", "2", "--bootstrap", "20", "--json", "-")
+    assert code == 0, err
+    payload = json.loads(out)
+    r = payload["fid"]
+    assert r["label"] == "FD (digits-cnn)" and r["features"] == "digits-cnn" and r["reference"]["spec"] == "digits"
+    assert r["num_samples"] == 12 and r["value"]["ci_low"] <= r["value"]["value"] <= r["value"]["ci_high"]
+    assert "12 samples" in r["warning"]
+    code2, out2, _ = cli("fid", "digits-base", "--samples", "12", "--steps", "2", "--bootstrap", "20", "--json", "-")
+    assert json.loads(out2)["fid"]["value"] == r["value"]  # same seed, same numbers
+
+
+def test_cli_sample_dir_written_once_and_reused(tiny_pipeline, cli, tmp_path):
+    d = tmp_path / "samples"
+    args = ("fid", tiny_pipeline, "--ref", "digits", "--features", "digits-cnn", "--samples", "6", "--steps", "2",
+            "--bootstrap", "10", "--sample-dir", d, "--json", "-")
+    code, out, err = cli(*args)
+    assert code == 0, err
+    manifest = json.loads((d / "manifest.json").read_text())
+    assert manifest["count"] == 6
+    stamp = {p.name: p.stat().st_mtime_ns for p in d.glob("shard-*.npy")}
+    code, out2, err = cli(*args)
+    assert code == 0, err
+    assert {p.name: p.stat().st_mtime_ns for p in d.glob("shard-*.npy")} == stamp  # nothing regenerated
+    assert json.loads(out2)["fid"]["value"] == json.loads(out)["fid"]["value"]
+    code, out3, err = cli("fid", tiny_pipeline, "--ref", "digits", "--features", "digits-cnn", "--samples", "6",
+                          "--bootstrap", "10", "--samples-from", d, "--json", "-")
+    assert code == 0, err
+    assert json.loads(out3)["fid"]["value"] == json.loads(out)["fid"]["value"]
+
+
+def test_cli_table_says_fd_not_fid(cli, tmp_path):
+    code, out, err = cli("fid", "digits-base", "--samples", "8", "--steps", "2", "--bootstrap", "10", "--out", tmp_path / "o")
+    assert code == 0, err
+    flat = " ".join(out.split())  # rich wraps lines
+    assert "FD (digits-cnn)" in flat and flat.count("FID") == flat.count("not comparable with FID") == 1
+    assert (tmp_path / "o" / "fid-samples.png").is_file() and (tmp_path / "o" / "samples-ddim-2" / "manifest.json").is_file()
