@@ -1,7 +1,8 @@
 """The CI gate: thresholds on any number of an audit report -> pass or fail.
 
 A rule names a number by a dotted path into the JSON report (`quantize.settings.W4A4.drift_mse`;
-list items by index, `exposure.curve.3.drift` or `exposure.curve[3].drift`). A path that ends on
+list items by index, `exposure.curve.3.drift` or `exposure.curve[3].drift`). Items of a list of
+named tables are reached by name too (`quantize.settings.W4A4.sample_mse`). A path that ends on
 an estimate ({"value", "stderr", ...}) means its value. Each rule bounds the number from above or
 below, either absolutely or relative to the same number in a baseline report:
 
@@ -216,7 +217,13 @@ def lookup(report: dict, path: str) -> tuple[float | None, float | None]:
     for key in parse_path(path):
         if isinstance(node, list):
             idx = key if isinstance(key, int) else (int(key) if str(key).isdigit() else None)
-            if idx is None or not 0 <= idx < len(node):
+            if idx is None:  # a list of named items (quantize.settings.W4A4): pick by name
+                idx = next((i for i, item in enumerate(node) if isinstance(item, dict) and item.get("name") == key), None)
+                if idx is None:
+                    names = [str(item["name"]) for item in node if isinstance(item, dict) and "name" in item]
+                    have = f"names: {', '.join(names[:12])}" if names else f"use an index 0..{len(node) - 1}"
+                    raise InputError(f"metric '{path}': no '{key}' in '{'.'.join(walked) or 'report'}' ({have})")
+            if not 0 <= idx < len(node):
                 raise InputError(f"metric '{path}': '{'.'.join(walked) or 'report'}' is a list of {len(node)}; use an index 0..{len(node) - 1}")
             node = node[idx]
         elif isinstance(node, dict):

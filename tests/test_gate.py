@@ -14,6 +14,7 @@ REPORT = {
     "sharpness": {"top_eigenvalue": {"value": 10.0, "stderr": 0.5}},
     "exposure": {"curve": [{"t": 999, "drift": 0.1}, {"t": 500, "drift": -0.3}]},
     "fid": {"value": None},
+    "named": [{"name": "W8A8", "mse": 0.01}, {"name": "W4A4", "mse": {"value": 0.3, "stderr": 0.02}}],
 }
 BASE = {
     "quantize": {"settings": {"W4A4": {"drift_mse": {"value": 0.1}}, "W8A8": {"drift_mse": 0.001}}},
@@ -35,6 +36,7 @@ def test_paths_reach_dicts_lists_and_estimates():
     assert lookup(REPORT, "exposure.curve.1.drift") == (-0.3, None)
     assert lookup(REPORT, "exposure.curve[1].drift") == (-0.3, None)
     assert lookup(REPORT, "fid") == (None, None)
+    assert lookup(REPORT, "named.W4A4.mse") == (0.3, 0.02) == lookup(REPORT, "named.1.mse")
 
 
 @pytest.mark.parametrize(
@@ -42,6 +44,8 @@ def test_paths_reach_dicts_lists_and_estimates():
     [
         ("quantize.settings.W3A3.drift_mse", "no 'W3A3'"),
         ("exposure.curve.7.drift", "list of 2"),
+        ("exposure.curve.x.drift", "use an index 0..1"),
+        ("named.W2A2.mse", "names: W8A8, W4A4"),
         ("quantize.settings", "a table, not a number"),
         ("exposure.curve", "a list, not a number"),
         ("a..b", "not a dotted path"),

@@ -1,0 +1,100 @@
+"""`flatcheck compare A B [C ...]`: audit several checkpoints with one bank, one seed set, one option set.
+
+Same bank: with --data the bank depends only on the data and the seed, so each column equals a
+separate `flatcheck audit` of that checkpoint with the same options. Data-free, the bank's x0 are
+drawn from the pooled full-precision samples of all the checkpoints (no checkpoint's own samples
+are favoured); each checkpoint's samples are generated once and reused by its measures.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from .audit import AREAS, AuditOptions, AuditReport, Progress, describe_model, generate_samples, prepare_inputs, resolve_for, run_measures
+from .errors import InputError
+from .report.flatten import number_rows
+from .report.jsonio import to_jsonable
+
+
+@dataclass
+class Comparison:
+    models: list[str]  # column names (the MODEL arguments)
+    options: dict
+    verdicts: dict  # area -> ["status: line", ...] one per model
+    rows: list[dict]  # path, values, stderrs, text, diff, stderr_diff
+    reports: list[AuditReport]
+
+
+def audit_many(checkpoints: list, opts: AuditOptions, progress: Progress | None = None) -> list[AuditReport]:
+    """Audit each loaded checkpoint with the same bank, seeds and settings."""
+    import torch
+
+    from .denoiser import Denoiser
+    from .runtime import seed_everything
+
+    if len(checkpoints) < 2:
+        raise InputError("compare needs at least two checkpoints")
+    resolved = [resolve_for(c, opts) for c in checkpoints]
+    if len({(o.data, o.fid_features) for o in resolved}) > 1:
+        raise InputError("the checkpoints default to different reference data or FD features: pass --data (or --data none) for all of them")
+    opts = resolved[0]
+    denoisers = [Denoiser.from_checkpoint(c) for c in checkpoints]
+    shapes = {d.sample_shape for d in denoisers}
+    if len(shapes) > 1:
+        raise InputError(f"the checkpoints have different sample shapes ({', '.join(map(str, shapes))}): nothing to compare on one bank")
+    fps = []
+    for d in denoisers:
+        seed_everything(opts.seed)
+        fps.append(generate_samples(d, opts, progress))
+    pool = note = None
+    if opts.data is None:
+        # Interleave so that the bank's random draw sees every model's samples equally.
+        pool = torch.stack(fps, 1).flatten(0, 1)
+        note = f"data-free: drawn from the pooled {len(pool)} full-precision samples of {len(fps)} checkpoints ({opts.sampler} {opts.steps} steps, seed {opts.seed})"
+    reports = []
+    for ckpt, d, fp in zip(checkpoints, denoisers, fps):
+        seed_everything(opts.seed)
+        inputs, timings = prepare_inputs(d, opts, progress, fp=fp, bank_x0=pool, bank_note=note)
+        reports.append(run_measures(inputs, describe_model(ckpt), timings, progress))
+    return reports
+
+
+def compare_reports(reports: list, names: list[str]) -> Comparison:
+    """Side by side: every number of every area (and the bank loss), with differences to the first model."""
+    docs = [r if isinstance(r, dict) else to_jsonable(r) for r in reports]
+    verdicts = {area: [_verdict_cell(doc, area) for doc in docs] for area in AREAS}
+    tables = [_numbers(doc) for doc in docs]
+    order = list(dict.fromkeys(p for t in tables for p in t))  # first model's order, then any extra paths
+    rows = []
+    for path in order:
+        cells = [t.get(path) for t in tables]
+        values = [c.value if c else None for c in cells]
+        stderrs = [c.stderr if c else None for c in cells]
+        diff, se_diff = [], []
+        for v, se in zip(values[1:], stderrs[1:]):
+            ok = v is not None and values[0] is not None
+            diff.append(v - values[0] if ok else None)
+            # Independent errors add in quadrature; the bank is shared, so this is conservative.
+            se_diff.append(math.hypot(se, stderrs[0]) if ok and se is not None and stderrs[0] is not None else None)
+        rows.append({"path": path, "values": values, "stderrs": stderrs, "text": [c.text() if c else "—" for c in cells],
+                     "diff": diff, "stderr_diff": se_diff})
+    return Comparison(list(names), docs[0].get("options", {}), verdicts, rows, reports)
+
+
+def _verdict_cell(doc: dict, area: str) -> str:
+    v = next((v for v in doc.get("verdicts", []) if v["area"] == area), None)
+    return f"{v['status']}: {v['line']}" if v else "—"
+
+
+def _numbers(doc: dict) -> dict:
+    out = {}
+    loss = doc.get("bank", {}).get("loss")
+    if loss is not None:
+        for r in number_rows(loss, "bank.loss"):
+            out[r.path] = r
+    for area in AREAS:
+        if doc.get(area) is not None:
+            for r in number_rows(doc[area], area):
+                out[r.path] = r
+    return out

@@ -1,0 +1,101 @@
+"""Audit, compare and gate reports as GitHub-flavoured Markdown (also for $GITHUB_STEP_SUMMARY)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .flatten import format_number, number_rows
+
+AREAS = ("sharpness", "exposure", "quantize", "fid")
+STATUS_MARK = {"good": "🟢", "fair": "🟡", "poor": "🔴", "skipped": "⚪", "error": "❌"}
+
+
+def _esc(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def verdict_table(report: dict) -> str:
+    rows = [[f"{STATUS_MARK.get(v['status'], '')} {v['area']}", v["status"], v["line"]] for v in report.get("verdicts", [])]
+    return _table(["area", "verdict", "summary"], rows)
+
+
+def audit_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
+    """The whole audit: verdicts first, then every number (with the dotted path the gate uses), then the run."""
+    model = report.get("model", {})
+    out = [f"# flatcheck audit: {model.get('source', '?')}", "", verdict_table(report), ""]
+    for area in AREAS:
+        section = report.get(area)
+        out.append(f"## {area}")
+        if section is None:
+            note = next((v["line"] for v in report.get("verdicts", []) if v["area"] == area), "not run")
+            out += [f"_{note}_", ""]
+            continue
+        rows = [[f"`{area}.{r.path}`", r.text()] for r in number_rows(section)]
+        out += [_table(["metric (gate path)", "value"], rows) if rows else "_no numbers_", ""]
+        for name, path in (plots or {}).items():
+            if name.startswith(area):
+                out += [f"![{name}]({path})", ""]
+    out += ["## run", "", _table(["", ""], _run_rows(report)), ""]
+    return "\n".join(out)
+
+
+def _run_rows(report: dict) -> list[list[str]]:
+    model, env, bank, samples = (report.get(k) or {} for k in ("model", "environment", "bank", "samples"))
+    rows = [
+        ["model", f"{model.get('source')} ({model.get('denoiser_class')}, {model.get('parameters', 0):,} parameters)"],
+        ["profile", str(report.get("options", {}).get("profile"))],
+        ["probe bank", f"{bank.get('n')} probes, seed {bank.get('seed')}, t in {bank.get('t_range')}; {bank.get('source')}"],
+        ["samples", f"{samples.get('n')} x {samples.get('sampler')} {samples.get('steps')} steps, seed {samples.get('seed')}"],
+        ["device", f"{env.get('device')} ({env.get('gpu') or env.get('platform')})"],
+        ["versions", f"flatcheck {env.get('flatcheck')}, torch {env.get('torch')}, diffusers {env.get('diffusers')}, python {env.get('python')}"],
+        ["seconds", ", ".join(f"{k} {v:.1f}" for k, v in (report.get("timings") or {}).items())],
+    ]
+    opts = report.get("options", {})
+    rows.append(["options", ", ".join(f"{k}={v}" for k, v in opts.items())])
+    return rows
+
+
+def compare_markdown(comparison: dict) -> str:
+    names = comparison["models"]
+    out = [f"# flatcheck compare: {' vs '.join(names)}", ""]
+    header = ["area", *names]
+    out += [_table(header, [[area, *comparison["verdicts"][area]] for area in comparison["verdicts"]]), ""]
+    diff_names = [f"{n} − {names[0]}" for n in names[1:]]
+    rows = [[f"`{r['path']}`", *r["text"], *(format_number(d) for d in r["diff"])] for r in comparison["rows"]]
+    out += [_table(["metric", *names, *diff_names], rows), ""]
+    return "\n".join(out)
+
+
+def gate_markdown(result, source: str) -> str:
+    head = "✅ flatcheck gate passed" if result.passed else f"❌ flatcheck gate failed: {len(result.failures)} of {len(result.rows)} thresholds crossed"
+    rows = [
+        [
+            "pass" if r.passed else "FAIL",
+            f"`{r.metric}`",
+            format_number(r.value, r.stderr),
+            r.condition,
+            format_number(r.bound),
+            format_number(r.baseline) if r.baseline is not None else "",
+            r.note,
+        ]
+        for r in result.rows
+    ]
+    return "\n".join([f"# {head}", "", f"report: {source}; config: {result.config}" + (f"; baseline: {result.baseline}" if result.baseline else ""), "",
+                      _table(["", "metric", "value", "must be", "bound", "baseline", "note"], rows), ""])
+
+
+def write_step_summary(markdown: str) -> Path | None:
+    """Append to $GITHUB_STEP_SUMMARY when set (GitHub Actions shows it on the run page)."""
+    dest = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not dest:
+        return None
+    with open(dest, "a", encoding="utf-8") as fh:
+        fh.write(markdown.rstrip("\n") + "\n\n")
+    return Path(dest)
