@@ -125,6 +125,8 @@ class AveragePoint:
     increase: Estimate  # E[L(theta + delta)] - L(theta); stderr over draws
     relative: float  # increase / L(theta)
     by_bucket: list[Estimate | None]  # same, on the probes of each timestep bucket
+    per_draw: list[float] = field(default_factory=list)  # the increase of each +-delta pair (same seed: same
+    # directions for every checkpoint of one architecture, so two checkpoints compare draw by draw)
 
 
 @dataclass
@@ -348,9 +350,10 @@ def measure_sharpness(denoiser: Denoiser, bank: ProbeBank, config: SharpnessConf
                 rows = _average_case(ctx, norm, config.radii, config.draws, _generator(config.seed, f"avg-{norm}"))
                 points = []
                 for r, (inc, norms) in zip(config.radii, rows):
-                    est = mean_estimate(inc.mean(1).numpy())
+                    per_draw = inc.mean(1)
+                    est = mean_estimate(per_draw.numpy())
                     points.append(AveragePoint(r, sum(norms) / len(norms), est, est.value / ctx.base_mean,
-                                               _estimates_by_bucket(ctx, inc)))
+                                               _estimates_by_bucket(ctx, inc), per_draw.tolist()))
                 result.average.append(AverageCase(norm, config.draws, points))
             # Per block: the same radius per weight, only that block moved (quadratic regime: additive).
             # One norm (the first asked for) is enough to say which block is sharp.
