@@ -58,11 +58,11 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def train(steps: int, batch: int, lr: float, seed: int, rho: float | None, ema_decay: float):
+def train(steps: int, batch: int, lr: float, seed: int, rho: float | None, ema_decay: float, device: str = "cpu"):
     """One training run. Returns (unet, ema_unet, losses)."""
     torch.manual_seed(seed)
     data = digits_images()
-    unet = UNet2DModel(**UNET_CONFIG)
+    unet = UNet2DModel(**UNET_CONFIG).to(device)
     ema = copy.deepcopy(unet).requires_grad_(False)
     sched = make_scheduler()
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
@@ -76,6 +76,8 @@ def train(steps: int, batch: int, lr: float, seed: int, rho: float | None, ema_d
         x0 = data[idx]
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen)
+        # Batches and noise are drawn on the CPU so every device sees the same ones.
+        x0, noise, t = x0.to(device), noise.to(device), t.to(device)
         loss = batch_loss(unet, sched, x0, t, noise)
         loss.backward()
         if rho:
@@ -109,8 +111,9 @@ def eval_loss(unet, n: int = 1024, seed: int = 123) -> float:
     idx = torch.randint(0, len(data), (n,), generator=gen)
     x0, noise = data[idx], torch.randn((n, 1, 16, 16), generator=gen)
     t = torch.randint(0, 1000, (n,), generator=gen)
+    dev = next(unet.parameters()).device
     with torch.no_grad():
-        return batch_loss(unet, sched, x0, t, noise).item()
+        return batch_loss(unet, sched, x0.to(dev), t.to(dev), noise.to(dev)).item()
 
 
 def choose_rho(unet) -> tuple[float, dict[str, float]]:
@@ -124,6 +127,8 @@ def choose_rho(unet) -> tuple[float, dict[str, float]]:
     idx = torch.randint(0, len(data), (512,), generator=gen)
     x0, noise = data[idx], torch.randn((512, 1, 16, 16), generator=gen)
     t = torch.randint(0, 1000, (512,), generator=gen)
+    dev = next(unet.parameters()).device
+    x0, noise, t = x0.to(dev), noise.to(dev), t.to(dev)
     params = list(unet.parameters())
     unet.zero_grad(set_to_none=True)
     base = batch_loss(unet, sched, x0, t, noise)
@@ -144,11 +149,11 @@ def choose_rho(unet) -> tuple[float, dict[str, float]]:
 
 def save(unet, out: Path, name: str, seed: int) -> Path:
     folder = out / name
-    DDPMPipeline(unet=unet, scheduler=make_scheduler()).save_pretrained(folder, safe_serialization=True)
+    DDPMPipeline(unet=copy.deepcopy(unet).cpu(), scheduler=make_scheduler()).save_pretrained(folder, safe_serialization=True)
     # A DDIM-50 sample grid, fixed seed, so a reader can see what the model makes.
     sched = DDIMScheduler.from_config(make_scheduler().config)
     sched.set_timesteps(50)
-    x = torch.randn((64, 1, 16, 16), generator=torch.Generator().manual_seed(seed))
+    x = torch.randn((64, 1, 16, 16), generator=torch.Generator().manual_seed(seed)).to(next(unet.parameters()).device)
     with torch.no_grad():
         for t in sched.timesteps:
             x = sched.step(unet(x, t).sample, t, x).prev_sample
@@ -166,15 +171,16 @@ def main() -> None:
     ap.add_argument("--rho", type=float, default=None, help="SAM radius (default: chosen by measurement)")
     ap.add_argument("--out", type=Path, default=ROOT / "flatcheck" / "models")
     ap.add_argument("--log", type=Path, default=ROOT / "examples" / "training.json")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     recipe = dict(unet=UNET_CONFIG, steps=args.steps, batch=args.batch, lr=args.lr, schedule="100-step warmup, cosine",
                   optimizer="AdamW(weight_decay=1e-4)", loss="eps MSE, DDPM linear betas 1e-4..0.02, T=1000",
                   seed=args.seed, ema_decay=args.ema_decay, data="sklearn load_digits, 8x8 -> 16x16 bilinear, [-1, 1]")
-    log = {"recipe": recipe, "models": {}}
+    log = {"recipe": recipe, "device": args.device, "torch": torch.__version__, "models": {}}
 
     t0 = time.time()
-    unet, ema, losses = train(args.steps, args.batch, args.lr, args.seed, rho=None, ema_decay=args.ema_decay)
+    unet, ema, losses = train(args.steps, args.batch, args.lr, args.seed, rho=None, ema_decay=args.ema_decay, device=args.device)
     base_time = time.time() - t0
     for name, model in (("digits-base", unet), ("digits-ema", ema)):
         save(model, args.out, name, args.seed)
@@ -187,7 +193,7 @@ def main() -> None:
                                 rule=f"smallest rho whose one-step SAM ascent raises the base model's loss by >= {RHO_TARGET_INCREASE:.0%}")
     print(f"SAM rho = {rho} (relative increases: {rho_table})", flush=True)
     t0 = time.time()
-    sam, _, sam_losses = train(args.steps, args.batch, args.lr, args.seed, rho=rho, ema_decay=args.ema_decay)
+    sam, _, sam_losses = train(args.steps, args.batch, args.lr, args.seed, rho=rho, ema_decay=args.ema_decay, device=args.device)
     save(sam, args.out, "digits-sam", args.seed)
     log["models"]["digits-sam"] = dict(run=f"AdamW + SAM(rho={rho})", weights="raw",
                                        final_train_loss_last100=sum(sam_losses[-100:]) / len(sam_losses[-100:]),
