@@ -35,7 +35,9 @@ import torch
 
 from .denoiser import Denoiser
 from .errors import InputError
-from .sampling import StepRecord, StepReducer, check_run, make_sampler, sample, timesteps_for
+from .sampling import (
+    StepRecord, StepReducer, check_run, generators, initial_noise, make_sampler, sample, timesteps_for,
+)
 from .stats import Estimate, mean_estimate
 
 
@@ -216,7 +218,10 @@ def _curve(r: StepReducer) -> Curve:
     return Curve(r.mean(), r.stderr())
 
 
-def _total_gap(sampled_totals: torch.Tensor, forward_totals: torch.Tensor) -> Estimate:
+def _total_gap(sampled_totals: torch.Tensor, forward_totals: torch.Tensor, paired: bool = False) -> Estimate:
+    """Mean summed norm over samples minus over reference points; paired by index when the noise is shared."""
+    if paired and len(sampled_totals) == len(forward_totals):
+        return mean_estimate((sampled_totals - forward_totals).numpy())
     a, b = mean_estimate(sampled_totals.numpy()), mean_estimate(forward_totals.numpy())
     se = math.sqrt((a.stderr or 0.0) ** 2 + (b.stderr or 0.0) ** 2)
     return Estimate(a.value - b.value, se, n=min(a.n, b.n))
@@ -230,8 +235,9 @@ class _ForwardReference:
     curves over t are smooth and a timestep shared by two step counts is computed once.
     """
 
-    def __init__(self, denoiser: Denoiser, x0: torch.Tensor, noise: torch.Tensor, batch_size: int):
+    def __init__(self, denoiser: Denoiser, x0: torch.Tensor, noise: torch.Tensor, batch_size: int, paired: bool = False):
         self.denoiser, self.x0, self.noise, self.batch_size = denoiser, x0, noise, batch_size
+        self.paired = paired  # noise[j] is run (a)'s initial noise of sample j
         self.norm: dict[int, torch.Tensor] = {}  # t -> [m] ||eps_theta||
         self.sq: dict[int, torch.Tensor] = {}  # t -> [m] ||eps_theta||^2
         self.dot: dict[int, torch.Tensor] = {}  # t -> [m] <eps_theta, eps>
@@ -295,7 +301,10 @@ def measure_exposure(
     """Exposure-bias measures for each step count in config.steps.
 
     reference_x0: [m, C, H, W] reference data in model space (e.g. a ProbeBank's x0).
-    reference_noise: the forward noise for each reference point (default: drawn from the seed).
+    reference_noise: the forward noise for each reference point. Default: run (a)'s own initial
+        noise of sample j for point j, which pairs the two when samples == len(reference_x0)
+        (the summed gap's stderr is then that of paired differences; per-step stderrs stay unpaired,
+        i.e. conservative).
     progress(k): called as work is done, k in work_units' units.
     """
     config = config or ExposureConfig()
@@ -306,10 +315,12 @@ def measure_exposure(
         raise InputError(f"exposure needs at least 2 reference samples (got {len(x0)})")
     if tuple(x0.shape[1:]) != tuple(denoiser.sample_shape):
         raise InputError(f"reference data is shaped {tuple(x0.shape[1:])}, the model samples {tuple(denoiser.sample_shape)}")
-    if reference_noise is None:
-        gen = torch.Generator().manual_seed(_derived_seed(config.seed, "forward-noise"))
-        reference_noise = torch.randn(x0.shape, generator=gen)
-    ref = _ForwardReference(denoiser, x0, reference_noise.float().cpu(), config.batch_size)
+    paired = reference_noise is None
+    if paired:
+        # Reference point j is noised with the very noise sample j of run (a) starts from, so with
+        # samples == reference points the summed gap is a paired difference: far lower variance.
+        reference_noise = initial_noise(denoiser.sample_shape, generators(config.seed, range(len(x0))))
+    ref = _ForwardReference(denoiser, x0, reference_noise.float().cpu(), config.batch_size, paired)
     runs = [_measure_steps(denoiser, ref, steps, config, progress) for steps in config.steps]
     return ExposureResult(config, reference_source, runs)
 
@@ -333,7 +344,7 @@ def _measure_steps(denoiser: Denoiser, ref: _ForwardReference, steps: int, confi
     sampled = _curve(eps_a.raw)
     gap = _gap_curve(sampled, forward)
     fwd_totals = ref.totals(ts)
-    gap_total = _total_gap(eps_a.raw.sample_totals(), fwd_totals)
+    gap_total = _total_gap(eps_a.raw.sample_totals(), fwd_totals, ref.paired)
 
     # (b) the sampler from reference data noised to t_0: its spread against the forward process's.
     scheduler.set_timesteps(steps)
@@ -348,7 +359,8 @@ def _measure_steps(denoiser: Denoiser, ref: _ForwardReference, steps: int, confi
     scaling = []
     for form in ("constant", "linear") if config.linear_scale else ("constant",):
         b, k = fit_epsilon_scaling(sampled.mean, forward.mean, ts, form == "linear")
-        scaling.append(_check_scaling(denoiser, scheduler, steps, config, form, b, k, ts, forward, fwd_totals, eps_a, gap, tick))
+        scaling.append(_check_scaling(denoiser, scheduler, steps, config, form, b, k, ts, forward, fwd_totals, ref.paired, eps_a, gap,
+                                      tick))
 
     run = ExposureRun(
         steps=steps, sampler=type(scheduler).__name__, timesteps=ts, samples=n, reference=m, sqrt_d=math.sqrt(d),
@@ -370,7 +382,7 @@ def _gap_curve(sampled: Curve, forward: Curve) -> Curve:
     )
 
 
-def _check_scaling(denoiser, scheduler, steps, config, form, b, k, ts, forward, fwd_totals, eps_a, gap_before, tick):
+def _check_scaling(denoiser, scheduler, steps, config, form, b, k, ts, forward, fwd_totals, paired, eps_a, gap_before, tick):
     lam = lambda t: b + k * t  # noqa: E731 - lambda_t as the paper writes it
     if min(lam(t) for t in ts) <= 0:
         raise InputError(f"the {form} epsilon-scaling fit gave lambda <= 0 (b={b:.3g}, k={k:.3g}): the eps-norm curves are degenerate")
@@ -388,6 +400,6 @@ def _check_scaling(denoiser, scheduler, steps, config, form, b, k, ts, forward, 
     abs_after = float(np.abs(gap.mean).sum())
     return EpsilonScaling(
         form=form, b=b, k=k, lambdas=[lam(t) for t in ts], eps_norm_raw=_curve(eps_c.raw), eps_norm_applied=applied,
-        gap=gap, gap_total=_total_gap(after, fwd_totals), gap_abs_total=abs_after, gap_change=change,
+        gap=gap, gap_total=_total_gap(after, fwd_totals, paired), gap_abs_total=abs_after, gap_change=change,
         helps=abs_after < float(np.abs(gap_before.mean).sum()),
     )

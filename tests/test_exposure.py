@@ -196,7 +196,7 @@ def data_npy(tmp_path):
 def test_cli_json_table_plot_and_samples(cli, tiny_pipeline, data_npy, tmp_path):
     out = tmp_path / "out"
     code, stdout, err = cli("exposure", tiny_pipeline, "--steps", "3,5", "--sampler", "ddim", "--data", data_npy, "--probes", "6",
-                            "--samples", "5", "--batch-size", "4", "--save-samples", "--out", out, "--json", out / "e.json")
+                            "--samples", "5", "--batch-size", "4", "--save-samples", "--out", out, "--json", out / "e.json", "--device", "cpu")
     assert code == 0, err
     assert "DDIM 5 steps" in stdout and "reference: data:" in stdout  # the table
     doc = json.loads((out / "e.json").read_text())
