@@ -123,6 +123,8 @@ def check_config(config: QuantizeConfig) -> None:
         raise InputError(f"--sensitivity-samples must be >= 0 (got {config.sensitivity_samples})")
     if config.calibration not in METHODS:
         raise InputError(f"--calibration must be one of {', '.join(METHODS)} (got '{config.calibration}')")
+    if not 50 < config.percentile <= 100:
+        raise InputError(f"--percentile must be in (50, 100] (got {config.percentile})")
     if not config.settings:
         raise InputError("no quantization setting was asked for")
     _sensitivity_setting(config)  # an unknown --sensitivity-setting fails before any sampling

@@ -46,7 +46,8 @@ def test_quantize_json_table_and_grids(cli, tiny_pipeline, tmp_path):
     ["--bits", "0"], ["--bits", "1"], ["--bits", "17"], ["--bits", "text"], ["--bits", "8,,4"],
     ["--wbits", "3", "--bits", "8,4", "--abits", "8,6,4"], ["--bnb", "int2"], ["--first-last", "none"],
     ["--attention", "half"], ["--calibration", "kl"], ["--percentile", "20", "--calibration", "percentile"],
-    ["--sampler", "nope"], ["--samples", "0"], ["--sensitivity-setting", "W2A2"],
+    ["--sampler", "nope"], ["--samples", "0"], ["--sensitivity-setting", "W2A2"], ["--probes", "0"],
+    ["--data", "/no/such/folder"],
 ])
 def test_bad_input_is_one_line_exit_2(cli, tiny_pipeline, args):
     code, out, err = cli("quantize", tiny_pipeline, *FAST, *args)
