@@ -218,9 +218,12 @@ def lookup(report: dict, path: str) -> tuple[float | None, float | None]:
         if isinstance(node, list):
             idx = key if isinstance(key, int) else (int(key) if str(key).isdigit() else None)
             if idx is None:  # a list of named items (quantize.settings.W4A4): pick by name
-                idx = next((i for i, item in enumerate(node) if isinstance(item, dict) and item.get("name") == key), None)
+                from .report.flatten import item_name_key
+
+                name_key = item_name_key(node)
+                names = [item[name_key] for item in node] if name_key else []
+                idx = names.index(key) if key in names else None
                 if idx is None:
-                    names = [str(item["name"]) for item in node if isinstance(item, dict) and "name" in item]
                     have = f"names: {', '.join(names[:12])}" if names else f"use an index 0..{len(node) - 1}"
                     raise InputError(f"metric '{path}': no '{key}' in '{'.'.join(walked) or 'report'}' ({have})")
             if not 0 <= idx < len(node):
@@ -232,6 +235,8 @@ def lookup(report: dict, path: str) -> tuple[float | None, float | None]:
                 have = ", ".join(sorted(map(str, node))[:12]) or "nothing"
                 raise InputError(f"metric '{path}': no '{k}' in '{'.'.join(walked) or 'report'}' (it has: {have})")
             node = node[k]
+        elif node is None:
+            raise InputError(f"metric '{path}': '{'.'.join(walked)}' was not measured in this report (skipped or failed)")
         else:
             raise InputError(f"metric '{path}': '{'.'.join(walked)}' is a number, not a table")
         walked.append(str(key))

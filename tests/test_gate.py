@@ -49,6 +49,8 @@ def test_paths_reach_dicts_lists_and_estimates():
         ("quantize.settings", "a table, not a number"),
         ("exposure.curve", "a list, not a number"),
         ("a..b", "not a dotted path"),
+        ("fid.value.x", "was not measured"),
+        ("quantize.settings.W8A8.drift_mse.x", "is a number, not a table"),
     ],
 )
 def test_bad_paths_are_one_line_input_errors(path, message):

@@ -11,6 +11,9 @@ from typing import Any, Iterator
 
 # Lists of items longer than this are cut in tables (the JSON has them all).
 MAX_LIST_ROWS = 12
+# Keys that name the items of a list (quantize settings, sharpness norms and blocks...): paths use
+# the name instead of the index, so they survive a change of order. The gate reads them the same way.
+NAME_KEYS = ("name", "block", "norm", "form")
 # Echoes of the options (the report's "options" has them), not measurements.
 SKIP_KEYS = frozenset({"config"})
 
@@ -59,13 +62,22 @@ def number_rows(node: Any, prefix: str = "") -> Iterator[NumberRow]:
     elif isinstance(node, list):
         if all(isinstance(v, (int, float)) or v is None for v in node):
             return  # a curve (one number per step, radius, ...): plotted, not tabulated; the gate still reaches it
-        named = all(isinstance(v, dict) and isinstance(v.get("name"), str) for v in node)
+        key_of = item_name_key(node)
         for i, v in enumerate(node[:MAX_LIST_ROWS]):
             # Named items by name (the gate accepts both): stable when the list's order changes.
-            key = v["name"] if named else str(i)
+            key = v[key_of] if key_of else str(i)
             yield from number_rows(v, f"{prefix}.{key}" if prefix else key)
     elif isinstance(node, (int, float)) and not isinstance(node, bool):
         yield NumberRow(prefix, node)
+
+
+def item_name_key(items: list) -> str | None:
+    """The key that names every item of `items` uniquely, if there is one."""
+    for key in NAME_KEYS:
+        names = [v.get(key) if isinstance(v, dict) else None for v in items]
+        if items and all(isinstance(n, str) and n and "." not in n for n in names) and len(set(names)) == len(names):
+            return key
+    return None
 
 
 def _num(x):
