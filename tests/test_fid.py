@@ -159,6 +159,25 @@ def test_reference_cache_skips_the_feature_pass(digits_halves, tmp_path):
     assert ex.passes - p0 == 6 and fourth.reference.cache == "computed" and fourth.reference.num_images == 300
 
 
+def test_fd_change_is_paired(digits_halves, tmp_path):
+    from flatcheck.fid import fd_change
+
+    a, b = digits_halves
+    ref = _save_images(tmp_path / "b.npz", b)
+    base = score_samples(a[:300], ref, features="digits-cnn", bootstrap=100)
+    same = fd_change(base, base)
+    assert same.value == 0 and same.stderr == 0
+    noisy = score_samples((a[:300] + 0.3 * torch.randn(300, 1, 16, 16, generator=torch.Generator().manual_seed(1))).clamp(-1, 1),
+                          ref, features="digits-cnn", bootstrap=100)
+    change = fd_change(noisy, base)
+    assert change.value == pytest.approx(noisy.value.value - base.value.value)
+    assert change.ci_low > 0  # noise clearly makes it worse
+    assert change.stderr < 0.8 * (noisy.value.stderr**2 + base.value.stderr**2) ** 0.5  # pairing cancels shared noise
+    other = score_samples(a[:300], ref, features="digits-cnn", bootstrap=100, seed=1)
+    with pytest.raises(ValueError):
+        fd_change(other, base)
+
+
 def test_stats_file_reference_equals_images_reference(digits_halves, tmp_path):
     a, b = digits_halves
     ex = extractors.load_extractor("digits-cnn")

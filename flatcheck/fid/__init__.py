@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from .extractors import FEATURES, label_for
-from .score import FidResult, score_samples
+from .score import FidResult, fd_change, score_samples
 
 DIGITS_REF = "digits"
 
@@ -24,4 +24,4 @@ def is_bundled_digits(ckpt) -> bool:
     return getattr(ckpt, "form", None) == "bundled" and ckpt.root.name.startswith("digits-")
 
 
-__all__ = ["FEATURES", "DIGITS_REF", "FidResult", "default_features", "is_bundled_digits", "label_for", "score_samples"]
+__all__ = ["FEATURES", "DIGITS_REF", "FidResult", "default_features", "fd_change", "is_bundled_digits", "label_for", "score_samples"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import InputError, RunError
@@ -41,6 +42,7 @@ class FidResult:
     warning: str | None  # set when num_samples < 2048
     seed: int
     notes: list[str] = field(default_factory=list)
+    _rounds: np.ndarray | None = field(default=None, repr=False)  # bootstrap FDs, for paired changes (not in JSON)
 
     def summary(self) -> str:
         lo, hi = self.value.ci_low, self.value.ci_high
@@ -132,5 +134,25 @@ def score_samples(
         label=extractor.label, features=extractor.features, value=value, kid=kid, num_samples=n, feature_dim=d,
         reference=ref_stats.info, bootstrap_rounds=bootstrap, ci_level=ci_level,
         kid_subsets=kid_subsets if kid is not None else None, kid_subset_size=used_subset,
-        warning=warning, seed=seed, notes=notes,
+        warning=warning, seed=seed, notes=notes, _rounds=boot.rounds,
     )
+
+
+def fd_change(new: FidResult, base: FidResult) -> Estimate:
+    """new - base (e.g. W4A4 - full precision) with a paired bootstrap interval.
+
+    Valid when both scored the same sample indices from the same seeds (quantize, exposure
+    at several step counts): with equal N, seed and rounds, score_samples resampled the same
+    indices in both, so the per-round differences cancel the shared sampling noise and the
+    interval is much tighter than two independent intervals would suggest.
+    """
+    from scipy.stats import norm
+
+    same = (new.num_samples, new.bootstrap_rounds, new.seed, new.features, new.ci_level, new.reference.content_hash)
+    if same != (base.num_samples, base.bootstrap_rounds, base.seed, base.features, base.ci_level, base.reference.content_hash):
+        raise ValueError("fd_change needs two results with the same samples count, seed, bootstrap rounds, features and reference")
+    d = new._rounds - base._rounds
+    value = new.value.value - base.value.value
+    sd = float(d.std(ddof=1))
+    half = float(norm.ppf(0.5 + new.ci_level / 2)) * sd
+    return Estimate(value, sd, value - half, value + half, new.num_samples)
