@@ -317,7 +317,7 @@ def test_cli_sample_dir_written_once_and_reused(tiny_pipeline, cli, tmp_path):
     assert code == 0, err
     assert {p.name: p.stat().st_mtime_ns for p in d.glob("shard-*.npy")} == stamp  # nothing regenerated
     assert json.loads(out2)["fid"]["value"] == json.loads(out)["fid"]["value"]
-    code, out3, err = cli("fid", tiny_pipeline, "--ref", "digits", "--features", "digits-cnn", "--samples", "6",
+    code, out3, err = cli("fid", tiny_pipeline, "--ref", "digits", "--features", "digits-cnn",  # all 6 samples
                           "--bootstrap", "10", "--samples-from", d, "--json", "-")
     assert code == 0, err
     assert json.loads(out3)["fid"]["value"] == json.loads(out)["fid"]["value"]
