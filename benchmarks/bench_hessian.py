@@ -32,7 +32,7 @@ def main() -> None:
     from flatcheck.checkpoint import load
     from flatcheck.denoiser import Denoiser
     from flatcheck.hessian import BankLoss, lanczos, power_iteration
-    from flatcheck.paramvec import flat, measured_parameters
+    from flatcheck.paramvec import measured_parameters
     from flatcheck.probes import build_probe_bank
 
     ckpt = load(args.model, device=torch.device("cpu"), dtype=torch.float32)
