@@ -89,15 +89,29 @@ class Denoiser:
         return self.info.sample_shape
 
     def _timesteps(self, t, x: torch.Tensor) -> torch.Tensor:
+        # Integer timesteps stay long; fractional ones (Euler/Heun with linspace or trailing
+        # spacing) stay float and reach the network as diffusers' pipelines pass them.
         if not torch.is_tensor(t):
             t = torch.tensor(t)
-        t = t.to(device=x.device, dtype=torch.long)
+        t = t.to(x.device)
+        if not t.is_floating_point():
+            t = t.long()
         return t.expand(x.shape[0]) if t.ndim == 0 else t
+
+    def alphas_at(self, t: torch.Tensor) -> torch.Tensor:
+        """alphas_cumprod at t (float64, CPU); linear interpolation between integer steps."""
+        t = t.detach().cpu()
+        if not t.is_floating_point():
+            return self.alphas_cumprod[t]
+        t = t.double().clamp(0, self.num_train_timesteps - 1)
+        lo = t.floor().long()
+        hi = (lo + 1).clamp(max=self.num_train_timesteps - 1)
+        w = t - lo
+        return (1 - w) * self.alphas_cumprod[lo] + w * self.alphas_cumprod[hi]
 
     def alpha_sigma(self, t, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """sqrt(a_t) and sqrt(1 - a_t), shaped to broadcast against x, in x's dtype."""
-        t = self._timesteps(t, x)
-        a = self.alphas_cumprod[t.cpu()]
+        a = self.alphas_at(self._timesteps(t, x))
         shape = (-1,) + (1,) * (x.ndim - 1)
         return (a.sqrt().to(x.device, x.dtype).view(shape), (1 - a).sqrt().to(x.device, x.dtype).view(shape))
 

@@ -74,3 +74,16 @@ def test_perfect_eps_model_recovers_x0():
     d = wrap(noise, "epsilon")
     x_t = d.add_noise(x0, 300, noise)
     torch.testing.assert_close(d.x0(x_t, 300), x0, rtol=1e-4, atol=1e-4)
+
+
+def test_fractional_timesteps_interpolate_and_reach_the_network_unrounded():
+    d = Denoiser(make_unet(), make_scheduler())
+    x = torch.zeros(2, 1, 8, 8)
+    a, _ = d.alpha_sigma(torch.tensor([10.0, 10.25]), x)
+    ac = d.alphas_cumprod
+    torch.testing.assert_close(a.flatten().double() ** 2, torch.stack([ac[10], 0.75 * ac[10] + 0.25 * ac[11]]), rtol=1e-6, atol=0)
+    seen = []
+    d.net.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
+    with torch.no_grad():
+        d.model_output(x, torch.tensor(10.25))
+    assert seen[0].is_floating_point() and float(seen[0][0]) == 10.25
