@@ -46,8 +46,10 @@ def test_sample_i_is_the_same_whatever_the_batch(den):
     all_at_once = sample(den, sched, 6, 7, seed=3, batch_size=7)
     one_by_one = sample(den, sched, 6, 7, seed=3, batch_size=1)
     odd_batches = sample(den, sched, 6, 7, seed=3, batch_size=3)
-    assert torch.allclose(all_at_once, one_by_one, atol=1e-5, rtol=0)
-    assert torch.allclose(all_at_once, odd_batches, atol=1e-5, rtol=0)
+    # Float noise only: batch composition changes the kernels' accumulation order (seen up to
+    # 1.2e-5 here, thread-count dependent); a seeding mistake would differ by O(1).
+    torch.testing.assert_close(all_at_once, one_by_one, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(all_at_once, odd_batches, atol=1e-4, rtol=1e-4)
     # ... and a subset of indices gives the same samples as in the full run.
     subset = sample(den, sched, 6, [4, 2], seed=3, batch_size=2)
     assert torch.allclose(subset, all_at_once[[4, 2]], atol=1e-5, rtol=0)
