@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._audit_options import (
-    AuditSamplerOpt, BatchOpt, FullOpt, HtmlOpt, MarkdownOpt, ProbesOpt, QuickOpt, ReportDirOpt, SamplesOpt, SkipOpt, StepsOpt,
+    AuditSamplerOpt, BatchOpt, FidFeaturesOpt, FullOpt, HtmlOpt, MarkdownOpt, ProbesOpt, QuickOpt, ReportDirOpt, SamplesOpt, SkipOpt, StepsOpt,
     TimestepsOpt, build_options, profile_name,
 )
 from .options import AllowPickleOpt, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelArg, SchedulerOpt, console, load_checkpoint
@@ -21,6 +21,7 @@ def audit(
     timesteps: TimestepsOpt = None,
     skip: SkipOpt = None,
     batch_size: BatchOpt = None,
+    fid_features: FidFeaturesOpt = None,
     seed: int = 0,
     json: JsonOpt = None,
     out: ReportDirOpt = None,
@@ -41,7 +42,7 @@ def audit(
 
     ckpt, dev = load_checkpoint(model, scheduler, device, dtype, allow_pickle)
     opts = build_options(profile_name(quick, full), dev, seed=seed, data=data, probes=probes, samples=samples, steps=steps,
-                         sampler=sampler, timesteps=timesteps, skip=skip, batch_size=batch_size)
+                         sampler=sampler, timesteps=timesteps, skip=skip, batch_size=batch_size, fid_features=fid_features)
     con = console(json)
     with progress_bar(con) as progress:
         report = audit_checkpoint(ckpt, opts, progress)
