@@ -69,7 +69,7 @@ def _from_array(a: np.ndarray, path: Path) -> torch.Tensor:
         raise InputError(f"--data '{path}': expected images shaped [N, H, W, C], [N, C, H, W] or [N, H, W], got {a.shape}")
     if a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
         a = a.transpose(0, 3, 1, 2)
-    x = torch.from_numpy(np.ascontiguousarray(a)).float()
+    x = torch.from_numpy(np.array(a, dtype=np.float32, copy=True))  # own, writable copy
     if a.dtype == np.uint8 or x.max() > 1.5:
         x = x / 127.5 - 1
     elif x.min() >= 0:

@@ -97,6 +97,8 @@ class ExposureRun:
     eps_scale_forward: Estimate
     scaling: list[EpsilonScaling]
     samples_dir: str | None = None  # where the generated samples were stored, if they were
+    fid: Estimate | None = None  # FD/FID of run (a)'s samples, when a reference is known
+    fid_label: str | None = None
     _samples: torch.Tensor | None = field(default=None, repr=False)  # run (a)'s samples if kept
 
 
@@ -105,6 +107,7 @@ class ExposureResult:
     config: ExposureConfig
     reference: str  # where the reference data came from
     runs: list[ExposureRun]
+    fid_warning: str | None = None  # set when runs were scored with too few samples
 
 
 # ---------------------------------------------------------------------------------- fits

@@ -4,8 +4,8 @@ For each setting (simulated WxAy over every Conv2d and Linear, or bitsandbytes k
 Linear layers) the model generates from the same seeds and noise as full precision, and we
 report the paired sample drift (MSE, PSNR), the probe-bank loss and its paired change, and,
 for one setting, the per-layer sensitivity ranking. FID/KID per setting are left as empty
-slots (`fid`, `kid`, `fid_change`) for the FID measure; the quantized samples are kept on
-the result (`samples_of`) for it.
+slots (`fid`, `kid`, `fid_change`) that flatcheck.fid.attach fills from the samples kept on
+the result (`samples_of`), so nothing is sampled twice.
 
 The model is left exactly as it was: weight swaps and hooks are undone after every setting,
 and the whole measure runs inside `perturb.restoring` as a second guard.
@@ -57,7 +57,7 @@ class FullPrecisionResult:
     probe_loss: Estimate
     sample_std: float  # pixel std of the full-precision samples (drift is small next to its square)
     sampling_seconds: float | None  # None when the samples were given
-    fid: float | None = None  # filled by the FID measure
+    fid: Estimate | None = None  # filled by flatcheck.fid.attach when a reference is known
     kid: Estimate | None = None
 
 
@@ -77,9 +77,9 @@ class SettingResult:
     probe_loss_change: Estimate  # paired per-probe (quantized - full precision)
     sampling_seconds: float
     time_ratio: float | None  # sampling time / full-precision sampling time (same run)
-    fid: float | None = None  # slots for the FID measure
+    fid: Estimate | None = None  # filled by flatcheck.fid.attach when a reference is known
     kid: Estimate | None = None
-    fid_change: float | None = None
+    fid_change: Estimate | None = None  # paired with full precision (same seeds)
     _samples: torch.Tensor | None = field(default=None, repr=False)
 
 
@@ -103,6 +103,8 @@ class QuantizeResult:
     sensitivity: list[LayerSensitivity]
     model: str = ""  # filled by the caller (the CLI knows the source)
     environment: dict = field(default_factory=dict)
+    fid_label: str | None = None  # "FID" or "FD (<features>)" once scored
+    fid_warning: str | None = None  # e.g. too few samples for a full-rank covariance
     _fp_samples: torch.Tensor | None = field(default=None, repr=False)
 
     def samples_of(self, name: str) -> torch.Tensor | None:

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from .options import (
-    AllowPickleOpt, BatchOpt, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelArg, OutOpt, SamplerOpt, SchedulerOpt, SeedOpt,
-    console, load_checkpoint,
+    AllowPickleOpt, BatchOpt, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, FeaturesOpt, JsonOpt, ModelArg, NoFidOpt, OutOpt, RefOpt,
+    SamplerOpt, SchedulerOpt, SeedOpt, WeightsOpt, console, load_checkpoint,
 )
 
 StepsOpt = Annotated[str, typer.Option("--steps", help="Sampling steps T', one or a comma-separated list (the paper uses 20,100).")]
@@ -30,6 +30,10 @@ def exposure(
     batch_size: BatchOpt = 64,
     linear_scale: LinearOpt = False,
     save_samples: SaveSamplesOpt = False,
+    ref: RefOpt = None,
+    features: FeaturesOpt = None,
+    fid_weights: WeightsOpt = None,
+    no_fid: NoFidOpt = False,
     scheduler: SchedulerOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
@@ -40,7 +44,8 @@ def exposure(
     debug: DebugOpt = False,
 ) -> None:
     """Exposure bias (Ning et al.): eps-norm gap between the sampler's inputs and forward-noised data, variance error,
-    epsilon scaling that closes the gap (and a rerun checking it), x0-prediction drift, per sampling step."""
+    epsilon scaling that closes the gap (and a rerun checking it), x0-prediction drift, per sampling step; FD/FID of
+    each step count's samples when a reference is known (--ref, or the digits data for the bundled models)."""
     from ..errors import InputError
     from ..sampling import check_run, check_sampler_name, parse_steps
 
@@ -65,8 +70,11 @@ def exposure(
     con = console(json)
     ckpt, dev = load_checkpoint(model, scheduler, device, dtype, allow_pickle)
     den = Denoiser.from_checkpoint(ckpt)
+    from ..fid.attach import attach_to_exposure, fid_setup
+
+    fid = fid_setup(ckpt, ref, features, fid_weights, dev, batch_size, seed, enabled=not no_fid)  # checked before sampling
     config = ExposureConfig(steps=step_list, sampler=sampler, samples=samples, batch_size=batch_size, seed=seed,
-                            linear_scale=linear_scale, keep_samples=save_samples)
+                            linear_scale=linear_scale, keep_samples=save_samples or fid is not None)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=con, transient=True) as bar:
         task = bar.add_task("reference data", total=None)
@@ -74,6 +82,9 @@ def exposure(
         bar.update(task, description="exposure (network calls x samples)", total=work_units(den, config, len(bank)), completed=0)
         result = measure_exposure(den, bank.x0, config, lambda k: bar.advance(task, k), reference_noise=bank.noise,
                                   reference_source=bank.source)
+        if fid is not None:
+            bar.update(task, description="FD/FID per step count")
+            attach_to_exposure(fid, den, result)
     if save_samples:
         from ..sample_store import SampleSpec, SampleStore
         from ..sampling import make_sampler

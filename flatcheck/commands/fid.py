@@ -8,27 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from .options import (
-    AllowPickleOpt, BatchOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelArg, OutOpt, SchedulerOpt, SeedOpt, console,
-    load_checkpoint,
+    AllowPickleOpt, BatchOpt, DebugOpt, DeviceOpt, DtypeOpt, FeaturesOpt, JsonOpt, ModelArg, OutOpt, RefOpt, SchedulerOpt, SeedOpt,
+    WeightsOpt, console, load_checkpoint,
 )
 
-RefOpt = Annotated[
-    Optional[str],
-    typer.Option("--ref", help="Reference: an image folder, an .npz/.npy of images, a stats .npz (mu, sigma), 'digits', "
-                               "or a torch-fidelity dataset (cifar10-train...). Default: digits for the bundled models.",
-                 show_default=False),
-]
-FeaturesOpt = Annotated[
-    Optional[str],
-    typer.Option("--features", help="Feature network: inception (FID), digits-cnn, clip or dinov2. "
-                                    "Default: digits-cnn for the bundled digits models, else inception.", show_default=False),
-]
-WeightsOpt = Annotated[
-    Optional[Path],
-    typer.Option("--fid-weights", help="Local feature-network weights (offline): torch-fidelity's Inception .pth or the "
-                                       "TorchScript inception-2015-12-05.pt; OpenAI's CLIP .pt; a digits-cnn .safetensors.",
-                 show_default=False),
-]
 SamplesOpt = Annotated[
     Optional[int],
     typer.Option("--samples", help="Samples to generate and score, default 1000 (all of a --samples-from folder); "

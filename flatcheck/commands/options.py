@@ -41,6 +41,26 @@ SamplerOpt = Annotated[
     typer.Option("--sampler", help="Sampler: the checkpoint's own (default), or ddpm, ddim, dpm-solver++, euler, euler-ancestral, heun, pndm, unipc."),
 ]
 
+# FD/FID against a reference (fid, quantize, exposure).
+RefOpt = Annotated[
+    Optional[str],
+    typer.Option("--ref", help="Reference: an image folder, an .npz/.npy of images, a stats .npz (mu, sigma), 'digits', "
+                               "or a torch-fidelity dataset (cifar10-train...). Default: digits for the bundled models.",
+                 show_default=False),
+]
+FeaturesOpt = Annotated[
+    Optional[str],
+    typer.Option("--features", help="Feature network: inception (FID), digits-cnn, clip or dinov2. "
+                                    "Default: digits-cnn for the bundled digits models, else inception.", show_default=False),
+]
+WeightsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--fid-weights", help="Local feature-network weights (offline): torch-fidelity's Inception .pth or the "
+                                       "TorchScript inception-2015-12-05.pt; OpenAI's CLIP .pt; a digits-cnn .safetensors.",
+                 show_default=False),
+]
+NoFidOpt = Annotated[bool, typer.Option("--no-fid", help="Skip FD/FID even when a reference is known.")]
+
 
 def console(json_dest: Optional[str]):
     from rich.console import Console

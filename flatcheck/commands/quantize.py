@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from .options import (
-    AllowPickleOpt, BatchOpt, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelArg, OutOpt, ProbesOpt, SchedulerOpt,
-    SeedOpt, console, load_checkpoint,
+    AllowPickleOpt, BatchOpt, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, FeaturesOpt, JsonOpt, ModelArg, NoFidOpt, OutOpt, ProbesOpt,
+    RefOpt, SchedulerOpt, SeedOpt, WeightsOpt, console, load_checkpoint,
 )
 
 BitsOpt = Annotated[Optional[str], typer.Option("--bits", help="Bit widths, one setting W{b}A{b} each (2-16). Default: 8,6,4.", show_default=False)]
@@ -47,6 +47,10 @@ def quantize(
     sensitivity_setting: SensSettingOpt = None,
     probes: ProbesOpt = 128,
     data: DataOpt = None,
+    ref: RefOpt = None,
+    features: FeaturesOpt = None,
+    fid_weights: WeightsOpt = None,
+    no_fid: NoFidOpt = False,
     batch_size: BatchOpt = 64,
     scheduler: SchedulerOpt = None,
     device: DeviceOpt = "auto",
@@ -57,7 +61,8 @@ def quantize(
     allow_pickle: AllowPickleOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Generation quality under W/A quantization (default W8A8, W6A6, W4A4): sample drift, probe loss, and the layers that hurt most."""
+    """Generation quality under W/A quantization (default W8A8, W6A6, W4A4): sample drift, probe loss, FD/FID per setting
+    (when a reference is known: --ref, or the digits data for the bundled models), and the layers that hurt most."""
     from ..quant.settings import LayerPolicy, settings_from_options
     from ..quantize import QuantizeConfig, check_config, full_precision_samples, measure_quantization
 
@@ -96,6 +101,9 @@ def quantize(
     ckpt, dev = load_checkpoint(model, scheduler, device, dtype, allow_pickle)
     seed_everything(seed)
     den = Denoiser.from_checkpoint(ckpt)
+    from ..fid.attach import attach_to_quantization, fid_setup
+
+    fid = fid_setup(ckpt, ref, features, fid_weights, dev, batch_size, seed, enabled=not no_fid)  # checked before sampling
     # With --data the bank comes first (a bad path fails before any sampling); data-free, its x0
     # are the full-precision samples the measure compares against anyway.
     bank = build_probe_bank(den, probes, seed, data=data, batch_size=batch_size) if data else None
@@ -114,6 +122,9 @@ def quantize(
             bar.update(task, description=stage, total=total, advance=k)
 
         result = measure_quantization(den, bank, config, progress, fp_samples=fp, fp_seconds=fp_seconds)
+        if fid is not None:
+            bar.update(task, description="FD/FID per setting", total=None)
+            attach_to_quantization(fid, den, result)
     result.model = ckpt.source
     result.environment = environment(dev)
     if out is not None:

@@ -38,6 +38,16 @@ def exposure_table(result: ExposureResult, model: str = "", max_rows: int = 10) 
                 after = f"{_pm(sc.gap_total.value, sc.gap_total.stderr)} {'helps' if sc.helps else 'worse'}"
             head.add_row(*row, fit, after)
     parts = [head]
+    scored = [run for run in result.runs if run.fid is not None]
+    if scored:
+        q = Table(title=f"sample quality per step count ({scored[0].samples} samples, same seeds)", title_justify="left",
+                  caption=result.fid_warning, caption_justify="left")
+        q.add_column("run")
+        q.add_column(scored[0].fid_label or "FD", justify="right")
+        for run in scored:
+            e = run.fid
+            q.add_row(f"{_short(run.sampler)} {run.steps}", f"{e.value:.4g} [{e.ci_low:.4g}, {e.ci_high:.4g}]")
+        parts.append(q)
     for run in result.runs:
         parts.append(_steps_table(run, max_rows))
     return Group(*parts)

@@ -8,6 +8,7 @@ import torch
 from rich import box
 from rich.console import Group
 from rich.table import Table
+from rich.markup import escape
 from rich.text import Text
 
 from ..quantize import QuantizeResult
@@ -41,6 +42,31 @@ def settings_table(r: QuantizeResult) -> Table:
     return t
 
 
+def fid_table(r: QuantizeResult) -> Table | None:
+    """FD/FID per setting with its 95% interval, and the change from full precision (paired)."""
+    if not r.fid_label:
+        return None
+    t = Table(title=f"{r.fid_label} per setting ({r.samples} samples each)", title_justify="left", box=box.SIMPLE_HEAD,
+              pad_edge=False)
+    t.add_column("setting", no_wrap=True)
+    for col in (r.fid_label, "change", "KID"):
+        t.add_column(col, justify="right", no_wrap=True)
+    fp = r.full_precision
+    t.add_row("full prec.", _interval(fp.fid), "-", _est(fp.kid))
+    for s in r.settings:
+        t.add_row(s.name, _interval(s.fid), _interval(s.fid_change, "{:+.3g}"), _est(s.kid))
+    return t
+
+
+def _interval(e, fmt="{:.3g}") -> str:
+    """value [low, high] for an Estimate with a confidence interval."""
+    if e is None:
+        return "-"
+    if e.ci_low is None:
+        return fmt.format(e.value)
+    return f"{fmt.format(e.value)} [{e.ci_low:.3g}, {e.ci_high:.3g}]"
+
+
 def sensitivity_table(r: QuantizeResult, top: int = TOP_LAYERS) -> Table | None:
     if not r.sensitivity:
         return None
@@ -71,9 +97,14 @@ def quantize_report(r: QuantizeResult):
         f"MSE on [-1, 1] pixels, PSNR peak-to-peak 2.\n"
         f"calibration: {r.calibration_data}\n"
         f"layers: {r.layers_total} Conv2d/Linear; {r.layer_policy}; weights per output channel symmetric, activations per tensor asymmetric\n"
-        f"probes: {r.probes}[/dim]"
+        f"probes: {r.probes}"
+        + (f"\n{r.fid_label}: 95% bootstrap interval; Δ is paired with full precision (same seeds). {escape(r.fid_warning or '')}" if r.fid_label else "")
+        + "[/dim]"
     )
     parts = [settings_table(r), notes]
+    fid = fid_table(r)
+    if fid is not None:
+        parts.append(fid)
     sens = sensitivity_table(r)
     if sens is not None:
         parts.append(sens)
