@@ -17,7 +17,7 @@ body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2e
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0;width:100%}td,th{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f6f8fa}code{font:13px ui-monospace,Menlo,Consolas,monospace}td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
-.good{background:#dafbe1}.fair{background:#fff8c5}.poor{background:#ffebe9}.skipped,.error{background:#eaeef2}
+.good{background:#dafbe1}.fair{background:#fff8c5}.poor{background:#ffebe9}.info{background:#ddf4ff}.skipped,.error{background:#eaeef2}
 .badge{display:inline-block;min-width:4.5em;text-align:center;border-radius:1em;padding:0 .6em;font-weight:600}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #d0d7de;image-rendering:pixelated}figcaption{color:#57606a;font-size:.9em}
 """

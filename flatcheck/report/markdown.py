@@ -8,7 +8,7 @@ from pathlib import Path
 from .flatten import format_number, number_rows
 
 AREAS = ("sharpness", "exposure", "quantize", "fid")
-STATUS_MARK = {"good": "🟢", "fair": "🟡", "poor": "🔴", "skipped": "⚪", "error": "❌"}
+STATUS_MARK = {"good": "🟢", "fair": "🟡", "poor": "🔴", "info": "🔵", "skipped": "⚪", "error": "❌"}
 
 
 def _esc(text) -> str:

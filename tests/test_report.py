@@ -1,0 +1,142 @@
+"""Reports: the JSON validates against the shipped schema; Markdown, step summary, HTML (rendered in Chromium)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+from importlib import resources
+
+import pytest
+
+from tests.audit_fixtures import tiny_audit  # noqa: F401 - fixture
+
+AREAS = ("sharpness", "exposure", "quantize", "fid")
+
+
+def schema():
+    return json.loads((resources.files("flatcheck") / "audit.schema.json").read_text())
+
+
+def validator():
+    import jsonschema
+
+    s = schema()
+    jsonschema.Draft202012Validator.check_schema(s)
+    return jsonschema.Draft202012Validator(s)
+
+
+def test_schema_ships_in_the_package_and_matches_the_version():
+    from flatcheck.audit import SCHEMA_VERSION
+
+    s = schema()
+    assert s["properties"]["schema_version"]["pattern"] == "^1\\.[0-9]+$"
+    assert SCHEMA_VERSION.startswith("1.")
+
+
+def test_audit_json_validates_and_records_everything(tiny_audit):
+    report, doc = tiny_audit
+    errors = [f"{e.json_path}: {e.message}" for e in validator().iter_errors(doc)]
+    assert not errors, errors[:5]
+    assert [v["area"] for v in doc["verdicts"]] == list(AREAS)
+    assert all(doc[a] is not None for a in AREAS), doc["verdicts"]
+    env = doc["environment"]
+    assert env["torch"] and env["diffusers"] and env["flatcheck"] and env["device"] == "cpu"
+    assert doc["options"]["samples"] == 4 and doc["options"]["fid_features"] == "digits-cnn" and doc["options"]["data"] == "digits"
+    assert doc["bank"]["loss"]["stderr"] > 0 and doc["bank"]["n"] == 8
+    assert doc["seeds"]["bank"] == doc["seeds"]["samples"] == 0
+    # The JSON round-trips (no NaN, no tensors) and nothing private leaks into it.
+    assert '"_samples"' not in json.dumps(doc) and '"_fp_samples"' not in json.dumps(doc)
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda d: d.pop("verdicts"),
+        lambda d: d["verdicts"][0].update(status="great"),
+        lambda d: d["bank"]["loss"].update(stderr=-1.0),
+        lambda d: d["bank"]["loss"].update(extra=1),
+        lambda d: d.update(schema_version="2.0"),
+        lambda d: d["options"].update(profile="fast"),
+        lambda d: d.update(quantize=[1, 2]),
+        lambda d: d["quantize"]["settings"][0].pop("sample_mse"),
+        lambda d: d["fid"].update(value=3.0),
+        lambda d: d["exposure"].update(runs=[]),
+        lambda d: d["sharpness"].pop("loss"),
+    ],
+)
+def test_schema_rejects_broken_reports(tiny_audit, breakage):
+    doc = copy.deepcopy(tiny_audit[1])
+    breakage(doc)
+    assert list(validator().iter_errors(doc))
+
+
+def test_markdown_has_verdicts_gate_paths_and_goes_to_the_step_summary(tiny_audit, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from flatcheck.report.writers import write_reports
+
+    report, doc = tiny_audit
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    out = tmp_path / "out"
+    written = write_reports(copy.copy(report), Console(file=open(tmp_path / "term.txt", "w"), width=120), out=out)
+    md = (out / "audit.md").read_text()
+    for v in doc["verdicts"]:
+        assert v["line"] in md
+    # Every estimate is shown with its uncertainty, under the path the gate accepts.
+    w8 = doc["quantize"]["settings"][0]
+    assert w8["name"] == "W8A8"
+    assert f"`quantize.settings.W8A8.sample_mse` | {w8['sample_mse']['value']:.4g} ± {w8['sample_mse']['stderr']:.2g}" in md
+    assert "(plots/exposure.png)" in md and (out / "plots" / "exposure.png").is_file()
+    s = summary.read_text()
+    assert s.startswith("earlier step\n") and "# flatcheck audit" in s  # appended, not overwritten
+    assert not list(validator().iter_errors(json.loads((out / "audit.json").read_text())))
+    assert written["artifacts"]["html"] == str(out / "audit.html")
+    assert "exposure" in (tmp_path / "term.txt").read_text()
+
+
+def test_no_step_summary_without_the_variable(tmp_path, monkeypatch):
+    from flatcheck.report.markdown import write_step_summary
+
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    assert write_step_summary("# x") is None
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_html_is_self_contained_and_renders(tiny_audit, tmp_path):
+    from PIL import Image
+    import numpy as np
+
+    from flatcheck.report.html import audit_html
+    from flatcheck.report.plots import make_plots
+
+    report, doc = tiny_audit
+    plots = make_plots(report, tmp_path / "plots")
+    assert set(plots) == {"samples", "sharpness", "exposure", "quantize"}
+    html = audit_html(doc, plots)
+    assert html.count("src='data:image/png;base64,") == len(plots)
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+    page = tmp_path / "audit.html"
+    page.write_text(html)
+    shutil.rmtree(tmp_path / "plots")  # the page must not need them
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1000,2400",
+                    f"--screenshot={shot}", page.as_uri()], check=True, timeout=120, capture_output=True)
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(np.int32)
+    assert img.shape[0] >= 2000 and img.shape[1] >= 900
+    ink = (img.sum(-1) < 600).mean()  # share of pixels that are not (near) white
+    colours = len(np.unique(img.reshape(-1, 3)[:: 7], axis=0))
+    assert ink > 0.02, f"blank page? only {ink:.2%} non-white pixels"
+    assert colours > 50, "no plots or badges rendered"
+    # The embedded plots were decoded and drawn: matplotlib's default blue (#1f77b4) is on the page.
+    blue = (np.abs(img - np.array([31, 119, 180])).max(-1) < 40).sum()
+    assert blue > 200, f"only {blue} plot-blue pixels: plots not rendered"
