@@ -163,43 +163,32 @@ FID_BOOTSTRAP = {"quick": 50, "default": 200, "full": 200}
 
 def run_fid(inputs: AuditInputs, results: dict, progress: Progress | None):
     from .errors import InputError
-    from .fid import score_samples
+    from .fid.attach import FidSetup, attach_to_quantization, score
 
     o = inputs.options
     if o.data is None:
         return None, Verdict("fid", "skipped", "FD/FID needs reference images: pass --data (a folder, an .npz, or digits)")
-    features = o.fid_features or "inception"
-
-    def score(samples):
-        return score_samples(_pixels(inputs.denoiser, samples, o.batch_size), o.data, features=features, device=inputs.denoiser.device,
-                             batch_size=o.batch_size, bootstrap=FID_BOOTSTRAP[o.profile], kid_subsets=20 if o.profile == "quick" else 100,
-                             seed=o.seed)
-
+    d = inputs.denoiser
+    setup = FidSetup(o.data, o.fid_features or "inception", None, d.device, o.batch_size, o.seed)
+    extra = dict(bootstrap=FID_BOOTSTRAP[o.profile], kid_subsets=20 if o.profile == "quick" else 100)
+    q = results.get("quantize")
     try:
-        result = score(inputs.fp_samples)
+        if q is not None and q.samples_of("full-precision") is not None:
+            # The quantize result holds the shared full-precision samples and every setting's:
+            # one call scores them all, with paired changes (same seeds, same bootstrap draws).
+            result = attach_to_quantization(setup, d, q, **extra)
+        else:
+            result = score(setup, d, inputs.fp_samples, **extra)
     except InputError as exc:  # e.g. Inception weights not available offline: the other areas still stand
         return None, Verdict("fid", "skipped", f"not scored: {exc}")
+    exposure = results.get("exposure")
+    if exposure is not None:  # its run (a) made exactly these samples: same score, not recomputed
+        run = exposure.runs[0]
+        run.fid, run.fid_label = result.value, result.label
+        exposure.fid_warning = result.warning
     if progress:
         progress("fd/fid", 1, 1)
-    # The quantized samples too: FD per setting, into the slots the quantize result keeps for it.
-    q = results.get("quantize")
-    if q is not None:
-        q.full_precision.fid, q.full_precision.kid = result.value.value, result.kid
-        for s in q.settings:
-            if s._samples is not None:
-                r = score(s._samples)
-                s.fid, s.kid, s.fid_change = r.value.value, r.kid, r.value.value - result.value.value
     return result, fid_verdict(result, q)
-
-
-@__import__("torch").no_grad()
-def _pixels(denoiser, samples, batch_size: int):
-    """Model-space samples -> images in [-1, 1] (decoded once for latent models)."""
-    import torch
-
-    if denoiser.vae is None:
-        return samples
-    return torch.cat([denoiser.decode(b.to(denoiser.device)).float().cpu() for b in samples.split(batch_size)])
 
 
 def fid_verdict(result, quantize) -> Verdict:
@@ -207,7 +196,7 @@ def fid_verdict(result, quantize) -> Verdict:
     if result.kid is not None:
         line += f", KID {result.kid}"
     if quantize is not None:
-        changes = [f"{s.name} {s.fid_change:+.3g}" for s in quantize.settings if s.fid_change is not None]
+        changes = [f"{s.name} {s.fid_change.value:+.3g} ± {s.fid_change.stderr or 0:.2g}" for s in quantize.settings if s.fid_change is not None]
         if changes:
             line += "; under quantization " + ", ".join(changes)
     if result.warning:

@@ -28,9 +28,9 @@ def test_samples_are_made_once_and_equal_plain_sampling(tiny_audit, tiny_pipelin
     assert torch.equal(report._samples, fresh)
     # FD of every quantized setting filled into the quantize result's slots, against the same reference.
     fp_fd = doc["quantize"]["full_precision"]["fid"]
-    assert fp_fd == doc["fid"]["value"]["value"]
+    assert fp_fd == doc["fid"]["value"] == doc["exposure"]["runs"][0]["fid"]
     for s in doc["quantize"]["settings"]:
-        assert s["fid"] is not None and s["fid_change"] == pytest.approx(s["fid"] - fp_fd)
+        assert s["fid_change"]["value"] == pytest.approx(s["fid"]["value"] - fp_fd["value"])
 
 
 def test_verdict_lines_read_the_numbers(tiny_audit):
