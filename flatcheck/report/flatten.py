@@ -11,6 +11,8 @@ from typing import Any, Iterator
 
 # Lists of items longer than this are cut in tables (the JSON has them all).
 MAX_LIST_ROWS = 12
+# Short lists of numbers (top-k eigenvalues) are rows; longer ones are curves, plotted instead.
+MAX_NUMBERS = 4
 # Keys that name the items of a list (quantize settings, sharpness norms and blocks...): paths use
 # the name instead of the index, so they survive a change of order. The gate reads them the same way.
 NAME_KEYS = ("name", "block", "norm", "form")
@@ -60,7 +62,7 @@ def number_rows(node: Any, prefix: str = "") -> Iterator[NumberRow]:
                 continue
             yield from number_rows(v, f"{prefix}.{k}" if prefix else str(k))
     elif isinstance(node, list):
-        if all(isinstance(v, (int, float)) or v is None for v in node):
+        if len(node) > MAX_NUMBERS and all(isinstance(v, (int, float)) or v is None for v in node):
             return  # a curve (one number per step, radius, ...): plotted, not tabulated; the gate still reaches it
         key_of = item_name_key(node)
         for i, v in enumerate(node[:MAX_LIST_ROWS]):
