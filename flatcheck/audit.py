@@ -50,7 +50,7 @@ class AuditOptions:
 
 PROFILE_SIZES: dict[str, dict[str, Any]] = {
     # CI: about a minute on a 2-core CPU for the bundled 0.7M-parameter models.
-    "quick": dict(probes=64, samples=64, steps=20, sharpness_iters=8, sharpness_hutchinson=4, landscape_points=11,
+    "quick": dict(probes=64, samples=64, steps=20, sharpness_iters=16, sharpness_hutchinson=4, landscape_points=11,
                   quantize_settings=("W8A8", "W4A4"), quantize_calib_samples=16, quantize_sensitivity_samples=0),
     "default": {},
     # Paper-grade: 50k samples for FID (Heusel et al.); hours of GPU time, days on a CPU.
