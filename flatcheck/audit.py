@@ -46,6 +46,7 @@ class AuditOptions:
     quantize_calib_samples: int = 32  # separate calibration run (its own seeds)
     quantize_sensitivity_samples: int = 8  # per-layer scan; 0 skips it
     fid_features: str | None = None  # feature network for FD/FID; None: digits-cnn for bundled digits models, else inception
+    fid_weights: str | None = None  # local feature-network weights (offline Inception .pth / TorchScript .pt)
 
 
 PROFILE_SIZES: dict[str, dict[str, Any]] = {

@@ -169,7 +169,7 @@ def run_fid(inputs: AuditInputs, results: dict, progress: Progress | None):
     if o.data is None:
         return None, Verdict("fid", "skipped", "FD/FID needs reference images: pass --data (a folder, an .npz, or digits)")
     d = inputs.denoiser
-    setup = FidSetup(o.data, o.fid_features or "inception", None, d.device, o.batch_size, o.seed)
+    setup = FidSetup(o.data, o.fid_features or "inception", o.fid_weights, d.device, o.batch_size, o.seed)
     extra = dict(bootstrap=FID_BOOTSTRAP[o.profile], kid_subsets=20 if o.profile == "quick" else 100)
     q = results.get("quantize")
     try:

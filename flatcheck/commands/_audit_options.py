@@ -16,7 +16,7 @@ BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Batch siz
 AuditSamplerOpt = Annotated[Optional[str], typer.Option("--sampler", help="Sampler for every generation (ddim, ddpm, dpm-solver++, ...). Default: ddim.", show_default=False)]
 TimestepsOpt = Annotated[Optional[str], typer.Option("--timesteps", help="Timestep range LO:HI of the probe bank (default: the whole schedule).", show_default=False)]
 SkipOpt = Annotated[Optional[list[str]], typer.Option("--skip", help="Skip an area (sharpness, exposure, quantize, fid); repeatable.", show_default=False)]
-FidFeaturesOpt = Annotated[Optional[str], typer.Option("--fid-features", help="Feature network for FD/FID: inception, digits-cnn, clip, dinov2. Default: digits-cnn for the bundled digits models, else inception.", show_default=False)]
+FidFeaturesOpt = Annotated[Optional[str], typer.Option("--fid-features", "--features", help="Feature network for FD/FID: inception, digits-cnn, clip, dinov2. Default: digits-cnn for the bundled digits models, else inception.", show_default=False)]
 ReportDirOpt = Annotated[Optional[Path], typer.Option("--out", help="Folder for audit.json, audit.md, audit.html and the plots.", show_default=False)]
 MarkdownOpt = Annotated[Optional[Path], typer.Option("--markdown", help="Write the Markdown report here (it also goes to $GITHUB_STEP_SUMMARY when that is set).", show_default=False)]
 HtmlOpt = Annotated[Optional[Path], typer.Option("--html", help="Write the self-contained HTML report here.", show_default=False)]

@@ -6,7 +6,9 @@ from ._audit_options import (
     AuditSamplerOpt, BatchOpt, FidFeaturesOpt, FullOpt, HtmlOpt, MarkdownOpt, ProbesOpt, QuickOpt, ReportDirOpt, SamplesOpt, SkipOpt, StepsOpt,
     TimestepsOpt, build_options, profile_name,
 )
-from .options import AllowPickleOpt, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelArg, SchedulerOpt, console, load_checkpoint
+from .options import (
+    AllowPickleOpt, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelArg, SchedulerOpt, WeightsOpt, console, load_checkpoint,
+)
 
 
 def audit(
@@ -22,6 +24,7 @@ def audit(
     skip: SkipOpt = None,
     batch_size: BatchOpt = None,
     fid_features: FidFeaturesOpt = None,
+    fid_weights: WeightsOpt = None,
     seed: int = 0,
     json: JsonOpt = None,
     out: ReportDirOpt = None,
@@ -42,7 +45,8 @@ def audit(
 
     ckpt, dev = load_checkpoint(model, scheduler, device, dtype, allow_pickle)
     opts = build_options(profile_name(quick, full), dev, seed=seed, data=data, probes=probes, samples=samples, steps=steps,
-                         sampler=sampler, timesteps=timesteps, skip=skip, batch_size=batch_size, fid_features=fid_features)
+                         sampler=sampler, timesteps=timesteps, skip=skip, batch_size=batch_size, fid_features=fid_features,
+                         fid_weights=str(fid_weights) if fid_weights else None)
     con = console(json)
     with progress_bar(con) as progress:
         report = audit_checkpoint(ckpt, opts, progress)

@@ -10,7 +10,9 @@ import typer
 from ._audit_options import (
     AuditSamplerOpt, BatchOpt, FidFeaturesOpt, FullOpt, ProbesOpt, QuickOpt, SamplesOpt, SkipOpt, StepsOpt, TimestepsOpt, build_options, profile_name,
 )
-from .options import AllowPickleOpt, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, SchedulerOpt, console, load_checkpoint
+from .options import (
+    AllowPickleOpt, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, SchedulerOpt, WeightsOpt, console, load_checkpoint,
+)
 
 ModelsArg = Annotated[list[str], typer.Argument(help="Two or more checkpoints (folders, Hub ids or bundled names).", show_default=False)]
 
@@ -28,6 +30,7 @@ def compare(
     skip: SkipOpt = None,
     batch_size: BatchOpt = None,
     fid_features: FidFeaturesOpt = None,
+    fid_weights: WeightsOpt = None,
     seed: int = 0,
     json: JsonOpt = None,
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Write the side-by-side table as Markdown here (also to $GITHUB_STEP_SUMMARY when set).", show_default=False)] = None,
@@ -55,7 +58,8 @@ def compare(
         raise InputError("the same checkpoint is named twice")
     loaded = [load_checkpoint(m, scheduler, device, dtype, allow_pickle) for m in models]
     opts = build_options(profile_name(quick, full), loaded[0][1], seed=seed, data=data, probes=probes, samples=samples, steps=steps,
-                         sampler=sampler, timesteps=timesteps, skip=skip, batch_size=batch_size, fid_features=fid_features)
+                         sampler=sampler, timesteps=timesteps, skip=skip, batch_size=batch_size, fid_features=fid_features,
+                         fid_weights=str(fid_weights) if fid_weights else None)
     con = console(json)
     with progress_bar(con) as progress:
         reports = audit_many([c for c, _ in loaded], opts, progress)

@@ -11,7 +11,9 @@ from ._audit_options import (
     AuditSamplerOpt, BatchOpt, FidFeaturesOpt, FullOpt, HtmlOpt, MarkdownOpt, ProbesOpt, QuickOpt, ReportDirOpt, SamplesOpt, SkipOpt, StepsOpt,
     TimestepsOpt, build_options, profile_name,
 )
-from .options import AllowPickleOpt, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelArg, SchedulerOpt, console, load_checkpoint
+from .options import (
+    AllowPickleOpt, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelArg, SchedulerOpt, WeightsOpt, console, load_checkpoint,
+)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Gate config (flatcheck.toml, or a pyproject.toml with [tool.flatcheck]). Default: ./flatcheck.toml, then ./pyproject.toml.", show_default=False)]
 BaselineOpt = Annotated[Optional[str], typer.Option("--baseline", help="For relative rules: a JSON report, or a checkpoint that is then audited with the same settings.", show_default=False)]
@@ -34,6 +36,7 @@ def gate(
     skip: SkipOpt = None,
     batch_size: BatchOpt = None,
     fid_features: FidFeaturesOpt = None,
+    fid_weights: WeightsOpt = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed (default: the config's [audit] seed, else 0).", show_default=False)] = None,
     json: JsonOpt = None,
     out: ReportDirOpt = None,
@@ -59,7 +62,8 @@ def gate(
     cfg = load_config(config)  # config errors first: exit 2 before minutes of auditing
     con = console(json)
     given = dict(seed=seed, data=data, probes=probes, samples=samples, steps=steps, sampler=sampler, timesteps=timesteps,
-                 skip=skip, batch_size=batch_size, fid_features=fid_features)
+                 skip=skip, batch_size=batch_size, fid_features=fid_features,
+                         fid_weights=str(fid_weights) if fid_weights else None)
     if report is not None and model is not None:
         raise InputError("give MODEL (to audit) or --report (an existing audit), not both")
     baseline_spec = baseline or cfg.baseline
