@@ -36,6 +36,16 @@ def make_scheduler(prediction_type: str = "epsilon"):
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type=prediction_type)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    # Tiny models: one thread is as fast, and two threads on a busy 2-core machine stalled
+    # 10-30x here (oversubscription). The CLI's own processes keep torch's default.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory) -> Path:
     """A DDPMPipeline folder with a tiny UNet2DModel (safetensors)."""

@@ -5,18 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 QUICK_QUANT = ("--bits", "4", "--samples", "16", "--steps", "5", "--calib-samples", "8", "--sensitivity-samples", "0",
                "--probes", "16", "--batch-size", "16", "--json", "-")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_quantize_reports_fd_per_setting_with_paired_change(cli, tmp_path, monkeypatch):

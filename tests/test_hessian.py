@@ -17,15 +17,6 @@ from .conftest import make_scheduler, make_unet
 from .linear_denoiser import closed_form_hessian, linear_bank, linear_denoiser
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids oversubscription stalls.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def linear_op(n=24, groups=None):
     den = linear_denoiser()
     bank = linear_bank(den, n=n)

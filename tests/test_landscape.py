@@ -14,14 +14,6 @@ from .conftest import make_unet
 from .linear_denoiser import closed_form_hessian, linear_bank, linear_denoiser
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_direction_is_filter_normalised_and_zero_on_biases_and_norms():
     net = make_unet()
     params = [p for _, p in measured_parameters(net)]

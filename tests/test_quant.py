@@ -26,15 +26,6 @@ from flatcheck.sampling import make_sampler, sample
 from .conftest import make_scheduler, make_unet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two torch threads on two cores shared with other jobs ran 10-20x slower than one here.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def den():
     return Denoiser(make_unet(), make_scheduler())

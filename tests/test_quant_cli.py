@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from flatcheck.checkpoint import bundled_models, load
 from flatcheck.denoiser import Denoiser
@@ -15,14 +14,6 @@ from flatcheck.quantize import QuantizeConfig, measure_quantization
 
 FAST = ["--samples", "4", "--steps", "3", "--calib-samples", "2", "--sensitivity-samples", "2", "--sensitivity-steps", "2",
         "--probes", "4", "--batch-size", "8", "--device", "cpu"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_quantize_json_table_and_grids(cli, tiny_pipeline, tmp_path):

@@ -22,14 +22,6 @@ from .conftest import make_scheduler, make_unet
 from .linear_denoiser import closed_form_hessian, linear_bank, linear_denoiser
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SMALL = dict(radii=(0.01, 0.1), worst_radii=(0.01, 0.1), draws=2, ascent_steps=2, hessian_probes=6, top_k=2,
              lanczos_iters=4, hutchinson_draws=2, landscape_probes=4, landscape_points=3, landscape_grid=3, buckets=2)
 
