@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import urllib.error
 
 import numpy as np
@@ -254,6 +255,8 @@ def _offline(monkeypatch, tmp_path):
     import torch_fidelity.feature_extractor_inceptionv3 as fe
 
     def refuse(*a, **k):
+        # As torch.hub does offline: announce the download on stderr, then fail.
+        sys.stderr.write('Downloading: "https://github.com/toshas/torch-fidelity/..." to /root/.cache/...\n')
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(fe, "load_state_dict_from_url", refuse)

@@ -13,8 +13,11 @@ FD (<name>) so nobody compares it with published FIDs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
+import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,15 +209,20 @@ def load_extractor(features: str, weights: str | Path | None = None, device: tor
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
     layer = FEATURE_EXTRACTORS_REGISTRY[tf_name].get_default_feature_layer_for_metric("fid")
+    # torch.hub announces a download on stderr before it fails offline; hold that back so a
+    # failure is one line, and pass it on when the download worked.
+    held = io.StringIO()
     try:
-        module = create_feature_extractor(
-            tf_name, [layer], cuda=False, verbose=False,
-            feature_extractor_weights_path=str(wpath) if wpath else None,
-        )
+        with contextlib.redirect_stderr(held):
+            module = create_feature_extractor(
+                tf_name, [layer], cuda=False, verbose=False,
+                feature_extractor_weights_path=str(wpath) if wpath else None,
+            )
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - offline downloads and bad files surface as assorted errors
         raise _load_error(key_name, wpath, exc) from None
+    sys.stderr.write(held.getvalue())
     module.to(device)
 
     if key_name == "digits-cnn" and wpath is None:
