@@ -11,6 +11,11 @@ AREAS = ("sharpness", "exposure", "quantize", "fid")
 STATUS_MARK = {"good": "🟢", "fair": "🟡", "poor": "🔴", "info": "🔵", "skipped": "⚪", "error": "❌"}
 
 
+def _lo_hi(bank: dict) -> str:
+    lo, hi = bank.get("t_range") or ("?", "?")
+    return f"{lo}, {hi}"
+
+
 def _esc(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -51,7 +56,7 @@ def _run_rows(report: dict) -> list[list[str]]:
     rows = [
         ["model", f"{model.get('source')} ({model.get('denoiser_class')}, {model.get('parameters', 0):,} parameters)"],
         ["profile", str(report.get("options", {}).get("profile"))],
-        ["probe bank", f"{bank.get('n')} probes, seed {bank.get('seed')}, t in {bank.get('t_range')}; {bank.get('source')}"],
+        ["probe bank", f"{bank.get('n')} probes, seed {bank.get('seed')}, t in [{_lo_hi(bank)}); {bank.get('source')}"],
         ["samples", f"{samples.get('n')} x {samples.get('sampler')} {samples.get('steps')} steps, seed {samples.get('seed')}"],
         ["device", f"{env.get('device')} ({env.get('gpu') or env.get('platform')})"],
         ["versions", f"flatcheck {env.get('flatcheck')}, torch {env.get('torch')}, diffusers {env.get('diffusers')}, python {env.get('python')}"],
