@@ -77,9 +77,7 @@ def fid(
     if samples_from is not None and sample_dir is not None:
         raise InputError("give --samples-from (score a folder) or --sample-dir (generate into a folder), not both")
 
-    import torch
-
-    from ..fid import DIGITS_REF, default_features, is_bundled_digits, score_samples
+    from ..fid.attach import fid_setup, score_pixels, to_pixels
     from ..report.fid_view import fid_table
     from ..report.jsonio import write_json
     from ..runtime import environment, seed_everything
@@ -90,17 +88,10 @@ def fid(
     from ..denoiser import Denoiser
 
     den = Denoiser.from_checkpoint(ckpt)
-    features = (features or default_features(ckpt)).strip().lower()
-    if ref is None:
-        if not is_bundled_digits(ckpt):
-            raise InputError("--ref is required for this model (an image folder, .npz of images, stats .npz, or a torch-fidelity dataset)")
-        ref = DIGITS_REF
     # Reference and feature network are checked (and loaded) before the minutes of sampling.
-    from ..fid.extractors import load_extractor
-    from ..fid.reference import check_reference
-
-    check_reference(ref)
-    load_extractor(features, fid_weights, dev)
+    setup = fid_setup(ckpt, ref, features, fid_weights, dev, batch_size, seed)
+    if setup is None:
+        raise InputError("--ref is required for this model (an image folder, .npz of images, stats .npz, or a torch-fidelity dataset)")
 
     with _Bar(con) as bar:
         if samples_from is not None:
@@ -127,15 +118,11 @@ def fid(
             else:
                 x = sample(den, sched, steps, samples, seed, batch_size=batch_size, progress=bar.advance)
             sampling = f"{sampler}, {steps} steps, seed {seed}" + (f", stored in {folder}" if folder is not None else "")
-        if den.vae is not None:  # latent model: score decoded images
-            bar.start("decoding latents", len(x))
-            with torch.no_grad():
-                x = torch.cat([den.decode(x[i : i + batch_size].to(den.device)).float().cpu() for i in range(0, len(x), batch_size)])
-        bar.start(f"features ({features}) and statistics", None)
-        result = score_samples(
-            x, ref, features=features, weights=fid_weights, device=dev, batch_size=batch_size, bootstrap=bootstrap,
-            kid_subset_size=kid_subset_size, seed=seed, use_cache=not no_cache,
-        )
+        if den.vae is not None:  # latent model: score (and show) decoded images
+            bar.start("decoding latents", None)
+            x = to_pixels(den, x, batch_size)
+        bar.start(f"features ({setup.features}) and statistics", None)
+        result = score_pixels(setup, x, bootstrap=bootstrap, kid_subset_size=kid_subset_size, use_cache=not no_cache)
     grid = None
     if out is not None:
         from ..images import save_grid

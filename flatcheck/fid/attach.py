@@ -61,9 +61,15 @@ def to_pixels(denoiser, samples: torch.Tensor, batch_size: int) -> torch.Tensor:
         return torch.cat([denoiser.decode(b.to(denoiser.device)).float().cpu() for b in samples.split(batch_size)])
 
 
+def score_pixels(setup: FidSetup, images: torch.Tensor, **kwargs) -> FidResult:
+    """FD/FID of images in [-1, 1] under `setup` (kwargs: bootstrap, kid_subset_size, use_cache ...)."""
+    return score_samples(images, setup.ref, features=setup.features, weights=setup.weights, device=setup.device,
+                         batch_size=setup.batch_size, seed=setup.seed, **kwargs)
+
+
 def score(setup: FidSetup, denoiser, samples: torch.Tensor, **kwargs) -> FidResult:
-    return score_samples(to_pixels(denoiser, samples, setup.batch_size), setup.ref, features=setup.features,
-                         weights=setup.weights, device=setup.device, batch_size=setup.batch_size, seed=setup.seed, **kwargs)
+    """FD/FID of model-space samples (decoded first for latent models)."""
+    return score_pixels(setup, to_pixels(denoiser, samples, setup.batch_size), **kwargs)
 
 
 def attach_to_quantization(setup: FidSetup, denoiser, result, **kwargs) -> FidResult:
