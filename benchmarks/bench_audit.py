@@ -29,8 +29,8 @@ def forward_seconds(denoiser, repeats: int = 5) -> float:
 
 def main(model: str = "digits-base") -> None:
     from flatcheck.audit import audit_checkpoint, options_for
-    from flatcheck.checkpoint import load
-    from flatcheck.denoiser import Denoiser
+    from flatcheck.core.checkpoint import load
+    from flatcheck.core.denoiser import Denoiser
 
     ckpt = load(model)
     fwd_before = forward_seconds(Denoiser.from_checkpoint(ckpt))

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from flatcheck.fid.frechet import frechet_bootstrap, gaussian_stats
+from flatcheck.core.fd.frechet import frechet_bootstrap, gaussian_stats
 
 
 def naive(x, mu, sigma, rounds, seed):

@@ -29,11 +29,11 @@ def main() -> None:
     ap.add_argument("--rel", type=float, default=1e-3)
     args = ap.parse_args()
 
-    from flatcheck.checkpoint import load
-    from flatcheck.denoiser import Denoiser
-    from flatcheck.hessian import BankLoss, lanczos, power_iteration
-    from flatcheck.paramvec import measured_parameters
-    from flatcheck.probes import build_probe_bank
+    from flatcheck.core.checkpoint import load
+    from flatcheck.core.denoiser import Denoiser
+    from flatcheck.measures.sharpness.hessian import BankLoss, lanczos, power_iteration
+    from flatcheck.measures.sharpness.paramvec import measured_parameters
+    from flatcheck.core.probes import build_probe_bank
 
     ckpt = load(args.model, device=torch.device("cpu"), dtype=torch.float32)
     den = Denoiser.from_checkpoint(ckpt)

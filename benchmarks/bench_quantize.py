@@ -16,12 +16,12 @@ import time
 
 import torch
 
-from flatcheck.checkpoint import load
-from flatcheck.denoiser import Denoiser
-from flatcheck.quant.calibrate import activation_ranges, collect_activations
-from flatcheck.quant.settings import LayerPolicy
-from flatcheck.quant.simulated import WeightCache, layer_plan, quantizable_layers, simulated_quantization, weight_scale
-from flatcheck.sampling import make_sampler, sample
+from flatcheck.core.checkpoint import load
+from flatcheck.core.denoiser import Denoiser
+from flatcheck.measures.quantize.calibrate import activation_ranges, collect_activations
+from flatcheck.measures.quantize.settings import LayerPolicy
+from flatcheck.measures.quantize.simulated import WeightCache, layer_plan, quantizable_layers, simulated_quantization, weight_scale
+from flatcheck.core.sampling import make_sampler, sample
 
 
 class NaiveFakeQuant(torch.nn.Module):
@@ -43,7 +43,7 @@ class NaiveFakeQuant(torch.nn.Module):
 
 
 def swap_naive(net, plan, ranges):
-    from flatcheck.quant.simulated import ActQuant
+    from flatcheck.measures.quantize.simulated import ActQuant
 
     modules = dict(net.named_modules())
     undo = []

@@ -27,9 +27,9 @@ def main() -> None:
 
     import diffusers
 
-    from flatcheck.checkpoint import load
-    from flatcheck.denoiser import Denoiser
-    from flatcheck.sampling import generators, make_sampler, sample
+    from flatcheck.core.checkpoint import load
+    from flatcheck.core.denoiser import Denoiser
+    from flatcheck.core.sampling import generators, make_sampler, sample
 
     ckpt = load(a.model, device=torch.device(a.device))
     den = Denoiser.from_checkpoint(ckpt)

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from flatcheck.datasets import digits_images
-from flatcheck.images import save_grid
+from flatcheck.core.datasets import digits_images
+from flatcheck.core.images import save_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 UNET_CONFIG = dict(

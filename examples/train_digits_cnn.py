@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flatcheck.datasets import digits_images, digits_labels
-from flatcheck.fid.digits_cnn import DigitsCNN, prepare, weights_path
-from flatcheck.images import to_uint8
+from flatcheck.core.datasets import digits_images, digits_labels
+from flatcheck.core.fd.digits_cnn import DigitsCNN, prepare, weights_path
+from flatcheck.core.images import to_uint8
 
 
 def shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> torch.Tensor:

@@ -26,18 +26,18 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    import importlib
-    import pkgutil
+    from .commands.audit import audit
+    from .commands.compare import compare
+    from .commands.exposure import exposure
+    from .commands.fid import fid
+    from .commands.gate import gate
+    from .commands.info import info
+    from .commands.quantize import quantize
+    from .commands.sharpness import sharpness
 
-    from . import commands
-
-    modules = [
-        importlib.import_module(f"{commands.__name__}.{m.name}")
-        for m in pkgutil.iter_modules(commands.__path__)
-        if m.name != "options" and not m.name.startswith("_")
-    ]
-    for mod in sorted(modules, key=lambda m: (getattr(m, "ORDER", 50), m.__name__)):
-        mod.register(app)
+    # The order of `flatcheck --help`: the main job first, then the measures one by one.
+    for command in (info, audit, compare, gate, sharpness, exposure, quantize, fid):
+        app.command()(command)
 
 
 _register_commands()

@@ -1,6 +1,6 @@
 """`flatcheck compare A B [C ...]`: audit several checkpoints with one bank, one seed set, one option set.
 
-Same bank: with --data the bank depends only on the data and the seed, so each column equals a
+Same bank: with --data the bank depends only on the data and the seed, so each column is a
 separate `flatcheck audit` of that checkpoint with the same options. Data-free, the bank's x0 are
 drawn from the pooled full-precision samples of all the checkpoints (no checkpoint's own samples
 are favoured); each checkpoint's samples are generated once and reused by its measures.
@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from .audit import AREAS, AuditOptions, AuditReport, Progress, describe_model, generate_samples, prepare_inputs, resolve_for, run_measures
+from .audit import AREAS, AuditOptions, AuditReport, audit_checkpoint, describe_model, resolve_for, run_measures, selected
+from .core.progress import Progress
 from .errors import InputError
-from .report.flatten import number_rows
-from .report.jsonio import to_jsonable
+from .measures import REGISTRY
+from .results import number_rows, to_jsonable
 
 
 @dataclass
@@ -30,33 +31,38 @@ def audit_many(checkpoints: list, opts: AuditOptions, progress: Progress | None 
     """Audit each loaded checkpoint with the same bank, seeds and settings."""
     import torch
 
-    from .denoiser import Denoiser
-    from .runtime import seed_everything
+    from .core.denoiser import Denoiser
+    from .core.runtime import seed_everything
 
     if len(checkpoints) < 2:
         raise InputError("compare needs at least two checkpoints")
     resolved = [resolve_for(c, opts) for c in checkpoints]
-    if len({(o.data, o.fid_features) for o in resolved}) > 1:
+    if len({(o.data, o.ref, o.fid_features) for o in resolved}) > 1:
         raise InputError("the checkpoints default to different reference data or FD features: pass --data (or --data none) for all of them")
     opts = resolved[0]
+    if opts.data is not None:  # the bank comes from the data: each column is a plain audit
+        return [audit_checkpoint(c, opts, progress) for c in checkpoints]
+    from .core.inputs import SampleSet, build_inputs
+
     denoisers = [Denoiser.from_checkpoint(c) for c in checkpoints]
     shapes = {d.sample_shape for d in denoisers}
     if len(shapes) > 1:
         raise InputError(f"the checkpoints have different sample shapes ({', '.join(map(str, shapes))}): nothing to compare on one bank")
-    fps = []
+    sets = []
     for d in denoisers:
         seed_everything(opts.seed)
-        fps.append(generate_samples(d, opts, progress))
-    pool = note = None
-    if opts.data is None:
-        # Interleave so that the bank's random draw sees every model's samples equally.
-        pool = torch.stack(fps, 1).flatten(0, 1)
-        note = f"data-free: drawn from the pooled {len(pool)} full-precision samples of {len(fps)} checkpoints ({opts.sampler} {opts.steps} steps, seed {opts.seed})"
+        sets.append(SampleSet(d, opts.inputs(), progress))
+        sets[-1].get()
+    # Interleave so that the bank's random draw sees every model's samples equally.
+    pool = torch.stack([s.get() for s in sets], 1).flatten(0, 1)
+    note = f"data-free: drawn from the pooled {len(pool)} full-precision samples of {len(sets)} checkpoints ({opts.sampler} {opts.steps} steps, seed {opts.seed})"
+    uses_bank = any(REGISTRY[n].uses_bank for n in selected(opts))
     reports = []
-    for ckpt, d, fp in zip(checkpoints, denoisers, fps):
+    for ckpt, d, samples in zip(checkpoints, denoisers, sets):
         seed_everything(opts.seed)
-        inputs, timings = prepare_inputs(d, opts, progress, fp=fp, bank_x0=pool, bank_note=note)
-        reports.append(run_measures(inputs, describe_model(ckpt), timings, progress))
+        inputs = build_inputs(d, opts.inputs(), bank=uses_bank, progress=progress, pool=pool, pool_note=note, samples=samples,
+                              fd_optional=opts.ref is None)
+        reports.append(run_measures(inputs, describe_model(ckpt), opts, progress))
     return reports
 
 

@@ -33,3 +33,25 @@ class RunError(FlatcheckError):
     """Something failed while measuring (e.g. out of memory)."""
 
     exit_code = EXIT_RUNTIME
+
+
+class OptionError(InputError):
+    """A bad option value, named by its field so each caller can say it in its own terms.
+
+    Configs raise OptionError("radii", "must be positive"): it reads "--radii must be positive",
+    as the command line spells it; the audit renames it to its own key, "sharpness.radii must be
+    positive", the way flatcheck.toml's [audit.sharpness] table spells it.
+    """
+
+    def __init__(self, option: str, problem: str, field: str | None = None):
+        self.option, self.problem, self.field = option, problem, field or option
+        name = option if not option.isidentifier() else "--" + option.replace("_", "-")
+        super().__init__(f"{name} {problem}")
+
+    def named(self, name: str) -> "OptionError":
+        """The same error under another name (the field it is about is kept: `flag()` gets it back)."""
+        return OptionError(name, self.problem, self.field)
+
+    def flag(self) -> "OptionError":
+        """The same error named as the command line spells the field (--radii)."""
+        return OptionError(self.field, self.problem)

@@ -218,7 +218,7 @@ def lookup(report: dict, path: str) -> tuple[float | None, float | None]:
         if isinstance(node, list):
             idx = key if isinstance(key, int) else (int(key) if str(key).isdigit() else None)
             if idx is None:  # a list of named items (quantize.settings.W4A4): pick by name
-                from .report.flatten import item_name_key
+                from .results import item_name_key
 
                 name_key = item_name_key(node)
                 names = [item[name_key] for item in node] if name_key else []

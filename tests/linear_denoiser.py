@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from flatcheck.denoiser import Denoiser
-from flatcheck.probes import ProbeBank, build_probe_bank
+from flatcheck.core.denoiser import Denoiser
+from flatcheck.core.probes import ProbeBank, build_probe_bank
 
 from .conftest import make_scheduler
 

@@ -16,8 +16,8 @@ EXAMPLE_GATE = Path(__file__).resolve().parents[1] / "examples" / "gate" / "flat
 
 def test_samples_are_made_once_and_equal_plain_sampling(tiny_audit, tiny_pipeline):
     from flatcheck.audit import generate_samples
-    from flatcheck.checkpoint import load
-    from flatcheck.denoiser import Denoiser
+    from flatcheck.core.checkpoint import load
+    from flatcheck.core.denoiser import Denoiser
 
     report, doc = tiny_audit
     # With --data the exposure measure's own sampler run made the shared samples: no separate pass.
@@ -47,8 +47,8 @@ def test_verdict_lines_read_the_numbers(tiny_audit):
 def test_quantize_verdict_thresholds():
     from types import SimpleNamespace as NS
 
-    from flatcheck.audit_areas import quantize_verdict
-    from flatcheck.stats import Estimate
+    from flatcheck.measures.quantize import verdict as quantize_verdict
+    from flatcheck.core.stats import Estimate
 
     def res(*pairs):
         return NS(settings=[NS(name=n, wbits=w, abits=a, relative_mse=r, probe_loss_change=Estimate(0.0, 0.0)) for n, w, a, r in pairs])
@@ -121,7 +121,7 @@ def test_compare_shows_the_numbers_of_separate_audits(cli, tiny_pipeline, tmp_pa
 
 def _numbers(node):
     """Every number except wall-clock seconds (which differ run to run)."""
-    from flatcheck.report.flatten import number_rows
+    from flatcheck.results import number_rows
 
     return {r.path: (r.value, r.stderr) for r in number_rows(node) if "seconds" not in r.path and "time_ratio" not in r.path}
 
@@ -129,7 +129,7 @@ def _numbers(node):
 @pytest.fixture(scope="module")
 def degraded_base(tmp_path_factory):
     """digits-base with Gaussian noise of each tensor's own std added to every weight."""
-    from flatcheck.checkpoint import bundled_root
+    from flatcheck.core.checkpoint import bundled_root
     from diffusers import DDPMPipeline
 
     pipe = DDPMPipeline.from_pretrained(str(bundled_root() / "digits-base"))
@@ -148,7 +148,7 @@ GATE_SIZES = ["--probes", "16", "--samples", "8", "--steps", "10", "--batch-size
 
 
 def test_example_gate_config_passes_on_the_bundled_model(cli):
-    from flatcheck.checkpoint import bundled_models
+    from flatcheck.core.checkpoint import bundled_models
 
     if "digits-base" not in bundled_models():
         pytest.skip("bundled digits-base not installed")

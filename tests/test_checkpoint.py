@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from flatcheck.checkpoint import DEFAULT_SCHEDULER_NOTE, bundled_models, load
+from flatcheck.core.checkpoint import DEFAULT_SCHEDULER_NOTE, bundled_models, load
 
 from .conftest import make_scheduler, make_unet
 

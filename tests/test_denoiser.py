@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flatcheck.denoiser import Denoiser
+from flatcheck.core.denoiser import Denoiser
 
 from .conftest import make_scheduler, make_unet
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from flatcheck.denoiser import Denoiser
-from flatcheck.exposure import (
+from flatcheck.core.denoiser import Denoiser
+from flatcheck.measures.exposure.measure import (
     ExposureConfig, _output_with_eps, fit_epsilon_scaling, measure_exposure, ratio_estimate, work_units,
 )
-from flatcheck.sampling import StepRecord, make_sampler, timesteps_for
+from flatcheck.core.sampling import StepRecord, make_sampler, timesteps_for
 
 MU, S, SHAPE = 0.3, 0.5, (1, 4, 4)  # x0 ~ N(MU, S^2 I), d = 16
 
@@ -205,13 +205,13 @@ def test_cli_json_table_plot_and_samples(cli, tiny_pipeline, data_npy, tmp_path)
     assert doc["exposure"]["reference"].startswith("data:")
     assert (out / "exposure.png").stat().st_size > 10_000
     assert "_samples" not in runs[0]
-    from flatcheck.sample_store import SampleStore
+    from flatcheck.core.sample_store import SampleStore
 
     # The stored samples are run (a)'s: equal to what the engine makes for the same seeds.
     stored = SampleStore.read(runs[0]["samples_dir"]).load()
     assert stored.shape == (5, 1, 8, 8)
-    from flatcheck.checkpoint import load
-    from flatcheck.sampling import sample
+    from flatcheck.core.checkpoint import load
+    from flatcheck.core.sampling import sample
 
     den = Denoiser.from_checkpoint(load(str(tiny_pipeline)))
     assert torch.allclose(stored, sample(den, make_sampler(den.scheduler, "ddim"), 3, 5, seed=0, batch_size=4), atol=1e-6)

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from flatcheck.errors import InputError
-from flatcheck.fid import extractors, reference
-from flatcheck.fid.frechet import frechet_bootstrap, frechet_distance, gaussian_stats, kernel_distance
-from flatcheck.fid.score import score_samples, to_uint8_nchw
+from flatcheck.core.fd import extractors, reference
+from flatcheck.core.fd.frechet import frechet_bootstrap, frechet_distance, gaussian_stats, kernel_distance
+from flatcheck.core.fd.score import score_samples, to_uint8_nchw
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +104,7 @@ def test_kid_matches_direct_unbiased_mmd():
 # ------------------------------------------------------------------ digits-cnn: real vs real, real vs noise, cache
 @pytest.fixture(scope="module")
 def digits_halves():
-    from flatcheck.datasets import digits_images
+    from flatcheck.core.datasets import digits_images
 
     x = digits_images()
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
@@ -129,8 +129,8 @@ def test_digits_cnn_separates_real_from_noise(digits_halves, tmp_path):
 
 
 def test_digits_cnn_classifies_digits():
-    from flatcheck.datasets import digits_images, digits_labels
-    from flatcheck.fid.digits_cnn import load_digits_cnn, prepare, weights_metadata
+    from flatcheck.core.datasets import digits_images, digits_labels
+    from flatcheck.core.fd.digits_cnn import load_digits_cnn, prepare, weights_metadata
 
     net = load_digits_cnn()
     with torch.no_grad():
@@ -161,7 +161,7 @@ def test_reference_cache_skips_the_feature_pass(digits_halves, tmp_path):
 
 
 def test_fd_change_is_paired(digits_halves, tmp_path):
-    from flatcheck.fid import fd_change
+    from flatcheck.core.fd import fd_change
 
     a, b = digits_halves
     ref = _save_images(tmp_path / "b.npz", b)

@@ -14,7 +14,7 @@ def test_quantize_reports_fd_per_setting_with_paired_change(cli, tmp_path, monke
     monkeypatch.setenv("FLATCHECK_CACHE", str(tmp_path / "cache"))
     code, out, err = cli("quantize", "digits-sam", *QUICK_QUANT)
     assert code == 0, err
-    r = json.loads(out)
+    r = json.loads(out)["quantize"]
     assert r["fid_label"] == "FD (digits-cnn)" and "2048" in r["fid_warning"]
     fp, w4 = r["full_precision"]["fid"], r["settings"][0]["fid"]
     change = r["settings"][0]["fid_change"]
@@ -26,11 +26,11 @@ def test_quantize_reports_fd_per_setting_with_paired_change(cli, tmp_path, monke
 def test_quantize_no_fid_and_no_reference(cli, tiny_pipeline):
     code, out, err = cli("quantize", "digits-sam", *QUICK_QUANT, "--no-fid")
     assert code == 0, err
-    assert json.loads(out)["full_precision"]["fid"] is None
+    assert json.loads(out)["quantize"]["full_precision"]["fid"] is None
     # A model that is not a bundled digits model has no reference unless --ref is given.
     code, out, err = cli("quantize", tiny_pipeline, *QUICK_QUANT)
     assert code == 0, err
-    assert json.loads(out)["fid_label"] is None
+    assert json.loads(out)["quantize"]["fid_label"] is None
 
 
 def test_quantize_bad_reference_fails_before_sampling(cli, tmp_path):

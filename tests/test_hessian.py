@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from flatcheck.blocks import bucket_edges, bucket_index, parameter_groups
-from flatcheck.denoiser import Denoiser
-from flatcheck.hessian import BankLoss, hutchinson, lanczos, power_iteration
-from flatcheck.paramvec import assign, block_masks, flat, measured_parameters
-from flatcheck.probes import build_probe_bank
+from flatcheck.measures.sharpness.blocks import bucket_edges, bucket_index, parameter_groups
+from flatcheck.core.denoiser import Denoiser
+from flatcheck.measures.sharpness.hessian import BankLoss, hutchinson, lanczos, power_iteration
+from flatcheck.measures.sharpness.paramvec import assign, block_masks, flat, measured_parameters
+from flatcheck.core.probes import build_probe_bank
 
 from .conftest import make_scheduler, make_unet
 from .linear_denoiser import closed_form_hessian, linear_bank, linear_denoiser

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flatcheck.landscape import filter_normalized_direction, loss_landscape
-from flatcheck.paramvec import flat, measured_parameters
-from flatcheck.perturb import snapshot, weights_equal
-from flatcheck.probes import bank_losses
+from flatcheck.measures.sharpness.landscape import filter_normalized_direction, loss_landscape
+from flatcheck.measures.sharpness.paramvec import flat, measured_parameters
+from flatcheck.core.perturb import snapshot, weights_equal
+from flatcheck.core.probes import bank_losses
 
 from .conftest import make_unet
 from .linear_denoiser import closed_form_hessian, linear_bank, linear_denoiser

@@ -8,20 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from flatcheck.denoiser import Denoiser
+from flatcheck.core.denoiser import Denoiser
 from flatcheck.errors import InputError
-from flatcheck.perturb import snapshot, weights_equal
-from flatcheck.probes import build_probe_bank
-from flatcheck.quant.bnb_backend import bnb_linear_swap
-from flatcheck.quant.calibrate import ActivationStats, activation_range, activation_ranges, collect_activations
-from flatcheck.quant.drift import paired_drift
-from flatcheck.quant.sensitivity import layer_sensitivity
-from flatcheck.quant.settings import LayerPolicy, QuantSetting, settings_from_options
-from flatcheck.quant.simulated import (
+from flatcheck.core.perturb import snapshot, weights_equal
+from flatcheck.core.probes import build_probe_bank
+from flatcheck.measures.quantize.bnb_backend import bnb_linear_swap
+from flatcheck.measures.quantize.calibrate import ActivationStats, activation_range, activation_ranges, collect_activations
+from flatcheck.measures.quantize.drift import paired_drift
+from flatcheck.measures.quantize.sensitivity import layer_sensitivity
+from flatcheck.measures.quantize.settings import LayerPolicy, QuantSetting, settings_from_options
+from flatcheck.measures.quantize.simulated import (
     ActQuant, WeightCache, layer_plan, quantizable_layers, quantize_weight, simulated_quantization, weight_scale,
 )
-from flatcheck.quantize import QuantizeConfig, full_precision_samples, measure_quantization
-from flatcheck.sampling import make_sampler, sample
+from flatcheck.measures.quantize.measure import QuantizeConfig, full_precision_samples, measure_quantization
+from flatcheck.core.sampling import make_sampler, sample
 
 from .conftest import make_scheduler, make_unet
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from flatcheck.checkpoint import bundled_models, load
-from flatcheck.denoiser import Denoiser
-from flatcheck.perturb import snapshot, weights_equal
-from flatcheck.probes import build_probe_bank
-from flatcheck.quantize import QuantizeConfig, measure_quantization
+from flatcheck.core.checkpoint import bundled_models, load
+from flatcheck.core.denoiser import Denoiser
+from flatcheck.core.perturb import snapshot, weights_equal
+from flatcheck.core.probes import build_probe_bank
+from flatcheck.measures.quantize.measure import QuantizeConfig, measure_quantization
 
 FAST = ["--samples", "4", "--steps", "3", "--calib-samples", "2", "--sensitivity-samples", "2", "--sensitivity-steps", "2",
         "--probes", "4", "--batch-size", "8", "--device", "cpu"]
@@ -19,7 +19,7 @@ FAST = ["--samples", "4", "--steps", "3", "--calib-samples", "2", "--sensitivity
 def test_quantize_json_table_and_grids(cli, tiny_pipeline, tmp_path):
     code, out, err = cli("quantize", tiny_pipeline, "--bits", "8,4", "--bnb", "int8", *FAST, "--json", "-", "--out", tmp_path)
     assert code == 0, err
-    r = json.loads(out)  # stdout is JSON only
+    r = json.loads(out)["quantize"]  # stdout is JSON only (the report document)
     assert [s["name"] for s in r["settings"]] == ["W8A8", "W4A4", "bnb-int8"]
     w8, w4, b8 = r["settings"]
     assert 0 < w8["sample_mse"]["value"] < w4["sample_mse"]["value"]

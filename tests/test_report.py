@@ -16,7 +16,9 @@ AREAS = ("sharpness", "exposure", "quantize", "fid")
 
 
 def schema():
-    return json.loads((resources.files("flatcheck") / "audit.schema.json").read_text())
+    from flatcheck.results import schema as report_schema
+
+    return report_schema("report")
 
 
 def validator():

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from flatcheck.denoiser import Denoiser
+from flatcheck.core.denoiser import Denoiser
 from flatcheck.errors import InputError
-from flatcheck.sample_store import SampleStore, generate, model_fingerprint
-from flatcheck.sampling import (
+from flatcheck.core.sample_store import SampleStore, generate, model_fingerprint
+from flatcheck.core.sampling import (
     RecordSteps, StepReducer, check_sampler_name, generators, make_sampler, parse_steps, sample, sample_batch,
 )
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from flatcheck.blocks import bucket_edges, bucket_index, parameter_groups, spread_indices
-from flatcheck.denoiser import Denoiser
+from flatcheck.measures.sharpness.blocks import bucket_edges, bucket_index, parameter_groups, spread_indices
+from flatcheck.core.denoiser import Denoiser
 from flatcheck.errors import InputError
-from flatcheck.paramvec import flat, measured_parameters
-from flatcheck.perturb import snapshot, weights_equal
-from flatcheck.probes import bank_losses, build_probe_bank
-from flatcheck.report.jsonio import to_jsonable
-from flatcheck.sharpness import SharpnessConfig, measure_sharpness
+from flatcheck.measures.sharpness.paramvec import flat, measured_parameters
+from flatcheck.core.perturb import snapshot, weights_equal
+from flatcheck.core.probes import bank_losses, build_probe_bank
+from flatcheck.results import to_jsonable
+from flatcheck.measures.sharpness.measure import SharpnessConfig, measure_sharpness
 
 from .conftest import make_scheduler, make_unet
 from .linear_denoiser import closed_form_hessian, linear_bank, linear_denoiser
@@ -182,7 +182,7 @@ def test_cli_json_plots_and_arrays(cli, tiny_pipeline, tmp_path):
         "--json", "-", "--out", out, "--device", "cpu",
     )
     assert code == 0, err
-    payload = json.loads(stdout)  # stdout is only JSON; tables went to stderr
+    payload = json.loads(stdout)["sharpness"]  # stdout is only JSON (the report document); tables went to stderr
     assert payload["probes"] == 8 and payload["config"]["radii"] == [0.01, 0.1]
     assert len(payload["average"]) == 2 and len(payload["worst"][0]["points"]) == 2
     assert payload["hessian"]["eigen"]["hvps"] <= 3

@@ -1,5 +1,5 @@
-"""One module per CLI command; each defines `register(app)`.
+"""One module per CLI command: options -> config -> run -> view. cli.py lists them.
 
-cli.py discovers the modules here, so adding a command never touches cli.py.
-Only commands that work are registered.
+options.py declares every option once, in groups; a measure command is `measure_command`:
+the audit with the other measures skipped.
 """

@@ -7,46 +7,21 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._audit_options import (
-    AuditSamplerOpt, BatchOpt, FidFeaturesOpt, FullOpt, HtmlOpt, MarkdownOpt, ProbesOpt, QuickOpt, ReportDirOpt, SamplesOpt, SkipOpt, StepsOpt,
-    TimestepsOpt, build_options, profile_name,
-)
-from .options import (
-    AllowPickleOpt, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelArg, SchedulerOpt, WeightsOpt, console, load_checkpoint,
-)
+from .audit import AUDIT_RUN
+from .options import AUDIT_SIZES, COMMON, REPORTS, ModelArg, audit_options, console, load_checkpoint, run_with_progress, takes
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Gate config (flatcheck.toml, or a pyproject.toml with [tool.flatcheck]). Default: ./flatcheck.toml, then ./pyproject.toml.", show_default=False)]
 BaselineOpt = Annotated[Optional[str], typer.Option("--baseline", help="For relative rules: a JSON report, or a checkpoint that is then audited with the same settings.", show_default=False)]
 ReportOpt = Annotated[Optional[Path], typer.Option("--report", help="Gate this JSON report instead of auditing MODEL.", show_default=False)]
 
 
+@takes(*AUDIT_RUN, REPORTS, COMMON, **AUDIT_SIZES, seed=None)
 def gate(
     model: ModelArg = None,
     config: ConfigOpt = None,
     baseline: BaselineOpt = None,
     report: ReportOpt = None,
-    quick: QuickOpt = False,
-    full: FullOpt = False,
-    data: DataOpt = None,
-    probes: ProbesOpt = None,
-    samples: SamplesOpt = None,
-    steps: StepsOpt = None,
-    sampler: AuditSamplerOpt = None,
-    timesteps: TimestepsOpt = None,
-    skip: SkipOpt = None,
-    batch_size: BatchOpt = None,
-    fid_features: FidFeaturesOpt = None,
-    fid_weights: WeightsOpt = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed (default: the config's [audit] seed, else 0).", show_default=False)] = None,
-    json: JsonOpt = None,
-    out: ReportDirOpt = None,
-    markdown: MarkdownOpt = None,
-    html: HtmlOpt = None,
-    scheduler: SchedulerOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    allow_pickle: AllowPickleOpt = False,
-    debug: DebugOpt = False,
+    o=None,
 ) -> int:
     """Check thresholds on any number of the audit report; exit 1 and list the failing rows when one is crossed.
 
@@ -54,16 +29,13 @@ def gate(
     """
     from ..errors import EXIT_GATE_FAILED, InputError
     from ..gate import evaluate, load_config, load_report
-    from ..report.audit_terminal import gate_renderable
-    from ..report.jsonio import to_jsonable, write_json
     from ..report.markdown import gate_markdown, write_step_summary
-    from ..report.writers import progress_bar, write_reports, write_text
+    from ..report.terminal import gate_renderable
+    from ..report.writers import write_reports, write_text
+    from ..results import to_jsonable, write_json
 
     cfg = load_config(config)  # config errors first: exit 2 before minutes of auditing
-    con = console(json)
-    given = dict(seed=seed, data=data, probes=probes, samples=samples, steps=steps, sampler=sampler, timesteps=timesteps,
-                 skip=skip, batch_size=batch_size, fid_features=fid_features,
-                         fid_weights=str(fid_weights) if fid_weights else None)
+    con = console(o.json)
     if report is not None and model is not None:
         raise InputError("give MODEL (to audit) or --report (an existing audit), not both")
     baseline_spec = baseline or cfg.baseline
@@ -76,16 +48,15 @@ def gate(
     def audit(spec: str | None):
         from ..audit import audit_checkpoint
 
-        ckpt, dev = load_checkpoint(spec, scheduler, device, dtype, allow_pickle)
-        opts = build_options(profile_name(quick, full), dev, config=cfg.audit, **given)
-        with progress_bar(con) as progress:
-            return audit_checkpoint(ckpt, opts, progress)
+        ckpt, dev = load_checkpoint(spec, o)
+        opts = audit_options(o, dev, config=cfg.audit)
+        return run_with_progress(con, audit_checkpoint, ckpt, opts)
 
     if report is not None:
         doc, source = load_report(report), str(report)
     else:
         result = audit(model)
-        doc = write_reports(result, con, json=None, out=out, markdown=markdown, html=html, details=False)
+        doc = write_reports(result, con, json=None, out=o.out, markdown=o.markdown, html=o.html, details=False)
         source = model or "digits-base"
     base_doc = None
     if needs_baseline:
@@ -97,10 +68,10 @@ def gate(
     outcome = evaluate(cfg.rules, doc, base_doc, config=cfg.source, baseline_name=baseline_spec if needs_baseline else None)
     con.print(gate_renderable(outcome))
     write_step_summary(gate_markdown(outcome, source))
-    if json:
-        write_json({"gate": to_jsonable(outcome), "report": doc}, json)
-    if out is not None:
-        write_text(Path(out) / "gate.md", gate_markdown(outcome, source))
+    if o.json:
+        write_json({"gate": to_jsonable(outcome), "report": doc}, o.json)
+    if o.out is not None:
+        write_text(Path(o.out) / "gate.md", gate_markdown(outcome, source))
     return 0 if outcome.passed else EXIT_GATE_FAILED
 
 
@@ -113,8 +84,3 @@ def _check_same_settings(doc: dict, base: dict, name: str) -> None:
         raise InputError(f"baseline {name} was audited with other options ({', '.join(diff)}): relative thresholds would compare different things")
 
 
-ORDER = 30
-
-
-def register(app) -> None:
-    app.command()(gate)

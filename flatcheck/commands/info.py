@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-from .options import (
-    AllowPickleOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelArg, OutOpt, SchedulerOpt, SeedOpt, console, load_checkpoint,
-)
+from .options import COMMON, ModelArg, console, load_checkpoint, takes
 
 
-def info(
-    model: ModelArg = None,
-    scheduler: SchedulerOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    seed: SeedOpt = 0,
-    json: JsonOpt = None,
-    out: OutOpt = None,
-    allow_pickle: AllowPickleOpt = False,
-    debug: DebugOpt = False,
-) -> None:
+@takes(COMMON)
+def info(model: ModelArg = None, o=None) -> None:
     """Describe a checkpoint: pipeline and denoiser classes, parameters, sample shape, conditioning, schedule, weight files."""
-    from ..info import describe_checkpoint
-    from ..report.jsonio import write_json
+    from ..core.info import describe_checkpoint
     from ..report.terminal import info_table
+    from ..results import write_json
 
-    ckpt, _ = load_checkpoint(model, scheduler, device, dtype, allow_pickle)
+    ckpt, _ = load_checkpoint(model, o)
     result = describe_checkpoint(ckpt)
-    if json:
-        write_json(result, json)
-    if json != "-":
-        console(json).print(info_table(result))
-
-
-ORDER = 0  # position in `flatcheck --help`
-
-
-def register(app) -> None:
-    app.command()(info)
+    if o.json:
+        write_json(result, o.json)
+    if o.json != "-":
+        console(o.json).print(info_table(result))

@@ -1,67 +1,133 @@
-"""Options every command shares, and the small helpers the commands use.
+"""The command line's options, each declared once, in groups that commands take whole.
 
+A command declares only its own options; `takes(GROUP, ...)` appends the groups' options to its
+signature (typer reads them from there) and hands their values to the command as one namespace
+`o`. Defaults that differ by command are given to `takes` (e.g. samples=64), not retyped.
 Heavy imports (torch, diffusers) stay inside functions so `--help` is fast.
 """
 
 from __future__ import annotations
 
+import enum
+import functools
+import inspect
+import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from types import SimpleNamespace
+from typing import Annotated, Any, Optional
 
 import typer
+
+
+@dataclass(frozen=True)
+class Opt:
+    name: str  # the command function's keyword (= the config or options field it sets)
+    annotation: Any  # Annotated[type, typer.Option(...)]
+    default: Any
+
+
+def group(*opts: Opt) -> tuple[Opt, ...]:
+    return opts
+
+
+def choices(name: str, values) -> type[enum.Enum]:
+    """An Enum of a config's allowed values (typer lists them in --help and refuses others)."""
+    return enum.Enum(name, {str(v): str(v) for v in values}, type=str)
+
 
 ModelArg = Annotated[
     Optional[str],
     typer.Argument(help="Pipeline folder, model folder, Hub repo id or bundled name (default: digits-base).", show_default=False),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="Weights and compute dtype: float32, float16 or bfloat16.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random draw; same seed, same numbers.")]
-JsonOpt = Annotated[
-    Optional[str], typer.Option("--json", metavar="PATH|-", help="Write the machine-readable result to PATH, or to stdout with '-'.")
-]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Folder for plots, sample grids and other artifacts.")]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
-AllowPickleOpt = Annotated[
-    bool, typer.Option("--allow-pickle", help="Allow pickle weights (.bin/.ckpt/.pt/.pth). Loading a pickle can run arbitrary code.")
-]
-SchedulerOpt = Annotated[
-    Optional[Path],
-    typer.Option("--scheduler", help="Scheduler folder (scheduler_config.json) for a bare model folder; overrides the checkpoint's."),
-]
-# Options of the measures that read data or generate.
-DataOpt = Annotated[
-    Optional[str],
-    typer.Option("--data", help="Reference images: a folder of images, an .npy/.npz array, or 'digits'. Default: data-free (the model's own samples)."),
-]
-ProbesOpt = Annotated[int, typer.Option("--probes", help="Number of (x0, t, noise) probes in the bank.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Batch size for every forward pass.")]
-SamplerOpt = Annotated[
-    Optional[str],
-    typer.Option("--sampler", help="Sampler: the checkpoint's own (default), or ddpm, ddim, dpm-solver++, euler, euler-ancestral, heun, pndm, unipc."),
-]
 
-# FD/FID against a reference (fid, quantize, exposure).
-RefOpt = Annotated[
-    Optional[str],
-    typer.Option("--ref", help="Reference: an image folder, an .npz/.npy of images, a stats .npz (mu, sigma), 'digits', "
-                               "or a torch-fidelity dataset (cifar10-train...). Default: digits for the bundled models.",
-                 show_default=False),
-]
-FeaturesOpt = Annotated[
-    Optional[str],
-    typer.Option("--features", help="Feature network: inception (FID), digits-cnn, clip or dinov2. "
-                                    "Default: digits-cnn for the bundled digits models, else inception.", show_default=False),
-]
-WeightsOpt = Annotated[
-    Optional[Path],
-    typer.Option("--fid-weights", help="Local feature-network weights (offline): torch-fidelity's Inception .pth or the "
-                                       "TorchScript inception-2015-12-05.pt; OpenAI's CLIP .pt; a digits-cnn .safetensors.",
-                 show_default=False),
-]
-NoFidOpt = Annotated[bool, typer.Option("--no-fid", help="Skip FD/FID even when a reference is known.")]
+# Every command.
+COMMON = group(
+    # --device takes cuda:N too, so it stays a string (checked by core.runtime.resolve_device).
+    Opt("device", Annotated[str, typer.Option("--device", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps.")], "auto"),
+    Opt("dtype", Annotated[str, typer.Option("--dtype", help="Weights and compute dtype: float32, float16 or bfloat16 (fp32, fp16, bf16).")], "float32"),
+    Opt("json", Annotated[Optional[str], typer.Option("--json", metavar="PATH|-", help="Write the machine-readable result to PATH, or to stdout with '-' (human output then goes to stderr).")], None),
+    Opt("scheduler", Annotated[Optional[Path], typer.Option("--scheduler", help="Scheduler folder (scheduler_config.json) for a bare model folder; overrides the checkpoint's.", show_default=False)], None),
+    Opt("allow_pickle", Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle weights (.bin/.ckpt/.pt/.pth). Loading a pickle can run arbitrary code.")], False),
+    Opt("debug", Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")], False),
+)
+SEED = group(Opt("seed", Annotated[int, typer.Option("--seed", help="Seed for every random draw; same seed, same numbers.")], 0))
+OUT = group(Opt("out", Annotated[Optional[Path], typer.Option("--out", help="Folder for plots, sample grids and other files.", show_default=False)], None))
+
+# The shared inputs of a measure command: the probe bank and the full-precision samples.
+DATA = group(
+    Opt("data", Annotated[Optional[str], typer.Option("--data", help="Reference images: a folder of images, an .npy/.npz array, or 'digits'; 'none' for data-free "
+                                                                   "(the bank's x0 drawn from the model's own samples). Default: digits for the bundled digits models, else data-free.", show_default=False)], None),
+    Opt("probes", Annotated[int, typer.Option("--probes", help="Number of (x0, t, noise) probes in the bank.")], 128),
+)
+TIMESTEPS = group(Opt("timesteps", Annotated[Optional[str], typer.Option("--timesteps", metavar="LO:HI", help="Probe timesteps from [LO, HI) (default: the whole schedule).", show_default=False)], None))
+N_SAMPLES = group(Opt("samples", Annotated[int, typer.Option("--samples", help="Full-precision samples (indices 0..N-1 of --seed); data-free, the bank is drawn from them.")], 64))
+STEPS = group(Opt("steps", Annotated[int, typer.Option("--steps", help="Sampling steps.")], 50))
+SAMPLER = group(Opt("sampler", Annotated[Optional[str], typer.Option("--sampler", help="Sampler: checkpoint (the checkpoint's own scheduler), ddpm, ddim, dpm-solver++, dpm-solver, euler, euler-ancestral, heun, pndm, unipc.")], "ddim"))
+SAMPLES = N_SAMPLES + STEPS + SAMPLER
+BATCH = group(Opt("batch_size", Annotated[int, typer.Option("--batch-size", help="Batch size for every forward pass.")], 64))
+
+# FD/FID against a reference (quantize, exposure, fid).
+FD = group(
+    Opt("ref", Annotated[Optional[str], typer.Option("--ref", help="FD/FID reference: an image folder, an .npz/.npy of images, a stats .npz (mu, sigma), 'digits', "
+                                                                 "or a torch-fidelity dataset (cifar10-train...). Default: the --data images (digits for the bundled models).", show_default=False)], None),
+    Opt("features", Annotated[Optional[str], typer.Option("--features", "--fid-features", help="Feature network for FD/FID: inception (FID), digits-cnn, clip or dinov2. "
+                                                                                           "Default: digits-cnn for the bundled digits models, else inception.", show_default=False)], None),
+    Opt("fid_weights", Annotated[Optional[Path], typer.Option("--fid-weights", help="Local feature-network weights (offline): torch-fidelity's Inception .pth or the TorchScript "
+                                                                                  "inception-2015-12-05.pt; OpenAI's CLIP .pt; a digits-cnn .safetensors.", show_default=False)], None),
+)
+NO_FID = group(Opt("no_fid", Annotated[bool, typer.Option("--no-fid", help="Skip FD/FID even when a reference is known.")], False))
+
+# The audit's run: audit, compare and gate (sizes default to the profile's).
+PROFILE = group(
+    Opt("quick", Annotated[bool, typer.Option("--quick", help="CI profile: 64 probes, 64 samples x 20 steps, two quantization settings (about a minute on a 2-core CPU for the bundled models).")], False),
+    Opt("full", Annotated[bool, typer.Option("--full", help="Paper-grade profile: 50,000 samples x 100 steps, 2048 probes. Needs a GPU (refused on CPU).")], False),
+    Opt("skip", Annotated[Optional[list[str]], typer.Option("--skip", help="Skip a measure (sharpness, exposure, quantize, fid); repeatable.", show_default=False)], None),
+)
+REPORTS = group(
+    Opt("out", Annotated[Optional[Path], typer.Option("--out", help="Folder for audit.json, audit.md, audit.html and the plots.", show_default=False)], None),
+    Opt("markdown", Annotated[Optional[Path], typer.Option("--markdown", help="Write the Markdown report here (it also goes to $GITHUB_STEP_SUMMARY when that is set).", show_default=False)], None),
+    Opt("html", Annotated[Optional[Path], typer.Option("--html", help="Write the self-contained HTML report here.", show_default=False)], None),
+)
+AUDIT_SIZES = {"probes": None, "samples": None, "steps": None, "sampler": None, "batch_size": None}  # None: the profile's
 
 
+def takes(*groups: tuple[Opt, ...], **defaults):
+    """Append the groups' options to a command's signature; the command gets their values as `o`."""
+    opts = {o.name: o for g in groups for o in g}
+    unknown = set(defaults) - set(opts)
+    if unknown:
+        raise TypeError(f"defaults for options not taken: {', '.join(sorted(unknown))}")
+
+    def deco(fn):
+        hints = typing.get_type_hints(fn, include_extras=True)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in inspect.signature(fn).parameters.values() if p.name != "o"]
+        extra = []
+        for o in opts.values():
+            ann = o.annotation
+            default = defaults.get(o.name, o.default)
+            if default is None and typing.get_origin(ann) is Annotated:  # a default of None needs an Optional type
+                base, *meta = typing.get_args(ann)
+                ann = Annotated[(Optional[base], *meta)]
+            extra.append(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann))
+
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            shared = {name: kwargs.pop(name) for name in opts}
+            for k, v in shared.items():
+                if isinstance(v, enum.Enum):
+                    shared[k] = v.value
+            return fn(*args, **kwargs, o=SimpleNamespace(**shared))
+
+        params = own + extra
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return deco
+
+
+# ---------------------------------------------------------------------------- helpers
 def console(json_dest: Optional[str]):
     from rich.console import Console
 
@@ -69,10 +135,103 @@ def console(json_dest: Optional[str]):
     return Console(stderr=json_dest == "-", highlight=False)
 
 
-def load_checkpoint(model, scheduler, device, dtype, allow_pickle):
+def load_checkpoint(model, o):
     """(Checkpoint, torch.device) from the shared options; InputError on anything wrong."""
-    from ..checkpoint import load
-    from ..runtime import resolve_device, resolve_dtype
+    from ..core.checkpoint import load
+    from ..core.runtime import resolve_device, resolve_dtype
 
-    dev, dt = resolve_device(device), resolve_dtype(dtype)
-    return load(model, scheduler=scheduler, dtype=dt, device=dev, allow_pickle=allow_pickle), dev
+    dev, dt = resolve_device(o.device), resolve_dtype(o.dtype)
+    return load(model, scheduler=o.scheduler, dtype=dt, device=dev, allow_pickle=o.allow_pickle), dev
+
+
+def comma_list(spec: str) -> tuple[str, ...]:
+    """'avg, worst' -> ('avg', 'worst') (lower case, blanks dropped)."""
+    return tuple(s.strip().lower() for s in spec.split(",") if s.strip())
+
+
+def comma_numbers(spec: str, option: str) -> tuple[float, ...]:
+    """'0.01,0.1' -> (0.01, 0.1); InputError naming the option otherwise."""
+    from ..errors import InputError
+
+    try:
+        return tuple(float(s) for s in spec.split(",") if s.strip())
+    except ValueError:
+        raise InputError(f"{option} '{spec}' is not a comma list of numbers (e.g. 0.01,0.1)") from None
+
+
+def profile_name(quick: bool, full: bool) -> str:
+    from ..errors import InputError
+
+    if quick and full:
+        raise InputError("--quick and --full exclude each other")
+    return "quick" if quick else "full" if full else "default"
+
+
+def audit_options(o, device, *, profile: str | None = None, config: dict | None = None, **given):
+    """AuditOptions from a profile, a config file's [audit] table, then the command line (which wins)."""
+    from ..audit import options_for
+    from ..errors import InputError
+
+    profile = profile or profile_name(o.quick, o.full)
+    merged = dict(config or {})
+    if "profile" in merged and profile == "default":
+        profile = merged.pop("profile")
+    else:
+        merged.pop("profile", None)
+    if isinstance(merged.get("skip"), str):
+        merged["skip"] = [merged["skip"]]
+    from_cli = dict(seed=o.seed, data=o.data, probes=o.probes, samples=o.samples, steps=o.steps, sampler=o.sampler,
+                    timesteps=o.timesteps, skip=o.skip, batch_size=o.batch_size, fid_features=o.features,
+                    fid_weights=str(o.fid_weights) if o.fid_weights else None, **given)
+    merged.update({k: v for k, v in from_cli.items() if v is not None and v != []})
+    if "skip" in merged:
+        merged["skip"] = tuple(merged["skip"])
+    opts = options_for(profile, **merged)
+    if opts.profile == "full" and device.type == "cpu":
+        raise InputError("--full generates 50,000 samples and needs a GPU (about a week on a CPU); use the default profile or --quick here")
+    return opts
+
+
+def run_with_progress(con, fn, *args, **kwargs):
+    """fn(*args, progress=..., **kwargs) under the one rich progress display."""
+    from ..report.progress import progress_display
+
+    with progress_display(con) as progress:
+        return fn(*args, progress=progress, **kwargs)
+
+
+def measure_command(name: str, model, o, config: dict, *, inputs: dict | None = None, shared: dict | None = None,
+                    require_fd: bool = False, files=None):
+    """A measure command: the audit with the other measures skipped (one run path), then the measure's
+    own view, the report JSON and its files.
+
+    config: the measure's config fields from the command line; shared: audit options the command
+    sets beyond the option groups; inputs: AuditOptions.inputs' keywords (sample folders...);
+    require_fd: no reference for FD is an input error; files(report, out) -> command-only files.
+    """
+    from ..audit import AREAS, audit_checkpoint, options_for, resolve_for
+    from ..errors import InputError, OptionError, RunError
+    from ..report.writers import write_measure_outputs
+
+    ckpt, dev = load_checkpoint(model, o)
+    given = {k: getattr(o, k) for k in ("seed", "batch_size", "samples", "steps", "sampler", "data", "probes", "timesteps")
+             if getattr(o, k, None) is not None}
+    if hasattr(o, "ref"):
+        given.update(ref="none" if getattr(o, "no_fid", False) else o.ref, fid_features=o.features,
+                     fid_weights=str(o.fid_weights) if o.fid_weights else None)
+    given.update(shared or {})
+    try:
+        opts = options_for("default", skip=tuple(a for a in AREAS if a != name), **{k: v for k, v in given.items() if v is not None},
+                           **{name: config})
+    except OptionError as exc:  # this command's user typed flags, not config keys
+        raise exc.flag() from None
+    if require_fd and resolve_for(ckpt, opts).inputs().fd.ref is None:
+        raise InputError("--ref is required for this model (an image folder, .npz of images, stats .npz, or a torch-fidelity dataset)")
+    con = console(o.json)
+    report = run_with_progress(con, audit_checkpoint, ckpt, opts, inputs=inputs, skipped_line=f"not part of `flatcheck {name}`")
+    verdict = report.verdict(name)
+    if verdict.status in ("error", "skipped"):
+        raise RunError(f"{name}: {verdict.line}")
+    out = getattr(o, "out", None)
+    extra = files(report, out) if files is not None and out is not None else []
+    return write_measure_outputs(report, name, con, json=o.json, out=out, extra_files=extra)

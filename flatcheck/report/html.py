@@ -9,8 +9,9 @@ import base64
 from html import escape
 from pathlib import Path
 
-from .flatten import number_rows
-from .markdown import AREAS, _run_rows
+from ..measures import REGISTRY
+from ..results import number_rows
+from .markdown import run_rows
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:980px;color:#1b1f24;background:#fff}
@@ -38,7 +39,7 @@ def audit_html(report: dict, plots: dict[str, str | Path] | None = None) -> str:
         cls = escape(v["status"])
         parts.append(f"<tr class='{cls}'><td>{escape(v['area'])}</td><td><span class='badge'>{cls}</span></td><td>{escape(v['line'])}</td></tr>")
     parts.append("</table>")
-    for area in AREAS:
+    for area in REGISTRY:
         parts.append(f"<h2 id='{area}'>{area}</h2>")
         section = report.get(area)
         if section is None:
@@ -53,9 +54,9 @@ def audit_html(report: dict, plots: dict[str, str | Path] | None = None) -> str:
             parts.append(f"<tr><td><code>{escape(area + '.' + r.path)}</code></td><td class='num'>{escape(r.text())}</td></tr>")
         parts.append("</table>")
     for name, path in plots.items():
-        if not name.startswith(AREAS):
+        if not name.startswith(tuple(REGISTRY)):
             parts.append(f"<figure><img alt='{escape(name)}' src='{embed_png(path)}'><figcaption>{escape(name)}</figcaption></figure>")
     parts.append("<h2>run</h2><table>")
-    parts += [f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in _run_rows(report)]
+    parts += [f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in run_rows(report)]
     parts.append("</table></body></html>\n")
     return "\n".join(parts)

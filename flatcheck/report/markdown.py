@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .flatten import format_number, number_rows
+from ..measures import REGISTRY
+from ..results import format_number, number_rows
 
-AREAS = ("sharpness", "exposure", "quantize", "fid")
 STATUS_MARK = {"good": "🟢", "fair": "🟡", "poor": "🔴", "info": "🔵", "skipped": "⚪", "error": "❌"}
 
 
@@ -35,7 +35,7 @@ def audit_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
     """The whole audit: verdicts first, then every number (with the dotted path the gate uses), then the run."""
     model = report.get("model", {})
     out = [f"# flatcheck audit: {model.get('source', '?')}", "", verdict_table(report), ""]
-    for area in AREAS:
+    for area in REGISTRY:
         section = report.get(area)
         out.append(f"## {area}")
         if section is None:
@@ -47,23 +47,27 @@ def audit_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
         for name, path in (plots or {}).items():
             if name.startswith(area):
                 out += [f"![{name}]({path})", ""]
-    out += ["## run", "", _table(["", ""], _run_rows(report)), ""]
+    out += ["## run", "", _table(["", ""], run_rows(report)), ""]
     return "\n".join(out)
 
 
-def _run_rows(report: dict) -> list[list[str]]:
+def run_rows(report: dict) -> list[list[str]]:
+    """How the numbers were made: model, bank, samples, device, versions, seconds, options."""
     model, env, bank, samples = (report.get(k) or {} for k in ("model", "environment", "bank", "samples"))
     rows = [
         ["model", f"{model.get('source')} ({model.get('denoiser_class')}, {model.get('parameters', 0):,} parameters)"],
         ["profile", str(report.get("options", {}).get("profile"))],
-        ["probe bank", f"{bank.get('n')} probes, seed {bank.get('seed')}, t in [{_lo_hi(bank)}); {bank.get('source')}"],
-        ["samples", f"{samples.get('n')} x {samples.get('sampler')} {samples.get('steps')} steps, seed {samples.get('seed')}"],
+        ["probe bank", f"{bank.get('n')} probes, seed {bank.get('seed')}, t in [{_lo_hi(bank)}); {bank.get('source')}" if bank else "none (no measure used one)"],
+        ["samples", f"{samples.get('n')} x {samples.get('sampler')} {samples.get('steps')} steps, seed {samples.get('seed')}"
+                    + (f" ({samples['origin']})" if samples.get("origin") else "")],
         ["device", f"{env.get('device')} ({env.get('gpu') or env.get('platform')})"],
         ["versions", f"flatcheck {env.get('flatcheck')}, torch {env.get('torch')}, diffusers {env.get('diffusers')}, python {env.get('python')}"],
         ["seconds", ", ".join(f"{k} {v:.1f}" for k, v in (report.get("timings") or {}).items())],
     ]
     opts = report.get("options", {})
-    rows.append(["options", ", ".join(f"{k}={v}" for k, v in opts.items())])
+    rows.append(["options", ", ".join(f"{k}={v}" for k, v in opts.items() if k != "configs")])
+    for name, config in (opts.get("configs") or {}).items():
+        rows.append([f"{name} config", ", ".join(f"{k}={v}" for k, v in config.items())])
     return rows
 
 

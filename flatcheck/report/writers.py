@@ -1,27 +1,11 @@
-"""Where an audit goes: terminal, JSON, Markdown (+ $GITHUB_STEP_SUMMARY), HTML, plots."""
+"""Where a report goes: terminal, JSON, Markdown (+ $GITHUB_STEP_SUMMARY), HTML, plots, a measure's files."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
-from .jsonio import to_jsonable, write_json
-
-
-@contextlib.contextmanager
-def progress_bar(con):
-    """A rich progress display on `con`; yields progress(task, done, total) for the measures."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    tasks: dict[str, int] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=con, transient=True) as bar:
-        def update(task: str, done: int, total: int) -> None:
-            if task not in tasks:
-                tasks[task] = bar.add_task(task, total=total)
-            bar.update(tasks[task], completed=done, total=total)
-
-        yield update
+from ..measures import REGISTRY
+from ..results import to_jsonable, write_json
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -35,11 +19,11 @@ def write_text(path: Path, text: str) -> Path:
 
 def write_reports(report, con, *, json=None, out: Path | None = None, markdown: Path | None = None, html: Path | None = None,
                   details: bool = True) -> dict:
-    """Write every requested form; returns the JSON document (with artifact paths filled in)."""
-    from .audit_terminal import audit_renderable
+    """The audit's outputs, every requested form; returns the JSON document (with artifact paths filled in)."""
     from .html import audit_html
     from .markdown import audit_markdown, write_step_summary
     from .plots import make_plots
+    from .terminal import audit_renderable
 
     plots = {}
     if out is not None:
@@ -70,7 +54,31 @@ def write_reports(report, con, *, json=None, out: Path | None = None, markdown: 
         write_json(doc, json)
     write_step_summary(audit_markdown(doc))
     # With --json - the JSON owns stdout and `con` is stderr: verdicts only there.
-    con.print(audit_renderable(doc, details=details and json != "-"))
+    con.print(audit_renderable(report, doc, details=details and json != "-"))
     if out is not None:
         con.print(f"reports: {out / 'audit.json'}, {out / 'audit.md'}, {out / 'audit.html'}")
+    return doc
+
+
+def write_measure_outputs(report, name: str, con, *, json=None, out: Path | None = None, extra_files: list[Path] = ()) -> dict:
+    """A measure command's outputs: the measure's own view (on stderr with --json -), the report
+    document as JSON (the audit's, with the other measures null), and the measure's files in --out."""
+    from .terminal import run_table
+
+    measure = REGISTRY[name]
+    result = report.results[name]
+    model = report.model.get("source", "")
+    files = list(extra_files)
+    if out is not None and measure.save is not None:
+        files = measure.save(result, Path(out), model) + files
+    report.artifacts.update({Path(f).name: str(f) for f in files})
+    doc = to_jsonable(report)
+    if json:
+        write_json(doc, json)
+    for part in measure.view(result, model):
+        con.print(part)
+    con.print(f"[bold]{name}[/bold]: {report.verdict(name).line}", highlight=False)
+    con.print(run_table(doc))
+    if files:
+        con.print(f"files in {out}/: {', '.join(Path(f).name for f in files)}")
     return doc

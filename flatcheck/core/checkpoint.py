@@ -1,0 +1,303 @@
+"""Find, check and load a diffusers checkpoint - safely.
+
+MODEL may be
+  (a) a diffusers pipeline folder (model_index.json),
+  (b) a bare model folder (config.json + weights), with an optional scheduler folder,
+  (c) a Hugging Face Hub repo id (needs the network),
+  (d) the short name of a bundled example model (see `bundled_models`).
+A local path wins over a name.
+
+Safety: only safetensors are read by default. Pickle files (.bin, .ckpt, .pt, .pth)
+can run arbitrary code when loaded, so they are refused unless `allow_pickle`.
+Only classes that ship with diffusers are instantiated: no remote or custom code.
+Files on disk are only ever read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+DENOISER_COMPONENTS = ("unet", "transformer")
+AUTOENCODER_COMPONENTS = ("vae", "vqvae")
+DEFAULT_BUNDLED = "digits-base"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    component: str
+    path: Path
+    format: str  # "safetensors" or "pickle"
+    bytes: int
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the denoiser, its noise schedule, and where they came from."""
+
+    source: str  # MODEL as the user gave it
+    form: str  # "pipeline", "model", "hub" or "bundled"
+    root: Path  # local folder that was read
+    pipeline_class: str | None
+    denoiser_component: str  # "unet", "transformer", or "." for a bare model
+    denoiser: torch.nn.Module
+    scheduler: object  # a diffusers SchedulerMixin
+    scheduler_origin: str  # where the schedule came from, stated in every report
+    vae: torch.nn.Module | None = None
+    weight_files: list[WeightFile] = field(default_factory=list)
+
+    @property
+    def denoiser_class(self) -> str:
+        return type(self.denoiser).__name__
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.denoiser.parameters())
+
+
+# ----------------------------------------------------------------------------- resolving MODEL
+
+
+def bundled_root() -> Path:
+    return Path(str(resources.files("flatcheck") / "models"))
+
+
+def bundled_models() -> list[str]:
+    root = bundled_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "model_index.json").is_file())
+
+
+def resolve(model: str | None, allow_pickle: bool = False) -> tuple[Path, str]:
+    """MODEL -> (local folder, form). Raises InputError with one clear line."""
+    if model is None or model == "":
+        model = DEFAULT_BUNDLED
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(
+                f"'{model}' is a file; give the checkpoint's folder (a diffusers pipeline or model folder)"
+            )
+        return path, _folder_form(path)
+    if model in bundled_models():
+        return bundled_root() / model, "bundled"
+    looks_like_path = model.startswith((".", "/", "~")) or os.sep in model.strip("/").split("/", 1)[-1]
+    if HUB_ID.match(model) and not looks_like_path:
+        return _download_from_hub(model, allow_pickle), "hub"
+    names = ", ".join(bundled_models()) or "none installed"
+    raise InputError(f"no such file or folder: '{model}' (and no bundled model of that name; bundled: {names})")
+
+
+def _folder_form(path: Path) -> str:
+    if not any(path.iterdir()):
+        raise InputError(f"'{path}' is an empty folder, not a checkpoint")
+    if (path / "model_index.json").is_file():
+        return "pipeline"
+    if (path / "config.json").is_file():
+        return "model"
+    raise InputError(
+        f"'{path}' holds no diffusers config (neither model_index.json nor config.json): not a diffusers checkpoint"
+    )
+
+
+def _download_from_hub(repo_id: str, allow_pickle: bool) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.txt"] + (["*" + s for s in PICKLE_SUFFIXES] if allow_pickle else [])
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as exc:  # no network, unknown repo, gated repo ...
+        if offline:
+            raise InputError(
+                f"'{repo_id}' is not a local path or bundled model, and HF_HUB_OFFLINE is set: "
+                "it cannot be fetched from the Hugging Face Hub (download it elsewhere and pass its folder)"
+            ) from exc
+        raise InputError(
+            f"could not fetch '{repo_id}' from the Hugging Face Hub ({type(exc).__name__}); "
+            "if this machine is offline, set HF_HUB_OFFLINE=1 and pass a local folder"
+        ) from exc
+
+
+# ----------------------------------------------------------------------------- configs and classes
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read '{path}': not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"cannot read '{path}': expected a JSON object")
+    return data
+
+
+def diffusers_class(name: object, base: str, where: Path):
+    """A class that ships with diffusers and derives from `base`; anything else is refused."""
+    import diffusers
+
+    if not isinstance(name, str) or not name.isidentifier():
+        raise InputError(f"{where} names class {name!r}: custom code is never run; only diffusers classes load")
+    cls = getattr(diffusers, name, None)
+    base_cls = getattr(diffusers, base)
+    if cls is None or not isinstance(cls, type) or not issubclass(cls, base_cls):
+        raise InputError(f"{where} names unknown class '{name}' (not a diffusers {base})")
+    return cls
+
+
+# ----------------------------------------------------------------------------- weight files
+
+
+def _check_safetensors(path: Path) -> None:
+    """Header parse and size check: catches truncated or corrupt files without reading the data."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise ValueError("shorter than its 8-byte header length")
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8:
+                raise ValueError("header length exceeds the file")
+            header = json.loads(fh.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise InputError(f"corrupt safetensors file '{path}': {exc}") from None
+    if 8 + n + end != size:
+        raise InputError(
+            f"truncated or corrupt safetensors file '{path}': header expects {8 + n + end} bytes, file has {size}"
+        )
+
+
+def weight_files(folder: Path, component: str, allow_pickle: bool) -> list[WeightFile]:
+    """The weight files diffusers would load from `folder`; safetensors preferred, pickle gated."""
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    safe = [p for p in files if p.suffix == ".safetensors"]
+    pickled = [p for p in files if p.suffix in PICKLE_SUFFIXES]
+    if safe:
+        for p in safe:
+            _check_safetensors(p)
+        return [WeightFile(component, p, "safetensors", p.stat().st_size) for p in safe]
+    if pickled:
+        if not allow_pickle:
+            raise InputError(
+                f"'{pickled[0]}' is a pickle file: loading a pickle can run arbitrary code, so it is refused; "
+                "convert it to safetensors, or pass --allow-pickle if you trust its source"
+            )
+        return [WeightFile(component, p, "pickle", p.stat().st_size) for p in pickled]
+    raise InputError(f"no weight files (.safetensors) in '{folder}'")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _load_component(folder: Path, component: str, base: str, dtype, allow_pickle: bool):
+    config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else None
+    if config is None:
+        raise InputError(f"'{folder}' has no config.json for its {component}")
+    cls = diffusers_class(config.get("_class_name"), base, folder / "config.json")
+    files = weight_files(folder, component, allow_pickle)
+    use_safetensors = files[0].format == "safetensors"
+    try:
+        module = cls.from_pretrained(folder, torch_dtype=dtype, use_safetensors=use_safetensors, local_files_only=True)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot load {component} from '{folder}': {str(exc).splitlines()[0][:300]}") from exc
+    check_finite(module, component)
+    return module.eval().requires_grad_(False), files
+
+
+def check_finite(module: torch.nn.Module, component: str) -> None:
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            bad = (~torch.isfinite(t)).sum().item()
+            raise InputError(f"non-finite weights: tensor '{name}' of the {component} holds {bad} NaN/Inf value(s)")
+
+
+def default_scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+
+
+DEFAULT_SCHEDULER_NOTE = "default DDPMScheduler (linear betas 1e-4..0.02, T=1000, epsilon): the checkpoint ships none"
+
+
+def load_scheduler(folder: Path):
+    """A scheduler from a folder holding scheduler_config.json (or a pipeline's scheduler/)."""
+    folder = Path(folder).expanduser()
+    for cand in (folder / "scheduler_config.json", folder / "scheduler" / "scheduler_config.json"):
+        if cand.is_file():
+            config = _read_json(cand)
+            cls = diffusers_class(config.get("_class_name"), "SchedulerMixin", cand)
+            return cls.from_config(config)
+    if not folder.exists():
+        raise InputError(f"scheduler folder '{folder}' does not exist")
+    raise InputError(f"'{folder}' holds no scheduler_config.json")
+
+
+def load(
+    model: str | None = None,
+    *,
+    scheduler: str | Path | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    allow_pickle: bool = False,
+) -> Checkpoint:
+    """Resolve, check and load MODEL's denoiser (+ VAE) and noise schedule."""
+    root, form = resolve(model, allow_pickle)
+    source = model or DEFAULT_BUNDLED
+    vae = None
+    files: list[WeightFile] = []
+    pipeline_class = None
+    if (root / "model_index.json").is_file():
+        index = _read_json(root / "model_index.json")
+        pipeline_class = index.get("_class_name")
+        if isinstance(pipeline_class, list) or (pipeline_class and not str(pipeline_class).isidentifier()):
+            raise InputError(f"{root / 'model_index.json'} asks for custom pipeline code {pipeline_class!r}: never run")
+        diffusers_class(pipeline_class, "DiffusionPipeline", root / "model_index.json")
+        comp = next((c for c in DENOISER_COMPONENTS if c in index), None)
+        if comp is None:
+            raise InputError(f"{root / 'model_index.json'} lists no denoiser component (unet or transformer)")
+        denoiser, f = _load_component(root / comp, comp, "ModelMixin", dtype, allow_pickle)
+        files += f
+        for ae in AUTOENCODER_COMPONENTS:
+            if ae in index and (root / ae).is_dir():
+                vae, f = _load_component(root / ae, ae, "ModelMixin", dtype, allow_pickle)
+                files += f
+                break
+        if scheduler is not None:
+            sched, origin = load_scheduler(Path(scheduler)), f"--scheduler {scheduler}"
+        elif (root / "scheduler").is_dir():
+            sched, origin = load_scheduler(root / "scheduler"), "checkpoint (scheduler/)"
+        else:
+            sched, origin = default_scheduler(), DEFAULT_SCHEDULER_NOTE
+    else:
+        comp = "."
+        denoiser, files = _load_component(root, "model", "ModelMixin", dtype, allow_pickle)
+        if scheduler is not None:
+            sched, origin = load_scheduler(Path(scheduler)), f"--scheduler {scheduler}"
+        else:
+            sched, origin = default_scheduler(), DEFAULT_SCHEDULER_NOTE
+    if form == "pipeline" and source != str(root) and root.parent == bundled_root():
+        form = "bundled"
+    denoiser.to(device)
+    if vae is not None:
+        vae.to(device)
+    return Checkpoint(
+        source=source, form=form, root=root, pipeline_class=pipeline_class, denoiser_component=comp,
+        denoiser=denoiser, scheduler=sched, scheduler_origin=origin, vae=vae, weight_files=files,
+    )

@@ -1,0 +1,117 @@
+"""Reference images for the probe bank and for exposure/FID: folders, arrays, bundled sets.
+
+Everything comes back as float32 [N, C, H, W] in [-1, 1] at the model's resolution.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError, OptionError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+BUNDLED_DATA = ("digits",)
+
+
+def load_images(spec: str, shape: tuple[int, int, int], limit: int | None = None) -> torch.Tensor:
+    """spec: 'digits', a folder of images, or an .npy/.npz file; shape: (C, H, W) wanted."""
+    c, h, w = shape
+    if spec in BUNDLED_DATA and not Path(spec).exists():
+        from .datasets import digits_images
+
+        x = digits_images(size=h)
+        if w != h:
+            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise OptionError("data", f"'{spec}' does not exist (give an image folder, an .npy/.npz file, or one of: {', '.join(BUNDLED_DATA)})")
+        if path.is_dir():
+            x = _load_folder(path, c, limit)
+        elif path.suffix in (".npy", ".npz"):
+            x = _from_array(_load_array(path), path)
+        else:
+            raise OptionError("data", f"'{spec}': unsupported file type '{path.suffix}' (use an image folder, .npy or .npz)")
+        x = _fit(x, c, h, w)
+    if limit is not None:
+        x = x[:limit]
+    if len(x) == 0:
+        raise OptionError("data", f"'{spec}' holds no images")
+    return x.contiguous()
+
+
+def _load_array(path: Path) -> np.ndarray:
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as z:
+            for key in ("images", "arr_0", "x", "data"):
+                if key in z.files:
+                    return z[key]
+            if not z.files:
+                raise OptionError("data", f"'{path}' is an empty .npz")
+            return z[z.files[0]]
+    except InputError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"cannot read --data '{path}': {str(exc).splitlines()[0]}") from None
+
+
+def _from_array(a: np.ndarray, path: Path) -> torch.Tensor:
+    """uint8 or float array, NHWC / NCHW / NHW -> float [N, C, H, W] in [-1, 1]."""
+    if a.ndim == 3:
+        a = a[:, None]
+    if a.ndim != 4:
+        raise OptionError("data", f"'{path}': expected images shaped [N, H, W, C], [N, C, H, W] or [N, H, W], got {a.shape}")
+    if a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
+        a = a.transpose(0, 3, 1, 2)
+    x = torch.from_numpy(np.array(a, dtype=np.float32, copy=True))  # own, writable copy
+    if a.dtype == np.uint8 or x.max() > 1.5:
+        x = x / 127.5 - 1
+    elif x.min() >= 0:
+        x = x * 2 - 1
+    return x[:, :3]
+
+
+def _load_folder(path: Path, channels: int, limit: int | None) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if limit is not None:
+        files = files[:limit]
+    if not files:
+        raise OptionError("data", f"folder '{path}' holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    out = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                arr = np.asarray(im.convert("L" if channels == 1 else "RGB"))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"cannot read image '{f}': {exc}") from None
+        out.append(_fit(_from_array(arr[None] if arr.ndim == 2 else arr[None], f), channels, *arr.shape[:2]))
+    sizes = {tuple(x.shape[-2:]) for x in out}
+    if len(sizes) > 1:  # mixed sizes: bring all to the first one's before stacking
+        hw = tuple(out[0].shape[-2:])
+        out = [_fit(x, channels, *hw) for x in out]
+    return torch.cat(out)
+
+
+def _fit(x: torch.Tensor, c: int, h: int, w: int) -> torch.Tensor:
+    """Match channels (grey <-> RGB) and size (center crop to aspect, then bilinear resize)."""
+    if x.shape[1] != c:
+        x = x.mean(1, keepdim=True) if c == 1 else x[:, :1].expand(-1, c, -1, -1)
+    H, W = x.shape[-2:]
+    if (H, W) != (h, w):
+        if H * w != W * h:  # crop the longer side to the wanted aspect
+            if H * w > W * h:
+                nh = W * h // w
+                x = x[..., (H - nh) // 2 : (H - nh) // 2 + nh, :]
+            else:
+                nw = H * w // h
+                x = x[..., (W - nw) // 2 : (W - nw) // 2 + nw]
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    return x.clamp(-1, 1)

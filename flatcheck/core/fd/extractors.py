@@ -1,0 +1,295 @@
+"""Feature networks for FD/FID/KID, all run through torch-fidelity's feature-extractor registry.
+
+--features   torch-fidelity extractor         label             weights (--fid-weights)
+inception    inception-v3-compat (.pth)       FID               torch-fidelity's .pth, or the TorchScript
+             inception-v3-torchscript (.pt)                     inception-2015-12-05.pt (clean-fid, NVIDIA)
+digits-cnn   digits-cnn (registered here)     FD (digits-cnn)   flatcheck/assets (bundled), or a .safetensors
+clip         clip-vit-b-32                    FD (clip)         OpenAI's TorchScript ViT-B-32.pt
+dinov2       dinov2-vit-l-14                  FD (dinov2)       torch.hub only (no local file)
+
+Only Inception features give a number called FID; every other feature space is labelled
+FD (<name>) so nobody compares it with published FIDs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...errors import InputError
+
+INCEPTION_PTH_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_TS_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
+FEATURES = ("inception", "digits-cnn", "clip", "dinov2")
+_TF_NAME = {"digits-cnn": "digits-cnn", "clip": "clip-vit-b-32", "dinov2": "dinov2-vit-l-14"}
+_TS_INCEPTION = "inception-v3-torchscript"
+
+
+def label_for(features: str) -> str:
+    return "FID" if features == "inception" else f"FD ({features})"
+
+
+# ------------------------------------------------------------------ extractors registered with torch-fidelity
+def _registered_classes():
+    """Define and register our two torch-fidelity extractors once (torch-fidelity imports torchvision: keep it lazy)."""
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    if "digits-cnn" in FEATURE_EXTRACTORS_REGISTRY:
+        return
+
+    class FeatureExtractorDigitsCNN(FeatureExtractorBase):
+        """uint8 [N, C, H, W] -> the digits classifier's 64 features ("feat") or its logits."""
+
+        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+            super().__init__(name, features_list)
+            from .digits_cnn import load_digits_cnn
+
+            self.net = load_digits_cnn(feature_extractor_weights_path)
+
+        def forward(self, x):
+            from .digits_cnn import prepare
+
+            f = self.net.features(prepare(x))
+            out = {"feat": f, "logits": self.net.logits_from_features(f)}
+            return tuple(out[k] for k in self.features_list)
+
+        @staticmethod
+        def get_provided_features_list():
+            return ("feat", "logits")
+
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric):
+            return {"isc": "logits", "fid": "feat", "kid": "feat", "prc": "feat"}[metric]
+
+        @staticmethod
+        def can_be_compiled():
+            return False
+
+        @staticmethod
+        def get_dummy_input_for_compile():
+            return torch.zeros(1, 1, 16, 16, dtype=torch.uint8)
+
+    class FeatureExtractorInceptionTorchScript(FeatureExtractorBase):
+        """The TorchScript Inception of StyleGAN2-ADA/clean-fid: base(x in [0, 255], return_features=True) -> [N, 2048]."""
+
+        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+            super().__init__(name, features_list)
+            if feature_extractor_weights_path is None:
+                raise InputError("the TorchScript Inception needs --fid-weights inception-2015-12-05.pt")
+            self.model = torch.jit.load(str(feature_extractor_weights_path), map_location="cpu").eval()
+
+        def forward(self, x):
+            f = self.model(x.float(), return_features=True).reshape(x.shape[0], -1)
+            return (f.float(),)
+
+        @staticmethod
+        def get_provided_features_list():
+            return ("2048",)
+
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric):
+            return "2048"
+
+        @staticmethod
+        def can_be_compiled():
+            return False
+
+        @staticmethod
+        def get_dummy_input_for_compile():
+            return torch.zeros(1, 3, 299, 299, dtype=torch.uint8)
+
+    register_feature_extractor("digits-cnn", FeatureExtractorDigitsCNN)
+    register_feature_extractor(_TS_INCEPTION, FeatureExtractorInceptionTorchScript)
+
+
+# ------------------------------------------------------------------ loading
+@dataclass
+class Extractor:
+    """A loaded feature network and what identifies its feature space (for the statistics cache)."""
+
+    features: str  # --features name
+    tf_name: str  # torch-fidelity registry name
+    layer: str
+    label: str
+    fingerprint: str  # extractor + layer + weights content: the cache key's feature-space part
+    module: torch.nn.Module = field(repr=False)
+    device: torch.device = field(repr=False)
+    rgb: bool = True  # torch-fidelity's ImageNet networks want 3 channels
+    passes: int = 0  # feature passes run (one per extract call): lets tests see cache hits
+
+    def extract(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+        """uint8 [N, C, H, W] -> float64 features [N, D], through torch-fidelity's batched loop (no worker processes)."""
+        from torch_fidelity.utils import get_featuresdict_from_dataset
+
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"expected uint8 [N, C, H, W] images, got {images.dtype} {tuple(images.shape)}")
+        if self.rgb and images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        self.passes += 1
+        cuda = self.device.type == "cuda"
+        with torch.cuda.device(self.device) if cuda else _nullcontext():
+            feats = get_featuresdict_from_dataset(
+                _Images(images.contiguous()), self.module, batch_size, cuda, save_cpu_ram=True, verbose=False
+            )
+        return feats[self.layer].double().numpy()
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.x[i]
+
+
+_LOADED: dict[tuple, Extractor] = {}
+_FILE_HASH: dict[tuple, str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """Content hash of a file, memoised on (path, size, mtime) so a 100 MB weight file is read once per run."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASH:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _FILE_HASH[key] = h.hexdigest()
+    return _FILE_HASH[key]
+
+
+def load_extractor(features: str, weights: str | Path | None = None, device: torch.device | str = "cpu") -> Extractor:
+    """The feature network for --features (memoised per run); InputError with one line on anything missing."""
+    from torch_fidelity.utils import create_feature_extractor
+
+    key_name = (features or "").strip().lower()
+    if key_name not in FEATURES:
+        raise InputError(f"unknown --features '{features}' (choose from: {', '.join(FEATURES)})")
+    device = torch.device(device)
+    if device.type == "mps":  # torch-fidelity moves batches with .cuda() or not at all
+        device = torch.device("cpu")
+    wpath = _check_weights_path(weights)
+    memo = (key_name, str(wpath.resolve()) if wpath else None, str(device))
+    if memo in _LOADED:
+        return _LOADED[memo]
+    _registered_classes()
+
+    tf_name, fmt = _TF_NAME.get(key_name, "inception-v3-compat"), None
+    if key_name == "inception":
+        wpath, fmt = _inception_weights(wpath)
+        if fmt == "torchscript":
+            tf_name = _TS_INCEPTION
+    elif key_name == "dinov2" and wpath is not None:
+        raise InputError("--features dinov2 takes no --fid-weights: torch-fidelity loads DINOv2 through torch.hub (cache it there)")
+    elif key_name == "digits-cnn" and wpath is not None and wpath.suffix != ".safetensors":
+        raise InputError(f"--fid-weights for digits-cnn must be a .safetensors file (got '{wpath.name}')")
+
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    layer = FEATURE_EXTRACTORS_REGISTRY[tf_name].get_default_feature_layer_for_metric("fid")
+    # torch.hub announces a download on stderr before it fails offline; hold that back so a
+    # failure is one line, and pass it on when the download worked.
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            module = create_feature_extractor(
+                tf_name, [layer], cuda=False, verbose=False,
+                feature_extractor_weights_path=str(wpath) if wpath else None,
+            )
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - offline downloads and bad files surface as assorted errors
+        raise _load_error(key_name, wpath, exc) from None
+    sys.stderr.write(held.getvalue())
+    module.to(device)
+
+    if key_name == "digits-cnn" and wpath is None:
+        from .digits_cnn import weights_path
+
+        weights_id = file_sha256(weights_path())
+    elif wpath is not None:
+        weights_id = file_sha256(wpath)
+    else:  # downloaded by torch-fidelity / torch.hub: the URL pins the content
+        weights_id = tf_name
+    fingerprint = hashlib.sha256(f"{tf_name}|{layer}|{weights_id}".encode()).hexdigest()[:16]
+    ex = Extractor(
+        features=key_name, tf_name=tf_name, layer=layer, label=label_for(key_name), fingerprint=fingerprint,
+        module=module, device=device, rgb=key_name != "digits-cnn",
+    )
+    _LOADED[memo] = ex
+    return ex
+
+
+def _check_weights_path(weights) -> Path | None:
+    if weights is None or str(weights) == "":
+        return None
+    p = Path(weights).expanduser()
+    if not p.is_file():
+        raise InputError(f"--fid-weights '{weights}' is not a file")
+    return p
+
+
+def _inception_weights(wpath: Path | None) -> tuple[Path | None, str]:
+    """Decide the Inception weight format: torch-fidelity's state-dict .pth, or a TorchScript archive."""
+    if wpath is None:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_PTH_URL.rsplit("/", 1)[-1]
+        return (cached, "pth") if cached.is_file() else (None, "download")
+    if zipfile.is_zipfile(wpath):
+        with zipfile.ZipFile(wpath) as z:
+            # TorchScript archives carry code/ (and constants.pkl); torch.save zips only data.pkl + data/
+            if any(n.split("/", 2)[1:2] == ["code"] for n in z.namelist()):
+                return wpath, "torchscript"
+    try:  # weights_only: a state dict of tensors loads, a pickle that runs code is refused
+        state = torch.load(wpath, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(
+            f"--fid-weights '{wpath}' is neither torch-fidelity's Inception .pth nor a TorchScript Inception (.pt): "
+            f"{str(exc).splitlines()[0][:160]}"
+        ) from None
+    if not isinstance(state, dict) or "Conv2d_1a_3x3.conv.weight" not in state:
+        raise InputError(f"--fid-weights '{wpath}' is not torch-fidelity's Inception state dict (no Conv2d_1a_3x3 weights)")
+    return wpath, "pth"
+
+
+def _load_error(features: str, wpath: Path | None, exc: Exception) -> InputError:
+    first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    if features == "inception" and wpath is None:
+        return InputError(
+            f"Inception weights are not available offline ({first}): download {INCEPTION_PTH_URL} "
+            f"(or the TorchScript {INCEPTION_TS_URL}) and pass it with --fid-weights PATH"
+        )
+    if features == "clip" and wpath is None:
+        return InputError(f"CLIP weights are not available offline ({first}): pass OpenAI's ViT-B-32.pt with --fid-weights PATH")
+    if features == "dinov2":
+        return InputError(f"DINOv2 loads through torch.hub from github.com/facebookresearch/dinov2 and could not ({first}); "
+                          "run once online to fill the torch.hub cache, or use --features inception/digits-cnn")
+    what = "its download" if wpath is None else f"file '{wpath}'"
+    return InputError(f"cannot load {features} weights from {what}: {first}")
+
+
+def clear_memo() -> None:
+    """Forget loaded extractors (tests; a long-lived process that changes weight files)."""
+    _LOADED.clear()
+    _FILE_HASH.clear()

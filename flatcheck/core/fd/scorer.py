@@ -1,0 +1,95 @@
+"""One FD/FID scorer per run, shared by every measure that generates samples.
+
+The run's reference, feature network and bootstrap settings are fixed once (`FdOptions`) and
+checked before any sampling (`make_scorer`). Each measure then scores the samples it owns - the
+quantize measure its settings' samples, exposure each step count's, the fid measure the shared
+set - and returns the numbers in its own result. Scores are memoised by the samples' content,
+so the same samples scored by two measures cost one feature pass and give the very same result
+(and the same bootstrap rounds, which paired changes need).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ...errors import InputError, OptionError
+from ..stats import Estimate
+from .extractors import FEATURES
+from .score import FidResult, fd_change, score_samples
+
+
+@dataclass(frozen=True)
+class FdOptions:
+    """How a run scores samples. ref None: no reference known, nothing is scored."""
+
+    ref: str | None = None  # image folder, .npz/.npy, stats .npz, 'digits', or a torch-fidelity dataset
+    features: str = "inception"  # inception | digits-cnn | clip | dinov2
+    weights: str | None = None  # local feature-network weights (offline)
+    bootstrap: int = 200  # resamples of the samples for the FD interval
+    kid_subsets: int = 100
+    kid_subset_size: int | None = None  # default: min(1000, half the smaller set)
+    use_cache: bool = True  # reference statistics from/to the cache
+
+
+class Scorer:
+    """FD/FID and KID of model-space samples against the run's reference (see the module doc)."""
+
+    def __init__(self, options: FdOptions, denoiser, device, batch_size: int, seed: int):
+        self.options, self.denoiser, self.device, self.batch_size, self.seed = options, denoiser, device, batch_size, seed
+        self._memo: dict[str, FidResult] = {}
+
+    def score(self, samples: torch.Tensor) -> FidResult:
+        """FD/FID of model-space samples (decoded to pixels first for latent models)."""
+        key = _content_key(samples)
+        if key not in self._memo:
+            o = self.options
+            self._memo[key] = score_samples(
+                to_pixels(self.denoiser, samples, self.batch_size), o.ref, features=o.features, weights=o.weights,
+                device=self.device, batch_size=self.batch_size, seed=self.seed, bootstrap=o.bootstrap,
+                kid_subsets=o.kid_subsets, kid_subset_size=o.kid_subset_size, use_cache=o.use_cache,
+            )
+        return self._memo[key]
+
+    @staticmethod
+    def change(new: FidResult, base: FidResult) -> Estimate:
+        """new - base with a paired bootstrap interval (same seeds, same resampled indices)."""
+        return fd_change(new, base)
+
+
+def make_scorer(options: FdOptions, denoiser, device, batch_size: int, seed: int) -> Scorer | None:
+    """The run's scorer, or None without a reference. Reference and feature network are checked
+    (and loaded) here, before the minutes of sampling."""
+    from .extractors import load_extractor
+    from .reference import check_reference
+
+    if options.ref is None:
+        return None
+    if options.features not in FEATURES:
+        raise OptionError("features", f"'{options.features}' is not a feature network (choose from: {', '.join(FEATURES)})")
+    if options.bootstrap < 2:
+        raise OptionError("bootstrap", f"must be >= 2 (got {options.bootstrap})")
+    check_reference(options.ref)
+    load_extractor(options.features, Path(options.weights) if options.weights else None, device)
+    return Scorer(options, denoiser, torch.device(device), batch_size, seed)
+
+
+def to_pixels(denoiser, samples: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Model-space samples -> images in [-1, 1] (decoded for latent models)."""
+    if denoiser.vae is None:
+        return samples
+    with torch.no_grad():
+        return torch.cat([denoiser.decode(b.to(denoiser.device)).float().cpu() for b in samples.split(batch_size)])
+
+
+def _content_key(x: torch.Tensor) -> str:
+    t = x.detach().float().cpu().contiguous()
+    h = hashlib.blake2b(t.numpy().tobytes(), digest_size=16)
+    h.update(str(tuple(t.shape)).encode())
+    return h.hexdigest()
+
+
+__all__ = ["FdOptions", "InputError", "Scorer", "make_scorer", "to_pixels"]

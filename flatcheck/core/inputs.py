@@ -1,0 +1,183 @@
+"""What every measure shares, built once per run: the probe bank, the full-precision samples, the FD scorer.
+
+One way to build each:
+  bank     x0 from --data (encoded once for latent models) or, data-free, drawn from the shared
+           samples (`probes.probe_bank`); timesteps stratified, noise from the bank's seed;
+  samples  indices 0..n-1 of the run's seed, sampler and step count (`SampleSet`), made on first
+           use - by a measure that watches the run through step hooks when it asks first
+           (exposure), else plainly - or read from a sample folder;
+  scorer   the run's reference and feature network, checked before any sampling (`fd.scorer`).
+A single command builds exactly what its one measure uses; the audit builds what all of them use.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..errors import InputError, OptionError
+from .denoiser import Denoiser
+from .fd.scorer import FdOptions, Scorer, make_scorer
+from .probes import ProbeBank, drawn, encode_images, parse_timesteps, probe_bank, reference_images
+from .progress import Counter, Progress
+from .sampling import check_sampler_name, make_sampler, sample
+
+SAMPLES_TASK = "full-precision samples"
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How the shared inputs are made (every field is recorded in the report's options)."""
+
+    seed: int = 0
+    data: str | None = None  # reference images ('digits', a folder, .npy/.npz); None: data-free
+    probes: int = 256  # probe bank size
+    timesteps: str | None = None  # 'LO:HI' range of the bank's timesteps
+    samples: int = 256  # full-precision samples
+    steps: int = 50  # their sampling steps
+    sampler: str | None = "ddim"  # None: the checkpoint's own scheduler class
+    batch_size: int = 64
+    sample_dir: str | None = None  # resumable folder the samples are generated into
+    samples_from: str | None = None  # a sample folder to read them from instead of generating
+    fd: FdOptions = field(default_factory=FdOptions)
+
+    def check(self) -> "InputOptions":
+        """Every check that needs no model: bad values fail before anything loads."""
+        for name in ("probes", "samples", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise OptionError(name, f"must be >= 1 (got {getattr(self, name)})")
+        check_sampler_name(self.sampler)
+        if self.sample_dir is not None and self.samples_from is not None:
+            raise InputError("give samples_from (read a sample folder) or sample_dir (generate into one), not both")
+        return self
+
+
+class SampleSet:
+    """The full-precision samples every measure shares: indices 0..n-1 of one seed, sampler and step count.
+
+    Made once, on first use. `get(hooks)` lets the first user watch that very run through step
+    hooks (exposure takes its eps norms on it), so nothing samples the same run twice.
+    """
+
+    def __init__(self, denoiser: Denoiser, options: InputOptions, progress: Progress | None = None):
+        self.denoiser, self.options, self.progress = denoiser, options, progress
+        self.n, self.seed, self.steps, self.sampler = options.samples, options.seed, options.steps, options.sampler
+        self.origin: str | None = None  # where the samples came from, once made
+        self.seconds: float | None = None  # how long generating them took (None: read, not generated)
+        self.plain_seconds: float | None = None  # the same when no hooks slowed the run (a fair time baseline)
+        self._x: torch.Tensor | None = None
+        if options.samples_from is not None:
+            self._read(Path(options.samples_from))
+
+    @property
+    def made(self) -> bool:
+        return self._x is not None
+
+    def serves(self, sampler: str | None, steps: int, n: int, seed: int) -> bool:
+        """True when a run of (sampler, steps, n, seed) is exactly this set (so it can share it)."""
+        return (check_sampler_name(sampler), steps, n, seed) == (check_sampler_name(self.sampler), self.steps, self.n, self.seed)
+
+    def get(self, hooks: Sequence = ()) -> torch.Tensor:
+        """The samples [n, *sample_shape] (model space, float32, CPU); generated now if not yet made.
+
+        hooks watch the generating run; asking with hooks once the set is made is an error (the
+        run is over), which the caller avoids by checking `made`.
+        """
+        if self._x is None:
+            self._generate(hooks)
+        elif hooks:
+            raise RuntimeError("the shared samples were already made: step hooks cannot watch them any more")
+        return self._x
+
+    def describe(self) -> dict:
+        return {"n": self.n, "seed": self.seed, "sampler": self.sampler or "checkpoint", "steps": self.steps,
+                "origin": self.origin or "not made (no measure used them)"}
+
+    def _generate(self, hooks: Sequence) -> None:
+        d, o = self.denoiser, self.options
+        scheduler = make_sampler(d.scheduler, o.sampler)
+        tick = Counter(self.progress, SAMPLES_TASK, self.n)
+        t0 = time.perf_counter()
+        if o.sample_dir is not None:
+            from .sample_store import generate
+
+            self._x = generate(o.sample_dir, d, scheduler, o.steps, self.n, o.seed, batch_size=o.batch_size, hooks=hooks,
+                               progress=tick.add).load(self.n)
+            self.origin = f"generated into {o.sample_dir} (resumable)"
+        else:
+            self._x = sample(d, scheduler, o.steps, self.n, o.seed, batch_size=o.batch_size, hooks=hooks, progress=tick.add)
+            self.origin = "generated"
+        self.seconds = time.perf_counter() - t0
+        self.plain_seconds = None if hooks else self.seconds
+
+    def _read(self, folder: Path) -> None:
+        from .sample_store import SampleStore
+
+        store = SampleStore.read(folder)
+        if self.n > store.count:
+            raise OptionError("samples_from", f"'{folder}' holds {store.count} samples, {self.n} asked (lower --samples)")
+        spec = store.spec
+        self._x = store.load(self.n)
+        self.seed, self.steps, self.sampler = spec.seed, spec.steps, spec.sampler["class"]
+        self.origin = f"read from {folder}"
+
+
+@dataclass
+class Inputs:
+    """The shared inputs of one run (see the module doc)."""
+
+    denoiser: Denoiser
+    options: InputOptions
+    samples: SampleSet
+    bank: ProbeBank | None = None
+    scorer: Scorer | None = None
+    fd_problem: str | None = None  # why there is no scorer although a reference was asked for (audit only)
+    reference_images: torch.Tensor | None = None  # --data images in [-1, 1], pixel space
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def build_inputs(denoiser: Denoiser, options: InputOptions, *, bank: bool = True, progress: Progress | None = None,
+                 pool: torch.Tensor | None = None, pool_note: str | None = None, samples: SampleSet | None = None,
+                 fd_optional: bool = False) -> Inputs:
+    """The run's shared inputs. bank=False skips the probe bank (a measure that needs none).
+
+    pool: data-free, draw the bank from these model-space samples instead of this model's own
+    (compare pools every checkpoint's samples so that no checkpoint is favoured); samples: this
+    model's sample set when it was already made (compare made it for the pool).
+    fd_optional: a reference that cannot be scored (e.g. Inception weights offline) leaves the
+    run without a scorer, saying why in `fd_problem`, instead of stopping it (the audit: the
+    other measures still stand).
+    """
+    options.check()
+    inputs = Inputs(denoiser, options, samples or SampleSet(denoiser, options, progress))
+    try:
+        inputs.scorer = make_scorer(options.fd, denoiser, denoiser.device, options.batch_size, options.seed)
+    except InputError as exc:
+        if not fd_optional:
+            raise
+        inputs.fd_problem = f"not scored: {exc}"
+    if not bank:
+        return inputs
+    lo_hi = parse_timesteps(options.timesteps, denoiser.num_train_timesteps)
+    t0 = time.perf_counter()
+    if options.data is not None:
+        images = reference_images(denoiser, options.data)
+        inputs.reference_images = images
+        x0 = encode_images(denoiser, images, options.batch_size)
+        source = f"data: {options.data} ({len(x0)} images, {drawn(options.probes, len(x0))})"
+    else:
+        if pool is None:
+            pool = inputs.samples.get()
+            inputs.timings["samples"] = inputs.samples.seconds or 0.0
+            t0 = time.perf_counter()
+        x0 = pool
+        o = options
+        source = (pool_note or f"data-free: drawn from the {len(pool)} full-precision samples ({o.sampler} {o.steps} steps, seed {o.seed})") + (
+            " with repeats" if o.probes > len(pool) else "")
+    inputs.bank = probe_bank(x0, options.probes, options.seed, lo_hi, source)
+    inputs.timings["bank"] = time.perf_counter() - t0
+    return inputs

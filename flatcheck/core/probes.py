@@ -1,0 +1,138 @@
+"""The probe bank: a seeded, fixed set of (x0, t, noise) triples that every measure shares.
+
+Fixing the probes makes losses comparable across checkpoints and runs: the same bank
+gives the same loss to the last bit on CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .denoiser import Denoiser
+from ..errors import InputError, OptionError
+
+
+@dataclass
+class ProbeBank:
+    x0: torch.Tensor  # [N, C, H, W], model space (latents for latent models), float32, CPU
+    t: torch.Tensor  # [N] long, stratified over [t_lo, t_hi)
+    noise: torch.Tensor  # [N, C, H, W]
+    source: str  # where x0 came from, stated in every report
+    seed: int
+    t_range: tuple[int, int]
+    cond: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def batches(self, batch_size: int):
+        """(x0, t, noise, cond) slices in bank order."""
+        for s in range(0, len(self), batch_size):
+            e = s + batch_size
+            yield self.x0[s:e], self.t[s:e], self.noise[s:e], (self.cond[s:e] if self.cond is not None else None)
+
+    def subset(self, mask: torch.Tensor) -> "ProbeBank":
+        c = self.cond[mask] if self.cond is not None else None
+        return ProbeBank(self.x0[mask], self.t[mask], self.noise[mask], self.source, self.seed, self.t_range, c)
+
+
+def parse_timesteps(spec: str | None, num_train_timesteps: int) -> tuple[int, int]:
+    """'LO:HI' (HI exclusive) -> (lo, hi); None -> the whole schedule [0, T)."""
+    if spec is None:
+        return 0, num_train_timesteps
+    try:
+        lo_s, hi_s = spec.split(":")
+        lo, hi = int(lo_s or 0), int(hi_s or num_train_timesteps)
+    except ValueError:
+        raise OptionError("timesteps", f"'{spec}' is not LO:HI (e.g. 0:1000)") from None
+    if not 0 <= lo < hi <= num_train_timesteps:
+        raise OptionError("timesteps", f"'{spec}' must satisfy 0 <= LO < HI <= {num_train_timesteps}")
+    return lo, hi
+
+
+def stratified_timesteps(n: int, lo: int, hi: int, gen: torch.Generator) -> torch.Tensor:
+    """One uniform draw in each of n equal strata of [lo, hi): low variance, covers the schedule."""
+    u = torch.rand(n, generator=gen, dtype=torch.float64)
+    t = lo + torch.floor((torch.arange(n, dtype=torch.float64) + u) * (hi - lo) / n)
+    return t.clamp(lo, hi - 1).long()
+
+
+def probe_bank(pool: torch.Tensor, n: int, seed: int, t_range: tuple[int, int], source: str) -> ProbeBank:
+    """The one way to make a bank: n probes drawn from `pool` (x0 already in model space).
+
+    `pool` is reference data (encoded once for latent models) or, data-free, the model's own
+    full-precision samples; `source` says which, in every report. A seeded permutation picks the x0 (repeating the pool when n is
+    larger), then timesteps (stratified over [lo, hi)) and noise come from the same generator.
+    """
+    if n < 1:
+        raise OptionError("probes", f"must be >= 1 (got {n})")
+    if len(pool) == 0:
+        raise InputError("no images to draw the probe bank from")
+    lo, hi = t_range
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(pool), generator=gen)
+    pick = pick.repeat((n + len(pick) - 1) // len(pick))[:n]
+    x0 = pool[pick]
+    t = stratified_timesteps(n, lo, hi, gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    return ProbeBank(x0.float().cpu(), t, noise, source, seed, (lo, hi))
+
+
+def drawn(n: int, pool: int) -> str:
+    """'64 drawn' or '300 drawn with repeats': how a bank of n came out of a pool, for its source line."""
+    return f"{n} drawn" + (" with repeats" if n > pool else "")
+
+
+def build_probe_bank(
+    denoiser: Denoiser,
+    n: int = 256,
+    seed: int = 0,
+    data: str | torch.Tensor = "digits",
+    timesteps: tuple[int, int] | None = None,
+    batch_size: int = 64,
+) -> ProbeBank:
+    """A bank of n probes from reference images: 'digits', a path, or a tensor of images in [-1, 1].
+
+    (Data-free banks are drawn from the shared samples: see core.inputs.)
+    """
+    if isinstance(data, torch.Tensor):
+        images, name = data, "given tensor"
+    else:
+        images, name = reference_images(denoiser, data), str(data)
+    x0 = encode_images(denoiser, images, batch_size)
+    return probe_bank(x0, n, seed, timesteps or (0, denoiser.num_train_timesteps),
+                      f"data: {name} ({len(images)} images, {drawn(n, len(images))})")
+
+
+def reference_images(denoiser: Denoiser, spec: str) -> torch.Tensor:
+    """--data images in [-1, 1] at the resolution the model (or its autoencoder) takes."""
+    from .data import load_images
+
+    if denoiser.vae is None:
+        return load_images(spec, denoiser.sample_shape)
+    # Latent model: images at the autoencoder's resolution (spatial factor from its config).
+    factor = 2 ** (len(denoiser.vae.config.block_out_channels) - 1)
+    c = denoiser.vae.config.in_channels
+    _, h, w = denoiser.sample_shape
+    return load_images(spec, (c, h * factor, w * factor))
+
+
+@torch.no_grad()
+def encode_images(denoiser: Denoiser, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Images -> model space (the autoencoder's latents for latent models; as they are otherwise)."""
+    if denoiser.vae is None:
+        return images
+    return torch.cat([denoiser.encode(b.to(denoiser.device)).float().cpu() for b in images.split(batch_size)])
+
+
+@torch.no_grad()
+def bank_losses(denoiser: Denoiser, bank: ProbeBank, batch_size: int = 64) -> torch.Tensor:
+    """Per-probe training loss [N] (float32, CPU) at the current weights."""
+    dev, dt = denoiser.device, denoiser.dtype
+    out = [
+        denoiser.loss(x0.to(dev, dt), t.to(dev), noise.to(dev, dt), None if c is None else c.to(dev), reduction="none").cpu()
+        for x0, t, noise, c in bank.batches(batch_size)
+    ]
+    return torch.cat(out)

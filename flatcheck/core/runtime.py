@@ -1,0 +1,78 @@
+"""Device and dtype resolution, seeding, and the environment a report records."""
+
+from __future__ import annotations
+
+import platform
+import random
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cuda[:i]' must exist; 'cpu'; 'mps' if built."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device '{name}' (use auto, cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device '{name}' was asked for but CUDA is not available on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError(f"device '{name}' was asked for but MPS is not available on this machine")
+    elif dev.type != "cpu":
+        raise InputError(f"unsupported device '{name}' (use auto, cpu, cuda, cuda:N or mps)")
+    return dev
+
+
+def resolve_dtype(name: str = "float32") -> torch.dtype:
+    key = (name or "float32").strip().lower()
+    if key not in DTYPES:
+        raise InputError(f"unknown dtype '{name}' (use float32, float16 or bfloat16)")
+    return DTYPES[key]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def environment(device: torch.device | None = None) -> dict:
+    """Versions and hardware, recorded in every report."""
+    import diffusers
+
+    from .. import __version__
+
+    env = {
+        "flatcheck": __version__,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device) if device is not None else None,
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device is not None and device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env

@@ -1,0 +1,335 @@
+"""Seeded generation with per-step hooks: the engine every generating measure uses.
+
+Per-sample seeds: sample i draws its initial noise and every ancestral noise from its
+own generator seeded with `sample_seed(seed, i)`, so sample i is the same whatever the
+batch size, the batch it lands in, or the number of processes.
+
+The loop is diffusers' own (scale_model_input -> network -> scheduler.step), so
+with the same scheduler, steps and initial noise the pixels equal the pipeline's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from .denoiser import Denoiser
+from ..errors import InputError, OptionError
+
+# Short names for --sampler -> diffusers scheduler class (and fixed settings).
+SAMPLERS: dict[str, tuple[str, dict]] = {
+    "ddpm": ("DDPMScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "dpm-solver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "dpm-solver": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver"}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler-ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+# Settings that exist in one scheduler's config but would break another's.
+_TRAINING_ONLY = ("variance_type",)
+
+
+def make_sampler(training_scheduler, name: str | None = None):
+    """A fresh scheduler for sampling: the checkpoint's own (name None) or one named in SAMPLERS.
+
+    The noise schedule (betas, T, prediction_type...) is always the checkpoint's.
+    """
+    import diffusers
+
+    config = dict(training_scheduler.config)
+    key = check_sampler_name(name)
+    if key == "checkpoint":
+        return type(training_scheduler).from_config(config)
+    cls_name, extra = SAMPLERS[key]
+    cls = getattr(diffusers, cls_name)
+    if cls_name != "DDPMScheduler":
+        for k in _TRAINING_ONLY:
+            config.pop(k, None)
+    return cls.from_config({**config, **extra})
+
+
+def check_sampler_name(name: str | None) -> str:
+    """The normalised --sampler name ('checkpoint' for None); InputError for an unknown one.
+
+    Cheap: commands call it before loading a model, so a typo fails in a second.
+    """
+    if name is None:
+        return "checkpoint"
+    key = name.strip().lower()
+    if key != "checkpoint" and key not in SAMPLERS:
+        raise InputError(f"unknown sampler '{name}' (choose from: checkpoint, {', '.join(SAMPLERS)})")
+    return key
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """Seed of sample `index`: a fixed mix of the run seed and the index (SplitMix64 step)."""
+    z = (seed * 0x9E3779B97F4A7C15 + index + 1) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFF
+
+
+def generators(seed: int, indices: Iterable[int]) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(sample_seed(seed, int(i))) for i in indices]
+
+
+def initial_noise(shape: Sequence[int], gens: list[torch.Generator]) -> torch.Tensor:
+    """[len(gens), *shape] standard normal noise, row i from gens[i] (on CPU: reproducible anywhere)."""
+    return torch.stack([torch.randn(tuple(shape), generator=g) for g in gens])
+
+
+@dataclass
+class StepRecord:
+    """What one sampling step saw and predicted, for one batch. eps and x0 are computed on demand,
+    once per step however many hooks read them (every hook gets the same record)."""
+
+    step: int  # 0 .. num_steps-1
+    timestep: int  # the training timestep t the network was called at
+    indices: torch.Tensor  # sample indices of this batch
+    x_t: torch.Tensor  # the network's input (DDPM-normalised x_t)
+    model_output: torch.Tensor  # the network's raw output, before any output_transform
+    denoiser: Denoiser = field(repr=False)
+
+    @cached_property
+    def eps(self) -> torch.Tensor:
+        return self.denoiser.eps_from_output(self.model_output, self.x_t, self.timestep)
+
+    @cached_property
+    def x0(self) -> torch.Tensor:
+        return self.denoiser.x0_from_output(self.model_output, self.x_t, self.timestep)
+
+
+# A hook is called with every step's record. A hook object may also define
+# `end_batch(x_final, indices)`, called once a batch has finished, with its final samples.
+StepHook = Callable[[StepRecord], None]
+# output_transform(record) -> the model output the scheduler steps with (e.g. epsilon scaling).
+OutputTransform = Callable[[StepRecord], torch.Tensor]
+
+
+class StepReducer:
+    """Streaming per-step statistics of one per-sample quantity: keeps sums, never the tensors.
+
+    fn(record) -> [B] values. For each step: count, sum, sum of squares (float64), so the
+    per-step mean and its standard error come out at the end; with `per_sample`, also each
+    sample's total over the steps (for the standard error of a sum over steps, whose terms
+    are correlated within a sample). Memory: O(steps + samples).
+    """
+
+    def __init__(self, fn: Callable[[StepRecord], torch.Tensor] | None = None, per_sample: bool = False):
+        self.fn = fn
+        self.count: list[int] = []
+        self.sum: list[float] = []
+        self.sumsq: list[float] = []
+        self.timesteps: list[int] = []
+        self.per_sample = per_sample
+        self.totals = torch.zeros(0, dtype=torch.float64)  # indexed by sample index
+        self.seen = torch.zeros(0, dtype=torch.bool)
+
+    def __call__(self, rec: StepRecord) -> None:
+        self.add(rec.step, rec.timestep, rec.indices, self.fn(rec))
+
+    def add(self, step: int, timestep: int, indices: torch.Tensor, values: torch.Tensor) -> None:
+        """Enter values [B] of samples `indices` at one step (for callers that computed them already)."""
+        v = values.detach().to("cpu", torch.float64).reshape(-1)
+        while len(self.count) <= step:
+            self.count.append(0), self.sum.append(0.0), self.sumsq.append(0.0), self.timesteps.append(-1)
+        self.count[step] += v.numel()
+        self.sum[step] += float(v.sum())
+        self.sumsq[step] += float((v * v).sum())
+        self.timesteps[step] = timestep
+        if self.per_sample:
+            idx = indices.to(torch.long)
+            top = int(idx.max()) + 1
+            if top > len(self.totals):
+                self.totals = torch.cat([self.totals, torch.zeros(top - len(self.totals), dtype=torch.float64)])
+                self.seen = torch.cat([self.seen, torch.zeros(top - len(self.seen), dtype=torch.bool)])
+            self.totals.index_add_(0, idx, v)
+            self.seen[idx] = True
+
+    def mean(self) -> list[float]:
+        return [s / c for s, c in zip(self.sum, self.count)]
+
+    def stderr(self) -> list[float]:
+        """Standard error of each step's mean (ddof=1; 0 for a single value)."""
+        out = []
+        for s, q, c in zip(self.sum, self.sumsq, self.count):
+            if c < 2:
+                out.append(0.0)
+                continue
+            var = max(q - s * s / c, 0.0) / (c - 1)
+            out.append(math.sqrt(var / c))
+        return out
+
+    def sample_totals(self) -> torch.Tensor:
+        """Each seen sample's sum over steps, in index order (needs per_sample=True)."""
+        return self.totals[self.seen]
+
+
+class RecordSteps:
+    """Keeps every step's tensors (x_t, eps, x0) on CPU: only when asked, it costs steps x samples."""
+
+    def __init__(self, what: Sequence[str] = ("x_t", "eps", "x0")):
+        self.what = tuple(what)
+        self.steps: dict[int, dict[str, list[torch.Tensor]]] = {}
+
+    def __call__(self, rec: StepRecord) -> None:
+        slot = self.steps.setdefault(rec.step, {k: [] for k in self.what})
+        for k in self.what:
+            slot[k].append(getattr(rec, k).detach().float().cpu())
+
+    def stacked(self, name: str) -> torch.Tensor:
+        """[steps, N, ...] of one recorded quantity, samples in the order they were generated."""
+        return torch.stack([torch.cat(self.steps[s][name]) for s in sorted(self.steps)])
+
+
+def timesteps_for(scheduler, steps: int) -> list[int]:
+    scheduler.set_timesteps(steps)
+    return [int(t) for t in scheduler.timesteps]
+
+
+@torch.no_grad()
+def sample_batch(
+    denoiser: Denoiser,
+    scheduler,
+    steps: int,
+    indices: Sequence[int],
+    seed: int,
+    *,
+    x_init: torch.Tensor | None = None,
+    cond=None,
+    hooks: Sequence[StepHook] = (),
+    output_transform: OutputTransform | None = None,
+) -> torch.Tensor:
+    """Generate the samples `indices` in one batch; returns the final x (model space, float32, CPU).
+
+    x_init replaces the seeded initial noise (e.g. real data noised to the first step);
+    it is taken as already scaled for the scheduler. Ancestral noise still comes from the
+    per-sample generators. output_transform changes what the scheduler steps with (hooks
+    see the raw network output).
+    """
+    gens = generators(seed, indices)
+    scheduler.set_timesteps(steps)
+    dev, dt = denoiser.device, denoiser.dtype
+    if x_init is None:
+        x = initial_noise(denoiser.sample_shape, gens).to(dev, dt) * scheduler.init_noise_sigma
+    else:
+        x = x_init.to(dev, dt)
+    idx = torch.as_tensor(list(indices))
+    # Ancestral samplers draw per-step noise; per-sample generators keep it batch-independent.
+    step_kwargs = {"generator": gens} if "generator" in _step_params(scheduler) else {}
+    for i, t in enumerate(scheduler.timesteps):
+        x_in = scheduler.scale_model_input(x, t)
+        out = denoiser.model_output(x_in, t.to(dev), cond)
+        if hooks or output_transform is not None:
+            rec = StepRecord(i, int(t), idx, x_in, out, denoiser)  # one record: eps/x0 computed once
+            for hook in hooks:
+                hook(rec)
+            if output_transform is not None:
+                out = output_transform(rec)
+        x = scheduler.step(out, t, x, **step_kwargs).prev_sample
+    final = x.float().cpu()
+    for hook in hooks:
+        end = getattr(hook, "end_batch", None)
+        if end is not None:
+            end(final, idx)
+    return final
+
+
+_STEP_PARAMS: dict[type, set] = {}
+
+
+def _step_params(scheduler) -> set:
+    import inspect
+
+    cls = type(scheduler)
+    if cls not in _STEP_PARAMS:
+        _STEP_PARAMS[cls] = set(inspect.signature(cls.step).parameters)
+    return _STEP_PARAMS[cls]
+
+
+def check_run(steps: int, batch_size: int, n: int | None = None) -> None:
+    """InputError for values no run can use (one line each)."""
+    if steps < 1:
+        raise OptionError("steps", f"must be >= 1 (got {steps})")
+    if batch_size < 1:
+        raise OptionError("batch_size", f"must be >= 1 (got {batch_size})")
+    if n is not None and n < 1:
+        raise OptionError("samples", f"must be >= 1 (got {n})")
+
+
+def sample(
+    denoiser: Denoiser,
+    scheduler,
+    steps: int,
+    n: int | Sequence[int],
+    seed: int,
+    *,
+    batch_size: int = 64,
+    cond=None,
+    x_init: torch.Tensor | None = None,
+    hooks: Sequence[StepHook] = (),
+    output_transform: OutputTransform | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Generate samples (int n -> indices 0..n-1) in batches; returns [N, *sample_shape] on CPU.
+
+    x_init: optional [N, ...] starting points, row k for the k-th index (see sample_batch).
+    progress(k) is called after each batch with the number of samples it made.
+    """
+    indices = list(range(n)) if isinstance(n, int) else list(n)
+    check_run(steps, batch_size)
+    if x_init is not None and len(x_init) != len(indices):
+        raise ValueError(f"x_init has {len(x_init)} rows for {len(indices)} samples")
+    out = []
+    for start in range(0, len(indices), batch_size):
+        sl = slice(start, start + batch_size)
+        out.append(
+            sample_batch(
+                denoiser, scheduler, steps, indices[sl], seed,
+                x_init=None if x_init is None else x_init[sl],
+                cond=None if cond is None else cond[sl],
+                hooks=hooks, output_transform=output_transform,
+            )
+        )
+        if progress:
+            progress(len(indices[sl]))
+    return torch.cat(out) if out else torch.empty((0, *denoiser.sample_shape))
+
+
+def parse_steps(spec: str | int | Sequence[int]) -> tuple[int, ...]:
+    """'20' or '20,100' -> (20, 100); each >= 1, no repeats (InputError otherwise)."""
+    if isinstance(spec, int):
+        parts = [str(spec)]
+    elif isinstance(spec, str):
+        parts = [p.strip() for p in spec.split(",")]
+    else:
+        parts = [str(p) for p in spec]
+    out: list[int] = []
+    for p in parts:
+        try:
+            v = int(p)
+        except ValueError:
+            raise OptionError("steps", f"'{spec}' is not a comma-separated list of integers (e.g. 20,100)") from None
+        if v < 1:
+            raise OptionError("steps", f"must be >= 1 (got {v})")
+        if v not in out:
+            out.append(v)
+    if not out:
+        raise InputError("--steps is empty (e.g. 20 or 20,100)")
+    return tuple(out)
+
+
+def sampler_config(scheduler) -> dict:
+    """The sampler's identity as plain data: class and full config (what a manifest records)."""
+    import json
+
+    cfg = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
+    # Round-trip through JSON so tuples, numpy values etc. compare equal to a loaded manifest.
+    return {"class": type(scheduler).__name__, "config": json.loads(json.dumps(cfg, default=str))}

@@ -1,0 +1,79 @@
+"""What a measure is: the one contract between a measure package, the audit, the commands and the reports.
+
+A measure package (measures/<name>/) holds everything about one measure: its config dataclass
+(the only place its defaults live), its run function, its result dataclass, its verdict, its
+audit profiles, its JSON schema fragment and its views (terminal tables, plots, files). It
+exports one `Measure`, which measures/__init__.py names in the REGISTRY. Nothing outside the
+package looks inside it: the audit, the commands and the reports go through these fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..errors import InputError, OptionError
+
+PROFILES = ("quick", "default", "full")
+
+
+@dataclass
+class Verdict:
+    """One line per measure, read first: good | fair | poor (against a stated rule of thumb),
+    info (no absolute scale: compare checkpoints or gate on a baseline), skipped or error."""
+
+    area: str
+    status: str
+    line: str
+
+
+class Skipped(Exception):
+    """Raised by a measure's run when the run's inputs cannot support it (e.g. FD without a
+    reference): the audit records a 'skipped' verdict with this reason and goes on."""
+
+
+@dataclass(frozen=True)
+class Measure:
+    name: str  # the area: JSON key, --skip value, command name
+    title: str  # what it measures, in a few words
+    config: type  # dataclass; a field named like a shared input (seed, batch_size...) takes the run's value
+    run: Callable[..., Any]  # run(inputs, config, progress) -> result dataclass (never prints)
+    verdict: Callable[[Any], Verdict]  # verdict(result) -> the one line
+    view: Callable[..., list]  # view(result, model) -> rich renderables (command and audit alike)
+    plot: Callable[[Any, Path], Path | None]  # plot(result, path) -> the PNG the reports embed (None: nothing to plot)
+    save: Callable[..., list[Path]] | None = None  # save(result, folder, model) -> the files of `--out DIR`
+    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # audit profile -> config overrides
+    uses_bank: bool = True  # needs the probe bank
+    order: int = 50  # run order in the audit (a measure that makes the shared samples while watching runs first)
+
+    def make_config(self, profile: str = "default", shared: Mapping[str, Any] | None = None, given: Mapping[str, Any] | None = None):
+        """The config of a run: defaults, then the profile, then the shared inputs, then what the user gave.
+
+        A config field named like a shared input (seed, batch_size, samples, steps, sampler) takes
+        the run's value unless the user gave it; a tuple field takes a one-element tuple.
+        """
+        if profile not in PROFILES:
+            raise InputError(f"unknown profile '{profile}' (use {', '.join(PROFILES)})")
+        names = {f.name: f for f in dataclasses.fields(self.config)}
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise OptionError(unknown[0], f"is not a {self.name} option (it has: {', '.join(names)})")
+        values = dict(self.profiles.get(profile, {}))
+        for key, value in (shared or {}).items():
+            if key in names and key not in given:
+                default = names[key].default
+                values[key] = (value,) if isinstance(default, tuple) and not isinstance(value, (tuple, list)) else value
+        values.update(given)
+        config = self.config(**values)
+        check = getattr(config, "validate", None)
+        return check() if check is not None else config
+
+
+def config_dict(config) -> dict:
+    """A config as plain data (what the report's options record)."""
+    from ..results import to_jsonable
+
+    return to_jsonable(config)

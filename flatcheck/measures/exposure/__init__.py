@@ -1,0 +1,82 @@
+"""Exposure bias: the sampler's own inputs against the forward process, step by step (see measure.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ...core.progress import Counter
+from ..base import Measure, Verdict
+from .config import ExposureConfig
+
+# Audit profiles: the CI profile skips the linear eps-scaling fit (one more sampler run).
+PROFILES = {"quick": {}, "default": {"linear_scale": True}, "full": {"linear_scale": True}}
+
+
+def run(inputs, config: ExposureConfig, progress=None):
+    """On the probe bank (its x0 and its noise are the forward reference: common random numbers with
+    the other measures); the run of the shared samples' step count is the shared sampling itself.
+    FD/FID of each step count's samples when the run has a reference."""
+    from .measure import measure_exposure, work_units
+
+    bank, scorer = inputs.bank, inputs.scorer
+    work = replace(config, keep_samples=config.keep_samples or scorer is not None)
+    tick = Counter(progress, "exposure", work_units(inputs.denoiser, work, len(bank)))
+    result = measure_exposure(inputs.denoiser, bank.x0, work, tick.add, reference_noise=bank.noise,
+                              reference_source=bank.source, shared=inputs.samples)
+    if scorer is not None:
+        scores = [scorer.score(r._samples) for r in result.runs]
+        for r, fd in zip(result.runs, scores):
+            r.fid, r.fid_label = fd.value, fd.label
+        result.fid_warning = scores[0].warning if scores else None
+    if config.keep_samples:  # what a sample folder of these samples records (--save-samples)
+        from ...core.sample_store import SampleSpec
+        from ...core.sampling import make_sampler
+
+        for r in result.runs:
+            r._spec = SampleSpec.of_run(inputs.denoiser, make_sampler(inputs.denoiser.scheduler, config.sampler), r.steps, config.seed)
+    else:
+        for r in result.runs:
+            r._samples = None
+    result.config = config
+    return result
+
+
+def verdict(result) -> Verdict:
+    """Rule of thumb: an eps-norm gap below 1% of the forward norm (summed over steps) is good, below 3% fair."""
+    run = result.runs[0]
+    rel = run.gap_relative
+    status = "good" if abs(rel) < 0.01 else "fair" if abs(rel) < 0.03 else "poor"
+    best = min(run.scaling, key=lambda s: s.gap_abs_total) if run.scaling else None
+    fix = ""
+    if best is not None:
+        fix = (f"; eps scaling ({best.form}, b={best.b:.4f}) {'shrinks' if best.helps else 'does not shrink'} it"
+               f" ({run.gap_abs_total:.3g} -> {best.gap_abs_total:.3g})")
+    return Verdict("exposure", status,
+                   f"eps-norm gap {rel:+.2%} of the forward norm over {run.steps} steps ({run.gap_total}){fix}; variance error {run.variance_error_mean}")
+
+
+def view(result, model: str = "") -> list:
+    from .view import view as tables
+
+    return tables(result, model)
+
+
+def plot(result, path):
+    from .view import plot as figure
+
+    return figure(result, path)
+
+
+def save(result, folder, model: str = ""):
+    from .view import save as files
+
+    return files(result, folder, model)
+
+
+MEASURE = Measure(
+    name="exposure", title="exposure-bias drift across sampling steps", config=ExposureConfig,
+    run=run, verdict=verdict, view=view, plot=plot, save=save, profiles=PROFILES,
+    order=10,  # first: its sampler run can be the one that makes the shared samples
+)
+
+__all__ = ["MEASURE", "ExposureConfig"]

@@ -1,0 +1,53 @@
+"""FD/FID and KID of the shared full-precision samples against the run's reference (torch-fidelity).
+
+The scoring itself (features, Frechet distance, bootstrap, reference statistics) is the engine's
+(core/fd): the quantize and exposure measures score their own samples with the same scorer.
+"""
+
+from __future__ import annotations
+
+from ..base import Measure, Skipped, Verdict
+from .config import FidConfig
+
+NO_REFERENCE = "FD/FID needs reference images: pass --data (a folder, an .npz, or digits)"
+
+
+def run(inputs, config: FidConfig, progress=None):
+    if inputs.scorer is None:
+        raise Skipped(inputs.fd_problem or NO_REFERENCE)
+    samples = inputs.samples.get()
+    if progress:
+        progress("FD/FID", 0, 1)
+    result = inputs.scorer.score(samples)
+    if progress:
+        progress("FD/FID", 1, 1)
+    return result
+
+
+def verdict(result) -> Verdict:
+    """No absolute scale ('info'): FD depends on N and on the feature network; compare at equal N."""
+    line = f"{result.label} {result.value} vs {result.reference.spec} ({result.num_samples} samples)"
+    if result.kid is not None:
+        line += f", KID {result.kid}"
+    if result.warning:
+        line += " (small N: compare only at equal N)"
+    return Verdict("fid", "info", line)
+
+
+def view(result, model: str = "") -> list:
+    from .view import view as tables
+
+    return tables(result, model)
+
+
+def plot(result, path):
+    """Nothing to plot: one number with its interval (the samples' grid is the command's)."""
+    return None
+
+
+MEASURE = Measure(
+    name="fid", title="FD/FID and KID of the samples", config=FidConfig, run=run, verdict=verdict, view=view, plot=plot,
+    uses_bank=False, order=40,
+)
+
+__all__ = ["MEASURE", "FidConfig"]

@@ -1,0 +1,39 @@
+"""FD/FID results for people: one rich table; the label is always the result's own ("FID" only for Inception)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+
+from ...core.fd.score import FidResult
+
+
+def fd_text(r: FidResult) -> str:
+    """'FD (digits-cnn) 3.12 [2.71, 3.53]': the value with its interval, as every command prints it."""
+    v = r.value
+    return f"{r.label} {v.value:.4g} [{v.ci_low:.4g}, {v.ci_high:.4g}]"
+
+
+def view(r: FidResult, model: str = "") -> list:
+    t = Table(title=f"flatcheck fid: {model}".rstrip(": "), show_header=False, title_justify="left")
+    t.add_column("field", style="bold")
+    t.add_column("value")
+    v = r.value
+    t.add_row(r.label, f"{v.value:.4g}  [{v.ci_low:.4g}, {v.ci_high:.4g}] {r.ci_level:.0%} interval, "
+                       f"bootstrap sd {v.stderr:.2g} ({r.bootstrap_rounds} resamples of the samples)")
+    if r.kid is not None:
+        t.add_row("KID", f"{r.kid.value:.4g} ± {r.kid.stderr:.2g} (mean ± std over {r.kid_subsets} subsets of {r.kid_subset_size})")
+    else:
+        t.add_row("KID", "n/a (the reference is a mu/sigma file)")
+    t.add_row("samples", f"{r.num_samples:,}")
+    ref = r.reference
+    count = f"{ref.num_images:,} images" if ref.num_images is not None else "statistics only"
+    t.add_row("reference", f"{ref.spec} ({ref.kind}, {count}; statistics: {ref.cache})")
+    t.add_row("features", f"{r.features} ({r.feature_dim}-dim)")
+    parts = [t]
+    if r.warning:
+        parts.append(Text(f"warning: {r.warning}", style="yellow"))
+    for note in r.notes:
+        parts.append(Text(f"note: {note}", style="dim"))
+    return parts
+

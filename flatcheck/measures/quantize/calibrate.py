@@ -1,0 +1,149 @@
+"""Activation ranges for simulated quantization, calibrated across sampling steps.
+
+Inputs of every quantized layer are observed while the full-precision model generates a
+calibration set (the Q-Diffusion / PTQ4DM practice: activation statistics change with the
+timestep, so they are gathered over the whole sampling trajectory, not at one t). Per layer
+we keep the exact min and max and a fixed-size seeded subsample of the values of every call;
+the three clipping rules then work on that pool:
+
+    minmax      [min, max] over all calls
+    percentile  the (100-p, p) percentiles of the pooled values
+    mse         the range [a*lo, a*hi] (a in a grid over (0, 1]) with the least fake-quant MSE
+                on the pool, searched per bit width
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ...errors import InputError, OptionError
+from .simulated import ActQuant
+
+from .config import METHODS
+
+
+@dataclass
+class ActivationStats:
+    """What calibration saw at each layer's input."""
+
+    lo: dict[str, float] = field(default_factory=dict)  # exact minimum over every call
+    hi: dict[str, float] = field(default_factory=dict)  # exact maximum
+    pool: dict[str, torch.Tensor] = field(default_factory=dict)  # seeded subsample (float32, CPU)
+    calls: dict[str, int] = field(default_factory=dict)
+    description: str = ""
+
+
+class ActivationRecorder:
+    """Forward pre-hooks that record layer inputs; use as a context manager around sampling."""
+
+    def __init__(self, net: torch.nn.Module, names, per_call: int = 1024, seed: int = 0):
+        self.modules = dict(net.named_modules())
+        self.names = list(names)
+        self.per_call = per_call
+        self.gen = torch.Generator().manual_seed(seed)
+        self._parts: dict[str, list[torch.Tensor]] = {n: [] for n in self.names}
+        self.stats = ActivationStats()
+        self._handles = []
+
+    def _hook(self, name: str):
+        def hook(module, args):
+            x = args[0].detach()
+            flat = x.reshape(-1)
+            lo, hi = float(flat.min()), float(flat.max())
+            s = self.stats
+            s.lo[name] = min(s.lo.get(name, lo), lo)
+            s.hi[name] = max(s.hi.get(name, hi), hi)
+            s.calls[name] = s.calls.get(name, 0) + 1
+            if flat.numel() > self.per_call:
+                # Indices drawn on CPU from one seeded generator: the same pool on any device.
+                idx = torch.randint(flat.numel(), (self.per_call,), generator=self.gen).to(flat.device)
+                flat = flat[idx]
+            self._parts[name].append(flat.float().cpu())
+
+        return hook
+
+    def __enter__(self) -> "ActivationRecorder":
+        self._handles = [self.modules[n].register_forward_pre_hook(self._hook(n)) for n in self.names]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        for n, parts in self._parts.items():
+            if parts:
+                self.stats.pool[n] = torch.cat(parts)
+        self._parts = {n: [] for n in self.names}
+
+
+def collect_activations(denoiser, names, scheduler, steps: int, n: int, seed: int, batch_size: int = 64,
+                        per_call: int = 1024, progress=None) -> ActivationStats:
+    """Generate n full-precision samples (sample seeds from `seed`) and record the inputs of `names`."""
+    from ...core.sampling import sample
+
+    if n < 1:
+        raise OptionError("calib_samples", f"must be >= 1 (got {n})")
+    with ActivationRecorder(denoiser.net, names, per_call=per_call, seed=seed) as rec:
+        sample(denoiser, scheduler, steps, n, seed, batch_size=batch_size, progress=progress)
+    rec.stats.description = f"{n} full-precision samples, {steps} steps, seed {seed}, {per_call} values kept per layer call"
+    return rec.stats
+
+
+# ---------------------------------------------------------------------------- clipping rules
+MSE_GRID = 100  # candidate clipping ratios a in (0, 1]
+MSE_POOL = 32768  # values the MSE search looks at (a seeded subsample of the pool beyond that)
+
+
+def activation_range(stats: ActivationStats, name: str, method: str, bits: int, percentile: float = 99.99) -> tuple[float, float]:
+    """(lo, hi) clipping range of layer `name` for `bits`-bit activations."""
+    lo, hi = stats.lo[name], stats.hi[name]
+    if method == "minmax":
+        return lo, hi
+    pool = stats.pool[name]
+    if method == "percentile":
+        q = torch.tensor([1 - percentile / 100, percentile / 100], dtype=pool.dtype)
+        plo, phi = torch.quantile(pool, q).tolist()
+        return plo, phi
+    if method == "mse":
+        return _mse_range(pool, lo, hi, bits)
+    raise OptionError("calibration", f"must be one of {', '.join(METHODS)} (got '{method}')")
+
+
+def _mse_range(pool: torch.Tensor, lo: float, hi: float, bits: int) -> tuple[float, float]:
+    # The pool stands for the activations at their own frequencies: outliers weigh what they
+    # weigh in the data (appending the extremes again would over-weight them).
+    if pool.numel() > MSE_POOL:  # a fixed strided subsample
+        pool = pool[:: -(-pool.numel() // MSE_POOL)]
+    x = pool.double()
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if hi <= lo:
+        return lo, hi
+    qmax = 2**bits - 1
+    # All candidates at once: [A, 1] scales and zero points against [1, K] values.
+    a = torch.arange(MSE_GRID, 0, -1, dtype=torch.float64).unsqueeze(1) / MSE_GRID  # widest first
+    scale = a * (hi - lo) / qmax
+    zero = torch.round(-a * lo / scale).clamp(0, qmax)
+    xq = (torch.clamp(torch.round(x / scale) + zero, 0, qmax) - zero) * scale
+    err = ((xq - x) ** 2).mean(1)
+    best = int(torch.argmin(err))  # first minimum = the widest range among ties
+    ratio = float(a[best])
+    return ratio * lo, ratio * hi
+
+
+def activation_ranges(stats: ActivationStats, names, method: str, bits_list, percentile: float = 99.99) -> dict[tuple[str, int], tuple[float, float]]:
+    """(name, bits) -> (lo, hi) for every layer and width needed; computed once each."""
+    if method not in METHODS:
+        raise OptionError("calibration", f"must be one of {', '.join(METHODS)} (got '{method}')")
+    if method == "percentile" and not 50 < percentile <= 100:
+        raise OptionError("percentile", f"must be in (50, 100] (got {percentile})")
+    out = {}
+    for name in names:
+        if name not in stats.lo:
+            raise InputError(f"layer '{name}' was never called during calibration: cannot calibrate its input")
+        per_width = method == "mse"  # minmax and percentile do not depend on the width
+        shared = None if per_width else activation_range(stats, name, method, 8, percentile)
+        for b in sorted(set(bits_list)):
+            out[(name, b)] = activation_range(stats, name, method, b, percentile) if per_width else shared
+    return out

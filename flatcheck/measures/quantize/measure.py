@@ -1,0 +1,207 @@
+"""The quantize measure: how much a checkpoint loses under W/A quantization, and where.
+
+For each setting (simulated WxAy over every Conv2d and Linear, or bitsandbytes kernels on the
+Linear layers) the model generates from the same seeds and noise as full precision, and we
+report the paired sample drift (MSE, PSNR), the probe-bank loss and its paired change, and,
+for one setting, the per-layer sensitivity ranking. FD/FID and KID per setting (`fid`, `kid`,
+`fid_change`) are scored from the samples kept on the result (`samples_of`) when the run has
+a reference (measures/quantize/__init__.py), so nothing is sampled twice.
+
+The model is left exactly as it was: weight swaps and hooks are undone after every setting,
+and the whole measure runs inside `perturb.restoring` as a second guard.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ...errors import InputError, OptionError
+from ...core.probes import ProbeBank, bank_losses
+from .bnb_backend import bnb_linear_swap
+from .calibrate import activation_ranges, collect_activations
+from .drift import paired_drift, per_sample_mse
+from .sensitivity import LayerSensitivity, layer_sensitivity
+from .config import CALIBRATION_SEED_OFFSET, QuantizeConfig, check_config, sensitivity_setting  # noqa: F401 - re-exported
+from .settings import QuantSetting
+from .simulated import WeightCache, layer_plan, quantizable_layers, simulated_quantization
+from ...core.progress import Counter, Progress
+from ...core.stats import Estimate, mean_estimate
+
+
+
+
+@dataclass
+class FullPrecisionResult:
+    probe_loss: Estimate
+    sample_std: float  # pixel std of the full-precision samples (drift is small next to its square)
+    sampling_seconds: float | None  # None when the samples were given
+    fid: Estimate | None = None  # when the run has a reference
+    kid: Estimate | None = None
+
+
+@dataclass
+class SettingResult:
+    name: str
+    backend: str  # simulated | bnb
+    wbits: int | None
+    abits: int | None
+    bnb_type: str | None
+    layers: int  # Conv2d/Linear layers quantized (weights or inputs)
+    weight_share: float  # share of the denoiser's parameters held in quantized form
+    sample_mse: Estimate  # paired pixel MSE vs full precision, samples in [-1, 1]
+    sample_psnr: Estimate  # dB, peak-to-peak 2
+    relative_mse: float  # sample_mse / variance of the full-precision samples
+    probe_loss: Estimate
+    probe_loss_change: Estimate  # paired per-probe (quantized - full precision)
+    sampling_seconds: float
+    time_ratio: float | None  # sampling time / full-precision sampling time (same run)
+    fid: Estimate | None = None  # when the run has a reference (scored by the quantize measure itself)
+    kid: Estimate | None = None
+    fid_change: Estimate | None = None  # paired with full precision (same seeds)
+    _samples: torch.Tensor | None = field(default=None, repr=False)
+
+
+@dataclass
+class QuantizeResult:
+    sampler: str
+    steps: int
+    samples: int
+    seed: int
+    calibration: str
+    calibration_data: str
+    layer_policy: str
+    layers_total: int
+    probes: str
+    full_precision: FullPrecisionResult
+    settings: list[SettingResult]
+    sensitivity_setting: str | None
+    sensitivity_samples: int
+    sensitivity_steps: int | None
+    sensitivity_setting_drift: float | None  # the whole setting's drift on the scan's samples and steps
+    sensitivity: list[LayerSensitivity]
+    fid_label: str | None = None  # "FID" or "FD (<features>)" once scored
+    fid_warning: str | None = None  # e.g. too few samples for a full-rank covariance
+    _fp_samples: torch.Tensor | None = field(default=None, repr=False)
+
+    def samples_of(self, name: str) -> torch.Tensor | None:
+        """Samples of a setting ('full-precision' for the reference), when kept."""
+        if name == "full-precision":
+            return self._fp_samples
+        return next((s._samples for s in self.settings if s.name == name), None)
+
+
+def full_precision_samples(denoiser, config: QuantizeConfig, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """The reference samples 0..samples-1 of config.seed, at full precision (shareable with other measures)."""
+    from ...core.sampling import make_sampler, sample
+
+    return sample(denoiser, make_sampler(denoiser.scheduler, config.sampler), config.steps, config.samples, config.seed,
+                  batch_size=config.batch_size, progress=progress)
+
+
+def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | None = None,
+                         progress: Progress | None = None, fp_samples: torch.Tensor | None = None,
+                         fp_seconds: float | None = None) -> QuantizeResult:
+    """Compare every setting of `config` with full precision. fp_samples: the reference samples
+    0..N-1 of config.seed with config.sampler/steps, when already generated (else computed here);
+    fp_seconds: how long they took, if known (for the time ratios)."""
+    from ...core.perturb import restoring
+    from ...core.sampling import make_sampler, sample
+
+    config = config or QuantizeConfig()
+    check_config(config)
+    net = denoiser.net
+    layers = quantizable_layers(net)
+    if not layers:
+        raise InputError(f"{type(net).__name__} has no Conv2d or Linear layer to quantize")
+    scheduler = make_sampler(denoiser.scheduler, config.sampler)
+    sens_setting = sensitivity_setting(config)
+    plans = {s.name: layer_plan(layers, config.policy, s.wbits, s.abits) for s in config.settings if s.backend == "simulated"}
+    for name, plan in plans.items():
+        if not plan:
+            raise InputError(f"setting {name} quantizes no layer under the layer policy ({config.policy.describe()})")
+    n = config.samples if fp_samples is None else len(fp_samples)
+    n_sens = min(config.sensitivity_samples, n) if sens_setting else 0
+    sens_steps = config.sensitivity_steps or config.steps
+    own_sens_reference = sens_setting is not None and sens_steps != config.steps
+    def tick(stage: str, total: int):
+        return Counter(progress, stage, total).add
+
+    with restoring(net):
+        if fp_samples is None:
+            t0 = time.perf_counter()
+            fp_samples = full_precision_samples(denoiser, config, tick("full precision", n))
+            fp_seconds = time.perf_counter() - t0
+        fp_samples = fp_samples.float().cpu()
+        fp_losses = bank_losses(denoiser, bank, config.batch_size)
+        fp_var = float(fp_samples.clamp(-1, 1).double().var())
+
+        # Calibrate once for all simulated settings: the inputs of every layer any setting quantizes.
+        ranges, calib_text = {}, "none (no simulated setting)"
+        if plans:
+            act_layers = sorted({name for plan in plans.values() for name, (_, ab) in plan.items() if ab is not None},
+                                key=list(layers).index)
+            if act_layers:
+                stats = collect_activations(denoiser, act_layers, scheduler, config.steps, config.calib_samples,
+                                            config.seed + CALIBRATION_SEED_OFFSET, config.batch_size, progress=tick("calibration", config.calib_samples))
+                widths = {ab for plan in plans.values() for _, ab in plan.values() if ab is not None}
+                ranges = activation_ranges(stats, act_layers, config.calibration, widths, config.percentile)
+                calib_text = f"{config.calibration} ranges from {stats.description}"
+        weights = WeightCache(net)
+        total_params = sum(p.numel() for p in net.parameters())
+
+        results = []
+        sens_drift = None
+        for s in config.settings:
+            if s.backend == "simulated":
+                plan = plans[s.name]
+                share = sum(layers[k].weights for k, (wb, _) in plan.items() if wb is not None) / total_params
+                ctx, count = simulated_quantization(net, plan, weights, ranges), len(plan)
+            else:
+                linear = [k for k, v in layers.items() if v.kind == "Linear" and config.policy.bits_for(v.role, 8, None)[0] is not None]
+                ctx, share, count = bnb_linear_swap(net, s.bnb_type, linear), None, None
+            with ctx as swap:
+                t0 = time.perf_counter()
+                out = sample(denoiser, scheduler, config.steps, n, config.seed, batch_size=config.batch_size, progress=tick(s.name, n))
+                seconds = time.perf_counter() - t0
+                losses = bank_losses(denoiser, bank, config.batch_size)
+                if s.backend == "bnb":
+                    share, count = swap.weight_share, len(swap.layers)
+            mse, psnr = paired_drift(fp_samples, out)
+            if sens_setting is not None and s.name == sens_setting.name and not own_sens_reference:
+                sens_drift = float(per_sample_mse(fp_samples[:n_sens], out[:n_sens]).mean())  # the scan's own samples
+            results.append(SettingResult(
+                s.name, s.backend, s.wbits, s.abits, s.bnb_type, count, share, mse, psnr,
+                mse.value / fp_var if fp_var > 0 else float("nan"),
+                mean_estimate(losses.numpy()), mean_estimate((losses.double() - fp_losses.double()).numpy()),
+                seconds, seconds / fp_seconds if fp_seconds else None,
+                _samples=out if config.keep_samples else None,
+            ))
+
+        sensitivity = []
+        if sens_setting:
+            sens_ref = fp_samples[:n_sens]
+            if own_sens_reference:  # the scan runs fewer steps: its reference and whole-setting drift at those steps
+                ref_tick = tick("layers: reference", 2 * n_sens)
+                sens_ref = sample(denoiser, scheduler, sens_steps, n_sens, config.seed, batch_size=config.batch_size, progress=ref_tick)
+                with simulated_quantization(net, plans[sens_setting.name], weights, ranges):
+                    whole = sample(denoiser, scheduler, sens_steps, n_sens, config.seed, batch_size=config.batch_size, progress=ref_tick)
+                sens_drift = float(per_sample_mse(sens_ref, whole).mean())
+            sensitivity = layer_sensitivity(denoiser, scheduler, sens_steps, config.seed, sens_ref, layers,
+                                            plans[sens_setting.name], weights, ranges, config.batch_size,
+                                            sens_drift, tick(f"layers ({sens_setting.name})", len(plans[sens_setting.name]) * n_sens))
+
+    return QuantizeResult(
+        sampler=config.sampler, steps=config.steps, samples=n, seed=config.seed,
+        calibration=config.calibration if plans else "none", calibration_data=calib_text,
+        layer_policy=config.policy.describe(), layers_total=len(layers),
+        probes=f"{len(bank)} probes; {bank.source}",
+        full_precision=FullPrecisionResult(mean_estimate(fp_losses.numpy()), fp_var**0.5, fp_seconds),
+        settings=results, sensitivity_setting=sens_setting.name if sens_setting else None,
+        sensitivity_samples=n_sens, sensitivity_steps=sens_steps if sens_setting else None,
+        sensitivity_setting_drift=sens_drift, sensitivity=sensitivity,
+        _fp_samples=fp_samples if config.keep_samples else None,
+    )

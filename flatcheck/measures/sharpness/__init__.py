@@ -1,0 +1,73 @@
+"""Sharpness: how flat the denoiser's training loss is around its weights (see measure.py)."""
+
+from __future__ import annotations
+
+from ..base import Measure, Verdict
+from .config import SharpnessConfig
+
+# Audit profiles (config overrides). "default" is the config's own defaults.
+PROFILES = {
+    "quick": dict(norms=("adaptive",), radii=(0.01, 0.1), worst_radii=(1e-4, 1e-3), draws=2, ascent_steps=1, top_k=1,
+                  hessian_probes=16, landscape_probes=32, landscape_grid=0, buckets=2,
+                  lanczos_iters=16,  # digits-sam's top eigenvalue needs 11 Lanczos steps to converge
+                  hutchinson_draws=4, landscape_points=11),
+    "default": {},
+    "full": dict(draws=16, hessian_probes=256, landscape_probes=512, lanczos_iters=50, hutchinson_draws=64, landscape_points=41),
+}
+
+STAGES = {
+    "average": "average case", "blocks": "per-block average case", "worst": "worst case (gradient ascent)",
+    "hessian": "Hessian eigenvalues (Lanczos)", "hutchinson": "Hessian trace (Hutchinson)", "landscape": "loss landscape",
+}
+
+
+def run(inputs, config: SharpnessConfig, progress=None):
+    from .measure import measure_sharpness
+
+    def stage(name: str, done: int, total) -> None:
+        if progress:
+            progress(f"sharpness: {STAGES.get(name, name)}", done, total)
+
+    return measure_sharpness(inputs.denoiser, inputs.bank, config, stage)
+
+
+def verdict(result) -> Verdict:
+    parts = []
+    if result.hessian is not None:
+        eig = result.hessian.eigen
+        parts.append(f"top Hessian eigenvalue {eig.eigenvalues[0]:.4g}{'' if eig.converged else ' (not converged)'}, "
+                     f"trace {result.hessian.trace}")
+    for case in result.average[:1]:
+        p = case.points[-1]
+        parts.append(f"loss {p.relative:+.1%} under {case.norm} noise r={p.radius:g}")
+    for case in result.worst[:1]:
+        p = case.points[-1]
+        parts.append(f"worst case {p.relative:+.1%} at r={p.radius:g}")
+    if result.landscape is not None:
+        parts.append(f"landscape curvature {result.landscape.curvature:.4g}")
+    # No absolute scale for flatness: the numbers are for comparing checkpoints and gating on a baseline.
+    return Verdict("sharpness", "info", "; ".join(parts) or "no sharpness measure selected")
+
+
+def view(result, model: str = "") -> list:
+    from .view import view as tables
+
+    return tables(result, model)
+
+
+def plot(result, path):
+    from .view import plot as figure
+
+    return figure(result, path)
+
+
+def save(result, folder, model: str = ""):
+    from .view import save as files
+
+    return files(result, folder, model)
+
+
+MEASURE = Measure(
+    name="sharpness", title="loss-surface sharpness under weight perturbation", config=SharpnessConfig,
+    run=run, verdict=verdict, view=view, plot=plot, save=save, profiles=PROFILES, order=30,
+)

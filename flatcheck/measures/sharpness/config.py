@@ -1,0 +1,69 @@
+"""The sharpness config: the only place its defaults live (torch-free, so the CLI's --help stays fast)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ...errors import OptionError
+
+MEASURES = ("avg", "worst", "hessian", "landscape")
+NORMS = ("adaptive", "absolute")
+# Measured on the bundled digits models (examples/evidence/sharpness.md): a random direction
+# moves the loss by ~1e-4 at r = 0.003 and by tens of percent at r = 0.1; the ascent direction
+# moves it by ~1% at r = 3e-5 and by ~5x at r = 1e-3. The two sweeps overlap at 0.003 and
+# together span four decades.
+DEFAULT_RADII = (0.003, 0.01, 0.03, 0.1, 0.3)
+DEFAULT_WORST_RADII = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
+DEFAULT_BLOCK_RADIUS = 0.1
+
+
+@dataclass
+class SharpnessConfig:
+    measures: tuple[str, ...] = MEASURES
+    norms: tuple[str, ...] = NORMS
+    radii: tuple[float, ...] = DEFAULT_RADII  # average case
+    worst_radii: tuple[float, ...] = DEFAULT_WORST_RADII
+    draws: int = 4  # antithetic pairs +-delta per radius (average case): 2 evaluations each
+    ascent_steps: int = 3  # projected gradient ascent steps (worst case); 1 = SAM
+    buckets: int = 4  # timestep buckets for the breakdowns
+    block_radius: float = DEFAULT_BLOCK_RADIUS  # radius of the per-block average case
+    hessian_probes: int = 32  # sub-bank for the HVPs
+    top_k: int = 3
+    lanczos_iters: int = 20  # at most this many HVPs for the eigenvalues
+    tol: float = 1e-3  # relative residual bound for the eigenvalues
+    hutchinson_draws: int = 16
+    landscape_probes: int = 64
+    landscape_span: float = 1.0
+    landscape_points: int = 21
+    landscape_grid: int = 9
+    eta: float = 1e-3  # adaptive scale floor, so that zero weights still move
+    batch_size: int = 64
+    seed: int = 0
+
+    def validate(self) -> "SharpnessConfig":
+        bad = [m for m in self.measures if m not in MEASURES]
+        if bad or not self.measures:
+            raise OptionError("measures", f"'{','.join(bad) or '(none)'}' is not a measure (choose from {', '.join(MEASURES)})")
+        badn = [n for n in self.norms if n not in NORMS]
+        if badn or not self.norms:
+            raise OptionError("norms", f"'{','.join(badn) or '(none)'}' is not a norm (choose from {', '.join(NORMS)})")
+        for opt, radii in (("radii", self.radii), ("worst_radii", self.worst_radii)):
+            if not radii or any(not (math.isfinite(r) and r > 0) for r in radii):
+                raise OptionError(opt, f"must be positive finite numbers (got {', '.join(map(str, radii)) or 'none'})")
+        if not (math.isfinite(self.block_radius) and self.block_radius > 0):
+            raise OptionError("block_radius", f"must be positive (got {self.block_radius})")
+        for name, low in [("draws", 1), ("ascent_steps", 1), ("buckets", 1), ("hessian_probes", 1), ("top_k", 1),
+                          ("lanczos_iters", 1), ("hutchinson_draws", 2), ("landscape_probes", 1), ("landscape_points", 3),
+                          ("landscape_grid", 0), ("batch_size", 1)]:
+            if getattr(self, name) < low:
+                raise OptionError(name, f"must be >= {low} (got {getattr(self, name)})")
+        if self.top_k > self.lanczos_iters:
+            raise OptionError("top_k", f"({self.top_k}) cannot exceed the Lanczos steps, lanczos_iters ({self.lanczos_iters})")
+        if not (0 < self.tol < 1):
+            raise OptionError("tol", f"must be in (0, 1) (got {self.tol})")
+        if not (math.isfinite(self.landscape_span) and self.landscape_span > 0):
+            raise OptionError("landscape_span", f"must be positive (got {self.landscape_span})")
+        if self.eta < 0:
+            raise OptionError("eta", f"must be >= 0 (got {self.eta})")
+        return self
