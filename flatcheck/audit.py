@@ -21,14 +21,15 @@ from typing import Any
 
 import torch
 
-from .core.fd.scorer import FdOptions
+from .core.fd.options import FdOptions
 from .core.inputs import InputOptions, Inputs, SampleSet, build_inputs
 from .core.progress import Progress
 from .errors import InputError, OptionError, RunError
 from .measures import REGISTRY, Skipped, Verdict
 from .measures.base import PROFILES
+from .results import VERSIONS, to_jsonable
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = VERSIONS["report"]
 AREAS = tuple(REGISTRY)
 
 
@@ -184,7 +185,6 @@ def resolve_for(ckpt, opts: AuditOptions) -> AuditOptions:
 
 def describe_model(ckpt) -> dict:
     from .core.info import describe_checkpoint
-    from .results import to_jsonable
 
     info = to_jsonable(describe_checkpoint(ckpt))
     info.pop("weight_files", None)
@@ -255,8 +255,6 @@ def run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Prog
             verdicts[name] = Verdict(name, "error", str(exc))
         timings[name] = time.perf_counter() - t0
     samples = inputs.samples
-    from .results import to_jsonable
-
     return AuditReport(
         schema_version=SCHEMA_VERSION,
         model=model,

@@ -25,7 +25,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
-SCHEMAS = ("report", "info", "compare", "gate")
+# Document kind -> schema version. The major version changes when a field is removed or changes meaning.
+VERSIONS = {"report": "1.1", "info": "1.0", "compare": "1.0", "gate": "1.0"}
+SCHEMAS = tuple(VERSIONS)
 
 
 # ---------------------------------------------------------------------------- to JSON
@@ -71,6 +73,11 @@ def write_json(payload, dest: str | Path) -> None:
     tmp.replace(dest)
 
 
+def document(kind: str, payload) -> dict:
+    """A versioned JSON document of a kind (info, compare, gate): its schema_version, then the payload."""
+    return {"schema_version": VERSIONS[kind], **to_jsonable(payload)}
+
+
 # ---------------------------------------------------------------------------- schemas
 @lru_cache(maxsize=None)
 def schema(kind: str = "report") -> dict:
@@ -99,7 +106,12 @@ def validate(doc: dict, kind: str = "report") -> list[str]:
     """Schema violations of a document, as 'path: message' lines (empty: valid)."""
     import jsonschema
 
-    v = jsonschema.Draft202012Validator(schema(kind))
+    from referencing import Registry, Resource
+
+    # compare embeds whole reports: its "$ref": "report.schema.json" resolves to the report schema.
+    report = schema("report")
+    registry = Registry().with_resource(report["$id"], Resource.from_contents(report))
+    v = jsonschema.Draft202012Validator(schema(kind), registry=registry)
     return [f"{e.json_path}: {e.message}" for e in v.iter_errors(doc)]
 
 

@@ -26,7 +26,7 @@ def compare(models: ModelsArg, markdown: MarkdownOpt = None, o=None) -> None:
     from ..report.markdown import compare_markdown, write_step_summary
     from ..report.terminal import compare_renderable
     from ..report.writers import write_text
-    from ..results import to_jsonable, write_json
+    from ..results import document, write_json
 
     if len(models) < 2:
         raise InputError("compare needs at least two checkpoints (e.g. flatcheck compare digits-base digits-sam)")
@@ -36,7 +36,7 @@ def compare(models: ModelsArg, markdown: MarkdownOpt = None, o=None) -> None:
     opts = audit_options(o, loaded[0][1])
     con = console(o.json)
     reports = run_with_progress(con, audit_many, [c for c, _ in loaded], opts)
-    doc = to_jsonable(compare_reports(reports, models))
+    doc = document("compare", compare_reports(reports, models))
     con.print(compare_renderable(doc))
     md = compare_markdown(doc)
     write_step_summary(md)

@@ -42,7 +42,7 @@ def exposure(
     o.steps = step_list[0]  # the shared samples are the first step count's run (a)
 
     def stored_samples(report, out):
-        from ..measures.exposure.view import save_samples as store
+        from ..measures.exposure import save_samples as store
 
         return store(report.results["exposure"], out)
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..core.fd.scorer import FdOptions
+from ..core.fd.options import FdOptions
 from .options import BATCH, COMMON, FD, OUT, SAMPLER, SEED, STEPS, ModelArg, measure_command, takes
 
 DEFAULT_SAMPLES = 1000  # ~35 s of DDIM-25 for the bundled models on a 2-core CPU

@@ -32,7 +32,7 @@ def gate(
     from ..report.markdown import gate_markdown, write_step_summary
     from ..report.terminal import gate_renderable
     from ..report.writers import write_reports, write_text
-    from ..results import to_jsonable, write_json
+    from ..results import document, to_jsonable, write_json
 
     cfg = load_config(config)  # config errors first: exit 2 before minutes of auditing
     con = console(o.json)
@@ -69,7 +69,7 @@ def gate(
     con.print(gate_renderable(outcome))
     write_step_summary(gate_markdown(outcome, source))
     if o.json:
-        write_json({"gate": to_jsonable(outcome), "report": doc}, o.json)
+        write_json(document("gate", {"gate": outcome, "report": doc}), o.json)
     if o.out is not None:
         write_text(Path(o.out) / "gate.md", gate_markdown(outcome, source))
     return 0 if outcome.passed else EXIT_GATE_FAILED

@@ -6,8 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..measures.quantize.config import METHODS, QuantizeConfig as C
-from ..measures.quantize.settings import ATTENTION_POLICIES, FIRST_LAST_POLICIES, LayerPolicy
+from ..measures.quantize.config import ATTENTION_POLICIES, FIRST_LAST_POLICIES, METHODS, LayerPolicy, QuantizeConfig as C, settings_from_options
 from .options import BATCH, COMMON, DATA, FD, NO_FID, OUT, SAMPLES, SEED, TIMESTEPS, ModelArg, choices, measure_command, takes
 
 Calibration = choices("Calibration", METHODS)
@@ -39,8 +38,6 @@ def quantize(
 ) -> None:
     """Generation quality under W/A quantization (default W8A8, W6A6, W4A4): sample drift, probe loss, FD/FID per setting
     (when a reference is known: --ref, or the digits data for the bundled models), and the layers that hurt most."""
-    from ..measures.quantize.settings import settings_from_options
-
     # Every cheap check before the model loads: bad input fails fast, with one line.
     settings = settings_from_options(bits, wbits, abits, bnb)
     policy = LayerPolicy(first_last=FirstLast(first_last).value, attention=Attention(attention).value)
@@ -53,7 +50,7 @@ def quantize(
 
         raise InputError(f"--probes must be >= 1 (got {o.probes})")
     if any(s.backend == "bnb" for s in settings):
-        from ..measures.quantize.bnb_backend import import_bitsandbytes
+        from ..measures.quantize import check_bitsandbytes
 
-        import_bitsandbytes()
+        check_bitsandbytes()
     measure_command("quantize", model, o, config)

@@ -21,7 +21,8 @@ import torch
 
 from ..errors import InputError, OptionError
 from .denoiser import Denoiser
-from .fd.scorer import FdOptions, Scorer, make_scorer
+from .fd.options import FdOptions
+from .fd.scorer import Scorer, make_scorer
 from .probes import ProbeBank, drawn, encode_images, parse_timesteps, probe_bank, reference_images
 from .progress import Counter, Progress
 from .sampling import check_sampler_name, make_sampler, sample

@@ -71,9 +71,3 @@ class Measure:
         check = getattr(config, "validate", None)
         return check() if check is not None else config
 
-
-def config_dict(config) -> dict:
-    """A config as plain data (what the report's options record)."""
-    from ..results import to_jsonable
-
-    return to_jsonable(config)

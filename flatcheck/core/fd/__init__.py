@@ -9,10 +9,18 @@
 
 from __future__ import annotations
 
-from .extractors import FEATURES, label_for
-from .score import FidResult, fd_change, score_samples
-
 DIGITS_REF = "digits"
+_LAZY = {"FEATURES": "extractors", "label_for": "extractors", "FidResult": "score", "fd_change": "score", "score_samples": "score"}
+
+
+def __getattr__(name: str):
+    # The scoring modules import torch: loaded on first use, so a torch-free import of
+    # flatcheck.core.fd.options (the CLI's --help) stays fast.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_features(ckpt) -> str:

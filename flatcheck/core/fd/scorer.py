@@ -11,7 +11,6 @@ so the same samples scored by two measures cost one feature pass and give the ve
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,20 +18,8 @@ import torch
 from ...errors import InputError, OptionError
 from ..stats import Estimate
 from .extractors import FEATURES
+from .options import FdOptions
 from .score import FidResult, fd_change, score_samples
-
-
-@dataclass(frozen=True)
-class FdOptions:
-    """How a run scores samples. ref None: no reference known, nothing is scored."""
-
-    ref: str | None = None  # image folder, .npz/.npy, stats .npz, 'digits', or a torch-fidelity dataset
-    features: str = "inception"  # inception | digits-cnn | clip | dinov2
-    weights: str | None = None  # local feature-network weights (offline)
-    bootstrap: int = 200  # resamples of the samples for the FD interval
-    kid_subsets: int = 100
-    kid_subset_size: int | None = None  # default: min(1000, half the smaller set)
-    use_cache: bool = True  # reference statistics from/to the cache
 
 
 class Scorer:

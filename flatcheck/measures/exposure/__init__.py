@@ -73,10 +73,17 @@ def save(result, folder, model: str = ""):
     return files(result, folder, model)
 
 
+def save_samples(result, folder):
+    """--save-samples: each run (a)'s samples as a resumable sample folder (a run that kept them)."""
+    from .view import save_samples as store
+
+    return store(result, folder)
+
+
 MEASURE = Measure(
     name="exposure", title="exposure-bias drift across sampling steps", config=ExposureConfig,
     run=run, verdict=verdict, view=view, plot=plot, save=save, profiles=PROFILES,
     order=10,  # first: its sampler run can be the one that makes the shared samples
 )
 
-__all__ = ["MEASURE", "ExposureConfig"]
+__all__ = ["MEASURE", "ExposureConfig", "save_samples"]

@@ -44,6 +44,13 @@ def run(inputs, config: QuantizeConfig, progress=None):
     return result
 
 
+def check_bitsandbytes() -> None:
+    """InputError (one line) when --bnb is asked for and bitsandbytes does not import."""
+    from .bnb_backend import import_bitsandbytes
+
+    import_bitsandbytes()
+
+
 def verdict(result) -> Verdict:
     """Rule of thumb: 8-bit sample drift below 1% of the sample variance is good, below 5% fair
     (with no 8-bit setting, the worst setting is judged at 10% / 30%)."""

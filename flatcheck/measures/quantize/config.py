@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...errors import InputError, OptionError
-from .settings import LayerPolicy, QuantSetting, parse_setting
+from .settings import ATTENTION_POLICIES, FIRST_LAST_POLICIES, LayerPolicy, QuantSetting, parse_setting, settings_from_options  # noqa: F401 - the command's API
 
 METHODS = ("minmax", "percentile", "mse")  # activation calibration
 CALIBRATION_SEED_OFFSET = 7919  # calibration samples never share seeds with the evaluated ones

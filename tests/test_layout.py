@@ -1,0 +1,101 @@
+"""The house rules of the package layout, checked on the source (README, Development):
+
+- no import cycle between flatcheck's modules (lazy imports inside functions count too);
+- the engine (flatcheck.core) imports no measure, and nothing above it;
+- outside measures/<name>/, a measure is reached only through its package (the REGISTRY entry
+  and what its __init__ exports) and its torch-free config module, never its internals;
+- every command's --help loads without torch (so it is fast).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "flatcheck"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Every flatcheck module `path` imports, at any depth of the file (relative imports resolved)."""
+    me = module_name(path)
+    package = me if path.name == "__init__.py" else me.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("flatcheck"):
+                found.add(target)
+                for alias in node.names:  # `from . import x` may name a module
+                    found.add(f"{target}.{alias.name}")
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("flatcheck")}
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {m: {t for t in imports(p) if t in modules and t != m} for m, p in modules.items()}
+
+
+def test_no_import_cycle():
+    g = graph()
+    # Parents import their children's names through __init__: a package and its own modules are one node.
+    seen, stack, cycles = set(), [], []
+
+    def visit(m):
+        if m in stack:
+            cycles.append(stack[stack.index(m):] + [m])
+            return
+        if m in seen:
+            return
+        seen.add(m)
+        stack.append(m)
+        for t in sorted(g[m]):
+            if not (t.startswith(m + ".") or m.startswith(t + ".")):
+                visit(t)
+        stack.pop()
+
+    for m in sorted(g):
+        visit(m)
+    assert not cycles, cycles[:3]
+
+
+def test_the_engine_imports_no_measure_and_nothing_above_it():
+    above = ("flatcheck.measures", "flatcheck.audit", "flatcheck.compare", "flatcheck.gate", "flatcheck.report",
+             "flatcheck.results", "flatcheck.commands", "flatcheck.cli")
+    bad = {m: sorted(t for t in ts if t.startswith(above)) for m, ts in graph().items() if m.startswith("flatcheck.core")}
+    assert not {m: t for m, t in bad.items() if t}
+
+
+def test_measures_are_reached_only_through_their_package_and_config():
+    from flatcheck.measures import REGISTRY
+
+    bad = []
+    for m, targets in graph().items():
+        for name in REGISTRY:
+            home = f"flatcheck.measures.{name}"
+            if m == home or m.startswith(home + "."):
+                continue
+            for t in targets:
+                if t.startswith(home + ".") and t != f"{home}.config":
+                    bad.append(f"{m} -> {t}")
+    assert not bad, bad
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from flatcheck.cli import run; "
+            "[run([c, '--help']) for c in ('info', 'audit', 'compare', 'gate', 'sharpness', 'exposure', 'quantize', 'fid')]; "
+            "sys.stderr.write('torch' if 'torch' in sys.modules else 'no torch')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stderr.strip().endswith("no torch"), proc.stderr[-500:]
