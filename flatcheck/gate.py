@@ -1,19 +1,23 @@
 """The CI gate: thresholds on any number of an audit report -> pass or fail.
 
-A rule names a number by a dotted path into the JSON report (`quantize.settings.W4A4.drift_mse`;
-list items by index, `exposure.curve.3.drift` or `exposure.curve[3].drift`). Items of a list of
-named tables are reached by name too (`quantize.settings.W4A4.sample_mse`). A path that ends on
-an estimate ({"value", "stderr", ...}) means its value. Each rule bounds the number from above or
+A rule names a number by a dotted path into the JSON report of `flatcheck audit` or of a
+measure command (`quantize.settings.W4A4.relative_mse`; list items by index,
+`exposure.runs.0.gap_relative` or `exposure.runs[0].gap_relative`). Items of a list of named
+tables are reached by name too (`quantize.settings.W4A4.sample_mse`, or by index:
+`quantize.settings.1.sample_mse`). A path that ends on an estimate ({"value", "stderr", ...})
+means its value; append `.stderr` for its uncertainty. Each rule bounds the number from above or
 below, either absolutely or relative to the same number in a baseline report:
 
     [[gate.rules]]
-    metric = "quantize.settings.W4A4.drift_mse"
+    metric = "quantize.settings.W4A4.relative_mse"
     max = 0.25                      # value <= 0.25          (also: min, or op = "<" + value)
 
     [[gate.rules]]
-    metric = "sharpness.hessian.top_eigenvalue"
+    metric = "sharpness.hessian.eigen.eigenvalues.0"
     max = 1.2                       # value <= 1.2 x baseline value
     relative = "ratio"              # or "delta": value <= baseline + 1.2
+
+The Markdown and HTML reports print every number next to its path.
 
 Config lives in `flatcheck.toml` (top level) or in `[tool.flatcheck]` of pyproject.toml. Every
 config mistake raises InputError with one line (exit 2); the gate itself returns a GateResult whose
@@ -47,6 +51,7 @@ OPERATORS = {
 RELATIVE_MODES = ("ratio", "delta")
 _RULE_KEYS = {"metric", "max", "min", "op", "value", "relative", "name"}
 CONFIG_NAMES = ("flatcheck.toml", "pyproject.toml")
+EXAMPLE_PATH = "quantize.settings.W4A4.relative_mse"  # in every error that shows a path (a test resolves it)
 
 
 @dataclass
@@ -170,7 +175,7 @@ def parse_rule(raw: Any, where: str) -> Rule:
         raise InputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_RULE_KEYS))})")
     metric = raw.get("metric")
     if not isinstance(metric, str) or not metric.strip():
-        raise InputError(f"{where}: 'metric' must be a dotted path into the report, e.g. quantize.settings.W4A4.drift_mse")
+        raise InputError(f"{where}: 'metric' must be a dotted path into the report, e.g. {EXAMPLE_PATH}")
     metric = metric.strip()
     parse_path(metric, where)  # syntax check now, not at gate time
     bounds = [k for k in ("max", "min", "op") if k in raw]
@@ -206,7 +211,7 @@ _PATH_TOKEN = re.compile(r"[^.\[\]]+|\[\d+\]")
 def parse_path(path: str, where: str = "metric") -> list[str | int]:
     """'a.b[2].c' or 'a.b.2.c' -> ['a', 'b', 2, 'c'] (digits are list indices or dict keys)."""
     if not re.fullmatch(r"[^.\[\]]+(\[\d+\])*(\.[^.\[\]]+(\[\d+\])*)*", path):
-        raise InputError(f"{where}: '{path}' is not a dotted path (e.g. quantize.settings.W4A4.drift_mse)")
+        raise InputError(f"{where}: '{path}' is not a dotted path (e.g. {EXAMPLE_PATH})")
     return [int(tok[1:-1]) if tok.startswith("[") else tok for tok in _PATH_TOKEN.findall(path)]
 
 
