@@ -28,6 +28,8 @@ def run(inputs, config: ExposureConfig, progress=None):
         for r, fd in zip(result.runs, scores):
             r.fid, r.fid_label = fd.value, fd.label
         result.fid_warning = scores[0].warning if scores else None
+    elif inputs.fd_problem:  # a reference was implied (--data) but cannot be scored: say why
+        result.fid_warning = f"FD/FID {inputs.fd_problem}"
     if config.keep_samples:  # what a sample folder of these samples records (--save-samples)
         from ...core.sample_store import SampleSpec
         from ...core.sampling import make_sampler

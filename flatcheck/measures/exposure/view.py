@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 
 from .measure import ExposureResult, ExposureRun
 
@@ -47,6 +48,8 @@ def view(result: ExposureResult, model: str = "", max_rows: int = 10) -> list:
             e = run.fid
             q.add_row(f"{_short(run.sampler)} {run.steps}", f"{e.value:.4g} [{e.ci_low:.4g}, {e.ci_high:.4g}]")
         parts.append(q)
+    elif result.fid_warning:
+        parts.append(Text(result.fid_warning, style="dim"))
     for run in result.runs:
         parts.append(_steps_table(run, max_rows))
     return parts

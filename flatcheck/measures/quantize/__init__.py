@@ -37,6 +37,8 @@ def run(inputs, config: QuantizeConfig, progress=None):
         for s in result.settings:
             fd = scorer.score(s._samples)
             s.fid, s.kid, s.fid_change = fd.value, fd.kid, scorer.change(fd, base)
+    elif inputs.fd_problem:  # a reference was implied (--data) but cannot be scored: say why
+        result.fid_warning = f"FD/FID {inputs.fd_problem}"
     if not config.keep_samples:
         result._fp_samples = None
         for s in result.settings:

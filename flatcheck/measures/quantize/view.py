@@ -98,7 +98,8 @@ def view(r: QuantizeResult, model: str = "") -> list:
         f"calibration: {r.calibration_data}\n"
         f"layers: {r.layers_total} Conv2d/Linear; {r.layer_policy}; weights per output channel symmetric, activations per tensor asymmetric\n"
         f"probes: {r.probes}"
-        + (f"\n{r.fid_label}: 95% bootstrap interval; Δ is paired with full precision (same seeds). {escape(r.fid_warning or '')}" if r.fid_label else "")
+        + (f"\n{r.fid_label}: 95% bootstrap interval; Δ is paired with full precision (same seeds). {escape(r.fid_warning or '')}" if r.fid_label
+           else f"\n{escape(r.fid_warning)}" if r.fid_warning else "")
         + "[/dim]"
     )
     parts = [settings_table(r, model), notes]
