@@ -48,3 +48,16 @@ def test_no_arguments_prints_help_and_exits_2(cli):
 def test_debug_shows_the_traceback(cli, tmp_path):
     code, _, err = cli("info", tmp_path / "missing", "--debug")
     assert code == 2 and "Traceback" in err and "no such file or folder" in err
+
+
+def test_every_option_has_help_and_no_command_takes_an_option_it_ignores():
+    import click
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name != "help":
+                assert (param.help or "").strip(), f"{name} {param.opts[0]} has no help"
+    # info reads a checkpoint: it draws nothing at random and writes no files.
+    info = {p.name for p in group.commands["info"].params}
+    assert "seed" not in info and "out" not in info

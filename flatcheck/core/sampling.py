@@ -19,6 +19,7 @@ import torch
 
 from .denoiser import Denoiser
 from ..errors import InputError, OptionError
+from .seeds import sample_seed  # noqa: F401 - part of the sampling API
 
 # Short names for --sampler -> diffusers scheduler class (and fixed settings).
 SAMPLERS: dict[str, tuple[str, dict]] = {
@@ -66,14 +67,6 @@ def check_sampler_name(name: str | None) -> str:
     if key != "checkpoint" and key not in SAMPLERS:
         raise InputError(f"unknown sampler '{name}' (choose from: checkpoint, {', '.join(SAMPLERS)})")
     return key
-
-
-def sample_seed(seed: int, index: int) -> int:
-    """Seed of sample `index`: a fixed mix of the run seed and the index (SplitMix64 step)."""
-    z = (seed * 0x9E3779B97F4A7C15 + index + 1) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return (z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFF
 
 
 def generators(seed: int, indices: Iterable[int]) -> list[torch.Generator]:

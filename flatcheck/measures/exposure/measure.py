@@ -25,7 +25,6 @@ Everything is accumulated step by step (sampling.StepReducer): no trajectory is 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from ...core.denoiser import Denoiser
+from ...core.seeds import exposure_variance_seed
 from ...errors import InputError
 from .config import ExposureConfig
 from ...core.sampling import (
@@ -131,10 +131,6 @@ def ratio_estimate(num: torch.Tensor, den: torch.Tensor) -> Estimate:
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _derived_seed(seed: int, purpose: str) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{purpose}".encode(), digest_size=7).digest(), "little")
-
-
 def _norm(x: torch.Tensor) -> torch.Tensor:
     return x.float().flatten(1).norm(dim=1)
 
@@ -352,7 +348,7 @@ def _measure_steps(denoiser: Denoiser, ref: _ForwardReference, steps: int, confi
     unit = float(scheduler.scale_model_input(torch.ones(()), scheduler.timesteps[0]))  # x_in = x * unit
     x_init = denoiser.add_noise(ref.x0, ts[0], ref.noise) / unit
     spread = _Spread(ref, abar)
-    sample(denoiser, scheduler, steps, m, _derived_seed(config.seed, "variance"), batch_size=bs, x_init=x_init,
+    sample(denoiser, scheduler, steps, m, exposure_variance_seed(config.seed), batch_size=bs, x_init=x_init,
            hooks=[spread], progress=tick)
     var_err_mean = mean_estimate((spread.error.sample_totals() / len(ts)).numpy())
 

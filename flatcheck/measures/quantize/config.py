@@ -12,7 +12,6 @@ from ...errors import InputError, OptionError
 from .settings import ATTENTION_POLICIES, FIRST_LAST_POLICIES, LayerPolicy, QuantSetting, parse_setting, settings_from_options  # noqa: F401 - the command's API
 
 METHODS = ("minmax", "percentile", "mse")  # activation calibration
-CALIBRATION_SEED_OFFSET = 7919  # calibration samples never share seeds with the evaluated ones
 
 
 @dataclass

@@ -25,10 +25,11 @@ from .bnb_backend import bnb_linear_swap
 from .calibrate import activation_ranges, collect_activations
 from .drift import paired_drift, per_sample_mse
 from .sensitivity import LayerSensitivity, layer_sensitivity
-from .config import CALIBRATION_SEED_OFFSET, QuantizeConfig, check_config, sensitivity_setting  # noqa: F401 - re-exported
+from .config import QuantizeConfig, check_config, sensitivity_setting  # noqa: F401 - re-exported
 from .settings import QuantSetting
 from .simulated import WeightCache, layer_plan, quantizable_layers, simulated_quantization
 from ...core.progress import Counter, Progress
+from ...core.seeds import calibration_seed
 from ...core.stats import Estimate, mean_estimate
 
 
@@ -146,7 +147,7 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
                                 key=list(layers).index)
             if act_layers:
                 stats = collect_activations(denoiser, act_layers, scheduler, config.steps, config.calib_samples,
-                                            config.seed + CALIBRATION_SEED_OFFSET, config.batch_size, progress=tick("calibration", config.calib_samples))
+                                            calibration_seed(config.seed), config.batch_size, progress=tick("calibration", config.calib_samples))
                 widths = {ab for plan in plans.values() for _, ab in plan.values() if ab is not None}
                 ranges = activation_ranges(stats, act_layers, config.calibration, widths, config.percentile)
                 calib_text = f"{config.calibration} ranges from {stats.description}"

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -43,6 +42,7 @@ import torch
 from ...core.denoiser import Denoiser
 from ...core.perturb import restoring
 from ...core.probes import ProbeBank, bank_losses
+from ...core.seeds import generator
 from ...core.stats import Estimate, mean_estimate
 from ...errors import InputError
 from .blocks import bucket_edges, bucket_index, parameter_groups, spread_indices
@@ -127,11 +127,6 @@ class SharpnessResult:
     landscape: Landscape | None = None
     config: SharpnessConfig | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per measure
-
-
-def _generator(seed: int, tag: str) -> torch.Generator:
-    """An independent, reproducible stream per measure (crc32: stable across processes)."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(tag.encode()))
 
 
 class _Context:
@@ -283,7 +278,7 @@ def measure_sharpness(denoiser: Denoiser, bank: ProbeBank, config: SharpnessConf
         if "avg" in config.measures:
             t0 = time.perf_counter()
             for norm in config.norms:
-                rows = _average_case(ctx, norm, config.radii, config.draws, _generator(config.seed, f"avg-{norm}"))
+                rows = _average_case(ctx, norm, config.radii, config.draws, generator(config.seed, f"avg-{norm}"))
                 points = []
                 for r, (inc, norms) in zip(config.radii, rows):
                     per_draw = inc.mean(1)
@@ -296,7 +291,7 @@ def measure_sharpness(denoiser: Denoiser, bank: ProbeBank, config: SharpnessConf
             done, total = 0, len(ctx.groups) * config.draws
             for norm in config.norms[:1]:
                 for g in ctx.groups:
-                    gen = _generator(config.seed, f"block-{norm}-{g.name}")
+                    gen = generator(config.seed, f"block-{norm}-{g.name}")
                     inc, _ = _average_case(ctx, norm, [config.block_radius], config.draws, gen, ctx.masks[g.name],
                                            stage=None)[0]
                     block_avg[g.name][norm] = mean_estimate(inc.mean(1).numpy())
@@ -325,7 +320,7 @@ def measure_sharpness(denoiser: Denoiser, bank: ProbeBank, config: SharpnessConf
             assign(ctx.params, ctx.theta0)
             sub = bank.subset(spread_indices(len(bank), config.landscape_probes))
             result.landscape = loss_landscape(
-                denoiser, sub, ctx.params, _generator(config.seed, "landscape"), config.landscape_span,
+                denoiser, sub, ctx.params, generator(config.seed, "landscape"), config.landscape_span,
                 config.landscape_points, config.landscape_grid, config.batch_size, progress,
             )
             timings["landscape"] = time.perf_counter() - t0
@@ -343,9 +338,9 @@ def _hessian(ctx: _Context) -> tuple[HessianSummary, dict[str, Estimate]]:
     sub = ctx.bank.subset(spread_indices(len(ctx.bank), cfg.hessian_probes))
     groups = bucket_index(sub.t, ctx.edges)
     op = BankLoss(ctx.denoiser, sub, ctx.params, cfg.batch_size, groups)
-    eig = lanczos(op.hvp, op.dim, cfg.top_k, cfg.lanczos_iters, cfg.tol, _generator(cfg.seed, "lanczos"),
+    eig = lanczos(op.hvp, op.dim, cfg.top_k, cfg.lanczos_iters, cfg.tol, generator(cfg.seed, "lanczos"),
                   ctx.theta0.device, ctx.vdtype, ctx.progress)
-    tr: TraceEstimate = hutchinson(op, cfg.hutchinson_draws, _generator(cfg.seed, "hutchinson"), ctx.masks,
+    tr: TraceEstimate = hutchinson(op, cfg.hutchinson_draws, generator(cfg.seed, "hutchinson"), ctx.masks,
                                    ctx.vdtype, ctx.progress)
     summary = HessianSummary(len(sub), eig, tr.trace, tr.trace.value / op.dim, tr.by_group, eig.hvps + tr.hvps)
     return summary, tr.by_block
