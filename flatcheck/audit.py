@@ -96,10 +96,11 @@ def options_for(profile: str = "default", **overrides) -> AuditOptions:
         raise InputError(f"unknown profile '{profile}' (use {', '.join(PROFILES)})")
     base = replace(AuditOptions(profile=profile), **PROFILE_SIZES[profile])
     fields = set(AuditOptions.__dataclass_fields__) - {"configs", "profile"}
-    configs = {k: dict(overrides.pop(k)) for k in list(overrides) if k in REGISTRY and overrides[k] is not None}
+    configs = {k: overrides.pop(k) for k in list(overrides) if k in REGISTRY and overrides[k] is not None}
     bad = [k for k, v in configs.items() if not isinstance(v, dict)]
     if bad:
-        raise InputError(f"audit option '{bad[0]}' must be a table of {bad[0]} options")
+        raise InputError(f"audit option '{bad[0]}' must be a table of {bad[0]} options ([audit.{bad[0]}] in a config file)")
+    configs = {k: dict(v) for k, v in configs.items()}
     unknown = set(overrides) - fields
     if unknown:
         raise InputError(f"unknown audit option(s): {', '.join(sorted(unknown))} (measure tables: {', '.join(REGISTRY)})")

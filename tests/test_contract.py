@@ -77,3 +77,25 @@ def test_info_compare_and_gate_documents_validate(cli, tiny_pipeline, tiny_audit
     assert code == 0, err
     gate = json.loads(out)
     assert validate(gate, "gate") == [] and gate["gate"]["passed"] is True
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"sharpness": {"radii": 0.1}}, "sharpness.radii must be a list"),
+    ({"sharpness": {"radii": [-0.1]}}, "sharpness.radii must be positive"),
+    ({"quantize": {"calib_samples": "many"}}, "quantize.calib_samples must be int"),
+    ({"exposure": {"stepz": [20]}}, "exposure.stepz is not an option of exposure"),
+    ({"quantize": ["W8A8"]}, "must be a table"),
+])
+def test_audit_option_errors_name_the_config_key(table, message):
+    """The audit's user wrote flatcheck.toml ([audit.<measure>] tables): errors name those keys."""
+    from flatcheck.audit import options_for
+    from flatcheck.errors import InputError
+
+    with pytest.raises(InputError, match=message.replace(".", r"\.")):
+        options_for("quick", **table)
+
+
+def test_command_option_errors_name_the_flag(cli, tiny_pipeline):
+    """The same mistake on a measure command names the flag its user typed."""
+    code, out, err = cli("sharpness", tiny_pipeline, "--radii", "-0.1", "--device", "cpu")
+    assert code == 2 and "--radii must be positive" in err and "sharpness." not in err

@@ -29,6 +29,19 @@ class Verdict:
     line: str
 
 
+def lazy(module: str, name: str) -> Callable:
+    """`module.name`, imported when first called: a measure package's __init__ stays torch-free
+    (the CLI's --help reads configs and the REGISTRY without loading torch)."""
+
+    def call(*args, **kwargs):
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
 class Skipped(Exception):
     """Raised by a measure's run when the run's inputs cannot support it (e.g. FD without a
     reference): the audit records a 'skipped' verdict with this reason and goes on."""
@@ -60,7 +73,9 @@ class Measure:
         given = dict(given or {})
         unknown = sorted(set(given) - set(names))
         if unknown:
-            raise OptionError(unknown[0], f"is not a {self.name} option (it has: {', '.join(names)})")
+            raise OptionError(unknown[0], f"is not an option of {self.name} (it has: {', '.join(names)})")
+        for key, value in given.items():
+            given[key] = _checked(key, value, names[key])
         values = dict(self.profiles.get(profile, {}))
         for key, value in (shared or {}).items():
             if key in names and key not in given:
@@ -71,3 +86,29 @@ class Measure:
         check = getattr(config, "validate", None)
         return check() if check is not None else config
 
+
+
+def _checked(name: str, value, f: dataclasses.Field):
+    """A given config value with the type its field's default has (config files give lists for
+    tuples); OptionError naming the field otherwise. Values of other types (objects) pass."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+    if value is None or default is None:
+        return value
+    if isinstance(default, (tuple, list)):
+        if not isinstance(value, (tuple, list)):
+            raise OptionError(name, f"must be a list (got {value!r})")
+        return tuple(value) if isinstance(default, tuple) else list(value)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:
+        return value
+    if not ok:
+        raise OptionError(name, f"must be {type(default).__name__} (got {type(value).__name__}: {value!r})")
+    return value

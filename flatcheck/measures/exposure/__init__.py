@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ...core.progress import Counter
-from ..base import Measure, Verdict
+from ..base import Measure, Verdict, lazy
 from .config import ExposureConfig
 
 # Audit profiles: the CI profile skips the linear eps-scaling fit (one more sampler run).
@@ -57,34 +57,14 @@ def verdict(result) -> Verdict:
                    f"eps-norm gap {rel:+.2%} of the forward norm over {run.steps} steps ({run.gap_total}){fix}; variance error {run.variance_error_mean}")
 
 
-def view(result, model: str = "") -> list:
-    from .view import view as tables
-
-    return tables(result, model)
-
-
-def plot(result, path):
-    from .view import plot as figure
-
-    return figure(result, path)
-
-
-def save(result, folder, model: str = ""):
-    from .view import save as files
-
-    return files(result, folder, model)
-
-
-def save_samples(result, folder):
-    """--save-samples: each run (a)'s samples as a resumable sample folder (a run that kept them)."""
-    from .view import save_samples as store
-
-    return store(result, folder)
+# --save-samples: each run (a)'s samples as a resumable sample folder (a run that kept them).
+save_samples = lazy(f"{__name__}.view", "save_samples")
 
 
 MEASURE = Measure(
     name="exposure", title="exposure-bias drift across sampling steps", config=ExposureConfig,
-    run=run, verdict=verdict, view=view, plot=plot, save=save, profiles=PROFILES,
+    run=run, verdict=verdict, view=lazy(f"{__name__}.view", "view"), plot=lazy(f"{__name__}.view", "plot"),
+    save=lazy(f"{__name__}.view", "save"), profiles=PROFILES,
     order=10,  # first: its sampler run can be the one that makes the shared samples
 )
 

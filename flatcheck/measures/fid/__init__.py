@@ -6,7 +6,7 @@ The scoring itself (features, Frechet distance, bootstrap, reference statistics)
 
 from __future__ import annotations
 
-from ..base import Measure, Skipped, Verdict
+from ..base import Measure, Skipped, Verdict, lazy
 from .config import FidConfig
 
 NO_REFERENCE = "FD/FID needs reference images: pass --data (a folder, an .npz, or digits)"
@@ -34,19 +34,13 @@ def verdict(result) -> Verdict:
     return Verdict("fid", "info", line)
 
 
-def view(result, model: str = "") -> list:
-    from .view import view as tables
-
-    return tables(result, model)
-
-
 def plot(result, path):
     """Nothing to plot: one number with its interval (the samples' grid is the command's)."""
     return None
 
 
 MEASURE = Measure(
-    name="fid", title="FD/FID and KID of the samples", config=FidConfig, run=run, verdict=verdict, view=view, plot=plot,
+    name="fid", title="FD/FID and KID of the samples", config=FidConfig, run=run, verdict=verdict, view=lazy(f"{__name__}.view", "view"), plot=plot,
     uses_bank=False, order=40,
 )
 

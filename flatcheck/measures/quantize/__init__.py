@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..base import Measure, Verdict
+from ..base import Measure, Verdict, lazy
 from .config import QuantizeConfig
 
 AUDIT_SETTINGS = ("W8A8", "W4A8", "W8A4", "W4A4")  # weights and activations apart, then together
@@ -70,27 +70,10 @@ def verdict(result) -> Verdict:
     return Verdict("quantize", status, line)
 
 
-def view(result, model: str = "") -> list:
-    from .view import view as tables
-
-    return tables(result, model)
-
-
-def plot(result, path):
-    from .view import plot as figure
-
-    return figure(result, path)
-
-
-def save(result, folder, model: str = ""):
-    from .view import save as files
-
-    return files(result, folder, model)
-
-
 MEASURE = Measure(
     name="quantize", title="quality under 8/6/4-bit weight-activation quantization", config=QuantizeConfig,
-    run=run, verdict=verdict, view=view, plot=plot, save=save, profiles=PROFILES, order=20,
+    run=run, verdict=verdict, view=lazy(f"{__name__}.view", "view"), plot=lazy(f"{__name__}.view", "plot"),
+    save=lazy(f"{__name__}.view", "save"), profiles=PROFILES, order=20,
 )
 
 __all__ = ["MEASURE", "QuantizeConfig"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..base import Measure, Verdict
+from ..base import Measure, Verdict, lazy
 from .config import SharpnessConfig
 
 # Audit profiles (config overrides). "default" is the config's own defaults.
@@ -49,25 +49,8 @@ def verdict(result) -> Verdict:
     return Verdict("sharpness", "info", "; ".join(parts) or "no sharpness measure selected")
 
 
-def view(result, model: str = "") -> list:
-    from .view import view as tables
-
-    return tables(result, model)
-
-
-def plot(result, path):
-    from .view import plot as figure
-
-    return figure(result, path)
-
-
-def save(result, folder, model: str = ""):
-    from .view import save as files
-
-    return files(result, folder, model)
-
-
 MEASURE = Measure(
     name="sharpness", title="loss-surface sharpness under weight perturbation", config=SharpnessConfig,
-    run=run, verdict=verdict, view=view, plot=plot, save=save, profiles=PROFILES, order=30,
+    run=run, verdict=verdict, view=lazy(f"{__name__}.view", "view"), plot=lazy(f"{__name__}.view", "plot"),
+    save=lazy(f"{__name__}.view", "save"), profiles=PROFILES, order=30,
 )
