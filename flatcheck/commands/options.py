@@ -181,7 +181,7 @@ def audit_options(o, device, *, profile: str | None = None, config: dict | None 
     if isinstance(merged.get("skip"), str):
         merged["skip"] = [merged["skip"]]
     from_cli = dict(seed=o.seed, data=o.data, probes=o.probes, samples=o.samples, steps=o.steps, sampler=o.sampler,
-                    timesteps=o.timesteps, skip=o.skip, batch_size=o.batch_size, fid_features=o.features,
+                    timesteps=o.timesteps, skip=o.skip, batch_size=o.batch_size, ref=o.ref, fid_features=o.features,
                     fid_weights=str(o.fid_weights) if o.fid_weights else None, **given)
     merged.update({k: v for k, v in from_cli.items() if v is not None and v != []})
     if "skip" in merged:
