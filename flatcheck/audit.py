@@ -273,5 +273,5 @@ def run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Prog
 
 
 def generate_samples(denoiser, opts: AuditOptions, progress: Progress | None = None) -> torch.Tensor:
-    """The full-precision samples an audit with these options shares (what compare pools)."""
+    """The full-precision samples an audit with these options shares (made alone, e.g. to check them)."""
     return SampleSet(denoiser, opts.inputs(), progress).get()

@@ -167,12 +167,12 @@ def profile_name(quick: bool, full: bool) -> str:
     return "quick" if quick else "full" if full else "default"
 
 
-def audit_options(o, device, *, profile: str | None = None, config: dict | None = None, **given):
+def audit_options(o, device, *, config: dict | None = None):
     """AuditOptions from a profile, a config file's [audit] table, then the command line (which wins)."""
     from ..audit import options_for
     from ..errors import InputError
 
-    profile = profile or profile_name(o.quick, o.full)
+    profile = profile_name(o.quick, o.full)
     merged = dict(config or {})
     if "profile" in merged and profile == "default":
         profile = merged.pop("profile")
@@ -182,7 +182,7 @@ def audit_options(o, device, *, profile: str | None = None, config: dict | None 
         merged["skip"] = [merged["skip"]]
     from_cli = dict(seed=o.seed, data=o.data, probes=o.probes, samples=o.samples, steps=o.steps, sampler=o.sampler,
                     timesteps=o.timesteps, skip=o.skip, batch_size=o.batch_size, ref=o.ref, fid_features=o.features,
-                    fid_weights=str(o.fid_weights) if o.fid_weights else None, **given)
+                    fid_weights=str(o.fid_weights) if o.fid_weights else None)
     merged.update({k: v for k, v in from_cli.items() if v is not None and v != []})
     if "skip" in merged:
         merged["skip"] = tuple(merged["skip"])
