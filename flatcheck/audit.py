@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .core.conditioning import ConditionOptions
 from .core.fd.options import FdOptions
 from .core.inputs import InputOptions, Inputs, SampleSet, build_inputs
 from .core.progress import Progress
@@ -31,6 +32,7 @@ from .results import VERSIONS, to_jsonable
 
 SCHEMA_VERSION = VERSIONS["report"]
 AREAS = tuple(REGISTRY)
+GRID = 64  # samples shown in a report's grid
 
 
 @dataclass
@@ -56,6 +58,9 @@ class AuditOptions:
     fid_weights: str | None = None  # local feature-network weights (offline Inception .pth / TorchScript .pt)
     fid_bootstrap: int = 200  # bootstrap resamples behind every FD interval
     fid_kid_subsets: int = 100
+    labels: str | None = None  # class models: '3,7' or a file; None: drawn uniformly from the seed
+    prompts: str | None = None  # text models: a file, one prompt per line; None: core.conditioning.DEFAULT_PROMPTS
+    guidance_scale: float | None = None  # classifier-free guidance of every sampler run; None: the pipeline's default
     configs: dict[str, dict] = field(default_factory=dict)  # measure name -> config overrides
 
     def inputs(self, *, sample_dir: str | None = None, samples_from: str | None = None, **fd) -> InputOptions:
@@ -67,6 +72,9 @@ class AuditOptions:
         return InputOptions(seed=self.seed, data=self.data, probes=self.probes, timesteps=self.timesteps, samples=self.samples,
                             steps=self.steps, sampler=self.sampler, batch_size=self.batch_size, sample_dir=sample_dir,
                             samples_from=samples_from, fd=fd_options)
+
+    def conditions(self) -> ConditionOptions:
+        return ConditionOptions(labels=self.labels, prompts=self.prompts, guidance_scale=self.guidance_scale)
 
     def measure_config(self, name: str):
         """The config measure `name` runs with: its defaults, the profile, the shared inputs, the overrides."""
@@ -120,6 +128,8 @@ def _check_type(name: str, value, default) -> None:
         ok = isinstance(value, bool) and isinstance(default, bool)
     elif isinstance(default, int):
         ok = isinstance(value, int)
+    elif name == "guidance_scale":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     else:  # str or None defaults take strings
         ok = isinstance(value, str)
     if not ok:
@@ -130,6 +140,7 @@ def validate(opts: AuditOptions) -> None:
     for name in ("probes", "samples", "steps", "batch_size", "fid_bootstrap", "fid_kid_subsets"):
         if getattr(opts, name) < 1:
             raise OptionError(name, f"must be >= 1 (got {getattr(opts, name)})")
+    opts.conditions().check()
     bad = [a for a in opts.skip if a not in AREAS]
     if bad:
         raise InputError(f"--skip {bad[0]}: no such area (use {', '.join(AREAS)})")
@@ -147,11 +158,12 @@ class AuditReport:
     seeds: dict
     bank: dict | None
     samples: dict
+    conditioning: dict | None  # what samples and probes are conditioned on (None: unconditional model)
     verdicts: list[Verdict]
     results: dict[str, Any]  # measure name -> result dataclass (None: skipped or failed)
     timings: dict = field(default_factory=dict)
     artifacts: dict = field(default_factory=dict)
-    _samples: Any = None  # the full-precision samples, for plots (not in the JSON)
+    _samples: Any = None  # images of the first 64 full-precision samples (decoded for latent models), for grids; not in the JSON
 
     def verdict(self, area: str) -> Verdict:
         return next(v for v in self.verdicts if v.area == area)
@@ -214,7 +226,7 @@ def audit_checkpoint(ckpt, opts: AuditOptions, progress: Progress | None = None,
         fd_optional = opts.ref is None
     opts = resolve_for(ckpt, opts)
     seed_everything(opts.seed)
-    denoiser = Denoiser.from_checkpoint(ckpt)
+    denoiser = Denoiser.from_checkpoint(ckpt, opts.conditions())
     names = selected(opts)
     built = build_inputs(denoiser, opts.inputs(**(inputs or {})), bank=any(REGISTRY[n].uses_bank for n in names),
                          progress=progress, fd_optional=fd_optional)
@@ -265,10 +277,11 @@ def run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Prog
                **{n: opts.seed for n in AREAS if results[n] is not None}},
         bank=bank_doc,
         samples=samples.describe(),
+        conditioning=inputs.denoiser.conditioning.describe() if inputs.denoiser.conditioning is not None else None,
         verdicts=[verdicts[n] for n in AREAS],
         results=results,
         timings={k: round(v, 3) for k, v in timings.items()},
-        _samples=samples.get() if samples.made else None,
+        _samples=inputs.denoiser.pixels(samples.get()[:GRID], opts.batch_size) if samples.made else None,
     )
 
 

@@ -44,10 +44,14 @@ def audit_many(checkpoints: list, opts: AuditOptions, progress: Progress | None 
         return [audit_checkpoint(c, opts, progress) for c in checkpoints]
     from .core.inputs import SampleSet, build_inputs
 
-    denoisers = [Denoiser.from_checkpoint(c) for c in checkpoints]
+    denoisers = [Denoiser.from_checkpoint(c, opts.conditions()) for c in checkpoints]
     shapes = {d.sample_shape for d in denoisers}
     if len(shapes) > 1:
         raise InputError(f"the checkpoints have different sample shapes ({', '.join(map(str, shapes))}): nothing to compare on one bank")
+    kinds = {(d.conditioning.kind, d.conditioning.count) if d.conditioning else ("none", 0) for d in denoisers}
+    if len(kinds) > 1:
+        raise InputError(f"the checkpoints are conditioned differently ({', '.join(f'{k} x{n}' for k, n in sorted(kinds))}): "
+                         "a shared bank needs the same conditions")
     sets = []
     for d in denoisers:
         seed_everything(opts.seed)
@@ -55,13 +59,17 @@ def audit_many(checkpoints: list, opts: AuditOptions, progress: Progress | None 
         sets[-1].get()
     # Interleave so that the bank's random draw sees every model's samples equally.
     pool = torch.stack([s.get() for s in sets], 1).flatten(0, 1)
+    pool_cond = None
+    if denoisers[0].conditioning is not None:  # same seed, same conditions: sample i has one condition in every column
+        ids = denoisers[0].conditioning.ids(opts.seed, range(len(sets[0].get())))
+        pool_cond = ids.repeat_interleave(len(sets))
     note = f"data-free: drawn from the pooled {len(pool)} full-precision samples of {len(sets)} checkpoints ({opts.sampler} {opts.steps} steps, seed {opts.seed})"
     uses_bank = any(REGISTRY[n].uses_bank for n in selected(opts))
     reports = []
     for ckpt, d, samples in zip(checkpoints, denoisers, sets):
         seed_everything(opts.seed)
         inputs = build_inputs(d, opts.inputs(), bank=uses_bank, progress=progress, pool=pool, pool_note=note, samples=samples,
-                              fd_optional=opts.ref is None)
+                              fd_optional=opts.ref is None, pool_cond=pool_cond)
         reports.append(run_measures(inputs, describe_model(ckpt), opts, progress))
     return reports
 

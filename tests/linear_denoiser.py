@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from flatcheck.core.denoiser import Denoiser
+from types import SimpleNamespace
+
+from flatcheck.core.denoiser import Denoiser, NetCall
 from flatcheck.core.probes import ProbeBank, build_probe_bank
 
 from .conftest import make_scheduler
@@ -27,13 +29,11 @@ class LinearNet(torch.nn.Module):
         self.weight = torch.nn.Parameter((0.3 * torch.randn(d, d, generator=g)).to(dtype))
         self.bias = torch.nn.Parameter((0.1 * torch.randn(d, generator=g)).to(dtype))
 
-    def forward(self, x, timestep=None, class_labels=None):
-        out = (x.flatten(1) @ self.weight.T + self.bias).view_as(x)
+    flatcheck_call = NetCall("sample", "none")
 
-        class R:
-            sample = out
-
-        return R()
+    def forward(self, sample, timestep=None, return_dict=True):
+        out = (sample.flatten(1) @ self.weight.T + self.bias).view_as(sample)
+        return SimpleNamespace(sample=out) if return_dict else (out,)
 
 
 def linear_denoiser(seed=0, shape=(1, 2, 2), dtype=torch.float64) -> Denoiser:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flatcheck.core.denoiser import Denoiser
+from flatcheck.core.denoiser import Denoiser, NetCall
 
 from .conftest import make_scheduler, make_unet
 
@@ -18,11 +18,10 @@ class Constant(torch.nn.Module):
         self.out = out
         self.w = torch.nn.Parameter(torch.zeros(()))
 
-    def forward(self, x, t, class_labels=None):
-        class R:
-            sample = self.out
+    flatcheck_call = NetCall("sample", "none")
 
-        return R()
+    def forward(self, sample, timestep, return_dict=True):
+        return (self.out,)
 
 
 def wrap(out, prediction_type):
@@ -83,7 +82,7 @@ def test_fractional_timesteps_interpolate_and_reach_the_network_unrounded():
     ac = d.alphas_cumprod
     torch.testing.assert_close(a.flatten().double() ** 2, torch.stack([ac[10], 0.75 * ac[10] + 0.25 * ac[11]]), rtol=1e-6, atol=0)
     seen = []
-    d.net.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
+    d.net.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["timestep"].clone()), with_kwargs=True)
     with torch.no_grad():
         d.model_output(x, torch.tensor(10.25))
     assert seen[0].is_floating_point() and float(seen[0][0]) == 10.25

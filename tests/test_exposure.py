@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from flatcheck.core.denoiser import Denoiser
+from flatcheck.core.denoiser import Denoiser, NetCall
 from flatcheck.measures.exposure.measure import (
     ExposureConfig, _output_with_eps, fit_epsilon_scaling, measure_exposure, ratio_estimate, work_units,
 )
@@ -32,10 +32,13 @@ class GaussianEps(torch.nn.Module):
         self.w = torch.nn.Parameter(torch.zeros(()))  # gives the adapter a device and dtype
         self.config = {"sample_size": SHAPE[1], "in_channels": SHAPE[0]}
 
-    def forward(self, x, timestep, class_labels=None):
+    flatcheck_call = NetCall("sample", "none")
+
+    def forward(self, sample, timestep, return_dict=True):
         ab = self.abar[timestep.long()].view(-1, 1, 1, 1)
         a, sig = ab.sqrt(), (1 - ab).sqrt()
-        return SimpleNamespace(sample=self.scale * sig * (x - a * MU) / (ab * S**2 + sig**2))
+        out = self.scale * sig * (sample - a * MU) / (ab * S**2 + sig**2)
+        return SimpleNamespace(sample=out) if return_dict else (out,)
 
 
 def gaussian_denoiser(scale: float = 1.0) -> Denoiser:

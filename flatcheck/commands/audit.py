@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .options import AUDIT_SIZES, BATCH, COMMON, DATA, FD, PROFILE, REPORTS, SAMPLES, SEED, TIMESTEPS, ModelArg, audit_options, console, load_checkpoint, run_with_progress, takes
+from .options import AUDIT_SIZES, BATCH, COMMON, COND, DATA, FD, PROFILE, REPORTS, SAMPLES, SEED, TIMESTEPS, ModelArg, audit_options, console, load_checkpoint, run_with_progress, takes
 
 # The audit's run, shared by audit, compare and gate: sizes default to the profile's (None).
-AUDIT_RUN = (PROFILE, SEED, DATA, TIMESTEPS, SAMPLES, BATCH, FD)
+AUDIT_RUN = (PROFILE, SEED, DATA, TIMESTEPS, SAMPLES, BATCH, COND, FD)
 
 
 @takes(*AUDIT_RUN, REPORTS, COMMON, **AUDIT_SIZES)

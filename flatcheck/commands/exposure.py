@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ..measures.exposure.config import ExposureConfig as C
-from .options import BATCH, COMMON, DATA, FD, N_SAMPLES, NO_FID, OUT, SAMPLER, SEED, ModelArg, measure_command, takes
+from .options import BATCH, COMMON, COND, DATA, FD, N_SAMPLES, NO_FID, OUT, SAMPLER, SEED, ModelArg, measure_command, takes
 
 StepsOpt = Annotated[str, typer.Option("--steps", help="Sampling steps T', one or a comma-separated list (the paper uses 20,100); the first count's run is the shared samples.")]
 LinearOpt = Annotated[bool, typer.Option("--linear-scale/--no-linear-scale", help="Also fit and check eps scaling linear in t (one more sampler run).")]
@@ -16,7 +16,7 @@ SaveSamplesOpt = Annotated[
 ]
 
 
-@takes(COMMON, SEED, OUT, DATA, N_SAMPLES, SAMPLER, BATCH, FD, NO_FID, samples=C.samples, sampler=C.sampler or "checkpoint")
+@takes(COMMON, SEED, OUT, COND, DATA, N_SAMPLES, SAMPLER, BATCH, FD, NO_FID, samples=C.samples, sampler=C.sampler or "checkpoint")
 def exposure(
     model: ModelArg = None,
     steps: StepsOpt = ",".join(map(str, C.steps)),

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..core.fd.options import FdOptions
-from .options import BATCH, COMMON, FD, OUT, SAMPLER, SEED, STEPS, ModelArg, measure_command, takes
+from .options import BATCH, COMMON, COND, FD, OUT, SAMPLER, SEED, STEPS, ModelArg, measure_command, takes
 
 DEFAULT_SAMPLES = 1000  # ~35 s of DDIM-25 for the bundled models on a 2-core CPU
 SamplesOpt = Annotated[
@@ -28,7 +28,7 @@ SamplesFromOpt = Annotated[
 ]
 
 
-@takes(COMMON, SEED, OUT, STEPS, SAMPLER, BATCH, FD, steps=25)
+@takes(COMMON, SEED, OUT, COND, STEPS, SAMPLER, BATCH, FD, steps=25)
 def fid(
     model: ModelArg = None,
     samples: SamplesOpt = None,

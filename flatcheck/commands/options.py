@@ -67,6 +67,16 @@ SAMPLER = group(Opt("sampler", Annotated[Optional[str], typer.Option("--sampler"
 SAMPLES = N_SAMPLES + STEPS + SAMPLER
 BATCH = group(Opt("batch_size", Annotated[int, typer.Option("--batch-size", help="Batch size for every forward pass.")], 64))
 
+# Conditions of class- and text-conditioned models (every command that runs the model).
+COND = group(
+    Opt("labels", Annotated[Optional[str], typer.Option("--labels", help="Class-conditional models: class labels the samples cycle through ('3,7', or a file of integers). "
+                                                                       "Default: each sample's label drawn uniformly from --seed.", show_default=False)], None),
+    Opt("prompts", Annotated[Optional[str], typer.Option("--prompts", metavar="FILE", help="Text-to-image models: prompts, one per line; sample i takes prompt i mod N. "
+                                                                                         "Default: flatcheck's 8 documented prompts (README).", show_default=False)], None),
+    Opt("guidance_scale", Annotated[Optional[float], typer.Option("--guidance-scale", help="Classifier-free guidance of every sampler run (1: none). "
+                                                                                         "Default: the pipeline's own (e.g. 7.5 for Stable Diffusion, 4 for DiT).", show_default=False)], None),
+)
+
 # FD/FID against a reference (quantize, exposure, fid).
 FD = group(
     Opt("ref", Annotated[Optional[str], typer.Option("--ref", help="FD/FID reference: an image folder, an .npz/.npy of images, a stats .npz (mu, sigma), 'digits', "
@@ -182,7 +192,8 @@ def audit_options(o, device, *, config: dict | None = None):
         merged["skip"] = [merged["skip"]]
     from_cli = dict(seed=o.seed, data=o.data, probes=o.probes, samples=o.samples, steps=o.steps, sampler=o.sampler,
                     timesteps=o.timesteps, skip=o.skip, batch_size=o.batch_size, ref=o.ref, fid_features=o.features,
-                    fid_weights=str(o.fid_weights) if o.fid_weights else None)
+                    fid_weights=str(o.fid_weights) if o.fid_weights else None,
+                    labels=o.labels, prompts=o.prompts, guidance_scale=o.guidance_scale)
     merged.update({k: v for k, v in from_cli.items() if v is not None and v != []})
     if "skip" in merged:
         merged["skip"] = tuple(merged["skip"])
@@ -214,7 +225,8 @@ def measure_command(name: str, model, o, config: dict, *, inputs: dict | None = 
     from ..report.writers import write_measure_outputs
 
     ckpt, dev = load_checkpoint(model, o)
-    given = {k: getattr(o, k) for k in ("seed", "batch_size", "samples", "steps", "sampler", "data", "probes", "timesteps")
+    given = {k: getattr(o, k) for k in ("seed", "batch_size", "samples", "steps", "sampler", "data", "probes", "timesteps",
+                                        "labels", "prompts", "guidance_scale")
              if getattr(o, k, None) is not None}
     if hasattr(o, "ref"):
         given.update(ref="none" if getattr(o, "no_fid", False) else o.ref, fid_features=o.features,

@@ -7,13 +7,13 @@ from typing import Annotated, Optional
 import typer
 
 from ..measures.sharpness.config import SharpnessConfig as C
-from .options import BATCH, COMMON, DATA, OUT, SAMPLES, SEED, TIMESTEPS, ModelArg, comma_list, comma_numbers, measure_command, takes
+from .options import BATCH, COMMON, COND, DATA, OUT, SAMPLES, SEED, TIMESTEPS, ModelArg, comma_list, comma_numbers, measure_command, takes
 
 RadiiOpt = Annotated[Optional[str], typer.Option("--radii", help=f"Comma list of relative radii r > 0, for both the average and the worst case (default: average {','.join(map(str, C.radii))}; worst {','.join(map(str, C.worst_radii))} - an ascent direction moves the loss at ~100x smaller radii than a random one).", show_default=False)]
 WorstRadiiOpt = Annotated[Optional[str], typer.Option("--worst-radii", help="Comma list of radii for the worst case only (overrides --radii there).", show_default=False)]
 
 
-@takes(COMMON, SEED, OUT, DATA, TIMESTEPS, SAMPLES, BATCH, probes=128, samples=128)
+@takes(COMMON, SEED, OUT, COND, DATA, TIMESTEPS, SAMPLES, BATCH, probes=128, samples=128)
 def sharpness(
     model: ModelArg = None,
     measures: Annotated[str, typer.Option("--measures", help="Comma list of: avg (average case), worst (worst case), hessian (top eigenvalues + trace), landscape (filter-normalised 1-D/2-D).")] = ",".join(C.measures),

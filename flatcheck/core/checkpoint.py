@@ -56,6 +56,14 @@ class Checkpoint:
     scheduler_origin: str  # where the schedule came from, stated in every report
     vae: torch.nn.Module | None = None
     weight_files: list[WeightFile] = field(default_factory=list)
+    index: dict = field(default_factory=dict)  # model_index.json of a pipeline folder ({} for a bare model)
+    allow_pickle: bool = False  # what the user allowed: text components load under the same rule
+
+    @property
+    def text_components(self) -> dict[str, str]:
+        """The pipeline's text encoders and tokenizers: component name -> class (none loaded)."""
+        return {k: v[1] for k, v in self.index.items()
+                if not k.startswith("_") and isinstance(v, list) and len(v) == 2 and v[1] and k.startswith(("text_encoder", "tokenizer"))}
 
     @property
     def denoiser_class(self) -> str:
@@ -152,6 +160,9 @@ def diffusers_class(name: object, base: str, where: Path):
         raise InputError(f"{where} names class {name!r}: custom code is never run; only diffusers classes load")
     cls = getattr(diffusers, name, None)
     base_cls = getattr(diffusers, base)
+    backends = getattr(cls, "_backends", None)
+    if cls is not None and backends:  # diffusers' placeholder for a class whose libraries are missing
+        raise InputError(f"{where} names '{name}', which needs {', '.join(backends)} installed (pip install {' '.join(backends)})")
     if cls is None or not isinstance(cls, type) or not issubclass(cls, base_cls):
         raise InputError(f"{where} names unknown class '{name}' (not a diffusers {base})")
     return cls
@@ -263,6 +274,7 @@ def load(
     vae = None
     files: list[WeightFile] = []
     pipeline_class = None
+    index: dict = {}
     if (root / "model_index.json").is_file():
         index = _read_json(root / "model_index.json")
         pipeline_class = index.get("_class_name")
@@ -300,4 +312,5 @@ def load(
     return Checkpoint(
         source=source, form=form, root=root, pipeline_class=pipeline_class, denoiser_component=comp,
         denoiser=denoiser, scheduler=sched, scheduler_origin=origin, vae=vae, weight_files=files,
+        index=index, allow_pickle=allow_pickle,
     )

@@ -115,3 +115,17 @@ def _fit(x: torch.Tensor, c: int, h: int, w: int) -> torch.Tensor:
                 x = x[..., (W - nw) // 2 : (W - nw) // 2 + nw]
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
     return x.clamp(-1, 1)
+
+
+def load_labels(spec: str) -> torch.Tensor | None:
+    """Class labels of --data when it carries them: 'digits', or an .npz with a 'labels' (or 'y') array."""
+    if spec in BUNDLED_DATA and not Path(spec).exists():
+        from .datasets import digits_labels
+
+        return digits_labels()
+    path = Path(spec).expanduser()
+    if path.suffix != ".npz" or not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        key = next((k for k in ("labels", "y") if k in z.files), None)
+        return None if key is None else torch.from_numpy(np.asarray(z[key]).astype(np.int64).reshape(-1))

@@ -6,6 +6,9 @@ Every measure talks to a `Denoiser`:
     loss(x0, t, noise, cond) the training loss (MSE on the model's own target)
     encode(images) / decode(latents)   identity for pixel models
 
+Networks are called by keyword, per class (NET_CALLS); conditions travel as condition ids
+(core.conditioning) and become the network's keyword arguments at the call.
+
 Conventions (DDPM): x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps with a_t = alphas_cumprod[t];
 v = sqrt(a_t) eps - sqrt(1 - a_t) x0. Shapes: x is [B, C, H, W]; t is an int or [B] long.
 """
@@ -17,9 +20,46 @@ from dataclasses import dataclass
 import torch
 
 from .checkpoint import Checkpoint
+from .conditioning import NULL, ConditionOptions, Conditioning
 from ..errors import InputError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+@dataclass(frozen=True)
+class NetCall:
+    """How one denoiser class is called: the keyword of its input, and what it is conditioned on."""
+
+    sample: str  # keyword of x_t ("sample" for UNets, "hidden_states" for transformers)
+    conditioning: str  # "none", "class", "text", or "config": read from the config (UNet2DModel, Transformer2DModel)
+
+
+# Every denoiser class flatcheck runs, called by keyword (never by position); anything else is refused
+# with a line naming the class. Flow-matching transformers (SD3, Flux) need velocity losses and samplers.
+NET_CALLS: dict[str, NetCall] = {
+    "UNet2DModel": NetCall("sample", "config"),
+    "UNet2DConditionModel": NetCall("sample", "text"),
+    "DiTTransformer2DModel": NetCall("hidden_states", "class"),
+    "Transformer2DModel": NetCall("hidden_states", "config"),
+    "PixArtTransformer2DModel": NetCall("hidden_states", "text"),
+}
+NOT_YET = {
+    "SD3Transformer2DModel": "a flow-matching transformer (SD3): flatcheck has no velocity loss or flow sampler yet",
+    "FluxTransformer2DModel": "a flow-matching transformer (Flux): flatcheck has no velocity loss or flow sampler yet",
+}
+
+
+def net_call(net: torch.nn.Module) -> NetCall:
+    """The class's entry of NET_CALLS; a module built in Python (a test double, a wrapper) may declare
+    its own as a `flatcheck_call` attribute."""
+    own = getattr(net, "flatcheck_call", None)
+    if isinstance(own, NetCall):
+        return own
+    name = type(net).__name__
+    if name in NET_CALLS:
+        return NET_CALLS[name]
+    why = NOT_YET.get(name, "no adapter for its call signature")
+    raise InputError(f"{name} is not supported yet: {why} (supported: {', '.join(NET_CALLS)})")
 
 
 @dataclass(frozen=True)
@@ -28,28 +68,39 @@ class ModelInfo:
     space: str  # "pixel" or "latent"
     conditioning: str  # "none", "class" or "text"
     num_classes: int | None
+    learned_variance: bool = False  # the network also predicts the variance (out_channels = 2 C)
+    null_label: int | None = None  # class models: the null class of classifier-free guidance, if any
 
 
 def describe_network(net: torch.nn.Module, has_vae: bool) -> ModelInfo:
     cfg = net.config
     size = cfg.get("sample_size") or 0
     hw = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
-    shape = (cfg.get("in_channels", 0), *hw)
+    channels = cfg.get("in_channels", 0)
+    shape = (channels, *hw)
     name = type(net).__name__
-    num_classes = cfg.get("num_class_embeds") or cfg.get("num_embeds_ada_norm")
-    if name in ("UNet2DConditionModel", "UNet3DConditionModel") or cfg.get("cross_attention_dim"):
-        cond = "text"
-    elif cfg.get("class_embed_type") or num_classes:
-        cond = "class"
-    else:
-        cond = "none"
-    return ModelInfo(shape, "latent" if has_vae else "pixel", cond, num_classes if cond == "class" else None)
+    call = getattr(net, "flatcheck_call", None) or NET_CALLS.get(name)
+    kind = call.conditioning if call is not None else "none"
+    num_classes = null = None
+    if kind in ("config", "class"):
+        if name == "UNet2DModel":
+            num_classes = cfg.get("num_class_embeds")
+            kind = "class" if num_classes or cfg.get("class_embed_type") else "none"
+        else:  # DiT-style: ada-norm-zero label embedding with one extra row, the null class
+            num_classes = cfg.get("num_embeds_ada_norm")
+            if cfg.get("norm_type") == "ada_norm_zero" or name == "DiTTransformer2DModel":
+                kind, null = "class", num_classes
+            else:
+                kind = "text" if cfg.get("cross_attention_dim") else "none"
+    out = cfg.get("out_channels") or channels
+    return ModelInfo(shape, "latent" if has_vae else "pixel", kind, num_classes if kind == "class" else None,
+                     learned_variance=bool(channels) and out == 2 * channels, null_label=null)
 
 
 class Denoiser:
-    """Adapter over a diffusers denoiser network and its training noise schedule."""
+    """Adapter over a diffusers denoiser network, its training noise schedule and its conditions."""
 
-    def __init__(self, net: torch.nn.Module, scheduler, vae: torch.nn.Module | None = None):
+    def __init__(self, net: torch.nn.Module, scheduler, vae: torch.nn.Module | None = None, conditioning: Conditioning | None = None):
         self.net = net
         self.scheduler = scheduler
         self.vae = vae
@@ -57,23 +108,29 @@ class Denoiser:
         self.prediction_type = cfg.get("prediction_type", "epsilon")
         if self.prediction_type not in PREDICTION_TYPES:
             raise InputError(f"unsupported prediction_type '{self.prediction_type}' (supported: {', '.join(PREDICTION_TYPES)})")
+        self.call = net_call(net)
         if not hasattr(scheduler, "alphas_cumprod"):
             raise InputError(f"{type(scheduler).__name__} has no alphas_cumprod: not a DDPM-family noise schedule")
         self.alphas_cumprod = scheduler.alphas_cumprod.detach().to(torch.float64).cpu()
         self.num_train_timesteps = int(cfg.num_train_timesteps)
         self.info = describe_network(net, vae is not None)
-        self.vae_scale = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0) if vae is not None else 1.0
-        # How to call the network, decided once: the call signatures differ by family.
-        if type(net).__name__ == "UNet2DModel":
-            self._family = "unet2d"
-        elif self.info.conditioning == "text":
-            self._family = "text"
-        else:
-            self._family = "transformer"
+        vcfg = vae.config if vae is not None else {}
+        self.vae_scale = float(vcfg.get("scaling_factor", 1.0) or 1.0) if vae is not None else 1.0
+        self.vae_shift = float(vcfg.get("shift_factor", 0.0) or 0.0) if vae is not None else 0.0
+        self.conditioning = conditioning
+        if self.info.conditioning != "none" and conditioning is None:
+            raise InputError(f"{type(net).__name__} is {self.info.conditioning}-conditioned: it needs its conditions "
+                             "(build the Denoiser with core.conditioning)")
 
     @classmethod
-    def from_checkpoint(cls, ckpt: Checkpoint) -> "Denoiser":
-        return cls(ckpt.denoiser, ckpt.scheduler, ckpt.vae)
+    def from_checkpoint(cls, ckpt: Checkpoint, conditions: ConditionOptions | None = None) -> "Denoiser":
+        """The checkpoint's denoiser with its conditions: class labels, or prompts encoded once now by
+        the pipeline's own text encoders (which are then released)."""
+        from .condition_setup import build_conditioning
+
+        net_call(ckpt.denoiser)  # an unsupported class is refused before any encoder loads
+        info = describe_network(ckpt.denoiser, ckpt.vae is not None)
+        return cls(ckpt.denoiser, ckpt.scheduler, ckpt.vae, build_conditioning(ckpt, info, conditions or ConditionOptions()))
 
     # -- basics
     @property
@@ -116,20 +173,39 @@ class Denoiser:
         return (a.sqrt().to(x.device, x.dtype).view(shape), (1 - a).sqrt().to(x.device, x.dtype).view(shape))
 
     # -- the network
-    def model_output(self, x_t: torch.Tensor, t, cond=None) -> torch.Tensor:
-        """The network's raw output in its own parametrisation (epsilon, v or sample)."""
+    def raw_output(self, x_t: torch.Tensor, t, cond: torch.Tensor | None = None, guided: bool = False) -> torch.Tensor:
+        """The network's whole output (with the variance channels of learned-variance models).
+
+        cond: condition ids [B] (see core.conditioning); None for unconditional models.
+        guided: classifier-free guidance at the run's scale, on the mean channels (the variance
+        channels, which no guided pipeline steps with, are the conditional ones).
+        """
         t = self._timesteps(t, x_t)
-        if self._family == "unet2d":
-            out = self.net(x_t, t, class_labels=cond).sample
-        elif self._family == "text":
-            if cond is None:
-                raise InputError(f"{type(self.net).__name__} is text-conditioned: it needs encoder hidden states")
-            out = self.net(x_t, t, encoder_hidden_states=cond).sample
-        else:  # DiT-style transformers take class labels by keyword
-            out = self.net(x_t, timestep=t, class_labels=cond).sample
-        if out.shape[1] == 2 * x_t.shape[1]:  # learned variance: the first half is the mean's output
-            out = out[:, : x_t.shape[1]]
-        return out
+        c = self.conditioning
+        if c is not None and cond is None:
+            raise InputError(f"{type(self.net).__name__} is {c.kind}-conditioned: this call passed no conditions")
+        if not (guided and c is not None and c.guided):
+            return self._call(x_t, t, cond)
+        ids = cond.detach().cpu().long()
+        both = self._call(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([ids, torch.full_like(ids, NULL)]))
+        on, off = both.chunk(2)
+        k = x_t.shape[1]
+        mean = off[:, :k] + c.guidance_scale * (on[:, :k] - off[:, :k])
+        return torch.cat([mean, on[:, k:]], 1) if on.shape[1] > k else mean
+
+    def _call(self, x_t: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
+        kwargs = {self.call.sample: x_t, "timestep": t}
+        if self.conditioning is not None:
+            kwargs.update(self.conditioning.kwargs(cond, x_t.device, x_t.dtype))
+        return self.net(**kwargs, return_dict=False)[0]
+
+    def mean_part(self, out: torch.Tensor) -> torch.Tensor:
+        """Learned variance: the first C channels predict the mean (in the model's parametrisation)."""
+        return out[:, : self.sample_shape[0]] if self.info.learned_variance else out
+
+    def model_output(self, x_t: torch.Tensor, t, cond=None, guided: bool = False) -> torch.Tensor:
+        """The network's output in its own parametrisation (epsilon, v or sample); the mean part only."""
+        return self.mean_part(self.raw_output(x_t, t, cond, guided))
 
     # -- parametrisation conversions
     def eps_from_output(self, out: torch.Tensor, x_t: torch.Tensor, t) -> torch.Tensor:
@@ -148,11 +224,11 @@ class Denoiser:
             return a * x_t - s * out
         return out
 
-    def eps(self, x_t: torch.Tensor, t, cond=None) -> torch.Tensor:
-        return self.eps_from_output(self.model_output(x_t, t, cond), x_t, t)
+    def eps(self, x_t: torch.Tensor, t, cond=None, guided: bool = False) -> torch.Tensor:
+        return self.eps_from_output(self.model_output(x_t, t, cond, guided), x_t, t)
 
-    def x0(self, x_t: torch.Tensor, t, cond=None) -> torch.Tensor:
-        return self.x0_from_output(self.model_output(x_t, t, cond), x_t, t)
+    def x0(self, x_t: torch.Tensor, t, cond=None, guided: bool = False) -> torch.Tensor:
+        return self.x0_from_output(self.model_output(x_t, t, cond, guided), x_t, t)
 
     # -- forward process and training loss
     def add_noise(self, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
@@ -168,7 +244,11 @@ class Denoiser:
         return x0
 
     def loss(self, x0: torch.Tensor, t, noise: torch.Tensor, cond=None, reduction: str = "mean") -> torch.Tensor:
-        """Training loss: MSE between the network output and its target. reduction 'none' -> [B]."""
+        """Training loss: MSE between the network output and its target. reduction 'none' -> [B].
+
+        Conditional models: the conditional loss (no prompt dropout: the null condition is not
+        drawn); learned variance: the mean-prediction part only (the variational bound term that
+        trains the variance is not part of it)."""
         x_t = self.add_noise(x0, t, noise)
         out = self.model_output(x_t, t, cond)
         dt = torch.promote_types(out.dtype, torch.float32)  # at least float32; float64 stays float64
@@ -183,9 +263,29 @@ class Denoiser:
             return images
         enc = self.vae.encode(images.to(self.vae.dtype))
         lat = enc.latent_dist.mean if hasattr(enc, "latent_dist") else enc.latents
-        return lat * self.vae_scale
+        return (lat - self.vae_shift) * self.vae_scale
+
+    @torch.no_grad()
+    def pixels(self, samples: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Model-space samples -> images (float32, CPU; decoded by the autoencoder for latent models).
+
+        Every comparison of samples (drift, PSNR, FD/FID, grids) is made on these pixels. A decode is
+        remembered by content (the last few), so the measures that compare the same samples decode them once.
+        """
+        if self.vae is None:
+            return samples
+        import hashlib
+
+        t = samples.detach().float().cpu().contiguous()
+        key = hashlib.blake2b(t.numpy().tobytes(), digest_size=16).hexdigest() + str(tuple(t.shape))
+        memo = self.__dict__.setdefault("_pixels", {})
+        if key not in memo:
+            memo[key] = torch.cat([self.decode(b.to(self.device)).float().cpu() for b in t.split(batch_size)])
+            while len(memo) > 8:
+                memo.pop(next(iter(memo)))
+        return memo[key]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         if self.vae is None:
             return z
-        return self.vae.decode(z.to(self.vae.dtype) / self.vae_scale).sample
+        return self.vae.decode(z.to(self.vae.dtype) / self.vae_scale + self.vae_shift).sample

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .checkpoint import Checkpoint
-from .denoiser import describe_network
+from .denoiser import describe_network, net_call
 from .runtime import dtype_name
 
 
@@ -36,13 +36,38 @@ class CheckpointInfo:
     prediction_type: str
     scheduler_origin: str
     vae_class: str | None
+    image_shape: list[int]  # (C, H, W) of the images it makes (latent models: after decoding)
+    text_encoders: list[str]  # text encoder classes of a text-to-image pipeline
+    null_label: int | None  # class models: the null class of classifier-free guidance (None: none)
+    guidance_scale: float | None  # the pipeline's default guidance (None: no guidance)
+    learned_variance: bool  # out_channels = 2 x in_channels: the network also predicts the variance
+    supported: str  # "yes", or why flatcheck's measures cannot run it yet
     weight_files: list[WeightFileInfo] = field(default_factory=list)
 
 
 def describe_checkpoint(ckpt: Checkpoint) -> CheckpointInfo:
+    from ..errors import InputError
+    from .conditioning import pipeline_default
+
     net = ckpt.denoiser
     model = describe_network(net, ckpt.vae is not None)
     sched = ckpt.scheduler.config
+    try:
+        net_call(net)
+        supported = "yes" if hasattr(ckpt.scheduler, "alphas_cumprod") else \
+            f"no: {type(ckpt.scheduler).__name__} is not a DDPM-family noise schedule (no alphas_cumprod)"
+    except InputError as exc:
+        supported = f"no: {exc}"
+    if model.conditioning == "text" or model.null_label is not None:
+        guidance = pipeline_default(ckpt.pipeline_class, "guidance_scale")
+    else:
+        guidance = None
+    c, h, w = model.sample_shape
+    if ckpt.vae is not None:
+        f = 2 ** (len(ckpt.vae.config.get("block_out_channels", (0,))) - 1)
+        image = [ckpt.vae.config.get("in_channels", 3), h * f, w * f]
+    else:
+        image = [c, h, w]
     return CheckpointInfo(
         source=ckpt.source,
         form=ckpt.form,
@@ -61,6 +86,12 @@ def describe_checkpoint(ckpt: Checkpoint) -> CheckpointInfo:
         prediction_type=sched.get("prediction_type", "epsilon"),
         scheduler_origin=ckpt.scheduler_origin,
         vae_class=type(ckpt.vae).__name__ if ckpt.vae is not None else None,
+        image_shape=image,
+        text_encoders=[v for k, v in ckpt.text_components.items() if k.startswith("text_encoder")],
+        null_label=model.null_label,
+        guidance_scale=guidance,
+        learned_variance=model.learned_variance,
+        supported=supported,
         weight_files=[
             WeightFileInfo(w.component, str(w.path.relative_to(ckpt.root)) if w.path.is_relative_to(ckpt.root) else str(w.path), w.format, w.bytes)
             for w in ckpt.weight_files

@@ -23,7 +23,7 @@ from ..errors import InputError, OptionError
 from .denoiser import Denoiser
 from .fd.options import FdOptions
 from .fd.scorer import Scorer, make_scorer
-from .probes import ProbeBank, drawn, encode_images, parse_timesteps, probe_bank, reference_images
+from .probes import ProbeBank, drawn, encode_images, parse_timesteps, probe_bank, reference_conditions, reference_images
 from .progress import Counter, Progress
 from .sampling import check_sampler_name, make_sampler, sample
 
@@ -143,11 +143,12 @@ class Inputs:
 
 def build_inputs(denoiser: Denoiser, options: InputOptions, *, bank: bool = True, progress: Progress | None = None,
                  pool: torch.Tensor | None = None, pool_note: str | None = None, samples: SampleSet | None = None,
-                 fd_optional: bool = False) -> Inputs:
+                 fd_optional: bool = False, pool_cond: torch.Tensor | None = None) -> Inputs:
     """The run's shared inputs. bank=False skips the probe bank (a measure that needs none).
 
     pool: data-free, draw the bank from these model-space samples instead of this model's own
-    (compare pools every checkpoint's samples so that no checkpoint is favoured); samples: this
+    (compare pools every checkpoint's samples so that no checkpoint is favoured), with their condition
+    ids in pool_cond for conditional models; samples: this
     model's sample set when it was already made (compare made it for the pool).
     fd_optional: a reference that cannot be scored (e.g. Inception weights offline) leaves the
     run without a scorer, saying why in `fd_problem`, instead of stopping it (the audit: the
@@ -165,20 +166,27 @@ def build_inputs(denoiser: Denoiser, options: InputOptions, *, bank: bool = True
         return inputs
     lo_hi = parse_timesteps(options.timesteps, denoiser.num_train_timesteps)
     t0 = time.perf_counter()
+    cond = None
     if options.data is not None:
         images = reference_images(denoiser, options.data)
         inputs.reference_images = images
         x0 = encode_images(denoiser, images, options.batch_size)
-        source = f"data: {options.data} ({len(x0)} images, {drawn(options.probes, len(x0))})"
+        cond, how = reference_conditions(denoiser, options.data, len(x0), options.seed)
+        source = f"data: {options.data} ({len(x0)} images, {drawn(options.probes, len(x0))})" + (f"; conditions: {how}" if how else "")
     else:
         if pool is None:
             pool = inputs.samples.get()
             inputs.timings["samples"] = inputs.samples.seconds or 0.0
             t0 = time.perf_counter()
+            if denoiser.conditioning is not None:  # each sample's own condition travels with it
+                pool_cond = denoiser.conditioning.ids(inputs.samples.seed, range(len(pool)))
+        elif denoiser.conditioning is not None and pool_cond is None:
+            raise InputError("a conditional model's pooled samples need their condition ids")
         x0 = pool
         o = options
         source = (pool_note or f"data-free: drawn from the {len(pool)} full-precision samples ({o.sampler} {o.steps} steps, seed {o.seed})") + (
-            " with repeats" if o.probes > len(pool) else "")
-    inputs.bank = probe_bank(x0, options.probes, options.seed, lo_hi, source)
+            " with repeats" if o.probes > len(pool) else "") + ("; each probe keeps its sample's condition" if pool_cond is not None else "")
+        cond = pool_cond
+    inputs.bank = probe_bank(x0, options.probes, options.seed, lo_hi, source, cond)
     inputs.timings["bank"] = time.perf_counter() - t0
     return inputs

@@ -22,7 +22,7 @@ class ProbeBank:
     source: str  # where x0 came from, stated in every report
     seed: int
     t_range: tuple[int, int]
-    cond: torch.Tensor | None = None
+    cond: torch.Tensor | None = None  # [N] condition ids (core.conditioning); None for unconditional models
 
     def __len__(self) -> int:
         return len(self.t)
@@ -59,12 +59,15 @@ def stratified_timesteps(n: int, lo: int, hi: int, gen: torch.Generator) -> torc
     return t.clamp(lo, hi - 1).long()
 
 
-def probe_bank(pool: torch.Tensor, n: int, seed: int, t_range: tuple[int, int], source: str) -> ProbeBank:
+def probe_bank(pool: torch.Tensor, n: int, seed: int, t_range: tuple[int, int], source: str,
+               pool_cond: torch.Tensor | None = None) -> ProbeBank:
     """The one way to make a bank: n probes drawn from `pool` (x0 already in model space).
 
     `pool` is reference data (encoded once for latent models) or, data-free, the model's own
     full-precision samples; `source` says which, in every report. A seeded permutation picks the x0 (repeating the pool when n is
     larger), then timesteps (stratified over [lo, hi)) and noise come from the same generator.
+    pool_cond: each pool entry's condition id (a sample's own, a data point's label): probe k keeps
+    the condition of the x0 it drew.
     """
     if n < 1:
         raise OptionError("probes", f"must be >= 1 (got {n})")
@@ -77,7 +80,8 @@ def probe_bank(pool: torch.Tensor, n: int, seed: int, t_range: tuple[int, int], 
     x0 = pool[pick]
     t = stratified_timesteps(n, lo, hi, gen)
     noise = torch.randn(x0.shape, generator=gen)
-    return ProbeBank(x0.float().cpu(), t, noise, source, seed, (lo, hi))
+    cond = None if pool_cond is None else pool_cond[pick].long()
+    return ProbeBank(x0.float().cpu(), t, noise, source, seed, (lo, hi), cond)
 
 
 def drawn(n: int, pool: int) -> str:
@@ -106,6 +110,27 @@ def build_probe_bank(
                       f"data: {name} ({len(images)} images, {drawn(n, len(images))})")
 
 
+def reference_conditions(denoiser: Denoiser, spec: str, n: int, seed: int) -> tuple[torch.Tensor | None, str]:
+    """Condition ids of the n --data images, and how they were chosen (for the bank's source line).
+
+    Class models take the data's labels when it has them ('digits', an .npz with 'labels'); otherwise
+    (and for text models: images carry no captions) each image gets the condition sample i would get.
+    """
+    c = denoiser.conditioning
+    if c is None:
+        return None, ""
+    if c.kind == "class":
+        from .data import load_labels
+
+        labels = load_labels(spec)
+        if labels is not None and len(labels) == n:
+            if int(labels.max()) >= c.count or int(labels.min()) < 0:
+                raise InputError(f"--data {spec} has labels up to {int(labels.max())}; the model has classes 0..{c.count - 1}")
+            return labels.long(), "the data's labels"
+        return c.ids(seed, range(n)), "labels drawn from the seed (the data carries none)"
+    return c.ids(seed, range(n)), f"prompt i mod {c.count} (the data carries no captions)"
+
+
 def reference_images(denoiser: Denoiser, spec: str) -> torch.Tensor:
     """--data images in [-1, 1] at the resolution the model (or its autoencoder) takes."""
     from .data import load_images
@@ -132,7 +157,7 @@ def bank_losses(denoiser: Denoiser, bank: ProbeBank, batch_size: int = 64) -> to
     """Per-probe training loss [N] (float32, CPU) at the current weights."""
     dev, dt = denoiser.device, denoiser.dtype
     out = [
-        denoiser.loss(x0.to(dev, dt), t.to(dev), noise.to(dev, dt), None if c is None else c.to(dev), reduction="none").cpu()
+        denoiser.loss(x0.to(dev, dt), t.to(dev), noise.to(dev, dt), c, reduction="none").cpu()
         for x0, t, noise, c in bank.batches(batch_size)
     ]
     return torch.cat(out)

@@ -54,6 +54,7 @@ class SampleSpec:
     seed: int
     shape: tuple[int, ...]  # (C, H, W) of one sample
     dtype: str  # compute dtype of the network
+    conditions: dict | None = None  # conditioning.describe(): labels/prompts and guidance (None: unconditional)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -62,7 +63,7 @@ class SampleSpec:
 
     @classmethod
     def from_json(cls, d: dict) -> "SampleSpec":
-        return cls(d["model"], d["sampler"], int(d["steps"]), int(d["seed"]), tuple(d["shape"]), d["dtype"])
+        return cls(d["model"], d["sampler"], int(d["steps"]), int(d["seed"]), tuple(d["shape"]), d["dtype"], d.get("conditions"))
 
     @classmethod
     def of_run(cls, denoiser, scheduler, steps: int, seed: int) -> "SampleSpec":
@@ -70,7 +71,8 @@ class SampleSpec:
         from .sampling import sampler_config
 
         return cls(model_fingerprint(denoiser.net), sampler_config(scheduler), int(steps), int(seed),
-                   tuple(denoiser.sample_shape), dtype_name(denoiser.dtype))
+                   tuple(denoiser.sample_shape), dtype_name(denoiser.dtype),
+                   denoiser.conditioning.describe() if denoiser.conditioning is not None else None)
 
 
 def _mismatch(have: SampleSpec, want: SampleSpec) -> str | None:
@@ -83,6 +85,8 @@ def _mismatch(have: SampleSpec, want: SampleSpec) -> str | None:
         keys = sorted(k for k in set(have.sampler["config"]) | set(want.sampler["config"])
                       if have.sampler["config"].get(k) != want.sampler["config"].get(k))
         return f"another {want.sampler['class']} config ({', '.join(keys)} differ)"
+    if have.conditions != want.conditions:
+        return "other conditions (labels, prompts or guidance scale differ)"
     for name in ("steps", "seed", "shape", "dtype"):
         a, b = getattr(have, name), getattr(want, name)
         if a != b:

@@ -84,11 +84,12 @@ class StepRecord:
     once per step however many hooks read them (every hook gets the same record)."""
 
     step: int  # 0 .. num_steps-1
-    timestep: int  # the training timestep t the network was called at
+    timestep: int | float  # the training timestep t the network was called at (fractional for some samplers)
     indices: torch.Tensor  # sample indices of this batch
     x_t: torch.Tensor  # the network's input (DDPM-normalised x_t)
-    model_output: torch.Tensor  # the network's raw output, before any output_transform
+    model_output: torch.Tensor  # the network's (guided, mean) output, before any output_transform
     denoiser: Denoiser = field(repr=False)
+    cond: torch.Tensor | None = None  # the batch's condition ids (None: unconditional)
 
     @cached_property
     def eps(self) -> torch.Tensor:
@@ -120,7 +121,7 @@ class StepReducer:
         self.count: list[int] = []
         self.sum: list[float] = []
         self.sumsq: list[float] = []
-        self.timesteps: list[int] = []
+        self.timesteps: list[int | float] = []
         self.per_sample = per_sample
         self.totals = torch.zeros(0, dtype=torch.float64)  # indexed by sample index
         self.seen = torch.zeros(0, dtype=torch.bool)
@@ -128,7 +129,7 @@ class StepReducer:
     def __call__(self, rec: StepRecord) -> None:
         self.add(rec.step, rec.timestep, rec.indices, self.fn(rec))
 
-    def add(self, step: int, timestep: int, indices: torch.Tensor, values: torch.Tensor) -> None:
+    def add(self, step: int, timestep: int | float, indices: torch.Tensor, values: torch.Tensor) -> None:
         """Enter values [B] of samples `indices` at one step (for callers that computed them already)."""
         v = values.detach().to("cpu", torch.float64).reshape(-1)
         while len(self.count) <= step:
@@ -182,9 +183,22 @@ class RecordSteps:
         return torch.stack([torch.cat(self.steps[s][name]) for s in sorted(self.steps)])
 
 
-def timesteps_for(scheduler, steps: int) -> list[int]:
+def timestep_value(t) -> int | float:
+    """A scheduler timestep as a number: int when integral, else the float the network was called at
+    (Euler/Heun with linspace spacing run at t = 946.42...; rounding it would misplace alpha_t)."""
+    v = float(t)
+    return int(v) if v.is_integer() else v
+
+
+def timesteps_for(scheduler, steps: int) -> list[int | float]:
     scheduler.set_timesteps(steps)
-    return [int(t) for t in scheduler.timesteps]
+    return [timestep_value(t) for t in scheduler.timesteps]
+
+
+def takes_variance(scheduler) -> bool:
+    """Whether scheduler.step reads a predicted variance: diffusers' DDPM schedulers with learned variance
+    split it off the output themselves; every other scheduler steps with the mean part only."""
+    return type(scheduler).__name__.startswith("DDPM") and scheduler.config.get("variance_type") in ("learned", "learned_range")
 
 
 @torch.no_grad()
@@ -215,17 +229,23 @@ def sample_batch(
     else:
         x = x_init.to(dev, dt)
     idx = torch.as_tensor(list(indices))
+    if cond is None and denoiser.conditioning is not None:
+        cond = denoiser.conditioning.ids(seed, idx.tolist())  # sample i's condition: a function of (seed, i)
     # Ancestral samplers draw per-step noise; per-sample generators keep it batch-independent.
     step_kwargs = {"generator": gens} if "generator" in _step_params(scheduler) else {}
+    with_variance = denoiser.info.learned_variance and takes_variance(scheduler)
     for i, t in enumerate(scheduler.timesteps):
         x_in = scheduler.scale_model_input(x, t)
-        out = denoiser.model_output(x_in, t.to(dev), cond)
+        raw = denoiser.raw_output(x_in, t.to(dev), cond, guided=True)
+        out = denoiser.mean_part(raw)
         if hooks or output_transform is not None:
-            rec = StepRecord(i, int(t), idx, x_in, out, denoiser)  # one record: eps/x0 computed once
+            rec = StepRecord(i, timestep_value(t), idx, x_in, out, denoiser, cond)  # one record: eps/x0 computed once
             for hook in hooks:
                 hook(rec)
             if output_transform is not None:
                 out = output_transform(rec)
+        if with_variance:  # the scheduler reads the predicted variance from the second half
+            out = torch.cat([out, raw[:, out.shape[1]:]], 1)
         x = scheduler.step(out, t, x, **step_kwargs).prev_sample
     final = x.float().cpu()
     for hook in hooks:

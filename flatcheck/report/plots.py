@@ -20,10 +20,8 @@ def make_plots(report, folder: Path) -> dict[str, Path]:
     if samples is not None and len(samples):
         from ..core.images import save_grid
 
-        n = min(64, len(samples))
-        # Latent samples are shown channel 0 only: a picture of the latent, not a decoded image.
-        x = samples[:n, :1] if samples.shape[1] not in (1, 3) else samples[:n]
-        plots["samples"] = save_grid(x, folder / "samples.png", nrow=min(16, n), scale=3)
+        n = min(64, len(samples))  # images: latent models' samples were decoded by their autoencoder
+        plots["samples"] = save_grid(samples[:n], folder / "samples.png", nrow=min(16, n), scale=3)
     for name, measure in REGISTRY.items():
         result = report.results.get(name)
         if result is None:

@@ -30,13 +30,18 @@ def info_table(info: CheckpointInfo) -> Table:
         ("denoiser", info.denoiser_class),
         ("parameters", f"{info.parameters:,}"),
         ("dtype", info.dtype),
-        ("sample shape", " x ".join(map(str, info.sample_shape)) + f" ({info.space})"),
-        ("conditioning", info.conditioning + (f" ({info.num_classes} classes)" if info.num_classes else "")),
+        ("sample shape", " x ".join(map(str, info.sample_shape)) + f" ({info.space})"
+         + (f" -> images {' x '.join(map(str, info.image_shape))}" if info.space == "latent" else "")),
+        ("conditioning", info.conditioning + (f" ({info.num_classes} classes" + (f", null class {info.null_label})" if info.null_label is not None else ")")
+                                              if info.num_classes else "")
+         + (f"; encoders: {', '.join(info.text_encoders)}" if info.text_encoders else "")),
+        ("guidance", f"{info.guidance_scale:g} (the pipeline's default)" if info.guidance_scale is not None else "none"),
         ("autoencoder", info.vae_class or "none"),
         ("scheduler", f"{info.scheduler_class} (from {info.scheduler_origin})"),
         ("train timesteps", str(info.num_train_timesteps)),
         ("beta schedule", str(info.beta_schedule)),
-        ("prediction type", info.prediction_type),
+        ("prediction type", info.prediction_type + (" + learned variance" if info.learned_variance else "")),
+        ("flatcheck runs it", info.supported),
     ]
     for w in info.weight_files:
         rows.append(("weights", f"{w.path} ({w.format}, {_human_bytes(w.bytes)})"))

@@ -29,13 +29,14 @@ class Scorer:
         self.options, self.denoiser, self.device, self.batch_size, self.seed = options, denoiser, device, batch_size, seed
         self._memo: dict[str, FidResult] = {}
 
-    def score(self, samples: torch.Tensor) -> FidResult:
-        """FD/FID of model-space samples (decoded to pixels first for latent models)."""
-        key = _content_key(samples)
+    def score(self, samples: torch.Tensor, pixels: bool = False) -> FidResult:
+        """FD/FID of model-space samples (decoded to pixels first for latent models); pixels=True: of images."""
+        images = samples if pixels else to_pixels(self.denoiser, samples, self.batch_size)
+        key = _content_key(images)
         if key not in self._memo:
             o = self.options
             self._memo[key] = score_samples(
-                to_pixels(self.denoiser, samples, self.batch_size), o.ref, features=o.features, weights=o.weights,
+                images, o.ref, features=o.features, weights=o.weights,
                 device=self.device, batch_size=self.batch_size, seed=self.seed, bootstrap=o.bootstrap,
                 kid_subsets=o.kid_subsets, kid_subset_size=o.kid_subset_size, use_cache=o.use_cache,
             )
@@ -65,11 +66,8 @@ def make_scorer(options: FdOptions, denoiser, device, batch_size: int, seed: int
 
 
 def to_pixels(denoiser, samples: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Model-space samples -> images in [-1, 1] (decoded for latent models)."""
-    if denoiser.vae is None:
-        return samples
-    with torch.no_grad():
-        return torch.cat([denoiser.decode(b.to(denoiser.device)).float().cpu() for b in samples.split(batch_size)])
+    """Model-space samples -> images in [-1, 1] (decoded for latent models, once per content)."""
+    return denoiser.pixels(samples, batch_size)
 
 
 def _content_key(x: torch.Tensor) -> str:

@@ -22,7 +22,7 @@ def run(inputs, config: ExposureConfig, progress=None):
     work = replace(config, keep_samples=config.keep_samples or scorer is not None)
     tick = Counter(progress, "exposure", work_units(inputs.denoiser, work, len(bank)))
     result = measure_exposure(inputs.denoiser, bank.x0, work, tick.add, reference_noise=bank.noise,
-                              reference_source=bank.source, shared=inputs.samples)
+                              reference_source=bank.source, shared=inputs.samples, reference_cond=bank.cond)
     if scorer is not None:
         scores = [scorer.score(r._samples) for r in result.runs]
         for r, fd in zip(result.runs, scores):

@@ -190,13 +190,13 @@ class _Spread:
     A shift of the mean counts as spread: both are drift away from the forward process.
     """
 
-    def __init__(self, ref: "_ForwardReference", abar: torch.Tensor):
-        self.ref, self.abar = ref, abar
+    def __init__(self, ref: "_ForwardReference", alphas_at: Callable):
+        self.ref, self.alphas_at = ref, alphas_at
         self.center = ref.x0.mean(0, keepdim=True)
         self.sampled, self.forward, self.error = StepReducer(), StepReducer(), StepReducer(per_sample=True)
 
     def __call__(self, rec: StepRecord) -> None:
-        ab = float(self.abar[rec.timestep])
+        ab = float(self.alphas_at(torch.tensor(rec.timestep)))  # interpolated at fractional timesteps
         x0, nz = self.ref.x0[rec.indices], self.ref.noise[rec.indices]
         fwd = (math.sqrt(ab) * (x0 - self.center) + math.sqrt(1 - ab) * nz).flatten(1).pow(2).mean(1)
         smp = (rec.x_t.float().cpu() - math.sqrt(ab) * self.center).flatten(1).pow(2).mean(1)
@@ -225,16 +225,18 @@ class _ForwardReference:
     curves over t are smooth and a timestep shared by two step counts is computed once.
     """
 
-    def __init__(self, denoiser: Denoiser, x0: torch.Tensor, noise: torch.Tensor, batch_size: int, paired: bool = False):
-        self.denoiser, self.x0, self.noise, self.batch_size = denoiser, x0, noise, batch_size
+    def __init__(self, denoiser: Denoiser, x0: torch.Tensor, noise: torch.Tensor, batch_size: int, paired: bool = False,
+                 cond: torch.Tensor | None = None):
+        self.denoiser, self.x0, self.noise, self.batch_size, self.cond = denoiser, x0, noise, batch_size, cond
         self.paired = paired  # noise[j] is run (a)'s initial noise of sample j
-        self.norm: dict[int, torch.Tensor] = {}  # t -> [m] ||eps_theta||
-        self.sq: dict[int, torch.Tensor] = {}  # t -> [m] ||eps_theta||^2
-        self.dot: dict[int, torch.Tensor] = {}  # t -> [m] <eps_theta, eps>
+        # keyed by the timestep value (a float for fractional timesteps: never rounded)
+        self.norm: dict[int | float, torch.Tensor] = {}  # t -> [m] ||eps_theta||
+        self.sq: dict[int | float, torch.Tensor] = {}  # t -> [m] ||eps_theta||^2
+        self.dot: dict[int | float, torch.Tensor] = {}  # t -> [m] <eps_theta, eps>
 
     @torch.no_grad()
     def compute(self, timesteps: Sequence[int], progress: Callable[[int], None] | None = None) -> None:
-        todo = sorted({int(t) for t in timesteps} - set(self.norm), reverse=True)
+        todo = sorted({t for t in timesteps} - set(self.norm), reverse=True)
         d = self.denoiser
         dev, dt = d.device, d.dtype
         for t in todo:
@@ -242,7 +244,9 @@ class _ForwardReference:
             for s in range(0, len(self.x0), self.batch_size):
                 x0 = self.x0[s : s + self.batch_size].to(dev, dt)
                 nz = self.noise[s : s + self.batch_size].to(dev, dt)
-                eps = d.eps(d.add_noise(x0, t, nz), t).float()
+                c = None if self.cond is None else self.cond[s : s + self.batch_size]
+                # guided as the sampler's own eps is: the two sides of the gap are the same function
+                eps = d.eps(d.add_noise(x0, t, nz), t, c, guided=True).float()
                 flat = eps.flatten(1)
                 norms.append(flat.norm(dim=1).cpu())
                 sqs.append((flat * flat).sum(1).cpu())
@@ -253,27 +257,27 @@ class _ForwardReference:
 
     def curve(self, timesteps: Sequence[int]) -> Curve:
         m = len(self.x0)
-        means = [float(self.norm[int(t)].mean()) for t in timesteps]
-        ses = [float(self.norm[int(t)].std(unbiased=True) / math.sqrt(m)) if m > 1 else 0.0 for t in timesteps]
+        means = [float(self.norm[t].mean()) for t in timesteps]
+        ses = [float(self.norm[t].std(unbiased=True) / math.sqrt(m)) if m > 1 else 0.0 for t in timesteps]
         return Curve(means, ses)
 
     def totals(self, timesteps: Sequence[int]) -> torch.Tensor:
-        return torch.stack([self.norm[int(t)] for t in timesteps]).sum(0)
+        return torch.stack([self.norm[t] for t in timesteps]).sum(0)
 
     def scale(self, timesteps: Sequence[int]) -> Estimate:
-        sq = torch.stack([self.sq[int(t)] for t in timesteps]).sum(0)
-        dot = torch.stack([self.dot[int(t)] for t in timesteps]).sum(0)
+        sq = torch.stack([self.sq[t] for t in timesteps]).sum(0)
+        dot = torch.stack([self.dot[t] for t in timesteps]).sum(0)
         return ratio_estimate(sq, dot)
 
 
 # ---------------------------------------------------------------------------------- entry point
 def work_units(denoiser: Denoiser, config: ExposureConfig, n_reference: int) -> int:
     """Number of (sample, network call) units measure_exposure will run: a progress bar's total."""
-    seen: set[int] = set()
+    seen: set = set()
     total = 0
     for steps in config.steps:
         ts = timesteps_for(make_sampler(denoiser.scheduler, config.sampler), steps)
-        new = {int(t) for t in ts} - seen
+        new = set(ts) - seen
         seen |= new
         runs_from_noise = 2 + (1 if config.linear_scale else 0)
         total += n_reference * len(new) + (runs_from_noise * config.samples + n_reference) * len(ts)
@@ -288,6 +292,7 @@ def measure_exposure(
     reference_noise: torch.Tensor | None = None,
     reference_source: str = "given tensor",
     shared=None,
+    reference_cond: torch.Tensor | None = None,
 ) -> ExposureResult:
     """Exposure-bias measures for each step count in config.steps.
 
@@ -297,6 +302,7 @@ def measure_exposure(
         (the summed gap's stderr is then that of paired differences; per-step stderrs stay unpaired,
         i.e. conservative).
     progress(k): called as work is done, k in work_units' units.
+    reference_cond: the condition id of each reference point (conditional models: the bank's).
     shared: the run's shared sample set (core.inputs.SampleSet): when it is exactly run (a) of a
         step count and not made yet, run (a) makes it (watched by the hooks) instead of sampling twice.
     """
@@ -313,7 +319,9 @@ def measure_exposure(
         # Reference point j is noised with the very noise sample j of run (a) starts from, so with
         # samples == reference points the summed gap is a paired difference: far lower variance.
         reference_noise = initial_noise(denoiser.sample_shape, generators(config.seed, range(len(x0))))
-    ref = _ForwardReference(denoiser, x0, reference_noise.float().cpu(), config.batch_size, paired)
+    if denoiser.conditioning is not None and reference_cond is None:
+        raise InputError("a conditional model's exposure reference needs the condition of each reference point")
+    ref = _ForwardReference(denoiser, x0, reference_noise.float().cpu(), config.batch_size, paired, reference_cond)
     runs = [_measure_steps(denoiser, ref, steps, config, progress, shared) for steps in config.steps]
     return ExposureResult(config, reference_source, runs)
 
@@ -322,7 +330,6 @@ def _measure_steps(denoiser: Denoiser, ref: _ForwardReference, steps: int, confi
     scheduler = make_sampler(denoiser.scheduler, config.sampler)
     ts = timesteps_for(scheduler, steps)
     d = int(np.prod(denoiser.sample_shape))
-    abar = denoiser.alphas_cumprod
     bs, n, m = config.batch_size, config.samples, len(ref.x0)
 
     def tick(k: int) -> None:
@@ -347,8 +354,8 @@ def _measure_steps(denoiser: Denoiser, ref: _ForwardReference, steps: int, confi
     scheduler.set_timesteps(steps)
     unit = float(scheduler.scale_model_input(torch.ones(()), scheduler.timesteps[0]))  # x_in = x * unit
     x_init = denoiser.add_noise(ref.x0, ts[0], ref.noise) / unit
-    spread = _Spread(ref, abar)
-    sample(denoiser, scheduler, steps, m, exposure_variance_seed(config.seed), batch_size=bs, x_init=x_init,
+    spread = _Spread(ref, denoiser.alphas_at)
+    sample(denoiser, scheduler, steps, m, exposure_variance_seed(config.seed), batch_size=bs, x_init=x_init, cond=ref.cond,
            hooks=[spread], progress=tick)
     var_err_mean = mean_estimate((spread.error.sample_totals() / len(ts)).numpy())
 

@@ -31,11 +31,11 @@ def run(inputs, config: QuantizeConfig, progress=None):
     result = measure_quantization(inputs.denoiser, inputs.bank, work, stage, fp_samples=fp, fp_seconds=inputs.samples.plain_seconds)
     if scorer is not None:
         stage("FD/FID per setting", 0, None)
-        base = scorer.score(fp)
+        base = scorer.score(result.samples_of("full-precision"), pixels=True)
         result.fid_label, result.fid_warning = base.label, base.warning
         result.full_precision.fid, result.full_precision.kid = base.value, base.kid
         for s in result.settings:
-            fd = scorer.score(s._samples)
+            fd = scorer.score(s._samples, pixels=True)
             s.fid, s.kid, s.fid_change = fd.value, fd.kid, scorer.change(fd, base)
     elif inputs.fd_problem:  # a reference was implied (--data) but cannot be scored: say why
         result.fid_warning = f"FD/FID {inputs.fd_problem}"

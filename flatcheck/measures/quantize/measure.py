@@ -38,7 +38,7 @@ from ...core.stats import Estimate, mean_estimate
 @dataclass
 class FullPrecisionResult:
     probe_loss: Estimate
-    sample_std: float  # pixel std of the full-precision samples (drift is small next to its square)
+    sample_std: float  # pixel std of the full-precision images (drift is small next to its square)
     sampling_seconds: float | None  # None when the samples were given
     fid: Estimate | None = None  # when the run has a reference
     kid: Estimate | None = None
@@ -53,7 +53,7 @@ class SettingResult:
     bnb_type: str | None
     layers: int  # Conv2d/Linear layers quantized (weights or inputs)
     weight_share: float  # share of the denoiser's parameters held in quantized form
-    sample_mse: Estimate  # paired pixel MSE vs full precision, samples in [-1, 1]
+    sample_mse: Estimate  # paired pixel MSE vs full precision, images in [-1, 1] (latent models: decoded)
     sample_psnr: Estimate  # dB, peak-to-peak 2
     relative_mse: float  # sample_mse / variance of the full-precision samples
     probe_loss: Estimate
@@ -89,7 +89,7 @@ class QuantizeResult:
     _fp_samples: torch.Tensor | None = field(default=None, repr=False)
 
     def samples_of(self, name: str) -> torch.Tensor | None:
-        """Samples of a setting ('full-precision' for the reference), when kept."""
+        """Images of a setting's samples ('full-precision' for the reference), when kept (decoded for latent models)."""
         if name == "full-precision":
             return self._fp_samples
         return next((s._samples for s in self.settings if s.name == name), None)
@@ -137,8 +137,9 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
             fp_samples = full_precision_samples(denoiser, config, tick("full precision", n))
             fp_seconds = time.perf_counter() - t0
         fp_samples = fp_samples.float().cpu()
+        fp_pixels = denoiser.pixels(fp_samples, config.batch_size)  # drift is measured on images, decoded for latent models
         fp_losses = bank_losses(denoiser, bank, config.batch_size)
-        fp_var = float(fp_samples.clamp(-1, 1).double().var())
+        fp_var = float(fp_pixels.clamp(-1, 1).double().var())
 
         # Calibrate once for all simulated settings: the inputs of every layer any setting quantizes.
         ranges, calib_text = {}, "none (no simulated setting)"
@@ -171,25 +172,28 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
                 losses = bank_losses(denoiser, bank, config.batch_size)
                 if s.backend == "bnb":
                     share, count = swap.weight_share, len(swap.layers)
-            mse, psnr = paired_drift(fp_samples, out)
+            out_pixels = denoiser.pixels(out, config.batch_size)
+            mse, psnr = paired_drift(fp_pixels, out_pixels)
             if sens_setting is not None and s.name == sens_setting.name and not own_sens_reference:
-                sens_drift = float(per_sample_mse(fp_samples[:n_sens], out[:n_sens]).mean())  # the scan's own samples
+                sens_drift = float(per_sample_mse(fp_pixels[:n_sens], out_pixels[:n_sens]).mean())  # the scan's own samples
             results.append(SettingResult(
                 s.name, s.backend, s.wbits, s.abits, s.bnb_type, count, share, mse, psnr,
                 mse.value / fp_var if fp_var > 0 else float("nan"),
                 mean_estimate(losses.numpy()), mean_estimate((losses.double() - fp_losses.double()).numpy()),
                 seconds, seconds / fp_seconds if fp_seconds else None,
-                _samples=out if config.keep_samples else None,
+                _samples=out_pixels if config.keep_samples else None,
             ))
 
         sensitivity = []
         if sens_setting:
-            sens_ref = fp_samples[:n_sens]
+            sens_ref = fp_pixels[:n_sens]
             if own_sens_reference:  # the scan runs fewer steps: its reference and whole-setting drift at those steps
                 ref_tick = tick("layers: reference", 2 * n_sens)
-                sens_ref = sample(denoiser, scheduler, sens_steps, n_sens, config.seed, batch_size=config.batch_size, progress=ref_tick)
+                sens_ref = denoiser.pixels(sample(denoiser, scheduler, sens_steps, n_sens, config.seed, batch_size=config.batch_size,
+                                                  progress=ref_tick), config.batch_size)
                 with simulated_quantization(net, plans[sens_setting.name], weights, ranges):
-                    whole = sample(denoiser, scheduler, sens_steps, n_sens, config.seed, batch_size=config.batch_size, progress=ref_tick)
+                    whole = denoiser.pixels(sample(denoiser, scheduler, sens_steps, n_sens, config.seed, batch_size=config.batch_size,
+                                                   progress=ref_tick), config.batch_size)
                 sens_drift = float(per_sample_mse(sens_ref, whole).mean())
             sensitivity = layer_sensitivity(denoiser, scheduler, sens_steps, config.seed, sens_ref, layers,
                                             plans[sens_setting.name], weights, ranges, config.batch_size,
@@ -204,5 +208,5 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
         settings=results, sensitivity_setting=sens_setting.name if sens_setting else None,
         sensitivity_samples=n_sens, sensitivity_steps=sens_steps if sens_setting else None,
         sensitivity_setting_drift=sens_drift, sensitivity=sensitivity,
-        _fp_samples=fp_samples if config.keep_samples else None,
+        _fp_samples=fp_pixels if config.keep_samples else None,
     )

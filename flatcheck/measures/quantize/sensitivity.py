@@ -44,7 +44,8 @@ def layer_sensitivity(
     setting_drift: float | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[LayerSensitivity]:
-    """Rank the layers of `plan`; `reference` holds the full-precision samples 0..n-1 of `seed`."""
+    """Rank the layers of `plan`; `reference` holds the full-precision samples 0..n-1 of `seed` in pixels
+    (decoded for latent models: drift is always measured on images)."""
     from ...core.sampling import sample
 
     n = len(reference)
@@ -52,7 +53,7 @@ def layer_sensitivity(
     for name, bits in plan.items():
         with simulated_quantization(denoiser.net, {name: bits}, weights, act_ranges):
             out = sample(denoiser, scheduler, steps, n, seed, batch_size=batch_size)
-        mse, _ = paired_drift(reference, out)
+        mse, _ = paired_drift(reference, denoiser.pixels(out, batch_size))
         info = layers[name]
         share = mse.value / setting_drift if setting_drift else None
         rows.append(LayerSensitivity(0, name, info.kind, info.role, info.weights, bits[0], bits[1], mse, share))

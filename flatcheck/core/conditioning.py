@@ -1,0 +1,164 @@
+"""What a conditional denoiser is conditioned on: class labels or encoded prompts, per sample.
+
+Every measure sees conditions as *condition ids*, one long per sample or probe:
+  class models  the id is the class label; NULL (-1) is the model's null class (DiT: 1000);
+  text models   the id is a row of the prompt table (prompt k of --prompts); NULL is the negative
+                (or empty) prompt the pipeline uses for classifier-free guidance.
+Ids are small, slice like any tensor and travel with the probe bank and the sample set; the
+network's keyword arguments are made from them at the call (`Conditioning.kwargs`), so the
+prompts are encoded once per run and never again.
+
+Which condition sample i gets depends only on (seed, i), like its noise:
+  --labels 3,7 / --prompts FILE   sample i takes entry i mod len(list);
+  default, class models           a uniform draw per sample, from `seeds.stream(seed, "labels")`;
+  default, text models            DEFAULT_PROMPTS, entry i mod len.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError, OptionError
+from .seeds import sample_seed, stream
+
+NULL = -1
+
+# The documented default prompt set for text models without --prompts: short, concrete captions of
+# the kind text-to-image models are trained on, covering objects, animals, scenes and styles.
+DEFAULT_PROMPTS = (
+    "a photo of a cat",
+    "a red car on a road",
+    "a drawing of a house",
+    "a dog in the snow",
+    "a bowl of fruit on a table",
+    "a mountain lake at sunset",
+    "a portrait of an old man",
+    "a city street at night",
+)
+
+
+@dataclass(frozen=True)
+class ConditionOptions:
+    """How samples and probes are conditioned (recorded in every report)."""
+
+    labels: str | None = None  # '3,7' or a file of integers; None: drawn uniformly from the seed
+    prompts: str | None = None  # a file, one prompt per line; None: DEFAULT_PROMPTS
+    guidance_scale: float | None = None  # None: the pipeline's default (1 = no guidance)
+
+    def check(self) -> "ConditionOptions":
+        if self.guidance_scale is not None and not self.guidance_scale >= 0:
+            raise OptionError("guidance_scale", f"must be >= 0 (got {self.guidance_scale})")
+        if self.labels is not None:
+            parse_labels(self.labels)
+        if self.prompts is not None:
+            read_prompts(self.prompts)
+        return self
+
+
+def parse_labels(spec: str) -> tuple[int, ...]:
+    """'3,7' or a file of whitespace/comma separated integers -> (3, 7)."""
+    text = spec
+    if Path(spec).is_file():
+        text = Path(spec).read_text()
+    try:
+        labels = tuple(int(s) for s in text.replace(",", " ").split())
+    except ValueError:
+        raise OptionError("labels", f"'{spec}' is neither a comma list of class labels (e.g. 3,7) nor a file of them") from None
+    if not labels:
+        raise OptionError("labels", f"'{spec}' holds no label")
+    return labels
+
+
+def read_prompts(path: str) -> tuple[str, ...]:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise OptionError("prompts", f"'{path}' is not a file (one prompt per line)")
+    try:
+        lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OptionError("prompts", f"cannot read '{path}' as UTF-8 text ({exc})") from None
+    prompts = tuple(ln for ln in lines if ln)
+    if not prompts:
+        raise OptionError("prompts", f"'{path}' holds no prompt")
+    return prompts
+
+
+@dataclass
+class Conditioning:
+    """The conditions of one run. kind 'class' or 'text'; see the module doc for ids."""
+
+    kind: str
+    count: int  # number of distinct conditions (classes or prompts)
+    guidance_scale: float  # 1: no classifier-free guidance
+    null_label: int | None = None  # class models: the label the null class has (None: no null class)
+    given: tuple[int, ...] | None = None  # the ids samples cycle through (None: uniform draw)
+    names: tuple[str, ...] = ()  # prompts (text) or class names, for reports
+    # text models: per-argument tables, row k = prompt k, last row = the null (negative) prompt
+    tables: dict[str, torch.Tensor] = field(default_factory=dict)
+    added: tuple[str, ...] = ()  # which tables go into added_cond_kwargs (SDXL: text_embeds, time_ids)
+    static: dict = field(default_factory=dict)  # fixed keyword arguments (PixArt's added_cond_kwargs)
+    guidance_default: str = ""  # where the guidance scale came from, for reports
+    encoders: tuple[str, ...] = ()  # text encoder classes, for reports
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale != 1.0
+
+    def ids(self, seed: int, indices) -> torch.Tensor:
+        """Condition id of each sample index (a function of (seed, index) only)."""
+        idx = [int(i) for i in indices]
+        if self.given is not None:
+            return torch.tensor([self.given[i % len(self.given)] for i in idx], dtype=torch.long)
+        if self.kind == "text":
+            return torch.tensor([i % self.count for i in idx], dtype=torch.long)
+        base = stream(seed, "labels")
+        return torch.tensor([sample_seed(base, i) % self.count for i in idx], dtype=torch.long)
+
+    def kwargs(self, ids: torch.Tensor, device, dtype) -> dict:
+        """The network's keyword arguments for a batch of condition ids."""
+        ids = ids.detach().cpu().long()
+        if self.kind == "class":
+            if self.null_label is None and bool((ids == NULL).any()):
+                raise InputError("this class-conditional model has no null class: classifier-free guidance is not possible")
+            labels = torch.where(ids == NULL, torch.full_like(ids, self.null_label if self.null_label is not None else 0), ids)
+            return {"class_labels": labels.to(device)}
+        rows = torch.where(ids == NULL, torch.full_like(ids, self.count), ids)
+        out: dict = {k: _cast(v[rows], device, dtype) for k, v in self.tables.items() if k not in self.added}
+        if self.added:
+            out["added_cond_kwargs"] = {k: _cast(self.tables[k][rows], device, dtype) for k in self.added}
+        for k, v in self.static.items():
+            out.setdefault(k, v)
+        return out
+
+    def describe(self) -> dict:
+        doc = {"kind": self.kind, "count": self.count, "guidance_scale": self.guidance_scale,
+               "guidance_source": self.guidance_default,
+               "assignment": ("given list, sample i takes entry i mod " + str(len(self.given))) if self.given is not None
+               else ("prompt i mod " + str(self.count)) if self.kind == "text" else "uniform draw per sample from the seed"}
+        if self.kind == "class":
+            doc["null_label"] = self.null_label
+        else:
+            doc["prompts"] = list(self.names)
+            doc["encoders"] = list(self.encoders)
+        return doc
+
+
+def _cast(t: torch.Tensor, device, dtype) -> torch.Tensor:
+    t = t.to(device)
+    return t.to(dtype) if t.is_floating_point() else t
+
+
+def pipeline_default(pipeline_class: str | None, argument: str):
+    """The default of `argument` in the pipeline class's __call__ (None when it has none)."""
+    import inspect
+
+    import diffusers
+
+    cls = getattr(diffusers, pipeline_class or "", None)
+    if cls is None:
+        return None
+    p = inspect.signature(cls.__call__).parameters.get(argument)
+    return None if p is None or p.default is inspect.Parameter.empty else p.default

@@ -1,0 +1,138 @@
+"""Prompts -> the text conditions of a text-to-image denoiser, through the pipeline's own encoders.
+
+The pipeline's text encoders and tokenizers are loaded from the checkpoint folder under the same
+rules as every other weight (safetensors only unless --allow-pickle, classes of `transformers` only,
+no remote code), the prompts and the null prompt are encoded once with the pipeline's own
+`encode_prompt` (so SDXL's zeroed null prompt, CLIP skip defaults, T5 masks... are exactly the
+pipeline's), and the encoders are released: they are not part of what flatcheck measures.
+
+Supported pipelines and what their denoiser takes besides x_t and t:
+  StableDiffusionPipeline (1.x/2.x)  encoder_hidden_states
+  StableDiffusionXLPipeline          encoder_hidden_states, added_cond_kwargs {text_embeds, time_ids}
+  PixArtAlphaPipeline / PixArtSigma  encoder_hidden_states, encoder_attention_mask,
+                                     added_cond_kwargs {resolution, aspect_ratio} (None below 1024 px)
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from ..errors import InputError
+from .conditioning import Conditioning, pipeline_default
+
+PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "PixArtAlphaPipeline", "PixArtSigmaPipeline")
+
+
+def load_text_components(ckpt) -> dict:
+    """component name -> loaded tokenizer or text encoder (float32, the checkpoint's device)."""
+    import transformers
+
+    from .checkpoint import _read_json, weight_files
+
+    out = {}
+    for name, cls_name in ckpt.text_components.items():
+        library = ckpt.index[name][0]
+        folder = ckpt.root / name
+        if library != "transformers":
+            raise InputError(f"{ckpt.root / 'model_index.json'}: {name} comes from '{library}', not transformers: never loaded")
+        cls = getattr(transformers, str(cls_name), None)
+        is_model = cls is not None and isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)
+        is_tok = cls is not None and isinstance(cls, type) and issubclass(cls, transformers.PreTrainedTokenizerBase)
+        if not (is_model or is_tok):
+            raise InputError(f"{ckpt.root / 'model_index.json'} names '{cls_name}' for {name}: not a transformers model or tokenizer")
+        if not folder.is_dir():
+            raise InputError(f"the pipeline lists {name} but '{folder}' does not exist")
+        try:
+            if is_model:
+                files = weight_files(folder, name, ckpt.allow_pickle)
+                config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+                if config.get("auto_map"):
+                    raise InputError(f"'{folder / 'config.json'}' asks for remote code (auto_map): never run")
+                obj = cls.from_pretrained(folder, local_files_only=True, use_safetensors=files[0].format == "safetensors")
+                obj = obj.to(ckpt.denoiser.device).eval().requires_grad_(False)
+            else:
+                obj = cls.from_pretrained(folder, local_files_only=True)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"cannot load {name} from '{folder}': {str(exc).splitlines()[0][:300]}") from exc
+        out[name] = obj
+    return out
+
+
+def _pipeline(ckpt, text: dict):
+    """The checkpoint's pipeline object around the already loaded parts (nothing else is loaded)."""
+    import diffusers
+
+    cls = getattr(diffusers, ckpt.pipeline_class or "", None)
+    if ckpt.pipeline_class not in PIPELINES or cls is None:
+        raise InputError(f"text conditioning of {ckpt.pipeline_class or 'a bare ' + ckpt.denoiser_class} is not supported yet "
+                         f"(supported: {', '.join(PIPELINES)})")
+    params = inspect.signature(cls.__init__).parameters
+    parts = {ckpt.denoiser_component: ckpt.denoiser, "scheduler": ckpt.scheduler, **text}
+    if "vae" in params:
+        parts["vae"] = ckpt.vae
+    for name, p in params.items():
+        if name != "self" and name not in parts and p.default is inspect.Parameter.empty:
+            parts[name] = None  # safety checker, feature extractor, image encoder: not used here
+    if "requires_safety_checker" in params:
+        parts["requires_safety_checker"] = False
+    return cls(**parts)
+
+
+@torch.no_grad()
+def encode_prompts(ckpt, prompts: tuple[str, ...], guidance_scale: float | None) -> Conditioning:
+    """A text Conditioning: one table row per prompt plus the null prompt as the last row."""
+    text = load_text_components(ckpt)
+    if not any(k.startswith("text_encoder") and v is not None for k, v in text.items()):
+        raise InputError(f"{ckpt.pipeline_class} in '{ckpt.root}' ships no text encoder: prompts cannot be encoded")
+    pipe = _pipeline(ckpt, text)
+    dev = ckpt.denoiser.device
+    name = ckpt.pipeline_class
+    tables: dict[str, torch.Tensor] = {}
+    added: tuple[str, ...] = ()
+    static: dict = {}
+    p = list(prompts)
+    if name == "StableDiffusionPipeline":
+        pe, ne = pipe.encode_prompt(p, dev, 1, True, negative_prompt=None)
+        tables["encoder_hidden_states"] = torch.cat([pe, ne[:1]])
+    elif name == "StableDiffusionXLPipeline":
+        pe, ne, pp, npp = pipe.encode_prompt(prompt=p, device=dev, num_images_per_prompt=1, do_classifier_free_guidance=True)
+        size = image_size(ckpt)
+        proj = pipe.text_encoder_2.config.projection_dim if pipe.text_encoder_2 is not None else int(pp.shape[-1])
+        ids = pipe._get_add_time_ids(size, (0, 0), size, dtype=pe.dtype, text_encoder_projection_dim=proj)
+        tables = {"encoder_hidden_states": torch.cat([pe, ne[:1]]), "text_embeds": torch.cat([pp, npp[:1]]),
+                  "time_ids": ids.repeat(len(p) + 1, 1)}
+        added = ("text_embeds", "time_ids")
+    else:  # PixArt alpha / sigma: T5 with its attention mask
+        length = pipeline_default(name, "max_sequence_length") or 120
+        pe, pm, ne, nm = pipe.encode_prompt(p, do_classifier_free_guidance=True, negative_prompt="", num_images_per_prompt=1,
+                                            device=dev, clean_caption=False, max_sequence_length=length)
+        tables = {"encoder_hidden_states": torch.cat([pe, ne[:1]]), "encoder_attention_mask": torch.cat([pm, nm[:1]])}
+        if ckpt.denoiser.config.get("sample_size") == 128:  # PixArt-alpha 1024 px: resolution micro-conditions
+            h, w = image_size(ckpt)
+            tables["resolution"] = torch.tensor([[h, w]], dtype=pe.dtype).repeat(len(p) + 1, 1)
+            tables["aspect_ratio"] = torch.tensor([[h / w]], dtype=pe.dtype).repeat(len(p) + 1, 1)
+            added = ("resolution", "aspect_ratio")
+        else:
+            static = {"added_cond_kwargs": {"resolution": None, "aspect_ratio": None}}
+    if guidance_scale is None:
+        default = pipeline_default(name, "guidance_scale")
+        scale, source = (float(default), f"{name}'s default") if default is not None else (1.0, "none: the pipeline has no default")
+    else:
+        scale, source = float(guidance_scale), "--guidance-scale"
+    encoders = tuple(type(v).__name__ for k, v in text.items() if k.startswith("text_encoder") and v is not None)
+    tables = {k: v.detach().cpu() for k, v in tables.items()}
+    del pipe, text  # the encoders are not measured: release them now
+    return Conditioning("text", len(p), scale, names=tuple(p), tables=tables, added=added, static=static,
+                        guidance_default=source, encoders=encoders)
+
+
+def image_size(ckpt) -> tuple[int, int]:
+    """Pixel height and width of the pipeline's default image (latent size x the autoencoder's factor)."""
+    size = ckpt.denoiser.config.get("sample_size") or 0
+    h, w = (size, size) if not isinstance(size, (list, tuple)) else tuple(size)
+    factor = 2 ** (len(ckpt.vae.config.block_out_channels) - 1) if ckpt.vae is not None else 1
+    return int(h * factor), int(w * factor)
