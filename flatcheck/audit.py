@@ -247,7 +247,7 @@ def run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Prog
         losses = bank_losses(inputs.denoiser, bank, opts.batch_size)
         timings["bank_loss"] = time.perf_counter() - t0
         bank_doc = {"n": len(bank), "seed": bank.seed, "source": bank.source, "t_range": list(bank.t_range),
-                    "loss": mean_estimate(losses.double())}
+                    "loss": mean_estimate(losses.double()), "loss_definition": inputs.denoiser.loss_definition()}
     results: dict[str, Any] = {n: None for n in AREAS}
     verdicts = {n: Verdict(n, "skipped", skipped_line) for n in AREAS}
     configs = {}

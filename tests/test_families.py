@@ -134,3 +134,96 @@ def test_every_command_runs(family, family_dirs, prompts_file, ref_images, tmp_p
         assert cond is None
     else:
         assert cond["kind"] == TRUTH[family][1]
+
+
+def _last_err_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    return err[-1] if err else ""
+
+
+def test_condition_options_fail_in_one_line(family_dirs, prompts_file, capsys):
+    cls, sd, ddpm = str(family_dirs["class-unet"]), str(family_dirs["sd"]), str(family_dirs["learned-variance"])
+    tiny = ["--samples", "2", "--steps", "1", "--probes", "2", "--measures", "avg", "--draws", "1", "--radii", "0.01"]
+    cases = [
+        ([cls, "--labels", "3,12"], "label 12 is out of range: the model has classes 0..9"),
+        ([cls, "--labels", "3,x"], "is neither a comma list of class labels"),
+        ([cls, "--prompts", str(prompts_file)], "class-conditional: give --labels, not --prompts"),
+        ([cls, "--guidance-scale", "3"], "has no null class"),
+        ([sd, "--labels", "1"], "text-conditioned: give --prompts, not --labels"),
+        ([sd, "--prompts", "/nonexistent/prompts.txt"], "is not a file"),
+        ([ddpm, "--labels", "1"], "is unconditional: it takes no labels"),
+    ]
+    for args, message in cases:
+        assert run(["sharpness", *args, *tiny]) == 2, args
+        line = _last_err_line(capsys)
+        assert message in line and "Traceback" not in line, (args, line)
+
+
+def test_labels_are_used_and_recorded(family_dirs, tmp_path):
+    out = tmp_path / "s.json"
+    assert run(["exposure", str(family_dirs["class-unet"]), "--labels", "3,7", "--samples", "4", "--probes", "4", "--steps", "2",
+                "--no-fid", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["conditioning"]["kind"] == "class" and "mod 2" in doc["conditioning"]["assignment"]
+    ckpt = load(str(family_dirs["class-unet"]))
+    den = Denoiser.from_checkpoint(ckpt, ConditionOptions(labels="3,7"))
+    assert den.conditioning.ids(0, range(5)).tolist() == [3, 7, 3, 7, 3]
+    # the default draw is uniform per sample, a function of (seed, index) only
+    den = Denoiser.from_checkpoint(ckpt)
+    a, b = den.conditioning.ids(0, range(400)), den.conditioning.ids(0, range(200, 400))
+    assert torch.equal(a[200:], b) and set(a.tolist()) == set(range(10))
+    assert not torch.equal(a, den.conditioning.ids(1, range(400)))
+
+
+def test_guidance_changes_samples_and_null_is_the_pipelines(family_dirs):
+    """Guidance 1 is the conditional output alone; another scale moves the samples (DiT: null class 1000)."""
+    ckpt = load(str(family_dirs["dit"]))
+    plain = Denoiser.from_checkpoint(ckpt, ConditionOptions(guidance_scale=1.0))
+    guided = Denoiser.from_checkpoint(ckpt, ConditionOptions(guidance_scale=4.0))
+    x, t, ids = torch.randn(2, 4, 8, 8), torch.tensor(500), torch.tensor([1, 2])
+    with torch.no_grad():
+        c = plain.model_output(x, t, ids)
+        u = plain.model_output(x, t, torch.tensor([-1, -1]))
+        g = guided.model_output(x, t, ids, guided=True)
+        raw = ckpt.denoiser(hidden_states=x, timestep=t.expand(2), class_labels=torch.tensor([1000, 1000])).sample[:, :4]
+    torch.testing.assert_close(u, raw)
+    torch.testing.assert_close(g, u + 4.0 * (c - u), atol=1e-5, rtol=1e-5)
+
+
+def test_unsupported_denoiser_is_one_line(tmp_path, capsys):
+    """A flow-matching transformer (SD3) is refused with exit 2 naming the class, never a traceback."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+
+    torch.manual_seed(0)
+    net = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
+                                joint_attention_dim=16, caption_projection_dim=16, pooled_projection_dim=16, out_channels=4)
+    net.save_pretrained(tmp_path / "sd3")
+    FlowMatchEulerDiscreteScheduler().save_pretrained(tmp_path / "sched")
+    assert run(["sharpness", str(tmp_path / "sd3"), "--scheduler", str(tmp_path / "sched"), "--samples", "2"]) == 2
+    line = _last_err_line(capsys)
+    assert "SD3Transformer2DModel is not supported yet" in line
+    assert run(["info", str(tmp_path / "sd3"), "--scheduler", str(tmp_path / "sched"), "--json", "-"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["supported"].startswith("no: SD3Transformer2DModel")
+
+
+def test_fractional_timesteps_reach_exposure_unrounded(family_dirs):
+    """Euler with linspace spacing runs at fractional t: the forward reference is taken at that very t."""
+    from flatcheck.measures.exposure.config import ExposureConfig
+    from flatcheck.measures.exposure.measure import measure_exposure
+
+    ckpt = load(str(family_dirs["class-unet"]))
+    den = Denoiser.from_checkpoint(ckpt, ConditionOptions(labels="1"))
+    den.scheduler = type(den.scheduler).from_config({**den.scheduler.config, "timestep_spacing": "linspace"})
+    x0 = torch.rand(4, 3, 16, 16) * 2 - 1
+    res = measure_exposure(den, x0, ExposureConfig(steps=(3,), sampler="euler", samples=4, batch_size=4),
+                           reference_cond=torch.ones(4, dtype=torch.long))
+    ts = res.runs[0].timesteps
+    assert any(isinstance(t, float) for t in ts), ts
+    frac = next(t for t in ts if isinstance(t, float))
+    seen = []
+    h = den.net.register_forward_pre_hook(lambda m, a, k: seen.append(k["timestep"].clone()), with_kwargs=True)
+    with torch.no_grad():
+        den.eps(x0, frac, torch.ones(4, dtype=torch.long))
+    h.remove()
+    assert float(seen[0][0]) == pytest.approx(frac, abs=1e-3) and not float(seen[0][0]).is_integer()

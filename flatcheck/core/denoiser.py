@@ -256,6 +256,16 @@ class Denoiser:
         per_sample = err.flatten(1).mean(1)
         return per_sample if reduction == "none" else per_sample.mean()
 
+    def loss_definition(self) -> str:
+        """The training loss in words, for reports (what sharpness and the bank loss measure)."""
+        target = {"epsilon": "the noise", "v_prediction": "v", "sample": "x0"}[self.prediction_type]
+        text = f"MSE of the network's {self.prediction_type} output against {target}"
+        if self.conditioning is not None:
+            text += f"; conditional, on each probe's own {'class' if self.conditioning.kind == 'class' else 'prompt'} (no condition dropout)"
+        if self.info.learned_variance:
+            text += "; mean-prediction part only (the learned variance's bound term is not included)"
+        return text
+
     # -- latent models
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] -> what the denoiser sees (latents for latent models)."""

@@ -60,6 +60,8 @@ def run_rows(report: dict) -> list[list[str]]:
         ["probe bank", f"{bank.get('n')} probes, seed {bank.get('seed')}, t in [{_lo_hi(bank)}); {bank.get('source')}" if bank else "none (no measure used one)"],
         ["samples", f"{samples.get('n')} x {samples.get('sampler')} {samples.get('steps')} steps, seed {samples.get('seed')}"
                     + (f" ({samples['origin']})" if samples.get("origin") else "")],
+        *([["loss", bank["loss_definition"]]] if bank.get("loss_definition") else []),
+        *([["conditions", _conditions(report["conditioning"])]] if report.get("conditioning") else []),
         ["device", f"{env.get('device')} ({env.get('gpu') or env.get('platform')})"],
         ["versions", f"flatcheck {env.get('flatcheck')}, torch {env.get('torch')}, diffusers {env.get('diffusers')}, python {env.get('python')}"],
         ["seconds", ", ".join(f"{k} {v:.1f}" for k, v in (report.get("timings") or {}).items())],
@@ -69,6 +71,12 @@ def run_rows(report: dict) -> list[list[str]]:
     for name, config in (opts.get("configs") or {}).items():
         rows.append([f"{name} config", ", ".join(f"{k}={v}" for k, v in config.items())])
     return rows
+
+
+def _conditions(c: dict) -> str:
+    what = f"{c['count']} classes" if c["kind"] == "class" else f"{c['count']} prompts ({', '.join(c.get('encoders') or [])})"
+    guidance = f"guidance {c['guidance_scale']:g} ({c.get('guidance_source')})" if c["guidance_scale"] != 1 else f"no guidance ({c.get('guidance_source')})"
+    return f"{what}; {c['assignment']}; {guidance}"
 
 
 def compare_markdown(comparison: dict) -> str:
