@@ -227,3 +227,27 @@ def test_fractional_timesteps_reach_exposure_unrounded(family_dirs):
         den.eps(x0, frac, torch.ones(4, dtype=torch.long))
     h.remove()
     assert float(seen[0][0]) == pytest.approx(frac, abs=1e-3) and not float(seen[0][0]).is_integer()
+
+
+@pytest.mark.parametrize("family", ["sd", "dit"])
+def test_audit_compare_gate(family, family_dirs, prompts_file, tmp_path, capsys):
+    """The audit (every measure, one bank), compare and gate on a text and a class family."""
+    path = str(family_dirs[family])
+    tiny = ["--quick", "--probes", "4", "--samples", "4", "--steps", "2", "--batch-size", "4", "--ref", "none",
+            *(["--prompts", str(prompts_file)] if family == "sd" else ["--labels", "1,2"])]
+    out = tmp_path / "audit.json"
+    assert run(["audit", path, *tiny, "--json", str(out)]) == 0, capsys.readouterr().err[-2000:]
+    doc = json.loads(out.read_text())
+    assert all(v["status"] not in ("error", "skipped") for v in doc["verdicts"] if v["area"] != "fid")
+    assert doc["conditioning"]["kind"] == TRUTH[family][1]
+    import shutil
+
+    twin = shutil.copytree(path, tmp_path / "twin")
+    assert run(["compare", path, str(twin), *tiny, "--json", str(tmp_path / "cmp.json")]) == 0, capsys.readouterr().err[-2000:]
+    rows = json.loads((tmp_path / "cmp.json").read_text())["rows"]
+    timed = ("timings", "seconds", "time_ratio")
+    numbers = [r for r in rows if not any(k in r["path"] for k in timed)]
+    assert len(numbers) > 20 and all(d in (0, 0.0, None) for r in numbers for d in r["diff"])  # a model against its copy
+    cfg = tmp_path / "flatcheck.toml"
+    cfg.write_text('[gate]\n[[gate.rules]]\nmetric = "bank.loss"\nmax = 0.0\n')
+    assert run(["gate", path, "--config", str(cfg), *tiny]) == 1  # a loss is never <= 0: the gate must fail

@@ -31,6 +31,18 @@ def load_text_components(ckpt) -> dict:
 
     from .checkpoint import _read_json, weight_files
 
+    from transformers.utils import logging as tf_logging
+
+    bars = tf_logging.is_progress_bar_enabled()
+    tf_logging.disable_progress_bar()  # "Loading weights" bars are not flatcheck's output
+    try:
+        return _load_text(ckpt, transformers, _read_json, weight_files)
+    finally:
+        if bars:
+            tf_logging.enable_progress_bar()
+
+
+def _load_text(ckpt, transformers, _read_json, weight_files) -> dict:
     out = {}
     for name, cls_name in ckpt.text_components.items():
         library = ckpt.index[name][0]
