@@ -251,3 +251,23 @@ def test_audit_compare_gate(family, family_dirs, prompts_file, tmp_path, capsys)
     cfg = tmp_path / "flatcheck.toml"
     cfg.write_text('[gate]\n[[gate.rules]]\nmetric = "bank.loss"\nmax = 0.0\n')
     assert run(["gate", path, "--config", str(cfg), *tiny]) == 1  # a loss is never <= 0: the gate must fail
+
+
+def test_quantize_vae(family_dirs, prompts_file, tmp_path, capsys):
+    """--quantize-vae quantizes the decoder too: more drift than the denoiser alone, decoder weights restored."""
+    from flatcheck.measures.quantize.config import QuantizeConfig
+    from flatcheck.measures.quantize.measure import measure_quantization
+    from flatcheck.core.probes import probe_bank
+
+    ckpt = load(str(family_dirs["sd"]))
+    den = Denoiser.from_checkpoint(ckpt, conditions_for("sd", prompts_file))
+    before = {k: v.clone() for k, v in den.vae.state_dict().items()}
+    bank = probe_bank(torch.randn(4, 4, 8, 8), 4, 0, (0, 1000), "test", pool_cond=torch.zeros(4, dtype=torch.long))
+    kw = dict(settings=["W4A4"], samples=4, steps=2, calib_samples=2, sensitivity_samples=0, batch_size=4)
+    alone = measure_quantization(den, bank, QuantizeConfig(**kw))
+    both = measure_quantization(den, bank, QuantizeConfig(**kw, quantize_vae=True))
+    assert alone.decoder is None and both.decoder.startswith("vae.decoder: ")
+    assert both.settings[0].sample_mse.value > alone.settings[0].sample_mse.value
+    assert all(torch.equal(before[k], v) for k, v in den.vae.state_dict().items())
+    assert run(["quantize", str(family_dirs["class-unet"]), "--quantize-vae", "--samples", "2"]) == 2
+    assert _last_err_line(capsys) == "flatcheck: error: --quantize-vae is for latent models: this model has no autoencoder"

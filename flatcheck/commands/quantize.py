@@ -34,6 +34,7 @@ def quantize(
     sensitivity_samples: Annotated[int, typer.Option("--sensitivity-samples", help="Samples per layer in the per-layer scan (0 skips it).")] = C.sensitivity_samples,
     sensitivity_steps: Annotated[int, typer.Option("--sensitivity-steps", help="Sampling steps in the per-layer scan (0: same as --steps).")] = C.sensitivity_steps,
     sensitivity_setting: Annotated[Optional[str], typer.Option("--sensitivity-setting", help="Setting the per-layer scan uses (default: the fewest bits).")] = None,
+    quantize_vae: Annotated[bool, typer.Option("--quantize-vae", help="Latent models: quantize the autoencoder's decoder too (simulated settings), and decode each setting's samples with it.")] = False,
     o=None,
 ) -> None:
     """Generation quality under W/A quantization (default W8A8, W6A6, W4A4): sample drift, probe loss, FD/FID per setting
@@ -43,7 +44,7 @@ def quantize(
     policy = LayerPolicy(first_last=FirstLast(first_last).value, attention=Attention(attention).value)
     config = dict(settings=settings, policy=policy, calibration=Calibration(calibration).value, percentile=percentile,
                   calib_samples=calib_samples, sensitivity_samples=sensitivity_samples, sensitivity_steps=sensitivity_steps or None,
-                  sensitivity_setting=sensitivity_setting)
+                  sensitivity_setting=sensitivity_setting, quantize_vae=quantize_vae)
     C(**config, samples=o.samples, steps=o.steps, batch_size=o.batch_size).validate()
     if o.probes < 1:
         from ..errors import InputError

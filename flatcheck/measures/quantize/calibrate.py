@@ -33,6 +33,7 @@ class ActivationStats:
     pool: dict[str, torch.Tensor] = field(default_factory=dict)  # seeded subsample (float32, CPU)
     calls: dict[str, int] = field(default_factory=dict)
     description: str = ""
+    samples: torch.Tensor | None = field(default=None, repr=False)  # the calibration samples (model space)
 
 
 class ActivationRecorder:
@@ -86,7 +87,8 @@ def collect_activations(denoiser, names, scheduler, steps: int, n: int, seed: in
     if n < 1:
         raise OptionError("calib_samples", f"must be >= 1 (got {n})")
     with ActivationRecorder(denoiser.net, names, per_call=per_call, seed=seed) as rec:
-        sample(denoiser, scheduler, steps, n, seed, batch_size=batch_size, progress=progress)
+        samples = sample(denoiser, scheduler, steps, n, seed, batch_size=batch_size, progress=progress)
+    rec.stats.samples = samples
     rec.stats.description = f"{n} full-precision samples, {steps} steps, seed {seed}, {per_call} values kept per layer call"
     return rec.stats
 

@@ -31,6 +31,7 @@ class QuantizeConfig:
     seed: int = 0
     batch_size: int = 64
     keep_samples: bool = True
+    quantize_vae: bool = False  # latent models: quantize the autoencoder's decoder too (decoder.py)
 
     def __post_init__(self):
         self.settings = [parse_setting(s) if isinstance(s, str) else s for s in self.settings]

@@ -84,6 +84,7 @@ class QuantizeResult:
     sensitivity_steps: int | None
     sensitivity_setting_drift: float | None  # the whole setting's drift on the scan's samples and steps
     sensitivity: list[LayerSensitivity]
+    decoder: str | None = None  # --quantize-vae: what of the autoencoder was quantized, and its calibration
     fid_label: str | None = None  # "FID" or "FD (<features>)" once scored
     fid_warning: str | None = None  # e.g. too few samples for a full-rank covariance
     _fp_samples: torch.Tensor | None = field(default=None, repr=False)
@@ -124,6 +125,13 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
     for name, plan in plans.items():
         if not plan:
             raise InputError(f"setting {name} quantizes no layer under the layer policy ({config.policy.describe()})")
+    decoder = None
+    if config.quantize_vae:
+        if denoiser.vae is None:
+            raise OptionError("quantize_vae", "is for latent models: this model has no autoencoder")
+        from .decoder import DecoderQuantization
+
+        decoder = DecoderQuantization(denoiser, config.settings, config.policy)
     n = config.samples if fp_samples is None else len(fp_samples)
     n_sens = min(config.sensitivity_samples, n) if sens_setting else 0
     sens_steps = config.sensitivity_steps or config.steps
@@ -152,6 +160,8 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
                 widths = {ab for plan in plans.values() for _, ab in plan.values() if ab is not None}
                 ranges = activation_ranges(stats, act_layers, config.calibration, widths, config.percentile)
                 calib_text = f"{config.calibration} ranges from {stats.description}"
+                if decoder is not None:
+                    decoder.calibrate(stats.samples, config.calibration, config.percentile, config.batch_size, calibration_seed(config.seed))
         weights = WeightCache(net)
         total_params = sum(p.numel() for p in net.parameters())
 
@@ -172,7 +182,7 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
                 losses = bank_losses(denoiser, bank, config.batch_size)
                 if s.backend == "bnb":
                     share, count = swap.weight_share, len(swap.layers)
-            out_pixels = denoiser.pixels(out, config.batch_size)
+            out_pixels = decoder.decode(s.name, out, config.batch_size) if decoder else denoiser.pixels(out, config.batch_size)
             mse, psnr = paired_drift(fp_pixels, out_pixels)
             if sens_setting is not None and s.name == sens_setting.name and not own_sens_reference:
                 sens_drift = float(per_sample_mse(fp_pixels[:n_sens], out_pixels[:n_sens]).mean())  # the scan's own samples
@@ -208,5 +218,7 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
         settings=results, sensitivity_setting=sens_setting.name if sens_setting else None,
         sensitivity_samples=n_sens, sensitivity_steps=sens_steps if sens_setting else None,
         sensitivity_setting_drift=sens_drift, sensitivity=sensitivity,
+        decoder=(f"vae.decoder: {len(decoder.layers)} Conv2d/Linear layers ({decoder.weight_count:,} weights) quantized with each "
+                 f"simulated setting; activations: {decoder.description}") if decoder else None,
         _fp_samples=fp_pixels if config.keep_samples else None,
     )

@@ -94,9 +94,10 @@ def view(r: QuantizeResult, model: str = "") -> list:
         f"Δ loss: paired change of the probe-bank loss (full precision's in brackets). "
         f"share: a layer's drift / the whole setting's.\n"
         f"{r.samples} samples per setting ({r.sampler}, {r.steps} steps, seed {r.seed}), the same seeds and noise as full precision; "
-        f"MSE on [-1, 1] pixels, PSNR peak-to-peak 2.\n"
+        f"MSE on [-1, 1] pixels (latent models: decoded), PSNR peak-to-peak 2.\n"
         f"calibration: {r.calibration_data}\n"
-        f"layers: {r.layers_total} Conv2d/Linear; {r.layer_policy}; weights per output channel symmetric, activations per tensor asymmetric\n"
+        + (f"decoder: {escape(r.decoder)}\n" if r.decoder else "")
+        + f"layers: {r.layers_total} Conv2d/Linear; {r.layer_policy}; weights per output channel symmetric, activations per tensor asymmetric\n"
         f"probes: {r.probes}"
         + (f"\n{r.fid_label}: 95% bootstrap interval; Δ is paired with full precision (same seeds). {escape(r.fid_warning or '')}" if r.fid_label
            else f"\n{escape(r.fid_warning)}" if r.fid_warning else "")
