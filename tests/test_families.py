@@ -271,3 +271,21 @@ def test_quantize_vae(family_dirs, prompts_file, tmp_path, capsys):
     assert all(torch.equal(before[k], v) for k, v in den.vae.state_dict().items())
     assert run(["quantize", str(family_dirs["class-unet"]), "--quantize-vae", "--samples", "2"]) == 2
     assert _last_err_line(capsys) == "flatcheck: error: --quantize-vae is for latent models: this model has no autoencoder"
+
+
+def test_latent_encode_is_cached(family_dirs, tmp_path, monkeypatch):
+    from flatcheck.core.probes import encode_images
+
+    monkeypatch.setenv("FLATCHECK_CACHE", str(tmp_path / "cache"))
+    den = Denoiser.from_checkpoint(load(str(family_dirs["ldm"])))
+    images = torch.rand(5, 3, 16, 16) * 2 - 1
+    first = encode_images(den, images, 2)
+    files = list((tmp_path / "cache" / "latents").glob("*.npz"))
+    assert len(files) == 1 and first.shape == (5, 3, 8, 8)
+    calls = []
+    den.vae.register_forward_pre_hook(lambda m, a: calls.append(1))
+    h = den.vae.encoder.register_forward_pre_hook(lambda m, a: calls.append(1))
+    again = encode_images(den, images, 2)
+    assert torch.equal(first, again) and not calls  # read back, not encoded again
+    h.remove()
+    assert not torch.equal(encode_images(den, images * 0.5, 2), first)  # other images, other key

@@ -145,11 +145,41 @@ def reference_images(denoiser: Denoiser, spec: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_images(denoiser: Denoiser, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Images -> model space (the autoencoder's latents for latent models; as they are otherwise)."""
+def encode_images(denoiser: Denoiser, images: torch.Tensor, batch_size: int, use_cache: bool = True) -> torch.Tensor:
+    """Images -> model space (the autoencoder's latents for latent models; as they are otherwise).
+
+    Latents are cached on disk ($FLATCHECK_CACHE/latents), keyed by the autoencoder's weights, the
+    images' bytes, the dtype and the device type: encoding a dataset with a large VAE is done once.
+    """
     if denoiser.vae is None:
         return images
-    return torch.cat([denoiser.encode(b.to(denoiser.device)).float().cpu() for b in images.split(batch_size)])
+    import hashlib
+
+    import numpy as np
+
+    from .cache import cache_root, write_npz_atomic
+    from .sample_store import model_fingerprint
+
+    x = images.detach().float().cpu().contiguous()
+    h = hashlib.blake2b(digest_size=16)
+    for part in (model_fingerprint(denoiser.vae), str(tuple(x.shape)), str(denoiser.vae.dtype), denoiser.device.type,
+                 f"{denoiser.vae_scale}|{denoiser.vae_shift}"):
+        h.update(part.encode())
+    h.update(x.numpy().tobytes())
+    path = cache_root() / "latents" / f"{h.hexdigest()}.npz"
+    if use_cache and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return torch.from_numpy(z["latents"].copy())
+        except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, never trusted
+            pass
+    z = torch.cat([denoiser.encode(b.to(denoiser.device)).float().cpu() for b in x.split(batch_size)])
+    if use_cache:
+        try:
+            write_npz_atomic(path, latents=z.numpy())
+        except OSError:  # a read-only or full cache only costs the next run an encode
+            pass
+    return z
 
 
 @torch.no_grad()

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..cache import cache_root, write_npz_atomic
 
 from ..data import IMAGE_SUFFIXES
 from ...errors import InputError
@@ -55,11 +55,6 @@ class ReferenceStats:
     mu: np.ndarray = field(repr=False)
     sigma: np.ndarray = field(repr=False)
     features: np.ndarray | None = field(default=None, repr=False)  # rows for KID; None for a stats file
-
-
-def cache_root() -> Path:
-    env = os.environ.get("FLATCHECK_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "flatcheck"
 
 
 _MEMORY: dict[str, ReferenceStats] = {}
@@ -107,7 +102,7 @@ def reference_stats(
     info = ReferenceInfo(spec, kind, len(feats), content, "computed", str(path))
     if use_cache:
         try:
-            _write_atomic(path, mu=mu, sigma=sigma, features=kid_rows.astype(np.float32), n=np.int64(len(feats)),
+            write_npz_atomic(path, mu=mu, sigma=sigma, features=kid_rows.astype(np.float32), n=np.int64(len(feats)),
                           kind=np.str_(kind), content=np.str_(content))
         except OSError as exc:
             info.cache, info.cache_path = f"computed (cache not writable: {exc.strerror or exc})", None
@@ -232,13 +227,3 @@ def _read_cache(path: Path, spec: str, kind: str, content: str) -> ReferenceStat
     return ReferenceStats(ReferenceInfo(spec, kind, n, content, "disk", str(path)), mu, sigma, feats)
 
 
-def _write_atomic(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)  # readers see the old file or the whole new one, never half of one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
