@@ -5,7 +5,7 @@
 `pipeline_images(pipe, family, ...)` generates through the pipeline's own `__call__`.
 
 Configs follow the `get_dummy_components()` of diffusers' own pipeline tests (shrunk where noted)
-so that each pipeline has 45k-90k parameters. Every component is
+so that each pipeline has 45k-125k parameters (flux, the largest: 125k). Every component is
 built right after `torch.manual_seed(0)`, so two builds give the same weights. Tokenizers are made
 here from handmade vocabularies: nothing is downloaded.
 
@@ -19,6 +19,12 @@ sd                StableDiffusionPipeline    UNet2DConditionModel, KL latents 4x
 sdxl              StableDiffusionXLPipeline  UNet2DConditionModel text_time, 4x8x8      EulerDiscrete eps
 pixart            PixArtAlphaPipeline        PixArtTransformer2DModel 4 -> 8ch, 4x8x8   DDIM eps
 dit               DiTPipeline                DiTTransformer2DModel 4 -> 8ch, 4x8x8      DDIM eps
+sd3               StableDiffusion3Pipeline   SD3Transformer2DModel patch 2, 4x8x8       FlowMatchEuler, shift 3
+flux              FluxPipeline               FluxTransformer2DModel, 4x8x8 packed 16x16 FlowMatchEuler, dynamic shift
+
+The last two (FLOW_FAMILIES) are rectified-flow models: the denoiser predicts a velocity, the
+schedule is in sigmas in [0, 1] (timestep = 1000 * sigma), and the VAE latents are shifted as well as
+scaled (latents / scaling_factor + shift_factor before decoding).
 
 Quirks found with diffusers 0.42.1 / transformers 5.x are noted next to each family below.
 """
@@ -31,7 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FAMILIES = ("class-unet", "learned-variance", "ldm", "sd", "sdxl", "pixart", "dit")
+FAMILIES = ("class-unet", "learned-variance", "ldm", "sd", "sdxl", "pixart", "dit", "sd3", "flux")
+
+# Rectified-flow families (FlowMatchEulerDiscreteScheduler, velocity prediction).
+FLOW_FAMILIES = ("sd3", "flux")
 
 DEFAULT_PROMPTS = ("a photo of a cat", "a red car on a road", "a drawing of a house", "a dog in the snow")
 
@@ -51,6 +60,8 @@ PIPELINE_CLASS = {
     "sdxl": "StableDiffusionXLPipeline",
     "pixart": "PixArtAlphaPipeline",
     "dit": "DiTPipeline",
+    "sd3": "StableDiffusion3Pipeline",
+    "flux": "FluxPipeline",
 }
 
 IMAGE_SIZE = 16  # every family generates 3 x 16 x 16 images
@@ -65,9 +76,11 @@ DEFAULT_GUIDANCE = {
     "sdxl": 5.0,
     "pixart": 4.5,
     "dit": 4.0,
+    "sd3": 7.0,  # classifier-free guidance (2N rows) when > 1
+    "flux": 3.5,  # embedded guidance: a transformer input, one pass (FLUX.1-dev's default)
 }
 
-_TEXT_FAMILIES = ("sd", "sdxl", "pixart")
+_TEXT_FAMILIES = ("sd", "sdxl", "pixart", "sd3", "flux")
 
 
 def _check_family(family: str) -> None:
@@ -194,14 +207,14 @@ def _pixel_unet(**overrides):
     return _seeded(UNet2DModel, **config).eval()
 
 
-def _kl_vae():
+def _kl_vae(**overrides):
     """AutoencoderKL as in diffusers' SD test: 2 blocks -> spatial factor 2, 4 latent channels.
-    (diffusers' PixArt/DiT tests use the default 1-block AutoencoderKL, factor 1; we use this one
-    for every latent family so all images are 16 px.)"""
+    (diffusers' PixArt/DiT/SD3/Flux tests use a 1-block AutoencoderKL, factor 1; we use this one
+    for every latent family so all images are 16 px.) `overrides` (the flow families) change the
+    config: no quant convs, and a nonzero shift_factor."""
     from diffusers import AutoencoderKL
 
-    return _seeded(
-        AutoencoderKL,
+    config = dict(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
@@ -210,7 +223,9 @@ def _kl_vae():
         latent_channels=4,
         norm_num_groups=2,
         sample_size=IMAGE_SIZE,
-    ).eval()
+    )
+    config.update(overrides)
+    return _seeded(AutoencoderKL, **config).eval()
 
 
 def _clip_text_config(hidden_size: int, **extra):
@@ -231,6 +246,27 @@ def _clip_text_config(hidden_size: int, **extra):
         pad_token_id=eos,
         **extra,
     )
+
+
+def _t5_encoder(tokenizer):
+    """Tiny T5EncoderModel (d_model 32) over the vocabulary of `make_t5_tokenizer`."""
+    from transformers import T5Config, T5EncoderModel
+
+    t5_config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,
+        feed_forward_proj="relu",
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    return _seeded(T5EncoderModel, t5_config).eval()
 
 
 def _build_pipeline(family: str):
@@ -370,8 +406,6 @@ def _build_pipeline(family: str):
     if family == "pixart":
         # PixArtAlphaPipeline as in diffusers' PixArt test (transformer sample_size 8, patch 2,
         # learned sigma: out_channels 8), tiny T5 encoder (d_model 32 = caption_channels).
-        from transformers import T5Config, T5EncoderModel
-
         transformer = _seeded(
             diffusers.PixArtTransformer2DModel,
             sample_size=IMAGE_SIZE // 2,
@@ -391,21 +425,7 @@ def _build_pipeline(family: str):
             norm_eps=1e-6,
         ).eval()
         tokenizer = make_t5_tokenizer()
-        t5_config = T5Config(
-            vocab_size=len(tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            dropout_rate=0.0,
-            feed_forward_proj="relu",
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            decoder_start_token_id=tokenizer.pad_token_id,
-        )
-        text_encoder = _seeded(T5EncoderModel, t5_config).eval()
+        text_encoder = _t5_encoder(tokenizer)
         return diffusers.PixArtAlphaPipeline(
             tokenizer=tokenizer,
             text_encoder=text_encoder,
@@ -435,6 +455,101 @@ def _build_pipeline(family: str):
         ).eval()
         return diffusers.DiTPipeline(
             transformer=transformer, vae=_kl_vae(), scheduler=diffusers.DDIMScheduler(), id2label=ID2LABEL
+        )
+
+    if family == "sd3":
+        # StableDiffusion3Pipeline as in diffusers' SD3 test (1 layer, 4 heads x 8 = 32 = caption
+        # projection, joint_attention_dim 32, pooled 64 = 2 x 32 CLIP projections), but sample_size 8
+        # with patch 2 as the real SD3 (4x4 = 16 image tokens) and pos_embed_max_size 8 (the default
+        # 96 stores a 96x96 position table; 8 still exercises SD3's center crop of that table).
+        # text_encoder_3 / tokenizer_3 (T5) are None: the pipeline then uses zeros
+        # [N, max_sequence_length, joint_attention_dim] for the T5 part of the sequence.
+        # Quirk (as in diffusers' test): the two CLIP hidden states concatenate to 64 wide and are
+        # F.pad-ded to the T5 width 32 with a negative pad, i.e. cropped: only text_encoder's
+        # penultimate states reach the sequence; text_encoder_2 enters through its pooled projection.
+        from transformers import CLIPTextModelWithProjection
+
+        transformer = _seeded(
+            diffusers.SD3Transformer2DModel,
+            sample_size=IMAGE_SIZE // 2,
+            patch_size=2,
+            in_channels=4,
+            num_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            caption_projection_dim=32,
+            joint_attention_dim=32,
+            pooled_projection_dim=64,
+            out_channels=4,
+            pos_embed_max_size=8,
+        ).eval()
+        config = _clip_text_config(32, hidden_act="gelu", projection_dim=32)
+        text_encoder = _seeded(CLIPTextModelWithProjection, config).eval()
+        text_encoder_2 = _seeded(CLIPTextModelWithProjection, config).eval()
+        # shift 3.0 as stabilityai/stable-diffusion-3-medium-diffusers' scheduler_config.json.
+        scheduler = diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+        # VAE: no quant convs and shift/scale as diffusers' SD3 test (the real SD3 VAE: 1.5305, 0.0609).
+        vae = _kl_vae(use_quant_conv=False, use_post_quant_conv=False, scaling_factor=1.5035, shift_factor=0.0609)
+        return diffusers.StableDiffusion3Pipeline(
+            transformer=transformer,
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=make_clip_tokenizer(),
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=make_clip_tokenizer(),
+            text_encoder_3=None,
+            tokenizer_3=None,
+            image_encoder=None,
+            feature_extractor=None,
+        )
+
+    if family == "flux":
+        # FluxPipeline as in diffusers' Flux test (1 double + 1 single block, 2 heads x 16, rope axes
+        # 4+4+8 = 16, joint_attention_dim 32 = T5 d_model, pooled 32 = CLIP hidden size), but 4
+        # latent channels packed 2x2 -> in_channels 16, and guidance_embeds=True (FLUX.1-dev; the
+        # test's model is schnell-like). The transformer has no sample_size: the pipeline defaults to
+        # 128 * vae_scale_factor px, so pipeline_images passes height=width=16 (latents
+        # 2 * (16 // (2 * 2)) = 8 -> 4x4 = 16 packed tokens of 16 channels).
+        from transformers import CLIPTextModel
+
+        transformer = _seeded(
+            diffusers.FluxTransformer2DModel,
+            patch_size=1,
+            in_channels=16,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            guidance_embeds=True,
+            axes_dims_rope=(4, 4, 8),
+        ).eval()
+        text_encoder = _seeded(CLIPTextModel, _clip_text_config(32, hidden_act="gelu")).eval()
+        tokenizer_2 = make_t5_tokenizer()
+        # Scheduler config of black-forest-labs/FLUX.1-dev (shift 3.0 is unused with dynamic shifting).
+        scheduler = diffusers.FlowMatchEulerDiscreteScheduler(
+            num_train_timesteps=1000,
+            shift=3.0,
+            use_dynamic_shifting=True,
+            base_shift=0.5,
+            max_shift=1.15,
+            base_image_seq_len=256,
+            max_image_seq_len=4096,
+        )
+        # VAE: no quant convs, scale/shift of the FLUX.1 VAE (0.3611, 0.1159).
+        vae = _kl_vae(use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611, shift_factor=0.1159)
+        return diffusers.FluxPipeline(
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=make_clip_tokenizer(),
+            text_encoder_2=_t5_encoder(tokenizer_2),
+            tokenizer_2=tokenizer_2,
+            transformer=transformer,
+            image_encoder=None,
+            feature_extractor=None,
         )
 
     raise AssertionError(family)
@@ -468,8 +583,16 @@ def load_pipeline(path: Path, family: str):
     import diffusers
 
     _check_family(family)
+    extra = {}
+    if family == "sd3":
+        # Quirk: save_pretrained writes text_encoder_3 / tokenizer_3 as [null, null] (logging
+        # "self.text_encoder_3=None ... cannot be saved"), and from_pretrained then raises
+        # "ValueError: Pipeline ... expected [..., 'text_encoder_3', ..., 'tokenizer_3', ...], but only
+        # {...} were passed" (they are not in StableDiffusion3Pipeline._optional_components): they
+        # must be passed as None explicitly.
+        extra = {"text_encoder_3": None, "tokenizer_3": None}
     pipe = diffusers.DiffusionPipeline.from_pretrained(
-        Path(path), local_files_only=True, dtype=torch.float32  # torch_dtype= is deprecated in 0.42
+        Path(path), local_files_only=True, dtype=torch.float32, **extra  # torch_dtype= is deprecated in 0.42
     )
     expected = getattr(diffusers, PIPELINE_CLASS[family])
     if type(pipe) is not expected:
@@ -600,6 +723,10 @@ def pipeline_images(
                 **guidance,
                 **common,
             )
+        elif family == "sd3":
+            out = pipe(prompt=prompts, negative_prompt=None, **guidance, **common)
+        elif family == "flux":
+            out = pipe(prompt=prompts, height=IMAGE_SIZE, width=IMAGE_SIZE, **guidance, **common)
         else:  # dit
             out = pipe(class_labels=class_labels, **guidance, **common)
     finally:

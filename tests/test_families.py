@@ -250,7 +250,7 @@ def test_audit_compare_gate(family, family_dirs, prompts_file, tmp_path, capsys)
     assert len(numbers) > 20 and all(d in (0, 0.0, None) for r in numbers for d in r["diff"])  # a model against its copy
     cfg = tmp_path / "flatcheck.toml"
     cfg.write_text('[gate]\n[[gate.rules]]\nmetric = "bank.loss"\nmax = 0.0\n')
-    assert run(["gate", path, "--config", str(cfg), *tiny]) == 1  # a loss is never <= 0: the gate must fail
+    assert run(["gate", "--report", str(out), "--config", str(cfg)]) == 1  # a loss is never <= 0: the gate must fail
 
 
 def test_quantize_vae(family_dirs, prompts_file, tmp_path, capsys):

@@ -9,8 +9,10 @@ import torch
 
 from tests.families import (
     CLASS_NAMES,
+    DEFAULT_GUIDANCE,
     DEFAULT_PROMPTS,
     FAMILIES,
+    FLOW_FAMILIES,
     IMAGE_CHANNELS,
     IMAGE_SIZE,
     PIPELINE_CLASS,
@@ -89,11 +91,11 @@ def test_labelled_ddpm_loop_matches_ddpm_pipeline(tmp_path):
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", ["learned-variance", "sd", "dit"])
+@pytest.mark.parametrize("family", ["learned-variance", "sd", "dit", "sd3", "flux"])
 def test_image_depends_only_on_its_own_seed(family, tmp_path):
     pipe = load_pipeline(build(family, tmp_path), family)
     extra = {}
-    if family == "sd":
+    if family in ("sd", "sd3", "flux"):
         extra = {"prompts": [DEFAULT_PROMPTS[0], DEFAULT_PROMPTS[1]]}
         alone = {"prompts": [DEFAULT_PROMPTS[1]]}
     elif family == "dit":
@@ -172,4 +174,65 @@ def test_argument_checks(tmp_path):
     with pytest.raises(ValueError, match="prompts"):
         pipeline_images(pipe, "learned-variance", seeds=[0], steps=1, guidance_scale=None, prompts=["x"])
     with pytest.raises(ValueError, match="unknown family"):
-        build("flux", tmp_path)
+        build("kandinsky", tmp_path)
+
+
+def test_flow_families_are_the_last_two():
+    assert FLOW_FAMILIES == ("sd3", "flux")
+    assert FAMILIES[:7] == ("class-unet", "learned-variance", "ldm", "sd", "sdxl", "pixart", "dit")
+    assert FAMILIES[7:] == FLOW_FAMILIES
+    assert DEFAULT_GUIDANCE["sd3"] == 7.0 and DEFAULT_GUIDANCE["flux"] == 3.5
+
+
+def test_sd3_components_and_load_quirk(tmp_path):
+    import diffusers
+
+    folder = build("sd3", tmp_path)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["text_encoder_3"] == [None, None] and index["tokenizer_3"] == [None, None]
+    # Without text_encoder_3=None / tokenizer_3=None, from_pretrained refuses the folder.
+    with pytest.raises(ValueError, match="text_encoder_3"):
+        diffusers.DiffusionPipeline.from_pretrained(folder, local_files_only=True)
+
+    pipe = load_pipeline(folder, "sd3")
+    assert pipe.text_encoder_3 is None and pipe.tokenizer_3 is None
+    assert type(pipe.text_encoder).__name__ == type(pipe.text_encoder_2).__name__ == "CLIPTextModelWithProjection"
+    assert pipe.vae_scale_factor == 2 and pipe.patch_size == 2
+    assert pipe.transformer.config.sample_size * pipe.vae_scale_factor == IMAGE_SIZE
+    assert pipe.vae.config.shift_factor == pytest.approx(0.0609)
+    assert pipe.vae.config.scaling_factor == pytest.approx(1.5035)
+    sched = pipe.scheduler
+    assert type(sched).__name__ == "FlowMatchEulerDiscreteScheduler"
+    assert sched.config.shift == 3.0 and not sched.config.use_dynamic_shifting
+
+    # guidance_scale 1 switches classifier-free guidance off (one pass instead of two)
+    guided = pipeline_images(pipe, "sd3", seeds=[0], steps=2, guidance_scale=None)
+    plain = pipeline_images(pipe, "sd3", seeds=[0], steps=2, guidance_scale=1.0)
+    assert not torch.allclose(guided, plain)
+    prompted = pipeline_images(pipe, "sd3", seeds=[0], steps=2, guidance_scale=None, prompts=[DEFAULT_PROMPTS[3]])
+    assert not torch.allclose(guided, prompted)
+
+
+def test_flux_components_and_embedded_guidance(tmp_path):
+    pipe = load_pipeline(build("flux", tmp_path), "flux")
+    assert type(pipe.text_encoder).__name__ == "CLIPTextModel"
+    assert type(pipe.text_encoder_2).__name__ == "T5EncoderModel"
+    assert type(pipe.tokenizer_2).__name__ == "T5Tokenizer"
+    config = pipe.transformer.config
+    assert config.guidance_embeds and config.in_channels == 4 * pipe.vae.config.latent_channels
+    assert pipe.vae_scale_factor == 2
+    assert pipe.vae.config.shift_factor == pytest.approx(0.1159)
+    assert pipe.vae.config.scaling_factor == pytest.approx(0.3611)
+    sched = pipe.scheduler.config
+    assert sched.use_dynamic_shifting and (sched.base_shift, sched.max_shift) == (0.5, 1.15)
+    assert (sched.base_image_seq_len, sched.max_image_seq_len) == (256, 4096)
+
+    # the guidance scale is a transformer input (no negative pass): it changes the image
+    default = pipeline_images(pipe, "flux", seeds=[0], steps=2, guidance_scale=None)
+    again = pipeline_images(pipe, "flux", seeds=[0], steps=2, guidance_scale=3.5)
+    other = pipeline_images(pipe, "flux", seeds=[0], steps=2, guidance_scale=1.0)
+    assert torch.equal(default, again)
+    assert not torch.allclose(default, other)
+    # prompts reach the image (through CLIP's pooled output and T5's sequence)
+    prompted = pipeline_images(pipe, "flux", seeds=[0], steps=2, guidance_scale=None, prompts=[DEFAULT_PROMPTS[3]])
+    assert not torch.allclose(default, prompted)
