@@ -61,6 +61,7 @@ class AuditOptions:
     labels: str | None = None  # class models: '3,7' or a file; None: drawn uniformly from the seed
     prompts: str | None = None  # text models: a file, one prompt per line; None: core.conditioning.DEFAULT_PROMPTS
     guidance_scale: float | None = None  # classifier-free guidance of every sampler run; None: the pipeline's default
+    sample_size: int | None = None  # input side (latents) for models without one in their config (Flux); None: the pipeline's
     configs: dict[str, dict] = field(default_factory=dict)  # measure name -> config overrides
 
     def inputs(self, *, sample_dir: str | None = None, samples_from: str | None = None, **fd) -> InputOptions:
@@ -74,7 +75,8 @@ class AuditOptions:
                             samples_from=samples_from, fd=fd_options)
 
     def conditions(self) -> ConditionOptions:
-        return ConditionOptions(labels=self.labels, prompts=self.prompts, guidance_scale=self.guidance_scale)
+        return ConditionOptions(labels=self.labels, prompts=self.prompts, guidance_scale=self.guidance_scale,
+                                sample_size=self.sample_size)
 
     def measure_config(self, name: str):
         """The config measure `name` runs with: its defaults, the profile, the shared inputs, the overrides."""
@@ -130,6 +132,8 @@ def _check_type(name: str, value, default) -> None:
         ok = isinstance(value, int)
     elif name == "guidance_scale":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif name == "sample_size":
+        ok = isinstance(value, int) and not isinstance(value, bool)
     else:  # str or None defaults take strings
         ok = isinstance(value, str)
     if not ok:

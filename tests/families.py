@@ -5,7 +5,7 @@
 `pipeline_images(pipe, family, ...)` generates through the pipeline's own `__call__`.
 
 Configs follow the `get_dummy_components()` of diffusers' own pipeline tests (shrunk where noted)
-so that each pipeline has 45k-125k parameters (flux, the largest: 125k). Every component is
+so that each pipeline has 45k-90k parameters (sd3 95k, flux 125k). Every component is
 built right after `torch.manual_seed(0)`, so two builds give the same weights. Tokenizers are made
 here from handmade vocabularies: nothing is downloaded.
 
@@ -592,7 +592,7 @@ def load_pipeline(path: Path, family: str):
         # must be passed as None explicitly.
         extra = {"text_encoder_3": None, "tokenizer_3": None}
     pipe = diffusers.DiffusionPipeline.from_pretrained(
-        Path(path), local_files_only=True, dtype=torch.float32, **extra  # torch_dtype= is deprecated in 0.42
+        Path(path), local_files_only=True, dtype=torch.float32, **extra  # torch_dtype=: deprecated in 0.42
     )
     expected = getattr(diffusers, PIPELINE_CLASS[family])
     if type(pipe) is not expected:
@@ -678,6 +678,16 @@ def pipeline_images(
     - dit: pipe(class_labels=labels, generator=gens, num_inference_steps=steps, guidance_scale=g,
       output_type="np"). With guidance > 1 DiT runs 2N rows with null class 1000; the learned-sigma
       half of the output is dropped before scheduler.step.
+    - sd3: pipe(prompt=prompts, negative_prompt=None, generator=gens, num_inference_steps=steps,
+      guidance_scale=g, output_type="np"); height/width default to transformer sample_size 8 x
+      vae_scale_factor 2 = 16. negative None -> "" encoded (not zeros); CFG (2N rows, [negative;
+      positive]) when g > 1. max_sequence_length stays 256: with no T5 that is 256 zero rows after
+      CLIP's 77 (sequence 333). FlowMatchEuler's step takes no generator (stochastic_sampling off).
+    - flux: pipe(prompt=prompts, height=16, width=16, generator=gens, num_inference_steps=steps,
+      guidance_scale=g, output_type="np"). height/width are required in practice: without them the
+      pipeline makes default_sample_size 128 x vae_scale_factor 2 = 256 px images. g is the
+      embedded guidance (one pass, no negative prompt; true_cfg_scale stays 1.0). max_sequence_length
+      stays 512 (T5 runs on 512 tokens, fast at this size).
     """
     _check_family(family)
     seeds = [int(s) for s in seeds]

@@ -30,7 +30,10 @@ TRUTH = {
     "sdxl": ("latent", "text", False, 2),
     "pixart": ("latent", "text", True, 1),
     "dit": ("latent", "class", True, 0),
+    "sd3": ("latent", "text", False, 2),
+    "flux": ("latent", "text", False, 2),
 }
+TEXT = ("sd", "sdxl", "pixart", "sd3", "flux")
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +59,8 @@ def ref_images(tmp_path_factory):
 
 
 def conditions_for(family, prompts_file):
-    return ConditionOptions(prompts=str(prompts_file)) if family in ("sd", "sdxl", "pixart") else ConditionOptions()
+    size = 8 if family == "flux" else None  # Flux has no sample_size: its pipeline default is 1024 px
+    return ConditionOptions(prompts=str(prompts_file), sample_size=size) if family in TEXT else ConditionOptions()
 
 
 @pytest.mark.parametrize("family", families.FAMILIES)
@@ -66,7 +70,8 @@ def test_info_states_the_truth(family, family_dirs, capsys):
     space, cond, learned, encoders = TRUTH[family]
     assert (doc["space"], doc["conditioning"], doc["learned_variance"], len(doc["text_encoders"])) == (space, cond, learned, encoders)
     assert doc["supported"] == "yes"
-    assert doc["image_shape"] == [3, 16, 16]
+    assert doc["image_shape"] == ([3, 256, 256] if family == "flux" else [3, 16, 16])  # Flux: the pipeline's default size
+    assert doc["prediction_type"] == ("flow" if family in families.FLOW_FAMILIES else "epsilon")
     assert doc["guidance_scale"] == families.DEFAULT_GUIDANCE[family]
     if family == "dit":
         assert doc["null_label"] == 1000
@@ -101,7 +106,9 @@ def test_sampler_pixels_equal_the_pipeline(family, family_dirs, prompts_file):
 
 
 def _tiny(family, prompts_file):
-    cond = ["--prompts", str(prompts_file)] if family in ("sd", "sdxl", "pixart") else []
+    cond = ["--prompts", str(prompts_file)] if family in TEXT else []
+    if family == "flux":
+        cond += ["--sample-size", "8"]
     return ["--seed", "1", "--batch-size", "4", *cond]
 
 

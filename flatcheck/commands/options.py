@@ -75,6 +75,7 @@ COND = group(
                                                                                          "Default: flatcheck's 8 documented prompts (README).", show_default=False)], None),
     Opt("guidance_scale", Annotated[Optional[float], typer.Option("--guidance-scale", help="Classifier-free guidance of every sampler run (1: none). "
                                                                                          "Default: the pipeline's own (e.g. 7.5 for Stable Diffusion, 4 for DiT).", show_default=False)], None),
+    Opt("sample_size", Annotated[Optional[int], typer.Option("--sample-size", help="Latent side for models whose config has none (Flux); default: the pipeline's (Flux: 128, i.e. 1024 px).", show_default=False)], None),
 )
 
 # FD/FID against a reference (quantize, exposure, fid).
@@ -193,7 +194,7 @@ def audit_options(o, device, *, config: dict | None = None):
     from_cli = dict(seed=o.seed, data=o.data, probes=o.probes, samples=o.samples, steps=o.steps, sampler=o.sampler,
                     timesteps=o.timesteps, skip=o.skip, batch_size=o.batch_size, ref=o.ref, fid_features=o.features,
                     fid_weights=str(o.fid_weights) if o.fid_weights else None,
-                    labels=o.labels, prompts=o.prompts, guidance_scale=o.guidance_scale)
+                    labels=o.labels, prompts=o.prompts, guidance_scale=o.guidance_scale, sample_size=o.sample_size)
     merged.update({k: v for k, v in from_cli.items() if v is not None and v != []})
     if "skip" in merged:
         merged["skip"] = tuple(merged["skip"])
@@ -226,7 +227,7 @@ def measure_command(name: str, model, o, config: dict, *, inputs: dict | None = 
 
     ckpt, dev = load_checkpoint(model, o)
     given = {k: getattr(o, k) for k in ("seed", "batch_size", "samples", "steps", "sampler", "data", "probes", "timesteps",
-                                        "labels", "prompts", "guidance_scale")
+                                        "labels", "prompts", "guidance_scale", "sample_size")
              if getattr(o, k, None) is not None}
     if hasattr(o, "ref"):
         given.update(ref="none" if getattr(o, "no_fid", False) else o.ref, fid_features=o.features,

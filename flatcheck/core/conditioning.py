@@ -47,10 +47,13 @@ class ConditionOptions:
     labels: str | None = None  # '3,7' or a file of integers; None: drawn uniformly from the seed
     prompts: str | None = None  # a file, one prompt per line; None: DEFAULT_PROMPTS
     guidance_scale: float | None = None  # None: the pipeline's default (1 = no guidance)
+    sample_size: int | None = None  # the input side (latents) of a model whose config has none (Flux); None: the pipeline's
 
     def check(self) -> "ConditionOptions":
         if self.guidance_scale is not None and not self.guidance_scale >= 0:
             raise OptionError("guidance_scale", f"must be >= 0 (got {self.guidance_scale})")
+        if self.sample_size is not None and (self.sample_size < 2 or self.sample_size % 2):
+            raise OptionError("sample_size", f"must be an even number >= 2 (got {self.sample_size})")
         if self.labels is not None:
             parse_labels(self.labels)
         if self.prompts is not None:
@@ -102,10 +105,12 @@ class Conditioning:
     static: dict = field(default_factory=dict)  # fixed keyword arguments (PixArt's added_cond_kwargs)
     guidance_default: str = ""  # where the guidance scale came from, for reports
     encoders: tuple[str, ...] = ()  # text encoder classes, for reports
+    embedded_guidance: bool = False  # Flux: the scale is an input of the network (guidance distillation), not CFG
 
     @property
     def guided(self) -> bool:
-        return self.guidance_scale != 1.0
+        """Whether sampler runs use classifier-free guidance (two passes: conditional and null)."""
+        return self.guidance_scale != 1.0 and not self.embedded_guidance
 
     def ids(self, seed: int, indices) -> torch.Tensor:
         """Condition id of each sample index (a function of (seed, index) only)."""
@@ -130,12 +135,14 @@ class Conditioning:
         if self.added:
             out["added_cond_kwargs"] = {k: _cast(self.tables[k][rows], device, dtype) for k in self.added}
         for k, v in self.static.items():
-            out.setdefault(k, v)
+            out.setdefault(k, _cast(v, device, dtype) if torch.is_tensor(v) else v)
+        if self.embedded_guidance:
+            out["guidance"] = torch.full((len(ids),), self.guidance_scale, dtype=torch.float32, device=device)
         return out
 
     def describe(self) -> dict:
         doc = {"kind": self.kind, "count": self.count, "guidance_scale": self.guidance_scale,
-               "guidance_source": self.guidance_default,
+               "guidance_source": self.guidance_default + (" (embedded: an input of the network, not CFG)" if self.embedded_guidance else ""),
                "assignment": ("given list, sample i takes entry i mod " + str(len(self.given))) if self.given is not None
                else ("prompt i mod " + str(self.count)) if self.kind == "text" else "uniform draw per sample from the seed"}
         if self.kind == "class":

@@ -24,6 +24,7 @@ from .conditioning import NULL, ConditionOptions, Conditioning
 from ..errors import InputError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+FLOW = "flow"  # flow matching: x_t = (1 - sigma) x0 + sigma eps, the network predicts v = eps - x0
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class NetCall:
 
     sample: str  # keyword of x_t ("sample" for UNets, "hidden_states" for transformers)
     conditioning: str  # "none", "class", "text", or "config": read from the config (UNet2DModel, Transformer2DModel)
+    timestep_scale: float = 1.0  # what the network is given: t x this (Flux takes t / 1000)
+    packed: bool = False  # Flux: 2x2 patches packed into tokens, with image position ids
 
 
 # Every denoiser class flatcheck runs, called by keyword (never by position); anything else is refused
@@ -42,11 +45,10 @@ NET_CALLS: dict[str, NetCall] = {
     "DiTTransformer2DModel": NetCall("hidden_states", "class"),
     "Transformer2DModel": NetCall("hidden_states", "config"),
     "PixArtTransformer2DModel": NetCall("hidden_states", "text"),
+    "SD3Transformer2DModel": NetCall("hidden_states", "text"),
+    "FluxTransformer2DModel": NetCall("hidden_states", "text", timestep_scale=1e-3, packed=True),
 }
-NOT_YET = {
-    "SD3Transformer2DModel": "a flow-matching transformer (SD3): flatcheck has no velocity loss or flow sampler yet",
-    "FluxTransformer2DModel": "a flow-matching transformer (Flux): flatcheck has no velocity loss or flow sampler yet",
-}
+NOT_YET: dict[str, str] = {}
 
 
 def net_call(net: torch.nn.Module) -> NetCall:
@@ -72,14 +74,17 @@ class ModelInfo:
     null_label: int | None = None  # class models: the null class of classifier-free guidance, if any
 
 
-def describe_network(net: torch.nn.Module, has_vae: bool) -> ModelInfo:
+def describe_network(net: torch.nn.Module, has_vae: bool, sample_size: int | None = None) -> ModelInfo:
+    """What the network is; sample_size: the side of its input for models whose config has none (Flux)."""
     cfg = net.config
-    size = cfg.get("sample_size") or 0
+    size = sample_size or cfg.get("sample_size") or 0
     hw = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
-    channels = cfg.get("in_channels", 0)
-    shape = (channels, *hw)
     name = type(net).__name__
     call = getattr(net, "flatcheck_call", None) or NET_CALLS.get(name)
+    channels = cfg.get("in_channels", 0)
+    if call is not None and call.packed:  # Flux: in_channels counts the 2x2 packed latent channels
+        channels //= 4
+    shape = (channels, *hw)
     kind = call.conditioning if call is not None else "none"
     num_classes = null = None
     if kind in ("config", "class"):
@@ -92,7 +97,9 @@ def describe_network(net: torch.nn.Module, has_vae: bool) -> ModelInfo:
                 kind, null = "class", num_classes
             else:
                 kind = "text" if cfg.get("cross_attention_dim") else "none"
-    out = cfg.get("out_channels") or channels
+    out = cfg.get("out_channels") or cfg.get("in_channels", 0)
+    if call is not None and call.packed:
+        out //= 4
     return ModelInfo(shape, "latent" if has_vae else "pixel", kind, num_classes if kind == "class" else None,
                      learned_variance=bool(channels) and out == 2 * channels, null_label=null)
 
@@ -100,20 +107,30 @@ def describe_network(net: torch.nn.Module, has_vae: bool) -> ModelInfo:
 class Denoiser:
     """Adapter over a diffusers denoiser network, its training noise schedule and its conditions."""
 
-    def __init__(self, net: torch.nn.Module, scheduler, vae: torch.nn.Module | None = None, conditioning: Conditioning | None = None):
+    def __init__(self, net: torch.nn.Module, scheduler, vae: torch.nn.Module | None = None, conditioning: Conditioning | None = None,
+                 sample_size: int | None = None):
         self.net = net
         self.scheduler = scheduler
         self.vae = vae
         cfg = scheduler.config
-        self.prediction_type = cfg.get("prediction_type", "epsilon")
-        if self.prediction_type not in PREDICTION_TYPES:
-            raise InputError(f"unsupported prediction_type '{self.prediction_type}' (supported: {', '.join(PREDICTION_TYPES)})")
         self.call = net_call(net)
-        if not hasattr(scheduler, "alphas_cumprod"):
-            raise InputError(f"{type(scheduler).__name__} has no alphas_cumprod: not a DDPM-family noise schedule")
-        self.alphas_cumprod = scheduler.alphas_cumprod.detach().to(torch.float64).cpu()
         self.num_train_timesteps = int(cfg.num_train_timesteps)
-        self.info = describe_network(net, vae is not None)
+        self.flow = is_flow_matching(scheduler)
+        self.training_shift = None  # flow matching: the shift of the training timestep density (probes.flow_timesteps)
+        if self.flow:
+            self.prediction_type = FLOW
+            self.alphas_cumprod = None
+            self.training_shift = 1.0 if cfg.get("use_dynamic_shifting") else float(cfg.get("shift", 1.0))
+        else:
+            self.prediction_type = cfg.get("prediction_type", "epsilon")
+            if self.prediction_type not in PREDICTION_TYPES:
+                raise InputError(f"unsupported prediction_type '{self.prediction_type}' (supported: {', '.join(PREDICTION_TYPES)})")
+            if not hasattr(scheduler, "alphas_cumprod"):
+                raise InputError(f"{type(scheduler).__name__} has no alphas_cumprod: neither a DDPM-family nor a flow-matching schedule")
+            self.alphas_cumprod = scheduler.alphas_cumprod.detach().to(torch.float64).cpu()
+        self.info = describe_network(net, vae is not None, sample_size)
+        if 0 in self.info.sample_shape:
+            raise InputError(f"{type(net).__name__}'s config has no sample_size: give the input size with --sample-size")
         vcfg = vae.config if vae is not None else {}
         self.vae_scale = float(vcfg.get("scaling_factor", 1.0) or 1.0) if vae is not None else 1.0
         self.vae_shift = float(vcfg.get("shift_factor", 0.0) or 0.0) if vae is not None else 0.0
@@ -129,8 +146,10 @@ class Denoiser:
         from .condition_setup import build_conditioning
 
         net_call(ckpt.denoiser)  # an unsupported class is refused before any encoder loads
-        info = describe_network(ckpt.denoiser, ckpt.vae is not None)
-        return cls(ckpt.denoiser, ckpt.scheduler, ckpt.vae, build_conditioning(ckpt, info, conditions or ConditionOptions()))
+        conditions = conditions or ConditionOptions()
+        size = conditions.sample_size or default_sample_size(ckpt)
+        info = describe_network(ckpt.denoiser, ckpt.vae is not None, size)
+        return cls(ckpt.denoiser, ckpt.scheduler, ckpt.vae, build_conditioning(ckpt, info, conditions), sample_size=size)
 
     # -- basics
     @property
@@ -166,11 +185,21 @@ class Denoiser:
         w = t - lo
         return (1 - w) * self.alphas_cumprod[lo] + w * self.alphas_cumprod[hi]
 
+    def coefficients(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a_t, s_t) with x_t = a_t x0 + s_t eps (float64, CPU): sqrt(abar_t), sqrt(1 - abar_t) for DDPM;
+        1 - sigma, sigma with sigma = t / T for flow matching."""
+        t = t if torch.is_tensor(t) else torch.tensor(t)
+        if self.flow:
+            sigma = t.detach().cpu().double() / self.num_train_timesteps
+            return 1 - sigma, sigma
+        a = self.alphas_at(t)
+        return a.sqrt(), (1 - a).sqrt()
+
     def alpha_sigma(self, t, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """sqrt(a_t) and sqrt(1 - a_t), shaped to broadcast against x, in x's dtype."""
-        a = self.alphas_at(self._timesteps(t, x))
+        """a_t and s_t (see coefficients), shaped to broadcast against x, in x's dtype."""
+        a, s = self.coefficients(self._timesteps(t, x))
         shape = (-1,) + (1,) * (x.ndim - 1)
-        return (a.sqrt().to(x.device, x.dtype).view(shape), (1 - a).sqrt().to(x.device, x.dtype).view(shape))
+        return a.to(x.device, x.dtype).view(shape), s.to(x.device, x.dtype).view(shape)
 
     # -- the network
     def raw_output(self, x_t: torch.Tensor, t, cond: torch.Tensor | None = None, guided: bool = False) -> torch.Tensor:
@@ -194,10 +223,16 @@ class Denoiser:
         return torch.cat([mean, on[:, k:]], 1) if on.shape[1] > k else mean
 
     def _call(self, x_t: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
-        kwargs = {self.call.sample: x_t, "timestep": t}
+        if self.call.timestep_scale != 1.0:
+            t = t.float() * self.call.timestep_scale
+        x_in = pack_latents(x_t) if self.call.packed else x_t
+        kwargs = {self.call.sample: x_in, "timestep": t}
+        if self.call.packed:
+            kwargs["img_ids"] = image_ids(x_t.shape[-2] // 2, x_t.shape[-1] // 2, x_t.device, x_t.dtype)
         if self.conditioning is not None:
             kwargs.update(self.conditioning.kwargs(cond, x_t.device, x_t.dtype))
-        return self.net(**kwargs, return_dict=False)[0]
+        out = self.net(**kwargs, return_dict=False)[0]
+        return unpack_latents(out, *x_t.shape[-2:]) if self.call.packed else out
 
     def mean_part(self, out: torch.Tensor) -> torch.Tensor:
         """Learned variance: the first C channels predict the mean (in the model's parametrisation)."""
@@ -210,6 +245,8 @@ class Denoiser:
     # -- parametrisation conversions
     def eps_from_output(self, out: torch.Tensor, x_t: torch.Tensor, t) -> torch.Tensor:
         a, s = self.alpha_sigma(t, x_t)
+        if self.flow:  # x_t = (1 - s) x0 + s eps and v = eps - x0  =>  eps = x_t + (1 - s) v
+            return x_t + a * out
         if self.prediction_type == "epsilon":
             return out
         if self.prediction_type == "v_prediction":
@@ -218,6 +255,8 @@ class Denoiser:
 
     def x0_from_output(self, out: torch.Tensor, x_t: torch.Tensor, t) -> torch.Tensor:
         a, s = self.alpha_sigma(t, x_t)
+        if self.flow:  # x0 = x_t - sigma v
+            return x_t - s * out
         if self.prediction_type == "epsilon":
             return (x_t - s * out) / a
         if self.prediction_type == "v_prediction":
@@ -236,6 +275,8 @@ class Denoiser:
         return a * x0 + s * noise
 
     def target(self, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
+        if self.flow:
+            return noise - x0
         if self.prediction_type == "epsilon":
             return noise
         if self.prediction_type == "v_prediction":
@@ -258,8 +299,10 @@ class Denoiser:
 
     def loss_definition(self) -> str:
         """The training loss in words, for reports (what sharpness and the bank loss measure)."""
-        target = {"epsilon": "the noise", "v_prediction": "v", "sample": "x0"}[self.prediction_type]
-        text = f"MSE of the network's {self.prediction_type} output against {target}"
+        target = {"epsilon": "the noise", "v_prediction": "v", "sample": "x0", FLOW: "the velocity eps - x0"}[self.prediction_type]
+        text = f"MSE of the network's {'velocity' if self.flow else self.prediction_type} output against {target}"
+        if self.flow:
+            text += " at x_t = (1 - sigma) x0 + sigma eps"
         if self.conditioning is not None:
             text += f"; conditional, on each probe's own {'class' if self.conditioning.kind == 'class' else 'prompt'} (no condition dropout)"
         if self.info.learned_variance:
@@ -299,3 +342,41 @@ class Denoiser:
         if self.vae is None:
             return z
         return self.vae.decode(z.to(self.vae.dtype) / self.vae_scale + self.vae_shift).sample
+
+
+# ----------------------------------------------------------------------------- flow matching helpers
+def is_flow_matching(scheduler) -> bool:
+    """diffusers' flow-matching schedulers (FlowMatchEulerDiscreteScheduler, FlowMatchHeun...)."""
+    return type(scheduler).__name__.startswith("FlowMatch")
+
+
+def default_sample_size(ckpt) -> int | None:
+    """The input side of a model whose config has no sample_size: the pipeline's default (Flux: 1024 px
+    images, so 128 latents), else None (the config's own sample_size is used)."""
+    if ckpt.denoiser.config.get("sample_size"):
+        return None
+    if net_call(ckpt.denoiser).packed:
+        return 128  # FluxPipeline.default_sample_size
+    return None
+
+
+def pack_latents(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, (H/2)(W/2), 4C]: Flux's tokens, 2x2 patches in (c, dy, dx) order."""
+    b, c, h, w = x.shape
+    x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack_latents(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The inverse of pack_latents."""
+    b, _, d = x.shape
+    x = x.view(b, h // 2, w // 2, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, d // 4, h, w)
+
+
+def image_ids(h: int, w: int, device, dtype) -> torch.Tensor:
+    """Flux's [h*w, 3] position ids of the packed tokens: (0, row, column)."""
+    ids = torch.zeros(h, w, 3)
+    ids[..., 1] = torch.arange(h)[:, None]
+    ids[..., 2] = torch.arange(w)[None, :]
+    return ids.reshape(h * w, 3).to(device, dtype)

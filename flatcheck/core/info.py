@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .checkpoint import Checkpoint
-from .denoiser import describe_network, net_call
+from .denoiser import default_sample_size, describe_network, is_flow_matching, net_call
 from .runtime import dtype_name
 
 
@@ -50,14 +50,16 @@ def describe_checkpoint(ckpt: Checkpoint) -> CheckpointInfo:
     from .conditioning import pipeline_default
 
     net = ckpt.denoiser
-    model = describe_network(net, ckpt.vae is not None)
-    sched = ckpt.scheduler.config
     try:
         net_call(net)
-        supported = "yes" if hasattr(ckpt.scheduler, "alphas_cumprod") else \
-            f"no: {type(ckpt.scheduler).__name__} is not a DDPM-family noise schedule (no alphas_cumprod)"
+        size = default_sample_size(ckpt)
+        flow = is_flow_matching(ckpt.scheduler)
+        supported = "yes" if flow or hasattr(ckpt.scheduler, "alphas_cumprod") else \
+            f"no: {type(ckpt.scheduler).__name__} is neither a DDPM-family nor a flow-matching noise schedule"
     except InputError as exc:
-        supported = f"no: {exc}"
+        size, flow, supported = None, is_flow_matching(ckpt.scheduler), f"no: {exc}"
+    model = describe_network(net, ckpt.vae is not None, size)
+    sched = ckpt.scheduler.config
     if model.conditioning == "text" or model.null_label is not None:
         guidance = pipeline_default(ckpt.pipeline_class, "guidance_scale")
     else:
@@ -83,7 +85,7 @@ def describe_checkpoint(ckpt: Checkpoint) -> CheckpointInfo:
         scheduler_class=type(ckpt.scheduler).__name__,
         num_train_timesteps=int(sched.num_train_timesteps),
         beta_schedule=sched.get("beta_schedule"),
-        prediction_type=sched.get("prediction_type", "epsilon"),
+        prediction_type="flow" if flow else sched.get("prediction_type", "epsilon"),
         scheduler_origin=ckpt.scheduler_origin,
         vae_class=type(ckpt.vae).__name__ if ckpt.vae is not None else None,
         image_shape=image,

@@ -187,6 +187,7 @@ def build_inputs(denoiser: Denoiser, options: InputOptions, *, bank: bool = True
         source = (pool_note or f"data-free: drawn from the {len(pool)} full-precision samples ({o.sampler} {o.steps} steps, seed {o.seed})") + (
             " with repeats" if o.probes > len(pool) else "") + ("; each probe keeps its sample's condition" if pool_cond is not None else "")
         cond = pool_cond
-    inputs.bank = probe_bank(x0, options.probes, options.seed, lo_hi, source, cond)
+    inputs.bank = probe_bank(x0, options.probes, options.seed, lo_hi, source, cond, flow_shift=denoiser.training_shift,
+                             num_train_timesteps=denoiser.num_train_timesteps)
     inputs.timings["bank"] = time.perf_counter() - t0
     return inputs

@@ -17,7 +17,7 @@ from ..errors import InputError, OptionError
 @dataclass
 class ProbeBank:
     x0: torch.Tensor  # [N, C, H, W], model space (latents for latent models), float32, CPU
-    t: torch.Tensor  # [N] long, stratified over [t_lo, t_hi)
+    t: torch.Tensor  # [N], stratified over [t_lo, t_hi): long (DDPM family) or float sigma T (flow matching)
     noise: torch.Tensor  # [N, C, H, W]
     source: str  # where x0 came from, stated in every report
     seed: int
@@ -59,8 +59,34 @@ def stratified_timesteps(n: int, lo: int, hi: int, gen: torch.Generator) -> torc
     return t.clamp(lo, hi - 1).long()
 
 
+def flow_timesteps(n: int, lo: int, hi: int, gen: torch.Generator, shift: float, num_train_timesteps: int) -> torch.Tensor:
+    """n float timesteps t = sigma T of a flow-matching model, stratified under its training density.
+
+    The density is the one diffusers' SD3/Flux training scripts draw from (weighting_scheme
+    "logit_normal", mean 0, std 1): u ~ logit-normal, then the scheduler's static shift
+    sigma = s u / (1 + (s - 1) u) (s = 1 with dynamic shifting, whose training table is unshifted).
+    Stratified in the density's quantiles between sigma = lo / T and hi / T: one draw per stratum.
+    """
+    T = float(num_train_timesteps)
+
+    def cdf(sigma: float) -> float:  # P(sigma' < sigma) under the shifted logit-normal
+        if sigma <= 0:
+            return 0.0
+        if sigma >= 1:
+            return 1.0
+        u = sigma / (shift - (shift - 1) * sigma)  # inverse of the shift
+        return float(torch.special.ndtr(torch.logit(torch.tensor(u, dtype=torch.float64))))
+
+    q_lo, q_hi = cdf(lo / T), cdf(hi / T)
+    strata = (torch.arange(n, dtype=torch.float64) + torch.rand(n, generator=gen, dtype=torch.float64)) / n
+    q = (q_lo + strata * (q_hi - q_lo)).clamp(1e-12, 1 - 1e-12)
+    u = torch.sigmoid(torch.special.ndtri(q))
+    sigma = shift * u / (1 + (shift - 1) * u)
+    return (sigma * T).clamp(lo, hi)
+
+
 def probe_bank(pool: torch.Tensor, n: int, seed: int, t_range: tuple[int, int], source: str,
-               pool_cond: torch.Tensor | None = None) -> ProbeBank:
+               pool_cond: torch.Tensor | None = None, flow_shift: float | None = None, num_train_timesteps: int = 1000) -> ProbeBank:
     """The one way to make a bank: n probes drawn from `pool` (x0 already in model space).
 
     `pool` is reference data (encoded once for latent models) or, data-free, the model's own
@@ -78,7 +104,8 @@ def probe_bank(pool: torch.Tensor, n: int, seed: int, t_range: tuple[int, int], 
     pick = torch.randperm(len(pool), generator=gen)
     pick = pick.repeat((n + len(pick) - 1) // len(pick))[:n]
     x0 = pool[pick]
-    t = stratified_timesteps(n, lo, hi, gen)
+    # DDPM family: integer t stratified uniformly; flow matching: float t = sigma T under the training density
+    t = stratified_timesteps(n, lo, hi, gen) if flow_shift is None else flow_timesteps(n, lo, hi, gen, flow_shift, num_train_timesteps)
     noise = torch.randn(x0.shape, generator=gen)
     cond = None if pool_cond is None else pool_cond[pick].long()
     return ProbeBank(x0.float().cpu(), t, noise, source, seed, (lo, hi), cond)

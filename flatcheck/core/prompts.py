@@ -11,6 +11,9 @@ Supported pipelines and what their denoiser takes besides x_t and t:
   StableDiffusionXLPipeline          encoder_hidden_states, added_cond_kwargs {text_embeds, time_ids}
   PixArtAlphaPipeline / PixArtSigma  encoder_hidden_states, encoder_attention_mask,
                                      added_cond_kwargs {resolution, aspect_ratio} (None below 1024 px)
+  StableDiffusion3Pipeline           encoder_hidden_states (CLIP x2 [+ T5]), pooled_projections
+  FluxPipeline                       encoder_hidden_states (T5), pooled_projections (CLIP), txt_ids, and
+                                     the guidance scale as an input (guidance-distilled: no CFG pass)
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import torch
 from ..errors import InputError
 from .conditioning import Conditioning, pipeline_default
 
-PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "PixArtAlphaPipeline", "PixArtSigmaPipeline")
+PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "PixArtAlphaPipeline", "PixArtSigmaPipeline",
+             "StableDiffusion3Pipeline", "FluxPipeline")
 
 
 def load_text_components(ckpt) -> dict:
@@ -118,6 +122,18 @@ def encode_prompts(ckpt, prompts: tuple[str, ...], guidance_scale: float | None)
         tables = {"encoder_hidden_states": torch.cat([pe, ne[:1]]), "text_embeds": torch.cat([pp, npp[:1]]),
                   "time_ids": ids.repeat(len(p) + 1, 1)}
         added = ("text_embeds", "time_ids")
+    elif name == "StableDiffusion3Pipeline":
+        length = pipeline_default(name, "max_sequence_length") or 256
+        pe, ne, pp, npp = pipe.encode_prompt(prompt=p, prompt_2=None, prompt_3=None, device=dev, num_images_per_prompt=1,
+                                             do_classifier_free_guidance=True, negative_prompt=None, max_sequence_length=length)
+        tables = {"encoder_hidden_states": torch.cat([pe, ne[:1]]), "pooled_projections": torch.cat([pp, npp[:1]])}
+    elif name == "FluxPipeline":
+        length = pipeline_default(name, "max_sequence_length") or 512
+        pe, pp, txt_ids = pipe.encode_prompt(prompt=p, prompt_2=None, device=dev, num_images_per_prompt=1, max_sequence_length=length)
+        # No null row is ever read (no CFG pass); a zero row keeps the table's layout uniform.
+        tables = {"encoder_hidden_states": torch.cat([pe, torch.zeros_like(pe[:1])]),
+                  "pooled_projections": torch.cat([pp, torch.zeros_like(pp[:1])])}
+        static = {"txt_ids": txt_ids.detach().cpu()}
     else:  # PixArt alpha / sigma: T5 with its attention mask
         length = pipeline_default(name, "max_sequence_length") or 120
         pe, pm, ne, nm = pipe.encode_prompt(p, do_classifier_free_guidance=True, negative_prompt="", num_images_per_prompt=1,
@@ -135,11 +151,14 @@ def encode_prompts(ckpt, prompts: tuple[str, ...], guidance_scale: float | None)
         scale, source = (float(default), f"{name}'s default") if default is not None else (1.0, "none: the pipeline has no default")
     else:
         scale, source = float(guidance_scale), "--guidance-scale"
+    embedded = name == "FluxPipeline" and bool(ckpt.denoiser.config.get("guidance_embeds"))
+    if name == "FluxPipeline" and not embedded:  # FLUX.1-schnell: no guidance input, and no CFG pass either
+        scale, source = 1.0, "none: the transformer has no guidance embedding"
     encoders = tuple(type(v).__name__ for k, v in text.items() if k.startswith("text_encoder") and v is not None)
     tables = {k: v.detach().cpu() for k, v in tables.items()}
     del pipe, text  # the encoders are not measured: release them now
     return Conditioning("text", len(p), scale, names=tuple(p), tables=tables, added=added, static=static,
-                        guidance_default=source, encoders=encoders)
+                        guidance_default=source, encoders=encoders, embedded_guidance=embedded)
 
 
 def image_size(ckpt) -> tuple[int, int]:

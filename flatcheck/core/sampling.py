@@ -37,15 +37,30 @@ SAMPLERS: dict[str, tuple[str, dict]] = {
 _TRAINING_ONLY = ("variance_type",)
 
 
+# Flow-matching models (SD3, Flux) take flow samplers; "ddim", the default, means the checkpoint's own.
+FLOW_SAMPLERS: dict[str, str] = {"euler": "FlowMatchEulerDiscreteScheduler", "heun": "FlowMatchHeunDiscreteScheduler"}
+
+
 def make_sampler(training_scheduler, name: str | None = None):
     """A fresh scheduler for sampling: the checkpoint's own (name None) or one named in SAMPLERS.
 
-    The noise schedule (betas, T, prediction_type...) is always the checkpoint's.
+    The noise schedule (betas, T, prediction_type, flow shift...) is always the checkpoint's.
     """
     import diffusers
 
+    from .denoiser import is_flow_matching
+
     config = dict(training_scheduler.config)
     key = check_sampler_name(name)
+    if is_flow_matching(training_scheduler) and key != "checkpoint":
+        if key == "ddim":  # the default sampler: a flow model's default is its own flow sampler
+            key = "checkpoint"
+        elif key not in FLOW_SAMPLERS:
+            raise InputError(f"--sampler {key} is a DDPM-family sampler; this flow-matching model takes: checkpoint, "
+                             f"{', '.join(FLOW_SAMPLERS)}")
+        else:
+            cls = getattr(diffusers, FLOW_SAMPLERS[key])
+            return cls.from_config(config)
     if key == "checkpoint":
         return type(training_scheduler).from_config(config)
     cls_name, extra = SAMPLERS[key]
@@ -190,9 +205,51 @@ def timestep_value(t) -> int | float:
     return int(v) if v.is_integer() else v
 
 
-def timesteps_for(scheduler, steps: int) -> list[int | float]:
-    scheduler.set_timesteps(steps)
+def set_timesteps(scheduler, steps: int, denoiser: Denoiser | None = None) -> None:
+    """scheduler.set_timesteps as the pipelines call it: flow-matching schedulers get Flux's sigmas
+    linspace(1, 1/steps, steps) (Flux) and, with dynamic shifting, the resolution shift mu of SD3/Flux."""
+    from .denoiser import is_flow_matching
+
+    if denoiser is None or not is_flow_matching(scheduler):
+        scheduler.set_timesteps(steps)
+        return
+    import numpy as np
+
+    kwargs = {}
+    c, h, w = denoiser.sample_shape
+    if denoiser.call.packed:  # FluxPipeline: explicit sigmas, sequence length of the packed tokens
+        kwargs["sigmas"] = np.linspace(1.0, 1 / steps, steps)
+        seq = (h // 2) * (w // 2)
+    else:  # SD3: tokens of the transformer's patches
+        p = denoiser.net.config.get("patch_size", 1) or 1
+        seq = (h // p) * (w // p)
+    cfg = scheduler.config
+    if cfg.get("use_dynamic_shifting"):
+        kwargs["mu"] = flow_shift_mu(seq, cfg)
+    if "sigmas" in kwargs:
+        scheduler.set_timesteps(sigmas=kwargs.pop("sigmas"), **kwargs)
+    else:
+        scheduler.set_timesteps(steps, **kwargs)
+
+
+def flow_shift_mu(seq_len: int, cfg) -> float:
+    """The pipelines' calculate_shift: mu linear in the image's token count between two anchors."""
+    base_len, max_len = cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096)
+    base_shift, max_shift = cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15)
+    m = (max_shift - base_shift) / (max_len - base_len)
+    return seq_len * m + (base_shift - m * base_len)
+
+
+def timesteps_for(scheduler, steps: int, denoiser: Denoiser | None = None) -> list[int | float]:
+    set_timesteps(scheduler, steps, denoiser)
     return [timestep_value(t) for t in scheduler.timesteps]
+
+
+def scale_model_input(scheduler, x: torch.Tensor, t) -> torch.Tensor:
+    """The network's input at t: scheduler.scale_model_input where the scheduler has one (flow-matching
+    schedulers have none: the network sees x_t itself)."""
+    scale = getattr(scheduler, "scale_model_input", None)
+    return x if scale is None else scale(x, t)
 
 
 def takes_variance(scheduler) -> bool:
@@ -222,10 +279,10 @@ def sample_batch(
     see the raw network output).
     """
     gens = generators(seed, indices)
-    scheduler.set_timesteps(steps)
+    set_timesteps(scheduler, steps, denoiser)
     dev, dt = denoiser.device, denoiser.dtype
     if x_init is None:
-        x = initial_noise(denoiser.sample_shape, gens).to(dev, dt) * scheduler.init_noise_sigma
+        x = initial_noise(denoiser.sample_shape, gens).to(dev, dt) * getattr(scheduler, "init_noise_sigma", 1.0)
     else:
         x = x_init.to(dev, dt)
     idx = torch.as_tensor(list(indices))
@@ -235,7 +292,7 @@ def sample_batch(
     step_kwargs = {"generator": gens} if "generator" in _step_params(scheduler) else {}
     with_variance = denoiser.info.learned_variance and takes_variance(scheduler)
     for i, t in enumerate(scheduler.timesteps):
-        x_in = scheduler.scale_model_input(x, t)
+        x_in = scale_model_input(scheduler, x, t)
         raw = denoiser.raw_output(x_in, t.to(dev), cond, guided=True)
         out = denoiser.mean_part(raw)
         if hooks or output_transform is not None:

@@ -40,7 +40,8 @@ def info_table(info: CheckpointInfo) -> Table:
         ("scheduler", f"{info.scheduler_class} (from {info.scheduler_origin})"),
         ("train timesteps", str(info.num_train_timesteps)),
         ("beta schedule", str(info.beta_schedule)),
-        ("prediction type", info.prediction_type + (" + learned variance" if info.learned_variance else "")),
+        ("prediction type", ("flow matching (velocity eps - x0)" if info.prediction_type == "flow" else info.prediction_type)
+         + (" + learned variance" if info.learned_variance else "")),
         ("flatcheck runs it", info.supported),
     ]
     for w in info.weight_files:

@@ -37,7 +37,8 @@ from ...core.seeds import exposure_variance_seed
 from ...errors import InputError
 from .config import ExposureConfig
 from ...core.sampling import (
-    StepRecord, StepReducer, check_run, generators, initial_noise, make_sampler, sample, timesteps_for,
+    StepRecord, StepReducer, check_run, generators, initial_noise, make_sampler, sample, scale_model_input, set_timesteps,
+    timesteps_for,
 )
 from ...core.stats import Estimate, mean_estimate
 
@@ -99,6 +100,7 @@ class ExposureResult:
     reference: str  # where the reference data came from
     runs: list[ExposureRun]
     fid_warning: str | None = None  # set when runs were scored with too few samples
+    quantity: str = "eps"  # what the norms are of: "eps" (DDPM family) or "v" (flow matching: the velocity)
 
 
 # ---------------------------------------------------------------------------------- fits
@@ -135,10 +137,16 @@ def _norm(x: torch.Tensor) -> torch.Tensor:
     return x.float().flatten(1).norm(dim=1)
 
 
+def predicted(rec: StepRecord) -> torch.Tensor:
+    """The prediction whose norm exposure compares: eps for the DDPM family, the velocity v for flow matching."""
+    return rec.model_output if rec.denoiser.flow else rec.eps
+
+
 def _output_with_eps(rec: StepRecord, eps: torch.Tensor) -> torch.Tensor:
-    """The model output, in the model's own parametrisation, that corresponds to `eps`."""
+    """The model output, in the model's own parametrisation, that corresponds to `eps` (to the
+    prediction `predicted` returns: for flow models that is the output itself)."""
     d = rec.denoiser
-    if d.prediction_type == "epsilon":
+    if d.prediction_type == "epsilon" or d.flow:
         return eps
     a, s = d.alpha_sigma(rec.timestep, rec.x_t)
     x0 = (rec.x_t - s * eps) / a
@@ -174,7 +182,7 @@ class _EpsNorms:
         self.applied = StepReducer(per_sample=True) if lam else None
 
     def __call__(self, rec: StepRecord) -> None:
-        norms = _norm(rec.eps)
+        norms = _norm(predicted(rec))
         self.raw.add(rec.step, rec.timestep, rec.indices, norms)
         if self.applied is not None:
             self.applied.add(rec.step, rec.timestep, rec.indices, norms / self.lam(rec.timestep))
@@ -190,16 +198,16 @@ class _Spread:
     A shift of the mean counts as spread: both are drift away from the forward process.
     """
 
-    def __init__(self, ref: "_ForwardReference", alphas_at: Callable):
-        self.ref, self.alphas_at = ref, alphas_at
+    def __init__(self, ref: "_ForwardReference", coefficients: Callable):
+        self.ref, self.coefficients = ref, coefficients
         self.center = ref.x0.mean(0, keepdim=True)
         self.sampled, self.forward, self.error = StepReducer(), StepReducer(), StepReducer(per_sample=True)
 
     def __call__(self, rec: StepRecord) -> None:
-        ab = float(self.alphas_at(torch.tensor(rec.timestep)))  # interpolated at fractional timesteps
+        a, s = (float(v) for v in self.coefficients(torch.tensor(rec.timestep)))  # x_t = a x0 + s eps, at fractional t too
         x0, nz = self.ref.x0[rec.indices], self.ref.noise[rec.indices]
-        fwd = (math.sqrt(ab) * (x0 - self.center) + math.sqrt(1 - ab) * nz).flatten(1).pow(2).mean(1)
-        smp = (rec.x_t.float().cpu() - math.sqrt(ab) * self.center).flatten(1).pow(2).mean(1)
+        fwd = (a * (x0 - self.center) + s * nz).flatten(1).pow(2).mean(1)
+        smp = (rec.x_t.float().cpu() - a * self.center).flatten(1).pow(2).mean(1)
         for r, v in ((self.sampled, smp), (self.forward, fwd), (self.error, smp - fwd)):
             r.add(rec.step, rec.timestep, rec.indices, v)
 
@@ -246,7 +254,11 @@ class _ForwardReference:
                 nz = self.noise[s : s + self.batch_size].to(dev, dt)
                 c = None if self.cond is None else self.cond[s : s + self.batch_size]
                 # guided as the sampler's own eps is: the two sides of the gap are the same function
-                eps = d.eps(d.add_noise(x0, t, nz), t, c, guided=True).float()
+                x_t = d.add_noise(x0, t, nz)
+                if d.flow:  # the velocity, against the true one eps - x0
+                    eps, nz = d.model_output(x_t, t, c, guided=True).float(), nz - x0
+                else:
+                    eps = d.eps(x_t, t, c, guided=True).float()
                 flat = eps.flatten(1)
                 norms.append(flat.norm(dim=1).cpu())
                 sqs.append((flat * flat).sum(1).cpu())
@@ -276,7 +288,7 @@ def work_units(denoiser: Denoiser, config: ExposureConfig, n_reference: int) -> 
     seen: set = set()
     total = 0
     for steps in config.steps:
-        ts = timesteps_for(make_sampler(denoiser.scheduler, config.sampler), steps)
+        ts = timesteps_for(make_sampler(denoiser.scheduler, config.sampler), steps, denoiser)
         new = set(ts) - seen
         seen |= new
         runs_from_noise = 2 + (1 if config.linear_scale else 0)
@@ -323,12 +335,12 @@ def measure_exposure(
         raise InputError("a conditional model's exposure reference needs the condition of each reference point")
     ref = _ForwardReference(denoiser, x0, reference_noise.float().cpu(), config.batch_size, paired, reference_cond)
     runs = [_measure_steps(denoiser, ref, steps, config, progress, shared) for steps in config.steps]
-    return ExposureResult(config, reference_source, runs)
+    return ExposureResult(config, reference_source, runs, quantity="v" if denoiser.flow else "eps")
 
 
 def _measure_steps(denoiser: Denoiser, ref: _ForwardReference, steps: int, config: ExposureConfig, progress, shared=None) -> ExposureRun:
     scheduler = make_sampler(denoiser.scheduler, config.sampler)
-    ts = timesteps_for(scheduler, steps)
+    ts = timesteps_for(scheduler, steps, denoiser)
     d = int(np.prod(denoiser.sample_shape))
     bs, n, m = config.batch_size, config.samples, len(ref.x0)
 
@@ -351,10 +363,10 @@ def _measure_steps(denoiser: Denoiser, ref: _ForwardReference, steps: int, confi
     gap_total = _total_gap(eps_a.raw.sample_totals(), fwd_totals, ref.paired)
 
     # (b) the sampler from reference data noised to t_0: its spread against the forward process's.
-    scheduler.set_timesteps(steps)
-    unit = float(scheduler.scale_model_input(torch.ones(()), scheduler.timesteps[0]))  # x_in = x * unit
+    set_timesteps(scheduler, steps, denoiser)
+    unit = float(scale_model_input(scheduler, torch.ones(()), scheduler.timesteps[0]))  # x_in = x * unit
     x_init = denoiser.add_noise(ref.x0, ts[0], ref.noise) / unit
-    spread = _Spread(ref, denoiser.alphas_at)
+    spread = _Spread(ref, denoiser.coefficients)
     sample(denoiser, scheduler, steps, m, exposure_variance_seed(config.seed), batch_size=bs, x_init=x_init, cond=ref.cond,
            hooks=[spread], progress=tick)
     var_err_mean = mean_estimate((spread.error.sample_totals() / len(ts)).numpy())
@@ -392,7 +404,7 @@ def _check_scaling(denoiser, scheduler, steps, config, form, b, k, ts, forward, 
         raise InputError(f"the {form} epsilon-scaling fit gave lambda <= 0 (b={b:.3g}, k={k:.3g}): the eps-norm curves are degenerate")
 
     def scaled(rec: StepRecord) -> torch.Tensor:
-        return _output_with_eps(rec, rec.eps / lam(rec.timestep))
+        return _output_with_eps(rec, predicted(rec) / lam(rec.timestep))
 
     eps_c = _EpsNorms(lam)
     sample(denoiser, scheduler, steps, config.samples, config.seed, batch_size=config.batch_size,

@@ -20,11 +20,12 @@ def _short(sampler: str) -> str:
 
 def view(result: ExposureResult, model: str = "", max_rows: int = 10) -> list:
     """A summary row per step count (and eps-scaling form), then a few steps of each run's curves."""
+    qn = result.quantity  # eps, or v for flow-matching models
     head = Table(title=f"flatcheck exposure: {model}".rstrip(": "), title_justify="left",
-                 caption=f"reference: {result.reference}. gap = ||eps|| on the sampler's inputs - on forward-noised data, "
+                 caption=f"reference: {result.reference}. gap = ||{qn}|| on the sampler's inputs - on forward-noised data, "
                          "summed over steps; eps scaling divides eps by lambda_t = b + k t and reruns the sampler.",
                  caption_justify="left")
-    for col in ("run", "eps-norm gap", "gap/fwd", "variance err", "eps scale (data)", "eps scaling", "gap after"):
+    for col in ("run", f"{qn}-norm gap", "gap/fwd", "variance err", f"{qn} scale (data)", f"{qn} scaling", "gap after"):
         head.add_column(col, justify="left" if col in ("run", "eps scaling") else "right")
     for run in result.runs:
         scalings = run.scaling or [None]
@@ -51,17 +52,17 @@ def view(result: ExposureResult, model: str = "", max_rows: int = 10) -> list:
     elif result.fid_warning:
         parts.append(Text(result.fid_warning, style="dim"))
     for run in result.runs:
-        parts.append(_steps_table(run, max_rows))
+        parts.append(_steps_table(run, max_rows, qn))
     return parts
 
 
-def _steps_table(run: ExposureRun, max_rows: int) -> Table:
+def _steps_table(run: ExposureRun, max_rows: int, qn: str = "eps") -> Table:
     n = len(run.timesteps)
     k = min(n, max_rows)
     pick = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
     t = Table(title=f"{_short(run.sampler)} {run.steps} steps: {len(pick)} of {n} shown; sqrt(d) = {run.sqrt_d:.3g}",
               title_justify="left")
-    for col in ("step", "t", "||eps|| sampler", "||eps|| fwd", "gap", "variance err", "x0 drift"):
+    for col in ("step", "t", f"||{qn}|| sampler", f"||{qn}|| fwd", "gap", "variance err", "x0 drift"):
         t.add_column(col, justify="right")
     for i in pick:
         t.add_row(
@@ -75,6 +76,7 @@ def _steps_table(run: ExposureRun, max_rows: int) -> Table:
 
 def plot(result: ExposureResult, path: str | Path, model: str = "") -> Path:
     """Four panels over the training timestep t (sampling runs right to left), one colour per step count."""
+    qn = result.quantity
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -97,8 +99,8 @@ def plot(result: ExposureResult, path: str | Path, model: str = "") -> Path:
         _band(ax_drift, t, run.x0_drift.mean, run.x0_drift.stderr, c, label)
     if result.runs:
         ax_norm.axhline(result.runs[0].sqrt_d, color="grey", lw=0.8, label="sqrt(d)")
-    for ax, title in ((ax_norm, "||eps_theta||: sampler's inputs vs forward-noised data"),
-                      (ax_gap, "eps-norm gap (sampler - forward)"),
+    for ax, title in ((ax_norm, f"||{qn}_theta||: sampler's inputs vs forward-noised data"),
+                      (ax_gap, f"{qn}-norm gap (sampler - forward)"),
                       (ax_var, "variance error delta_t (sampler from data at t_0)"),
                       (ax_drift, "x0-prediction drift to the final sample (RMS)")):
         ax.set_title(title, fontsize=10)
