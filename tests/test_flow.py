@@ -135,3 +135,27 @@ def test_exposure_measures_the_velocity(scale):
     assert run.eps_scale_forward.value == pytest.approx(scale, abs=3 * run.eps_scale_forward.stderr + 1e-3)
     if scale == 1.0:  # the exact velocity: its own inputs look like the forward process's (up to Euler error)
         assert abs(run.gap_relative) < 0.05
+
+
+def test_params_and_gradient_checkpointing(tmp_path):
+    """--params measures only the matched parameters; gradient checkpointing leaves every number unchanged."""
+    from flatcheck.core.probes import probe_bank
+    from flatcheck.measures.sharpness.config import SharpnessConfig
+    from flatcheck.measures.sharpness.measure import measure_sharpness
+    from flatcheck.errors import OptionError
+
+    from .conftest import make_scheduler, make_unet
+
+    den = Denoiser(make_unet(), make_scheduler())
+    bank = probe_bank(torch.rand(8, 1, 8, 8) * 2 - 1, 8, 0, (0, 1000), "test")
+    kw = dict(measures=("avg", "hessian"), norms=("adaptive",), radii=(0.01,), draws=1, hessian_probes=4, top_k=1,
+              lanczos_iters=4, hutchinson_draws=2, batch_size=8)
+    full = measure_sharpness(den, bank, SharpnessConfig(**kw))
+    some = measure_sharpness(den, bank, SharpnessConfig(**kw, params="mid_block.*"))
+    n_mid = sum(p.numel() for n, p in den.net.named_parameters() if n.startswith("mid_block."))
+    assert some.parameters == n_mid < full.parameters and some.parameter_selection == "mid_block.*"
+    ckpt = measure_sharpness(den, bank, SharpnessConfig(**kw, gradient_checkpointing=True))
+    assert ckpt.hessian.eigen.eigenvalues == pytest.approx(full.hessian.eigen.eigenvalues, rel=1e-5)
+    assert not den.net.is_gradient_checkpointing
+    with pytest.raises(OptionError, match="matches no parameter"):
+        measure_sharpness(den, bank, SharpnessConfig(**kw, params="nothing.*"))

@@ -33,6 +33,8 @@ def sharpness(
     landscape_span: Annotated[float, typer.Option("--landscape-span", help="Landscape axes run over [-span, span] (1 = a step as large as each filter).")] = C.landscape_span,
     landscape_points: Annotated[int, typer.Option("--landscape-points", help="Points of the 1-D curve.")] = C.landscape_points,
     landscape_grid: Annotated[int, typer.Option("--landscape-grid", help="Points per axis of the 2-D surface (0: no surface).")] = C.landscape_grid,
+    params: Annotated[Optional[str], typer.Option("--params", metavar="GLOBS", help="Measure only these parameters: comma-separated globs on their names (e.g. 'mid_block.*,up_blocks.0.*'); the rest stay fixed. Reports say which.", show_default=False)] = None,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in backward passes (gradients, HVPs): less memory for large denoisers, about one more forward per pass.")] = False,
     o=None,
 ) -> None:
     """How flat is the denoiser's training loss around its weights: average- and worst-case sharpness over a sweep of radii, Hessian top eigenvalues and trace, filter-normalised landscapes, broken down by timestep bucket and by block. Every measure shares one seeded probe bank; weights are restored bit for bit.
@@ -44,7 +46,8 @@ def sharpness(
         measures=comma_list(measures), norms=comma_list(norms), draws=draws, ascent_steps=ascent_steps, buckets=buckets,
         block_radius=block_radius, hessian_probes=hessian_probes, top_k=top_k, lanczos_iters=lanczos_iters, tol=tol,
         hutchinson_draws=hutchinson_draws, landscape_probes=landscape_probes, landscape_span=landscape_span,
-        landscape_points=landscape_points, landscape_grid=landscape_grid,
+        landscape_points=landscape_points, landscape_grid=landscape_grid, params=params,
+        gradient_checkpointing=gradient_checkpointing,
     )
     if radii is not None:
         config["radii"] = config["worst_radii"] = comma_numbers(radii, "--radii")

@@ -40,6 +40,8 @@ class SharpnessConfig:
     eta: float = 1e-3  # adaptive scale floor, so that zero weights still move
     batch_size: int = 64
     seed: int = 0
+    params: str | None = None  # comma-separated globs of parameter names to measure; None: every parameter
+    gradient_checkpointing: bool = False  # recompute activations in backward passes (HVPs of large models fit)
 
     def validate(self) -> "SharpnessConfig":
         bad = [m for m in self.measures if m not in MEASURES]

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -44,7 +45,7 @@ from ...core.perturb import restoring
 from ...core.probes import ProbeBank, bank_losses
 from ...core.seeds import generator
 from ...core.stats import Estimate, mean_estimate
-from ...errors import InputError
+from ...errors import InputError, OptionError
 from .blocks import bucket_edges, bucket_index, parameter_groups, spread_indices
 from .config import MEASURES, NORMS, SharpnessConfig  # noqa: F401 - re-exported
 from .hessian import BankLoss, Eigenpairs, TraceEstimate, hutchinson, lanczos
@@ -113,9 +114,9 @@ class SharpnessResult:
     source: str  # where the bank's x0 came from
     probes: int
     seed: int
-    t_range: tuple[int, int]
+    t_range: tuple[int | float, int | float]
     buckets: list[tuple[int, int]]
-    parameters: int
+    parameters: int  # the number measured (all, or those --params selects)
     weight_norm: float
     loss: Estimate  # L(theta): mean per-probe loss, stderr over probes
     loss_by_bucket: list[Estimate | None]
@@ -127,6 +128,24 @@ class SharpnessResult:
     landscape: Landscape | None = None
     config: SharpnessConfig | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per measure
+    parameter_selection: str = "all"  # --params globs, or "all"
+
+
+@contextmanager
+def checkpointing(net: torch.nn.Module, on: bool):
+    """diffusers' gradient checkpointing for the body (non-reentrant: double backward, so HVPs, go through it)."""
+    if not on:
+        yield
+        return
+    if not getattr(net, "_supports_gradient_checkpointing", False) or not hasattr(net, "enable_gradient_checkpointing"):
+        raise OptionError("gradient_checkpointing", f"{type(net).__name__} does not support gradient checkpointing")
+    was = bool(getattr(net, "is_gradient_checkpointing", False))
+    net.enable_gradient_checkpointing()
+    try:
+        yield
+    finally:
+        if not was:
+            net.disable_gradient_checkpointing()
 
 
 class _Context:
@@ -134,8 +153,11 @@ class _Context:
 
     def __init__(self, denoiser: Denoiser, bank: ProbeBank, config: SharpnessConfig, progress: Progress):
         self.denoiser, self.bank, self.config, self.progress = denoiser, bank, config, progress
-        named = measured_parameters(denoiser.net)
+        named = measured_parameters(denoiser.net, config.params)
         if not named:
+            if config.params is not None:
+                raise OptionError("params", f"'{config.params}' matches no parameter of {type(denoiser.net).__name__} "
+                                            f"(names look like '{next(iter(dict(denoiser.net.named_parameters())), '?')}')")
             raise InputError("the denoiser has no floating-point parameters to perturb")
         self.params = [p for _, p in named]
         self.groups = parameter_groups(named)
@@ -263,11 +285,11 @@ def measure_sharpness(denoiser: Denoiser, bank: ProbeBank, config: SharpnessConf
     if len(bank) < 1:
         raise InputError("the probe bank is empty")
     timings: dict[str, float] = {}
-    with restoring(denoiser.net), torch.no_grad():
+    with restoring(denoiser.net), checkpointing(denoiser.net, config.gradient_checkpointing), torch.no_grad():
         ctx = _Context(denoiser, bank, config, progress)
         result = SharpnessResult(
             source=bank.source, probes=len(bank), seed=config.seed, t_range=tuple(bank.t_range), buckets=ctx.edges,
-            parameters=ctx.dim, weight_norm=ctx.weight_norm,
+            parameters=ctx.dim, weight_norm=ctx.weight_norm, parameter_selection=config.params or "all",
             loss=mean_estimate(ctx.base.numpy()),
             loss_by_bucket=[None if v is None else mean_estimate(ctx.base[ctx.bucket == b].numpy())
                             for b, v in enumerate(ctx.by_bucket(ctx.base))],

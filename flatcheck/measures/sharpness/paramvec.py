@@ -10,9 +10,19 @@ from __future__ import annotations
 import torch
 
 
-def measured_parameters(net: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
-    """Every floating-point parameter (trainable or frozen: a loaded checkpoint is often frozen)."""
-    return [(n, p) for n, p in net.named_parameters() if p.is_floating_point()]
+def measured_parameters(net: torch.nn.Module, patterns: str | None = None) -> list[tuple[str, torch.nn.Parameter]]:
+    """Every floating-point parameter (trainable or frozen: a loaded checkpoint is often frozen).
+
+    patterns: comma-separated globs on parameter names ('mid_block.*,up_blocks.0.*'): only those are
+    measured (on billion-parameter denoisers, a few blocks); the others stay fixed at theta.
+    """
+    named = [(n, p) for n, p in net.named_parameters() if p.is_floating_point()]
+    if patterns is None:
+        return named
+    from fnmatch import fnmatchcase
+
+    globs = [g.strip() for g in patterns.split(",") if g.strip()]
+    return [(n, p) for n, p in named if any(fnmatchcase(n, g) or fnmatchcase(n, g + ".*") for g in globs)]
 
 
 def flat(tensors) -> torch.Tensor:

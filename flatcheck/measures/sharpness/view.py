@@ -49,7 +49,9 @@ def view(result: SharpnessResult, model: str = "") -> list:
     s.add_column("value")
     s.add_row("probe bank", f"{result.probes} probes, seed {result.seed}, t in [{result.t_range[0]}, {result.t_range[1]})")
     s.add_row("x0 from", result.source)
-    s.add_row("parameters", f"{result.parameters:,} (|theta| = {result.weight_norm:.4g})")
+    sel = getattr(result, "parameter_selection", "all")
+    s.add_row("parameters", f"{result.parameters:,} (|theta| = {result.weight_norm:.4g})"
+              + ("" if sel == "all" else f"; only --params {sel} (the rest held fixed)"))
     s.add_row("loss L(theta)", _est(result.loss, 4) + " (± over probes)")
     s.add_row("radius r", "relative: |delta| ~ r |theta| (absolute, isotropic); each weight moves ~ r of itself (adaptive)")
     s.add_row("time", ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
