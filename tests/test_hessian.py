@@ -52,6 +52,12 @@ def test_hvp_matches_central_differences_through_attention_float64():
     data = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     bank = build_probe_bank(den, n=6, seed=0, data=data)
     params = [p for _, p in measured_parameters(den.net)]
+    # Mixed flags (a partly frozen checkpoint): every HVP and gradient needs them all on, and each
+    # one must come back as it was, not all True and not all False.
+    for i, p in enumerate(params):
+        p.requires_grad_(i % 3 == 0)
+    flags = [p.requires_grad for p in params]
+    assert any(flags) and not all(flags)
     op = BankLoss(den, bank, params, batch_size=6)
     theta = flat(params)
     v = torch.randn(op.dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
@@ -66,7 +72,7 @@ def test_hvp_matches_central_differences_through_attention_float64():
     fd = (g_plus - g_minus) / (2 * h)
     rel = float((hv - fd).norm() / fd.norm())
     assert rel < 1e-6, rel
-    assert all(not p.requires_grad for p in params) or all(p.requires_grad for p in params)
+    assert [p.requires_grad for p in params] == flags
 
 
 def _known_matrix(eig, seed=0):
