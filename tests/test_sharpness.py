@@ -99,6 +99,60 @@ def test_one_step_worst_case_is_sams_closed_form():
     assert p.delta_norm == pytest.approx(R, rel=1e-9)
 
 
+def _gradient(den, bank, params):
+    with torch.enable_grad():
+        loss = den.loss(bank.x0.double(), bank.t, bank.noise.double())
+        return flat(torch.autograd.grad(loss, params))
+
+
+def _trust_region_max(g, H, R):
+    """max g.x + x^T H x / 2 over |x| <= R (H PSD): x = (lam I - H)^-1 g with lam > lambda_max(H)
+    chosen so that |x| = R (the secular equation, solved by bisection in the eigenbasis)."""
+    h, V = torch.linalg.eigh(H)
+    gt = V.T @ g
+    lo, hi = float(h[-1]), float(h[-1]) + float(g.norm()) / R
+    for _ in range(200):
+        lam = (lo + hi) / 2
+        if float((gt / (lam - h)).norm()) > R:
+            lo = lam
+        else:
+            hi = lam
+    x = V @ (gt / (hi - h))
+    return float(g @ x + 0.5 * x @ H @ x)
+
+
+def test_one_step_adaptive_worst_case_is_asams_closed_form_and_more_steps_climb_higher():
+    """Adaptive (ASAM): delta = s * u, |u| <= r sqrt(d), s = |theta| + eta. One step: u along s * g on
+    the boundary, so delta = r sqrt(d) s^2 g / |s g| and the (exactly quadratic) increase is
+    g.delta + delta^T H delta / 2. More steps of projected ascent must climb at least as high and
+    stay below the true maximum over the ellipsoid, a trust-region problem in u (same for SAM)."""
+    den = linear_denoiser()
+    bank = linear_bank(den, n=24)
+    H = closed_form_hessian(den, bank)
+    params = [p for _, p in measured_parameters(den.net)]
+    theta = flat(params)
+    g = _gradient(den, bank, params)
+    d = theta.numel()
+    r = 0.05
+    cfg = SharpnessConfig(measures=("worst",), worst_radii=(r,), ascent_steps=1)
+    s = {"adaptive": theta.abs() + cfg.eta, "absolute": torch.full_like(theta, float(theta.norm()) / math.sqrt(d))}
+    R_u = r * math.sqrt(d)
+    sg = s["adaptive"] * g
+    delta = R_u * s["adaptive"] * sg / sg.norm()
+    expected = float(g @ delta + 0.5 * delta @ H @ delta)
+    one = {w.norm: w.points[0] for w in measure_sharpness(den, bank, cfg).worst}
+    assert one["adaptive"].increase == pytest.approx(expected, rel=1e-9)
+    assert one["adaptive"].delta_norm == pytest.approx(float(delta.norm()), rel=1e-9)
+    many = {w.norm: w.points[0] for w in measure_sharpness(den, bank, SharpnessConfig(
+        measures=("worst",), worst_radii=(r,), ascent_steps=6)).worst}
+    for norm in ("adaptive", "absolute"):
+        S = s[norm]
+        best = _trust_region_max(S * g, S[:, None] * H * S[None, :], R_u)  # in u: g_u = s g, H_u = S H S
+        assert one[norm].increase < best and len(many[norm].ascent) == 6
+        assert one[norm].increase <= many[norm].increase <= best * (1 + 1e-9), norm
+        assert many[norm].increase > one[norm].increase + 0.5 * (best - one[norm].increase), norm  # real progress
+
+
 def test_worst_case_exceeds_average_case_at_equal_radius(unet_setup):
     den, bank = unet_setup
     cfg = SharpnessConfig(measures=("avg", "worst"), radii=(0.001, 0.01, 0.1), worst_radii=(0.001, 0.01, 0.1),
