@@ -219,6 +219,27 @@ def test_fd_change_is_paired(digits_halves, tmp_path):
         fd_change(other, base)
 
 
+def test_compare_combines_standard_errors_of_fd_and_kid(digits_halves, tmp_path):
+    """compare adds the two columns' ± in quadrature: each must be a standard error (KID's: of its
+    mean over subsets, std / sqrt(subsets); it was the std over subsets, 10x larger at 100 subsets)."""
+    import math
+
+    from flatcheck.compare import compare_reports
+    from flatcheck.results import to_jsonable
+
+    a, b = digits_halves
+    ref = _save_images(tmp_path / "b.npz", b)
+    blurred = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(a[:200], 2), scale_factor=2)
+    runs = [score_samples(x, ref, features="digits-cnn", bootstrap=50) for x in (a[:200], blurred)]
+    comp = compare_reports([{"fid": to_jsonable(r), "verdicts": []} for r in runs], ["real", "blurred"])
+    rows = {r["path"]: r for r in comp.rows}
+    kid, fd = rows["fid.kid"], rows["fid.value"]
+    assert kid["stderrs"] == pytest.approx([r.kid_subset_std / math.sqrt(r.kid_subsets) for r in runs], rel=1e-12)
+    assert kid["stderr_diff"][0] == pytest.approx(math.hypot(*kid["stderrs"]), rel=1e-12)
+    assert fd["stderrs"] == pytest.approx([float(np.std(r._rounds, ddof=1)) for r in runs], rel=1e-12)
+    assert kid["diff"][0] > 2 * kid["stderr_diff"][0]  # blur: a real difference, flagged
+
+
 def test_stats_file_reference_equals_images_reference(digits_halves, tmp_path):
     a, b = digits_halves
     ex = extractors.load_extractor("digits-cnn")
