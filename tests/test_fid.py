@@ -254,6 +254,31 @@ def test_stats_file_reference_equals_images_reference(digits_halves, tmp_path):
         score_samples(a, str(tmp_path / "stats2048.npz"), features="digits-cnn")
 
 
+def test_fd_and_kid_equal_torch_fidelity_calculate_metrics_on_image_folders(digits_halves, tmp_path):
+    """An independent reference: torch-fidelity's own entry point on two PNG folders, with the same
+    registered digits-cnn extractor, against score_samples on the same images (as a tensor) and the
+    reference folder. torch-fidelity keeps features in float32, flatcheck in float64."""
+    import torch_fidelity
+    from PIL import Image
+
+    a, b = digits_halves
+    blurred = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(a[:300], 2), scale_factor=2)
+    for name, imgs in (("samples", blurred), ("ref", b[:300])):
+        (tmp_path / name).mkdir()
+        for i, img in enumerate(to_uint8_nchw(imgs)):
+            Image.fromarray(img[0].numpy()).save(tmp_path / name / f"{i:04d}.png")
+    extractors.load_extractor("digits-cnn")  # registers it with torch-fidelity
+    tf = torch_fidelity.calculate_metrics(
+        input1=str(tmp_path / "samples"), input2=str(tmp_path / "ref"), feature_extractor="digits-cnn", fid=True, kid=True,
+        kid_subsets=20, kid_subset_size=100, rng_seed=0, cuda=False, save_cpu_ram=True, cache=False, verbose=False)
+    ours = score_samples(blurred, str(tmp_path / "ref"), features="digits-cnn", bootstrap=10, kid_subsets=20,
+                         kid_subset_size=100, seed=0, use_cache=False)
+    assert ours.value.value == pytest.approx(tf["frechet_inception_distance"], rel=1e-6)
+    assert ours.kid.value == pytest.approx(tf["kernel_inception_distance_mean"], rel=1e-5)
+    assert ours.kid_subset_std == pytest.approx(tf["kernel_inception_distance_std"], rel=1e-5)
+    assert ours.value.value > 1.0  # a blur: a real distance, not a trivial 0 = 0
+
+
 def test_image_folder_reference(digits_halves, tmp_path):
     from PIL import Image
 
