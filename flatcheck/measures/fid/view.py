@@ -22,8 +22,9 @@ def view(r: FidResult, model: str = "") -> list:
     t.add_row(r.label, f"{v.value:.4g}  [{v.ci_low:.4g}, {v.ci_high:.4g}] {r.ci_level:.0%} {r.ci_method} interval, "
                        f"bootstrap standard error {v.stderr:.2g} ({r.bootstrap_rounds} resamples of the samples, reference fixed)")
     if not v.ci_low <= v.value <= v.ci_high:
-        t.add_row("", "the interval excludes the estimate: resampling shows FD biased upward at this N, "
-                      "and the basic interval corrects for it")
+        way = "below" if v.value > v.ci_high else "above"
+        t.add_row("", f"the interval lies {way} the estimate: the resampled FDs are shifted from it (FD is biased "
+                      f"at this N) and the basic interval reflects the shift back")
     if r.kid is not None:
         t.add_row("KID", f"{r.kid.value:.4g} ± {r.kid.stderr:.2g} (mean over {r.kid_subsets} subsets of {r.kid_subset_size} "
                          f"± its standard error; std over subsets {r.kid_subset_std:.2g})")
