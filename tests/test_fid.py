@@ -240,6 +240,26 @@ def test_compare_combines_standard_errors_of_fd_and_kid(digits_halves, tmp_path)
     assert kid["diff"][0] > 2 * kid["stderr_diff"][0]  # blur: a real difference, flagged
 
 
+def test_fid_view_names_the_interval_and_says_where_it_lies(digits_halves, tmp_path):
+    """At N = 40 < 64 feature dimensions the basic interval excludes the estimate: the table says so,
+    on the right side."""
+    from rich.console import Console
+
+    from flatcheck.measures.fid.view import view
+
+    a, b = digits_halves
+    r = score_samples(a[:40], _save_images(tmp_path / "b.npz", b), features="digits-cnn", bootstrap=50)
+    v = r.value
+    assert not v.ci_low <= v.value <= v.ci_high
+    con = Console(width=400, record=True)
+    for part in view(r):
+        con.print(part)
+    text = " ".join(con.export_text().split())
+    assert "95% basic bootstrap interval" in text and f"[{v.ci_low:.4g}, {v.ci_high:.4g}]" in text
+    assert f"the interval lies {'below' if v.value > v.ci_high else 'above'} the estimate" in text
+    assert f"std over subsets {r.kid_subset_std:.2g}" in text
+
+
 def test_stats_file_reference_equals_images_reference(digits_halves, tmp_path):
     a, b = digits_halves
     ex = extractors.load_extractor("digits-cnn")
