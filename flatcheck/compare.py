@@ -89,7 +89,9 @@ def compare_reports(reports: list, names: list[str]) -> Comparison:
         for v, se in zip(values[1:], stderrs[1:]):
             ok = v is not None and values[0] is not None
             diff.append(v - values[0] if ok else None)
-            # Independent errors add in quadrature; the bank is shared, so this is conservative.
+            # Standard errors (every Estimate's stderr is one: KID's is that of its mean over subsets,
+            # FD's the bootstrap's) add in quadrature when independent; the bank is shared, so this is
+            # conservative for bank measures.
             se_diff.append(math.hypot(se, stderrs[0]) if ok and se is not None and stderrs[0] is not None else None)
         rows.append({"path": path, "values": values, "stderrs": stderrs, "text": [c.text() if c else "—" for c in cells],
                      "diff": diff, "stderr_diff": se_diff})

@@ -83,9 +83,31 @@ def test_bootstrap_rounds_equal_recomputed_resamples(n, d):
     again = frechet_bootstrap(x, mu, sigma, rounds=20, seed=7)
     other = frechet_bootstrap(x, mu, sigma, rounds=20, seed=8)
     assert np.array_equal(b.rounds, again.rounds) and not np.array_equal(b.rounds, other.rounds)
+    # Basic bootstrap interval, from the sorted rounds by hand: [2 v - q_97.5, 2 v - q_2.5], clipped at 0.
+    r = np.sort(b.rounds)
+    q = lambda p: r[int(np.floor(p * 19))] + (p * 19 % 1) * (r[min(int(np.floor(p * 19)) + 1, 19)] - r[int(np.floor(p * 19))])  # noqa: E731
     lo, hi = b.interval()
-    assert hi == pytest.approx(b.value + 1.959964 * b.stderr, rel=1e-6)
-    assert lo == pytest.approx(max(b.value - 1.959964 * b.stderr, 0.0), rel=1e-6, abs=1e-12)
+    assert hi == pytest.approx(max(2 * b.value - q(0.025), 0.0), rel=1e-9, abs=1e-12)
+    assert lo == pytest.approx(max(2 * b.value - q(0.975), 0.0), rel=1e-9, abs=1e-12)
+    assert b.stderr == pytest.approx(np.std(b.rounds, ddof=1))
+
+
+def test_basic_interval_covers_the_true_fd_that_the_biased_estimate_misses():
+    """Samples N(m, diag(s)) against exact N(0, I) statistics, D = 16, N = 200: the estimate sits
+    ~0.4 above the closed-form FD (small-N bias, 5x its sd). The basic bootstrap interval covers the
+    true FD; an interval centred on the estimate (FD +- 1.96 sd, the old one) never does."""
+    rng = np.random.default_rng(11)
+    d, n = 16, 200
+    m, s = np.full(d, 0.125), np.linspace(0.6, 1.4, d)
+    true = frechet_distance(m, np.diag(s), np.zeros(d), np.eye(d))
+    covered = centred = 0
+    for k in range(20):
+        x = rng.normal(size=(n, d)) * np.sqrt(s) + m
+        b = frechet_bootstrap(x, np.zeros(d), np.eye(d), rounds=100, seed=k)
+        lo, hi = b.interval()
+        covered += lo <= true <= hi
+        centred += abs(b.value - true) <= 1.959964 * b.stderr
+    assert covered >= 18 and centred <= 2, (covered, centred)
 
 
 def test_kid_matches_direct_unbiased_mmd():
@@ -97,8 +119,17 @@ def test_kid_matches_direct_unbiased_mmd():
     want = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
     mean, std = kernel_distance(x, y, subsets=1, subset_size=m, seed=0)  # one subset = all rows (a permutation)
     assert mean == pytest.approx(want, rel=1e-9) and std == 0
-    near, _ = kernel_distance(x, rng.normal(size=(40, 5)), subsets=20, subset_size=20)
-    assert abs(near) < mean
+    # Same distribution: KID is unbiased, so every subset's value has expectation 0 and so has their
+    # mean; however correlated the overlapping subsets are, its spread is at most one subset's std.
+    # (A biased V-statistic MMD^2 averages 0.34 here: 2/m (E k(x,x) - E k(x,x')), above 3 std = 0.29.)
+    z = rng.normal(size=(400, 5))
+    near, near_std = kernel_distance(z[:200], z[200:], subsets=200, subset_size=50, seed=1)
+    assert 0 < near_std < 0.2 and abs(near) < 3 * near_std
+    assert mean > 10 * near_std  # a 0.5 shift in every dimension: far outside that spread
+    from flatcheck.core.fd.score import kid_estimate
+
+    est = kid_estimate(near, near_std, 200)
+    assert est.value == near and est.stderr == pytest.approx(near_std / np.sqrt(200)) and est.n == 200
 
 
 # ------------------------------------------------------------------ digits-cnn: real vs real, real vs noise, cache
@@ -125,6 +156,11 @@ def test_digits_cnn_separates_real_from_noise(digits_halves, tmp_path):
     assert real.value.value < 0.05 * noise.value.value
     assert noise.value.ci_low > real.value.ci_high  # the intervals do not overlap
     assert noise.kid.value > 20 * abs(real.kid.value)
+    # KID's ± is the standard error of its mean over subsets; the spread of one subset is kept apart.
+    for r in (real, noise):
+        assert r.kid.n == r.kid_subsets == 100 and r.kid_subset_std > 0
+        assert r.kid.stderr == pytest.approx(r.kid_subset_std / 10, rel=1e-12)
+    assert real.ci_method == "basic bootstrap"
     assert real.warning is not None and "600 samples" in real.warning
 
 
@@ -172,11 +208,56 @@ def test_fd_change_is_paired(digits_halves, tmp_path):
                           ref, features="digits-cnn", bootstrap=100)
     change = fd_change(noisy, base)
     assert change.value == pytest.approx(noisy.value.value - base.value.value)
+    d = np.sort(noisy._rounds - base._rounds)  # same resample indices: the rounds pair up
+    lo_q, hi_q = np.quantile(d, [0.025, 0.975])
+    assert (change.ci_low, change.ci_high) == pytest.approx((2 * change.value - hi_q, 2 * change.value - lo_q), rel=1e-12)
+    assert change.stderr == pytest.approx(np.std(d, ddof=1), rel=1e-12)
     assert change.ci_low > 0  # noise clearly makes it worse
     assert change.stderr < 0.8 * (noisy.value.stderr**2 + base.value.stderr**2) ** 0.5  # pairing cancels shared noise
     other = score_samples(a[:300], ref, features="digits-cnn", bootstrap=100, seed=1)
     with pytest.raises(ValueError):
         fd_change(other, base)
+
+
+def test_compare_combines_standard_errors_of_fd_and_kid(digits_halves, tmp_path):
+    """compare adds the two columns' ± in quadrature: each must be a standard error (KID's: of its
+    mean over subsets, std / sqrt(subsets); it was the std over subsets, 10x larger at 100 subsets)."""
+    import math
+
+    from flatcheck.compare import compare_reports
+    from flatcheck.results import to_jsonable
+
+    a, b = digits_halves
+    ref = _save_images(tmp_path / "b.npz", b)
+    blurred = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(a[:200], 2), scale_factor=2)
+    runs = [score_samples(x, ref, features="digits-cnn", bootstrap=50) for x in (a[:200], blurred)]
+    comp = compare_reports([{"fid": to_jsonable(r), "verdicts": []} for r in runs], ["real", "blurred"])
+    rows = {r["path"]: r for r in comp.rows}
+    kid, fd = rows["fid.kid"], rows["fid.value"]
+    assert kid["stderrs"] == pytest.approx([r.kid_subset_std / math.sqrt(r.kid_subsets) for r in runs], rel=1e-12)
+    assert kid["stderr_diff"][0] == pytest.approx(math.hypot(*kid["stderrs"]), rel=1e-12)
+    assert fd["stderrs"] == pytest.approx([float(np.std(r._rounds, ddof=1)) for r in runs], rel=1e-12)
+    assert kid["diff"][0] > 2 * kid["stderr_diff"][0]  # blur: a real difference, flagged
+
+
+def test_fid_view_names_the_interval_and_says_where_it_lies(digits_halves, tmp_path):
+    """At N = 40 < 64 feature dimensions the basic interval excludes the estimate: the table says so,
+    on the right side."""
+    from rich.console import Console
+
+    from flatcheck.measures.fid.view import view
+
+    a, b = digits_halves
+    r = score_samples(a[:40], _save_images(tmp_path / "b.npz", b), features="digits-cnn", bootstrap=50)
+    v = r.value
+    assert not v.ci_low <= v.value <= v.ci_high
+    con = Console(width=400, record=True)
+    for part in view(r):
+        con.print(part)
+    text = " ".join(con.export_text().split())
+    assert "95% basic bootstrap interval" in text and f"[{v.ci_low:.4g}, {v.ci_high:.4g}]" in text
+    assert f"the interval lies {'below' if v.value > v.ci_high else 'above'} the estimate" in text
+    assert f"std over subsets {r.kid_subset_std:.2g}" in text
 
 
 def test_stats_file_reference_equals_images_reference(digits_halves, tmp_path):
@@ -191,6 +272,31 @@ def test_stats_file_reference_equals_images_reference(digits_halves, tmp_path):
     np.savez(tmp_path / "stats2048.npz", mu=np.zeros(2048), sigma=np.eye(2048))
     with pytest.raises(InputError, match="2048-dimensional"):
         score_samples(a, str(tmp_path / "stats2048.npz"), features="digits-cnn")
+
+
+def test_fd_and_kid_equal_torch_fidelity_calculate_metrics_on_image_folders(digits_halves, tmp_path):
+    """An independent reference: torch-fidelity's own entry point on two PNG folders, with the same
+    registered digits-cnn extractor, against score_samples on the same images (as a tensor) and the
+    reference folder. torch-fidelity keeps features in float32, flatcheck in float64."""
+    import torch_fidelity
+    from PIL import Image
+
+    a, b = digits_halves
+    blurred = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(a[:300], 2), scale_factor=2)
+    for name, imgs in (("samples", blurred), ("ref", b[:300])):
+        (tmp_path / name).mkdir()
+        for i, img in enumerate(to_uint8_nchw(imgs)):
+            Image.fromarray(img[0].numpy()).save(tmp_path / name / f"{i:04d}.png")
+    extractors.load_extractor("digits-cnn")  # registers it with torch-fidelity
+    tf = torch_fidelity.calculate_metrics(
+        input1=str(tmp_path / "samples"), input2=str(tmp_path / "ref"), feature_extractor="digits-cnn", fid=True, kid=True,
+        kid_subsets=20, kid_subset_size=100, rng_seed=0, cuda=False, save_cpu_ram=True, cache=False, verbose=False)
+    ours = score_samples(blurred, str(tmp_path / "ref"), features="digits-cnn", bootstrap=10, kid_subsets=20,
+                         kid_subset_size=100, seed=0, use_cache=False)
+    assert ours.value.value == pytest.approx(tf["frechet_inception_distance"], rel=1e-6)
+    assert ours.kid.value == pytest.approx(tf["kernel_inception_distance_mean"], rel=1e-5)
+    assert ours.kid_subset_std == pytest.approx(tf["kernel_inception_distance_std"], rel=1e-5)
+    assert ours.value.value > 1.0  # a blur: a real distance, not a trivial 0 = 0
 
 
 def test_image_folder_reference(digits_halves, tmp_path):
@@ -301,7 +407,8 @@ def test_cli_bundled_digits_defaults_json(cli):
     payload = json.loads(out)
     r = payload["fid"]
     assert r["label"] == "FD (digits-cnn)" and r["features"] == "digits-cnn" and r["reference"]["spec"] == "digits"
-    assert r["num_samples"] == 12 and r["value"]["ci_low"] <= r["value"]["value"] <= r["value"]["ci_high"]
+    assert r["num_samples"] == 12 and 0 <= r["value"]["ci_low"] < r["value"]["ci_high"] and r["ci_method"] == "basic bootstrap"
+    assert r["kid"]["stderr"] == pytest.approx(r["kid_subset_std"] / r["kid_subsets"] ** 0.5)
     assert "12 samples" in r["warning"]
     code2, out2, _ = cli("fid", "digits-base", "--samples", "12", "--steps", "2", "--bootstrap", "20", "--json", "-")
     assert json.loads(out2)["fid"]["value"] == r["value"]  # same seed, same numbers

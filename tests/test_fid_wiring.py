@@ -18,9 +18,15 @@ def test_quantize_reports_fd_per_setting_with_paired_change(cli, tmp_path, monke
     assert r["fid_label"] == "FD (digits-cnn)" and "2048" in r["fid_warning"]
     fp, w4 = r["full_precision"]["fid"], r["settings"][0]["fid"]
     change = r["settings"][0]["fid_change"]
-    assert fp["n"] == w4["n"] == 16 and fp["ci_low"] < fp["value"] < fp["ci_high"]
+    assert fp["n"] == w4["n"] == 16
+    # Basic bootstrap intervals: as wide as the middle 95% of the resampled values (a few bootstrap
+    # standard errors), but not centred on the estimate: at N = 16 in 64 dimensions the resamples
+    # are biased, and the interval is the estimate reflected about them.
+    for est in (fp, w4, change):
+        assert est["ci_low"] < est["ci_high"] and 2 * est["stderr"] < est["ci_high"] - est["ci_low"] < 6 * est["stderr"]
+    assert fp["ci_low"] >= 0 and w4["ci_low"] >= 0
     assert change["value"] == pytest.approx(w4["value"] - fp["value"], rel=1e-9)
-    assert change["ci_low"] < change["value"] < change["ci_high"]
+    assert change["stderr"] < (fp["stderr"] ** 2 + w4["stderr"] ** 2) ** 0.5  # paired: the shared noise cancels
 
 
 def test_quantize_no_fid_and_no_reference(cli, tiny_pipeline):

@@ -34,12 +34,12 @@ def fid(
     samples: SamplesOpt = None,
     sample_dir: SampleDirOpt = None,
     samples_from: SamplesFromOpt = None,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the interval.")] = FdOptions.bootstrap,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples of the samples, for the standard error and the basic bootstrap interval.")] = FdOptions.bootstrap,
     kid_subset_size: Annotated[Optional[int], typer.Option("--kid-subset-size", help="KID subset size (default: min(1000, half the smaller set)).", show_default=False)] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute the reference statistics (and do not write them to the cache).")] = False,
     o=None,
 ) -> None:
-    """FD/FID and KID of the model's samples against a reference, with a bootstrap interval (torch-fidelity features)."""
+    """FD/FID and KID of the model's samples against a reference, with a basic bootstrap interval (torch-fidelity features)."""
     from ..core.fd.extractors import FEATURES
     from ..core.sampling import check_run, check_sampler_name
     from ..errors import InputError

@@ -36,14 +36,18 @@ def restoring(module: torch.nn.Module):
         restore(module, saved)
 
 
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """A float tensor's bytes (so NaN == NaN and -0.0 != 0.0); flattened first, because a 0-dim
+    tensor (a scalar parameter) cannot be viewed as a dtype of another element size."""
+    return t.reshape(-1).view(torch.uint8) if t.is_floating_point() else t
+
+
 def weights_equal(module: torch.nn.Module, saved: dict[str, torch.Tensor]) -> bool:
     """True when every tensor equals the snapshot bit for bit (NaNs compared as bits)."""
     current = module.state_dict()
     if set(current) != set(saved):
         return False
     return all(
-        v.dtype == saved[k].dtype and v.shape == saved[k].shape
-        and torch.equal(v.view(torch.uint8) if v.is_floating_point() else v,
-                        saved[k].view(torch.uint8) if saved[k].is_floating_point() else saved[k])
+        v.dtype == saved[k].dtype and v.shape == saved[k].shape and torch.equal(_bits(v), _bits(saved[k]))
         for k, v in current.items()
     )

@@ -14,7 +14,7 @@ Two derivations, one per kind of draw:
 | quantized samples, exposure runs from noise       | the same: paired with full precision    |
 | sharpness: average case, per norm                 | `stream(seed, "avg-<norm>")`            |
 | sharpness: per-block average case                 | `stream(seed, "block-<norm>-<block>")`  |
-| sharpness: Lanczos start, Hutchinson probes       | `stream(seed, "lanczos")`, `"hutchinson"` |
+| sharpness: Lanczos start block, Hutchinson probes | `stream(seed, "lanczos")`, `"hutchinson"` |
 | sharpness: landscape directions                   | `stream(seed, "landscape")`             |
 | quantize: calibration samples (other seeds)       | `calibration_seed(seed)`, per sample i  |
 | exposure: variance run's ancestral noise          | `exposure_variance_seed(seed)`, per i   |

@@ -12,7 +12,7 @@ class FdOptions:
     ref: str | None = None  # image folder, .npz/.npy, stats .npz, 'digits', or a torch-fidelity dataset
     features: str = "inception"  # inception | digits-cnn | clip | dinov2
     weights: str | None = None  # local feature-network weights (offline)
-    bootstrap: int = 200  # resamples of the samples for the FD interval
+    bootstrap: int = 200  # resamples of the samples for the FD standard error and basic bootstrap interval
     kid_subsets: int = 100
     kid_subset_size: int | None = None  # default: min(1000, half the smaller set)
     use_cache: bool = True  # reference statistics from/to the cache

@@ -4,7 +4,7 @@ This is the one entry point every command uses (fid, quantize, exposure, audit):
 
     from flatcheck.core.fd import score_samples
     r = score_samples(x, "digits", features="digits-cnn")   # x: [N, C, H, W] in [-1, 1]
-    print(r.label, r.value)                                   # FD (digits-cnn) 3.1 ± 0.2
+    print(r.summary())   # FD (digits-cnn) 3.1 [2.5, 3.4] (95% basic bootstrap interval, N=1000)
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ class FidResult:
 
     label: str  # "FID" (Inception features) or "FD (<features>)"
     features: str  # inception | digits-cnn | clip | dinov2
-    value: Estimate  # FD; stderr = bootstrap sd, [ci_low, ci_high] = basic bootstrap interval, n = samples
-    kid: Estimate | None  # KID mean; stderr = std over subsets (torch-fidelity's ±); None for a stats-file reference
+    value: Estimate  # FD; stderr = bootstrap standard error (sd of the resampled FDs), [ci_low, ci_high] =
+    # basic bootstrap interval at ci_level (samples resampled, reference fixed), n = samples
+    kid: Estimate | None  # KID = mean over subsets; stderr = standard error of that mean (std / sqrt(subsets):
+    # the random choice of subsets only), n = subsets; None for a stats-file reference
     num_samples: int
     feature_dim: int
     reference: ReferenceInfo
@@ -39,14 +41,16 @@ class FidResult:
     ci_level: float
     kid_subsets: int | None
     kid_subset_size: int | None
+    kid_subset_std: float | None  # std of KID over the subsets (torch-fidelity's "±"): one subset's spread
     warning: str | None  # set when num_samples < 2048
     seed: int
     notes: list[str] = field(default_factory=list)
+    ci_method: str = "basic bootstrap"  # how [ci_low, ci_high] was computed (see frechet.basic_interval)
     _rounds: np.ndarray | None = field(default=None, repr=False)  # bootstrap FDs, for paired changes (not in JSON)
 
     def summary(self) -> str:
         lo, hi = self.value.ci_low, self.value.ci_high
-        return f"{self.label} {self.value.value:.4g} [{lo:.4g}, {hi:.4g}] ({self.ci_level:.0%} CI, N={self.num_samples})"
+        return f"{self.label} {self.value.value:.4g} [{lo:.4g}, {hi:.4g}] ({self.ci_level:.0%} {self.ci_method} interval, N={self.num_samples})"
 
 
 def to_uint8_nchw(samples: torch.Tensor) -> torch.Tensor:
@@ -77,7 +81,8 @@ def score_samples(
     ref: 'digits', an image folder, an .npz/.npy of images, a stats .npz (mu, sigma) or a
     torch-fidelity dataset name (see flatcheck.fid.reference). Reference statistics are
     cached (memory and disk), so repeated calls pay only for the samples' feature pass.
-    bootstrap: resamples of the samples for the interval (the reference is held fixed).
+    bootstrap: resamples of the samples for the standard error and the basic bootstrap interval (the
+    reference is held fixed).
     kid_subset_size: default min(1000, half the smaller set), so subsets differ and the std means something.
     """
     if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
@@ -110,14 +115,14 @@ def score_samples(
 
     notes: list[str] = []
     kid = None
-    used_subset = None
+    used_subset = k_std = None
     if ref_stats.features is not None:
         m = min(n, len(ref_stats.features))
         used_subset = kid_subset_size or min(1000, max(2, m // 2))
         if used_subset > m or used_subset < 2:
             raise InputError(f"--kid-subset-size must be between 2 and {m} (the smaller set's size), got {used_subset}")
         k_mean, k_std = kernel_distance(feats, ref_stats.features, kid_subsets, used_subset, seed)
-        kid = Estimate(k_mean, k_std, n=kid_subsets)
+        kid = kid_estimate(k_mean, k_std, kid_subsets)
     else:
         notes.append("KID needs reference features; a mu/sigma statistics file has none")
 
@@ -133,26 +138,32 @@ def score_samples(
     return FidResult(
         label=extractor.label, features=extractor.features, value=value, kid=kid, num_samples=n, feature_dim=d,
         reference=ref_stats.info, bootstrap_rounds=bootstrap, ci_level=ci_level,
-        kid_subsets=kid_subsets if kid is not None else None, kid_subset_size=used_subset,
+        kid_subsets=kid_subsets if kid is not None else None, kid_subset_size=used_subset, kid_subset_std=k_std,
         warning=warning, seed=seed, notes=notes, _rounds=boot.rounds,
     )
 
 
+def kid_estimate(mean: float, std_over_subsets: float, subsets: int) -> Estimate:
+    """KID as an Estimate whose stderr is a standard error: that of the mean over `subsets` random
+    subsets, std / sqrt(subsets). It measures the subset draw only, not which images were sampled."""
+    return Estimate(float(mean), float(std_over_subsets) / subsets ** 0.5, n=subsets)
+
+
 def fd_change(new: FidResult, base: FidResult) -> Estimate:
-    """new - base (e.g. W4A4 - full precision) with a paired bootstrap interval.
+    """new - base (e.g. W4A4 - full precision) with a paired basic bootstrap interval.
 
     Valid when both scored the same sample indices from the same seeds (quantize, exposure
     at several step counts): with equal N, seed and rounds, score_samples resampled the same
-    indices in both, so the per-round differences cancel the shared sampling noise and the
-    interval is much tighter than two independent intervals would suggest.
+    indices in both, so the per-round differences d_b cancel the shared sampling noise. stderr =
+    sd(d_b) (bootstrap standard error of the difference); the interval is the basic one on d_b,
+    [2 D - q_hi(d), 2 D - q_lo(d)], not clipped (a difference can be negative).
     """
-    from scipy.stats import norm
+    from .frechet import basic_interval
 
     same = (new.num_samples, new.bootstrap_rounds, new.seed, new.features, new.ci_level, new.reference.content_hash)
     if same != (base.num_samples, base.bootstrap_rounds, base.seed, base.features, base.ci_level, base.reference.content_hash):
         raise ValueError("fd_change needs two results with the same samples count, seed, bootstrap rounds, features and reference")
     d = new._rounds - base._rounds
     value = new.value.value - base.value.value
-    sd = float(d.std(ddof=1))
-    half = float(norm.ppf(0.5 + new.ci_level / 2)) * sd
-    return Estimate(value, sd, value - half, value + half, new.num_samples)
+    lo, hi = basic_interval(value, d, new.ci_level)
+    return Estimate(value, float(d.std(ddof=1)), lo, hi, new.num_samples)

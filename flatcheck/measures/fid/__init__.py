@@ -26,9 +26,11 @@ def run(inputs, config: FidConfig, progress=None):
 
 def verdict(result) -> Verdict:
     """No absolute scale ('info'): FD depends on N and on the feature network; compare at equal N."""
-    line = f"{result.label} {result.value} vs {result.reference.spec} ({result.num_samples} samples)"
+    v = result.value
+    line = (f"{result.label} {v.value:.4g} [{v.ci_low:.4g}, {v.ci_high:.4g}] ({result.ci_level:.0%} {result.ci_method}) "
+            f"vs {result.reference.spec} ({result.num_samples} samples)")
     if result.kid is not None:
-        line += f", KID {result.kid}"
+        line += f", KID {result.kid} (± s.e. over {result.kid_subsets} subsets)"
     if result.warning:
         line += " (small N: compare only at equal N)"
     return Verdict("fid", "info", line)

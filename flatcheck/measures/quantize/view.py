@@ -43,7 +43,7 @@ def settings_table(r: QuantizeResult, model: str = "") -> Table:
 
 
 def fid_table(r: QuantizeResult) -> Table | None:
-    """FD/FID per setting with its 95% interval, and the change from full precision (paired)."""
+    """FD/FID per setting with its 95% basic bootstrap interval, and the change from full precision (paired)."""
     if not r.fid_label:
         return None
     t = Table(title=f"{r.fid_label} per setting ({r.samples} samples each)", title_justify="left", box=box.SIMPLE_HEAD,
@@ -99,7 +99,8 @@ def view(r: QuantizeResult, model: str = "") -> list:
         + (f"decoder: {escape(r.decoder)}\n" if r.decoder else "")
         + f"layers: {r.layers_total} Conv2d/Linear; {r.layer_policy}; weights per output channel symmetric, activations per tensor asymmetric\n"
         f"probes: {r.probes}"
-        + (f"\n{r.fid_label}: 95% bootstrap interval; Δ is paired with full precision (same seeds). {escape(r.fid_warning or '')}" if r.fid_label
+        + (f"\n{r.fid_label}: 95% basic bootstrap interval (samples resampled, reference fixed); Δ is paired with full precision "
+           f"(same seeds, same resamples); KID ± the standard error of its mean over subsets. {escape(r.fid_warning or '')}" if r.fid_label
            else f"\n{escape(r.fid_warning)}" if r.fid_warning else "")
         + "[/dim]"
     )

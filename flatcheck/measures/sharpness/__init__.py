@@ -17,7 +17,7 @@ PROFILES = {
 
 STAGES = {
     "average": "average case", "blocks": "per-block average case", "worst": "worst case (gradient ascent)",
-    "hessian": "Hessian eigenvalues (Lanczos)", "hutchinson": "Hessian trace (Hutchinson)", "landscape": "loss landscape",
+    "hessian": "Hessian eigenvalues (block Lanczos)", "hutchinson": "Hessian trace (Hutchinson)", "landscape": "loss landscape",
 }
 
 

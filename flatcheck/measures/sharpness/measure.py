@@ -21,7 +21,8 @@ Measures (each one optional, all on the same bank):
                    concentrates on large weights and can be longer than r |theta|.
                    The ascent direction finds loss increases at radii ~100x smaller than a
                    random one: the two have their own default sweeps.
-    hessian        top-k eigenvalues (Lanczos) and trace (Hutchinson) on a spread sub-bank
+    hessian        top-k eigenvalues with multiplicity (block Lanczos) and trace (Hutchinson) on a
+                   spread sub-bank
     landscape      filter-normalised 1-D and 2-D loss landscapes (landscape.py)
     breakdowns     per timestep bucket (free: losses are kept per probe) and per top-level
                    block (down / mid / up ...: the average case with only that block
@@ -48,7 +49,7 @@ from ...core.stats import Estimate, mean_estimate
 from ...errors import InputError, OptionError
 from .blocks import bucket_edges, bucket_index, parameter_groups, spread_indices
 from .config import MEASURES, NORMS, SharpnessConfig  # noqa: F401 - re-exported
-from .hessian import BankLoss, Eigenpairs, TraceEstimate, hutchinson, lanczos
+from .hessian import BankLoss, Eigenpairs, TraceEstimate, block_lanczos, hutchinson
 from .landscape import Landscape, loss_landscape
 from .paramvec import assign, block_masks, flat, measured_parameters
 
@@ -360,8 +361,8 @@ def _hessian(ctx: _Context) -> tuple[HessianSummary, dict[str, Estimate]]:
     sub = ctx.bank.subset(spread_indices(len(ctx.bank), cfg.hessian_probes))
     groups = bucket_index(sub.t, ctx.edges)
     op = BankLoss(ctx.denoiser, sub, ctx.params, cfg.batch_size, groups)
-    eig = lanczos(op.hvp, op.dim, cfg.top_k, cfg.lanczos_iters, cfg.tol, generator(cfg.seed, "lanczos"),
-                  ctx.theta0.device, ctx.vdtype, ctx.progress)
+    eig = block_lanczos(op.hvp, op.dim, cfg.top_k, cfg.lanczos_iters, cfg.tol, generator(cfg.seed, "lanczos"),
+                        ctx.theta0.device, ctx.vdtype, ctx.progress)
     tr: TraceEstimate = hutchinson(op, cfg.hutchinson_draws, generator(cfg.seed, "hutchinson"), ctx.masks,
                                    ctx.vdtype, ctx.progress)
     summary = HessianSummary(len(sub), eig, tr.trace, tr.trace.value / op.dim, tr.by_group, eig.hvps + tr.hvps)

@@ -132,8 +132,11 @@ def view(result: SharpnessResult, model: str = "") -> list:
         t.add_column("field", style="bold")
         t.add_column("value")
         for i, (v, r) in enumerate(zip(e.eigenvalues, e.residuals)):
-            t.add_row(f"lambda_{i + 1}", f"{v:.5g} (error <= {r:.2g})")
-        t.add_row("eigenvalues", f"{e.method}, {e.hvps} HVPs, tolerance {e.tol:g} relative: "
+            t.add_row(f"lambda_{i + 1}", f"{v:.5g} (within {r:.2g} of an eigenvalue)")
+        if e.bound is not None:
+            t.add_row("joint bound", f"{e.bound:.2g}: each value within it of a distinct eigenvalue (repeats counted)")
+        how = f"{e.method} (blocks of {e.block})" if e.block > 1 else e.method
+        t.add_row("eigenvalues", f"{how}, {e.hvps} HVPs, tolerance {e.tol:g} relative: "
                   + ("converged" if e.converged else "NOT converged (raise --lanczos-iters)"))
         if e.min_eigenvalue is not None:
             t.add_row("lowest Ritz value", f"{e.min_eigenvalue:.4g}")
@@ -174,6 +177,7 @@ def save_arrays(result: SharpnessResult, path: Path) -> Path:
         h = result.hessian
         a["hessian_eigenvalues"] = np.array(h.eigen.eigenvalues)
         a["hessian_residuals"] = np.array(h.eigen.residuals)
+        a["hessian_joint_bound"] = np.array(np.nan if h.eigen.bound is None else h.eigen.bound)
         a["hessian_top_history"] = np.array(h.eigen.history)
         a["hessian_trace_by_bucket"] = np.array([np.nan if e is None else e.value for e in h.trace_by_bucket])
     if result.blocks:
