@@ -198,20 +198,26 @@ def test_guidance_changes_samples_and_null_is_the_pipelines(family_dirs):
 
 
 def test_unsupported_denoiser_is_one_line(tmp_path, capsys):
-    """A flow-matching transformer (SD3) is refused with exit 2 naming the class, never a traceback."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    """A denoiser class with no adapter (a 1-D UNet) is refused with exit 2 naming it, never a traceback;
+    a bare text-conditioned transformer folder says it needs its pipeline."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, UNet1DModel
 
     torch.manual_seed(0)
-    net = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
-                                joint_attention_dim=16, caption_projection_dim=16, pooled_projection_dim=16, out_channels=4)
-    net.save_pretrained(tmp_path / "sd3")
+    UNet1DModel(sample_size=16, in_channels=2, out_channels=2, block_out_channels=(8, 8, 8), extra_in_channels=16,
+                down_block_types=("DownBlock1DNoSkip", "DownBlock1D", "AttnDownBlock1D"),
+                up_block_types=("AttnUpBlock1D", "UpBlock1D", "UpBlock1DNoSkip"),
+                mid_block_type="UNetMidBlock1D").save_pretrained(tmp_path / "unet1d")
+    assert run(["sharpness", str(tmp_path / "unet1d"), "--samples", "2"]) == 2
+    line = _last_err_line(capsys)
+    assert "UNet1DModel is not supported yet" in line and "Traceback" not in line
+    assert run(["info", str(tmp_path / "unet1d"), "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["supported"].startswith("no: UNet1DModel")
+    SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
+                          joint_attention_dim=16, caption_projection_dim=16, pooled_projection_dim=16,
+                          out_channels=4).save_pretrained(tmp_path / "sd3")
     FlowMatchEulerDiscreteScheduler().save_pretrained(tmp_path / "sched")
     assert run(["sharpness", str(tmp_path / "sd3"), "--scheduler", str(tmp_path / "sched"), "--samples", "2"]) == 2
-    line = _last_err_line(capsys)
-    assert "SD3Transformer2DModel is not supported yet" in line
-    assert run(["info", str(tmp_path / "sd3"), "--scheduler", str(tmp_path / "sched"), "--json", "-"]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    assert doc["supported"].startswith("no: SD3Transformer2DModel")
+    assert "is a bare SD3Transformer2DModel folder" in _last_err_line(capsys)
 
 
 def test_fractional_timesteps_reach_exposure_unrounded(family_dirs):

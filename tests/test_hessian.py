@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from flatcheck.measures.sharpness.blocks import bucket_edges, bucket_index, parameter_groups
-from flatcheck.core.denoiser import Denoiser
+from flatcheck.core.denoiser import Denoiser, NetCall
 from flatcheck.measures.sharpness.hessian import BankLoss, block_lanczos, hutchinson, power_iteration
 from flatcheck.measures.sharpness.paramvec import assign, block_masks, flat, measured_parameters
 from flatcheck.core.probes import build_probe_bank
@@ -156,13 +157,11 @@ class _TanhNet(torch.nn.Module):
         self.w2 = torch.nn.Parameter(torch.randn(d, hidden, generator=g, dtype=torch.float64))
         self.b2 = torch.nn.Parameter(0.1 * torch.randn(d, generator=g, dtype=torch.float64))
 
-    def forward(self, x, timestep=None, class_labels=None):
-        out = (torch.tanh(x.flatten(1) @ self.w1.T + self.b1) @ self.w2.T + self.b2).view_as(x)
+    flatcheck_call = NetCall("sample", "none")
 
-        class R:
-            sample = out
-
-        return R()
+    def forward(self, sample, timestep=None, return_dict=True):
+        out = (torch.tanh(sample.flatten(1) @ self.w1.T + self.b1) @ self.w2.T + self.b2).view_as(sample)
+        return SimpleNamespace(sample=out) if return_dict else (out,)
 
 
 def test_top_eigenvalues_match_a_dense_hessian_of_a_nonlinear_model():

@@ -101,6 +101,9 @@ def _pipeline(ckpt, text: dict):
 @torch.no_grad()
 def encode_prompts(ckpt, prompts: tuple[str, ...], guidance_scale: float | None) -> Conditioning:
     """A text Conditioning: one table row per prompt plus the null prompt as the last row."""
+    if ckpt.pipeline_class is None:
+        raise InputError(f"'{ckpt.root}' is a bare {ckpt.denoiser_class} folder: a text-conditioned model needs its pipeline "
+                         "folder (model_index.json, text encoders, tokenizers) to encode prompts")
     text = load_text_components(ckpt)
     if not any(k.startswith("text_encoder") and v is not None for k, v in text.items()):
         raise InputError(f"{ckpt.pipeline_class} in '{ckpt.root}' ships no text encoder: prompts cannot be encoded")

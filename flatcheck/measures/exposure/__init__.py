@@ -54,7 +54,7 @@ def verdict(result) -> Verdict:
         fix = (f"; eps scaling ({best.form}, b={best.b:.4f}) {'shrinks' if best.helps else 'does not shrink'} it"
                f" ({run.gap_abs_total:.3g} -> {best.gap_abs_total:.3g})")
     return Verdict("exposure", status,
-                   f"{result.quantity}-norm gap {rel:+.2%} of the forward norm over {run.steps} steps ({run.gap_total}){fix}; variance error {run.variance_error_mean}")
+                   f"{getattr(result, 'quantity', 'eps')}-norm gap {rel:+.2%} of the forward norm over {run.steps} steps ({run.gap_total}){fix}; variance error {run.variance_error_mean}")
 
 
 # --save-samples: each run (a)'s samples as a resumable sample folder (a run that kept them).
