@@ -226,8 +226,11 @@ def audit_checkpoint(ckpt, opts: AuditOptions, progress: Progress | None = None,
     from .core.denoiser import Denoiser
     from .core.runtime import seed_everything
 
+    from .core import oom
+
     if fd_optional is None:
         fd_optional = opts.ref is None
+    oom.reset()  # this audit's out-of-memory backoffs, reported in its environment
     opts = resolve_for(ckpt, opts)
     seed_everything(opts.seed)
     denoiser = Denoiser.from_checkpoint(ckpt, opts.conditions())
@@ -275,7 +278,7 @@ def run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Prog
     return AuditReport(
         schema_version=SCHEMA_VERSION,
         model=model,
-        environment=environment(inputs.denoiser.device),
+        environment={**environment(inputs.denoiser.device), **_backoffs()},
         options={**to_jsonable(opts), "configs": to_jsonable(configs)},
         seeds={"bank": bank.seed if bank is not None else opts.seed, "samples": samples.seed,
                **{n: opts.seed for n in AREAS if results[n] is not None}},
@@ -287,6 +290,14 @@ def run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Prog
         timings={k: round(v, 3) for k, v in timings.items()},
         _samples=inputs.denoiser.pixels(samples.get()[:GRID], opts.batch_size) if samples.made else None,
     )
+
+
+def _backoffs() -> dict:
+    """Out-of-memory backoffs of this run (core.oom): where, the batch asked for and the one that fitted."""
+    from .core import oom
+
+    done = oom.describe()
+    return {"batch_backoff": done} if done else {}
 
 
 def generate_samples(denoiser, opts: AuditOptions, progress: Progress | None = None) -> torch.Tensor:

@@ -212,9 +212,13 @@ def encode_images(denoiser: Denoiser, images: torch.Tensor, batch_size: int, use
 @torch.no_grad()
 def bank_losses(denoiser: Denoiser, bank: ProbeBank, batch_size: int = 64) -> torch.Tensor:
     """Per-probe training loss [N] (float32, CPU) at the current weights."""
+    from .oom import batched
+
     dev, dt = denoiser.device, denoiser.dtype
-    out = [
-        denoiser.loss(x0.to(dev, dt), t.to(dev), noise.to(dev, dt), c, reduction="none").cpu()
-        for x0, t, noise, c in bank.batches(batch_size)
-    ]
-    return torch.cat(out)
+
+    def one(pos) -> torch.Tensor:
+        sl = slice(pos[0], pos[-1] + 1)
+        c = None if bank.cond is None else bank.cond[sl]
+        return denoiser.loss(bank.x0[sl].to(dev, dt), bank.t[sl].to(dev), bank.noise[sl].to(dev, dt), c, reduction="none").cpu()
+
+    return torch.cat(batched(one, range(len(bank)), batch_size, "probe-bank losses"))

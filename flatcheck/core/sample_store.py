@@ -238,6 +238,7 @@ def generate(
     Asking later for more samples than a first run made extends its last, partial shard
     with a smaller batch: those samples then equal an uninterrupted run's within float noise.
     """
+    from .oom import batched
     from .sampling import check_run, sample_batch
 
     check_run(steps, batch_size, n)
@@ -247,7 +248,9 @@ def generate(
     while store.count < n:
         start = store.count
         end = min(n, (start // size + 1) * size)  # up to the next shard boundary
-        x = sample_batch(denoiser, scheduler, steps, range(start, end), seed, hooks=hooks)
+        # A shard that does not fit on the GPU is generated in halves (core.oom); the shard is the same.
+        x = torch.cat(batched(lambda pos: sample_batch(denoiser, scheduler, steps, [start + p for p in pos], seed, hooks=hooks),
+                              range(end - start), end - start, "sampling"))
         store.add_shard(start, x)
         if progress:
             progress(end - start)

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from .denoiser import Denoiser
-from ..errors import InputError, OptionError
+from ..errors import InputError, OptionError, RunError
 from .seeds import sample_seed  # noqa: F401 - part of the sampling API
 
 # Short names for --sampler -> diffusers scheduler class (and fixed settings).
@@ -291,19 +291,29 @@ def sample_batch(
     # Ancestral samplers draw per-step noise; per-sample generators keep it batch-independent.
     step_kwargs = {"generator": gens} if "generator" in _step_params(scheduler) else {}
     with_variance = denoiser.info.learned_variance and takes_variance(scheduler)
-    for i, t in enumerate(scheduler.timesteps):
-        x_in = scale_model_input(scheduler, x, t)
-        raw = denoiser.raw_output(x_in, t.to(dev), cond, guided=True)
-        out = denoiser.mean_part(raw)
-        if hooks or output_transform is not None:
-            rec = StepRecord(i, timestep_value(t), idx, x_in, out, denoiser, cond)  # one record: eps/x0 computed once
-            for hook in hooks:
-                hook(rec)
-            if output_transform is not None:
-                out = output_transform(rec)
-        if with_variance:  # the scheduler reads the predicted variance from the second half
-            out = torch.cat([out, raw[:, out.shape[1]:]], 1)
-        x = scheduler.step(out, t, x, **step_kwargs).prev_sample
+    hooked = False  # once a hook has seen this batch, an out-of-memory retry would count it twice
+    try:
+        for i, t in enumerate(scheduler.timesteps):
+            x_in = scale_model_input(scheduler, x, t)
+            raw = denoiser.raw_output(x_in, t.to(dev), cond, guided=True)
+            out = denoiser.mean_part(raw)
+            if hooks or output_transform is not None:
+                rec = StepRecord(i, timestep_value(t), idx, x_in, out, denoiser, cond)  # one record: eps/x0 computed once
+                for hook in hooks:
+                    hooked = True
+                    hook(rec)
+                if output_transform is not None:
+                    out = output_transform(rec)
+            if with_variance:  # the scheduler reads the predicted variance from the second half
+                out = torch.cat([out, raw[:, out.shape[1]:]], 1)
+            x = scheduler.step(out, t, x, **step_kwargs).prev_sample
+    except BaseException as exc:
+        from .oom import is_oom
+
+        if hooked and is_oom(exc):
+            raise RunError(f"out of memory after step hooks had recorded part of a batch of {len(idx)}: "
+                           "rerun with a smaller --batch-size") from exc
+        raise
     final = x.float().cpu()
     for hook in hooks:
         end = getattr(hook, "end_batch", None)
@@ -357,19 +367,20 @@ def sample(
     check_run(steps, batch_size)
     if x_init is not None and len(x_init) != len(indices):
         raise ValueError(f"x_init has {len(x_init)} rows for {len(indices)} samples")
-    out = []
-    for start in range(0, len(indices), batch_size):
-        sl = slice(start, start + batch_size)
-        out.append(
-            sample_batch(
-                denoiser, scheduler, steps, indices[sl], seed,
-                x_init=None if x_init is None else x_init[sl],
-                cond=None if cond is None else cond[sl],
-                hooks=hooks, output_transform=output_transform,
-            )
-        )
+    from .oom import batched
+
+    def one(pos: Sequence[int]) -> torch.Tensor:  # pos: positions in `indices`
+        sl = slice(pos[0], pos[-1] + 1)
+        x = sample_batch(denoiser, scheduler, steps, indices[sl], seed,
+                         x_init=None if x_init is None else x_init[sl],
+                         cond=None if cond is None else cond[sl],
+                         hooks=hooks, output_transform=output_transform)
         if progress:
-            progress(len(indices[sl]))
+            progress(len(pos))
+        return x
+
+    # A batch that runs out of GPU memory is split and retried (core.oom): sample i is the same either way.
+    out = batched(one, range(len(indices)), batch_size, "sampling")
     return torch.cat(out) if out else torch.empty((0, *denoiser.sample_shape))
 
 

@@ -63,6 +63,8 @@ def run_rows(report: dict) -> list[list[str]]:
         *([["loss", bank["loss_definition"]]] if bank.get("loss_definition") else []),
         *([["conditions", _conditions(report["conditioning"])]] if report.get("conditioning") else []),
         ["device", f"{env.get('device')} ({env.get('gpu') or env.get('platform')})"],
+        *([["memory", "; ".join(f"{b['where']}: batch {b['requested']} did not fit, ran at {b['used']}" for b in env["batch_backoff"])]]
+          if env.get("batch_backoff") else []),
         ["versions", f"flatcheck {env.get('flatcheck')}, torch {env.get('torch')}, diffusers {env.get('diffusers')}, python {env.get('python')}"],
         ["seconds", ", ".join(f"{k} {v:.1f}" for k, v in (report.get("timings") or {}).items())],
     ]
