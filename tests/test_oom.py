@@ -81,3 +81,18 @@ def test_the_audit_report_states_the_backoff(tiny_pipeline, tmp_path, monkeypatc
                 "--calib-samples", "4", "--sensitivity-samples", "0", "--json", str(out)]) == 0
     env = json.loads(out.read_text())["environment"]
     assert {"where": "sampling", "requested": 8, "used": 4} in env["batch_backoff"]
+
+
+def test_threads_default_to_the_cpus_the_process_may_use_and_never_raise_a_pin():
+    from flatcheck.core.threads import available_cpus, set_threads
+
+    n = torch.get_num_threads()
+    try:
+        assert 1 <= available_cpus() <= (__import__("os").cpu_count() or 1)
+        torch.set_num_threads(1)
+        assert set_threads(None) == 1  # a pinned caller (tests pin 1) is not raised
+        assert set_threads(2) == 2 and torch.get_num_threads() == 2
+        with pytest.raises(Exception, match="must be >= 1"):
+            set_threads(0)
+    finally:
+        torch.set_num_threads(n)

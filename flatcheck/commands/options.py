@@ -50,6 +50,8 @@ COMMON = group(
     Opt("scheduler", Annotated[Optional[Path], typer.Option("--scheduler", help="Scheduler folder (scheduler_config.json) for a bare model folder; overrides the checkpoint's.", show_default=False)], None),
     Opt("allow_pickle", Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle weights (.bin/.ckpt/.pt/.pth). Loading a pickle can run arbitrary code.")], False),
     Opt("debug", Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")], False),
+    Opt("threads", Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch. Default: the CPUs this process may use (affinity mask, cgroup quota), "
+                                                                         "never more than torch was already given (OMP_NUM_THREADS). Recorded in every report.", show_default=False)], None),
 )
 SEED = group(Opt("seed", Annotated[int, typer.Option("--seed", help="Seed for every random draw; same seed, same numbers.")], 0))
 OUT = group(Opt("out", Annotated[Optional[Path], typer.Option("--out", help="Folder for plots, sample grids and other files.", show_default=False)], None))
@@ -151,6 +153,9 @@ def load_checkpoint(model, o):
     from ..core.checkpoint import load
     from ..core.runtime import resolve_device, resolve_dtype
 
+    from ..core.threads import set_threads
+
+    set_threads(o.threads)
     dev, dt = resolve_device(o.device), resolve_dtype(o.dtype)
     return load(model, scheduler=o.scheduler, dtype=dt, device=dev, allow_pickle=o.allow_pickle), dev
 

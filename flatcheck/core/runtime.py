@@ -61,6 +61,8 @@ def environment(device: torch.device | None = None) -> dict:
     """Versions and hardware, recorded in every report."""
     import diffusers
 
+    from .threads import available_cpus
+
     from .. import __version__
 
     env = {
@@ -71,6 +73,7 @@ def environment(device: torch.device | None = None) -> dict:
         "platform": platform.platform(),
         "device": str(device) if device is not None else None,
         "torch_threads": torch.get_num_threads(),
+        "available_cpus": available_cpus(),
     }
     if device is not None and device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
