@@ -10,7 +10,10 @@ Networks are called by keyword, per class (NET_CALLS); conditions travel as cond
 (core.conditioning) and become the network's keyword arguments at the call.
 
 Conventions (DDPM): x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps with a_t = alphas_cumprod[t];
-v = sqrt(a_t) eps - sqrt(1 - a_t) x0. Shapes: x is [B, C, H, W]; t is an int or [B] long.
+v = sqrt(a_t) eps - sqrt(1 - a_t) x0. Flow matching (a FlowMatch* scheduler): x_t = (1 - sigma) x0 +
+sigma eps with sigma = t / T, and the network predicts the velocity eps - x0. Shapes: x is
+[B, C, H, W] (Flux's packed tokens are packed and unpacked inside the call); t is a number or [B],
+long or float (fractional timesteps are never rounded).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class NetCall:
 
 
 # Every denoiser class flatcheck runs, called by keyword (never by position); anything else is refused
-# with a line naming the class. Flow-matching transformers (SD3, Flux) need velocity losses and samplers.
+# with a line naming the class.
 NET_CALLS: dict[str, NetCall] = {
     "UNet2DModel": NetCall("sample", "config"),
     "UNet2DConditionModel": NetCall("sample", "text"),
@@ -48,7 +51,6 @@ NET_CALLS: dict[str, NetCall] = {
     "SD3Transformer2DModel": NetCall("hidden_states", "text"),
     "FluxTransformer2DModel": NetCall("hidden_states", "text", timestep_scale=1e-3, packed=True),
 }
-NOT_YET: dict[str, str] = {}
 
 
 def net_call(net: torch.nn.Module) -> NetCall:
@@ -60,8 +62,7 @@ def net_call(net: torch.nn.Module) -> NetCall:
     name = type(net).__name__
     if name in NET_CALLS:
         return NET_CALLS[name]
-    why = NOT_YET.get(name, "no adapter for its call signature")
-    raise InputError(f"{name} is not supported yet: {why} (supported: {', '.join(NET_CALLS)})")
+    raise InputError(f"{name} is not supported yet: no adapter for its call signature (supported: {', '.join(NET_CALLS)})")
 
 
 @dataclass(frozen=True)
