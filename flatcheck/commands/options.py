@@ -130,6 +130,15 @@ def takes(*groups: tuple[Opt, ...], **defaults):
             for k, v in shared.items():
                 if isinstance(v, enum.Enum):
                     shared[k] = v.value
+            from ..core import dist
+
+            if not dist.is_main():  # one of several processes: only the main one writes files
+                for k in ("json", "out", "markdown", "html"):
+                    if k in shared:
+                        shared[k] = None
+                for k in ("out", "markdown", "html"):
+                    if kwargs.get(k) is not None:
+                        kwargs[k] = None
             return fn(*args, **kwargs, o=SimpleNamespace(**shared))
 
         params = own + extra
@@ -144,8 +153,10 @@ def takes(*groups: tuple[Opt, ...], **defaults):
 def console(json_dest: Optional[str]):
     from rich.console import Console
 
-    # With --json -, stdout carries only JSON: human output moves to stderr.
-    return Console(stderr=json_dest == "-", highlight=False)
+    from ..core import dist
+
+    # With --json -, stdout carries only JSON: human output moves to stderr. Of several processes, only the main one prints.
+    return Console(stderr=json_dest == "-", highlight=False, quiet=not dist.is_main())
 
 
 def load_checkpoint(model, o):
@@ -155,8 +166,12 @@ def load_checkpoint(model, o):
 
     from ..core.threads import set_threads
 
+    from ..core import dist
+
     set_threads(o.threads)
     dev, dt = resolve_device(o.device), resolve_dtype(o.dtype)
+    dist.start(dev)  # under accelerate launch / torchrun: join the process group (a no-op otherwise)
+    dev = dist.local_device(dev)
     return load(model, scheduler=o.scheduler, dtype=dt, device=dev, allow_pickle=o.allow_pickle), dev
 
 

@@ -104,7 +104,12 @@ class SampleSet:
         tick = Counter(self.progress, SAMPLES_TASK, self.n)
         t0 = time.perf_counter()
         if o.sample_dir is not None:
+            from . import dist
             from .sample_store import generate
+
+            if dist.world() > 1:
+                raise InputError("a resumable sample folder is written by one process: run it without a launcher, "
+                                 "or without --sample-dir/--out")
 
             self._x = generate(o.sample_dir, d, scheduler, o.steps, self.n, o.seed, batch_size=o.batch_size, hooks=hooks,
                                progress=tick.add).load(self.n)

@@ -28,12 +28,19 @@ def is_oom(exc: BaseException) -> bool:
                                                             and "CUDA" in str(exc))
 
 
-def batched(run: Callable[[Sequence[int]], T], items: Sequence[int], batch_size: int, where: str) -> list[T]:
-    """[run(chunk) for each chunk of `items` of at most batch_size], halving any chunk that runs out of memory."""
-    out: list[T] = []
-    for start in range(0, len(items), batch_size):
-        out.extend(_fit(run, list(items[start:start + batch_size]), where, batch_size))
-    return out
+def batched(run: Callable[[Sequence[int]], T], items: Sequence[int], batch_size: int, where: str, split: bool = True) -> list[T]:
+    """[run(chunk) for each chunk of `items` of at most batch_size], halving any chunk that runs out of memory.
+
+    split: in a run of several processes, chunk k is computed by process k mod N and every process
+    gets all results in order (core.dist); False runs every chunk here (a caller whose `run` has side
+    effects that must see every chunk, e.g. sampling watched by step hooks).
+    """
+    from . import dist
+
+    chunks = [list(items[s:s + batch_size]) for s in range(0, len(items), batch_size)]
+    fit = lambda c: _fit(run, c, where, batch_size)  # noqa: E731
+    parts = dist.split_batches(fit, chunks) if split else [fit(c) for c in chunks]
+    return [r for part in parts for r in part]
 
 
 def _fit(run, chunk: list[int], where: str, requested: int) -> list:

@@ -61,6 +61,7 @@ def environment(device: torch.device | None = None) -> dict:
     """Versions and hardware, recorded in every report."""
     import diffusers
 
+    from . import dist
     from .threads import available_cpus
 
     from .. import __version__
@@ -74,6 +75,7 @@ def environment(device: torch.device | None = None) -> dict:
         "device": str(device) if device is not None else None,
         "torch_threads": torch.get_num_threads(),
         "available_cpus": available_cpus(),
+        "processes": dist.world(),
     }
     if device is not None and device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)

@@ -357,8 +357,12 @@ def sample(
     hooks: Sequence[StepHook] = (),
     output_transform: OutputTransform | None = None,
     progress: Callable[[int], None] | None = None,
+    split: bool = True,
 ) -> torch.Tensor:
     """Generate samples (int n -> indices 0..n-1) in batches; returns [N, *sample_shape] on CPU.
+
+    split=False keeps every batch in this process even in a run of several (core.dist): for callers
+    whose module hooks accumulate what the batches do (activation calibration); step hooks imply it.
 
     x_init: optional [N, ...] starting points, row k for the k-th index (see sample_batch).
     progress(k) is called after each batch with the number of samples it made.
@@ -380,7 +384,8 @@ def sample(
         return x
 
     # A batch that runs out of GPU memory is split and retried (core.oom): sample i is the same either way.
-    out = batched(one, range(len(indices)), batch_size, "sampling")
+    # Several processes split the batches, unless hooks must watch every one of them (core.dist).
+    out = batched(one, range(len(indices)), batch_size, "sampling", split=split and not hooks)
     return torch.cat(out) if out else torch.empty((0, *denoiser.sample_shape))
 
 

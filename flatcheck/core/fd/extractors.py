@@ -135,13 +135,22 @@ class Extractor:
             raise ValueError(f"expected uint8 [N, C, H, W] images, got {images.dtype} {tuple(images.shape)}")
         if self.rgb and images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
+        from .. import dist
+
         self.passes += 1
         cuda = self.device.type == "cuda"
-        with torch.cuda.device(self.device) if cuda else _nullcontext():
-            feats = get_featuresdict_from_dataset(
-                _Images(images.contiguous()), self.module, batch_size, cuda, save_cpu_ram=True, verbose=False
-            )
-        return feats[self.layer].double().numpy()
+        images = images.contiguous()
+
+        def run(rows: list[int]) -> torch.Tensor:
+            with torch.cuda.device(self.device) if cuda else _nullcontext():
+                part = images[rows[0]:rows[-1] + 1]
+                feats = get_featuresdict_from_dataset(_Images(part), self.module, batch_size, cuda, save_cpu_ram=True, verbose=False)
+            return feats[self.layer].double().cpu()
+
+        # Several processes: each extracts its share of blocks of images, all get every feature (core.dist).
+        block = batch_size * 4 if dist.world() > 1 else len(images)
+        chunks = [list(range(s, min(s + block, len(images)))) for s in range(0, len(images), max(block, 1))]
+        return torch.cat(dist.split_batches(run, chunks)).numpy() if chunks else np.zeros((0, 0))
 
 
 class _nullcontext:

@@ -87,7 +87,8 @@ def collect_activations(denoiser, names, scheduler, steps: int, n: int, seed: in
     if n < 1:
         raise OptionError("calib_samples", f"must be >= 1 (got {n})")
     with ActivationRecorder(denoiser.net, names, per_call=per_call, seed=seed) as rec:
-        samples = sample(denoiser, scheduler, steps, n, seed, batch_size=batch_size, progress=progress)
+        # every batch here: the recorder must see all of them in each process (core.dist)
+        samples = sample(denoiser, scheduler, steps, n, seed, batch_size=batch_size, progress=progress, split=False)
     rec.stats.samples = samples
     rec.stats.description = f"{n} full-precision samples, {steps} steps, seed {seed}, {per_call} values kept per layer call"
     return rec.stats

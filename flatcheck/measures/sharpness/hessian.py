@@ -26,6 +26,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ...core.denoiser import Denoiser
+from ...core import dist
 from .paramvec import flat
 from ...core.probes import ProbeBank
 from ...core.stats import Estimate, mean_estimate
@@ -85,14 +86,17 @@ class BankLoss:
 
     def value_and_grad(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-probe losses [N] (float64, CPU) at the current weights and the gradient of their mean (flat)."""
-        n, grad, losses = len(self.bank), None, []
+        n, grad = len(self.bank), None
+        losses = torch.zeros(n, dtype=torch.float64)
         with differentiable(self.params):
-            for _, idx in self.chunks:
+            for _, idx in mine(self.chunks):  # several processes: each its share of the chunks, then summed
                 per = self._chunk_loss(idx)
                 g = flat(torch.autograd.grad(per.sum() / n, self.params))
                 grad = g if grad is None else grad.add_(g)
-                losses.append(per.detach().double().cpu())
-        return torch.cat(losses), grad
+                losses[idx] = per.detach().double().cpu()
+        if grad is None:  # a process with no chunk of its own
+            grad = torch.zeros(self.dim, dtype=self.params[0].dtype, device=self.params[0].device)
+        return dist.sum_across(losses), dist.sum_across(grad)
 
     def hvp(self, v: torch.Tensor) -> torch.Tensor:
         """H v for the whole bank (flat v, flat result)."""
@@ -108,7 +112,7 @@ class BankLoss:
         out = torch.zeros_like(v)
         quad = [0.0] * self.n_groups
         with differentiable(self.params, second_order=True):
-            for g, idx in chunks:
+            for g, idx in mine(chunks):
                 loss = self._chunk_loss(idx).mean()
                 grads = torch.autograd.grad(loss, self.params, create_graph=True)
                 dot = sum((gi * vi).sum() for gi, vi in zip(grads, vs))
@@ -116,7 +120,15 @@ class BankLoss:
                 out.add_(hv, alpha=len(idx) / n)
                 if g is not None:
                     quad[g] += float(v @ hv) * len(idx) / self.group_sizes[g]
+        if dist.world() > 1:
+            out = dist.sum_across(out)
+            quad = dist.sum_across(torch.tensor(quad, dtype=torch.float64)).tolist()
         return out, quad
+
+
+def mine(chunks: list) -> list:
+    """This process's share of the chunks (all of them in a single-process run): chunk k goes to process k mod N."""
+    return [c for k, c in enumerate(chunks) if k % dist.world() == dist.rank()]
 
 
 # ------------------------------------------------------------------------------- top eigenvalues
