@@ -9,7 +9,7 @@ are favoured); each checkpoint's samples are generated once and reused by its me
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .audit import AREAS, AuditOptions, AuditReport, audit_checkpoint, describe_model, resolve_for, run_measures, selected
 from .core.progress import Progress

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 
 from flatcheck.cli import run
 from flatcheck.core.checkpoint import load

@@ -10,7 +10,7 @@ what is missing.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,7 @@ class SampleExport:
     npz: str | None
     image_shape: list[int]
     seconds: float
-    conditions: dict | None = None
-    condition_ids: list[int] | None = field(default=None, repr=False)
+    conditions: dict | None = None  # what the samples are conditioned on; each one's id is in samples.npz
 
 
 def export_samples(denoiser, scheduler, out: Path, n: int, seed: int, steps: int, sampler_name: str, batch_size: int,

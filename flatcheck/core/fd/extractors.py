@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import os
 import sys
 import zipfile
 from dataclasses import dataclass, field

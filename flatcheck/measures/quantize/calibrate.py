@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 import torch
 
 from ...errors import InputError, OptionError
-from .simulated import ActQuant
 
 from .config import METHODS
 
