@@ -70,3 +70,15 @@ def test_same_seed_device_threads_give_a_bit_identical_report(cli, tiny_pipeline
 def test_report_records_the_thread_count(tiny_audit):
     report, doc = tiny_audit
     assert doc["environment"]["torch_threads"] == torch.get_num_threads()
+
+
+def test_cuda_runs_ask_cudnn_for_deterministic_kernels(monkeypatch):
+    """On CUDA the CLI switches cuDNN to deterministic algorithms (flags only: this runs without a GPU)."""
+    from flatcheck.core.runtime import deterministic_kernels
+
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    deterministic_kernels(torch.device("cpu"))
+    assert not torch.backends.cudnn.deterministic  # CPU runs leave the process's settings alone
+    deterministic_kernels(torch.device("cuda"))
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark

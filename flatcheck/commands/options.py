@@ -162,7 +162,7 @@ def console(json_dest: Optional[str]):
 def load_checkpoint(model, o):
     """(Checkpoint, torch.device) from the shared options; InputError on anything wrong."""
     from ..core.checkpoint import load
-    from ..core.runtime import resolve_device, resolve_dtype
+    from ..core.runtime import deterministic_kernels, resolve_device, resolve_dtype
 
     from ..core.threads import set_threads
 
@@ -172,6 +172,7 @@ def load_checkpoint(model, o):
     dev, dt = resolve_device(o.device), resolve_dtype(o.dtype)
     dist.start(dev)  # under accelerate launch / torchrun: join the process group (a no-op otherwise)
     dev = dist.local_device(dev)
+    deterministic_kernels(dev)  # same seed + same GPU: the same numbers (a command sets it for its whole run)
     return load(model, scheduler=o.scheduler, dtype=dt, device=dev, allow_pickle=o.allow_pickle), dev
 
 

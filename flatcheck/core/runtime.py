@@ -57,6 +57,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def deterministic_kernels(device: torch.device) -> None:
+    """Ask cuDNN for deterministic algorithms on CUDA: with its defaults, cuDNN may pick kernels that
+    accumulate with atomics (convolution weight gradients, which the Hessian-vector products use), so
+    two runs on one GPU could differ in the last bits. CPU kernels are deterministic for a fixed
+    thread count already. The choice is recorded in the report's environment."""
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
 def environment(device: torch.device | None = None) -> dict:
     """Versions and hardware, recorded in every report."""
     import diffusers
@@ -80,4 +90,5 @@ def environment(device: torch.device | None = None) -> dict:
     if device is not None and device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda
+        env["cudnn_deterministic"] = bool(torch.backends.cudnn.deterministic)
     return env
