@@ -67,9 +67,10 @@ def test_same_seed_device_threads_give_a_bit_identical_report(cli, tiny_pipeline
     assert not diffs, diffs[:20]
 
 
-def test_report_records_the_thread_count(tiny_audit):
+def test_report_records_the_thread_count_and_cpu_capability(tiny_audit):
     report, doc = tiny_audit
     assert doc["environment"]["torch_threads"] == torch.get_num_threads()
+    assert doc["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_cuda_runs_ask_cudnn_for_deterministic_kernels(monkeypatch):

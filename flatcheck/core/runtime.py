@@ -83,9 +83,12 @@ def environment(device: torch.device | None = None) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": str(device) if device is not None else None,
+        # CPU float results depend on the thread count (how reductions are split) and on the
+        # instruction set torch dispatches to (AVX2, AVX512 ...): both are part of "same device".
         "torch_threads": torch.get_num_threads(),
         "available_cpus": available_cpus(),
         "processes": dist.world(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     if device is not None and device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)

@@ -51,6 +51,12 @@ def audit_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
     return "\n".join(out)
 
 
+def _threads(env: dict) -> str:
+    """Thread count and CPU instruction set: what else a CPU rerun needs to match bit for bit."""
+    n = env.get("torch_threads")
+    return f"{n} torch thread{'s' if n != 1 else ''}, CPU {env.get('cpu_capability') or 'capability not recorded'}"
+
+
 def run_rows(report: dict) -> list[list[str]]:
     """How the numbers were made: model, bank, samples, device, versions, seconds, options."""
     model, env, bank, samples = (report.get(k) or {} for k in ("model", "environment", "bank", "samples"))
@@ -62,7 +68,7 @@ def run_rows(report: dict) -> list[list[str]]:
                     + (f" ({samples['origin']})" if samples.get("origin") else "")],
         *([["loss", bank["loss_definition"]]] if bank.get("loss_definition") else []),
         *([["conditions", _conditions(report["conditioning"])]] if report.get("conditioning") else []),
-        ["device", f"{env.get('device')} ({env.get('gpu') or env.get('platform')})"],
+        ["device", f"{env.get('device')} ({env.get('gpu') or env.get('platform')}; {_threads(env)})"],
         *([["memory", "; ".join(f"{b['where']}: batch {b['requested']} did not fit, ran at {b['used']}" for b in env["batch_backoff"])]]
           if env.get("batch_backoff") else []),
         ["versions", f"flatcheck {env.get('flatcheck')}, torch {env.get('torch')}, diffusers {env.get('diffusers')}, python {env.get('python')}"],
