@@ -276,19 +276,32 @@ NF4 = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.
 FP4 = sorted({s * v / 12 for s in (-1, 1) for v in (0, 1 / 16, 2, 3, 4, 6, 8, 12)})
 
 
-def _step_bound(w: torch.Tensor, code: list[float], block: int = 64) -> torch.Tensor:
-    """Per weight, the most that rounding to the nearest code point can move it: half the gap between
-    the two code points around w / absmax(block), times the block's absmax. The absmax is itself
-    stored in 8 bits (double quantization), which moves every value by up to ~3e-4 of it here: 1e-3."""
-    flat_w = w.reshape(-1)
-    pad = (-len(flat_w)) % block
-    blocks = torch.cat([flat_w, flat_w.new_zeros(pad)]).view(-1, block)
-    a = blocks.abs().amax(1, keepdim=True)
-    c = torch.tensor(code, dtype=w.dtype)
-    u = (blocks / a.clamp_min(1e-30)).clamp(-1, 1)
+def _blocks(w: torch.Tensor, block: int = 64) -> torch.Tensor:
+    flat = w.reshape(-1)
+    return torch.cat([flat, flat.new_zeros((-len(flat)) % block)]).view(-1, block)
+
+
+def _check_4bit(w: torch.Tensor, wq: torch.Tensor, code: list[float], label) -> torch.Tensor:
+    """wq, the weights a 4-bit layer computes with, against its definition: in each 64-weight block,
+    w / absmax rounded to the NEAREST point of `code`, times the block's stored scale. Returns the
+    per-weight bound |wq - w| <= half the local code gap x absmax + |scale - absmax| (|code| <= 1).
+
+    The code points and the rounding must be exact. The scale (read back from wq: the block's
+    largest |wq|) may differ from the block's absmax: absmaxes are stored in 8 bits (double
+    quantization), and bitsandbytes 0.50.2's CPU path on this AVX512 machine (weights repacked for
+    its kernel) scaled blocks by up to 9% off their own absmax, with the indices still exact."""
+    c = torch.tensor(code, dtype=torch.float32)
+    b, bq = _blocks(w.float()), _blocks(wq.float())
+    a = b.abs().amax(1, keepdim=True).clamp_min(1e-30)
+    scale = bq.abs().amax(1, keepdim=True).clamp_min(1e-30)
+    assert float((scale / a - 1).abs().max()) <= 0.1, (label, "block scale", float((scale / a - 1).abs().max()))
+    used = (bq / scale).unsqueeze(-1).sub(c).abs()
+    assert float(used.min(-1).values.max()) < 1e-3, (label, "a value off the code book")  # fp4 run as nf4 fails here
+    u = (b / a).clamp(-1, 1)
+    assert torch.equal(used.argmin(-1), u.unsqueeze(-1).sub(c).abs().argmin(-1)), (label, "not rounded to the nearest code point")
     hi = torch.searchsorted(c, u.contiguous()).clamp(1, len(c) - 1)
-    half_gap = (c[hi] - c[hi - 1]) / 2
-    return ((half_gap + 1e-3) * a).reshape(-1)[: len(flat_w)].view_as(w)
+    bound = (c[hi] - c[hi - 1]) / 2 * a + (scale - a).abs() + 1e-6 * a
+    return bound.reshape(-1)[: w.numel()].view_as(w)
 
 
 def test_bitsandbytes_runs_on_cpu_and_is_undone(den):
@@ -316,10 +329,14 @@ def test_bitsandbytes_runs_on_cpu_and_is_undone(den):
                 assert sorted(set(F.get_4bit_type(kind, device="cpu").tolist())) == pytest.approx(code, abs=1e-6)  # +0 and -0 are one
                 for n in linear:
                     m, w = net.get_submodule(n), saved[f"{n}.weight"]
-                    wq = F.dequantize_4bit(m.weight.data, m.weight.quant_state)
-                    bound = _step_bound(w, code)
+                    # The weights the layer computes with, read from its output on the identity: its storage
+                    # layout is the backend's (repacked for the CPU kernel on AVX512 machines).
+                    with torch.no_grad():
+                        eye = torch.eye(m.in_features)
+                        wq = (m(eye) - (m(torch.zeros(1, m.in_features)))).T
+                    bound = _check_4bit(w, wq, code, (kind, n))
                     ratio = (wq - w).abs() / bound
-                    assert ratio.max() <= 1 and ratio.max() > 0.5, (kind, n, float(ratio.max()))  # within a step, and it is the step
+                    assert ratio.max() <= 1 and ratio.max() > 0.3, (kind, n, float(ratio.max()))  # within a step, and it is the step
                     # The layer's output error, on the input it really saw: |x| |W_q - W|^T <= |x| bound^T.
                     xin, y = seen[n]
                     err = (y - (xin @ w.T + saved[f"{n}.bias"])).abs()
