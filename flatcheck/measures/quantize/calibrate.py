@@ -10,6 +10,15 @@ the three clipping rules then work on that pool:
     percentile  the (100-p, p) percentiles of the pooled values
     mse         the range [a*lo, a*hi] (a in a grid over (0, 1]) with the least fake-quant MSE
                 on the pool, searched per bit width
+
+At HEADROOM_BITS and more, every rule gives the observed [min, max] widened HEADROOM times about
+zero. At those widths rounding costs almost nothing (a 16-bit step is 1.5e-5 of the range) and
+clipping is the only error left: the evaluation's seeds and conditions are not the calibration's,
+so its extremes go past the calibrated ones (by up to 28% of the range on a class-conditional
+UNet here). On the digits UNet with a class embedding, 16-bit activations alone moved samples by
+a relative MSE of 2.8e-5 with MSE-searched ranges and 1.1e-7 with this headroom. Widening costs
+log2(HEADROOM) bits: at 12 bits that cost more than the clipping it saved on that model (relative
+MSE 1.1e-5 with headroom, 3.2e-6 with minmax ranges), hence 14.
 """
 
 from __future__ import annotations
@@ -96,11 +105,15 @@ def collect_activations(denoiser, names, scheduler, steps: int, n: int, seed: in
 # ---------------------------------------------------------------------------- clipping rules
 MSE_GRID = 100  # candidate clipping ratios a in (0, 1]
 MSE_POOL = 32768  # values the MSE search looks at (a seeded subsample of the pool beyond that)
+HEADROOM_BITS = 14  # from this width on, ranges cover the observed extremes with headroom (module docstring)
+HEADROOM = 2.0
 
 
 def activation_range(stats: ActivationStats, name: str, method: str, bits: int, percentile: float = 99.99) -> tuple[float, float]:
     """(lo, hi) clipping range of layer `name` for `bits`-bit activations."""
     lo, hi = stats.lo[name], stats.hi[name]
+    if bits >= HEADROOM_BITS and method in METHODS:
+        return HEADROOM * min(lo, 0.0), HEADROOM * max(hi, 0.0)
     if method == "minmax":
         return lo, hi
     pool = stats.pool[name]
@@ -144,8 +157,11 @@ def activation_ranges(stats: ActivationStats, names, method: str, bits_list, per
     for name in names:
         if name not in stats.lo:
             raise InputError(f"layer '{name}' was never called during calibration: cannot calibrate its input")
-        per_width = method == "mse"  # minmax and percentile do not depend on the width
-        shared = None if per_width else activation_range(stats, name, method, 8, percentile)
+        shared = None  # minmax and percentile ranges do not depend on the width below HEADROOM_BITS
         for b in sorted(set(bits_list)):
-            out[(name, b)] = activation_range(stats, name, method, b, percentile) if per_width else shared
+            if method == "mse" or b >= HEADROOM_BITS:
+                out[(name, b)] = activation_range(stats, name, method, b, percentile)
+            else:
+                shared = shared or activation_range(stats, name, method, b, percentile)
+                out[(name, b)] = shared
     return out

@@ -22,7 +22,7 @@ import torch
 from ...errors import InputError, OptionError
 from ...core.probes import ProbeBank, bank_losses
 from .bnb_backend import bnb_linear_swap
-from .calibrate import activation_ranges, collect_activations
+from .calibrate import HEADROOM, HEADROOM_BITS, activation_ranges, collect_activations
 from .drift import paired_drift, per_sample_mse
 from .sensitivity import LayerSensitivity, layer_sensitivity
 from .config import QuantizeConfig, check_config, sensitivity_setting  # noqa: F401 - re-exported
@@ -160,6 +160,11 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
                 widths = {ab for plan in plans.values() for _, ab in plan.values() if ab is not None}
                 ranges = activation_ranges(stats, act_layers, config.calibration, widths, config.percentile)
                 calib_text = f"{config.calibration} ranges from {stats.description}"
+                if any(b >= HEADROOM_BITS for b in widths):
+                    calib_text += f"; at {HEADROOM_BITS}+ bits the observed range x{HEADROOM:g} (headroom for unseen extremes)"
+                zeros = [n for n in act_layers if not min(stats.lo[n], 0.0) < max(stats.hi[n], 0.0)]
+                if zeros:
+                    calib_text += f"; {len(zeros)} layer input(s) were identically zero in calibration and stay full precision ({', '.join(zeros[:3])})"
                 if decoder is not None:
                     decoder.calibrate(stats.samples, config.calibration, config.percentile, config.batch_size, calibration_seed(config.seed))
         weights = WeightCache(net)

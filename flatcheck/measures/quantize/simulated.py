@@ -104,11 +104,16 @@ class ActQuant:
     zero_point: int
     qmax: int  # 2^b - 1
 
+    # A range that holds only 0 (an input that was identically zero in calibration) has no grid;
+    # simulated_quantization leaves such inputs unquantized and the report counts them.
+
     @classmethod
     def from_range(cls, lo: float, hi: float, bits: int) -> "ActQuant":
         lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)  # zero exactly representable
         qmax = 2**bits - 1
-        scale = (hi - lo) / qmax if hi > lo else 1.0
+        if not hi > lo:
+            raise ValueError("an activation range must hold more than 0")
+        scale = (hi - lo) / qmax
         zero = int(min(max(round(-lo / scale), 0), qmax))
         return cls(scale, zero, qmax)
 
@@ -168,6 +173,8 @@ def simulated_quantization(
                     m.weight.data = weights.get(name, wb)
                 if ab is not None:
                     lo, hi = act_ranges[(name, ab)] if (name, ab) in act_ranges else act_ranges[name]
+                    if not min(lo, 0.0) < max(hi, 0.0):
+                        continue  # calibration saw only zeros: no grid to build, the input stays full precision
                     handles.append(m.register_forward_pre_hook(_input_hook(ActQuant.from_range(lo, hi, ab))))
         yield
     finally:
