@@ -1,0 +1,130 @@
+"""Rank correlations and their bootstrap intervals (numpy only: no torch, no scipy at run time).
+
+    average_ranks(x)            ranks 1..N along the last axis, ties sharing their average rank
+    spearman(x, y)              Spearman's rho: Pearson's correlation of the average ranks
+    kendall_tau_b(x, y)         Kendall's tau-b: (concordant - discordant) pairs over
+                                sqrt((pairs - ties in x) (pairs - ties in y))
+    bootstrap_checkpoints(...)  percentile interval over resampled checkpoints
+    bootstrap_noise(...)        percentile interval over redrawn measurement noise
+
+Every function takes arrays of shape (..., N) and works row by row, so one call scores all the
+bootstrap resamples at once. A coefficient is undefined (NaN) where one side has no spread (every
+value tied): no order to correlate. The tests hold these to scipy.stats.spearmanr / kendalltau.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVEL = 0.95  # two-sided percentile intervals
+# A resample where either side is tied throughout has no rank correlation: it is dropped and
+# counted. Below this share of usable resamples the interval is not given (None).
+MIN_USABLE = 0.5
+
+
+def average_ranks(x) -> np.ndarray:
+    """Ranks 1..N along the last axis; tied values share the average of the ranks they span."""
+    x = np.asarray(x, dtype=float)
+    # O(N^2) pairwise counts: N is a number of checkpoints (tens), and it vectorises over rows.
+    less = (x[..., None, :] < x[..., :, None]).sum(-1)
+    equal = (x[..., None, :] == x[..., :, None]).sum(-1)  # counts the value itself
+    return less + (equal + 1) / 2.0
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(-1, keepdims=True)
+    b = b - b.mean(-1, keepdims=True)
+    den = np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(den > 0, (a * b).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
+    return np.clip(r, -1.0, 1.0)
+
+
+def spearman(x, y) -> np.ndarray | float:
+    """Spearman's rho along the last axis (NaN where x or y is tied throughout)."""
+    r = _pearson(average_ranks(x), average_ranks(y))
+    return float(r) if r.ndim == 0 else r
+
+
+def kendall_tau_b(x, y) -> np.ndarray | float:
+    """Kendall's tau-b along the last axis (NaN where x or y is tied throughout)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n = x.shape[-1]
+    sx = np.sign(x[..., None, :] - x[..., :, None])
+    sy = np.sign(y[..., None, :] - y[..., :, None])
+    pairs = n * (n - 1) / 2.0
+    s = (sx * sy).sum((-1, -2)) / 2.0  # each unordered pair counted twice
+    tied_x = ((sx == 0).sum((-1, -2)) - n) / 2.0  # the diagonal is not a pair
+    tied_y = ((sy == 0).sum((-1, -2)) - n) / 2.0
+    den = np.sqrt((pairs - tied_x) * (pairs - tied_y))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(den > 0, s / np.where(den > 0, den, 1.0), np.nan)
+    t = np.clip(t, -1.0, 1.0)
+    return float(t) if t.ndim == 0 else t
+
+
+COEFFICIENTS = {"spearman": spearman, "kendall": kendall_tau_b}
+
+
+@dataclass
+class Interval:
+    """A bootstrap percentile interval; low/high None when too few resamples were usable."""
+
+    low: float | None
+    high: float | None
+    rounds: int  # resamples drawn
+    dropped: int  # resamples where the coefficient was undefined (a side tied throughout)
+    level: float = LEVEL
+
+
+def percentile_interval(values: np.ndarray, level: float = LEVEL) -> Interval:
+    """The central `level` interval of the finite values; undefined ones are dropped and counted."""
+    values = np.asarray(values, dtype=float)
+    ok = values[np.isfinite(values)]
+    dropped = int(values.size - ok.size)
+    if ok.size == 0 or ok.size < MIN_USABLE * values.size:
+        return Interval(None, None, int(values.size), dropped, level)
+    lo, hi = np.quantile(ok, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(float(lo), float(hi), int(values.size), dropped, level)
+
+
+def checkpoint_resamples(n: int, rounds: int, seed: int) -> np.ndarray:
+    """(rounds, n) indices: n checkpoints drawn with replacement, once per round.
+
+    One set for every pair, so that pairs are scored on the same resamples and a pair's interval
+    does not depend on which other pairs were asked for."""
+    return np.random.default_rng(seed).integers(0, n, size=(rounds, n))
+
+
+def bootstrap_checkpoints(x, y, indices: np.ndarray, coefficient: str = "spearman", level: float = LEVEL) -> Interval:
+    """Percentile interval of the coefficient over resampled checkpoints (the same rows of x and y).
+
+    What it answers: how much the correlation depends on which checkpoints happened to be in the zoo.
+    A resample repeats checkpoints (ties on both sides, ranked by average); one that draws a single
+    checkpoint N times, or only checkpoints tied on one side, has no correlation and is dropped."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    return percentile_interval(COEFFICIENTS[coefficient](x[indices], y[indices]), level)
+
+
+def noise_draws(values, stderrs, rounds: int, seed: int, absolute: bool = False) -> np.ndarray:
+    """(rounds, N) redraws of one quantity: value i from N(value_i, stderr_i^2); a missing stderr
+    (None or 0: a deterministic number such as a converged top eigenvalue) holds that value fixed.
+    absolute: the quantity is |value| of a signed estimate; draw the signed one, then fold it."""
+    values = np.asarray(values, dtype=float)
+    se = np.asarray([s if s is not None and np.isfinite(s) else 0.0 for s in stderrs], dtype=float)
+    z = np.random.default_rng(seed).standard_normal((rounds, values.size))
+    draws = values + se * z
+    return np.abs(draws) if absolute else draws
+
+
+def bootstrap_noise(x_draws: np.ndarray, y_draws: np.ndarray, coefficient: str = "spearman", level: float = LEVEL) -> Interval:
+    """Percentile interval of the coefficient over redrawn measurements (parametric bootstrap over
+    measurement noise: each checkpoint's numbers redrawn from their standard errors, the zoo fixed).
+
+    What it answers: how much the correlation depends on the probes, draws and samples each number
+    was estimated from. Checkpoints' errors are drawn independently, although the shared bank and
+    seeds correlate them (which tends to preserve their order): the interval is conservative there."""
+    return percentile_interval(COEFFICIENTS[coefficient](x_draws, y_draws), level)
