@@ -46,6 +46,33 @@ def test_planted_orders_and_ties():
     assert stats.spearman([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(0.8)
 
 
+@pytest.mark.parametrize("n", range(3, 9))
+def test_permutation_p_is_scipys_exact_test(n):
+    rng = np.random.default_rng(10 + n)
+    for x, y in [(np.arange(n), np.arange(n)), (rng.integers(0, 3, n), rng.integers(0, 4, n)), (rng.normal(size=n), rng.normal(size=n))]:
+        x, y = x.astype(float), y.astype(float)
+        p, method = stats.permutation_p(x, y)
+        if np.isnan(stats.spearman(x, y)):
+            assert p is None
+            continue
+        # Two-sided as |rho| >= |observed| (scipy's "two-sided" doubles the smaller tail instead; the same without ties).
+        # scipy enumerates the orderings; the statistic is ours (held to scipy's spearmanr above), vectorised for speed.
+        want = scipy.stats.permutation_test((y,), lambda yy, axis: np.abs(stats.spearman(np.broadcast_to(x, yy.shape), yy)),
+                                            permutation_type="pairings", n_resamples=np.inf, alternative="greater", vectorized=True).pvalue
+        assert p == pytest.approx(want) and method.startswith("exact"), (x, y)
+    assert stats.permutation_p([1, 2, 3], [4, 5, 6])[0] == pytest.approx(1 / 3)  # three checkpoints: perfect by chance 1 in 3
+
+
+def test_permutation_p_by_random_orderings_above_eight():
+    x = np.arange(12.0)
+    y = x + np.random.default_rng(0).normal(0, 4, 12)
+    p, method = stats.permutation_p(x, y, rounds=9999, seed=1)
+    assert method.startswith("Monte Carlo") and p == stats.permutation_p(x, y, rounds=9999, seed=1)[0]
+    exact = 0.0122  # scipy.stats.permutation_test, 20000 random pairings (the exact p needs 12! orderings)
+    assert abs(p - exact) < 0.004
+    assert stats.permutation_p(x, x ** 2, rounds=999)[0] == pytest.approx(1 / 1000)  # none as good: (1 + 0) / (1 + 999)
+
+
 # ---------------------------------------------------------------------------- bootstraps
 def test_checkpoint_bootstrap_is_seeded_and_drops_degenerate_resamples():
     x = np.array([1.0, 2.0, 3.0, 5.0])
@@ -185,6 +212,7 @@ def test_rank_on_three_tiny_models(ranked, three_models):
         assert p["spearman"]["checkpoints"]["rounds"] == 300
         if p["spearman"]["value"] is not None:
             assert f"rho = {p['spearman']['value']:.2f}" in p["sentence"] and "over 3 checkpoints" in p["sentence"]
+            assert p["p_value"] == pytest.approx(stats.permutation_p(x, y)[0]) and p["p_value"] >= 1 / 3  # 3! orderings
     md = (out / "rank.md").read_text()
     assert "# flatcheck rank: 3 checkpoints" in md and doc["pairs"][0]["sentence"] in md
     png = (out / "scatter.png").read_bytes()

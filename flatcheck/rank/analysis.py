@@ -14,6 +14,10 @@ Every sharpness measure is rank-correlated with every robustness outcome over th
 The reports must come from one bank, seed set and option set (`compare.audit_many`, or `flatcheck
 audit` runs with equal options on --data): anything else is refused, since the ranks would then
 mix differences of measurement with differences of checkpoint.
+
+And a permutation p-value for rho: how often unrelated rankings agree as well. It matters at small
+N, where the bootstrap over checkpoints cannot show how little a few points say (three perfectly
+ordered checkpoints give the interval [1, 1], yet unrelated orderings do that one time in three).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ METHODS = {
                    "throughout are dropped and counted; 95% percentile interval",
     "noise": "parametric bootstrap over measurement noise (standard errors): each checkpoint's value redrawn from "
              "N(value, stderr^2), numbers without a standard error held fixed, checkpoints independent; 95% percentile interval",
+    "p_value": "two-sided permutation test of Spearman's rho: the share of reorderings of the outcome whose |rho| is at least "
+               "the observed one; exact over all N! orderings up to 8 checkpoints, else (1 + hits) / (1 + 9999) random orderings",
 }
 
 
@@ -53,6 +59,8 @@ class Pair:
     n: int
     spearman: Coefficient
     kendall: Coefficient
+    p_value: float | None  # two-sided permutation p-value of Spearman's rho (None: undefined)
+    p_method: str  # exact over all orderings, or Monte Carlo
     sentence: str
 
 
@@ -142,7 +150,9 @@ def rank_reports(docs: list[dict], names: list[str], *, seed: int = 0, rounds: i
                 v = fn(m.values, o.values)
                 coef[name] = Coefficient(None if math.isnan(v) else v, stats.bootstrap_checkpoints(m.values, o.values, idx, name),
                                          stats.bootstrap_noise(draws[m.key], draws[o.key], name))
-            pairs.append(Pair(m.key, o.key, n, coef["spearman"], coef["kendall"], sentence(m, o, coef["spearman"], coef["kendall"], n)))
+            p, method = stats.permutation_p(m.values, o.values, seed=stream(seed, "rank-permutation"))
+            pairs.append(Pair(m.key, o.key, n, coef["spearman"], coef["kendall"], p, method,
+                              sentence(m, o, coef["spearman"], coef["kendall"], n, p)))
     bootstrap = {"rounds": rounds, "level": stats.LEVEL, "seed": seed, "methods": METHODS}
     return Ranking(list(names), n, docs[0].get("options", {}), bootstrap, ms, os_, pairs, notes, list(docs))
 
@@ -153,16 +163,16 @@ def _interval(i: stats.Interval) -> str:
     return f"[{i.low:.2f}, {i.high:.2f}]"
 
 
-def sentence(m: Quantity, o: Quantity, rho: Coefficient, tau: Coefficient, n: int) -> str:
+def sentence(m: Quantity, o: Quantity, rho: Coefficient, tau: Coefficient, n: int, p: float | None = None) -> str:
     """One plain sentence for a pair, e.g. 'top Hessian eigenvalue ranks W4A4 FD change with Spearman
     rho = 0.86 [0.55, 0.97] (bootstrap over checkpoints; [0.80, 0.90] over measurement noise),
-    Kendall tau = 0.72, over 9 checkpoints.'"""
+    Kendall tau = 0.72, over 9 checkpoints (permutation p = 0.003).'"""
     if rho.value is None:
         tied = m.label if len(set(m.values)) == 1 else o.label
         return f"{m.label} vs {o.label}: no rank correlation, {tied} is the same for all {n} checkpoints."
     tau_text = f"{tau.value:.2f}" if tau.value is not None else "undefined"
     return (f"{m.label} ranks {o.label} with Spearman rho = {rho.value:.2f} {_interval(rho.checkpoints)} (bootstrap over checkpoints; "
-            f"{_interval(rho.noise)} over measurement noise), Kendall tau = {tau_text}, over {n} checkpoints.")
+            f"{_interval(rho.noise)} over measurement noise), Kendall tau = {tau_text}, over {n} checkpoints (permutation p = {p:.2g}).")
 
 
 def report_names(docs: list[dict], paths: list[str]) -> list[str]:

@@ -6,6 +6,7 @@
                                 sqrt((pairs - ties in x) (pairs - ties in y))
     bootstrap_checkpoints(...)  percentile interval over resampled checkpoints
     bootstrap_noise(...)        percentile interval over redrawn measurement noise
+    permutation_p(x, y)         two-sided permutation p-value of rho (exact up to 8 checkpoints)
 
 Every function takes arrays of shape (..., N) and works row by row, so one call scores all the
 bootstrap resamples at once. A coefficient is undefined (NaN) where one side has no spread (every
@@ -14,6 +15,8 @@ value tied): no order to correlate. The tests hold these to scipy.stats.spearman
 
 from __future__ import annotations
 
+import functools
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,3 +131,39 @@ def bootstrap_noise(x_draws: np.ndarray, y_draws: np.ndarray, coefficient: str =
     was estimated from. Checkpoints' errors are drawn independently, although the shared bank and
     seeds correlate them (which tends to preserve their order): the interval is conservative there."""
     return percentile_interval(COEFFICIENTS[coefficient](x_draws, y_draws), level)
+
+
+# Up to this many checkpoints every ordering is enumerated (8! = 40320); above, random orderings.
+EXACT_PERMUTATIONS = 8
+
+
+@functools.lru_cache(maxsize=None)
+def _all_orderings(n: int) -> np.ndarray:
+    return np.array(list(itertools.permutations(range(n))))
+
+
+def permutation_p(x, y, rounds: int = 9999, seed: int = 0) -> tuple[float | None, str]:
+    """Two-sided permutation p-value of Spearman's rho: the share of pairings of x with a reordered y
+    whose |rho| is at least the observed one. (p, method): exact over all N! orderings for
+    N <= EXACT_PERMUTATIONS, else (1 + hits) / (1 + rounds) over random orderings (seeded).
+
+    What it answers: how often unrelated rankings would agree this well. At N = 3, |rho| = 1 has
+    p = 1/3: a bootstrap interval of [1, 1] over three checkpoints is no evidence on its own."""
+    rx, ry = average_ranks(x), average_ranks(y)
+    observed = _pearson(rx, ry)
+    if not np.isfinite(observed):
+        return None, "undefined"
+    n = rx.size
+    if n <= EXACT_PERMUTATIONS:
+        perms = _all_orderings(n)
+        method = f"exact (all {len(perms)} orderings)"
+    else:
+        perms = np.random.default_rng(seed).permuted(np.tile(np.arange(n), (rounds, 1)), axis=1)
+        method = f"Monte Carlo ({rounds} random orderings)"
+    # Reordering y leaves both rank vectors' means and norms alone: rho is a dot product per ordering.
+    cx, cy = rx - rx.mean(), ry - ry.mean()
+    r = cy[perms] @ cx / np.sqrt((cx @ cx) * (cy @ cy))
+    hits = int((np.abs(r) >= abs(observed) - 1e-12).sum())
+    if n <= EXACT_PERMUTATIONS:
+        return hits / len(perms), method
+    return (1 + hits) / (1 + rounds), method

@@ -137,9 +137,10 @@ def _rank_cell(pair: dict) -> Text:
     ci = rho["checkpoints"]
     interval = f"[{ci['low']:.2f},{ci['high']:.2f}]" if ci["low"] is not None else "[undefined]"
     tau_text = f"{tau['value']:+.2f}" if tau["value"] is not None else "n/a"
-    # Bold where the interval over checkpoints leaves out 0: the sign holds across resampled zoos.
-    clear = ci["low"] is not None and (ci["low"] > 0 or ci["high"] < 0)
-    return Text(f"{rho['value']:+.2f} {interval}\nτ {tau_text}", style="bold" if clear else "")
+    p = pair["p_value"]
+    # Bold where the interval over checkpoints leaves out 0 and unrelated orderings rarely agree as well (p < 0.05).
+    clear = ci["low"] is not None and (ci["low"] > 0 or ci["high"] < 0) and p is not None and p < 0.05
+    return Text(f"{rho['value']:+.2f} {interval}\nτ {tau_text}, p {p:.2g}", style="bold" if clear else "")
 
 
 def rank_renderable(ranking: dict) -> Group:
@@ -148,7 +149,7 @@ def rank_renderable(ranking: dict) -> Group:
     labels = {q["key"]: q["label"] for q in ranking["measures"] + ranking["outcomes"]}
     cells = {(p["measure"], p["outcome"]): p for p in ranking["pairs"]}
     t = Table(title=f"flatcheck rank: {n} checkpoints ({', '.join(ranking['models'])})\n"
-                    f"Spearman rho [95% bootstrap over checkpoints, {ranking['bootstrap']['rounds']} rounds] and Kendall tau (τ); "
+                    f"Spearman rho [95% bootstrap over checkpoints, {ranking['bootstrap']['rounds']} rounds] and Kendall tau (τ), permutation p of rho; bold: interval without 0 and p < 0.05; "
                     "outcomes: larger = more damage", title_justify="left", show_lines=True)
     t.add_column("measure", style="cyan", no_wrap=True)
     for o in ranking["outcomes"]:
