@@ -213,6 +213,23 @@ def test_rank_on_three_tiny_models(ranked, three_models):
         if p["spearman"]["value"] is not None:
             assert f"rho = {p['spearman']['value']:.2f}" in p["sentence"] and "over 3 checkpoints" in p["sentence"]
             assert p["p_value"] == pytest.approx(stats.permutation_p(x, y)[0]) and p["p_value"] >= 1 / 3  # 3! orderings
+    # The intervals are the bootstraps of stats.py on the seeded resamples (one set of checkpoint resamples for
+    # every pair, one noise stream per quantity), and the cells are what the command computed from them.
+    from dataclasses import asdict
+
+    from flatcheck.core.seeds import stream
+
+    idx = stats.checkpoint_resamples(3, 300, stream(0, "rank-checkpoints"))
+    qs = {q["key"]: q for q in doc["measures"] + doc["outcomes"]}
+
+    def draws(q):
+        return stats.noise_draws(q["signed"] or q["values"], q["stderrs"], 300, stream(0, f"rank-noise-{q['key']}"), q["absolute"])
+
+    for p in doc["pairs"]:
+        m, o = qs[p["measure"]], qs[p["outcome"]]
+        for name in ("spearman", "kendall"):
+            assert p[name]["checkpoints"] == asdict(stats.bootstrap_checkpoints(m["values"], o["values"], idx, name))
+            assert p[name]["noise"] == asdict(stats.bootstrap_noise(draws(m), draws(o), name))
     md = (out / "rank.md").read_text()
     assert "# flatcheck rank: 3 checkpoints" in md and doc["pairs"][0]["sentence"] in md
     png = (out / "scatter.png").read_bytes()

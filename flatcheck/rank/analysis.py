@@ -139,17 +139,24 @@ def rank_reports(docs: list[dict], names: list[str], *, seed: int = 0, rounds: i
                              else f"the reports have no {what}s to rank (see the notes: {'; '.join(notes) or 'none'})")
     n = len(docs)
     idx = stats.checkpoint_resamples(n, rounds, stream(seed, "rank-checkpoints"))
-    # Each quantity's noise draws come from its own named stream: the same whichever pairs are asked for.
-    draws = {q.key: stats.noise_draws(q.signed or q.values, q.stderrs, rounds, stream(seed, f"rank-noise-{q.key}"), q.absolute)
-             for q in ms + os_}
+
+    def sides(q: Quantity) -> dict:
+        # Each quantity's noise draws come from its own named stream: the same whichever pairs are asked for.
+        draws = stats.noise_draws(q.signed or q.values, q.stderrs, rounds, stream(seed, f"rank-noise-{q.key}"), q.absolute)
+        return {"point": stats.prepare(q.values), "checkpoints": stats.prepare(np.asarray(q.values)[idx]), "noise": stats.prepare(draws)}
+
+    # Ranks and pair signs once per quantity (outcomes kept, one measure at a time: memory stays ~ outcomes x rounds x N^2 bytes).
+    prepared = {o.key: sides(o) for o in os_}
     pairs = []
     for m in ms:
+        a = sides(m)
         for o in os_:
+            b = prepared[o.key]
             coef = {}
-            for name, fn in stats.COEFFICIENTS.items():
-                v = fn(m.values, o.values)
-                coef[name] = Coefficient(None if math.isnan(v) else v, stats.bootstrap_checkpoints(m.values, o.values, idx, name),
-                                         stats.bootstrap_noise(draws[m.key], draws[o.key], name))
+            for name, fn in stats.RANKED.items():
+                v = float(fn(a["point"], b["point"]))
+                coef[name] = Coefficient(None if math.isnan(v) else v, stats.percentile_interval(fn(a["checkpoints"], b["checkpoints"])),
+                                         stats.percentile_interval(fn(a["noise"], b["noise"])))
             p, method = stats.permutation_p(m.values, o.values, seed=stream(seed, "rank-permutation"))
             pairs.append(Pair(m.key, o.key, n, coef["spearman"], coef["kendall"], p, method,
                               sentence(m, o, coef["spearman"], coef["kendall"], n, p)))

@@ -36,40 +36,59 @@ def average_ranks(x) -> np.ndarray:
     return less + (equal + 1) / 2.0
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(-1, keepdims=True)
-    b = b - b.mean(-1, keepdims=True)
-    den = np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+@dataclass
+class Ranked:
+    """Rows of values made ready for many rank correlations: what each coefficient needs of one
+    side, computed once (a measure meets every outcome, and every bootstrap row, with the same)."""
+
+    z: np.ndarray  # (..., N) average ranks, centred, scaled to unit norm; NaN where tied throughout
+    signs: np.ndarray  # (..., N*N) int8 sign(x_j - x_i) over ordered pairs
+    untied: np.ndarray  # (...,) unordered pairs not tied: N(N-1)/2 - ties
+
+
+def prepare(x) -> Ranked:
+    x = np.asarray(x, dtype=float)
+    n = x.shape[-1]
+    r = average_ranks(x)
+    r = r - r.mean(-1, keepdims=True)
+    norm = np.sqrt((r * r).sum(-1, keepdims=True))
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(den > 0, (a * b).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
-    return np.clip(r, -1.0, 1.0)
+        z = np.where(norm > 0, r / np.where(norm > 0, norm, 1.0), np.nan)
+    signs = np.sign(x[..., None, :] - x[..., :, None]).astype(np.int8).reshape(*x.shape[:-1], n * n)
+    ties = ((signs == 0).sum(-1) - n) / 2.0  # the diagonal is not a pair
+    return Ranked(z, signs, n * (n - 1) / 2.0 - ties)
+
+
+def _scalar(v: np.ndarray):
+    return float(v) if np.ndim(v) == 0 else v
+
+
+def spearman_ranked(a: Ranked, b: Ranked) -> np.ndarray:
+    """Spearman's rho: Pearson's correlation of the average ranks (NaN where a side is tied throughout)."""
+    return np.clip((a.z * b.z).sum(-1), -1.0, 1.0)
+
+
+def kendall_ranked(a: Ranked, b: Ranked) -> np.ndarray:
+    """Kendall's tau-b: (concordant - discordant) / sqrt(untied pairs in x * untied pairs in y)."""
+    s = (a.signs * b.signs).sum(-1) / 2.0  # int8 products summed in int64; each pair counted twice
+    den = np.sqrt(a.untied * b.untied)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(den > 0, s / np.where(den > 0, den, 1.0), np.nan)
+    return np.clip(t, -1.0, 1.0)
 
 
 def spearman(x, y) -> np.ndarray | float:
     """Spearman's rho along the last axis (NaN where x or y is tied throughout)."""
-    r = _pearson(average_ranks(x), average_ranks(y))
-    return float(r) if r.ndim == 0 else r
+    return _scalar(spearman_ranked(prepare(x), prepare(y)))
 
 
 def kendall_tau_b(x, y) -> np.ndarray | float:
     """Kendall's tau-b along the last axis (NaN where x or y is tied throughout)."""
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    n = x.shape[-1]
-    sx = np.sign(x[..., None, :] - x[..., :, None])
-    sy = np.sign(y[..., None, :] - y[..., :, None])
-    pairs = n * (n - 1) / 2.0
-    s = (sx * sy).sum((-1, -2)) / 2.0  # each unordered pair counted twice
-    tied_x = ((sx == 0).sum((-1, -2)) - n) / 2.0  # the diagonal is not a pair
-    tied_y = ((sy == 0).sum((-1, -2)) - n) / 2.0
-    den = np.sqrt((pairs - tied_x) * (pairs - tied_y))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t = np.where(den > 0, s / np.where(den > 0, den, 1.0), np.nan)
-    t = np.clip(t, -1.0, 1.0)
-    return float(t) if t.ndim == 0 else t
+    return _scalar(kendall_ranked(prepare(x), prepare(y)))
 
 
 COEFFICIENTS = {"spearman": spearman, "kendall": kendall_tau_b}
+RANKED = {"spearman": spearman_ranked, "kendall": kendall_ranked}
 
 
 @dataclass
@@ -150,7 +169,7 @@ def permutation_p(x, y, rounds: int = 9999, seed: int = 0) -> tuple[float | None
     What it answers: how often unrelated rankings would agree this well. At N = 3, |rho| = 1 has
     p = 1/3: a bootstrap interval of [1, 1] over three checkpoints is no evidence on its own."""
     rx, ry = average_ranks(x), average_ranks(y)
-    observed = _pearson(rx, ry)
+    observed = spearman(x, y)
     if not np.isfinite(observed):
         return None, "undefined"
     n = rx.size
