@@ -137,6 +137,10 @@ def test_measures_and_outcomes_read_the_reports_numbers(tiny_audit):
     assert by["exposure.2.gap"].values[0] == abs(run["gap_relative"]) and by["exposure.2.gap"].signed[0] == run["gap_relative"]
     assert by["exposure.2.lambda"].values[0] == pytest.approx(abs(run["scaling"][0]["b"] - 1))
     assert any("nf4" in n for n in onotes)  # no nf4 setting: said, not invented
+    nf4 = copy.deepcopy(doc)
+    nf4["quantize"]["settings"].append({**copy.deepcopy(w4), "name": "bnb-nf4", "backend": "bnb", "wbits": 4, "abits": None, "bnb_type": "nf4"})
+    outcomes, onotes = gather([nf4] * 3, ["a", "b", "c"], "outcomes")
+    assert {"quantize.bnb-nf4.drift", "quantize.bnb-nf4.fd_change"} <= {q.key for q in outcomes} and not any("nf4" in n for n in onotes)
 
 
 def test_a_number_missing_from_one_report_is_left_out_with_a_note(tiny_audit):
@@ -286,6 +290,8 @@ def test_rank_errors_are_one_line(cli, tiny_audit, tmp_path):
         (["--reports", files[0], files[1], tmp_path / "seed.json"], "was not audited like m0 (seeds.bank differ)"),
         (["--reports", files[0], files[1], files[1]], "named twice"),
         (["--reports", *files, "--measures", "nothing.*"], "no measure matches 'nothing.*'"),
+        (["--reports", *files, "--quantize-settings", "W8A8"], "no effect with --reports"),
+        (["digits-base", "digits-ema", "digits-sam", "--quantize-settings", "W8A8,W3"], "'W3' is not WxAy"),
     ]
     for args, message in cases:
         code, out, err = cli("rank", *args)

@@ -17,12 +17,14 @@ PlotOpt = Annotated[Optional[Path], typer.Option("--plot", help="Write a scatter
 MarkdownOpt = Annotated[Optional[Path], typer.Option("--markdown", help="Write the rank table and sentences as Markdown here (also to $GITHUB_STEP_SUMMARY when set).", show_default=False)]
 BootstrapOpt = Annotated[int, typer.Option("--bootstrap", help="Bootstrap rounds of each interval (over checkpoints, and over measurement noise).")]
 MeasuresOpt = Annotated[Optional[str], typer.Option("--measures", help="Only these sharpness measures: comma-separated globs of their keys, e.g. 'hessian.*,worst.adaptive.*' (default: all; the JSON lists the keys).", show_default=False)]
+SettingsOpt = Annotated[Optional[str], typer.Option("--quantize-settings", help="Quantization settings of every audit, comma-separated: WxAy (W8A8, W6A6, W4A4...) "
+                                                                           "and bitsandbytes bnb-int8/bnb-nf4/bnb-fp4 (default: the profile's, e.g. W8A8,W4A4 with --quick).", show_default=False)]
 OutcomesOpt = Annotated[Optional[str], typer.Option("--outcomes", help="Only these robustness outcomes: comma-separated globs of their keys, e.g. 'quantize.W4A4.*' (default: all).", show_default=False)]
 
 
 @takes(*AUDIT_RUN, COMMON, **AUDIT_SIZES)
 def rank(models: ModelsArg, reports: ReportsOpt = False, plot: PlotOpt = None, markdown: MarkdownOpt = None, bootstrap: BootstrapOpt = 2000,
-         measures: MeasuresOpt = None, outcomes: OutcomesOpt = None, o=None) -> None:
+         measures: MeasuresOpt = None, outcomes: OutcomesOpt = None, quantize_settings: SettingsOpt = None, o=None) -> None:
     """Audit checkpoints with one bank and seed set, then rank-correlate every sharpness measure with every robustness outcome.
 
     Spearman's rho and Kendall's tau-b over the checkpoints, each with a 95% bootstrap interval over
@@ -36,6 +38,8 @@ def rank(models: ModelsArg, reports: ReportsOpt = False, plot: PlotOpt = None, m
     from ..report.writers import write_text
     from ..results import document, write_json
 
+    if reports and quantize_settings:
+        raise InputError("--quantize-settings sets what the audits run: it has no effect with --reports")
     if len(set(models)) < len(models):
         raise InputError(f"the same {'report' if reports else 'checkpoint'} is named twice")
     con = console(o.json)
@@ -47,8 +51,17 @@ def rank(models: ModelsArg, reports: ReportsOpt = False, plot: PlotOpt = None, m
         from ..compare import audit_many
         from ..results import to_jsonable
 
+        config = None
+        if quantize_settings:
+            from ..measures.quantize import QuantizeConfig, check_bitsandbytes
+
+            names = [x.strip() for x in quantize_settings.split(",") if x.strip()]
+            settings = QuantizeConfig(settings=names).settings  # a bad name fails here, before any model loads
+            if any(s.backend == "bnb" for s in settings):
+                check_bitsandbytes()
+            config = {"quantize": {"settings": names}}
         loaded = [load_checkpoint(m, o) for m in models]
-        opts = audit_options(o, loaded[0][1])
+        opts = audit_options(o, loaded[0][1], config=config)
         # One bank, one seed set, every checkpoint audited once (compare's run).
         docs = [to_jsonable(r) for r in run_with_progress(con, audit_many, [c for c, _ in loaded], opts)]
         names = list(models)

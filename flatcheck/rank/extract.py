@@ -130,7 +130,7 @@ def outcome_readings(doc: dict) -> tuple[dict[str, Reading], list[str]]:
             else:
                 notes.append(f"{name} {fd_label} change: not scored (no FD reference)")
         if not any((s.get("bnb_type") or "") == "nf4" for s in q.get("settings") or []):
-            notes.append("no nf4 setting in the audits (add bnb-nf4 to [audit.quantize] settings): no nf4 drift")
+            notes.append("no nf4 setting in the audits (rank --quantize-settings W8A8,W4A4,bnb-nf4 adds one): no nf4 drift")
     e = doc.get("exposure")
     if e is None:
         notes.append("exposure was not run: no exposure outcomes")
