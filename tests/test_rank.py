@@ -302,3 +302,18 @@ def test_rank_errors_are_one_line(cli, tiny_audit, tmp_path):
         files[i].write_text(json.dumps(d))
     code, out, err = cli("rank", "--reports", *files)
     assert code == 2 and "drew their probe bank from their own model's samples" in err and err.count("\n") == 1
+
+
+def test_tied_checkpoints_have_no_correlation_and_other_devices_are_noted(tiny_audit):
+    """Three reports with equal numbers: every coefficient undefined (said in words, not 0), every
+    bootstrap resample dropped; a report from another device is ranked, with a note."""
+    from flatcheck.rank import rank_reports
+
+    _, doc = tiny_audit
+    docs = [copy.deepcopy(doc) for _ in range(3)]
+    docs[2]["environment"]["device"] = "cuda:0"
+    r = rank_reports(docs, ["a", "b", "c"], rounds=50)
+    assert r.pairs and all(p.spearman.value is None and p.kendall.value is None and p.p_value is None for p in r.pairs)
+    assert all(p.spearman.checkpoints.low is None and p.spearman.checkpoints.dropped == 50 for p in r.pairs)
+    assert r.pairs[0].sentence == "top Hessian eigenvalue vs W8A8 sample drift: no rank correlation, top Hessian eigenvalue is the same for all 3 checkpoints."
+    assert any("different devices (cpu, cuda:0)" in n for n in r.notes)

@@ -131,6 +131,11 @@ def rank_reports(docs: list[dict], names: list[str], *, seed: int = 0, rounds: i
     all_measures, notes = gather(docs, names, "measures")
     all_outcomes, onotes = gather(docs, names, "outcomes")
     notes += onotes
+    # Not refused (the numbers are still of one bank and seed set), but not comparable bit for bit: said.
+    for key in ("device", "torch", "flatcheck"):
+        seen = list(dict.fromkeys(str((d.get("environment") or {}).get(key)) for d in docs))
+        if len(seen) > 1:
+            notes.append(f"the reports come from different {key}s ({', '.join(seen)}): their numbers also differ by float rounding")
     ms, os_ = select(all_measures, measures), select(all_outcomes, outcomes)
     for what, chosen, pattern in (("measure", ms, measures), ("outcome", os_, outcomes)):
         if not chosen:

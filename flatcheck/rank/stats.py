@@ -1,6 +1,7 @@
 """Rank correlations and their bootstrap intervals (numpy only: no torch, no scipy at run time).
 
     average_ranks(x)            ranks 1..N along the last axis, ties sharing their average rank
+    prepare(x) -> Ranked        one side's ranks and pair signs, computed once for many pairings
     spearman(x, y)              Spearman's rho: Pearson's correlation of the average ranks
     kendall_tau_b(x, y)         Kendall's tau-b: (concordant - discordant) pairs over
                                 sqrt((pairs - ties in x) (pairs - ties in y))
