@@ -188,10 +188,23 @@ def ranked(three_models, tmp_path_factory):
     """`flatcheck rank` on the three models (one run for the tests below): its JSON, plot, Markdown."""
     from flatcheck.cli import run
 
+    import flatcheck.compare as compare
+
     out = tmp_path_factory.mktemp("rank")
-    code = run(["rank", *map(str, three_models), *RANK_RUN, "--json", str(out / "rank.json"), "--plot", str(out / "scatter.png"),
-                "--markdown", str(out / "rank.md")])
+    audited, plain = [], compare.audit_checkpoint
+
+    def counting(ckpt, *args, **kwargs):  # rank must audit each checkpoint once
+        audited.append(ckpt.source)
+        return plain(ckpt, *args, **kwargs)
+
+    compare.audit_checkpoint = counting
+    try:
+        code = run(["rank", *map(str, three_models), *RANK_RUN, "--json", str(out / "rank.json"), "--plot", str(out / "scatter.png"),
+                    "--markdown", str(out / "rank.md")])
+    finally:
+        compare.audit_checkpoint = plain
     assert code == 0
+    assert sorted(audited) == sorted(str(m) for m in three_models)
     return json.loads((out / "rank.json").read_text()), out
 
 
