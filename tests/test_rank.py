@@ -153,6 +153,12 @@ def test_a_number_missing_from_one_report_is_left_out_with_a_note(tiny_audit):
     measures, notes = gather([doc, fewer, doc], ["a", "b", "c"], "measures")
     assert "worst.adaptive.r0.001" not in {q.key for q in measures} and "worst.adaptive.r0.0001" in {q.key for q in measures}
     assert any(n.startswith("worst.adaptive.r0.001: not in the report of b") for n in notes)
+    failed = copy.deepcopy(doc)
+    failed["exposure"] = None
+    failed["verdicts"] = [{**v, "status": "error", "line": "out of memory"} if v["area"] == "exposure" else v for v in doc["verdicts"]]
+    outcomes, notes = gather([doc, failed, doc], ["a", "b", "c"], "outcomes")
+    assert not any(q.key.startswith("exposure.") for q in outcomes)
+    assert "exposure failed (out of memory): no exposure outcomes (b)" in notes and not any(n.startswith("exposure.") for n in notes)
     outcomes, notes = gather([doc, fewer, doc], ["a", "b", "c"], "outcomes")
     assert "quantize.W4A4.fd_change" not in {q.key for q in outcomes} and "quantize.W8A8.fd_change" in {q.key for q in outcomes}
     assert any("W4A4" in n and "(b)" in n for n in notes)

@@ -65,6 +65,14 @@ def _est(node) -> tuple[float | None, float | None]:
     return _num(node), None
 
 
+def _absent(doc: dict, area: str) -> str:
+    """Why a report has no section for `area`: skipped, or failed (its verdict's line says how)."""
+    v = next((v for v in doc.get("verdicts") or [] if v.get("area") == area), None)
+    if v is not None and v.get("status") == "error":
+        return f"{area} failed ({v.get('line')})"
+    return f"{area} was not run"
+
+
 def _bucket(b) -> tuple[str, str]:
     lo, hi = b
     return f"t{lo:g}-{hi:g}", f"t in [{lo:g}, {hi:g})"
@@ -74,7 +82,7 @@ def sharpness_readings(doc: dict) -> tuple[dict[str, Reading], list[str]]:
     """The sharpness measures of one report, and notes on what it lacks."""
     s = doc.get("sharpness")
     if s is None:
-        return {}, ["sharpness was not run: no sharpness measures"]
+        return {}, [f"{_absent(doc, 'sharpness')}: no sharpness measures"]
     out: dict[str, Reading] = {}
     notes: list[str] = []
     buckets = [_bucket(b) for b in s.get("buckets") or []]
@@ -115,7 +123,7 @@ def outcome_readings(doc: dict) -> tuple[dict[str, Reading], list[str]]:
     notes: list[str] = []
     q = doc.get("quantize")
     if q is None:
-        notes.append("quantize was not run: no quantization outcomes")
+        notes.append(f"{_absent(doc, 'quantize')}: no quantization outcomes")
     else:
         fd_label = q.get("fid_label") or "FD"
         for s in q.get("settings") or []:
@@ -133,7 +141,7 @@ def outcome_readings(doc: dict) -> tuple[dict[str, Reading], list[str]]:
             notes.append("no nf4 setting in the audits (rank --quantize-settings W8A8,W4A4,bnb-nf4 adds one): no nf4 drift")
     e = doc.get("exposure")
     if e is None:
-        notes.append("exposure was not run: no exposure outcomes")
+        notes.append(f"{_absent(doc, 'exposure')}: no exposure outcomes")
     else:
         what = "eps" if e.get("quantity", "eps") == "eps" else e["quantity"]
         for i, run in enumerate(e.get("runs") or []):
@@ -169,7 +177,9 @@ def gather(docs: list[dict], names: list[str], which: str) -> tuple[list[Quantit
     for key in keys:
         missing = [n for n, r in zip(names, per_doc) if key not in r]
         if missing:
-            notes.append(f"{key}: not in the report of {', '.join(missing)}; left out")
+            area = key.split(".")[0] if key.startswith(("quantize.", "exposure.")) else "sharpness"
+            if any(d.get(area) is not None for n, d in zip(names, docs) if n in missing):  # else the section's note says it
+                notes.append(f"{key}: not in the report of {', '.join(missing)}; left out")
             continue
         rs = [r[key] for r in per_doc]
         nonfinite = [n for n, r in zip(names, rs) if r.value is None]

@@ -161,5 +161,9 @@ def rank_renderable(ranking: dict) -> Group:
     if ranking["notes"]:
         parts.append(Text("Left out: " + "; ".join(ranking["notes"]) + ".", style="dim"))
     if (ranking.get("artifacts") or {}).get("plot"):
-        parts.append(Text(f"scatter plots: {ranking['artifacts']['plot']}"))
+        from .plots import MAX_SCATTER_ROWS
+
+        shown = min(len(ranking["measures"]), MAX_SCATTER_ROWS)
+        parts.append(Text(f"scatter plots: {ranking['artifacts']['plot']}"
+                          + (f" (the first {shown} of {len(ranking['measures'])} measures: choose with --measures)" if shown < len(ranking["measures"]) else "")))
     return Group(*parts)
