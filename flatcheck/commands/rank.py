@@ -16,7 +16,8 @@ ReportsOpt = Annotated[bool, typer.Option("--reports", help="The arguments are a
 PlotOpt = Annotated[Optional[Path], typer.Option("--plot", help="Write a scatter-plot grid PNG here: a row per measure, a column per outcome, one point per checkpoint.", show_default=False)]
 MarkdownOpt = Annotated[Optional[Path], typer.Option("--markdown", help="Write the rank table and sentences as Markdown here (also to $GITHUB_STEP_SUMMARY when set).", show_default=False)]
 BootstrapOpt = Annotated[int, typer.Option("--bootstrap", help="Bootstrap rounds of each interval (over checkpoints, and over measurement noise).")]
-MeasuresOpt = Annotated[Optional[str], typer.Option("--measures", help="Only these sharpness measures: comma-separated globs of their keys, e.g. 'hessian.*,worst.adaptive.*' (default: all; the JSON lists the keys).", show_default=False)]
+MeasuresOpt = Annotated[Optional[str], typer.Option("--measures", help="Only these sharpness measures: comma-separated globs of their keys, e.g. 'hessian.*,worst.adaptive.*'. Default: every whole-bank measure; "
+                                                                 "the per-timestep-bucket versions (keys ending .tLO-HI) when a pattern names them, e.g. '*'. The JSON lists the keys.", show_default=False)]
 SettingsOpt = Annotated[Optional[str], typer.Option("--quantize-settings", help="Quantization settings of every audit, comma-separated: WxAy (W8A8, W6A6, W4A4...) "
                                                                            "and bitsandbytes bnb-int8/bnb-nf4/bnb-fp4 (default: the profile's, e.g. W8A8,W4A4 with --quick).", show_default=False)]
 OutcomesOpt = Annotated[Optional[str], typer.Option("--outcomes", help="Only these robustness outcomes: comma-separated globs of their keys, e.g. 'quantize.W4A4.*' (default: all).", show_default=False)]
