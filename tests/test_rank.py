@@ -168,6 +168,7 @@ def test_a_number_missing_from_one_report_is_left_out_with_a_note(tiny_audit):
 @pytest.fixture(scope="module")
 def three_models(tmp_path_factory):
     """Three tiny pipelines whose weights differ by scale (so they differ in sharpness and in robustness)."""
+    import torch
     from diffusers import DDPMPipeline
 
     from tests.conftest import make_scheduler, make_unet
@@ -175,8 +176,6 @@ def three_models(tmp_path_factory):
     folders = []
     for i, scale in enumerate((0.8, 1.0, 1.3)):
         unet = make_unet(seed=i)
-        import torch
-
         with torch.no_grad():
             for p in unet.parameters():
                 p.mul_(scale)
