@@ -58,12 +58,13 @@ def rank_scatter(ranking: dict, path: Path) -> Path:
                 ax.annotate(name, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
             rho = cells[(m["key"], o["key"])]["spearman"]["value"]
             ax.set_title(f"rho = {rho:+.2f}" if rho is not None else "rho undefined (tied)", fontsize=8)
-            ax.set_xlabel(m["label"], fontsize=6)
+            ax.set_xlabel(m["label"], fontsize=6, labelpad=7)  # room for the axis exponent
             ax.set_ylabel(o["label"], fontsize=6)
             ax.tick_params(labelsize=6)
-            for axis in (ax.xaxis, ax.yaxis):  # values span decades: few ticks, scientific notation
-                axis.set_major_locator(MaxNLocator(4))
             ax.ticklabel_format(style="sci", scilimits=(-2, 3))
+            for axis in (ax.xaxis, ax.yaxis):  # values span decades: few ticks, scientific notation, a small exponent
+                axis.set_major_locator(MaxNLocator(4))
+                axis.get_offset_text().set_fontsize(6)
     if len(ranking["measures"]) > len(measures):
         fig.suptitle(f"first {len(measures)} of {len(ranking['measures'])} measures (choose with --measures)", fontsize=9)
     fig.tight_layout()
