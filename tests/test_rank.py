@@ -310,6 +310,7 @@ def test_rank_errors_are_one_line(cli, tiny_audit, tmp_path):
         (["--reports", *files, "--measures", "nothing.*"], "no measure matches 'nothing.*'"),
         (["--reports", *files, "--quantize-settings", "W8A8"], "no effect with --reports"),
         (["digits-base", "digits-ema", "digits-sam", "--quantize-settings", "W8A8,W3"], "'W3' is not WxAy"),
+        (["digits-base", "digits-ema", "digits-sam", "--skip", "sharpness"], "leaves nothing to rank"),
     ]
     for args, message in cases:
         code, out, err = cli("rank", *args)

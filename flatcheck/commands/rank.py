@@ -49,6 +49,9 @@ def rank(models: ModelsArg, reports: ReportsOpt = False, plot: PlotOpt = None, m
     else:
         if len(models) < MIN_CHECKPOINTS:  # before minutes of auditing
             raise InputError(f"rank needs at least {MIN_CHECKPOINTS} checkpoints (got {len(models)}), e.g. flatcheck rank digits-base digits-ema digits-sam")
+        skipped = set(o.skip or ())
+        if "sharpness" in skipped or {"quantize", "exposure"} <= skipped:
+            raise InputError("rank correlates sharpness with quantize and exposure outcomes: --skip sharpness, or both quantize and exposure, leaves nothing to rank")
         from ..compare import audit_many
         from ..results import to_jsonable
 
