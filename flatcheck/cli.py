@@ -34,11 +34,12 @@ def _register_commands() -> None:
     from .commands.gate import gate
     from .commands.info import info
     from .commands.quantize import quantize
+    from .commands.rank import rank
     from .commands.sample import sample
     from .commands.sharpness import sharpness
 
     # The order of `flatcheck --help`: the main job first, then the measures one by one.
-    for command in (info, audit, compare, gate, sharpness, exposure, quantize, fid, sample):
+    for command in (info, audit, compare, rank, gate, sharpness, exposure, quantize, fid, sample):
         app.command()(command)
 
 

@@ -7,7 +7,7 @@ Everything that reads or writes a report goes through here: the commands (--json
   number_rows                every number of a document with its dotted path and uncertainty
   item_name_key              how list items are named in paths (quantize.settings.W4A4...)
   schema / validate          the versioned JSON Schemas: the report (audit and every measure
-                             command), info, compare, gate
+                             command), info, compare, gate, rank
 
 A report document is the same for `flatcheck audit` and for each measure command (a single
 command is the audit with the other measures skipped), so a gate path works on both.
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 # Document kind -> schema version. The major version changes when a field is removed or changes meaning.
-VERSIONS = {"report": "1.2", "info": "1.1", "compare": "1.0", "gate": "1.0", "sample": "1.0"}
+VERSIONS = {"report": "1.2", "info": "1.1", "compare": "1.0", "gate": "1.0", "sample": "1.0", "rank": "1.0"}
 SCHEMAS = tuple(VERSIONS)
 
 

@@ -136,7 +136,7 @@ def takes(*groups: tuple[Opt, ...], **defaults):
                 for k in ("json", "out", "markdown", "html"):
                     if k in shared:
                         shared[k] = None
-                for k in ("out", "markdown", "html"):
+                for k in ("out", "markdown", "html", "plot"):
                     if kwargs.get(k) is not None:
                         kwargs[k] = None
             return fn(*args, **kwargs, o=SimpleNamespace(**shared))

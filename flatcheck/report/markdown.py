@@ -124,3 +124,31 @@ def write_step_summary(markdown: str) -> Path | None:
     with open(dest, "a", encoding="utf-8") as fh:
         fh.write(markdown.rstrip("\n") + "\n\n")
     return Path(dest)
+
+
+def rank_markdown(ranking: dict) -> str:
+    """The measure x outcome table, the sentences, how the intervals were made, what was left out."""
+    cells = {(p["measure"], p["outcome"]): p for p in ranking["pairs"]}
+
+    def cell(p):
+        rho, tau = p["spearman"], p["kendall"]
+        if rho["value"] is None:
+            return "tied"
+        ci = rho["checkpoints"]
+        interval = f"[{ci['low']:.2f}, {ci['high']:.2f}]" if ci["low"] is not None else "[undefined]"
+        tau_text = f", τ {tau['value']:+.2f}" if tau["value"] is not None else ""
+        return f"ρ {rho['value']:+.2f} {interval}{tau_text}, p {p['p_value']:.2g}"
+
+    outcomes = ranking["outcomes"]
+    rows = [[m["label"], *(cell(cells[(m["key"], o["key"])]) for o in outcomes)] for m in ranking["measures"]]
+    methods = ranking["bootstrap"]["methods"]
+    out = [f"# flatcheck rank: {ranking['n']} checkpoints", "", f"Checkpoints: {', '.join(ranking['models'])}. "
+           "Spearman ρ [95% bootstrap over checkpoints], Kendall τ-b and the permutation p-value of ρ; outcomes are signed so that larger = more damage.", "",
+           _table(["sharpness measure", *(o["label"] for o in outcomes)], rows), "", "## In words", ""]
+    out += [f"- {p['sentence']}" for p in ranking["pairs"]]
+    out += ["", "## Intervals", "", f"- over checkpoints: {methods['checkpoints']}", f"- over measurement noise: {methods['noise']}",
+            f"- p: {methods['p_value']}",
+            f"- {ranking['bootstrap']['rounds']} rounds each, seed {ranking['bootstrap']['seed']}", ""]
+    if ranking["notes"]:
+        out += ["## Left out", "", *(f"- {n}" for n in ranking["notes"]), ""]
+    return "\n".join(out)

@@ -30,3 +30,46 @@ def make_plots(report, folder: Path) -> dict[str, Path]:
         if path is not None:
             plots[name] = path
     return plots
+
+
+# A grid taller than this many measure rows is unreadable: the rest are left out (and said so).
+MAX_SCATTER_ROWS = 24
+
+
+def rank_scatter(ranking: dict, path: Path) -> Path:
+    """A grid of scatter plots: a row per sharpness measure, a column per outcome, one named point
+    per checkpoint, Spearman's rho in each title (from a rank JSON document)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    measures = ranking["measures"][:MAX_SCATTER_ROWS]
+    outcomes = ranking["outcomes"]
+    cells = {(p["measure"], p["outcome"]): p for p in ranking["pairs"]}
+    names = [Path(m.rstrip("/")).name or m for m in ranking["models"]]
+    fig, axes = plt.subplots(len(measures), len(outcomes), figsize=(2.8 * len(outcomes), 2.4 * len(measures)), squeeze=False)
+    for i, m in enumerate(measures):
+        for j, o in enumerate(outcomes):
+            ax = axes[i][j]
+            ax.scatter(m["values"], o["values"], s=14)
+            for name, x, y in zip(names, m["values"], o["values"]):
+                ax.annotate(name, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+            rho = cells[(m["key"], o["key"])]["spearman"]["value"]
+            ax.set_title(f"rho = {rho:+.2f}" if rho is not None else "rho undefined (tied)", fontsize=8)
+            ax.set_xlabel(m["label"], fontsize=6, labelpad=7)  # room for the axis exponent
+            ax.set_ylabel(o["label"], fontsize=6)
+            ax.tick_params(labelsize=6)
+            ax.ticklabel_format(style="sci", scilimits=(-2, 3))
+            for axis in (ax.xaxis, ax.yaxis):  # values span decades: few ticks, scientific notation, a small exponent
+                axis.set_major_locator(MaxNLocator(4))
+                axis.get_offset_text().set_fontsize(6)
+    if len(ranking["measures"]) > len(measures):
+        fig.suptitle(f"first {len(measures)} of {len(ranking['measures'])} measures (choose with --measures)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

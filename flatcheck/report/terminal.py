@@ -128,3 +128,42 @@ def gate_renderable(result) -> Group:
         t.add_row(Text("pass", style="green") if r.passed else Text("FAIL", style="bold red"), r.metric, format_number(r.value, r.stderr),
                   r.condition, format_number(r.bound), format_number(r.baseline) if r.baseline is not None else "", r.note)
     return Group(head, t)
+
+
+def _rank_cell(pair: dict) -> Text:
+    rho, tau = pair["spearman"], pair["kendall"]
+    if rho["value"] is None:
+        return Text("tied", style="dim")
+    ci = rho["checkpoints"]
+    interval = f"[{ci['low']:.2f},{ci['high']:.2f}]" if ci["low"] is not None else "[undefined]"
+    tau_text = f"{tau['value']:+.2f}" if tau["value"] is not None else "n/a"
+    p = pair["p_value"]
+    # Bold where the interval over checkpoints leaves out 0 and unrelated orderings rarely agree as well (p < 0.05).
+    clear = ci["low"] is not None and (ci["low"] > 0 or ci["high"] < 0) and p is not None and p < 0.05
+    return Text(f"{rho['value']:+.2f} {interval}\nτ {tau_text}, p {p:.2g}", style="bold" if clear else "")
+
+
+def rank_renderable(ranking: dict) -> Group:
+    """The measure x outcome table (rho [interval over checkpoints], tau), one sentence per pair, the notes."""
+    n = ranking["n"]
+    labels = {q["key"]: q["label"] for q in ranking["measures"] + ranking["outcomes"]}
+    cells = {(p["measure"], p["outcome"]): p for p in ranking["pairs"]}
+    t = Table(title=f"flatcheck rank: {n} checkpoints ({', '.join(ranking['models'])})\n"
+                    f"Spearman rho [95% bootstrap over checkpoints, {ranking['bootstrap']['rounds']} rounds] and Kendall tau (τ), permutation p of rho; bold: interval without 0 and p < 0.05; "
+                    "outcomes: larger = more damage", title_justify="left", show_lines=True)
+    t.add_column("measure", style="cyan", no_wrap=True)
+    for o in ranking["outcomes"]:
+        t.add_column(o["short"], justify="right", overflow="fold")
+    for m in ranking["measures"]:
+        t.add_row(m["short"], *(_rank_cell(cells[(m["key"], o["key"])]) for o in ranking["outcomes"]))
+    parts = [t, Text("In words (second interval: parametric bootstrap over measurement noise, the reports' standard errors):", style="bold")]
+    parts += [Text(p["sentence"]) for p in ranking["pairs"]]
+    if ranking["notes"]:
+        parts.append(Text("Left out: " + "; ".join(ranking["notes"]) + ".", style="dim"))
+    if (ranking.get("artifacts") or {}).get("plot"):
+        from .plots import MAX_SCATTER_ROWS
+
+        shown = min(len(ranking["measures"]), MAX_SCATTER_ROWS)
+        parts.append(Text(f"scatter plots: {ranking['artifacts']['plot']}"
+                          + (f" (the first {shown} of {len(ranking['measures'])} measures: choose with --measures)" if shown < len(ranking["measures"]) else "")))
+    return Group(*parts)
