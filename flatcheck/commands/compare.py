@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .audit import AUDIT_RUN
-from .options import AUDIT_SIZES, COMMON, audit_options, console, load_checkpoint, run_with_progress, takes
+from .options import AUDIT_SIZES, COMMON, audit_options, console, load_checkpoint, run_with_progress, show_table_document, takes
 
 ModelsArg = Annotated[list[str], typer.Argument(help="Two or more checkpoints (folders, Hub ids or bundled names).", show_default=False)]
 MarkdownOpt = Annotated[Optional[Path], typer.Option("--markdown", help="Write the side-by-side table as Markdown here (also to $GITHUB_STEP_SUMMARY when set).", show_default=False)]
@@ -23,10 +23,9 @@ def compare(models: ModelsArg, markdown: MarkdownOpt = None, o=None) -> None:
     """
     from ..compare import audit_many, compare_reports
     from ..errors import InputError
-    from ..report.markdown import compare_markdown, write_step_summary
+    from ..report.markdown import compare_markdown
     from ..report.terminal import compare_renderable
-    from ..report.writers import write_text
-    from ..results import document, write_json
+    from ..results import document
 
     if len(models) < 2:
         raise InputError("compare needs at least two checkpoints (e.g. flatcheck compare digits-base digits-sam)")
@@ -37,10 +36,4 @@ def compare(models: ModelsArg, markdown: MarkdownOpt = None, o=None) -> None:
     con = console(o.json)
     reports = run_with_progress(con, audit_many, [c for c, _ in loaded], opts)
     doc = document("compare", compare_reports(reports, models))
-    con.print(compare_renderable(doc))
-    md = compare_markdown(doc)
-    write_step_summary(md)
-    if markdown is not None:
-        write_text(markdown, md)
-    if o.json:
-        write_json(doc, o.json)
+    show_table_document(con, doc, compare_renderable(doc), compare_markdown(doc), markdown, o.json)

@@ -269,3 +269,18 @@ def measure_command(name: str, model, o, config: dict, *, inputs: dict | None = 
     out = getattr(o, "out", None)
     extra = files(report, out) if files is not None and out is not None else []
     return write_measure_outputs(report, name, con, json=o.json, out=out, extra_files=extra)
+
+
+def show_table_document(con, doc: dict, renderable, markdown_text: str, markdown: Optional[Path], json_dest) -> None:
+    """The end of compare and rank: print the table, write its Markdown (also to the CI step
+    summary) and the JSON document."""
+    from ..report.markdown import write_step_summary
+    from ..report.writers import write_text
+    from ..results import write_json
+
+    con.print(renderable)
+    write_step_summary(markdown_text)
+    if markdown is not None:
+        write_text(markdown, markdown_text)
+    if json_dest:
+        write_json(doc, json_dest)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .audit import AUDIT_RUN
-from .options import AUDIT_SIZES, COMMON, audit_options, console, load_checkpoint, run_with_progress, takes
+from .options import AUDIT_SIZES, COMMON, audit_options, console, load_checkpoint, run_with_progress, show_table_document, takes
 
 ModelsArg = Annotated[list[str], typer.Argument(help="Three or more checkpoints (folders, Hub ids or bundled names); with --reports, audit JSON reports.", show_default=False)]
 ReportsOpt = Annotated[bool, typer.Option("--reports", help="The arguments are audit reports (flatcheck audit --json, or a compare/rank JSON holding reports) "
@@ -34,10 +34,9 @@ def rank(models: ModelsArg, reports: ReportsOpt = False, plot: PlotOpt = None, m
     """
     from ..errors import InputError
     from ..rank import MIN_CHECKPOINTS, load_reports, rank_reports
-    from ..report.markdown import rank_markdown, write_step_summary
+    from ..report.markdown import rank_markdown
     from ..report.terminal import rank_renderable
-    from ..report.writers import write_text
-    from ..results import document, write_json
+    from ..results import document
 
     if reports and quantize_settings:
         raise InputError("--quantize-settings sets what the audits run: it has no effect with --reports")
@@ -75,10 +74,4 @@ def rank(models: ModelsArg, reports: ReportsOpt = False, plot: PlotOpt = None, m
         from ..report.plots import rank_scatter
 
         doc["artifacts"] = {"plot": str(rank_scatter(doc, plot))}
-    con.print(rank_renderable(doc))
-    md = rank_markdown(doc)
-    write_step_summary(md)
-    if markdown is not None:
-        write_text(markdown, md)
-    if o.json:
-        write_json(doc, o.json)
+    show_table_document(con, doc, rank_renderable(doc), rank_markdown(doc), markdown, o.json)

@@ -39,3 +39,16 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
     g = grid(images, nrow=nrow, scale=scale)
     Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g).save(path)
     return path
+
+
+def save_figure(fig, path, dpi: int = 110, tight: bool = True, **savefig_kw) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
+    import matplotlib.pyplot as plt
+
+    if tight:
+        fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, **savefig_kw)
+    plt.close(fig)
+    return path

@@ -67,9 +67,6 @@ def rank_scatter(ranking: dict, path: Path) -> Path:
                 axis.get_offset_text().set_fontsize(6)
     if len(ranking["measures"]) > len(measures):
         fig.suptitle(f"first {len(measures)} of {len(ranking['measures'])} measures (choose with --measures)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    from ..core.images import save_figure
+
+    return save_figure(fig, path, dpi=90)

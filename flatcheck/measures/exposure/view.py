@@ -111,12 +111,9 @@ def plot(result: ExposureResult, path: str | Path, model: str = "") -> Path:
     for ax in (ax_gap, ax_var):
         ax.axhline(0, color="black", lw=0.6)
     fig.suptitle(f"exposure bias{': ' + model if model else ''}  ({result.reference})", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from ...core.images import save_figure
+
+    return save_figure(fig, path)
 
 
 def save(result: ExposureResult, folder: Path, model: str = "") -> list[Path]:

@@ -131,11 +131,9 @@ def plot(r: QuantizeResult, path: Path) -> Path | None:
                 yerr=[s.probe_loss_change.stderr or 0.0 for s in r.settings], capsize=3, color="#dd8452")
     axes[1].axhline(0, color="grey", lw=0.8)
     axes[1].set(title="probe-bank loss change", ylabel="quantized - full precision")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    from ...core.images import save_figure
+
+    return save_figure(fig, path, tight=False, bbox_inches="tight")
 
 
 def save(r: QuantizeResult, out_dir: str | Path, model: str = "", rows: int = 8, scale: int = 4) -> list[Path]:

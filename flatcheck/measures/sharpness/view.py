@@ -323,7 +323,6 @@ def save(result: SharpnessResult, folder: Path, model: str = "") -> list[Path]:
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
-    return path
+    from ...core.images import save_figure
+
+    return save_figure(fig, path)
