@@ -44,13 +44,14 @@ from train_digits import UNET_CONFIG, batch_loss, lr_at, make_scheduler  # noqa:
 
 from flatcheck.core.images import save_grid  # noqa: E402
 
-# The RGB-patch UNet: 32x32x3, the digits UNet's shape with one more resolution level.
+# The RGB-patch UNet: 32x32x3, three levels (16, 32, 64 channels), attention at 8x8: 687k parameters, a
+# fwd+bwd as fast as the digits UNet (a (32, 64, 64) version cost 4x as much on this CPU).
 RGB_UNET_CONFIG = dict(
     sample_size=32,
     in_channels=3,
     out_channels=3,
     layers_per_block=1,
-    block_out_channels=(32, 64, 64),
+    block_out_channels=(16, 32, 64),
     down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
     up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
     norm_num_groups=8,
