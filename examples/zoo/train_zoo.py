@@ -1,7 +1,7 @@
 """Train the checkpoint zoo: one architecture, one step budget, several optimizers.
 
     python examples/zoo/train_zoo.py                       # the digits zoo, into examples/zoo/models/
-    python examples/zoo/train_zoo.py --dataset rgb         # the RGB-patch zoo, into examples/zoo/models-rgb/
+    python examples/zoo/train_zoo.py --dataset rgb         # the RGB-patch zoo (600 steps), into examples/zoo/models-rgb/
     python examples/zoo/train_zoo.py --only sam-0.05,asam  # some members
     python examples/zoo/train_zoo.py --steps 20 --out /tmp/zoo   # a smoke test
 
@@ -232,7 +232,7 @@ def main() -> None:
     ap.add_argument("--summary", type=Path, default=None, help="zoo summary JSON (default examples/zoo/zoo.json, or zoo-rgb.json)")
     ap.add_argument("--samples", type=Path, default=HERE / "samples", help="sample grids folder")
     ap.add_argument("--only", default=None, help="comma-separated members (default: all)")
-    ap.add_argument("--steps", type=int, default=None, help="step budget of every member (default 400)")
+    ap.add_argument("--steps", type=int, default=None, help="step budget of every member (default: 400 digits, 600 rgb)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps (default steps // 12: the bundled recipe's 100 of 1200)")
