@@ -227,10 +227,12 @@ def built(out: Path, logs: Path, member: str) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=("digits", "rgb"), default="digits")
-    ap.add_argument("--out", type=Path, default=None, help="models folder (default examples/zoo/models, or models-rgb)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="models folder (default examples/zoo/models, or models-rgb); with --out, logs, summary and "
+                         "samples default to OUT/logs, OUT/zoo.json, OUT/samples, so a trial run leaves the committed ones alone")
     ap.add_argument("--logs", type=Path, default=None, help="training logs folder (default examples/zoo/logs, or logs-rgb)")
     ap.add_argument("--summary", type=Path, default=None, help="zoo summary JSON (default examples/zoo/zoo.json, or zoo-rgb.json)")
-    ap.add_argument("--samples", type=Path, default=HERE / "samples", help="sample grids folder")
+    ap.add_argument("--samples", type=Path, default=None, help="sample grids folder (default examples/zoo/samples)")
     ap.add_argument("--only", default=None, help="comma-separated members (default: all)")
     ap.add_argument("--steps", type=int, default=None, help="step budget of every member (default: 400 digits, 600 rgb)")
     ap.add_argument("--batch", type=int, default=128)
@@ -243,7 +245,11 @@ def main() -> None:
     d = DEFAULTS[args.dataset]
     steps = args.steps or d["steps"]
     warmup = args.warmup if args.warmup is not None else max(1, steps // 12)
-    out, logs, summary = args.out or d["out"], args.logs or d["logs"], args.summary or d["summary"]
+    if args.out is not None:
+        out = args.out
+        logs, summary, samples = args.logs or out / "logs", args.summary or out / "zoo.json", args.samples or out / "samples"
+    else:
+        out, logs, summary, samples = d["out"], args.logs or d["logs"], args.summary or d["summary"], args.samples or HERE / "samples"
     members = MEMBERS[args.dataset]
     wanted = list(members) if not args.only else [m.strip() for m in args.only.split(",") if m.strip()]
     unknown = [m for m in wanted if m not in members]
@@ -280,7 +286,7 @@ def main() -> None:
         started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         raw, ema, swa, log = train_run(data, unet_config, steps, args.batch, args.lr, warmup, spec["seed"], spec["opt"],
                                        rho=spec.get("rho", 0.0), eta=spec.get("eta", 0.0), device=args.device,
-                                       swa_start=int(round(steps * (1 - SWA_FRACTION))))
+                                       swa_start=min(steps - 1, int(round(steps * (1 - SWA_FRACTION)))))
         weights = {"raw": raw, "ema": ema, "swa": swa}
         n = max(1, steps // 10)
         run_log = dict(run=run_name, spec=spec, started_utc=started, recipe=recipe,
@@ -291,7 +297,7 @@ def main() -> None:
             ev = eval_loss(net, data)
             run_log["members"][m] = dict(weights=members[m][1], eval_loss=ev)
             if m in todo:
-                save_member(net, out / m, args.samples / f"{prefix}{m}.png")
+                save_member(net, out / m, samples / f"{prefix}{m}.png")
                 summary_doc["members"][m] = dict(run=run_name, weights=members[m][1], **spec,
                                                  final_train_loss_last10pct=run_log["final_train_loss_last10pct"],
                                                  eval_loss=ev, train_seconds=log["train_seconds"],
