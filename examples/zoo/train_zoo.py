@@ -266,7 +266,7 @@ def main() -> None:
                   ema_decay=f"min({EMA_DECAY}, (1 + step) / (10 + step)) (diffusers EMAModel warm-up)",
                   swa=f"uniform average of the raw weights after each optimizer step of the last {SWA_FRACTION:.0%} of steps "
                       "(the lr keeps its cosine decay there, unlike classic SWA's constant or cyclic lr; GroupNorm only, so no BN update)",
-                  asam="Kwon et al. 2021: e = rho T^2 g / |T g|, T = |w| + eta elementwise on every parameter tensor",
+                  asam="Kwon et al. 2021: e = rho T^2 g / |T g|, T = |w| + eta elementwise on every parameter tensor (the official code leaves biases at T = 1)",
                   batches="one CPU torch.Generator seeded seed + 1: indices, noise, timesteps drawn in that order each step",
                   eval_loss="eps MSE on 1024 fixed (image, t, noise) draws, generator seed 123",
                   samples="DDIM 50 steps, 64 images, noise seed 0")
