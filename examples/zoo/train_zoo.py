@@ -104,6 +104,8 @@ def ema_decay_at(step: int) -> float:
     (measured: eval loss 0.0429 vs 0.0325 raw, visibly noisy samples), so the zoo uses the
     warm-up that diffusers' training scripts use."""
     return min(EMA_DECAY, (1 + step) / (10 + step))
+
+
 SWA_FRACTION = 0.25  # average the weights after each of the last 25% of steps
 
 
@@ -119,7 +121,7 @@ def dataset(name: str) -> tuple[torch.Tensor, dict, str]:
 
 
 def sam_perturbation(params, rho: float, adaptive: bool, eta: float):
-    """The ascent step e(w). SAM: rho g / |g|. ASAM (Kwon et al. 2021, eq. 8 with T_w = |w| + eta,
+    """The ascent step e(w). SAM: rho g / |g|. ASAM (Kwon et al. 2021, with T_w = |w| + eta,
     elementwise, on every parameter tensor): rho T_w^2 g / |T_w g|."""
     with torch.no_grad():
         if adaptive:
