@@ -58,7 +58,7 @@ OUT = group(Opt("out", Annotated[Optional[Path], typer.Option("--out", help="Fol
 
 # The shared inputs of a measure command: the probe bank and the full-precision samples.
 DATA = group(
-    Opt("data", Annotated[Optional[str], typer.Option("--data", help="Reference images: a folder of images, an .npy/.npz array, or 'digits'; 'none' for data-free "
+    Opt("data", Annotated[Optional[str], typer.Option("--data", help="Reference images: a folder of images, an .npy/.npz array, 'digits', or 'patches'/'patches-test' (RGB patches); 'none' for data-free "
                                                                    "(the bank's x0 drawn from the model's own samples). Default: digits for the bundled digits models, else data-free.", show_default=False)], None),
     Opt("probes", Annotated[int, typer.Option("--probes", help="Number of (x0, t, noise) probes in the bank.")], 128),
 )
@@ -82,12 +82,12 @@ COND = group(
 
 # FD/FID against a reference (quantize, exposure, fid).
 FD = group(
-    Opt("ref", Annotated[Optional[str], typer.Option("--ref", help="FD/FID reference: an image folder, an .npz/.npy of images, a stats .npz (mu, sigma), 'digits', "
+    Opt("ref", Annotated[Optional[str], typer.Option("--ref", help="FD/FID reference: an image folder, an .npz/.npy of images, a stats .npz (mu, sigma), 'digits', 'patches', 'patches-test', "
                                                                  "or a torch-fidelity dataset (cifar10-train...). Default: the --data images (digits for the bundled models).", show_default=False)], None),
-    Opt("features", Annotated[Optional[str], typer.Option("--features", "--fid-features", help="Feature network for FD/FID: inception (FID), digits-cnn, clip or dinov2. "
+    Opt("features", Annotated[Optional[str], typer.Option("--features", "--fid-features", help="Feature network for FD/FID: inception (FID), digits-cnn, patches-cnn (RGB patches), clip or dinov2. "
                                                                                            "Default: digits-cnn for the bundled digits models, else inception.", show_default=False)], None),
     Opt("fid_weights", Annotated[Optional[Path], typer.Option("--fid-weights", help="Local feature-network weights (offline): torch-fidelity's Inception .pth or the TorchScript "
-                                                                                  "inception-2015-12-05.pt; OpenAI's CLIP .pt; a digits-cnn .safetensors.", show_default=False)], None),
+                                                                                  "inception-2015-12-05.pt; OpenAI's CLIP .pt; a digits-cnn or patches-cnn .safetensors.", show_default=False)], None),
 )
 NO_FID = group(Opt("no_fid", Annotated[bool, typer.Option("--no-fid", help="Skip FD/FID even when a reference is known.")], False))
 

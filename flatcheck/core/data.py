@@ -14,13 +14,18 @@ import torch.nn.functional as F
 from ..errors import InputError, OptionError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-BUNDLED_DATA = ("digits",)
+BUNDLED_DATA = ("digits", "patches", "patches-test")  # patches*: flatcheck.core.patches, split train / test
 
 
 def load_images(spec: str, shape: tuple[int, int, int], limit: int | None = None) -> torch.Tensor:
-    """spec: 'digits', a folder of images, or an .npy/.npz file; shape: (C, H, W) wanted."""
+    """spec: 'digits', 'patches' (RGB patches, train split), 'patches-test', a folder of images, or an
+    .npy/.npz file; shape: (C, H, W) wanted."""
     c, h, w = shape
-    if spec in BUNDLED_DATA and not Path(spec).exists():
+    if spec in ("patches", "patches-test") and not Path(spec).exists():
+        from .patches import rgb_patches
+
+        x = _fit(rgb_patches("train" if spec == "patches" else "test"), c, h, w)
+    elif spec in BUNDLED_DATA and not Path(spec).exists():
         from .datasets import digits_images
 
         x = digits_images(size=h)
@@ -119,7 +124,7 @@ def _fit(x: torch.Tensor, c: int, h: int, w: int) -> torch.Tensor:
 
 def load_labels(spec: str) -> torch.Tensor | None:
     """Class labels of --data when it carries them: 'digits', or an .npz with a 'labels' (or 'y') array."""
-    if spec in BUNDLED_DATA and not Path(spec).exists():
+    if spec == "digits" and not Path(spec).exists():
         from .datasets import digits_labels
 
         return digits_labels()

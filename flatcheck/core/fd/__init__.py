@@ -2,9 +2,10 @@
 
     score_samples(samples, ref, features=...) -> FidResult   the entry point every command uses
     frechet     Frechet distance, its bootstrap, KID
-    extractors  feature networks (Inception .pth / TorchScript, digits-cnn, CLIP, DINOv2)
+    extractors  feature networks (Inception .pth / TorchScript, digits-cnn, patches-cnn, CLIP, DINOv2)
     reference   reference inputs and the content-hash keyed statistics cache
     digits_cnn  the small digits classifier behind "FD (digits-cnn)"
+    patches_cnn the small RGB-patch classifier behind "FD (patches-cnn)"
 """
 
 from __future__ import annotations

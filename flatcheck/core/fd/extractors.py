@@ -4,6 +4,7 @@
 inception    inception-v3-compat (.pth)       FID               torch-fidelity's .pth, or the TorchScript
              inception-v3-torchscript (.pt)                     inception-2015-12-05.pt (clean-fid, NVIDIA)
 digits-cnn   digits-cnn (registered here)     FD (digits-cnn)   flatcheck/assets (bundled), or a .safetensors
+patches-cnn  patches-cnn (registered here)    FD (patches-cnn)  flatcheck/assets (bundled), or a .safetensors
 clip         clip-vit-b-32                    FD (clip)         OpenAI's TorchScript ViT-B-32.pt
 dinov2       dinov2-vit-l-14                  FD (dinov2)       torch.hub only (no local file)
 
@@ -28,9 +29,10 @@ from ...errors import InputError
 
 INCEPTION_PTH_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_TS_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
-FEATURES = ("inception", "digits-cnn", "clip", "dinov2")
-_TF_NAME = {"digits-cnn": "digits-cnn", "clip": "clip-vit-b-32", "dinov2": "dinov2-vit-l-14"}
+FEATURES = ("inception", "digits-cnn", "patches-cnn", "clip", "dinov2")
+_TF_NAME = {"digits-cnn": "digits-cnn", "patches-cnn": "patches-cnn", "clip": "clip-vit-b-32", "dinov2": "dinov2-vit-l-14"}
 _TS_INCEPTION = "inception-v3-torchscript"
+_SMALL_CNN = ("digits-cnn", "patches-cnn")  # our small classifiers, weights bundled in flatcheck/assets
 
 
 def label_for(features: str) -> str:
@@ -39,44 +41,44 @@ def label_for(features: str) -> str:
 
 # ------------------------------------------------------------------ extractors registered with torch-fidelity
 def _registered_classes():
-    """Define and register our two torch-fidelity extractors once (torch-fidelity imports torchvision: keep it lazy)."""
+    """Define and register our torch-fidelity extractors once (torch-fidelity imports torchvision: keep it lazy)."""
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
     if "digits-cnn" in FEATURE_EXTRACTORS_REGISTRY:
         return
 
-    class FeatureExtractorDigitsCNN(FeatureExtractorBase):
-        """uint8 [N, C, H, W] -> the digits classifier's 64 features ("feat") or its logits."""
+    def small_cnn_extractor(mod, loader: str, channels: int, size: int):
+        """A torch-fidelity extractor for one of our small classifiers (module digits_cnn or patches_cnn):
+        uint8 [N, C, H, W] -> its features ("feat") or its logits."""
 
-        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
-            super().__init__(name, features_list)
-            from .digits_cnn import load_digits_cnn
+        class FeatureExtractorSmallCNN(FeatureExtractorBase):
+            def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+                super().__init__(name, features_list)
+                self.net = getattr(mod, loader)(feature_extractor_weights_path)
 
-            self.net = load_digits_cnn(feature_extractor_weights_path)
+            def forward(self, x):
+                f = self.net.features(mod.prepare(x))
+                out = {"feat": f, "logits": self.net.logits_from_features(f)}
+                return tuple(out[k] for k in self.features_list)
 
-        def forward(self, x):
-            from .digits_cnn import prepare
+            @staticmethod
+            def get_provided_features_list():
+                return ("feat", "logits")
 
-            f = self.net.features(prepare(x))
-            out = {"feat": f, "logits": self.net.logits_from_features(f)}
-            return tuple(out[k] for k in self.features_list)
+            @staticmethod
+            def get_default_feature_layer_for_metric(metric):
+                return {"isc": "logits", "fid": "feat", "kid": "feat", "prc": "feat"}[metric]
 
-        @staticmethod
-        def get_provided_features_list():
-            return ("feat", "logits")
+            @staticmethod
+            def can_be_compiled():
+                return False
 
-        @staticmethod
-        def get_default_feature_layer_for_metric(metric):
-            return {"isc": "logits", "fid": "feat", "kid": "feat", "prc": "feat"}[metric]
+            @staticmethod
+            def get_dummy_input_for_compile():
+                return torch.zeros(1, channels, size, size, dtype=torch.uint8)
 
-        @staticmethod
-        def can_be_compiled():
-            return False
-
-        @staticmethod
-        def get_dummy_input_for_compile():
-            return torch.zeros(1, 1, 16, 16, dtype=torch.uint8)
+        return FeatureExtractorSmallCNN
 
     class FeatureExtractorInceptionTorchScript(FeatureExtractorBase):
         """The TorchScript Inception of StyleGAN2-ADA/clean-fid: base(x in [0, 255], return_features=True) -> [N, 2048]."""
@@ -107,7 +109,10 @@ def _registered_classes():
         def get_dummy_input_for_compile():
             return torch.zeros(1, 3, 299, 299, dtype=torch.uint8)
 
-    register_feature_extractor("digits-cnn", FeatureExtractorDigitsCNN)
+    from . import digits_cnn, patches_cnn
+
+    register_feature_extractor("digits-cnn", small_cnn_extractor(digits_cnn, "load_digits_cnn", 1, 16))
+    register_feature_extractor("patches-cnn", small_cnn_extractor(patches_cnn, "load_patches_cnn", 3, 32))
     register_feature_extractor(_TS_INCEPTION, FeatureExtractorInceptionTorchScript)
 
 
@@ -211,8 +216,8 @@ def load_extractor(features: str, weights: str | Path | None = None, device: tor
             tf_name = _TS_INCEPTION
     elif key_name == "dinov2" and wpath is not None:
         raise InputError("--features dinov2 takes no --fid-weights: torch-fidelity loads DINOv2 through torch.hub (cache it there)")
-    elif key_name == "digits-cnn" and wpath is not None and wpath.suffix != ".safetensors":
-        raise InputError(f"--fid-weights for digits-cnn must be a .safetensors file (got '{wpath.name}')")
+    elif key_name in _SMALL_CNN and wpath is not None and wpath.suffix != ".safetensors":
+        raise InputError(f"--fid-weights for {key_name} must be a .safetensors file (got '{wpath.name}')")
 
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
@@ -233,10 +238,10 @@ def load_extractor(features: str, weights: str | Path | None = None, device: tor
     sys.stderr.write(held.getvalue())
     module.to(device)
 
-    if key_name == "digits-cnn" and wpath is None:
-        from .digits_cnn import weights_path
+    if key_name in _SMALL_CNN and wpath is None:
+        from . import digits_cnn, patches_cnn
 
-        weights_id = file_sha256(weights_path())
+        weights_id = file_sha256({"digits-cnn": digits_cnn, "patches-cnn": patches_cnn}[key_name].weights_path())
     elif wpath is not None:
         weights_id = file_sha256(wpath)
     else:  # downloaded by torch-fidelity / torch.hub: the URL pins the content

@@ -10,7 +10,7 @@ class FdOptions:
     """How a run scores samples. ref None: no reference known, nothing is scored."""
 
     ref: str | None = None  # image folder, .npz/.npy, stats .npz, 'digits', or a torch-fidelity dataset
-    features: str = "inception"  # inception | digits-cnn | clip | dinov2
+    features: str = "inception"  # inception | digits-cnn | patches-cnn | clip | dinov2
     weights: str | None = None  # local feature-network weights (offline)
     bootstrap: int = 200  # resamples of the samples for the FD standard error and basic bootstrap interval
     kid_subsets: int = 100

@@ -2,6 +2,8 @@
 
 --ref is one of
   digits            scikit-learn's digits at the model's resolution (bundled, no network)
+  patches           the RGB patches' train split (flatcheck.core.patches; needs scikit-image)
+  patches-test      their test split (other photographs)
   FOLDER            a folder of images (png/jpg/...; searched recursively)
   FILE.npz / .npy   an array of images ([N,H,W,C], [N,C,H,W] or [N,H,W]; uint8 or floats)
   STATS.npz         an .npz holding `mu` and `sigma` (pytorch-fid, ADM's reference batches):
@@ -42,7 +44,7 @@ class ReferenceInfo:
     """What the reference was, for reports (no arrays)."""
 
     spec: str
-    kind: str  # digits | folder | images | stats | dataset
+    kind: str  # digits | patches | folder | images | stats | dataset
     num_images: int | None  # None for a stats file that does not say
     content_hash: str | None
     cache: str  # computed | disk | memory | stats-file | computed (cache not writable: ...)
@@ -120,7 +122,7 @@ def _replace(info: ReferenceInfo, **kw) -> ReferenceInfo:
 
 # ------------------------------------------------------------------ what the spec is
 def check_reference(spec: str) -> str:
-    """The reference's kind (digits, folder, images, stats, dataset); InputError before any work if it is unusable."""
+    """The reference's kind (digits, patches, folder, images, stats, dataset); InputError before any work if it is unusable."""
     return _classify(spec)[0]
 
 
@@ -144,13 +146,13 @@ def _classify(spec: str) -> tuple[str, object]:
             return "images", path
         raise InputError(f"--ref '{spec}': unsupported file type '{path.suffix}' (use an image folder, .npz/.npy images, or a stats .npz with mu and sigma)")
     if spec in BUNDLED_DATA:
-        return "digits", spec
+        return ("digits" if spec == "digits" else "patches"), spec
     from torch_fidelity.registry import DATASETS_REGISTRY
 
     if spec in DATASETS_REGISTRY:
         return "dataset", spec
     raise InputError(
-        f"--ref '{spec}' is not a file or folder, and not 'digits' or a torch-fidelity dataset ({', '.join(DATASETS_REGISTRY)})"
+        f"--ref '{spec}' is not a file or folder, and not 'digits', 'patches', 'patches-test' or a torch-fidelity dataset ({', '.join(DATASETS_REGISTRY)})"
     )
 
 
@@ -168,6 +170,10 @@ def _content_hash(kind: str, source, shape) -> str:
         from sklearn.datasets import load_digits
 
         h.update(np.ascontiguousarray(load_digits().images).tobytes())
+    elif kind == "patches":
+        from ..patches import rgb_patches
+
+        h.update(str(source).encode() + rgb_patches("train" if source == "patches" else "test").numpy().tobytes())
     else:  # a registered dataset is pinned by its name (torch-fidelity checks the download's hash)
         h.update(str(source).encode())
     return h.hexdigest()

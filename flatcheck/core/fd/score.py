@@ -29,7 +29,7 @@ class FidResult:
     """FD/FID of N samples against a reference, with its uncertainty. `label` is what to print."""
 
     label: str  # "FID" (Inception features) or "FD (<features>)"
-    features: str  # inception | digits-cnn | clip | dinov2
+    features: str  # inception | digits-cnn | patches-cnn | clip | dinov2
     value: Estimate  # FD; stderr = bootstrap standard error (sd of the resampled FDs), [ci_low, ci_high] =
     # basic bootstrap interval at ci_level (samples resampled, reference fixed), n = samples
     kid: Estimate | None  # KID = mean over subsets; stderr = standard error of that mean (std / sqrt(subsets):
