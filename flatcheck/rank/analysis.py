@@ -96,7 +96,7 @@ def check_comparable(docs: list[dict], names: list[str]) -> None:
         diff += [f"bank.{k}" for k in BANK_KEYS if ba.get(k) != bb.get(k)]
         ra, rb = ((d.get("fid") or {}).get("reference") or {} for d in (first, doc))
         if ra.get("content_hash") != rb.get("content_hash"):
-            diff.append("fid.reference")
+            diff.append("the FD reference")
         if diff:
             shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
             raise InputError(f"{name} was not audited like {names[0]} ({shown} differ): rank needs one bank, seed set and option set; "
