@@ -157,11 +157,11 @@ def activation_ranges(stats: ActivationStats, names, method: str, bits_list, per
     for name in names:
         if name not in stats.lo:
             raise InputError(f"layer '{name}' was never called during calibration: cannot calibrate its input")
-        shared = None  # minmax and percentile ranges do not depend on the width below HEADROOM_BITS
+        computed = {}
         for b in sorted(set(bits_list)):
-            if method == "mse" or b >= HEADROOM_BITS:
-                out[(name, b)] = activation_range(stats, name, method, b, percentile)
-            else:
-                shared = shared or activation_range(stats, name, method, b, percentile)
-                out[(name, b)] = shared
+            # minmax and percentile ranges do not depend on the width below HEADROOM_BITS: one for all of those
+            key = b if method == "mse" or b >= HEADROOM_BITS else "low"
+            if key not in computed:
+                computed[key] = activation_range(stats, name, method, b, percentile)
+            out[(name, b)] = computed[key]
     return out

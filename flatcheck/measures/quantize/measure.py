@@ -27,7 +27,7 @@ from .drift import paired_drift, per_sample_mse
 from .sensitivity import LayerSensitivity, layer_sensitivity
 from .config import QuantizeConfig, check_config, sensitivity_setting  # noqa: F401 - re-exported
 from .settings import QuantSetting
-from .simulated import WeightCache, layer_plan, quantizable_layers, simulated_quantization
+from .simulated import WeightCache, has_grid, layer_plan, quantizable_layers, simulated_quantization
 from ...core.progress import Counter, Progress
 from ...core.seeds import calibration_seed
 from ...core.stats import Estimate, mean_estimate
@@ -162,7 +162,7 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
                 calib_text = f"{config.calibration} ranges from {stats.description}"
                 if any(b >= HEADROOM_BITS for b in widths):
                     calib_text += f"; at {HEADROOM_BITS}+ bits the observed range x{HEADROOM:g} (headroom for unseen extremes)"
-                zeros = [n for n in act_layers if not min(stats.lo[n], 0.0) < max(stats.hi[n], 0.0)]
+                zeros = [n for n in act_layers if not has_grid(stats.lo[n], stats.hi[n])]
                 if zeros:
                     calib_text += f"; {len(zeros)} layer input(s) were identically zero in calibration and stay full precision ({', '.join(zeros[:3])})"
                 if decoder is not None:

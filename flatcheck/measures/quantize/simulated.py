@@ -96,6 +96,13 @@ class WeightCache:
 
 
 # ---------------------------------------------------------------------------- activations
+def has_grid(lo: float, hi: float) -> bool:
+    """Whether [lo, hi] widened to hold 0 spans more than 0. A range that holds only 0 (an input that
+    was identically zero in calibration) has no grid: simulated_quantization leaves that input
+    unquantized and the report counts such layers."""
+    return min(float(lo), 0.0) < max(float(hi), 0.0)
+
+
 @dataclass(frozen=True)
 class ActQuant:
     """Per-tensor asymmetric fake-quant parameters of one layer input."""
@@ -104,15 +111,12 @@ class ActQuant:
     zero_point: int
     qmax: int  # 2^b - 1
 
-    # A range that holds only 0 (an input that was identically zero in calibration) has no grid;
-    # simulated_quantization leaves such inputs unquantized and the report counts them.
-
     @classmethod
     def from_range(cls, lo: float, hi: float, bits: int) -> "ActQuant":
+        if not has_grid(lo, hi):
+            raise ValueError("an activation range must hold more than 0")
         lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)  # zero exactly representable
         qmax = 2**bits - 1
-        if not hi > lo:
-            raise ValueError("an activation range must hold more than 0")
         scale = (hi - lo) / qmax
         zero = int(min(max(round(-lo / scale), 0), qmax))
         return cls(scale, zero, qmax)
@@ -173,7 +177,7 @@ def simulated_quantization(
                     m.weight.data = weights.get(name, wb)
                 if ab is not None:
                     lo, hi = act_ranges[(name, ab)] if (name, ab) in act_ranges else act_ranges[name]
-                    if not min(lo, 0.0) < max(hi, 0.0):
+                    if not has_grid(lo, hi):
                         continue  # calibration saw only zeros: no grid to build, the input stays full precision
                     handles.append(m.register_forward_pre_hook(_input_hook(ActQuant.from_range(lo, hi, ab))))
         yield
