@@ -8,14 +8,13 @@ that made them is examples/train_digits_cnn.py.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...errors import InputError
+from .small_cnn import ScaledFeatureCNN, asset_path, load_weights, read_metadata
 
 INPUT_SIZE = 16  # the bundled models' resolution; other sizes are resized to it
 FEATURE_DIM = 64
@@ -23,7 +22,7 @@ NUM_CLASSES = 10
 WEIGHTS_FILE = "digits_cnn.safetensors"
 
 
-class DigitsCNN(nn.Module):
+class DigitsCNN(ScaledFeatureCNN):
     """[N, 1, 16, 16] in [-1, 1] -> 64 features (pre-activation, so no dead constant dimensions) -> 10 logits."""
 
     def __init__(self) -> None:
@@ -43,15 +42,6 @@ class DigitsCNN(nn.Module):
         # keeps FD and KID's cubic kernel on an Inception-like scale instead of ~1e4.
         self.register_buffer("feature_scale", torch.ones(()))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed(self.body(x)) * self.feature_scale
-
-    def logits_from_features(self, f: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(F.relu(f / self.feature_scale)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits_from_features(self.features(x))
-
 
 def prepare(images: torch.Tensor) -> torch.Tensor:
     """uint8 [N, C, H, W] (C 1 or 3) -> float [N, 1, 16, 16] in [-1, 1], the network's input."""
@@ -64,28 +54,14 @@ def prepare(images: torch.Tensor) -> torch.Tensor:
 
 
 def weights_path() -> Path:
-    return Path(str(resources.files("flatcheck") / "assets" / WEIGHTS_FILE))
+    return asset_path(WEIGHTS_FILE)
 
 
 def load_digits_cnn(path: str | Path | None = None) -> DigitsCNN:
     """The trained network (eval mode, no grad) from the package's assets or `path`."""
-    from safetensors.torch import load_file
-
-    path = Path(path) if path is not None else weights_path()
-    if not path.is_file():
-        raise InputError(f"digits-cnn weights not found at {path} (rebuild them with: python examples/train_digits_cnn.py)")
-    net = DigitsCNN()
-    try:
-        net.load_state_dict(load_file(str(path)))
-    except Exception as exc:  # noqa: BLE001 - any unreadable/mismatched file is the same user error
-        raise InputError(f"cannot load digits-cnn weights from {path}: {str(exc).splitlines()[0]}") from None
-    return net.eval().requires_grad_(False)
+    return load_weights(DigitsCNN(), path if path is not None else weights_path(), "digits-cnn", "examples/train_digits_cnn.py")
 
 
 def weights_metadata(path: str | Path | None = None) -> dict:
     """The metadata stored beside the weights (test accuracy, split, seed, recipe)."""
-    from safetensors import safe_open
-
-    path = Path(path) if path is not None else weights_path()
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
+    return read_metadata(path if path is not None else weights_path())

@@ -12,14 +12,13 @@ examples/zoo/train_patches_cnn.py.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...errors import InputError
+from .small_cnn import ScaledFeatureCNN, asset_path, load_weights
 
 INPUT_SIZE = 32
 FEATURE_DIM = 128
@@ -27,7 +26,7 @@ NUM_CLASSES = 5  # len(flatcheck.core.patches.TRAIN_SOURCES)
 WEIGHTS_FILE = "patches_cnn.safetensors"
 
 
-class PatchesCNN(nn.Module):
+class PatchesCNN(ScaledFeatureCNN):
     """[N, 3, 32, 32] in [-1, 1] -> 128 features (pre-activation) -> 5 logits."""
 
     def __init__(self) -> None:
@@ -48,15 +47,6 @@ class PatchesCNN(nn.Module):
         # Fixed after training: unit mean variance per feature dimension on the training patches.
         self.register_buffer("feature_scale", torch.ones(()))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed(self.body(x)) * self.feature_scale
-
-    def logits_from_features(self, f: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(F.relu(f / self.feature_scale)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits_from_features(self.features(x))
-
 
 def prepare(images: torch.Tensor) -> torch.Tensor:
     """uint8 [N, C, H, W] (C 1, 3 or 4) -> float [N, 3, 32, 32] in [-1, 1], the network's input."""
@@ -68,19 +58,9 @@ def prepare(images: torch.Tensor) -> torch.Tensor:
 
 
 def weights_path() -> Path:
-    return Path(str(resources.files("flatcheck") / "assets" / WEIGHTS_FILE))
+    return asset_path(WEIGHTS_FILE)
 
 
 def load_patches_cnn(path: str | Path | None = None) -> PatchesCNN:
     """The trained network (eval mode, no grad) from the package's assets or `path`."""
-    from safetensors.torch import load_file
-
-    path = Path(path) if path is not None else weights_path()
-    if not path.is_file():
-        raise InputError(f"patches-cnn weights not found at {path} (rebuild them with: python examples/zoo/train_patches_cnn.py)")
-    net = PatchesCNN()
-    try:
-        net.load_state_dict(load_file(str(path)))
-    except Exception as exc:  # noqa: BLE001 - any unreadable/mismatched file is the same user error
-        raise InputError(f"cannot load patches-cnn weights from {path}: {str(exc).splitlines()[0]}") from None
-    return net.eval().requires_grad_(False)
+    return load_weights(PatchesCNN(), path if path is not None else weights_path(), "patches-cnn", "examples/zoo/train_patches_cnn.py")
