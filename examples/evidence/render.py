@@ -58,21 +58,16 @@ def _sharp_rows(docs: dict[str, dict]) -> list[list[str]]:
     ms = list(docs)
     rows = [["L(theta) (± over probes)"] + [pm(s[m]["loss"]) for m in ms]]
     first = s[ms[0]]
-    for i, fam in enumerate(first["average"]):
-        for j, pt in enumerate(fam["points"]):
-            cells = []
-            for m in ms:
-                p = s[m]["average"][i]["points"][j]
-                cells.append(f"{pm(p['increase'], 3)} ({pct(p['relative'])})")
-            rows.append([f"average, {fam['norm']}, r={g(pt['radius'])}"] + cells)
-    for i, fam in enumerate(first["worst"]):
-        kind = "ASAM" if fam["norm"] == "adaptive" else "SAM"
-        for j, pt in enumerate(fam["points"]):
-            cells = []
-            for m in ms:
-                p = s[m]["worst"][i]["points"][j]
-                cells.append(f"{g(p['increase'], 3)} ({pct(p['relative'])})")
-            rows.append([f"worst, {fam['norm']} ({kind}), r={g(pt['radius'])}"] + cells)
+    for kind in ("average", "worst"):
+        for i, fam in enumerate(first[kind]):
+            name = fam["norm"] if kind == "average" else f"{fam['norm']} ({'ASAM' if fam['norm'] == 'adaptive' else 'SAM'})"
+            for j, pt in enumerate(fam["points"]):
+                cells = []
+                for m in ms:
+                    p = s[m][kind][i]["points"][j]
+                    value = pm(p["increase"], 3) if kind == "average" else g(p["increase"], 3)  # worst case: no standard error
+                    cells.append(f"{value} ({pct(p['relative'])})")
+                rows.append([f"{kind}, {name}, r={g(pt['radius'])}"] + cells)
     eig = []
     for m in ms:
         e = s[m]["hessian"]["eigen"]
