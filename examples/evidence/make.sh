@@ -55,8 +55,9 @@ audit)
   ;;
 fid)
   for m in $models; do
-    fc "fid-$m" fid "$m"
-    # The same 1000 samples (same seeds), exported, for the paired differences evidence.py computes.
+    fc "fid-$m" fid "$m" --sample-dir "$work/sample-$m/store"
+    # Those 1000 samples exported from fid's sample folder (nothing is generated again), for the
+    # paired differences and the rescoring check in evidence.py.
     fc "sample-$m" sample "$m" --samples 1000 --steps 25 --out "$work/sample-$m" --no-png
   done
   "$py" "$here/evidence.py" fid-pairs "$work" > "$runs/fid-pairs.json"
