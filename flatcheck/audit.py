@@ -228,13 +228,15 @@ def audit_checkpoint(ckpt, opts: AuditOptions, progress: Progress | None = None,
 
     from .core import oom
 
+    names = selected(opts)
     if fd_optional is None:
-        fd_optional = opts.ref is None
+        # An implied reference that cannot be scored leaves the other measures standing; when FD is all
+        # that runs (flatcheck fid), it is the user's input error.
+        fd_optional = opts.ref is None and names != ["fid"]
     oom.reset()  # this audit's out-of-memory backoffs, reported in its environment
     opts = resolve_for(ckpt, opts)
     seed_everything(opts.seed)
     denoiser = Denoiser.from_checkpoint(ckpt, opts.conditions())
-    names = selected(opts)
     built = build_inputs(denoiser, opts.inputs(**(inputs or {})), bank=any(REGISTRY[n].uses_bank for n in names),
                          progress=progress, fd_optional=fd_optional)
     return run_measures(built, describe_model(ckpt), opts, progress, skipped_line=skipped_line)

@@ -44,6 +44,12 @@ def test_quantize_bad_reference_fails_before_sampling(cli, tmp_path):
     assert code == 2 and len(err.strip().splitlines()) == 1
 
 
+def test_fid_with_unusable_feature_weights_is_an_input_error(cli, tmp_path):
+    # The reference is implied (the bundled digits), but FD is all `fid` measures: exit 2, one line.
+    code, _, err = cli("fid", "digits-sam", "--samples", "4", "--fid-weights", tmp_path / "missing.safetensors")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--fid-weights" in err
+
+
 def test_exposure_reports_fd_per_step_count(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("FLATCHECK_CACHE", str(tmp_path / "cache"))
     code, out, err = cli("exposure", "digits-sam", "--steps", "4,8", "--samples", "16", "--probes", "16",
