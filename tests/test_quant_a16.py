@@ -96,3 +96,25 @@ def test_w16a16_is_near_lossless_on_a_latent_model(cli, tmp_path):
     path = families.build("ldm", tmp_path)  # UNet2DModel on 3 x 8 x 8 VQ latents; drift on decoded pixels
     drift = _a16_drift(cli, path)
     assert drift["W-fpA16"] < 3e-5 and drift["W16A16"] < 3e-5, drift
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_mse_range_is_the_argmin_of_each_candidates_own_error(bits):
+    """The chunked in-place search picks what a candidate-by-candidate float64 loop picks: the widest of
+    the ranges a * [lo, hi] (a = 1, 0.99, ... 0.01) with the least mean squared quantization error."""
+    import numpy as np
+
+    from flatcheck.measures.quantize.calibrate import MSE_GRID, _mse_range
+
+    g = torch.Generator().manual_seed(bits)
+    pool = torch.cat([torch.randn(3000, generator=g), 20 * torch.rand(30, generator=g) - 5])  # heavy right tail
+    lo, hi = float(pool.min()), float(pool.max())
+    x, qmax, errs = pool.double().numpy(), 2**bits - 1, []
+    for i in range(MSE_GRID, 0, -1):
+        a = i / MSE_GRID
+        scale = a * (hi - lo) / qmax
+        zero = min(max(np.round(-a * lo / scale), 0), qmax)
+        errs.append(np.mean(((np.clip(np.round(x / scale) + zero, 0, qmax) - zero) * scale - x) ** 2))
+    a = (MSE_GRID - int(np.argmin(errs))) / MSE_GRID
+    assert a < 1  # the tail is clipped: the test can tell the search from min/max
+    assert _mse_range(pool, lo, hi, bits) == pytest.approx((a * lo, a * hi), rel=1e-12)
