@@ -249,14 +249,7 @@ def run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Prog
     from .core.runtime import environment
     from .core.stats import mean_estimate
 
-    bank, timings = inputs.bank, dict(inputs.timings)
-    bank_doc = None
-    if bank is not None:
-        t0 = time.perf_counter()
-        losses = bank_losses(inputs.denoiser, bank, opts.batch_size)
-        timings["bank_loss"] = time.perf_counter() - t0
-        bank_doc = {"n": len(bank), "seed": bank.seed, "source": bank.source, "t_range": list(bank.t_range),
-                    "loss": mean_estimate(losses.double()), "loss_definition": inputs.denoiser.loss_definition()}
+    timings: dict[str, float] = {}
     results: dict[str, Any] = {n: None for n in AREAS}
     verdicts = {n: Verdict(n, "skipped", skipped_line) for n in AREAS}
     configs = {}
@@ -276,6 +269,16 @@ def run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Prog
         except RunError as exc:  # a measure that could not finish; bad input (InputError) still stops the audit
             verdicts[name] = Verdict(name, "error", str(exc))
         timings[name] = time.perf_counter() - t0
+    # After the measures: data-free, the bank is drawn from the shared samples, which the first measure
+    # (exposure) makes while watching their run.
+    bank, bank_doc = inputs.bank, None
+    if bank is not None:
+        t0 = time.perf_counter()
+        losses = bank_losses(inputs.denoiser, bank, opts.batch_size)
+        timings["bank_loss"] = time.perf_counter() - t0
+        bank_doc = {"n": len(bank), "seed": bank.seed, "source": bank.source, "t_range": list(bank.t_range),
+                    "loss": mean_estimate(losses.double()), "loss_definition": inputs.denoiser.loss_definition()}
+    timings = {**inputs.timings, **timings}
     samples = inputs.samples
     return AuditReport(
         schema_version=SCHEMA_VERSION,

@@ -252,3 +252,34 @@ def test_gate_metric_missing_from_the_report_is_exit_2(cli, tiny_audit, tmp_path
     cfg.write_text('[gate]\n[[gate.rules]]\nmetric = "quantize.settings.W2A2.sample_mse"\nmax = 1\n')
     code, out, err = cli("gate", "--report", tmp_path / "r.json", "--config", cfg)
     assert code == 2 and "names: W8A8, W4A4" in err
+
+
+def test_data_free_the_shared_samples_are_sampled_once(tiny_pipeline):
+    """Data-free, the bank is drawn from the shared samples and exposure's run (a) is those very samples:
+    that run happens once, watched by exposure (before, the bank made them plainly and exposure sampled
+    them again). Counted as sampler runs of the samples' size through the network."""
+    from flatcheck.audit import audit_checkpoint
+    from flatcheck.core import sampling
+    from flatcheck.core.checkpoint import load
+    from flatcheck.results import to_jsonable
+
+    runs = []
+    original = sampling.sample
+
+    def counted(denoiser, scheduler, steps, n, seed, *args, **kwargs):
+        runs.append((steps, n, seed, kwargs.get("x_init") is None, bool(kwargs.get("hooks"))))
+        return original(denoiser, scheduler, steps, n, seed, *args, **kwargs)
+
+    import flatcheck.core.inputs as inputs_mod
+    import flatcheck.measures.exposure.measure as exposure_mod
+
+    opts = tiny_options(data="none", skip=("quantize", "sharpness", "fid"))
+    with pytest.MonkeyPatch.context() as mp:
+        for mod in (sampling, inputs_mod, exposure_mod):
+            mp.setattr(mod, "sample", counted)
+        doc = to_jsonable(audit_checkpoint(load(str(tiny_pipeline)), opts))
+    from_noise_with_seed0 = [r for r in runs if r[:3] == (2, 4, 0) and r[3]]
+    # run (a) = the shared samples, watched; the eps-scaling check reruns the same noise (scaled steps)
+    assert from_noise_with_seed0[0][4] and len(from_noise_with_seed0) == 2
+    assert "samples" not in doc["timings"] and doc["bank"]["source"].startswith("data-free")
+    assert doc["exposure"]["reference"] == doc["bank"]["source"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -134,16 +134,32 @@ class SampleSet:
 
 @dataclass
 class Inputs:
-    """The shared inputs of one run (see the module doc)."""
+    """The shared inputs of one run (see the module doc).
+
+    Data-free, the bank is drawn from the shared samples, so it is made when first asked for
+    (`bank_pending` until then): a measure that watches the samples' run (exposure) makes them first.
+    """
 
     denoiser: Denoiser
     options: InputOptions
     samples: SampleSet
-    bank: ProbeBank | None = None
     scorer: Scorer | None = None
     fd_problem: str | None = None  # why there is no scorer although a reference was asked for (audit only)
     reference_images: torch.Tensor | None = None  # --data images in [-1, 1], pixel space
     timings: dict[str, float] = field(default_factory=dict)
+    _bank: ProbeBank | None = None
+    _make_bank: Callable[[], ProbeBank] | None = None
+
+    @property
+    def bank(self) -> ProbeBank | None:
+        if self._bank is None and self._make_bank is not None:
+            self._bank, self._make_bank = self._make_bank(), None
+        return self._bank
+
+    @property
+    def bank_pending(self) -> bool:
+        """True while the bank waits for the shared samples it is drawn from."""
+        return self._bank is None and self._make_bank is not None
 
 
 def build_inputs(denoiser: Denoiser, options: InputOptions, *, bank: bool = True, progress: Progress | None = None,
@@ -170,29 +186,41 @@ def build_inputs(denoiser: Denoiser, options: InputOptions, *, bank: bool = True
     if not bank:
         return inputs
     lo_hi = parse_timesteps(options.timesteps, denoiser.num_train_timesteps)
-    t0 = time.perf_counter()
-    cond = None
+
+    def make(x0: torch.Tensor, source: str, cond: torch.Tensor | None, t0: float) -> ProbeBank:
+        made = probe_bank(x0, options.probes, options.seed, lo_hi, source, cond, flow_shift=denoiser.training_shift,
+                          num_train_timesteps=denoiser.num_train_timesteps)
+        inputs.timings["bank"] = time.perf_counter() - t0
+        return made
+
     if options.data is not None:
+        t0 = time.perf_counter()
         images = reference_images(denoiser, options.data)
         inputs.reference_images = images
         x0 = encode_images(denoiser, images, options.batch_size)
         cond, how = reference_conditions(denoiser, options.data, len(x0), options.seed)
         source = f"data: {options.data} ({len(x0)} images, {drawn(options.probes, len(x0))})" + (f"; conditions: {how}" if how else "")
-    else:
-        if pool is None:
+        inputs._bank = make(x0, source, cond, t0)
+        return inputs
+    if pool is not None and denoiser.conditioning is not None and pool_cond is None:
+        raise InputError("a conditional model's pooled samples need their condition ids")
+
+    def from_pool(pool=pool, pool_cond=pool_cond) -> ProbeBank:
+        if pool is None:  # this model's own samples: made now unless a measure made them already
+            if not inputs.samples.made:  # (a measure's run that made them is timed as that measure's)
+                pool = inputs.samples.get()
+                inputs.timings["samples"] = inputs.samples.seconds or 0.0
             pool = inputs.samples.get()
-            inputs.timings["samples"] = inputs.samples.seconds or 0.0
-            t0 = time.perf_counter()
             if denoiser.conditioning is not None:  # each sample's own condition travels with it
                 pool_cond = denoiser.conditioning.ids(inputs.samples.seed, range(len(pool)))
-        elif denoiser.conditioning is not None and pool_cond is None:
-            raise InputError("a conditional model's pooled samples need their condition ids")
-        x0 = pool
+        t0 = time.perf_counter()
         o = options
         source = (pool_note or f"data-free: drawn from the {len(pool)} full-precision samples ({o.sampler} {o.steps} steps, seed {o.seed})") + (
             " with repeats" if o.probes > len(pool) else "") + ("; each probe keeps its sample's condition" if pool_cond is not None else "")
-        cond = pool_cond
-    inputs.bank = probe_bank(x0, options.probes, options.seed, lo_hi, source, cond, flow_shift=denoiser.training_shift,
-                             num_train_timesteps=denoiser.num_train_timesteps)
-    inputs.timings["bank"] = time.perf_counter() - t0
+        return make(pool, source, pool_cond, t0)
+
+    if pool is None and not inputs.samples.made:
+        inputs._make_bank = from_pool  # drawn from the shared samples once something makes them
+    else:
+        inputs._bank = from_pool()
     return inputs

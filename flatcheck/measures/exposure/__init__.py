@@ -18,11 +18,15 @@ def run(inputs, config: ExposureConfig, progress=None):
     FD/FID of each step count's samples when the run has a reference."""
     from .measure import measure_exposure, work_units
 
-    bank, scorer = inputs.bank, inputs.scorer
+    scorer = inputs.scorer
     work = replace(config, keep_samples=config.keep_samples or scorer is not None)
-    tick = Counter(progress, "exposure", work_units(inputs.denoiser, work, len(bank)))
-    result = measure_exposure(inputs.denoiser, bank.x0, work, tick.add, reference_noise=bank.noise,
-                              reference_source=bank.source, shared=inputs.samples, reference_cond=bank.cond)
+    tick = Counter(progress, "exposure", work_units(inputs.denoiser, work, inputs.options.probes))
+
+    def reference():  # data-free, the bank is drawn from the shared samples: asked for after run (a) made them
+        bank = inputs.bank
+        return bank.x0, bank.noise, bank.cond, bank.source
+
+    result = measure_exposure(inputs.denoiser, reference, work, tick.add, shared=inputs.samples)
     if scorer is not None:
         scores = [scorer.score(r._samples) for r in result.runs]
         for r, fd in zip(result.runs, scores):

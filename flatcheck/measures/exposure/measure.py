@@ -308,7 +308,9 @@ def measure_exposure(
 ) -> ExposureResult:
     """Exposure-bias measures for each step count in config.steps.
 
-    reference_x0: [m, C, H, W] reference data in model space (e.g. a ProbeBank's x0).
+    reference_x0: [m, C, H, W] reference data in model space (e.g. a ProbeBank's x0), or a function
+        returning (x0, noise, cond, source) that is called once, after the first run (a): data-free,
+        the reference is drawn from the shared samples that run makes, so they are sampled once.
     reference_noise: the forward noise for each reference point. Default: run (a)'s own initial
         noise of sample j for point j, which pairs the two when samples == len(reference_x0)
         (the summed gap's stderr is then that of paired differences; per-step stderrs stay unpaired,
@@ -321,42 +323,64 @@ def measure_exposure(
     config = config or ExposureConfig()
     for s in config.steps:
         check_run(s, config.batch_size, config.samples)
-    x0 = reference_x0.detach().float().cpu()
+    if callable(reference_x0):
+        provide = reference_x0
+    else:
+        def provide():
+            return reference_x0, reference_noise, reference_cond, reference_source
+    made: dict = {}
+
+    def reference() -> _ForwardReference:
+        if not made:
+            x0, noise, cond, made["source"] = provide()
+            made["ref"] = _forward_reference(denoiser, x0, noise, cond, config)
+        return made["ref"]
+
+    if not callable(reference_x0):
+        reference()  # a bad reference fails before any sampling
+    runs = [_measure_steps(denoiser, reference, steps, config, progress, shared) for steps in config.steps]
+    return ExposureResult(config, made["source"], runs, quantity="v" if denoiser.flow else "eps")
+
+
+def _forward_reference(denoiser: Denoiser, x0: torch.Tensor, noise: torch.Tensor | None, cond: torch.Tensor | None,
+                       config: ExposureConfig) -> "_ForwardReference":
+    x0 = x0.detach().float().cpu()
     if x0.ndim < 2 or len(x0) < 2:
         raise InputError(f"exposure needs at least 2 reference samples (got {len(x0)})")
     if tuple(x0.shape[1:]) != tuple(denoiser.sample_shape):
         raise InputError(f"reference data is shaped {tuple(x0.shape[1:])}, the model samples {tuple(denoiser.sample_shape)}")
-    paired = reference_noise is None
+    paired = noise is None
     if paired:
         # Reference point j is noised with the very noise sample j of run (a) starts from, so with
         # samples == reference points the summed gap is a paired difference: far lower variance.
-        reference_noise = initial_noise(denoiser.sample_shape, generators(config.seed, range(len(x0))))
-    if denoiser.conditioning is not None and reference_cond is None:
+        noise = initial_noise(denoiser.sample_shape, generators(config.seed, range(len(x0))))
+    if denoiser.conditioning is not None and cond is None:
         raise InputError("a conditional model's exposure reference needs the condition of each reference point")
-    ref = _ForwardReference(denoiser, x0, reference_noise.float().cpu(), config.batch_size, paired, reference_cond)
-    runs = [_measure_steps(denoiser, ref, steps, config, progress, shared) for steps in config.steps]
-    return ExposureResult(config, reference_source, runs, quantity="v" if denoiser.flow else "eps")
+    return _ForwardReference(denoiser, x0, noise.float().cpu(), config.batch_size, paired, cond)
 
 
-def _measure_steps(denoiser: Denoiser, ref: _ForwardReference, steps: int, config: ExposureConfig, progress, shared=None) -> ExposureRun:
+def _measure_steps(denoiser: Denoiser, reference: Callable[[], _ForwardReference], steps: int, config: ExposureConfig, progress,
+                   shared=None) -> ExposureRun:
     scheduler = make_sampler(denoiser.scheduler, config.sampler)
     ts = timesteps_for(scheduler, steps, denoiser)
     d = int(np.prod(denoiser.sample_shape))
-    bs, n, m = config.batch_size, config.samples, len(ref.x0)
+    bs, n = config.batch_size, config.samples
 
     def tick(k: int) -> None:
         if progress:
             progress(k * len(ts))
 
-    # (a) forward reference, then the sampler from noise: eps norms and x0 drift.
-    ref.compute(ts, progress)
-    forward = ref.curve(ts)
+    # (a) the sampler from noise: eps norms and x0 drift; then the forward reference on the same timesteps.
     eps_a, drift = _EpsNorms(), _X0Drift()
     if shared is not None and not shared.made and shared.serves(config.sampler, steps, n, config.seed):
         samples = shared.get(hooks=[eps_a, drift])  # the shared samples are this very run
         tick(n)
     else:
         samples = sample(denoiser, scheduler, steps, n, config.seed, batch_size=bs, hooks=[eps_a, drift], progress=tick)
+    ref = reference()
+    m = len(ref.x0)
+    ref.compute(ts, progress)
+    forward = ref.curve(ts)
     sampled = _curve(eps_a.raw)
     gap = _gap_curve(sampled, forward)
     fwd_totals = ref.totals(ts)
