@@ -238,3 +238,31 @@ def test_grouped_and_plain_chunking_give_the_same_hvp():
     op = BankLoss(den, bank, params, batch_size=7, groups=groups)
     v = torch.randn(op.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     torch.testing.assert_close(op.hvp(v), op.hvp_by_group(v)[0], rtol=1e-12, atol=1e-14)
+
+
+def test_a_kept_gradient_graph_gives_the_hvps_of_a_fresh_one_and_follows_the_weights():
+    """One batch of probes: the gradient's graph is built once and every HVP backpropagates through it.
+    Its HVPs equal those that rebuild the graph each time, bit for bit; after the weights move, the
+    graph is rebuilt (the HVP is the Hessian at the new weights, not a stale one)."""
+    torch.manual_seed(0)
+    den = Denoiser(make_unet(), make_scheduler())
+    data = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    bank = build_probe_bank(den, n=8, seed=0, data=data)
+    params = [p for _, p in measured_parameters(den.net)]
+    kept, fresh = BankLoss(den, bank, params, batch_size=8), BankLoss(den, bank, params, batch_size=8)
+    fresh.retain = False
+    assert kept.retain
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        v = torch.randn(kept.dim, generator=gen)
+        assert torch.equal(kept.hvp(v), fresh.hvp(v))
+    assert kept._graphs and not fresh._graphs
+    theta = flat(params)
+    with torch.no_grad():
+        assign(params, theta * 1.01)
+    try:
+        assert torch.equal(kept.hvp(v), fresh.hvp(v))
+    finally:
+        with torch.no_grad():
+            assign(params, theta)
+    assert not BankLoss(den, bank, params, batch_size=4).retain  # two batches: rebuilt per HVP (memory)

@@ -73,6 +73,10 @@ class BankLoss:
             for idx in [torch.nonzero(groups == g).flatten()]
             for s in range(0, len(idx), batch_size)
         ]
+        # The gradient's graph does not depend on v: when this process's share of the bank fits in one
+        # batch, it is built once (forward + first backward) and every HVP is one more backward through it.
+        self.retain = sum(len(idx) for _, idx in mine(self.chunks)) <= batch_size
+        self._graphs: dict[str, tuple[list, list]] = {}  # "plain"/"group" -> (versions of params, [(g, idx, grads)])
 
     def _chunk_loss(self, idx: torch.Tensor) -> torch.Tensor:
         """Per-probe losses [n_c] of one chunk."""
@@ -106,17 +110,36 @@ class BankLoss:
         """H v and, for every group g, v^T H_g v, with H_g the Hessian of the group's mean loss."""
         return self._hvp(v, self.group_chunks)
 
+    def _gradients(self, chunks, key: str):
+        """(group, indices, gradient with its graph) per chunk of this process; kept for the next HVP when
+        self.retain and the weights have not changed since (their version counters say so)."""
+        versions = [p._version for p in self.params]
+        kept = self._graphs.get(key)
+        if kept is not None and kept[0] == versions:
+            return kept[1]
+        self._graphs.pop(key, None)  # stale: the weights moved
+        out = []
+        for g, idx in mine(chunks):
+            loss = self._chunk_loss(idx).mean()
+            out.append((g, idx, torch.autograd.grad(loss, self.params, create_graph=True)))
+        if self.retain:
+            self._graphs[key] = (versions, out)
+        return out
+
+    def release(self) -> None:
+        """Free the kept gradient graphs (their activations)."""
+        self._graphs.clear()
+
     def _hvp(self, v: torch.Tensor, chunks) -> tuple[torch.Tensor, list[float]]:
         n = len(self.bank)
         vs = self.unflat(v)
         out = torch.zeros_like(v)
         quad = [0.0] * self.n_groups
         with differentiable(self.params, second_order=True):
-            for g, idx in mine(chunks):
-                loss = self._chunk_loss(idx).mean()
-                grads = torch.autograd.grad(loss, self.params, create_graph=True)
-                dot = sum((gi * vi).sum() for gi, vi in zip(grads, vs))
-                hv = flat(torch.autograd.grad(dot, self.params)).to(v.dtype)
+            for g, idx, grads in self._gradients(chunks, "plain" if chunks is self.chunks else "group"):
+                # v enters as the gradient's grad_outputs (the vector-Jacobian product of grad L with v):
+                # the same numbers as differentiating the scalar grad L . v, without its graph of products
+                hv = flat(torch.autograd.grad(grads, self.params, grad_outputs=vs, retain_graph=self.retain)).to(v.dtype)
                 out.add_(hv, alpha=len(idx) / n)
                 if g is not None:
                     quad[g] += float(v @ hv) * len(idx) / self.group_sizes[g]

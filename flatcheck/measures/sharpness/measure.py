@@ -363,6 +363,7 @@ def _hessian(ctx: _Context) -> tuple[HessianSummary, dict[str, Estimate]]:
     op = BankLoss(ctx.denoiser, sub, ctx.params, cfg.batch_size, groups)
     eig = block_lanczos(op.hvp, op.dim, cfg.top_k, cfg.lanczos_iters, cfg.tol, generator(cfg.seed, "lanczos"),
                         ctx.theta0.device, ctx.vdtype, ctx.progress)
+    op.release()  # Hutchinson differentiates bucket by bucket: the whole-bank graph is not needed again
     tr: TraceEstimate = hutchinson(op, cfg.hutchinson_draws, generator(cfg.seed, "hutchinson"), ctx.masks,
                                    ctx.vdtype, ctx.progress)
     summary = HessianSummary(len(sub), eig, tr.trace, tr.trace.value / op.dim, tr.by_group, eig.hvps + tr.hvps)
