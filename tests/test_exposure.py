@@ -14,7 +14,7 @@ from flatcheck.core.denoiser import Denoiser, NetCall
 from flatcheck.measures.exposure.measure import (
     ExposureConfig, _output_with_eps, fit_epsilon_scaling, measure_exposure, ratio_estimate, work_units,
 )
-from flatcheck.core.sampling import StepRecord, make_sampler, timesteps_for
+from flatcheck.core.sampling import StepRecord, make_sampler, sample, timesteps_for
 
 MU, S, SHAPE = 0.3, 0.5, (1, 4, 4)  # x0 ~ N(MU, S^2 I), d = 16
 
@@ -180,12 +180,29 @@ def test_deterministic_and_drift_ends_at_zero():
     assert a.x0_drift.mean[-1] < 1e-6 < a.x0_drift.mean[0]  # at t=0 DDPM returns the x0 prediction (no clipping here)
 
 
-def test_work_units_match_progress():
+@pytest.mark.parametrize("check", [True, False])
+def test_work_units_match_progress(check):
     den = gaussian_denoiser()
-    cfg = ExposureConfig(steps=(4, 8), sampler="ddim", samples=6, batch_size=4)
+    cfg = ExposureConfig(steps=(4, 8), sampler="ddim", samples=6, batch_size=4, check_scaling=check)
     ticks = []
     measure_exposure(den, gaussian_data(5), cfg, progress=ticks.append)
     assert sum(ticks) == work_units(den, cfg, 5)
+
+
+def test_unchecked_scaling_is_the_same_fit_without_the_rerun(under):
+    """check_scaling=False (audit --quick): lambda is fitted as before, every other number is unchanged,
+    and the sampler does not run a third time."""
+    import flatcheck.measures.exposure.measure as m
+
+    calls = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(m, "sample", lambda *a, **k: calls.append(1) or sample(*a, **k))
+        run = measure(0.9, check_scaling=False)
+    assert len(calls) == 2  # run (a) and the variance run
+    sc = run.scaling[0]
+    assert not sc.checked and sc.gap_total is None and sc.helps is None
+    assert (sc.b, sc.k, sc.lambdas) == (under.scaling[0].b, under.scaling[0].k, under.scaling[0].lambdas)
+    assert run.gap_total == under.gap_total and run.variance_error_mean == under.variance_error_mean
 
 
 # ------------------------------------------------------------------------------------ CLI

@@ -180,6 +180,20 @@ def test_every_measure_is_deterministic_and_leaves_weights_untouched(unet_setup)
     assert a.blocks[2].hessian_trace is not None and set(a.blocks[0].average) == {"adaptive"}
     # L(theta) is the bank loss, and bucket losses recombine into it.
     assert a.loss.value == pytest.approx(float(bank_losses(den, bank).double().mean()), rel=1e-12)
+    # Without the per-block average case (audit --quick): blocks keep their Hessian traces, every other
+    # number is the same, and the bank is evaluated 2 x draws times fewer per block.
+    calls = []
+    with pytest.MonkeyPatch.context() as mp:
+        import flatcheck.measures.sharpness.measure as m
+
+        mp.setattr(m, "bank_losses", lambda *args, **kw: calls.append(1) or bank_losses(*args, **kw))
+        d = measure_sharpness(den, bank, SharpnessConfig(**SMALL, block_average=False))
+        n_without = len(calls)
+        measure_sharpness(den, bank, SharpnessConfig(**SMALL))
+    assert (len(calls) - n_without) - n_without == 2 * SMALL["draws"] * len(a.blocks)
+    assert d.block_radius is None and all(bl.average == {} for bl in d.blocks)
+    assert [bl.hessian_trace for bl in d.blocks] == [bl.hessian_trace for bl in a.blocks]
+    assert d.average == a.average and d.hessian == a.hessian
 
 
 @pytest.mark.parametrize("stage,exc", [("average", KeyboardInterrupt), ("worst", KeyboardInterrupt),

@@ -11,6 +11,7 @@ from .options import BATCH, COMMON, COND, DATA, FD, N_SAMPLES, NO_FID, OUT, SAMP
 
 StepsOpt = Annotated[str, typer.Option("--steps", help="Sampling steps T', one or a comma-separated list (the paper uses 20,100); the first count's run is the shared samples.")]
 LinearOpt = Annotated[bool, typer.Option("--linear-scale/--no-linear-scale", help="Also fit and check eps scaling linear in t (one more sampler run).")]
+CheckOpt = Annotated[bool, typer.Option("--check-scaling/--no-check-scaling", help="Rerun the sampler with each fitted eps scaling and measure the gap again (one sampler run per form; audit --quick skips it).")]
 SaveSamplesOpt = Annotated[
     bool, typer.Option("--save-samples", help="Store run (a)'s samples under OUT/samples-SAMPLER-STEPS (a resumable sample folder, e.g. for FID).")
 ]
@@ -21,6 +22,7 @@ def exposure(
     model: ModelArg = None,
     steps: StepsOpt = ",".join(map(str, C.steps)),
     linear_scale: LinearOpt = C.linear_scale,
+    check_scaling: CheckOpt = C.check_scaling,
     save_samples: SaveSamplesOpt = False,
     o=None,
 ) -> None:
@@ -46,5 +48,5 @@ def exposure(
 
         return store(report.results["exposure"], out)
 
-    measure_command("exposure", model, o, dict(steps=step_list, linear_scale=linear_scale, keep_samples=save_samples),
+    measure_command("exposure", model, o, dict(steps=step_list, linear_scale=linear_scale, check_scaling=check_scaling, keep_samples=save_samples),
                     files=stored_samples if save_samples else None)

@@ -24,6 +24,7 @@ def sharpness(
     ascent_steps: Annotated[int, typer.Option("--ascent-steps", help="Projected gradient ascent steps (worst case); 1 = SAM/ASAM's one-step estimate.")] = C.ascent_steps,
     buckets: Annotated[int, typer.Option("--buckets", help="Timestep buckets for the breakdown.")] = C.buckets,
     block_radius: Annotated[float, typer.Option("--block-radius", help="Radius of the per-block average case (down/mid/up...).")] = C.block_radius,
+    block_average: Annotated[bool, typer.Option("--block-average/--no-block-average", help="The per-block average case (2 x --draws bank evaluations per block); without it blocks are compared by their Hessian trace only.")] = C.block_average,
     hessian_probes: Annotated[int, typer.Option("--hessian-probes", help="Probes (spread over the bank's timesteps) in the Hessian sub-bank.")] = C.hessian_probes,
     top_k: Annotated[int, typer.Option("--top-k", help="Top Hessian eigenvalues, a repeated one counted as often as it repeats (block Lanczos, blocks of --top-k vectors).")] = C.top_k,
     lanczos_iters: Annotated[int, typer.Option("--lanczos-iters", help="At most this many HVPs for the eigenvalues (whole blocks of --top-k).")] = C.lanczos_iters,
@@ -44,7 +45,7 @@ def sharpness(
     Defaults were chosen by measurement on the bundled digits models (examples/evidence/sharpness.md). The bundled models use their digits data; other models are data-free: the bank's x0 are drawn from --samples of the model's own samples."""
     config = dict(
         measures=comma_list(measures), norms=comma_list(norms), draws=draws, ascent_steps=ascent_steps, buckets=buckets,
-        block_radius=block_radius, hessian_probes=hessian_probes, top_k=top_k, lanczos_iters=lanczos_iters, tol=tol,
+        block_radius=block_radius, block_average=block_average, hessian_probes=hessian_probes, top_k=top_k, lanczos_iters=lanczos_iters, tol=tol,
         hutchinson_draws=hutchinson_draws, landscape_probes=landscape_probes, landscape_span=landscape_span,
         landscape_points=landscape_points, landscape_grid=landscape_grid, params=params,
         gradient_checkpointing=gradient_checkpointing,

@@ -19,6 +19,7 @@ class ExposureConfig:
     batch_size: int = 64
     seed: int = 0
     linear_scale: bool = False  # also fit and check lambda_t = b + k t (one more sampler run)
+    check_scaling: bool = True  # rerun the sampler with each fitted eps scaling and measure the gap again
     keep_samples: bool = False  # keep the generated samples (run a) in ExposureRun._samples
 
     def validate(self) -> "ExposureConfig":

@@ -57,13 +57,18 @@ class EpsilonScaling:
     b: float
     k: float  # lambda_t = b + k * t (k = 0 for the constant form)
     lambdas: list[float]  # lambda at each sampling step
-    eps_norm_raw: Curve  # the network's ||eps|| on the rescaled sampler's inputs
-    eps_norm_applied: Curve  # ||eps / lambda_t||: what the sampler stepped with
-    gap: Curve  # applied - forward
-    gap_total: Estimate  # sum over steps
-    gap_abs_total: float  # sum over steps of |gap_t|
-    gap_change: Estimate  # gap_total after - before, paired by initial noise
-    helps: bool  # gap_abs_total went down
+    # The check: the sampler rerun with eps / lambda_t (None when the config skips it: --quick)
+    eps_norm_raw: Curve | None = None  # the network's ||eps|| on the rescaled sampler's inputs
+    eps_norm_applied: Curve | None = None  # ||eps / lambda_t||: what the sampler stepped with
+    gap: Curve | None = None  # applied - forward
+    gap_total: Estimate | None = None  # sum over steps
+    gap_abs_total: float | None = None  # sum over steps of |gap_t|
+    gap_change: Estimate | None = None  # gap_total after - before, paired by initial noise
+    helps: bool | None = None  # gap_abs_total went down
+
+    @property
+    def checked(self) -> bool:
+        return self.gap_total is not None
 
 
 @dataclass
@@ -291,7 +296,7 @@ def work_units(denoiser: Denoiser, config: ExposureConfig, n_reference: int) -> 
         ts = timesteps_for(make_sampler(denoiser.scheduler, config.sampler), steps, denoiser)
         new = set(ts) - seen
         seen |= new
-        runs_from_noise = 2 + (1 if config.linear_scale else 0)
+        runs_from_noise = 1 + ((2 if config.linear_scale else 1) if config.check_scaling else 0)
         total += n_reference * len(new) + (runs_from_noise * config.samples + n_reference) * len(ts)
     return total
 
@@ -399,8 +404,12 @@ def _measure_steps(denoiser: Denoiser, reference: Callable[[], _ForwardReference
     scaling = []
     for form in ("constant", "linear") if config.linear_scale else ("constant",):
         b, k = fit_epsilon_scaling(sampled.mean, forward.mean, ts, form == "linear")
-        scaling.append(_check_scaling(denoiser, scheduler, steps, config, form, b, k, ts, forward, fwd_totals, ref.paired, eps_a, gap,
-                                      tick))
+        if config.check_scaling:
+            scaling.append(_check_scaling(denoiser, scheduler, steps, config, form, b, k, ts, forward, fwd_totals, ref.paired, eps_a,
+                                          gap, tick))
+        else:
+            _positive_scaling(form, b, k, ts)
+            scaling.append(EpsilonScaling(form=form, b=b, k=k, lambdas=[b + k * t for t in ts]))
 
     run = ExposureRun(
         steps=steps, sampler=type(scheduler).__name__, timesteps=ts, samples=n, reference=m, sqrt_d=math.sqrt(d),
@@ -422,10 +431,14 @@ def _gap_curve(sampled: Curve, forward: Curve) -> Curve:
     )
 
 
+def _positive_scaling(form: str, b: float, k: float, ts) -> None:
+    if min(b + k * t for t in ts) <= 0:
+        raise InputError(f"the {form} epsilon-scaling fit gave lambda <= 0 (b={b:.3g}, k={k:.3g}): the eps-norm curves are degenerate")
+
+
 def _check_scaling(denoiser, scheduler, steps, config, form, b, k, ts, forward, fwd_totals, paired, eps_a, gap_before, tick):
     lam = lambda t: b + k * t  # noqa: E731 - lambda_t as the paper writes it
-    if min(lam(t) for t in ts) <= 0:
-        raise InputError(f"the {form} epsilon-scaling fit gave lambda <= 0 (b={b:.3g}, k={k:.3g}): the eps-norm curves are degenerate")
+    _positive_scaling(form, b, k, ts)
 
     def scaled(rec: StepRecord) -> torch.Tensor:
         return _output_with_eps(rec, predicted(rec) / lam(rec.timestep))

@@ -36,7 +36,8 @@ def view(result: ExposureResult, model: str = "", max_rows: int = 10) -> list:
             fit = after = ""
             if sc is not None:
                 fit = f"b={sc.b:.4f}" + (f" k={sc.k:.2g}" if sc.form == "linear" else "")
-                after = f"{_pm(sc.gap_total.value, sc.gap_total.stderr)} {'helps' if sc.helps else 'worse'}"
+                after = (f"{_pm(sc.gap_total.value, sc.gap_total.stderr)} {'helps' if sc.helps else 'worse'}" if sc.checked
+                         else "not checked")
             head.add_row(*row, fit, after)
     parts = [head]
     scored = [run for run in result.runs if run.fid is not None]
@@ -91,7 +92,7 @@ def plot(result: ExposureResult, path: str | Path, model: str = "") -> Path:
         label = f"{run.sampler} {run.steps}"
         ax_norm.plot(t, run.eps_norm_sampled.mean, color=c, label=f"{label}: sampler")
         ax_norm.plot(t, run.eps_norm_forward.mean, color=c, ls="--", label=f"{label}: forward")
-        if run.scaling:
+        if run.scaling and run.scaling[0].checked:
             sc = run.scaling[0]
             ax_norm.plot(t, sc.eps_norm_applied.mean, color=c, ls=":", label=f"{label}: eps/{sc.b:.3f}")
         _band(ax_gap, t, run.gap.mean, run.gap.stderr, c, label)

@@ -28,6 +28,8 @@ class SharpnessConfig:
     ascent_steps: int = 3  # projected gradient ascent steps (worst case); 1 = SAM
     buckets: int = 4  # timestep buckets for the breakdowns
     block_radius: float = DEFAULT_BLOCK_RADIUS  # radius of the per-block average case
+    block_average: bool = True  # the per-block average case (2 x draws bank evaluations per block); the
+    # Hessian trace is broken down by block either way
     hessian_probes: int = 32  # sub-bank for the HVPs
     top_k: int = 3  # counted with multiplicity: block Lanczos with blocks of top_k vectors
     # At most this many HVPs for the eigenvalues (whole blocks of top_k). On the digits models the

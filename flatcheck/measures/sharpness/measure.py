@@ -312,7 +312,7 @@ def measure_sharpness(denoiser: Denoiser, bank: ProbeBank, config: SharpnessConf
             # Per block: the same radius per weight, only that block moved (quadratic regime: additive).
             # One norm (the first asked for) is enough to say which block is sharp.
             done, total = 0, len(ctx.groups) * config.draws
-            for norm in config.norms[:1]:
+            for norm in config.norms[:1] if config.block_average else ():
                 for g in ctx.groups:
                     gen = generator(config.seed, f"block-{norm}-{g.name}")
                     inc, _ = _average_case(ctx, norm, [config.block_radius], config.draws, gen, ctx.masks[g.name],
@@ -320,7 +320,7 @@ def measure_sharpness(denoiser: Denoiser, bank: ProbeBank, config: SharpnessConf
                     block_avg[g.name][norm] = mean_estimate(inc.mean(1).numpy())
                     done += config.draws
                     ctx.tick("blocks", done, total)
-            result.block_radius = config.block_radius
+            result.block_radius = config.block_radius if config.block_average else None
             timings["avg"] = time.perf_counter() - t0
         if "worst" in config.measures:
             t0 = time.perf_counter()
@@ -351,7 +351,7 @@ def measure_sharpness(denoiser: Denoiser, bank: ProbeBank, config: SharpnessConf
         BlockSharpness(g.name, g.numel, block_avg[g.name], block_trace.get(g.name),
                        block_trace[g.name].value / g.numel if g.name in block_trace else None)
         for g in ctx.groups
-    ] if (block_trace or "avg" in config.measures) else []
+    ] if (block_trace or ("avg" in config.measures and config.block_average)) else []
     result.timings = timings
     return result
 

@@ -296,8 +296,9 @@ def save(result: SharpnessResult, folder: Path, model: str = "") -> list[Path]:
                 ax2.set_ylabel("Hessian trace / parameter")
                 ax2.legend(fontsize=8, loc="upper right")
             ax.set_xticks(xb, names)
-            ax.set_ylabel("loss increase")
-            ax.legend(fontsize=8, loc="upper left")
+            if norms:
+                ax.set_ylabel("loss increase")
+                ax.legend(fontsize=8, loc="upper left")
         ax.set_title("which block", fontsize=10)
         fig.suptitle(f"{model}: sharpness breakdown", fontsize=10)
         written.append(_save(fig, folder / "sharpness_breakdown.png"))
