@@ -1,0 +1,111 @@
+"""Every command's default on a bundled model: wall time and peak memory, one process each.
+
+    .venv/bin/python benchmarks/bench_commands.py [--model digits-base] [--only NAME,...] [--device cpu|cuda]
+
+Each command runs as its own process (`python -m flatcheck ...`), so its peak resident memory is its
+own (the kernel's ru_maxrss of that child, from os.wait4); on CUDA the child also reports
+torch.cuda.max_memory_allocated at exit. Wall time includes start-up and imports, as a user sees it.
+Rows with `--data none` are the same command on a model given without data (data-free: the bank is
+drawn from the model's own samples). Prints a Markdown table; issue 14 aims at <= 60 s per command
+on the bundled model on the 2-core CPU it was written on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Reports the peak CUDA memory of the child at exit (flatcheck's main ends in sys.exit: atexit runs).
+CHILD = """
+import atexit, runpy, sys
+def peak():
+    try:
+        import torch
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            sys.stderr.write(f"\\nCUDA_PEAK {torch.cuda.max_memory_allocated()}\\n")
+    except Exception:
+        pass
+atexit.register(peak)
+sys.argv = ["flatcheck", *sys.argv[1:]]
+runpy.run_module("flatcheck", run_name="__main__")
+"""
+
+
+def commands(model: str, tmp: Path) -> list[tuple[str, list[str]]]:
+    gate = str(ROOT / "examples" / "gate" / "flatcheck.toml")
+    return [
+        ("info", ["info", model]),
+        ("sample", ["sample", model, "--out", str(tmp / "sample")]),
+        ("fid", ["fid", model]),
+        ("exposure", ["exposure", model]),
+        ("exposure --data none", ["exposure", model, "--data", "none"]),
+        ("quantize", ["quantize", model]),
+        ("quantize --data none", ["quantize", model, "--data", "none"]),
+        ("sharpness", ["sharpness", model]),
+        ("sharpness --data none", ["sharpness", model, "--data", "none"]),
+        ("audit --quick", ["audit", model, "--quick"]),
+        ("audit --quick --data none", ["audit", model, "--quick", "--data", "none"]),
+        ("gate (examples/gate, quick)", ["gate", model, "--config", gate]),
+        ("compare A B --quick", ["compare", model, "digits-sam", "--quick"]),
+        ("audit (default profile)", ["audit", model]),
+    ]
+
+
+def run_one(args: list[str], device: str) -> tuple[float, float, float | None, int]:
+    """(seconds, peak RSS in MiB, peak CUDA MiB or None, exit code)."""
+    if args[0] not in ("info",):
+        args = [*args, "--device", device]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    err_chunks = []
+    while True:  # read stderr as it comes (a full pipe would block the child), then reap with its rusage
+        line = proc.stderr.readline()
+        if not line:
+            break
+        err_chunks.append(line)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = "".join(err_chunks)
+    cuda = None
+    for line in err.splitlines():
+        if line.startswith("CUDA_PEAK "):
+            cuda = int(line.split()[1]) / 2**20
+    if proc.returncode not in (0, 1):
+        print(f"  exit {proc.returncode}: {err.strip().splitlines()[-1] if err.strip() else ''}", file=sys.stderr)
+    return seconds, usage.ru_maxrss / 1024, cuda, proc.returncode
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="digits-base")
+    ap.add_argument("--only", default=None, help="comma list of row names to run (default: all)")
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args()
+    import platform
+
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = commands(a.model, Path(tmp))
+        if a.only:
+            keep = {s.strip() for s in a.only.split(",")}
+            rows = [r for r in rows if r[0] in keep]
+        print(f"model {a.model}, device {a.device}; {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+              f"torch {torch.__version__}, {platform.processor() or platform.machine()}; {time.strftime('%Y-%m-%d')}")
+        print("\n| command | wall time (s) | peak RSS (MiB) | peak CUDA allocated (MiB) | exit |\n|---|---:|---:|---:|---:|")
+        for name, args in rows:
+            seconds, rss, cuda, code = run_one(args, a.device)
+            print(f"| `{name}` | {seconds:.1f} | {rss:.0f} | {'-' if cuda is None else f'{cuda:.0f}'} | {code} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
