@@ -153,7 +153,7 @@ class Denoiser:
         fastpath.note_in_use(self.fast)
         if self.fast.compile:
             try:
-                self._compiled = torch.compile(net, backend=fastpath.compile_backend())
+                self._compiled = fastpath.compiled_module(net)
                 self._compiled_ids = fastpath.module_ids(net)
             except Exception as exc:  # noqa: BLE001 - e.g. a Python that Dynamo does not support: run eager
                 fastpath.note_fallback(exc)

@@ -122,6 +122,14 @@ def as_compiled(net: torch.nn.Module, ids: tuple[int, ...]) -> bool:
     return len(mods) == len(ids) and all(id(m) == i and not (m._forward_hooks or m._forward_pre_hooks) for m, i in zip(mods, ids))
 
 
+def compiled_module(net: torch.nn.Module):
+    """torch.compile(net) with the chosen backend (lazy: failures surface at the first call)."""
+    # diffusers calls an lru_cache'd version check inside forward (upsampling): Dynamo warns about every
+    # such call site in several lines; the check is a constant, so the warning is noise for our users.
+    warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`", category=UserWarning)
+    return torch.compile(net, backend=compile_backend())
+
+
 def compile_backend() -> str:
     return os.environ.get(ENV_COMPILE_BACKEND, "").strip() or "inductor"
 
@@ -140,6 +148,8 @@ def note_compiled_run() -> None:
 
 def note_fallback(exc: BaseException) -> None:
     """A compile that failed: one warning line (main process only), and the reason for the report."""
+    while exc.__cause__ is not None or getattr(exc, "inner_exception", None) is not None:
+        exc = exc.__cause__ or exc.inner_exception  # Dynamo wraps the backend's own error: say that one
     first = (str(exc).strip().splitlines() or [""])[0][:200]
     reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     _IN_USE.update(fallback=reason)
