@@ -162,6 +162,12 @@ def test_mixed_precision_default_comes_from_accelerate_and_bad_values_are_refuse
     monkeypatch.setattr(torch, "is_autocast_enabled", lambda *a: False)
     with pytest.raises(InputError, match="does not autocast to fp16 on cpu"):
         fastpath.resolve("fp16", device="cpu")
+    def no_bf16(*args, **kwargs):  # what torch says on a GPU without bf16
+        raise RuntimeError("Current CUDA Device does not support bfloat16. Please switch dtype to float16.")
+
+    monkeypatch.setattr(torch, "autocast", no_bf16)
+    with pytest.raises(InputError, match="bf16: Current CUDA Device does not support bfloat16"):
+        fastpath.resolve("bf16", device="cpu")
 
 
 def test_cli_refuses_bad_values_with_exit_2(cli, tiny_pipeline, monkeypatch):

@@ -74,14 +74,17 @@ def check_autocast(device_type: str, dtype: torch.dtype, source: str = "--mixed-
     if not torch.amp.is_autocast_available(device_type):
         problem = f"torch has no autocast for device type '{device_type}'"
     else:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with torch.autocast(device_type, dtype=dtype):
-                enabled = torch.is_autocast_enabled(device_type)
-        if not enabled or caught:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                with torch.autocast(device_type, dtype=dtype):
+                    enabled = torch.is_autocast_enabled(device_type)
+        except RuntimeError as exc:  # e.g. a GPU without bf16 ("Current CUDA Device does not support bfloat16")
+            enabled, caught, problem = False, [], (str(exc).strip().splitlines() or [""])[0]
+        if problem is None and (not enabled or caught):
             problem = f"torch {torch.__version__} does not autocast to {name} on {device_type}"
     if problem:
-        raise InputError(f"{source} {name}: {problem} (use --mixed-precision no, or --dtype to run in that dtype)")
+        raise InputError(f"{source} {name}: {problem} (use --mixed-precision no)")
 
 
 def attach(net: torch.nn.Module, fast: FastPath) -> None:
