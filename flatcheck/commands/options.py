@@ -52,6 +52,12 @@ COMMON = group(
     Opt("debug", Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")], False),
     Opt("threads", Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch. Default: the CPUs this process may use (affinity mask, cgroup quota), "
                                                                          "never more than torch was already given (OMP_NUM_THREADS). Recorded in every report.", show_default=False)], None),
+    # The fast path (core.fastpath). None: ACCELERATE_MIXED_PRECISION, so `accelerate launch --mixed_precision bf16` just works.
+    Opt("mixed_precision", Annotated[Optional[str], typer.Option("--mixed-precision", metavar="no|bf16|fp16", help="Run the denoiser's forward under autocast to bf16 or fp16; weights stay in --dtype, "
+                                                                                                       "losses, Hessian-vector products and sampler steps in float32. Default: $ACCELERATE_MIXED_PRECISION, else no.", show_default=False)], None),
+    Opt("channels_last", Annotated[bool, typer.Option("--channels-last", help="Conv weights and inputs in channels_last (NHWC) memory order: faster convs on GPUs, same numbers; no effect on transformers.")], False),
+    Opt("compile", Annotated[bool, typer.Option("--compile", help="torch.compile the denoiser for sampling (no-grad forwards of the unmodified model); falls back to eager with a warning if compiling fails. "
+                                                                 "Backend: $FLATCHECK_COMPILE_BACKEND, else inductor.")], False),
 )
 SEED = group(Opt("seed", Annotated[int, typer.Option("--seed", help="Seed for every random draw; same seed, same numbers.")], 0))
 OUT = group(Opt("out", Annotated[Optional[Path], typer.Option("--out", help="Folder for plots, sample grids and other files.", show_default=False)], None))
@@ -168,12 +174,17 @@ def load_checkpoint(model, o):
 
     from ..core import dist
 
+    from ..core import fastpath
+
     set_threads(o.threads)
     dev, dt = resolve_device(o.device), resolve_dtype(o.dtype)
+    fast = fastpath.resolve(o.mixed_precision, o.channels_last, o.compile, dev)  # refused before any weights load
     dist.start(dev)  # under accelerate launch / torchrun: join the process group (a no-op otherwise)
     dev = dist.local_device(dev)
     deterministic_kernels(dev)  # same seed + same GPU: the same numbers (a command sets it for its whole run)
-    return load(model, scheduler=o.scheduler, dtype=dt, device=dev, allow_pickle=o.allow_pickle), dev
+    ckpt = load(model, scheduler=o.scheduler, dtype=dt, device=dev, allow_pickle=o.allow_pickle)
+    fastpath.attach(ckpt.denoiser, fast)  # the Denoiser built from it computes this way
+    return ckpt, dev
 
 
 def comma_list(spec: str) -> tuple[str, ...]:

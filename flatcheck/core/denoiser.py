@@ -14,6 +14,9 @@ v = sqrt(a_t) eps - sqrt(1 - a_t) x0. Flow matching (a FlowMatch* scheduler): x_
 sigma eps with sigma = t / T, and the network predicts the velocity eps - x0. Shapes: x is
 [B, C, H, W] (Flux's packed tokens are packed and unpacked inside the call); t is a number or [B],
 long or float (fractional timesteps are never rounded).
+
+The fast path (core.fastpath: mixed precision, channels_last, torch.compile) lives in `_call`: it
+changes how the network computes, never what the adapter hands back (float32, usual layout).
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from dataclasses import dataclass
 
 import torch
 
+from . import fastpath
 from .checkpoint import Checkpoint
 from .conditioning import NULL, ConditionOptions, Conditioning
+from .fastpath import FastPath
 from ..errors import InputError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -109,7 +114,7 @@ class Denoiser:
     """Adapter over a diffusers denoiser network, its training noise schedule and its conditions."""
 
     def __init__(self, net: torch.nn.Module, scheduler, vae: torch.nn.Module | None = None, conditioning: Conditioning | None = None,
-                 sample_size: int | None = None):
+                 sample_size: int | None = None, fast: FastPath | None = None):
         self.net = net
         self.scheduler = scheduler
         self.vae = vae
@@ -139,6 +144,19 @@ class Denoiser:
         if self.info.conditioning != "none" and conditioning is None:
             raise InputError(f"{type(net).__name__} is {self.info.conditioning}-conditioned: it needs its conditions "
                              "(build the Denoiser with core.conditioning)")
+        # The fast path (core.fastpath): given here, or left on the loaded network by the command line.
+        self.fast = fast if fast is not None else fastpath.attached(net)
+        if self.fast.channels_last:
+            fastpath.to_channels_last(net)
+            fastpath.to_channels_last(vae)
+        self._compiled = None  # torch.compile(net): beside the eager module, for no-grad hook-free forwards only
+        fastpath.note_in_use(self.fast)
+        if self.fast.compile:
+            try:
+                self._compiled = fastpath.compiled_module(net)
+                self._compiled_ids = fastpath.module_ids(net)
+            except Exception as exc:  # noqa: BLE001 - e.g. a Python that Dynamo does not support: run eager
+                fastpath.note_fallback(exc)
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, conditions: ConditionOptions | None = None) -> "Denoiser":
@@ -227,13 +245,40 @@ class Denoiser:
         if self.call.timestep_scale != 1.0:
             t = t.float() * self.call.timestep_scale
         x_in = pack_latents(x_t) if self.call.packed else x_t
+        if self.fast.channels_last and x_in.ndim == 4:
+            x_in = x_in.contiguous(memory_format=torch.channels_last)
         kwargs = {self.call.sample: x_in, "timestep": t}
         if self.call.packed:
             kwargs["img_ids"] = image_ids(x_t.shape[-2] // 2, x_t.shape[-1] // 2, x_t.device, x_t.dtype)
         if self.conditioning is not None:
             kwargs.update(self.conditioning.kwargs(cond, x_t.device, x_t.dtype))
-        out = self.net(**kwargs, return_dict=False)[0]
+        with fastpath.autocast(self.fast, x_t.device):
+            out = self._forward(kwargs)
+        if self.fast.autocast_dtype is not None:
+            out = out.to(x_t.dtype)  # what callers compute with it (losses, HVPs, sampler steps) stays in float32
+        if self.fast.channels_last:
+            out = out.contiguous()  # callers see the usual layout (flat views, sample hashes)
         return unpack_latents(out, *x_t.shape[-2:]) if self.call.packed else out
+
+    def _forward(self, kwargs: dict) -> torch.Tensor:
+        """The network's first output: compiled when asked, there are no gradients to take (torch.compile
+        has no double backward) and the network is as loaded (no module hooks, no swapped modules: see
+        fastpath.as_compiled); eager otherwise, and for good once a compile failed."""
+        compiled = self._compiled
+        if compiled is not None and not torch.is_grad_enabled() and fastpath.as_compiled(self.net, self._compiled_ids):
+            try:
+                out = compiled(**kwargs, return_dict=False)[0]
+            except Exception as exc:  # noqa: BLE001 - any compile failure (no C++ compiler, an unsupported op)
+                from .oom import is_oom
+
+                if is_oom(exc):
+                    raise  # out of memory is the batch's problem: core.oom splits it
+                self._compiled = None
+                fastpath.note_fallback(exc)
+            else:
+                fastpath.note_compiled_run()
+                return out
+        return self.net(**kwargs, return_dict=False)[0]
 
     def mean_part(self, out: torch.Tensor) -> torch.Tensor:
         """Learned variance: the first C channels predict the mean (in the model's parametrisation)."""
@@ -317,7 +362,7 @@ class Denoiser:
             return images
         enc = self.vae.encode(images.to(self.vae.dtype))
         lat = enc.latent_dist.mean if hasattr(enc, "latent_dist") else enc.latents
-        return (lat - self.vae_shift) * self.vae_scale
+        return ((lat - self.vae_shift) * self.vae_scale).contiguous()
 
     @torch.no_grad()
     def pixels(self, samples: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
@@ -342,7 +387,8 @@ class Denoiser:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         if self.vae is None:
             return z
-        return self.vae.decode(z.to(self.vae.dtype) / self.vae_scale + self.vae_shift).sample
+        # contiguous: a channels_last VAE (core.fastpath) hands back NHWC-strided images
+        return self.vae.decode(z.to(self.vae.dtype) / self.vae_scale + self.vae_shift).sample.contiguous()
 
 
 # ----------------------------------------------------------------------------- flow matching helpers

@@ -71,7 +71,7 @@ def environment(device: torch.device | None = None) -> dict:
     """Versions and hardware, recorded in every report."""
     import diffusers
 
-    from . import dist
+    from . import dist, fastpath
     from .threads import available_cpus
 
     from .. import __version__
@@ -89,6 +89,7 @@ def environment(device: torch.device | None = None) -> dict:
         "available_cpus": available_cpus(),
         "processes": dist.world(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **fastpath.describe(),  # how the denoiser computed: mixed precision, memory layout, torch.compile
     }
     if device is not None and device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
