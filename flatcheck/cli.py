@@ -61,9 +61,17 @@ def _quiet_libraries() -> None:
 
 
 def _fail(message: str, code: int, debug: bool) -> int:
+    # Of several processes (accelerate launch, torchrun) one prints the line (core.dist); each keeps its exit code.
+    from .core import dist
+
+    line = dist.error_line_is_mine(message, sys.exc_info()[1])
+    if line is None:
+        return code
     if debug:
         traceback.print_exc()
-    sys.stderr.write(f"flatcheck: error: {message}\n")
+    sys.stderr.write(f"flatcheck: error: {line}\n")
+    sys.stderr.flush()
+    dist.error_reported(message)
     return code
 
 

@@ -32,11 +32,7 @@ def sample(
     check_run(o.steps, o.batch_size, samples)
     conditions = ConditionOptions(labels=o.labels, prompts=o.prompts, guidance_scale=o.guidance_scale, sample_size=o.sample_size).check()
     ckpt, _ = load_checkpoint(model, o)
-    from ..core import dist
-    from ..errors import InputError
-
-    if dist.world() > 1:
-        raise InputError("flatcheck sample writes a resumable folder from one process: run it without a launcher")
+    # Under a launcher every process generates its share; the main one writes the folder and exports (core.export).
     den = Denoiser.from_checkpoint(ckpt, conditions)
     con = console(o.json)
     with progress_display(con) as progress:

@@ -37,12 +37,20 @@ class SampleExport:
 
 def export_samples(denoiser, scheduler, out: Path, n: int, seed: int, steps: int, sampler_name: str, batch_size: int,
                    png: bool = True, npz: bool = True, progress=None) -> SampleExport:
+    from . import dist
     from .sample_store import generate
 
     t0 = time.perf_counter()
-    folder = Path(out) / "store"
-    before = _stored(folder)
+    folder = Path(out) / "store" if out is not None else None  # None: another process than the main one (core.dist)
+    before = dist.from_main(lambda: _stored(folder))
+    # Every process generates its share of the missing shards; the main process writes them and exports alone.
     store = generate(folder, denoiser, scheduler, steps, n, seed, batch_size=batch_size, progress=progress)
+    return dist.from_main(lambda: _export(denoiser, store, out, n, seed, steps, sampler_name, batch_size, png, npz, before, t0))
+
+
+def _export(denoiser, store, out: Path, n: int, seed: int, steps: int, sampler_name: str, batch_size: int, png: bool, npz: bool,
+            before: int, t0: float) -> SampleExport:
+    folder = store.folder
     generated = max(0, min(n, store.count) - before)
     png_dir = Path(out) / "png" if png else None
     ids = denoiser.conditioning.ids(seed, range(n)) if denoiser.conditioning is not None else None

@@ -103,17 +103,16 @@ class SampleSet:
         scheduler = make_sampler(d.scheduler, o.sampler)
         tick = Counter(self.progress, SAMPLES_TASK, self.n)
         t0 = time.perf_counter()
-        if o.sample_dir is not None:
-            from . import dist
-            from .sample_store import generate
+        from . import dist
 
-            if dist.world() > 1:
-                raise InputError("a resumable sample folder is written by one process: run it without a launcher, "
-                                 "or without --sample-dir/--out")
+        # Of several processes, the main one's folder decides (the others are given no --out: it writes it alone).
+        folder = dist.from_main(lambda: o.sample_dir)
+        if folder is not None:
+            from .sample_store import generate, load_everywhere
 
-            self._x = generate(o.sample_dir, d, scheduler, o.steps, self.n, o.seed, batch_size=o.batch_size, hooks=hooks,
-                               progress=tick.add).load(self.n)
-            self.origin = f"generated into {o.sample_dir} (resumable)"
+            store = generate(folder, d, scheduler, o.steps, self.n, o.seed, batch_size=o.batch_size, hooks=hooks, progress=tick.add)
+            self._x = load_everywhere(store, self.n)
+            self.origin = f"generated into {folder} (resumable)"
         else:
             self._x = sample(d, scheduler, o.steps, self.n, o.seed, batch_size=o.batch_size, hooks=hooks, progress=tick.add)
             self.origin = "generated"

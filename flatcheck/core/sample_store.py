@@ -13,6 +13,13 @@ no sample generated twice, none lost. A resumed run keeps the first run's shard 
 every batch holds the same samples as in an uninterrupted run and the final set is
 identical bit for bit. A folder made by another model, sampler, step count, seed, shape or
 dtype is refused with one line rather than mixed.
+
+In a run of several processes (core.dist: accelerate launch, torchrun) the folder belongs to the
+main process: it alone reads the manifest and hands every process the same list of missing
+shards, the processes generate them round by round (shard k of a round by process k), and the
+main process gathers each round and writes its shards in order, each atomically as above. So a
+resumed distributed run also generates only what is missing, no shard twice, and the shard files
+equal a single process's bit for bit; the other processes need no shared file system.
 """
 
 from __future__ import annotations
@@ -153,6 +160,15 @@ class SampleStore:
         return store
 
     # -- state
+    def missing(self, n: int) -> list[tuple[int, int]]:
+        """The shards still to generate for samples 0..n-1, as (start, end): each up to the next shard boundary."""
+        out, start = [], self.count
+        while start < n:
+            end = min(n, (start // self.shard_size + 1) * self.shard_size)
+            out.append((start, end))
+            start = end
+        return out
+
     @property
     def count(self) -> int:
         """Samples stored: always the prefix 0 .. count-1."""
@@ -220,7 +236,7 @@ class SampleStore:
 
 
 def generate(
-    folder: str | Path,
+    folder: str | Path | None,
     denoiser,
     scheduler,
     steps: int,
@@ -230,28 +246,58 @@ def generate(
     batch_size: int = 64,
     hooks: Sequence = (),
     progress: Callable[[int], None] | None = None,
-) -> SampleStore:
+) -> SampleStore | None:
     """Make sure `folder` holds samples 0..n-1 of this run, generating only the missing ones.
 
     The first run's batch size becomes the shard size; progress(k) is called after each
     shard is safely on disk (k samples). Returns the store (load() gives the tensor).
     Asking later for more samples than a first run made extends its last, partial shard
     with a smaller batch: those samples then equal an uninterrupted run's within float noise.
+
+    Several processes (core.dist): every process calls this; the main process alone opens the
+    folder (`folder` matters there only), the missing shards are split by rounds of one shard per
+    process (step hooks, which must watch every batch, make every process generate every shard),
+    and the main process writes them. Returns the store on the main process, None on the others:
+    `load_everywhere` gives every process the samples.
     """
-    from .oom import batched
+    from . import dist
     from .sampling import check_run, sample_batch
 
     check_run(steps, batch_size, n)
-    spec = SampleSpec.of_run(denoiser, scheduler, steps, seed)
-    store = SampleStore.open(folder, spec, batch_size)
-    size = store.shard_size
-    while store.count < n:
-        start = store.count
-        end = min(n, (start // size + 1) * size)  # up to the next shard boundary
+    store: SampleStore | None = None
+
+    def plan() -> list[tuple[int, int]]:  # the main process's view of the folder, handed to all
+        nonlocal store
+        store = SampleStore.open(folder, SampleSpec.of_run(denoiser, scheduler, steps, seed), batch_size)
+        return store.missing(n)
+
+    todo = dist.from_main(plan)
+
+    def shard(start: int, end: int) -> torch.Tensor:
+        from .oom import batched
+
         # A shard that does not fit on the GPU is generated in halves (core.oom); the shard is the same.
-        x = torch.cat(batched(lambda pos: sample_batch(denoiser, scheduler, steps, [start + p for p in pos], seed, hooks=hooks),
-                              range(end - start), end - start, "sampling"))
-        store.add_shard(start, x)
-        if progress:
-            progress(end - start)
+        return torch.cat(batched(lambda pos: sample_batch(denoiser, scheduler, steps, [start + p for p in pos], seed, hooks=hooks),
+                                 range(end - start), end - start, "sampling", split=False))
+
+    per_round = 1 if dist.world() == 1 or hooks else dist.world()
+    for first in range(0, len(todo), per_round):
+        batch = todo[first:first + per_round]
+        if per_round == 1:
+            made = [shard(*batch[0])]
+        else:
+            mine = shard(*batch[dist.rank()]) if dist.rank() < len(batch) else None
+            made = dist.gather_to_main(mine)  # in process order = shard order; None off the main process
+        for k, (start, end) in enumerate(batch):
+            if store is not None:
+                store.add_shard(start, made[k])
+            if progress:
+                progress(end - start)
     return store
+
+
+def load_everywhere(store: SampleStore | None, n: int) -> torch.Tensor:
+    """The first n samples of what `generate` returned, on every process (read by the main one, sent to the others)."""
+    from . import dist
+
+    return dist.from_main(lambda: store.load(n))
