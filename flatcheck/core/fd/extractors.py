@@ -149,10 +149,11 @@ class Extractor:
         # Several processes: each extracts its share of blocks of images, all get every feature (core.dist).
         block = batch_size * 4 if dist.world() > 1 else len(images)
         chunks = [list(range(s, min(s + block, len(images)))) for s in range(0, len(images), max(block, 1))]
-        return torch.cat(dist.split_batches(run, chunks)).numpy() if chunks else np.zeros((0, 0))
+        return torch.cat(dist.split_batches(run, chunks)).double().numpy() if chunks else np.zeros((0, 0))
 
     def extract_local(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        """uint8 [n, C, H, W] -> float64 features [n, D] (CPU) in this process alone, batches of batch_size.
+        """uint8 [n, C, H, W] -> features [n, D] (CPU, the network's dtype: float32, half the bytes of the
+        float64 the statistics use, and exactly convertible) in this process alone, batches of batch_size.
         Not counted in `passes`: the caller counts one pass per image set."""
         from torch_fidelity.utils import get_featuresdict_from_dataset
 
@@ -163,7 +164,7 @@ class Extractor:
         cuda = self.device.type == "cuda"
         with torch.cuda.device(self.device) if cuda else _nullcontext():
             feats = get_featuresdict_from_dataset(_Images(images), self.module, batch_size, cuda, save_cpu_ram=True, verbose=False)
-        return feats[self.layer].double().cpu()
+        return feats[self.layer].cpu()
 
 
 class _nullcontext:

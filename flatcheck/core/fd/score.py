@@ -111,7 +111,7 @@ def check_samples(samples: torch.Tensor, bootstrap: int = 200, ci_level: float =
 
 
 def batch_features(images: torch.Tensor, extractor, batch_size: int) -> torch.Tensor:
-    """One batch of images ([n, C, H, W] in [-1, 1]) -> float64 features [n, D] (this process alone)."""
+    """One batch of images ([n, C, H, W] in [-1, 1]) -> features [n, D] (float32; this process alone)."""
     if not torch.isfinite(images).all():
         raise RunError("the decoded samples contain NaN or Inf: nothing to score")
     return extractor.extract_local(to_uint8_nchw(images.detach().float().cpu()), batch_size)
@@ -120,9 +120,9 @@ def batch_features(images: torch.Tensor, extractor, batch_size: int) -> torch.Te
 def stream_features(samples: torch.Tensor, to_images, extractor, batch_size: int) -> tuple[np.ndarray, tuple[int, ...]]:
     """Per-sample features [N, D] (float64) and the image shape (C, H, W) of N samples, batch by batch:
     `to_images` (a batch of samples -> images in [-1, 1]: the decoder of a latent model) -> uint8 ->
-    features, then the batch's images are dropped. Only the features accumulate: they are kept
-    because the bootstrap interval and KID resample per-sample features (50,000 x 2048 float64 is
-    0.8 GB; 50,000 decoded 512 px images would be 150 GB). Batches are the ones a whole-set pass
+    features, then the batch's images are dropped. Only the features accumulate (in the network's
+    float32, made float64 at the end): they are kept because the bootstrap interval and KID resample
+    per-sample features (50,000 x 2048 float32 is 0.4 GB; 50,000 decoded 512 px images would be 150 GB). Batches are the ones a whole-set pass
     would use (rows k*batch_size...), so the features are the same numbers. Several processes:
     each decodes and extracts its share of the batches (core.dist)."""
     from .. import dist
@@ -137,7 +137,7 @@ def stream_features(samples: torch.Tensor, to_images, extractor, batch_size: int
         return batch_features(images, extractor, batch_size)
 
     chunks = [list(range(s, min(s + batch_size, n))) for s in range(0, n, max(batch_size, 1))]
-    feats = torch.cat(dist.split_batches(run, chunks)).numpy()
+    feats = torch.cat(dist.split_batches(run, chunks)).double().numpy()
     if not shape:  # another process decoded every batch: ask for the shape of one image
         shape.append(tuple(to_images(samples[:1]).shape[1:]))
     return feats, shape[0]

@@ -66,7 +66,7 @@ class Scorer:
         return load_extractor(o.features, o.weights, self.device)
 
     def batch_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Features [n, D] of one batch of images in [-1, 1] (a feature pass is counted by `from_features`)."""
+        """Features [n, D] (float32) of one batch of images in [-1, 1]; not counted in the extractor's `passes`."""
         return batch_features(images, self.extractor(), self.batch_size)
 
     def from_features(self, feats: np.ndarray, image_shape: tuple[int, ...], key: str | None = None) -> FidResult:

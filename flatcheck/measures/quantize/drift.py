@@ -98,7 +98,7 @@ def paired_pass(fp: torch.Tensor, sets: dict[str, torch.Tensor], decoders: dict[
     return PairedPass(
         mse={k: torch.cat([p["mse"][k] for p in parts]) for k in names},
         fp_variance=variance,
-        features={k: torch.cat([p["features"][k] for p in parts]).numpy() for k in feature_sets if features is not None},
+        features={k: torch.cat([p["features"][k] for p in parts]).double().numpy() for k in feature_sets if features is not None},
         image_shape=parts[0]["shape"] if parts else None,
         first_images={k: torch.cat([p["images"][k] for p in parts if k in p["images"]]) for k in [FULL] + names if keep > 0 and parts},
     )
