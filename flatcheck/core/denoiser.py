@@ -368,21 +368,22 @@ class Denoiser:
     def pixels(self, samples: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """Model-space samples -> images (float32, CPU; decoded by the autoencoder for latent models).
 
-        Every comparison of samples (drift, PSNR, FD/FID, grids) is made on these pixels. A decode is
-        remembered by content (the last few), so the measures that compare the same samples decode them once.
+        Every comparison of samples (drift, PSNR, FD/FID, grids) is made on these pixels. This holds all
+        the decoded images at once: for small sets only (a grid, the per-layer scan's few samples). Whole
+        sample sets are decoded batch by batch where they are used (core.fd.scorer, the quantize measure's
+        paired pass), so nothing holds N decoded images (SD 1.5: 3 MB each, 150 GB for 50,000).
         """
         if self.vae is None:
             return samples
-        import hashlib
+        t = samples.detach().float().cpu()
+        return torch.cat([self.pixel_batch(b) for b in t.split(batch_size)])
 
-        t = samples.detach().float().cpu().contiguous()
-        key = hashlib.blake2b(t.numpy().tobytes(), digest_size=16).hexdigest() + str(tuple(t.shape))
-        memo = self.__dict__.setdefault("_pixels", {})
-        if key not in memo:
-            memo[key] = torch.cat([self.decode(b.to(self.device)).float().cpu() for b in t.split(batch_size)])
-            while len(memo) > 8:
-                memo.pop(next(iter(memo)))
-        return memo[key]
+    @torch.no_grad()
+    def pixel_batch(self, samples: torch.Tensor) -> torch.Tensor:
+        """One batch of model-space samples -> images (float32, CPU): what `pixels` does to each batch."""
+        if self.vae is None:
+            return samples.detach().float().cpu()
+        return self.decode(samples.detach().float().to(self.device)).float().cpu()
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         if self.vae is None:

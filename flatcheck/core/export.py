@@ -3,8 +3,8 @@
 Samples 0..n-1 of a seed, sampler and step count (the very samples every measure uses with the
 same options) are generated into a resumable sample folder (core.sample_store), then exported
 shard by shard, never all at once: a PNG per sample (decoded for latent models) and one `.npz`
-of uint8 images with each sample's index and condition id. A rerun generates and writes only
-what is missing.
+of uint8 images with each sample's index and condition id, written into the file shard by shard
+(no array of all the images is ever built). A rerun generates and writes only what is missing.
 """
 
 from __future__ import annotations
@@ -54,8 +54,11 @@ def _export(denoiser, store, out: Path, n: int, seed: int, steps: int, sampler_n
     generated = max(0, min(n, store.count) - before)
     png_dir = Path(out) / "png" if png else None
     ids = denoiser.conditioning.ids(seed, range(n)) if denoiser.conditioning is not None else None
-    written, images, shape = 0, [], None
+    written, shape = 0, None
     done = 0
+    npz_path = Path(out) / "samples.npz" if npz else None
+    tmp = npz_path.with_name(npz_path.name + ".tmp.npz") if npz_path else None
+    writer = _NpzWriter(tmp, n) if npz_path else None
     for shard in store.shards:
         if done >= n:
             break
@@ -69,15 +72,11 @@ def _export(denoiser, store, out: Path, n: int, seed: int, steps: int, sampler_n
         shape = [arr.shape[3], arr.shape[1], arr.shape[2]]
         if want_png:
             written += _write_pngs(png_dir, start, arr)
-        if npz:
-            images.append(arr)
-    npz_path = None
-    if npz:
-        npz_path = Path(out) / "samples.npz"
+        if writer is not None:
+            writer.add_images(arr)
+    if writer is not None:
         extra = {"conditions": ids.numpy()} if ids is not None else {}
-        tmp = npz_path.with_name(npz_path.name + ".tmp.npz")
-        np.savez(tmp, images=np.concatenate(images) if images else np.zeros((0, 1, 1, 1), np.uint8),
-                 indices=np.arange(n), **extra)
+        writer.close(indices=np.arange(n), **extra)
         tmp.replace(npz_path)
     d = denoiser
     return SampleExport(
@@ -117,3 +116,38 @@ def _write_pngs(folder: Path, start: int, arr: np.ndarray) -> int:
         tmp.replace(path)  # a PNG is there whole or not at all: a rerun rewrites only what is missing
         written += 1
     return written
+
+
+class _NpzWriter:
+    """An .npz (as np.savez writes it: uncompressed, zip64) whose `images` array [n, H, W, C] uint8 is
+    written block by block, so the export never holds all the images. Other arrays go in at close."""
+
+    def __init__(self, path: Path, n: int):
+        import zipfile
+
+        self.n, self.rows, self.stream = n, 0, None
+        self.zip = zipfile.ZipFile(path, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True)
+
+    def add_images(self, arr: np.ndarray) -> None:
+        if self.stream is None:
+            header = {"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": False, "shape": (self.n, *arr.shape[1:])}
+            self.stream = self.zip.open("images.npy", "w", force_zip64=True)
+            np.lib.format.write_array_header_1_0(self.stream, header)
+            self.shape = arr.shape[1:]
+        if arr.shape[1:] != self.shape or self.rows + len(arr) > self.n:
+            raise ValueError(f"images of shape {arr.shape} do not continue {self.rows} of {(self.n, *self.shape)}")
+        self.stream.write(np.ascontiguousarray(arr).tobytes())
+        self.rows += len(arr)
+
+    def close(self, **arrays: np.ndarray) -> None:
+        try:
+            if self.stream is None and self.n == 0:  # no images: an empty array, as before
+                self.add_images(np.zeros((0, 1, 1, 1), np.uint8))
+            if self.rows != self.n:
+                raise ValueError(f"wrote {self.rows} of {self.n} images")
+            self.stream.close()
+            for name, value in arrays.items():
+                with self.zip.open(f"{name}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
+        finally:
+            self.zip.close()

@@ -1,6 +1,7 @@
 """FD/FID and KID of a checkpoint's samples against a reference, through torch-fidelity.
 
-    score_samples(samples, ref, features=...) -> FidResult   the entry point every command uses
+    score_samples(images, ref, features=...) -> FidResult   images in memory (notebooks, other tools)
+    scorer      the run's Scorer: what the measures use (model-space samples, decoded and scored batch by batch)
     frechet     Frechet distance, its bootstrap, KID
     extractors  feature networks (Inception .pth / TorchScript, digits-cnn, patches-cnn, CLIP, DINOv2)
     reference   reference inputs and the content-hash keyed statistics cache

@@ -129,32 +129,42 @@ class Extractor:
     module: torch.nn.Module = field(repr=False)
     device: torch.device = field(repr=False)
     rgb: bool = True  # torch-fidelity's ImageNet networks want 3 channels
-    passes: int = 0  # feature passes run (one per extract call): lets tests see cache hits
+    passes: int = 0  # feature passes run (one per image set: an extract call or a streamed set): lets tests see cache hits
 
     def extract(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-        """uint8 [N, C, H, W] -> float64 features [N, D], through torch-fidelity's batched loop (no worker processes)."""
+        """uint8 [N, C, H, W] -> float64 features [N, D], through torch-fidelity's batched loop (no worker processes).
+
+        For images already in memory (the reference). Samples are scored batch by batch instead
+        (core.fd.score.stream_features), so their images are never all held at once."""
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"expected uint8 [N, C, H, W] images, got {images.dtype} {tuple(images.shape)}")
+        from .. import dist
+
+        self.passes += 1
+        images = images.contiguous()
+
+        def run(rows: list[int]) -> torch.Tensor:
+            return self.extract_local(images[rows[0]:rows[-1] + 1], batch_size)
+
+        # Several processes: each extracts its share of blocks of images, all get every feature (core.dist).
+        block = batch_size * 4 if dist.world() > 1 else len(images)
+        chunks = [list(range(s, min(s + block, len(images)))) for s in range(0, len(images), max(block, 1))]
+        return torch.cat(dist.split_batches(run, chunks)).double().numpy() if chunks else np.zeros((0, 0))
+
+    def extract_local(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """uint8 [n, C, H, W] -> features [n, D] (CPU, the network's dtype: float32, half the bytes of the
+        float64 the statistics use, and exactly convertible) in this process alone, batches of batch_size.
+        Not counted in `passes`: the caller counts one pass per image set."""
         from torch_fidelity.utils import get_featuresdict_from_dataset
 
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"expected uint8 [N, C, H, W] images, got {images.dtype} {tuple(images.shape)}")
         if self.rgb and images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
-        from .. import dist
-
-        self.passes += 1
         cuda = self.device.type == "cuda"
-        images = images.contiguous()
-
-        def run(rows: list[int]) -> torch.Tensor:
-            with torch.cuda.device(self.device) if cuda else _nullcontext():
-                part = images[rows[0]:rows[-1] + 1]
-                feats = get_featuresdict_from_dataset(_Images(part), self.module, batch_size, cuda, save_cpu_ram=True, verbose=False)
-            return feats[self.layer].double().cpu()
-
-        # Several processes: each extracts its share of blocks of images, all get every feature (core.dist).
-        block = batch_size * 4 if dist.world() > 1 else len(images)
-        chunks = [list(range(s, min(s + block, len(images)))) for s in range(0, len(images), max(block, 1))]
-        return torch.cat(dist.split_batches(run, chunks)).numpy() if chunks else np.zeros((0, 0))
+        with torch.cuda.device(self.device) if cuda else _nullcontext():
+            feats = get_featuresdict_from_dataset(_Images(images), self.module, batch_size, cuda, save_cpu_ram=True, verbose=False)
+        return feats[self.layer].cpu()
 
 
 class _nullcontext:

@@ -84,7 +84,19 @@ def score_samples(
     bootstrap: resamples of the samples for the standard error and the basic bootstrap interval (the
     reference is held fixed).
     kid_subset_size: default min(1000, half the smaller set), so subsets differ and the std means something.
+    The images are converted and scored batch by batch (`stream_features`); a latent model's samples
+    go through core.fd.scorer.Scorer, which decodes them batch by batch as well.
     """
+    check_samples(samples, bootstrap, ci_level)
+    extractor = load_extractor(features, weights, device)
+    feats, shape = stream_features(samples, lambda x: x, extractor, batch_size)
+    return score_features(feats, shape, ref, extractor, batch_size=batch_size, bootstrap=bootstrap, ci_level=ci_level,
+                          kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache_dir=cache_dir,
+                          use_cache=use_cache)
+
+
+def check_samples(samples: torch.Tensor, bootstrap: int = 200, ci_level: float = 0.95) -> None:
+    """InputError/RunError before any feature pass: a [N, ...] tensor of N >= 2 finite samples, valid settings."""
     if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
         raise InputError(f"samples must be a [N, C, H, W] tensor (got {getattr(samples, 'shape', type(samples))})")
     n = len(samples)
@@ -97,10 +109,60 @@ def score_samples(
     if not torch.isfinite(samples).all():
         raise RunError("the samples contain NaN or Inf: the model diverged, nothing to score")
 
-    extractor = load_extractor(features, weights, device)
-    feats = extractor.extract(to_uint8_nchw(samples.detach().float().cpu()), batch_size)
+
+def batch_features(images: torch.Tensor, extractor, batch_size: int) -> torch.Tensor:
+    """One batch of images ([n, C, H, W] in [-1, 1]) -> features [n, D] (float32; this process alone)."""
+    if not torch.isfinite(images).all():
+        raise RunError("the decoded samples contain NaN or Inf: nothing to score")
+    return extractor.extract_local(to_uint8_nchw(images.detach().float().cpu()), batch_size)
+
+
+def stream_features(samples: torch.Tensor, to_images, extractor, batch_size: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Per-sample features [N, D] (float64) and the image shape (C, H, W) of N samples, batch by batch:
+    `to_images` (a batch of samples -> images in [-1, 1]: the decoder of a latent model) -> uint8 ->
+    features, then the batch's images are dropped. Only the features accumulate (in the network's
+    float32, made float64 at the end): they are kept because the bootstrap interval and KID resample
+    per-sample features (50,000 x 2048 float32 is 0.4 GB; 50,000 decoded 512 px images would be 150 GB). Batches are the ones a whole-set pass
+    would use (rows k*batch_size...), so the features are the same numbers. Several processes:
+    each decodes and extracts its share of the batches (core.dist)."""
+    from .. import dist
+
+    extractor.passes += 1
+    n = len(samples)
+    shape: list[tuple[int, ...]] = []
+
+    def run(rows: list[int]) -> torch.Tensor:
+        images = to_images(samples[rows[0]:rows[-1] + 1])
+        shape.append(tuple(images.shape[1:]))
+        return batch_features(images, extractor, batch_size)
+
+    chunks = [list(range(s, min(s + batch_size, n))) for s in range(0, n, max(batch_size, 1))]
+    feats = torch.cat(dist.split_batches(run, chunks)).double().numpy()
+    if not shape:  # another process decoded every batch: ask for the shape of one image
+        shape.append(tuple(to_images(samples[:1]).shape[1:]))
+    return feats, shape[0]
+
+
+def score_features(
+    feats: np.ndarray,
+    image_shape: tuple[int, ...],
+    ref: str,
+    extractor,
+    *,
+    batch_size: int = 64,
+    bootstrap: int = 200,
+    ci_level: float = 0.95,
+    kid_subsets: int = 100,
+    kid_subset_size: int | None = None,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+) -> FidResult:
+    """FD and KID from the samples' per-sample features [N, D] (`stream_features`); image_shape (C, H, W)
+    brings the reference to the samples' shape. See score_samples for the arguments."""
+    n = len(feats)
     ref_stats = reference_stats(
-        ref, extractor, tuple(samples.shape[1:]), batch_size=batch_size, cache_dir=cache_dir, use_cache=use_cache
+        ref, extractor, tuple(image_shape), batch_size=batch_size, cache_dir=cache_dir, use_cache=use_cache
     )
     d = feats.shape[1]
     if ref_stats.mu.shape != (d,):

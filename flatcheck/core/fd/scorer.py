@@ -3,23 +3,30 @@
 The run's reference, feature network and bootstrap settings are fixed once (`FdOptions`) and
 checked before any sampling (`make_scorer`). Each measure then scores the samples it owns - the
 quantize measure its settings' samples, exposure each step count's, the fid measure the shared
-set - and returns the numbers in its own result. Scores are memoised by the samples' content,
-so the same samples scored by two measures cost one feature pass and give the very same result
-(and the same bootstrap rounds, which paired changes need).
+set - and returns the numbers in its own result. Scores are memoised by the model-space samples'
+content (a hash of the latents for a latent model: cheap), so the same samples scored by two
+measures cost one feature pass and give the very same result (and the same bootstrap rounds,
+which paired changes need).
+
+Streaming: samples are decoded (latent models), converted to uint8 and passed through the
+feature network one batch at a time; only the per-sample features accumulate (the bootstrap
+interval and KID resample them). Nothing holds all the decoded images of a sample set.
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
 
 from ...errors import InputError, OptionError
 from ..stats import Estimate
 from .extractors import FEATURES
 from .options import FdOptions
-from .score import FidResult, fd_change, score_samples
+from .score import FidResult, batch_features, check_samples, fd_change, score_features, stream_features
 
 
 class Scorer:
@@ -29,18 +36,51 @@ class Scorer:
         self.options, self.denoiser, self.device, self.batch_size, self.seed = options, denoiser, device, batch_size, seed
         self._memo: dict[str, FidResult] = {}
 
-    def score(self, samples: torch.Tensor, pixels: bool = False) -> FidResult:
-        """FD/FID of model-space samples (decoded to pixels first for latent models); pixels=True: of images."""
-        images = samples if pixels else to_pixels(self.denoiser, samples, self.batch_size)
-        key = _content_key(images)
-        if key not in self._memo:
-            o = self.options
-            self._memo[key] = score_samples(
-                images, o.ref, features=o.features, weights=o.weights,
-                device=self.device, batch_size=self.batch_size, seed=self.seed, bootstrap=o.bootstrap,
-                kid_subsets=o.kid_subsets, kid_subset_size=o.kid_subset_size, use_cache=o.use_cache,
-            )
-        return self._memo[key]
+    def score(self, samples: torch.Tensor, pixels: bool = False,
+              decode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> FidResult:
+        """FD/FID of model-space samples, decoded batch by batch for latent models; pixels=True: of images.
+        decode: another batch -> images function than the model's decoder (a quantized decoder); such
+        scores are not memoised (the key would have to name the decoder's state)."""
+        key = None if decode is not None else self.key(samples, pixels)
+        if key is not None and key in self._memo:
+            return self._memo[key]
+        check_samples(samples, self.options.bootstrap)
+        to_images = decode or ((lambda x: x) if pixels else self.denoiser.pixel_batch)
+        feats, shape = stream_features(samples, to_images, self.extractor(), self.batch_size)
+        return self.from_features(feats, shape, key)
+
+    # -- for a measure that decodes the samples itself for its own numbers (quantize's paired pass):
+    # it asks for the features of each decoded batch, so every batch is decoded once in all.
+    def key(self, samples: torch.Tensor, pixels: bool = False) -> str:
+        """The memo key of samples: their content, and whether they are images or decoded first."""
+        images = pixels or self.denoiser is None or getattr(self.denoiser, "vae", None) is None
+        return ("pixels:" if images else "decoded:") + _content_key(samples)
+
+    def cached(self, key: str | None) -> FidResult | None:
+        return self._memo.get(key) if key is not None else None
+
+    def extractor(self):
+        from .extractors import load_extractor
+
+        o = self.options
+        return load_extractor(o.features, o.weights, self.device)
+
+    def batch_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Features [n, D] (float32) of one batch of images in [-1, 1]; not counted in the extractor's `passes`."""
+        return batch_features(images, self.extractor(), self.batch_size)
+
+    def from_features(self, feats: np.ndarray, image_shape: tuple[int, ...], key: str | None = None) -> FidResult:
+        """The result from per-sample features [N, D] in sample order; memoised under `key` when given."""
+        o = self.options
+        if len(feats) < 2:
+            raise InputError(f"need at least 2 samples for a Frechet distance (got {len(feats)})")
+        result = score_features(
+            feats, image_shape, o.ref, self.extractor(), batch_size=self.batch_size, seed=self.seed,
+            bootstrap=o.bootstrap, kid_subsets=o.kid_subsets, kid_subset_size=o.kid_subset_size, use_cache=o.use_cache,
+        )
+        if key is not None:
+            self._memo[key] = result
+        return result
 
     @staticmethod
     def change(new: FidResult, base: FidResult) -> Estimate:
@@ -65,11 +105,6 @@ def make_scorer(options: FdOptions, denoiser, device, batch_size: int, seed: int
     return Scorer(options, denoiser, torch.device(device), batch_size, seed)
 
 
-def to_pixels(denoiser, samples: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Model-space samples -> images in [-1, 1] (decoded for latent models, once per content)."""
-    return denoiser.pixels(samples, batch_size)
-
-
 def _content_key(x: torch.Tensor) -> str:
     t = x.detach().float().cpu().contiguous()
     h = hashlib.blake2b(t.numpy().tobytes(), digest_size=16)
@@ -77,4 +112,4 @@ def _content_key(x: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-__all__ = ["FdOptions", "InputError", "Scorer", "make_scorer", "to_pixels"]
+__all__ = ["FdOptions", "InputError", "Scorer", "make_scorer"]

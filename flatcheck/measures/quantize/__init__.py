@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from ..base import Measure, Verdict, lazy
 from .config import QuantizeConfig
 
@@ -17,7 +15,8 @@ PROFILES = {
 
 def run(inputs, config: QuantizeConfig, progress=None):
     """Against the shared full-precision samples (the config's sampler, steps, samples and seed are
-    the run's); FD/FID of full precision and of every setting when the run has a reference."""
+    the run's); FD/FID of full precision and of every setting when the run has a reference (scored
+    by the measure in its one pass over the decoded batches)."""
     from .measure import measure_quantization
 
     fp = inputs.samples.get()
@@ -27,17 +26,9 @@ def run(inputs, config: QuantizeConfig, progress=None):
             progress(f"quantize: {name}", done, total)
 
     scorer = inputs.scorer
-    work = replace(config, keep_samples=config.keep_samples or scorer is not None)
-    result = measure_quantization(inputs.denoiser, inputs.bank, work, stage, fp_samples=fp, fp_seconds=inputs.samples.plain_seconds)
-    if scorer is not None:
-        stage("FD/FID per setting", 0, None)
-        base = scorer.score(result.samples_of("full-precision"), pixels=True)
-        result.fid_label, result.fid_warning = base.label, base.warning
-        result.full_precision.fid, result.full_precision.kid = base.value, base.kid
-        for s in result.settings:
-            fd = scorer.score(s._samples, pixels=True)
-            s.fid, s.kid, s.fid_change = fd.value, fd.kid, scorer.change(fd, base)
-    elif inputs.fd_problem:  # a reference was implied (--data) but cannot be scored: say why
+    result = measure_quantization(inputs.denoiser, inputs.bank, config, stage, fp_samples=fp, fp_seconds=inputs.samples.plain_seconds,
+                                  scorer=scorer)
+    if scorer is None and inputs.fd_problem:  # a reference was implied (--data) but cannot be scored: say why
         result.fid_warning = f"FD/FID {inputs.fd_problem}"
     if not config.keep_samples:
         result._fp_samples = None

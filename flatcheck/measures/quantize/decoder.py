@@ -44,11 +44,12 @@ class DecoderQuantization:
 
     @torch.no_grad()
     def decode(self, setting: str, latents: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """Images of `latents` through the decoder quantized as `setting` (full precision for a bnb setting)."""
+        """Images of `latents` through the decoder quantized as `setting` (full precision for a bnb setting).
+        The measure calls this one batch at a time (drift.paired_pass)."""
         plan = self.plans.get(setting, {})
         with simulated_quantization(self.module, plan, self.weights, self.ranges):
             return self._decode(latents, batch_size)
 
     def _decode(self, latents: torch.Tensor, batch_size: int) -> torch.Tensor:
-        d = self.denoiser  # not Denoiser.pixels: its memo holds full-precision decodes
+        d = self.denoiser
         return torch.cat([d.decode(b.to(d.device)).float().cpu() for b in latents.split(batch_size)])

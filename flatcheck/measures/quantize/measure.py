@@ -4,8 +4,14 @@ For each setting (simulated WxAy over every Conv2d and Linear, or bitsandbytes k
 Linear layers) the model generates from the same seeds and noise as full precision, and we
 report the paired sample drift (MSE, PSNR), the probe-bank loss and its paired change, and,
 for one setting, the per-layer sensitivity ranking. FD/FID and KID per setting (`fid`, `kid`,
-`fid_change`) are scored from the samples kept on the result (`samples_of`) when the run has
-a reference (measures/quantize/__init__.py), so nothing is sampled twice.
+`fid_change`) are scored when the run has a reference (a scorer is given).
+
+Everything measured on images comes from one pass over batches after the settings are sampled
+(drift.paired_pass): each batch of the full-precision samples and of every setting's samples is
+decoded once (latent models), and its drift, FD features and grid images are taken from it. The
+trade-off: every setting's model-space samples are held until that pass (settings x N latents:
+SD 1.5, 64 KB a sample), where a pass after each setting would hold one set but decode the
+full-precision samples once per setting; decoded images are never held whole either way.
 
 The model is left exactly as it was: weight swaps and hooks are undone after every setting,
 and the whole measure runs inside `perturb.restoring` as a second guard.
@@ -23,7 +29,7 @@ from ...errors import InputError, OptionError
 from ...core.probes import ProbeBank, bank_losses
 from .bnb_backend import bnb_linear_swap
 from .calibrate import HEADROOM, HEADROOM_BITS, activation_ranges, collect_activations
-from .drift import paired_drift, per_sample_mse
+from .drift import FULL, drift_estimates, paired_pass, per_sample_mse
 from .sensitivity import LayerSensitivity, layer_sensitivity
 from .config import QuantizeConfig, check_config, sensitivity_setting  # noqa: F401 - re-exported
 from .settings import QuantSetting
@@ -32,7 +38,7 @@ from ...core.progress import Counter, Progress
 from ...core.seeds import calibration_seed
 from ...core.stats import Estimate, mean_estimate
 
-
+KEPT_IMAGES = 64  # keep_samples: the first images of every set, for the report's grids
 
 
 @dataclass
@@ -90,7 +96,8 @@ class QuantizeResult:
     _fp_samples: torch.Tensor | None = field(default=None, repr=False)
 
     def samples_of(self, name: str) -> torch.Tensor | None:
-        """Images of a setting's samples ('full-precision' for the reference), when kept (decoded for latent models)."""
+        """The first KEPT_IMAGES images of a setting's samples ('full-precision' for the reference), when kept
+        (decoded for latent models; for grids)."""
         if name == "full-precision":
             return self._fp_samples
         return next((s._samples for s in self.settings if s.name == name), None)
@@ -106,10 +113,11 @@ def full_precision_samples(denoiser, config: QuantizeConfig, progress: Callable[
 
 def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | None = None,
                          progress: Progress | None = None, fp_samples: torch.Tensor | None = None,
-                         fp_seconds: float | None = None) -> QuantizeResult:
+                         fp_seconds: float | None = None, scorer=None) -> QuantizeResult:
     """Compare every setting of `config` with full precision. fp_samples: the reference samples
     0..N-1 of config.seed with config.sampler/steps, when already generated (else computed here);
-    fp_seconds: how long they took, if known (for the time ratios)."""
+    fp_seconds: how long they took, if known (for the time ratios). scorer (core.fd.Scorer): FD/FID
+    and KID of full precision and of every setting, and each setting's paired FD change."""
     from ...core.perturb import restoring
     from ...core.sampling import make_sampler, sample
 
@@ -145,9 +153,7 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
             fp_samples = full_precision_samples(denoiser, config, tick("full precision", n))
             fp_seconds = time.perf_counter() - t0
         fp_samples = fp_samples.float().cpu()
-        fp_pixels = denoiser.pixels(fp_samples, config.batch_size)  # drift is measured on images, decoded for latent models
         fp_losses = bank_losses(denoiser, bank, config.batch_size)
-        fp_var = float(fp_pixels.clamp(-1, 1).double().var())
 
         # Calibrate once for all simulated settings: the inputs of every layer any setting quantizes.
         ranges, calib_text = {}, "none (no simulated setting)"
@@ -170,8 +176,7 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
         weights = WeightCache(net)
         total_params = sum(p.numel() for p in net.parameters())
 
-        results = []
-        sens_drift = None
+        sampled = []  # (setting, layers, weight share, probe losses, seconds, samples): measured on images below
         for s in config.settings:
             if s.backend == "simulated":
                 plan = plans[s.name]
@@ -187,21 +192,53 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
                 losses = bank_losses(denoiser, bank, config.batch_size)
                 if s.backend == "bnb":
                     share, count = swap.weight_share, len(swap.layers)
-            out_pixels = decoder.decode(s.name, out, config.batch_size) if decoder else denoiser.pixels(out, config.batch_size)
-            mse, psnr = paired_drift(fp_pixels, out_pixels)
+            sampled.append((s, count, share, losses, seconds, out.float().cpu()))
+
+        # Drift is measured on images (decoded for latent models), FD too: one pass, each batch decoded once.
+        decoders = {FULL: denoiser.pixel_batch}
+        for s, *_ in sampled:
+            decoders[s.name] = (lambda z, name=s.name: decoder.decode(name, z, config.batch_size)) if decoder else denoiser.pixel_batch
+        keys = {}
+        if scorer is not None:
+            keys = {FULL: scorer.key(fp_samples), **{s.name: None if decoder else scorer.key(out) for s, *_, out in sampled}}
+        need_sens_ref = sens_setting is not None and not own_sens_reference
+        done = paired_pass(
+            fp_samples, {s.name: out for s, *_, out in sampled}, decoders, config.batch_size,
+            features=scorer.batch_features if scorer is not None else None,
+            feature_sets=tuple(k for k, key in keys.items() if scorer.cached(key) is None) if scorer is not None else (),
+            keep=max(KEPT_IMAGES if config.keep_samples else 0, n_sens if need_sens_ref else 0),
+            pixel_model=denoiser.vae is None, progress=tick("drift" + (" and FD/FID" if scorer is not None else ""), n),
+        )
+        fp_var = done.fp_variance
+        results = []
+        sens_drift = None
+        for s, count, share, losses, seconds, out in sampled:
+            mse, psnr = drift_estimates(done.mse[s.name])
             if sens_setting is not None and s.name == sens_setting.name and not own_sens_reference:
-                sens_drift = float(per_sample_mse(fp_pixels[:n_sens], out_pixels[:n_sens]).mean())  # the scan's own samples
+                sens_drift = float(done.mse[s.name][:n_sens].mean())  # the scan's own samples
             results.append(SettingResult(
                 s.name, s.backend, s.wbits, s.abits, s.bnb_type, count, share, mse, psnr,
                 mse.value / fp_var if fp_var > 0 else float("nan"),
                 mean_estimate(losses.numpy()), mean_estimate((losses.double() - fp_losses.double()).numpy()),
                 seconds, seconds / fp_seconds if fp_seconds else None,
-                _samples=out_pixels if config.keep_samples else None,
+                _samples=done.first_images[s.name][:KEPT_IMAGES] if config.keep_samples else None,
             ))
+        del sampled
+        fid_label = fid_warning = None
+        base = None
+        if scorer is not None:
+            def scored(name: str):
+                return scorer.cached(keys[name]) or scorer.from_features(done.features[name], done.image_shape, keys[name])
+
+            base = scored(FULL)
+            fid_label, fid_warning = base.label, base.warning
+            for r in results:
+                fd = scored(r.name)
+                r.fid, r.kid, r.fid_change = fd.value, fd.kid, scorer.change(fd, base)
 
         sensitivity = []
         if sens_setting:
-            sens_ref = fp_pixels[:n_sens]
+            sens_ref = done.first_images[FULL][:n_sens] if need_sens_ref else None
             if own_sens_reference:  # the scan runs fewer steps: its reference and whole-setting drift at those steps
                 ref_tick = tick("layers: reference", 2 * n_sens)
                 sens_ref = denoiser.pixels(sample(denoiser, scheduler, sens_steps, n_sens, config.seed, batch_size=config.batch_size,
@@ -219,11 +256,13 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
         calibration=config.calibration if plans else "none", calibration_data=calib_text,
         layer_policy=config.policy.describe(), layers_total=len(layers),
         probes=f"{len(bank)} probes; {bank.source}",
-        full_precision=FullPrecisionResult(mean_estimate(fp_losses.numpy()), fp_var**0.5, fp_seconds),
+        full_precision=FullPrecisionResult(mean_estimate(fp_losses.numpy()), fp_var**0.5, fp_seconds,
+                                           base.value if base else None, base.kid if base else None),
         settings=results, sensitivity_setting=sens_setting.name if sens_setting else None,
         sensitivity_samples=n_sens, sensitivity_steps=sens_steps if sens_setting else None,
         sensitivity_setting_drift=sens_drift, sensitivity=sensitivity,
         decoder=(f"vae.decoder: {len(decoder.layers)} Conv2d/Linear layers ({decoder.weight_count:,} weights) quantized with each "
                  f"simulated setting; activations: {decoder.description}") if decoder else None,
-        _fp_samples=fp_pixels if config.keep_samples else None,
+        fid_label=fid_label, fid_warning=fid_warning,
+        _fp_samples=done.first_images[FULL][:KEPT_IMAGES] if config.keep_samples else None,
     )

@@ -1,0 +1,101 @@
+"""Streaming: whole sample sets are decoded, converted and scored batch by batch; nothing holds
+all the decoded images of a set, and the numbers equal a whole-set computation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from flatcheck.core.checkpoint import load
+from flatcheck.core.denoiser import Denoiser
+from flatcheck.core.fd import reference
+from flatcheck.core.fd.frechet import frechet_bootstrap, kernel_distance
+from flatcheck.core.fd.options import FdOptions
+from flatcheck.core.fd.score import to_uint8_nchw
+from flatcheck.core.fd.scorer import make_scorer
+from flatcheck.core.probes import probe_bank
+from flatcheck.measures.quantize.drift import FULL, per_sample_mse
+from flatcheck.measures.quantize.measure import QuantizeConfig, full_precision_samples, measure_quantization
+
+from . import families
+
+N, BATCH = 10, 4  # 3 batches: 4, 4, 2
+
+
+@pytest.fixture(scope="module")
+def ldm(tmp_path_factory):
+    """The tiny LDM (UNet2DModel on 3 x 8 x 8 VQ latents, 3 x 16 x 16 images) and an FD reference for it."""
+    root = tmp_path_factory.mktemp("stream")
+    den = Denoiser.from_checkpoint(load(str(families.build("ldm", root))))
+    ref = root / "ref.npz"
+    np.savez(ref, images=np.random.default_rng(0).uniform(-1, 1, size=(32, 3, 16, 16)).astype(np.float32))
+    return den, str(ref)
+
+
+@pytest.fixture
+def decodes(ldm):
+    """The batch size of every call into the autoencoder's decoder."""
+    den, _ = ldm
+    sizes: list[int] = []
+    h = den.vae.decoder.register_forward_pre_hook(lambda m, a: sizes.append(a[0].shape[0]))
+    yield sizes
+    h.remove()
+
+
+def _scorer(den, ref):
+    opts = FdOptions(ref=ref, features="digits-cnn", bootstrap=20, kid_subsets=10, kid_subset_size=5, use_cache=False)
+    return make_scorer(opts, den, "cpu", BATCH, seed=0)
+
+
+def test_fd_decodes_and_extracts_one_batch_at_a_time(ldm, decodes, monkeypatch):
+    den, ref = ldm
+    z = torch.randn(N, *den.sample_shape, generator=torch.Generator().manual_seed(0))
+    scorer = _scorer(den, ref)
+    ex = scorer.extractor()
+    local = ex.extract_local
+    monkeypatch.setattr(ex, "extract_local", lambda images, bs=64: (decodes.append(-len(images)), local(images, bs))[1])
+    got = scorer.score(z)
+    # Each batch decoded once, never more than a batch at a time, and its features taken before the next
+    # batch is decoded (features logged as -n); then the reference's 32 images (in memory already).
+    assert decodes == [4, -4, 4, -4, 2, -2, -32] and len([d for d in decodes if d > 0]) == math.ceil(N / BATCH)
+    # Memoised by the latents' content: a second score decodes nothing.
+    assert scorer.score(z.clone()) is got and len(decodes) == 7
+
+    # The whole-set computation, independently: decode all, extract all, FD and KID.
+    images = torch.cat([den.decode(b).float() for b in z.split(BATCH)])  # same batch boundaries
+    feats = ex.extract(to_uint8_nchw(images), BATCH)
+    stats = reference.reference_stats(ref, ex, tuple(images.shape[1:]), batch_size=BATCH, use_cache=False)
+    boot = frechet_bootstrap(feats, stats.mu, stats.sigma, rounds=20, seed=0, level=0.95)
+    kid, _ = kernel_distance(feats, stats.features, 10, 5, 0)
+    assert got.num_samples == N and got.value.value == pytest.approx(boot.value, rel=1e-12, abs=1e-12)
+    assert got.value.stderr == pytest.approx(boot.stderr, rel=1e-12, abs=1e-12)
+    assert got.kid.value == pytest.approx(kid, rel=1e-12, abs=1e-15)
+
+
+def test_quantize_decodes_each_batch_once_and_matches_whole_sets(ldm, decodes):
+    den, ref = ldm
+    scorer = _scorer(den, ref)
+    bank = probe_bank(torch.randn(4, *den.sample_shape), 4, 0, (0, 1000), "test")
+    cfg = QuantizeConfig(settings=["W8A8", "W4A4"], samples=N, steps=2, calib_samples=2, sensitivity_samples=0, batch_size=BATCH)
+    r = measure_quantization(den, bank, cfg, scorer=scorer)
+    # Full precision and each setting: every batch decoded once, one batch at a time, batch by batch across
+    # the sets (drift and FD from the same pass; a whole-set decode would give 4, 4, 2, 4, 4, 2, ...).
+    assert decodes == [4, 4, 4, 4, 4, 4, 2, 2, 2]
+    # The kept images (here every sample: N < 64) are the whole-set decodes; drift and FD equal the whole-set numbers.
+    fp, w4 = r.samples_of(FULL), r.samples_of("W4A4")
+    assert fp.shape == (N, 3, 16, 16)
+    w4_mse = per_sample_mse(fp, w4)
+    assert r.settings[1].sample_mse.value == pytest.approx(float(w4_mse.mean()), rel=1e-12)
+    assert r.full_precision.sample_std == pytest.approx(float(fp.clamp(-1, 1).double().var()) ** 0.5, rel=1e-12)
+    ex = scorer.extractor()
+    stats = reference.reference_stats(ref, ex, (3, 16, 16), batch_size=BATCH, use_cache=False)
+    for images, est in ((fp, r.full_precision.fid), (w4, r.settings[1].fid)):
+        boot = frechet_bootstrap(ex.extract(to_uint8_nchw(images), BATCH), stats.mu, stats.sigma, rounds=20, seed=0, level=0.95)
+        assert est.value == pytest.approx(boot.value, rel=1e-12, abs=1e-12)
+    # The fid measure scoring the same full-precision samples afterwards (the same seeds): a memo hit, nothing decoded.
+    fp_latents = full_precision_samples(den, cfg)
+    n_dec = len(decodes)
+    assert scorer.score(fp_latents).value == r.full_precision.fid and len(decodes) == n_dec
