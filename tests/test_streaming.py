@@ -99,3 +99,36 @@ def test_quantize_decodes_each_batch_once_and_matches_whole_sets(ldm, decodes):
     fp_latents = full_precision_samples(den, cfg)
     n_dec = len(decodes)
     assert scorer.score(fp_latents).value == r.full_precision.fid and len(decodes) == n_dec
+
+
+def test_a_reference_folder_is_read_a_chunk_at_a_time_with_the_numbers_of_a_whole_load(tmp_path, monkeypatch):
+    """An image-folder reference (mixed sizes, as people's folders are) is read, fitted and passed through
+    the feature network 4 batches at a time, never whole; its statistics equal those of loading the folder
+    whole (load_images) and extracting once."""
+    from PIL import Image
+
+    from flatcheck.core import data
+    from flatcheck.core.fd.extractors import load_extractor
+    from flatcheck.core.fd.frechet import gaussian_stats
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "ref"
+    folder.mkdir()
+    for i in range(37):
+        side = 20 if i % 5 else 24  # mixed sizes: fitted to the first image's size, then to 16 x 16
+        Image.fromarray(rng.integers(0, 256, (side, side), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    ext = load_extractor("digits-cnn", None, torch.device("cpu"))
+    passes = ext.passes  # the extractor is shared (cached) across a session's tests
+    whole = ext.extract(reference._load_uint8("folder", folder, str(folder), (1, 16, 16)), 2)
+    chunks = []
+    real = data._read_image
+    monkeypatch.setattr(data, "_read_image", lambda f, c: chunks.append(f) or real(f, c))
+    seen = []
+    real_iter = data.iter_folder
+    monkeypatch.setattr(reference, "iter_folder", lambda *a: (seen.append(len(x)) or x for x in real_iter(*a)))
+    stats = reference.reference_stats(str(folder), ext, (1, 16, 16), batch_size=2, use_cache=False)
+    assert seen == [8, 8, 8, 8, 5] and len(chunks) == 37  # batch 2 x 4 per chunk
+    mu, sigma = gaussian_stats(whole)
+    np.testing.assert_array_equal(stats.mu, mu)
+    np.testing.assert_array_equal(stats.sigma, sigma)
+    assert stats.info.num_images == 37 and ext.passes - passes == 2  # the whole load, then the chunks: one pass each

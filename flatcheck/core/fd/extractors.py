@@ -151,6 +151,13 @@ class Extractor:
         chunks = [list(range(s, min(s + block, len(images)))) for s in range(0, len(images), max(block, 1))]
         return torch.cat(dist.split_batches(run, chunks)).double().numpy() if chunks else np.zeros((0, 0))
 
+    def extract_stream(self, chunks, batch_size: int = 64) -> np.ndarray:
+        """`extract` over an iterable of uint8 image chunks (each a multiple of batch_size long but the
+        last, so the batches and the features are those of one `extract` of all): one pass."""
+        feats = [self.extract(chunk, batch_size) for chunk in chunks]
+        self.passes -= max(len(feats) - 1, 0)
+        return np.concatenate(feats) if feats else np.zeros((0, 0))
+
     def extract_local(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """uint8 [n, C, H, W] -> features [n, D] (CPU, the network's dtype: float32, half the bytes of the
         float64 the statistics use, and exactly convertible) in this process alone, batches of batch_size.

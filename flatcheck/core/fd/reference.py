@@ -30,7 +30,7 @@ import torch
 
 from ..cache import cache_root, write_npz_atomic
 
-from ..data import IMAGE_SUFFIXES
+from ..data import IMAGE_SUFFIXES, iter_folder
 from ...errors import InputError
 from .extractors import Extractor, file_sha256
 from .frechet import gaussian_stats
@@ -92,8 +92,10 @@ def reference_stats(
             _MEMORY[key] = loaded
             return loaded
 
-    images = _load_uint8(kind, source, spec, shape)
-    feats = extractor.extract(images, batch_size)
+    if kind == "folder":  # streamed: a large reference folder is never held whole (core.data.iter_folder)
+        feats = extractor.extract_stream((_uint8(x) for x in iter_folder(source, shape, batch_size * 4)), batch_size)
+    else:
+        feats = extractor.extract(_load_uint8(kind, source, spec, shape), batch_size)
     if len(feats) < 2:
         raise InputError(f"--ref '{spec}' holds {len(feats)} image(s); need at least 2")
     mu, sigma = gaussian_stats(feats)
@@ -183,7 +185,6 @@ def _content_hash(kind: str, source, shape) -> str:
 def _load_uint8(kind: str, source, spec: str, shape) -> torch.Tensor:
     """The reference as uint8 [N, C, H, W] at the samples' shape (same resize and rounding as samples)."""
     from ..data import _fit, load_images
-    from ..images import to_uint8
 
     if kind == "dataset":
         x = _dataset_images(str(source))
@@ -193,6 +194,13 @@ def _load_uint8(kind: str, source, spec: str, shape) -> torch.Tensor:
             x = load_images(str(source), shape)
         except InputError as exc:  # data.py speaks of --data; here the option is --ref
             raise InputError(str(exc).replace("--data", "--ref")) from None
+    return _uint8(x)
+
+
+def _uint8(x: torch.Tensor) -> torch.Tensor:
+    """float [N, C, H, W] in [-1, 1] -> uint8 [N, C, H, W], rounded as samples are."""
+    from ..images import to_uint8
+
     return torch.from_numpy(to_uint8(x)).permute(0, 3, 1, 2).contiguous()
 
 
