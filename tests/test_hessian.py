@@ -266,3 +266,32 @@ def test_a_kept_gradient_graph_gives_the_hvps_of_a_fresh_one_and_follows_the_wei
         with torch.no_grad():
             assign(params, theta)
     assert not BankLoss(den, bank, params, batch_size=4).retain  # two batches: rebuilt per HVP (memory)
+
+
+def test_a_one_batch_bank_is_shared_by_every_process(monkeypatch):
+    """Under 2 processes a bank smaller than a batch is still split (each process computes its part of
+    every gradient and HVP; the parts are summed across processes): the two parts add up to one
+    process's HVP, per-bucket quadratic forms and gradient."""
+    from flatcheck.core import dist
+
+    den = Denoiser(make_unet(), make_scheduler())
+    data = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    bank = build_probe_bank(den, n=7, seed=0, data=data)
+    params = [p for _, p in measured_parameters(den.net)]
+    groups = torch.tensor([0, 1, 0, 1, 0, 0, 1])
+    whole = BankLoss(den, bank, params, batch_size=64, groups=groups)
+    v = torch.randn(whole.dim, generator=torch.Generator().manual_seed(4))
+    hv, quad = whole.hvp_by_group(v)
+    _, g = whole.value_and_grad()
+    monkeypatch.setattr(dist, "world", lambda: 2)
+    monkeypatch.setattr(dist, "sum_across", lambda t: t)  # no process group here: each process's own part
+    parts = []
+    for r in (0, 1):
+        monkeypatch.setattr(dist, "rank", lambda r=r: r)
+        op = BankLoss(den, bank, params, batch_size=64, groups=groups)
+        assert [len(i) for _, i in op.chunks] == [4, 3] and [len(i) for _, i in op.group_chunks] == [2, 2, 2, 1]
+        parts.append((*op.hvp_by_group(v), op.value_and_grad()[1]))
+    torch.testing.assert_close(parts[0][0] + parts[1][0], hv, rtol=1e-4, atol=1e-5)
+    assert [a + b for a, b in zip(parts[0][1], parts[1][1])] == pytest.approx(quad, rel=1e-4)
+    torch.testing.assert_close(parts[0][2] + parts[1][2], g, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(parts[0][0], hv, rtol=1e-2)  # each part is really a part

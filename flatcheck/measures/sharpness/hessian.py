@@ -66,12 +66,16 @@ class BankLoss:
         self.n_groups = int(groups.max()) + 1 if n else 1
         self.group_sizes = torch.bincount(groups, minlength=self.n_groups).tolist()
         # Plain chunks (bank order) for speed; grouped chunks (one group each) for per-group terms.
-        self.chunks = [(None, torch.arange(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+        # Several processes: chunks of at most ceil(n / N), so a bank (or bucket) of one batch still gives
+        # every process its part of each gradient and HVP (sums: equal up to float reduction order).
+        size = max(1, min(batch_size, -(-n // dist.world())))
+        self.chunks = [(None, torch.arange(s, min(s + size, n))) for s in range(0, n, size)]
         self.group_chunks = [
-            (g, idx[s : s + batch_size])
+            (g, idx[s : s + step])
             for g in range(self.n_groups)
             for idx in [torch.nonzero(groups == g).flatten()]
-            for s in range(0, len(idx), batch_size)
+            for step in [max(1, min(batch_size, -(-len(idx) // dist.world())))]
+            for s in range(0, len(idx), step)
         ]
         # The gradient's graph does not depend on v: when this process's share of the bank fits in one
         # batch, it is built once (forward + first backward) and every HVP is one more backward through it.
