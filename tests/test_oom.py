@@ -96,3 +96,41 @@ def test_threads_default_to_the_cpus_the_process_may_use_and_never_raise_a_pin()
             set_threads(0)
     finally:
         torch.set_num_threads(n)
+
+
+def test_hessian_vector_products_and_gradients_back_off_to_pieces_that_fit():
+    """The Hessian's gradients and HVPs cut this process's chunks in halves until they fit (no graph is kept
+    then); the numbers equal those computed at full size, the backoff is recorded, and one probe that
+    does not fit is one error line."""
+    from flatcheck.core.probes import probe_bank
+    from flatcheck.measures.sharpness.hessian import BankLoss
+    from flatcheck.measures.sharpness.paramvec import measured_parameters
+
+    oom.reset()
+    bank = probe_bank(torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1, 8, 0, (0, 1000), "test")
+    groups = torch.tensor([0, 1, 0, 1, 0, 0, 1, 1])
+
+    def op_of(den):
+        return BankLoss(den, bank, [p for _, p in measured_parameters(den.net)], batch_size=8, groups=groups)
+
+    torch.manual_seed(0)
+    want = op_of(Denoiser(make_unet(), make_scheduler()))
+    torch.manual_seed(0)
+    small = op_of(limited(Denoiser(make_unet(), make_scheduler()), 2))
+    v = torch.randn(want.dim, generator=torch.Generator().manual_seed(1))
+
+    def close(a, b):  # float32 sums in another order: relative to the whole vector
+        return float((a - b).norm() / b.norm()) < 1e-5
+
+    assert close(small.hvp(v), want.hvp(v))
+    assert small.pieces == 4 and not small.keeps and not small._graphs
+    hv, quad = small.hvp_by_group(v)
+    hv_want, quad_want = want.hvp_by_group(v)
+    assert close(hv, hv_want) and quad == pytest.approx(quad_want, rel=1e-4)
+    (loss, grad), (loss_want, grad_want) = small.value_and_grad(), want.value_and_grad()
+    torch.testing.assert_close(loss, loss_want, rtol=0, atol=1e-6)
+    assert close(grad, grad_want)
+    assert {"where": "sharpness gradients and HVPs", "requested": 8, "used": 2} in oom.describe()
+    torch.manual_seed(0)
+    with pytest.raises(RunError, match="even at one probe"):
+        op_of(limited(Denoiser(make_unet(), make_scheduler()), 0)).hvp(v)

@@ -81,6 +81,10 @@ class BankLoss:
         # batch, it is built once (forward + first backward) and every HVP is one more backward through it.
         self.retain = sum(len(idx) for _, idx in mine(self.chunks)) <= batch_size
         self._graphs: dict[str, tuple[list, list]] = {}  # "plain"/"group" -> (versions of params, [(g, idx, grads)])
+        # Out-of-memory backoff (core.oom): each of this process's chunks is evaluated in this many pieces.
+        # Only this process's own chunks are cut, so the processes still share the bank out exactly.
+        self.pieces = 1
+        self.batch_size = batch_size
 
     def _chunk_loss(self, idx: torch.Tensor) -> torch.Tensor:
         """Per-probe losses [n_c] of one chunk."""
@@ -92,12 +96,47 @@ class BankLoss:
     def unflat(self, v: torch.Tensor) -> list[torch.Tensor]:
         return [x.view_as(p).to(p.dtype) for x, p in zip(v.split(self.sizes), self.params)]
 
+    def _local(self, chunks) -> list:
+        """This process's share of the chunks, each cut into self.pieces parts."""
+        out = []
+        for g, idx in mine(chunks):
+            step = max(1, -(-len(idx) // self.pieces))
+            out += [(g, idx[s : s + step]) for s in range(0, len(idx), step)]
+        return out
+
+    def _fitting(self, call):
+        """call(), with this process's chunks cut in twice as many pieces after each CUDA out-of-memory
+        error (and no graph kept), down to one probe; the sums do not depend on the cut."""
+        from ...core import oom
+
+        while True:
+            try:
+                return call()
+            except BaseException as exc:  # noqa: BLE001 - only out-of-memory is handled
+                if not oom.is_oom(exc):
+                    raise
+            self._graphs.clear()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            largest = max((len(idx) for _, idx in self._local(self.chunks + self.group_chunks)), default=1)
+            if largest <= 1:
+                from ...errors import RunError
+
+                raise RunError("out of memory in the Hessian-vector products even at one probe: use --params, "
+                               "--gradient-checkpointing, a smaller --dtype or another device")
+            self.pieces *= 2
+            oom.BACKOFFS.append({"where": "sharpness gradients and HVPs", "requested": self.batch_size,
+                                 "used": max(1, -(-largest // 2))})
+
     def value_and_grad(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-probe losses [N] (float64, CPU) at the current weights and the gradient of their mean (flat)."""
+        return self._fitting(self._value_and_grad)
+
+    def _value_and_grad(self) -> tuple[torch.Tensor, torch.Tensor]:
         n, grad = len(self.bank), None
         losses = torch.zeros(n, dtype=torch.float64)
         with differentiable(self.params):
-            for _, idx in mine(self.chunks):  # several processes: each its share of the chunks, then summed
+            for _, idx in self._local(self.chunks):  # several processes: each its share of the chunks, then summed
                 per = self._chunk_loss(idx)
                 g = flat(torch.autograd.grad(per.sum() / n, self.params))
                 grad = g if grad is None else grad.add_(g)
@@ -123,18 +162,26 @@ class BankLoss:
             return kept[1]
         self._graphs.pop(key, None)  # stale: the weights moved
         out = []
-        for g, idx in mine(chunks):
+        for g, idx in self._local(chunks):
             loss = self._chunk_loss(idx).mean()
             out.append((g, idx, torch.autograd.grad(loss, self.params, create_graph=True)))
-        if self.retain:
+        if self.keeps:
             self._graphs[key] = (versions, out)
         return out
+
+    @property
+    def keeps(self) -> bool:
+        """Whether gradient graphs are kept between HVPs (not once a chunk had to be cut to fit)."""
+        return self.retain and self.pieces == 1
 
     def release(self) -> None:
         """Free the kept gradient graphs (their activations)."""
         self._graphs.clear()
 
     def _hvp(self, v: torch.Tensor, chunks) -> tuple[torch.Tensor, list[float]]:
+        return self._fitting(lambda: self._hvp_once(v, chunks))
+
+    def _hvp_once(self, v: torch.Tensor, chunks) -> tuple[torch.Tensor, list[float]]:
         n = len(self.bank)
         vs = self.unflat(v)
         out = torch.zeros_like(v)
@@ -143,7 +190,7 @@ class BankLoss:
             for g, idx, grads in self._gradients(chunks, "plain" if chunks is self.chunks else "group"):
                 # v enters as the gradient's grad_outputs (the vector-Jacobian product of grad L with v):
                 # the same numbers as differentiating the scalar grad L . v, without its graph of products
-                hv = flat(torch.autograd.grad(grads, self.params, grad_outputs=vs, retain_graph=self.retain)).to(v.dtype)
+                hv = flat(torch.autograd.grad(grads, self.params, grad_outputs=vs, retain_graph=self.keeps)).to(v.dtype)
                 out.add_(hv, alpha=len(idx) / n)
                 if g is not None:
                     quad[g] += float(v @ hv) * len(idx) / self.group_sizes[g]
