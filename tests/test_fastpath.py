@@ -195,3 +195,18 @@ def test_the_report_records_how_the_denoiser_computed(cli, tiny_pipeline, monkey
     assert code == 0, err
     env = json.loads(out)["environment"]
     assert (env["mixed_precision"], env["channels_last"], env["compile"]) == ("no", False, None)
+
+
+def test_quantize_under_compile_states_no_time_ratio(cli, tiny_pipeline, monkeypatch):
+    """Full precision samples compiled (and pays the compilation), the quantized settings run eager (their
+    hooks): their time ratio would compare unlike runs, so the report gives none; the drift is unchanged."""
+    monkeypatch.setenv(fastpath.ENV_COMPILE_BACKEND, "eager")
+    args = ["quantize", tiny_pipeline, "--bits", "8", "--sensitivity-samples", "0", "--samples", "4", "--steps", "2", "--probes", "4", "--calib-samples", "2",
+            "--no-fid", "--device", "cpu", "--batch-size", "4", "--json", "-"]
+    runs = {}
+    for compiled in (False, True):
+        code, out, err = cli(*args, *(["--compile"] if compiled else []))
+        assert code == 0, err
+        runs[compiled] = json.loads(out)["quantize"]["settings"][0]
+    assert runs[False]["time_ratio"] is not None and runs[True]["time_ratio"] is None
+    assert runs[True]["relative_mse"] == runs[False]["relative_mse"]

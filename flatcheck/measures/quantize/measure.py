@@ -220,7 +220,8 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
                 s.name, s.backend, s.wbits, s.abits, s.bnb_type, count, share, mse, psnr,
                 mse.value / fp_var if fp_var > 0 else float("nan"),
                 mean_estimate(losses.numpy()), mean_estimate((losses.double() - fp_losses.double()).numpy()),
-                seconds, seconds / fp_seconds if fp_seconds else None,
+                # no ratio under --compile: full precision ran compiled (and paid the compilation), settings eager
+                seconds, seconds / fp_seconds if fp_seconds and not getattr(denoiser.fast, "compile", False) else None,
                 _samples=done.first_images[s.name][:KEPT_IMAGES] if config.keep_samples else None,
             ))
         del sampled
