@@ -134,13 +134,23 @@ class Extractor:
     def extract(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
         """uint8 [N, C, H, W] -> float64 features [N, D], through torch-fidelity's batched loop (no worker processes).
 
-        For images already in memory (the reference). Samples are scored batch by batch instead
-        (core.fd.score.stream_features), so their images are never all held at once."""
+        For images already in memory (a reference array); an image folder goes through `extract_stream`,
+        and samples are scored batch by batch (core.fd.score.stream_features), so neither is held whole."""
+        self.passes += 1
+        return self._extract(images, batch_size)
+
+    def extract_stream(self, chunks, batch_size: int = 64) -> np.ndarray:
+        """`extract` over an iterable of uint8 image chunks, one pass: with every chunk but the last a
+        multiple of batch_size long, the batches (and so the features) are those of one `extract` of all."""
+        self.passes += 1
+        feats = [self._extract(chunk, batch_size) for chunk in chunks]
+        return np.concatenate(feats) if feats else np.zeros((0, 0))
+
+    def _extract(self, images: torch.Tensor, batch_size: int) -> np.ndarray:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"expected uint8 [N, C, H, W] images, got {images.dtype} {tuple(images.shape)}")
         from .. import dist
 
-        self.passes += 1
         images = images.contiguous()
 
         def run(rows: list[int]) -> torch.Tensor:
@@ -150,13 +160,6 @@ class Extractor:
         block = batch_size * 4 if dist.world() > 1 else len(images)
         chunks = [list(range(s, min(s + block, len(images)))) for s in range(0, len(images), max(block, 1))]
         return torch.cat(dist.split_batches(run, chunks)).double().numpy() if chunks else np.zeros((0, 0))
-
-    def extract_stream(self, chunks, batch_size: int = 64) -> np.ndarray:
-        """`extract` over an iterable of uint8 image chunks (each a multiple of batch_size long but the
-        last, so the batches and the features are those of one `extract` of all): one pass."""
-        feats = [self.extract(chunk, batch_size) for chunk in chunks]
-        self.passes -= max(len(feats) - 1, 0)
-        return np.concatenate(feats) if feats else np.zeros((0, 0))
 
     def extract_local(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """uint8 [n, C, H, W] -> features [n, D] (CPU, the network's dtype: float32, half the bytes of the

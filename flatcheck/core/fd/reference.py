@@ -93,7 +93,11 @@ def reference_stats(
             return loaded
 
     if kind == "folder":  # streamed: a large reference folder is never held whole (core.data.iter_folder)
-        feats = extractor.extract_stream((_uint8(x) for x in iter_folder(source, shape, batch_size * 4)), batch_size)
+        from .. import dist
+
+        # chunks of 4 batches per process: Extractor splits each chunk into blocks of 4 batches across processes
+        chunk = batch_size * 4 * dist.world()
+        feats = extractor.extract_stream((_uint8(x) for x in iter_folder(source, shape, chunk)), batch_size)
     else:
         feats = extractor.extract(_load_uint8(kind, source, spec, shape), batch_size)
     if len(feats) < 2:
