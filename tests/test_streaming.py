@@ -119,7 +119,15 @@ def test_a_reference_folder_is_read_a_chunk_at_a_time_with_the_numbers_of_a_whol
         Image.fromarray(rng.integers(0, 256, (side, side), dtype=np.uint8)).save(folder / f"{i:03d}.png")
     ext = load_extractor("digits-cnn", None, torch.device("cpu"))
     passes = ext.passes  # the extractor is shared (cached) across a session's tests
-    whole = ext.extract(reference._load_uint8("folder", folder, str(folder), (1, 16, 16)), 2)
+
+    def fit(x, hw):  # square images: no crop, an antialiased bilinear resize
+        return x if tuple(x.shape[-2:]) == hw else torch.nn.functional.interpolate(
+            x, size=hw, mode="bilinear", align_corners=False, antialias=True)
+
+    # The whole folder loaded at once, independently of core.data: [-1, 1], the first image's size, 16 x 16
+    imgs = [torch.from_numpy(np.asarray(Image.open(f), dtype=np.float32))[None, None] / 127.5 - 1 for f in sorted(folder.glob("*.png"))]
+    x = fit(torch.cat([fit(i, tuple(imgs[0].shape[-2:])) for i in imgs]), (16, 16)).clamp(-1, 1)
+    whole = ext.extract(torch.from_numpy(np.round((x.numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)), 2)
     chunks = []
     real = data._read_image
     monkeypatch.setattr(data, "_read_image", lambda f, c: chunks.append(f) or real(f, c))

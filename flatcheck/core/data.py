@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from ..errors import InputError, OptionError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-BUNDLED_DATA = ("digits", "patches", "patches-test")  # patches*: flatcheck.core.patches, split train / test
+BUNDLED_DATA = ("digits", "patches", "patches-test")
+FOLDER_CHUNK = 256  # images read and fitted at a time (their native-size float copies are what a chunk holds)  # patches*: flatcheck.core.patches, split train / test
 
 
 def load_images(spec: str, shape: tuple[int, int, int], limit: int | None = None) -> torch.Tensor:
@@ -36,12 +37,11 @@ def load_images(spec: str, shape: tuple[int, int, int], limit: int | None = None
         if not path.exists():
             raise OptionError("data", f"'{spec}' does not exist (give an image folder, an .npy/.npz file, or one of: {', '.join(BUNDLED_DATA)})")
         if path.is_dir():
-            x = _load_folder(path, c, limit)
+            x = torch.cat(list(iter_folder(path, shape, FOLDER_CHUNK, limit)))
         elif path.suffix in (".npy", ".npz"):
-            x = _from_array(_load_array(path), path)
+            x = _fit(_from_array(_load_array(path), path), c, h, w)
         else:
             raise OptionError("data", f"'{spec}': unsupported file type '{path.suffix}' (use an image folder, .npy or .npz)")
-        x = _fit(x, c, h, w)
     if limit is not None:
         x = x[:limit]
     if len(x) == 0:
@@ -103,20 +103,13 @@ def _read_image(f: Path, channels: int) -> torch.Tensor:
     return _fit(_from_array(arr[None], f), channels, *arr.shape[:2])
 
 
-def _load_folder(path: Path, channels: int, limit: int | None) -> torch.Tensor:
-    out = [_read_image(f, channels) for f in _folder_files(path, limit)]
-    sizes = {tuple(x.shape[-2:]) for x in out}
-    if len(sizes) > 1:  # mixed sizes: bring all to the first one's before stacking
-        hw = tuple(out[0].shape[-2:])
-        out = [_fit(x, channels, *hw) for x in out]
-    return torch.cat(out)
-
-
-def iter_folder(path: Path, shape: tuple[int, int, int], chunk: int):
-    """A folder's images exactly as load_images gives them (the same values), `chunk` at a time: a
-    50,000-image FID reference at 512 px would be 150 GB of float32 if loaded whole."""
+def iter_folder(path: Path, shape: tuple[int, int, int], chunk: int, limit: int | None = None):
+    """A folder's images (sorted by name) at `shape`, `chunk` at a time: an image whose size differs from
+    the first one's is fitted to that size first, then every chunk to `shape` (per image: the chunking
+    does not change the values). The FD reference reads a folder this way without holding it whole (a
+    50,000-image folder at 512 px would be 150 GB of float32); load_images concatenates the chunks."""
     c, h, w = shape
-    files = _folder_files(path)
+    files = _folder_files(path, limit)
     first_hw = None
     for s in range(0, len(files), chunk):
         out = [_read_image(f, c) for f in files[s : s + chunk]]
