@@ -26,8 +26,7 @@ class DigitsCNN(ScaledFeatureCNN):
     """[N, 1, 16, 16] in [-1, 1] -> 64 features (pre-activation, so no dead constant dimensions) -> 10 logits."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
+        body = nn.Sequential(
             nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
             nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
             nn.MaxPool2d(2),  # 8x8
@@ -35,12 +34,7 @@ class DigitsCNN(ScaledFeatureCNN):
             nn.MaxPool2d(2),  # 4x4
             nn.Flatten(),
         )
-        self.embed = nn.Linear(64 * 4 * 4, FEATURE_DIM)
-        self.dropout = nn.Dropout(0.3)
-        self.head = nn.Linear(FEATURE_DIM, NUM_CLASSES)
-        # Fixed after training so the digits' features have unit mean variance per dimension:
-        # keeps FD and KID's cubic kernel on an Inception-like scale instead of ~1e4.
-        self.register_buffer("feature_scale", torch.ones(()))
+        super().__init__(body, 64 * 4 * 4, FEATURE_DIM, NUM_CLASSES)
 
 
 def prepare(images: torch.Tensor) -> torch.Tensor:

@@ -30,8 +30,7 @@ class PatchesCNN(ScaledFeatureCNN):
     """[N, 3, 32, 32] in [-1, 1] -> 128 features (pre-activation) -> 5 logits."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
+        body = nn.Sequential(
             nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
             nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
             nn.MaxPool2d(2),  # 16x16
@@ -41,11 +40,7 @@ class PatchesCNN(ScaledFeatureCNN):
             nn.MaxPool2d(2),  # 4x4
             nn.Flatten(),
         )
-        self.embed = nn.Linear(64 * 4 * 4, FEATURE_DIM)
-        self.dropout = nn.Dropout(0.3)
-        self.head = nn.Linear(FEATURE_DIM, NUM_CLASSES)
-        # Fixed after training: unit mean variance per feature dimension on the training patches.
-        self.register_buffer("feature_scale", torch.ones(()))
+        super().__init__(body, 64 * 4 * 4, FEATURE_DIM, NUM_CLASSES)
 
 
 def prepare(images: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,17 @@ from ...errors import InputError
 class ScaledFeatureCNN(nn.Module):
     """body -> embed: the features (pre-activation, times the buffer feature_scale, fixed after
     training to give them unit mean variance) -> ReLU, dropout, head: the logits. Subclasses
-    build body, embed, dropout, head and the feature_scale buffer."""
+    give their body (flattened to `flat` values), feature dimension and class count."""
+
+    def __init__(self, body: nn.Module, flat: int, feature_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.body = body
+        self.embed = nn.Linear(flat, feature_dim)
+        self.dropout = nn.Dropout(0.3)
+        self.head = nn.Linear(feature_dim, num_classes)
+        # Fixed after training so the features have unit mean variance per dimension: keeps FD and
+        # KID's cubic kernel on an Inception-like scale instead of ~1e4.
+        self.register_buffer("feature_scale", torch.ones(()))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.embed(self.body(x)) * self.feature_scale
