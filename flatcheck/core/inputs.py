@@ -207,7 +207,7 @@ def build_inputs(denoiser: Denoiser, options: InputOptions, *, bank: bool = True
     def from_pool(pool=pool, pool_cond=pool_cond) -> ProbeBank:
         if pool is None:  # this model's own samples: made now unless a measure made them already
             if not inputs.samples.made:  # (a measure's run that made them is timed as that measure's)
-                pool = inputs.samples.get()
+                inputs.samples.get()
                 inputs.timings["samples"] = inputs.samples.seconds or 0.0
             pool = inputs.samples.get()
             if denoiser.conditioning is not None:  # each sample's own condition travels with it
