@@ -6,7 +6,8 @@
 #
 # One `flatcheck rank` per zoo (one shared bank and seed set, the --quick audit plus W6A6 and nf4),
 # writing examples/zoo/runs/rank-<zoo>.{json,md,png}; examples/evidence/zoo.md is written from them
-# (examples/evidence/zoo_tables.py). One thread: about 8 min for the digits zoo and 15 min for the
+# (examples/evidence/zoo_tables.py). --steps 20: the committed runs were made when --quick sampled
+# 20 steps (it samples 10 since issue 14). One thread: about 8 min for the digits zoo and 15 min for the
 # RGB zoo on this 2-core CPU.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -31,7 +32,7 @@ for zoo in ${ZOOS:-digits rgb}; do
   esac
   paths=()
   for m in "${members[@]}"; do paths+=("$dir/$m"); done
-  "$py" -m flatcheck rank "${paths[@]}" "${data[@]}" --quick --quantize-settings "$settings" \
+  "$py" -m flatcheck rank "${paths[@]}" "${data[@]}" --quick --steps 20 --quantize-settings "$settings" \
     --threads 1 --device cpu --json "$here/runs/rank-$zoo.json" --markdown "$here/runs/rank-$zoo.md" \
     --plot "$here/runs/rank-$zoo.png"
 done

@@ -99,7 +99,7 @@ NO_FID = group(Opt("no_fid", Annotated[bool, typer.Option("--no-fid", help="Skip
 
 # The audit's run: audit, compare and gate (sizes default to the profile's).
 PROFILE = group(
-    Opt("quick", Annotated[bool, typer.Option("--quick", help="CI profile: 64 probes, 64 samples x 20 steps, two quantization settings (about a minute on a 2-core CPU for the bundled models).")], False),
+    Opt("quick", Annotated[bool, typer.Option("--quick", help="CI profile: 64 probes, 64 samples x 10 steps, two quantization settings (about 15 s on a 2-core CPU for the bundled models).")], False),
     Opt("full", Annotated[bool, typer.Option("--full", help="Paper-grade profile: 50,000 samples x 100 steps, 2048 probes. Needs a GPU (refused on CPU).")], False),
     Opt("skip", Annotated[Optional[list[str]], typer.Option("--skip", help="Skip a measure (sharpness, exposure, quantize, fid); repeatable.", show_default=False)], None),
 )
