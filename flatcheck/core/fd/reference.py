@@ -173,9 +173,9 @@ def _content_hash(kind: str, source, shape) -> str:
     elif kind == "images":
         h.update(file_sha256(Path(source)).encode())
     elif kind == "digits":
-        from sklearn.datasets import load_digits
+        from ..datasets import digits_table
 
-        h.update(np.ascontiguousarray(load_digits().images).tobytes())
+        h.update(np.ascontiguousarray(digits_table()[0]).tobytes())
     elif kind == "patches":
         from ..patches import rgb_patches
 
