@@ -3,14 +3,18 @@
 Wall-clock seconds depend on the machine and on whatever else runs on it, so this script
 measures, in one run, the time of one forward pass of the denoiser (batch 64) and of a whole
 quick audit, and prints the audit as a multiple of that forward pass, per area. Multiply by a
-forward pass on the target machine to predict the audit there.
+forward pass on the target machine to predict the audit there. The audit is repeated (after the
+process's first audit, printed alone: it pays lazy imports and data loading) and each repeat is divided by the forward passes timed just before and after
+it; the median and the range over repeats are printed, because a shared 2-core machine moves
+single runs by 10-20%.
 
-    python benchmarks/bench_audit.py [MODEL]
+    python benchmarks/bench_audit.py [MODEL] [--repeats N]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import statistics
 import time
 
 import torch
@@ -27,23 +31,46 @@ def forward_seconds(denoiser, repeats: int = 5) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def main(model: str = "digits-base") -> None:
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", nargs="?", default="digits-base")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
     from flatcheck.audit import audit_checkpoint, options_for
     from flatcheck.core.checkpoint import load
     from flatcheck.core.denoiser import Denoiser
 
-    ckpt = load(model)
-    fwd_before = forward_seconds(Denoiser.from_checkpoint(ckpt))
+    ckpt = load(args.model)
+    denoiser = Denoiser.from_checkpoint(ckpt)
+    before = forward_seconds(denoiser)
     t0 = time.perf_counter()
-    report = audit_checkpoint(ckpt, options_for("quick"))
-    total = time.perf_counter() - t0
-    fwd = (fwd_before + forward_seconds(Denoiser.from_checkpoint(ckpt))) / 2  # load drifts: average before/after
-    print(f"model {model}; torch threads {torch.get_num_threads()}")
-    print(f"forward pass, batch 64: {fwd * 1000:.0f} ms (before {fwd_before * 1000:.0f} ms)")
-    print(f"quick audit: {total:.1f} s = {total / fwd:.0f} forward passes")
-    for stage, seconds in report.timings.items():
-        print(f"  {stage:10s} {seconds:7.1f} s  {seconds / fwd:6.0f} forward passes  {seconds / total:6.1%}")
+    audit_checkpoint(ckpt, options_for("quick"))  # the first audit of the process: first calls (lazy imports, data) too
+    first = time.perf_counter() - t0
+    after = forward_seconds(denoiser)
+    first_fwd = first / ((before + after) / 2)
+    totals, stages, fwds = [], [], []
+    before = after
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        report = audit_checkpoint(ckpt, options_for("quick"))
+        total = time.perf_counter() - t0
+        after = forward_seconds(denoiser)
+        fwd = (before + after) / 2  # load drifts: the forward passes on either side of this audit
+        totals.append(total / fwd)
+        stages.append({k: v / fwd for k, v in report.timings.items()})
+        fwds.append(fwd)
+        before = after
+    print(f"model {args.model}; torch threads {torch.get_num_threads()}; the first audit of the process, then "
+          f"{args.repeats} repeats")
+    print(f"first audit (its first calls included): {first:.1f} s = {first_fwd:.0f} forward passes")
+    print(f"forward pass, batch 64: {statistics.median(fwds) * 1000:.0f} ms median "
+          f"({min(fwds) * 1000:.0f}-{max(fwds) * 1000:.0f})")
+    print(f"quick audit: {statistics.median(totals):.0f} forward passes median ({min(totals):.0f}-{max(totals):.0f})")
+    for stage in stages[0]:
+        values = [s[stage] for s in stages]
+        print(f"  {stage:10s} {statistics.median(values):6.0f} forward passes median ({min(values):.0f}-{max(values):.0f})")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:2])
+    main()
