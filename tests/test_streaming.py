@@ -75,12 +75,21 @@ def test_fd_decodes_and_extracts_one_batch_at_a_time(ldm, decodes, monkeypatch):
     assert got.kid.value == pytest.approx(kid, rel=1e-12, abs=1e-15)
 
 
-def test_quantize_decodes_each_batch_once_and_matches_whole_sets(ldm, decodes):
+def test_quantize_decodes_each_batch_once_and_matches_whole_sets(ldm, decodes, monkeypatch):
+    from flatcheck.core import sampling
+
     den, ref = ldm
     scorer = _scorer(den, ref)
     bank = probe_bank(torch.randn(4, *den.sample_shape), 4, 0, (0, 1000), "test")
     cfg = QuantizeConfig(settings=["W8A8", "W4A4"], samples=N, steps=2, calib_samples=2, sensitivity_samples=0, batch_size=BATCH)
+    asked, real = [], sampling.sample
+    monkeypatch.setattr(sampling, "sample", lambda *a, **k: (asked.append(a[3]), real(*a, **k))[1])
     r = measure_quantization(den, bank, cfg, scorer=scorer)
+    # The settings sample batch by batch inside the pass (the seeds of a batch, each setting in turn), never a
+    # whole set: full precision (N) and calibration (2) are the only whole-count calls.
+    assert [c for c in asked if isinstance(c, int)] == [N, 2]
+    rows = [list(range(0, 4)), list(range(4, 8)), [8, 9]]
+    assert [list(c) for c in asked if not isinstance(c, int)] == [r_ for r_ in rows for _ in range(2)]
     # Full precision and each setting: every batch decoded once, one batch at a time, batch by batch across
     # the sets (drift and FD from the same pass; a whole-set decode would give 4, 4, 2, 4, 4, 2, ...).
     assert decodes == [4, 4, 4, 4, 4, 4, 2, 2, 2]

@@ -1,16 +1,18 @@
 """Paired sample drift: how far quantized samples land from full-precision ones drawn from the same seeds.
 
 `paired_pass` computes it for every setting in one pass over the batches of samples: each batch of
-the full-precision samples and of every setting's samples is decoded once (latent models), and
-everything measured on images - the per-sample drift, the full-precision pixel variance, the FD
-features, the first images for the report's grids - is taken from that batch before it is
-dropped. No set of decoded images is ever held whole (SD 1.5: 3 MB a sample).
+the full-precision samples and of every setting's samples is made (a setting's: sampled then and
+there) and decoded once (latent models), and everything measured on images - the per-sample drift,
+the full-precision pixel variance, the FD features, the first images for the report's grids - is
+taken from that batch before it is dropped. No setting's samples and no set of decoded images are
+ever held whole (SD 1.5: 64 KB a latent, 3 MB a decoded sample).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 import torch
@@ -47,19 +49,24 @@ class PairedPass:
     """What one pass over the decoded batches measured. Sets are named by setting ('full-precision': the reference)."""
 
     mse: dict[str, torch.Tensor]  # setting -> [N] per-sample MSE against full precision
+    seconds: dict[str, float]  # setting -> seconds making its batches (summed over batches, / processes)
     fp_variance: float  # variance of the full-precision pixels clipped to [-1, 1] (unbiased, all pixels)
     features: dict[str, np.ndarray] = field(default_factory=dict)  # set -> [N, D] FD features (sets asked for)
     image_shape: tuple[int, ...] | None = None
     first_images: dict[str, torch.Tensor] = field(default_factory=dict)  # set -> its first `keep` images
 
 
-def paired_pass(fp: torch.Tensor, sets: dict[str, torch.Tensor], decoders: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+SetBatches = Union[torch.Tensor, Callable[[list[int]], torch.Tensor]]
+
+
+def paired_pass(fp: torch.Tensor, sets: dict[str, SetBatches], decoders: dict[str, Callable[[torch.Tensor], torch.Tensor]],
                 batch_size: int, *, features: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 feature_sets: tuple[str, ...] = (), keep: int = 0, pixel_model: bool = False,
                 progress: Callable[[int], None] | None = None) -> PairedPass:
     """One pass over batches of `batch_size` rows (the batches a whole-set decode would use, so every
-    number equals the whole-set one). fp, sets[name]: model-space samples [N, ...] of the same seeds;
-    decoders[name] (and decoders['full-precision']): a batch of samples -> images in [-1, 1], float32
+    number equals the whole-set one). fp: model-space samples [N, ...]; sets[name]: the same seeds'
+    samples of a setting, either held ([N, ...]) or made batch by batch (a function of the rows, e.g.
+    sampling them under the setting: then its samples are never held whole); decoders[name] (and decoders['full-precision']): a batch of samples -> images in [-1, 1], float32
     CPU. features: images -> FD features, taken for the sets in feature_sets. keep: how many first
     images of every set to keep. pixel_model: the samples are the images (no decoder), so the
     variance is taken over the tensor already in memory, as a whole-set computation would.
@@ -72,13 +79,17 @@ def paired_pass(fp: torch.Tensor, sets: dict[str, torch.Tensor], decoders: dict[
     def run(rows: list[int]) -> dict:
         sl = slice(rows[0], rows[-1] + 1)
         fp_img = decoders[FULL](fp[sl])
-        out: dict = {"mse": {}, "features": {}, "images": {}, "shape": tuple(fp_img.shape[1:])}
+        out: dict = {"mse": {}, "seconds": {}, "features": {}, "images": {}, "shape": tuple(fp_img.shape[1:])}
         x = fp_img.clamp(-1, 1).double()
         mean = x.mean()
         out["moments"] = (x.numel(), float(mean), float(((x - mean) ** 2).sum()))
         for name, img in [(FULL, fp_img)] + [(k, None) for k in names]:
             if img is None:
-                img = decoders[name](sets[name][sl])
+                t0 = time.perf_counter()
+                z = sets[name](rows) if callable(sets[name]) else sets[name][sl]
+                out["seconds"][name] = time.perf_counter() - t0
+                img = decoders[name](z)
+                del z
                 out["mse"][name] = per_sample_mse(fp_img, img)
             if features is not None and name in feature_sets:
                 out["features"][name] = features(img)
@@ -97,6 +108,8 @@ def paired_pass(fp: torch.Tensor, sets: dict[str, torch.Tensor], decoders: dict[
         variance = _combined_variance([p["moments"] for p in parts])
     return PairedPass(
         mse={k: torch.cat([p["mse"][k] for p in parts]) for k in names},
+        # several processes made their batches side by side: the total over processes / their count
+        seconds={k: sum(p["seconds"][k] for p in parts) / dist.world() for k in names},
         fp_variance=variance,
         features={k: torch.cat([p["features"][k] for p in parts]).double().numpy() for k in feature_sets if features is not None},
         image_shape=parts[0]["shape"] if parts else None,

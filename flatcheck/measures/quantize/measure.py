@@ -6,12 +6,15 @@ report the paired sample drift (MSE, PSNR), the probe-bank loss and its paired c
 for one setting, the per-layer sensitivity ranking. FD/FID and KID per setting (`fid`, `kid`,
 `fid_change`) are scored when the run has a reference (a scorer is given).
 
-Everything measured on images comes from one pass over batches after the settings are sampled
-(drift.paired_pass): each batch of the full-precision samples and of every setting's samples is
-decoded once (latent models), and its drift, FD features and grid images are taken from it. The
-trade-off: every setting's model-space samples are held until that pass (settings x N latents:
-SD 1.5, 64 KB a sample), where a pass after each setting would hold one set but decode the
-full-precision samples once per setting; decoded images are never held whole either way.
+Everything measured on images comes from one pass over batches of seeds (drift.paired_pass): for
+each batch, every setting samples those seeds under its quantization (entered for the batch and
+undone after it), and the batch of the full-precision samples and of every setting's samples is
+decoded once (latent models); its drift, FD features and grid images are taken from it and the
+batch is dropped. So no setting's samples are ever held whole (50,000 SD 1.5 latents are 3.2 GB a
+setting), only the shared full-precision samples, and nothing is decoded twice. Entering a setting
+for every batch costs little next to sampling the batch: simulated settings point the weights at
+quantized copies made once (WeightCache) and add input hooks; bitsandbytes settings re-quantize
+their Linear layers (milliseconds on a GPU).
 
 The model is left exactly as it was: weight swaps and hooks are undone after every setting,
 and the whole measure runs inside `perturb.restoring` as a second guard.
@@ -176,43 +179,60 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
         weights = WeightCache(net)
         total_params = sum(p.numel() for p in net.parameters())
 
-        sampled = []  # (setting, layers, weight share, probe losses, seconds, samples): measured on images below
+        bnb_layers = [k for k, v in layers.items() if v.kind == "Linear" and config.policy.bits_for(v.role, 8, None)[0] is not None]
+
+        def quantized(s: QuantSetting):
+            """The setting's quantization, as a context to enter (once per batch of the pass below)."""
+            if s.backend == "simulated":
+                return simulated_quantization(net, plans[s.name], weights, ranges)
+            return bnb_linear_swap(net, s.bnb_type, bnb_layers)
+
+        measured = []  # (setting, layers, weight share, probe losses); its samples are made in the pass below
         for s in config.settings:
+            with quantized(s) as swap:
+                losses = bank_losses(denoiser, bank, config.batch_size)
             if s.backend == "simulated":
                 plan = plans[s.name]
                 share = sum(layers[k].weights for k, (wb, _) in plan.items() if wb is not None) / total_params
-                ctx, count = simulated_quantization(net, plan, weights, ranges), len(plan)
+                count = len(plan)
             else:
-                linear = [k for k, v in layers.items() if v.kind == "Linear" and config.policy.bits_for(v.role, 8, None)[0] is not None]
-                ctx, share, count = bnb_linear_swap(net, s.bnb_type, linear), None, None
-            with ctx as swap:
-                t0 = time.perf_counter()
-                out = sample(denoiser, scheduler, config.steps, n, config.seed, batch_size=config.batch_size, progress=tick(s.name, n))
-                seconds = time.perf_counter() - t0
-                losses = bank_losses(denoiser, bank, config.batch_size)
-                if s.backend == "bnb":
-                    share, count = swap.weight_share, len(swap.layers)
-            sampled.append((s, count, share, losses, seconds, out.float().cpu()))
+                share, count = swap.weight_share, len(swap.layers)
+            measured.append((s, count, share, losses))
+
+        def batches_of(s: QuantSetting):
+            ticks = tick(s.name, n)
+
+            def make(rows: list[int]) -> torch.Tensor:  # this batch of seeds, sampled under the setting
+                with quantized(s):
+                    # split=False: the pass already gives each process its own batches
+                    out = sample(denoiser, scheduler, config.steps, rows, config.seed, batch_size=config.batch_size,
+                                 progress=ticks, split=False)
+                return out.float().cpu()
+
+            return make
 
         # Drift is measured on images (decoded for latent models), FD too: one pass, each batch decoded once.
         decoders = {FULL: denoiser.pixel_batch}
-        for s, *_ in sampled:
+        for s, *_ in measured:
             decoders[s.name] = (lambda z, name=s.name: decoder.decode(name, z, config.batch_size)) if decoder else denoiser.pixel_batch
         keys = {}
         if scorer is not None:
-            keys = {FULL: scorer.key(fp_samples), **{s.name: None if decoder else scorer.key(out) for s, *_, out in sampled}}
+            # a setting's samples are never whole, so never memoised (no other measure scores them)
+            keys = {FULL: scorer.key(fp_samples), **{s.name: None for s, *_ in measured}}
         need_sens_ref = sens_setting is not None and not own_sens_reference
         done = paired_pass(
-            fp_samples, {s.name: out for s, *_, out in sampled}, decoders, config.batch_size,
+            fp_samples, {s.name: batches_of(s) for s, *_ in measured}, decoders, config.batch_size,
             features=scorer.batch_features if scorer is not None else None,
             feature_sets=tuple(k for k, key in keys.items() if scorer.cached(key) is None) if scorer is not None else (),
             keep=max(KEPT_IMAGES if config.keep_samples else 0, n_sens if need_sens_ref else 0),
-            pixel_model=denoiser.vae is None, progress=tick("drift" + (" and FD/FID" if scorer is not None else ""), n),
+            pixel_model=denoiser.vae is None,
+            progress=tick("drift" + (" and FD/FID" if scorer is not None else ""), n),
         )
         fp_var = done.fp_variance
         results = []
         sens_drift = None
-        for s, count, share, losses, seconds, out in sampled:
+        for s, count, share, losses in measured:
+            seconds = done.seconds[s.name]
             mse, psnr = drift_estimates(done.mse[s.name])
             if sens_setting is not None and s.name == sens_setting.name and not own_sens_reference:
                 sens_drift = float(done.mse[s.name][:n_sens].mean())  # the scan's own samples
@@ -224,7 +244,6 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
                 seconds, seconds / fp_seconds if fp_seconds and not getattr(denoiser.fast, "compile", False) else None,
                 _samples=done.first_images[s.name][:KEPT_IMAGES] if config.keep_samples else None,
             ))
-        del sampled
         fid_label = fid_warning = None
         base = None
         if scorer is not None:
