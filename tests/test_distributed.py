@@ -91,6 +91,17 @@ def test_audit_quick_across_two_processes(tiny_pipeline, tmp_path):
     assert_same_numbers(one, two, rel=1e-3)
 
 
+def test_layer_sensitivity_shared_out_by_layer(tiny_pipeline, tmp_path):
+    """The per-layer scan: layer k by process k mod 2 (its few samples are one batch), the same ranking and drifts."""
+    model = str(shutil.copytree(tiny_pipeline, tmp_path / "m"))
+    args = ["quantize", model, "--samples", "8", "--steps", "2", "--batch-size", "4", "--bits", "4", "--calib-samples", "4",
+            "--sensitivity-samples", "4", "--data", "digits", "--ref", "none"]
+    one, two = one_process(args, tmp_path, "quantize"), two_processes(args, tmp_path, "quantize")
+    layers = one["quantize"]["sensitivity"]
+    assert len(layers) > 10 and [r["name"] for r in two["quantize"]["sensitivity"]] == [r["name"] for r in layers]
+    assert_same_numbers(one["quantize"], two["quantize"], rel=0)
+
+
 def folder_files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix == ".npy"}
 

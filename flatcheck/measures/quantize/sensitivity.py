@@ -46,19 +46,28 @@ def layer_sensitivity(
 ) -> list[LayerSensitivity]:
     """Rank the layers of `plan`; `reference` holds the full-precision samples 0..n-1 of `seed` in pixels
     (decoded for latent models: drift is always measured on images)."""
+    from ...core import dist
     from ...core.sampling import sample
 
     n = len(reference)
-    rows = []
-    for name, bits in plan.items():
-        with simulated_quantization(denoiser.net, {name: bits}, weights, act_ranges):
-            out = sample(denoiser, scheduler, steps, n, seed, batch_size=batch_size)
+    names = list(plan)
+
+    def drift_of(chunk: list[int]) -> Estimate:  # chunk: [k], the k-th layer of the plan
+        name = names[chunk[0]]
+        with simulated_quantization(denoiser.net, {name: plan[name]}, weights, act_ranges):
+            # split=False: the layers are what several processes share out (k by process k mod N), not the
+            # scan's few samples (one batch: it would run whole on every process)
+            out = sample(denoiser, scheduler, steps, n, seed, batch_size=batch_size, split=False)
         mse, _ = paired_drift(reference, denoiser.pixels(out, batch_size))
-        info = layers[name]
-        share = mse.value / setting_drift if setting_drift else None
-        rows.append(LayerSensitivity(0, name, info.kind, info.role, info.weights, bits[0], bits[1], mse, share))
         if progress:
             progress(n)
+        return mse
+
+    rows = []
+    for name, mse in zip(names, dist.split_batches(drift_of, [[k] for k in range(len(names))])):
+        info, bits = layers[name], plan[name]
+        share = mse.value / setting_drift if setting_drift else None
+        rows.append(LayerSensitivity(0, name, info.kind, info.role, info.weights, bits[0], bits[1], mse, share))
     rows.sort(key=lambda r: (-r.drift_mse.value, r.name))
     for i, r in enumerate(rows, 1):
         r.rank = i
