@@ -89,7 +89,7 @@ class AuditOptions:
 
 # Shared-input sizes per profile (each measure's own sizes are in its package's PROFILES).
 PROFILE_SIZES: dict[str, dict[str, Any]] = {
-    # CI: about 6 s of measures (120 batch-64 forward passes) on a 2-core CPU for the bundled 0.7M-parameter
+    # CI: about 6 s of measures (110-125 batch-64 forward passes) on a 2-core CPU for the bundled 0.7M-parameter
     # models. 10 sampling steps, not 20: every sampler run (the shared samples, exposure's three runs,
     # quantize's calibration and settings) costs half, and the bundled models keep their order on every
     # gated number (benchmarks/README.md); the eps-norm gap is larger at 10 steps, not hidden.

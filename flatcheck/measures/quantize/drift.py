@@ -66,8 +66,8 @@ def paired_pass(fp: torch.Tensor, sets: dict[str, SetBatches], decoders: dict[st
     """One pass over batches of `batch_size` rows (the batches a whole-set decode would use, so every
     number equals the whole-set one). fp: model-space samples [N, ...]; sets[name]: the same seeds'
     samples of a setting, either held ([N, ...]) or made batch by batch (a function of the rows, e.g.
-    sampling them under the setting: then its samples are never held whole); decoders[name] (and decoders['full-precision']): a batch of samples -> images in [-1, 1], float32
-    CPU. features: images -> FD features, taken for the sets in feature_sets. keep: how many first
+    sampling them under the setting: then its samples are never held whole); decoders[name] (and
+    decoders['full-precision']): a batch of samples -> images in [-1, 1], float32 CPU. features: images -> FD features, taken for the sets in feature_sets. keep: how many first
     images of every set to keep. pixel_model: the samples are the images (no decoder), so the
     variance is taken over the tensor already in memory, as a whole-set computation would.
     progress(k): k more samples done. Several processes: each takes its share of the batches (core.dist)."""

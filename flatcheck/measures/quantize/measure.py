@@ -14,9 +14,9 @@ batch is dropped. So no setting's samples are ever held whole (50,000 SD 1.5 lat
 setting), only the shared full-precision samples, and nothing is decoded twice. Entering a setting
 for every batch costs little next to sampling the batch: simulated settings point the weights at
 quantized copies made once (WeightCache) and add input hooks; bitsandbytes settings re-quantize
-their Linear layers (milliseconds on a GPU).
+their Linear layers for every batch (not yet timed on a GPU).
 
-The model is left exactly as it was: weight swaps and hooks are undone after every setting,
+The model is left exactly as it was: weight swaps and hooks are undone after every batch,
 and the whole measure runs inside `perturb.restoring` as a second guard.
 """
 
