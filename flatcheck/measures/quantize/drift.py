@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import Callable
 
 import numpy as np
 import torch
@@ -56,20 +56,18 @@ class PairedPass:
     first_images: dict[str, torch.Tensor] = field(default_factory=dict)  # set -> its first `keep` images
 
 
-SetBatches = Union[torch.Tensor, Callable[[list[int]], torch.Tensor]]
-
-
-def paired_pass(fp: torch.Tensor, sets: dict[str, SetBatches], decoders: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+def paired_pass(fp: torch.Tensor, sets: dict[str, Callable[[list[int]], torch.Tensor]], decoders: dict[str, Callable[[torch.Tensor], torch.Tensor]],
                 batch_size: int, *, features: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 feature_sets: tuple[str, ...] = (), keep: int = 0, pixel_model: bool = False,
                 progress: Callable[[int], None] | None = None) -> PairedPass:
     """One pass over batches of `batch_size` rows (the batches a whole-set decode would use, so every
-    number equals the whole-set one). fp: model-space samples [N, ...]; sets[name]: the same seeds'
-    samples of a setting, either held ([N, ...]) or made batch by batch (a function of the rows, e.g.
-    sampling them under the setting: then its samples are never held whole); decoders[name] (and
-    decoders['full-precision']): a batch of samples -> images in [-1, 1], float32 CPU. features: images -> FD features, taken for the sets in feature_sets. keep: how many first
-    images of every set to keep. pixel_model: the samples are the images (no decoder), so the
-    variance is taken over the tensor already in memory, as a whole-set computation would.
+    number equals the whole-set one). fp: model-space samples [N, ...]; sets[name]: a function of the
+    rows of a batch that makes the same seeds' samples of a setting (sampling them under the setting),
+    so a setting's samples are never held whole; decoders[name] (and decoders['full-precision']): a batch
+    of samples -> images in [-1, 1], float32 CPU. features: images -> FD features, taken for the sets in
+    feature_sets. keep: how many first images of every set to keep. pixel_model: the samples are the
+    images (no decoder), so the variance is taken over the tensor already in memory, as a whole-set
+    computation would.
     progress(k): k more samples done. Several processes: each takes its share of the batches (core.dist)."""
     from ...core import dist
 
@@ -86,7 +84,7 @@ def paired_pass(fp: torch.Tensor, sets: dict[str, SetBatches], decoders: dict[st
         for name, img in [(FULL, fp_img)] + [(k, None) for k in names]:
             if img is None:
                 t0 = time.perf_counter()
-                z = sets[name](rows) if callable(sets[name]) else sets[name][sl]
+                z = sets[name](rows)
                 out["seconds"][name] = time.perf_counter() - t0
                 img = decoders[name](z)
                 del z
