@@ -38,22 +38,11 @@ COMMANDS = {  # name -> flatcheck arguments after the model
 SKIP = ("timings", "seconds", "time_ratio", "environment", "options", "artifacts")
 
 
-def numbers(node, path=""):
-    """Every number of a JSON document by path, timings and process-dependent fields left out."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if not any(word in k for word in SKIP):
-                yield from numbers(v, f"{path}.{k}")
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from numbers(v, f"{path}[{i}]")
-    elif isinstance(node, (int, float)) and not isinstance(node, bool):
-        yield path, float(node)
-
-
 def compare(a: dict, b: dict) -> dict:
     """Largest relative difference |a-b| / max(|a|, |b|) over the numbers of two reports (0 where both are 0)."""
-    na, nb = dict(numbers(a)), dict(numbers(b))
+    from flatcheck.results import all_numbers
+
+    na, nb = dict(all_numbers(a, SKIP)), dict(all_numbers(b, SKIP))
     if na.keys() != nb.keys():
         only = sorted(set(na) ^ set(nb))
         raise SystemExit(f"the reports hold different numbers: {only[:5]}")

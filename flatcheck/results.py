@@ -180,6 +180,21 @@ def number_rows(node: Any, prefix: str = "") -> Iterator[NumberRow]:
         yield NumberRow(prefix, node)
 
 
+def all_numbers(node: Any, skip: tuple[str, ...] = (), path: str = "") -> Iterator[tuple[str, float]]:
+    """(path, value) of every number under `node`, curves and long lists included (number_rows tabulates a
+    report and leaves those out); keys containing a word of `skip` are left out with what is under them.
+    For comparing two documents number by number (two runs that must agree)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if not any(word in k for word in skip):
+                yield from all_numbers(v, skip, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from all_numbers(v, skip, f"{path}[{i}]")
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        yield path, float(node)
+
+
 def item_name_key(items: list) -> str | None:
     """The key that names every item of `items` uniquely, if there is one."""
     for key in NAME_KEYS:

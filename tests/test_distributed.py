@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from flatcheck.cli import run
+from flatcheck.results import all_numbers
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 pytestmark = pytest.mark.skipif(not ACCELERATE.exists() or not hasattr(os, "fork"), reason="accelerate launcher not installed")
@@ -55,22 +56,12 @@ def one_process(args: list[str], tmp_path: Path, name: str) -> dict:
     return json.loads(out.read_text())
 
 
-def numbers(node, path=""):
-    """Every number of a JSON document by path, timings and process-dependent fields left out."""
-    skip = ("timings", "seconds", "time_ratio", "environment", "options", "artifacts")
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if not any(word in k for word in skip):
-                yield from numbers(v, f"{path}.{k}")
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from numbers(v, f"{path}[{i}]")
-    elif isinstance(node, (int, float)) and not isinstance(node, bool):
-        yield path, float(node)
+# Timings and process-dependent fields differ between runs by nature.
+SKIP = ("timings", "seconds", "time_ratio", "environment", "options", "artifacts")
 
 
 def assert_same_numbers(a: dict, b: dict, rel: float):
-    na, nb = dict(numbers(a)), dict(numbers(b))
+    na, nb = dict(all_numbers(a, SKIP)), dict(all_numbers(b, SKIP))
     assert na.keys() == nb.keys() and len(na) > 10
     bad = {k: (na[k], nb[k]) for k in na if abs(na[k] - nb[k]) > rel * max(1.0, abs(na[k]))}
     assert not bad, list(bad.items())[:5]
