@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("model", nargs="?", default="digits-base")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1 (got {args.repeats})")
 
     from flatcheck.audit import audit_checkpoint, options_for
     from flatcheck.core.checkpoint import load
