@@ -11,7 +11,7 @@ import torch
 from flatcheck.measures.sharpness.blocks import bucket_edges, bucket_index, parameter_groups
 from flatcheck.core.denoiser import Denoiser, NetCall
 from flatcheck.measures.sharpness.hessian import BankLoss, block_lanczos, hutchinson, power_iteration
-from flatcheck.measures.sharpness.paramvec import assign, block_masks, flat, measured_parameters
+from flatcheck.measures.sharpness.paramvec import Blocks, assign, block_masks, flat, measured_parameters
 from flatcheck.core.probes import build_probe_bank
 
 from .conftest import make_scheduler, make_unet
@@ -208,7 +208,8 @@ def test_hutchinson_trace_and_its_breakdowns_match_closed_form():
     params = [p for _, p in named]
     op = BankLoss(den, bank, params, batch_size=5, groups=groups)
     masks = block_masks(params, parameter_groups(named))
-    tr = hutchinson(op, draws=300, gen=torch.Generator().manual_seed(3), blocks=masks, dtype=torch.float64)
+    tr = hutchinson(op, draws=300, gen=torch.Generator().manual_seed(3), blocks=Blocks(op.space, parameter_groups(named)),
+                    dtype=torch.float64)
     H = closed_form_hessian(den, bank)
     exact = float(torch.trace(H))
     assert tr.trace.stderr > 0

@@ -27,7 +27,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ...core.denoiser import Denoiser
 from ...core import dist
-from .paramvec import flat
+from .paramvec import Blocks, ParamSpace
 from ...core.probes import ProbeBank
 from ...core.stats import Estimate, mean_estimate
 
@@ -37,12 +37,16 @@ Progress = Callable[[str, int, int], None] | None
 @contextmanager
 def differentiable(params: list[torch.Tensor], second_order: bool = False):
     """Parameters that take gradients (flags put back after); second order also needs the math
-    SDPA kernel, the only one with a double backward on CPU."""
+    SDPA kernel, the only one with a double backward on CPU, and large attention in query chunks
+    (core.checkpointing: 4096 tokens keep several 512 MiB score tensors per layer otherwise)."""
+    from ...core.checkpointing import ChunkedAttention
+
     flags = [p.requires_grad for p in params]
     try:
         for p in params:
             p.requires_grad_(True)
-        with torch.enable_grad(), (sdpa_kernel(SDPBackend.MATH) if second_order else nullcontext()):
+        with torch.enable_grad(), (sdpa_kernel(SDPBackend.MATH) if second_order else nullcontext()), \
+                (ChunkedAttention() if second_order else nullcontext()):
             yield
     finally:
         for p, f in zip(params, flags):
@@ -59,8 +63,8 @@ class BankLoss:
     def __init__(self, denoiser: Denoiser, bank: ProbeBank, params: list[torch.Tensor], batch_size: int,
                  groups: torch.Tensor | None = None):
         self.denoiser, self.bank, self.params = denoiser, bank, params
-        self.sizes = [p.numel() for p in params]
-        self.dim = sum(self.sizes)
+        self.space = ParamSpace(params)
+        self.dim = self.space.dim
         n = len(bank)
         groups = torch.zeros(n, dtype=torch.long) if groups is None else groups.cpu()
         self.n_groups = int(groups.max()) + 1 if n else 1
@@ -94,7 +98,7 @@ class BankLoss:
         return d.loss(b.x0[idx].to(dev, dt), b.t[idx].to(dev), b.noise[idx].to(dev, dt), cond, reduction="none")
 
     def unflat(self, v: torch.Tensor) -> list[torch.Tensor]:
-        return [x.view_as(p).to(p.dtype) for x, p in zip(v.split(self.sizes), self.params)]
+        return self.space.views(v)
 
     def _local(self, chunks) -> list:
         """This process's share of the chunks, each cut into self.pieces parts."""
@@ -128,21 +132,20 @@ class BankLoss:
             oom.BACKOFFS.append({"where": "sharpness gradients and HVPs", "requested": self.batch_size,
                                  "used": max(1, -(-largest // 2))})
 
-    def value_and_grad(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-probe losses [N] (float64, CPU) at the current weights and the gradient of their mean (flat)."""
-        return self._fitting(self._value_and_grad)
+    def value_and_grad(self, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-probe losses [N] (float64, CPU) at the current weights and the gradient of their mean (flat;
+        written into `out` when given: no other parameter-sized vector is made)."""
+        return self._fitting(lambda: self._value_and_grad(out))
 
-    def _value_and_grad(self) -> tuple[torch.Tensor, torch.Tensor]:
-        n, grad = len(self.bank), None
+    def _value_and_grad(self, out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.bank)
+        grad = self.space.zeros() if out is None else out.zero_()
         losses = torch.zeros(n, dtype=torch.float64)
         with differentiable(self.params):
             for _, idx in self._local(self.chunks):  # several processes: each its share of the chunks, then summed
                 per = self._chunk_loss(idx)
-                g = flat(torch.autograd.grad(per.sum() / n, self.params))
-                grad = g if grad is None else grad.add_(g)
+                self.space.backward_into(grad, per.sum() / n)
                 losses[idx] = per.detach().double().cpu()
-        if grad is None:  # a process with no chunk of its own
-            grad = torch.zeros(self.dim, dtype=self.params[0].dtype, device=self.params[0].device)
         return dist.sum_across(losses), dist.sum_across(grad)
 
     def hvp(self, v: torch.Tensor) -> torch.Tensor:
@@ -182,18 +185,27 @@ class BankLoss:
         return self._fitting(lambda: self._hvp_once(v, chunks))
 
     def _hvp_once(self, v: torch.Tensor, chunks) -> tuple[torch.Tensor, list[float]]:
+        """Vectors: the result, and one more for a chunk's share when there are several chunks
+        (v enters as views; the kept gradient, with its graph, is the other parameter-sized tensor)."""
         n = len(self.bank)
         vs = self.unflat(v)
         out = torch.zeros_like(v)
         quad = [0.0] * self.n_groups
+        hv = None
         with differentiable(self.params, second_order=True):
-            for g, idx, grads in self._gradients(chunks, "plain" if chunks is self.chunks else "group"):
+            gradients = self._gradients(chunks, "plain" if chunks is self.chunks else "group")
+            for g, idx, grads in gradients:
                 # v enters as the gradient's grad_outputs (the vector-Jacobian product of grad L with v):
                 # the same numbers as differentiating the scalar grad L . v, without its graph of products
-                hv = flat(torch.autograd.grad(grads, self.params, grad_outputs=vs, retain_graph=self.keeps)).to(v.dtype)
+                if g is None and len(gradients) == 1 and len(idx) == n:  # the whole bank at once: straight into out
+                    self.space.backward_into(out, grads, vs, retain_graph=self.keeps)
+                    continue
+                hv = torch.zeros_like(v) if hv is None else hv.zero_()
+                self.space.backward_into(hv, grads, vs, retain_graph=self.keeps)
                 out.add_(hv, alpha=len(idx) / n)
                 if g is not None:
                     quad[g] += float(v @ hv) * len(idx) / self.group_sizes[g]
+        del hv
         if dist.world() > 1:
             out = dist.sum_across(out)
             quad = dist.sum_across(torch.tensor(quad, dtype=torch.float64)).tolist()
@@ -389,18 +401,23 @@ class TraceEstimate:
     hvps: int
 
 
-def hutchinson(op: BankLoss, draws: int, gen: torch.Generator, blocks: dict[str, torch.Tensor] | None = None,
+def hutchinson(op: BankLoss, draws: int, gen: torch.Generator, blocks: Blocks | None = None,
                dtype=torch.float32, progress: Progress = None) -> TraceEstimate:
-    """tr(H) from `draws` Rademacher probes; `blocks` maps block name -> bool mask over the flat vector."""
-    totals, groups, per_block = [], [], {name: [] for name in (blocks or {})}
+    """tr(H) from `draws` Rademacher probes; `blocks` (paramvec.Blocks) names the diagonal blocks to trace.
+
+    Vectors: v and H v (v * H v is formed in place of H v), plus the HVP's own."""
+    totals, groups = [], []
+    per_block: dict[str, list[float]] = {name: [] for name in (blocks.names() if blocks else [])}
+    v = torch.empty(op.dim, dtype=dtype, device=op.params[0].device)
     for i in range(draws):
-        v = (torch.randint(0, 2, (op.dim,), generator=gen) * 2 - 1).to(device=op.params[0].device, dtype=dtype)
+        op.space.rademacher(gen, v)
         hv, quad = op.hvp_by_group(v)
-        prod = v * hv
+        prod = hv.mul_(v)
         totals.append(float(prod.sum()))
         groups.append(quad)
-        for name, mask in (blocks or {}).items():
-            per_block[name].append(float(prod[mask].sum()))
+        for name in per_block:
+            per_block[name].append(float(blocks.gather(name, prod).sum()))
+        del hv, prod
         if progress:
             progress("hutchinson", i + 1, draws)
     by_group = [mean_estimate([q[g] for q in groups]) if op.group_sizes[g] else None for g in range(op.n_groups)]

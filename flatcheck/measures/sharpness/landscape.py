@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from ...core.denoiser import Denoiser
-from .paramvec import assign, flat
-from ...core.perturb import restoring
+from .paramvec import ParamSpace
 from ...core.probes import ProbeBank, bank_losses
 
 
@@ -36,47 +35,59 @@ class Landscape:
     curvature: float  # second difference of the 1-D curve at 0: d2L/da2 along d1
 
 
-def filter_normalized_direction(params: list[torch.Tensor], gen: torch.Generator) -> torch.Tensor:
-    """A flat direction, filter-normalised to the parameters (zero on 1-D parameters)."""
-    parts = []
-    for p in params:
+def filter_normalized_direction(params: list[torch.Tensor], gen: torch.Generator,
+                                out: torch.Tensor | None = None) -> torch.Tensor:
+    """A flat direction, filter-normalised to the parameters (zero on 1-D parameters), drawn and
+    written parameter by parameter into `out` (a new vector of ParamSpace(params).dtype if None)."""
+    space = ParamSpace(params)
+    out = space.empty() if out is None else out
+    for p, sl in zip(space.params, space.slices):
         w = p.detach()
         if w.ndim <= 1:
-            parts.append(torch.zeros(w.numel(), dtype=torch.float64))
+            out[sl].zero_()
             continue
         d = torch.randn(w.shape, generator=gen, dtype=torch.float64)
         wf = w.reshape(w.shape[0], -1).double().cpu()
         df = d.reshape(d.shape[0], -1)
         df = df * (wf.norm(dim=1, keepdim=True) / (df.norm(dim=1, keepdim=True) + 1e-10))
-        parts.append(df.reshape(-1))
-    return torch.cat(parts).to(device=params[0].device, dtype=params[0].dtype)
+        out[sl].copy_(df.reshape(-1))
+    return out
 
 
 def loss_landscape(denoiser: Denoiser, bank: ProbeBank, params: list[torch.Tensor], gen: torch.Generator,
                    span: float = 1.0, points_1d: int = 21, points_2d: int = 9, batch_size: int = 64,
-                   progress: Callable[[str, int, int], None] | None = None) -> Landscape:
-    """Mean bank loss along one and over two filter-normalised random directions; weights restored after."""
+                   progress: Callable[[str, int, int], None] | None = None,
+                   theta0: torch.Tensor | None = None) -> Landscape:
+    """Mean bank loss along one and over two filter-normalised random directions; weights restored after.
+
+    Vectors: the two directions (the second only for a surface), and theta0 unless the caller
+    passes its saved copy of the weights."""
+    space = ParamSpace(params)
+    theta0 = space.read() if theta0 is None else theta0
     d1 = filter_normalized_direction(params, gen)
-    d2 = filter_normalized_direction(params, gen)
+    d2 = filter_normalized_direction(params, gen) if points_2d > 0 else None
     alphas, grid = _axis(span, points_1d), _axis(span, points_2d)
     total = len(alphas) + len(grid) ** 2
     done = 0
-    theta0 = flat(params)
 
-    def at(delta: torch.Tensor) -> float:
+    def at(point) -> float:
         nonlocal done
-        assign(params, theta0 + delta)
+        space.write(point)
         value = float(bank_losses(denoiser, bank, batch_size).double().mean())
         done += 1
         if progress:
             progress("landscape", done, total)
         return value
 
-    with restoring(denoiser.net):
+    try:
+        space.write(theta0)
         base = float(bank_losses(denoiser, bank, batch_size).double().mean())
         # The 0 of the axes is theta itself: reuse the base loss instead of evaluating it again.
-        curve = [base if a == 0 else at(a * d1) for a in alphas]
-        surface = [[base if a == 0 and b == 0 else at(a * d1 + b * d2) for b in grid] for a in grid]
+        curve = [base if a == 0 else at(lambda sl, a=a: theta0[sl] + a * d1[sl]) for a in alphas]
+        surface = [[base if a == 0 and b == 0 else at(lambda sl, a=a, b=b: theta0[sl] + a * d1[sl] + b * d2[sl]) for b in grid]
+                   for a in grid]
+    finally:
+        space.write(theta0)  # bit for bit: theta0 is an exact copy
     curvature = _curvature_at_zero(alphas, curve)
     return Landscape(span, alphas, curve, grid, surface, base, len(bank), curvature)
 

@@ -27,8 +27,13 @@ Measures (each one optional, all on the same bank):
     breakdowns     per timestep bucket (free: losses are kept per probe) and per top-level
                    block (down / mid / up ...: the average case with only that block
                    perturbed, and the Hessian trace of its diagonal block)
-Every perturbation runs inside `perturb.restoring(net)`: the weights are back bit for bit after
-a normal return, an exception or Ctrl-C.
+Every perturbation writes theta0 + delta into the measured parameters and is undone from theta0,
+the one saved copy, in a `finally`: the weights are back bit for bit after a normal return, an
+exception or Ctrl-C (parameters outside --params and buffers are never written).
+
+Memory (paramvec.py): weights + theta0 + at most 3 more parameter-sized vectors in the average
+and worst cases (a direction; u, the gradient at theta and a work vector), + the Hessian's
+(hessian.py), + one batch's graph; the counts are checked by tests/test_memory_bounds.py.
 """
 
 from __future__ import annotations
@@ -42,7 +47,6 @@ from typing import Callable
 import torch
 
 from ...core.denoiser import Denoiser
-from ...core.perturb import restoring
 from ...core.probes import ProbeBank, bank_losses
 from ...core.seeds import generator
 from ...core.stats import Estimate, mean_estimate
@@ -51,7 +55,7 @@ from .blocks import bucket_edges, bucket_index, parameter_groups, spread_indices
 from .config import MEASURES, NORMS, SharpnessConfig  # noqa: F401 - re-exported
 from .hessian import BankLoss, Eigenpairs, TraceEstimate, block_lanczos, hutchinson
 from .landscape import Landscape, loss_landscape
-from .paramvec import assign, block_masks, flat, measured_parameters
+from .paramvec import Blocks, ParamSpace, measured_parameters
 
 Progress = Callable[[str, int, int], None] | None
 
@@ -134,58 +138,73 @@ class SharpnessResult:
 
 @contextmanager
 def checkpointing(net: torch.nn.Module, on: bool):
-    """diffusers' gradient checkpointing for the body (non-reentrant: double backward, so HVPs, go through it)."""
+    """Gradient checkpointing of the body's blocks that bounds Hessian-vector products too
+    (core.checkpointing: diffusers' own hook, given a segment that keeps only its inputs)."""
     if not on:
         yield
         return
     if not getattr(net, "_supports_gradient_checkpointing", False) or not hasattr(net, "enable_gradient_checkpointing"):
         raise OptionError("gradient_checkpointing", f"{type(net).__name__} does not support gradient checkpointing")
+    from ...core.checkpointing import checkpoint
+
     was = bool(getattr(net, "is_gradient_checkpointing", False))
-    net.enable_gradient_checkpointing()
+    try:
+        net.enable_gradient_checkpointing(checkpoint)
+    except TypeError:  # diffusers before 0.32 takes no checkpointing function
+        raise OptionError("gradient_checkpointing", "needs diffusers >= 0.32 (pip install -U diffusers)") from None
     try:
         yield
     finally:
-        if not was:
-            net.disable_gradient_checkpointing()
+        net.disable_gradient_checkpointing()
+        if was:
+            net.enable_gradient_checkpointing()
 
 
 class _Context:
-    """What every measure shares: parameters, theta, baseline losses, scales, buckets."""
+    """What every measure shares: parameters, theta, baseline losses, scales, buckets.
 
-    def __init__(self, denoiser: Denoiser, bank: ProbeBank, config: SharpnessConfig, progress: Progress):
+    Parameter-sized vectors held for the whole run: theta0 (the saved weights, which also restore
+    them) and, once the worst case asked for it, the gradient at theta (shared by every radius).
+    Scales are never stored: absolute is one number, adaptive |theta0| + eta slice by slice.
+    """
+
+    def __init__(self, denoiser: Denoiser, bank: ProbeBank, config: SharpnessConfig, progress: Progress, named):
         self.denoiser, self.bank, self.config, self.progress = denoiser, bank, config, progress
-        named = measured_parameters(denoiser.net, config.params)
-        if not named:
-            if config.params is not None:
-                raise OptionError("params", f"'{config.params}' matches no parameter of {type(denoiser.net).__name__} "
-                                            f"(names look like '{next(iter(dict(denoiser.net.named_parameters())), '?')}')")
-            raise InputError("the denoiser has no floating-point parameters to perturb")
         self.params = [p for _, p in named]
         self.groups = parameter_groups(named)
-        p0 = self.params[0]
-        self.vdtype = torch.float32 if p0.dtype in (torch.float16, torch.bfloat16) else p0.dtype
-        self.theta0 = flat(self.params).to(self.vdtype)
-        self.dim = self.theta0.numel()
-        self.weight_norm = float(self.theta0.double().norm())
-        self.scales = {
-            "absolute": torch.full_like(self.theta0, self.weight_norm / math.sqrt(self.dim)),
-            "adaptive": self.theta0.abs() + config.eta,
-        }
+        self.space = ParamSpace(self.params)
+        self.vdtype = self.space.dtype
+        self.theta0 = self.space.read()
+        self.dim = self.space.dim
+        self.weight_norm = self.space.norm(self.theta0)
+        self.absolute = torch.tensor(self.weight_norm / math.sqrt(self.dim), dtype=self.vdtype, device=self.space.device)
         self.edges = bucket_edges(bank.t_range, config.buckets)
         self.bucket = bucket_index(bank.t, self.edges)
         self.base = bank_losses(denoiser, bank, config.batch_size).double()  # [N] at theta
         self.base_mean = float(self.base.mean())
-        self.masks = block_masks(self.params, self.groups)
+        self.blocks = Blocks(self.space, self.groups)
         self._grad0: torch.Tensor | None = None
+
+    def scale(self, norm: str, sl: slice) -> torch.Tensor:
+        """The per-weight scale s on a slice: |theta| / sqrt(d) (absolute) or |theta_i| + eta (adaptive)."""
+        return self.absolute if norm == "absolute" else self.theta0[sl].abs() + self.config.eta
+
+    def restore(self) -> None:
+        """The weights back to theta, bit for bit (theta0 is an exact copy, float32 holds half precision exactly)."""
+        self.space.write(self.theta0)
 
     def gradient_at_theta(self) -> torch.Tensor:
         if self._grad0 is None:
-            assign(self.params, self.theta0)
+            self.restore()
             _, self._grad0 = BankLoss(self.denoiser, self.bank, self.params, self.config.batch_size).value_and_grad()
         return self._grad0
 
-    def losses_at(self, delta: torch.Tensor) -> torch.Tensor:
-        assign(self.params, self.theta0 + delta)
+    def release_gradient(self) -> None:
+        self._grad0 = None
+
+    def losses_at(self, point) -> torch.Tensor:
+        """Per-probe losses with the weights at point(slice) (theta0 + delta, written slice by slice)."""
+        self.space.write(point)
         return bank_losses(self.denoiser, self.bank, self.config.batch_size).double()
 
     def by_bucket(self, per_probe: torch.Tensor) -> list[float | None]:
@@ -196,76 +215,91 @@ class _Context:
             out.append(per_probe[..., m].mean(-1) if m.any() else None)
         return out
 
-    def direction(self, gen: torch.Generator, norm: str, radius: float, mask: torch.Tensor | None) -> torch.Tensor:
-        """delta = s * u, u a Gaussian direction on the sphere of radius r sqrt(d_S) (S: the perturbed set)."""
-        z = torch.randn(self.dim, generator=gen, dtype=torch.float64).to(self.theta0.device)
-        if mask is not None:
-            z = z * mask
-        d_s = self.dim if mask is None else int(mask.sum())
-        u = z * (radius * math.sqrt(d_s) / float(z.norm()))
-        return (self.scales[norm].double() * u).to(self.vdtype)
+    def direction(self, gen: torch.Generator, norm: str, radius: float, block: str | None, out: torch.Tensor) -> torch.Tensor:
+        """out <- delta = s * u, u a Gaussian direction on the sphere of radius r sqrt(d_S) (S: the perturbed
+        set, one block or all). Two passes over the same draws (the generator is rewound): the norm of z,
+        then delta chunk by chunk; the generator ends where one whole draw leaves it."""
+        keep = self.blocks.restrict(block) if block is not None else None
+        d_s = self.dim if block is None else self.blocks.sizes[block]
+        state = gen.get_state()
+        znorm = self.space.gaussian(gen, out, None, keep, norm_only=True)
+        gen.set_state(state)
+        c = radius * math.sqrt(d_s) / znorm
+        self.space.gaussian(gen, out, lambda sl, z: (self.scale(norm, sl).double() * (z * c)).to(self.vdtype), keep)
+        return out
 
     def tick(self, stage: str, done: int, total: int) -> None:
         if self.progress:
             self.progress(stage, done, total)
 
 
-def _average_case(ctx: _Context, norm: str, radii, draws: int, gen: torch.Generator, mask=None,
+def _average_case(ctx: _Context, norm: str, radii, draws: int, gen: torch.Generator, block: str | None = None,
                   stage: str | None = "average") -> list[tuple[torch.Tensor, list[float]]]:
     """Per radius: per-probe loss increases [draws, N] and ||delta|| per draw (one draw = a +-delta
     pair, two evaluations). The same directions serve every radius (common random numbers: the
-    curve over radii is smooth and comparable)."""
-    units = [ctx.direction(gen, norm, 1.0, mask) for _ in range(draws)]
-    out, done, total = [], 0, len(radii) * draws
-    for r in radii:
-        rows, norms = [], []
-        for u in units:
-            delta = r * u
+    curve over radii is smooth and comparable). One direction is alive at a time: each is drawn
+    once and evaluated at every radius."""
+    rows: list[list[torch.Tensor]] = [[] for _ in radii]
+    norms: list[list[float]] = [[] for _ in radii]
+    u = ctx.space.empty()
+    done, total = 0, len(radii) * draws
+    theta0 = ctx.theta0
+    for _ in range(draws):
+        ctx.direction(gen, norm, 1.0, block, u)
+        for i, r in enumerate(radii):
             # Antithetic pair: delta and -delta are equally likely, and their mean cancels the
             # first-order term g.delta exactly, which otherwise drowns the curvature at small r.
-            rows.append(0.5 * (ctx.losses_at(delta) + ctx.losses_at(-delta)) - ctx.base)
-            norms.append(float(delta.double().norm()))
+            plus = ctx.losses_at(lambda sl: theta0[sl] + r * u[sl])
+            minus = ctx.losses_at(lambda sl: theta0[sl] + -(r * u[sl]))
+            rows[i].append(0.5 * (plus + minus) - ctx.base)
+            norms[i].append(ctx.space.norm(lambda sl: r * u[sl]))
             done += 1
             if stage:
                 ctx.tick(stage, done, total)
-        out.append((torch.stack(rows), norms))
-    return out
+    return [(torch.stack(r), n) for r, n in zip(rows, norms)]
 
 
 def _worst_case(ctx: _Context, norm: str, radius: float, steps: int, done0: int, total: int) -> WorstPoint:
-    """Projected gradient ascent in u over ||u|| <= r sqrt(d); the best iterate is the estimate."""
-    s = ctx.scales[norm]
+    """Projected gradient ascent in u over ||u|| <= r sqrt(d); the best iterate is the estimate.
+
+    Vectors: u and one work vector (the gradient, then the ascent direction s * grad in place),
+    besides the context's theta0 and gradient at theta."""
     bound = radius * math.sqrt(ctx.dim)
     step = 2 * bound / steps
     op = BankLoss(ctx.denoiser, ctx.bank, ctx.params, ctx.config.batch_size)
-    u = torch.zeros_like(ctx.theta0)
-    best, best_per, best_delta, ascent = 0.0, ctx.base * 0, torch.zeros_like(u), []
+    theta0 = ctx.theta0
+    s = lambda sl: ctx.scale(norm, sl)  # noqa: E731
+    u = ctx.space.zeros()
+    work = ctx.space.empty()
+    best, best_per, best_norm, ascent = 0.0, ctx.base * 0, 0.0, []
     for k in range(steps):
         if k == 0:
             grad = ctx.gradient_at_theta()  # the same first step for every radius: computed once
         else:
-            assign(ctx.params, ctx.theta0 + s * u)
-            per, grad = op.value_and_grad()
+            ctx.space.write(lambda sl: theta0[sl] + s(sl) * u[sl])
+            per, grad = op.value_and_grad(out=work)
         if k > 0:  # u_0 = 0 is theta itself
             inc = float(per.mean()) - ctx.base_mean
             ascent.append(inc)
             if inc > best:
-                best, best_per, best_delta = inc, per - ctx.base, s * u
-        ascent_dir = s * grad
-        gnorm = float(ascent_dir.double().norm())
+                best, best_per, best_norm = inc, per - ctx.base, ctx.space.norm(lambda sl: s(sl) * u[sl])
+        for sl in ctx.space.slices:  # the ascent direction s * grad, into the work vector
+            torch.mul(s(sl), grad[sl], out=work[sl])
+        gnorm = ctx.space.norm(work)
         if gnorm == 0.0:
             break
-        u = u + (step / gnorm) * ascent_dir
-        un = float(u.double().norm())
+        for sl in ctx.space.slices:
+            u[sl].add_((step / gnorm) * work[sl])
+        un = ctx.space.norm(u)
         if un > bound:
-            u = u * (bound / un)
+            u.mul_(bound / un)
         ctx.tick("worst", done0 + k + 1, total)
-    per = ctx.losses_at(s * u) - ctx.base
+    per = ctx.losses_at(lambda sl: theta0[sl] + s(sl) * u[sl]) - ctx.base
     inc = float(per.mean())
     ascent.append(inc)
     if inc > best:
-        best, best_per, best_delta = inc, per, s * u
-    return WorstPoint(radius, float(best_delta.double().norm()), best, best / ctx.base_mean, ascent,
+        best, best_per, best_norm = inc, per, ctx.space.norm(lambda sl: s(sl) * u[sl])
+    return WorstPoint(radius, best_norm, best, best / ctx.base_mean, ascent,
                       [None if v is None else float(v) for v in ctx.by_bucket(best_per)])
 
 
@@ -285,73 +319,19 @@ def measure_sharpness(denoiser: Denoiser, bank: ProbeBank, config: SharpnessConf
     config = (config or SharpnessConfig()).validate()
     if len(bank) < 1:
         raise InputError("the probe bank is empty")
+    named = measured_parameters(denoiser.net, config.params)
+    if not named:
+        if config.params is not None:
+            raise OptionError("params", f"'{config.params}' matches no parameter of {type(denoiser.net).__name__} "
+                                        f"(names look like '{next(iter(dict(denoiser.net.named_parameters())), '?')}')")
+        raise InputError("the denoiser has no floating-point parameters to perturb")
     timings: dict[str, float] = {}
-    with restoring(denoiser.net), checkpointing(denoiser.net, config.gradient_checkpointing), torch.no_grad():
-        ctx = _Context(denoiser, bank, config, progress)
-        result = SharpnessResult(
-            source=bank.source, probes=len(bank), seed=config.seed, t_range=tuple(bank.t_range), buckets=ctx.edges,
-            parameters=ctx.dim, weight_norm=ctx.weight_norm, parameter_selection=config.params or "all",
-            loss=mean_estimate(ctx.base.numpy()),
-            loss_by_bucket=[None if v is None else mean_estimate(ctx.base[ctx.bucket == b].numpy())
-                            for b, v in enumerate(ctx.by_bucket(ctx.base))],
-            config=config,
-        )
-        block_avg: dict[str, dict[str, Estimate]] = {g.name: {} for g in ctx.groups}
-        block_trace: dict[str, Estimate] = {}
-        if "avg" in config.measures:
-            t0 = time.perf_counter()
-            for norm in config.norms:
-                rows = _average_case(ctx, norm, config.radii, config.draws, generator(config.seed, f"avg-{norm}"))
-                points = []
-                for r, (inc, norms) in zip(config.radii, rows):
-                    per_draw = inc.mean(1)
-                    est = mean_estimate(per_draw.numpy())
-                    points.append(AveragePoint(r, sum(norms) / len(norms), est, est.value / ctx.base_mean,
-                                               _estimates_by_bucket(ctx, inc), per_draw.tolist()))
-                result.average.append(AverageCase(norm, config.draws, points))
-            # Per block: the same radius per weight, only that block moved (quadratic regime: additive).
-            # One norm (the first asked for) is enough to say which block is sharp.
-            done, total = 0, len(ctx.groups) * config.draws
-            for norm in config.norms[:1] if config.block_average else ():
-                for g in ctx.groups:
-                    gen = generator(config.seed, f"block-{norm}-{g.name}")
-                    inc, _ = _average_case(ctx, norm, [config.block_radius], config.draws, gen, ctx.masks[g.name],
-                                           stage=None)[0]
-                    block_avg[g.name][norm] = mean_estimate(inc.mean(1).numpy())
-                    done += config.draws
-                    ctx.tick("blocks", done, total)
-            result.block_radius = config.block_radius if config.block_average else None
-            timings["avg"] = time.perf_counter() - t0
-        if "worst" in config.measures:
-            t0 = time.perf_counter()
-            total = len(config.norms) * len(config.worst_radii) * config.ascent_steps
-            done = 0
-            for norm in config.norms:
-                pts = []
-                for r in config.worst_radii:
-                    pts.append(_worst_case(ctx, norm, r, config.ascent_steps, done, total))
-                    done += config.ascent_steps
-                result.worst.append(WorstCase(norm, config.ascent_steps, pts))
-            timings["worst"] = time.perf_counter() - t0
-        if "hessian" in config.measures:
-            t0 = time.perf_counter()
-            assign(ctx.params, ctx.theta0)  # back at theta (bit for bit: theta0 is a copy)
-            result.hessian, block_trace = _hessian(ctx)
-            timings["hessian"] = time.perf_counter() - t0
-        if "landscape" in config.measures:
-            t0 = time.perf_counter()
-            assign(ctx.params, ctx.theta0)
-            sub = bank.subset(spread_indices(len(bank), config.landscape_probes))
-            result.landscape = loss_landscape(
-                denoiser, sub, ctx.params, generator(config.seed, "landscape"), config.landscape_span,
-                config.landscape_points, config.landscape_grid, config.batch_size, progress,
-            )
-            timings["landscape"] = time.perf_counter() - t0
-    result.blocks = [
-        BlockSharpness(g.name, g.numel, block_avg[g.name], block_trace.get(g.name),
-                       block_trace[g.name].value / g.numel if g.name in block_trace else None)
-        for g in ctx.groups
-    ] if (block_trace or ("avg" in config.measures and config.block_average)) else []
+    with checkpointing(denoiser.net, config.gradient_checkpointing), torch.no_grad():
+        ctx = _Context(denoiser, bank, config, progress, named)
+        try:
+            result = _measure(ctx, timings)
+        finally:
+            ctx.restore()  # the weights as they were, bit for bit: after a return, an exception or Ctrl-C
     result.timings = timings
     return result
 
@@ -364,7 +344,77 @@ def _hessian(ctx: _Context) -> tuple[HessianSummary, dict[str, Estimate]]:
     eig = block_lanczos(op.hvp, op.dim, cfg.top_k, cfg.lanczos_iters, cfg.tol, generator(cfg.seed, "lanczos"),
                         ctx.theta0.device, ctx.vdtype, ctx.progress)
     op.release()  # Hutchinson differentiates bucket by bucket: the whole-bank graph is not needed again
-    tr: TraceEstimate = hutchinson(op, cfg.hutchinson_draws, generator(cfg.seed, "hutchinson"), ctx.masks,
+    tr: TraceEstimate = hutchinson(op, cfg.hutchinson_draws, generator(cfg.seed, "hutchinson"), ctx.blocks,
                                    ctx.vdtype, ctx.progress)
     summary = HessianSummary(len(sub), eig, tr.trace, tr.trace.value / op.dim, tr.by_group, eig.hvps + tr.hvps)
     return summary, tr.by_block
+
+
+def _measure(ctx: _Context, timings: dict[str, float]) -> SharpnessResult:
+    """Every selected measure, in order, on the context's bank; the weights may be left moved (the caller restores them)."""
+    config, bank, denoiser, progress = ctx.config, ctx.bank, ctx.denoiser, ctx.progress
+    result = SharpnessResult(
+        source=bank.source, probes=len(bank), seed=config.seed, t_range=tuple(bank.t_range), buckets=ctx.edges,
+        parameters=ctx.dim, weight_norm=ctx.weight_norm, parameter_selection=config.params or "all",
+        loss=mean_estimate(ctx.base.numpy()),
+        loss_by_bucket=[None if v is None else mean_estimate(ctx.base[ctx.bucket == b].numpy())
+                        for b, v in enumerate(ctx.by_bucket(ctx.base))],
+        config=config,
+    )
+    block_avg: dict[str, dict[str, Estimate]] = {g.name: {} for g in ctx.groups}
+    block_trace: dict[str, Estimate] = {}
+    if "avg" in config.measures:
+        t0 = time.perf_counter()
+        for norm in config.norms:
+            rows = _average_case(ctx, norm, config.radii, config.draws, generator(config.seed, f"avg-{norm}"))
+            points = []
+            for r, (inc, norms) in zip(config.radii, rows):
+                per_draw = inc.mean(1)
+                est = mean_estimate(per_draw.numpy())
+                points.append(AveragePoint(r, sum(norms) / len(norms), est, est.value / ctx.base_mean,
+                                           _estimates_by_bucket(ctx, inc), per_draw.tolist()))
+            result.average.append(AverageCase(norm, config.draws, points))
+        # Per block: the same radius per weight, only that block moved (quadratic regime: additive).
+        # One norm (the first asked for) is enough to say which block is sharp.
+        done, total = 0, len(ctx.groups) * config.draws
+        for norm in config.norms[:1] if config.block_average else ():
+            for g in ctx.groups:
+                gen = generator(config.seed, f"block-{norm}-{g.name}")
+                inc, _ = _average_case(ctx, norm, [config.block_radius], config.draws, gen, g.name, stage=None)[0]
+                block_avg[g.name][norm] = mean_estimate(inc.mean(1).numpy())
+                done += config.draws
+                ctx.tick("blocks", done, total)
+        result.block_radius = config.block_radius if config.block_average else None
+        timings["avg"] = time.perf_counter() - t0
+    if "worst" in config.measures:
+        t0 = time.perf_counter()
+        total = len(config.norms) * len(config.worst_radii) * config.ascent_steps
+        done = 0
+        for norm in config.norms:
+            pts = []
+            for r in config.worst_radii:
+                pts.append(_worst_case(ctx, norm, r, config.ascent_steps, done, total))
+                done += config.ascent_steps
+            result.worst.append(WorstCase(norm, config.ascent_steps, pts))
+        ctx.release_gradient()
+        timings["worst"] = time.perf_counter() - t0
+    if "hessian" in config.measures:
+        t0 = time.perf_counter()
+        ctx.restore()  # back at theta (bit for bit: theta0 is a copy)
+        result.hessian, block_trace = _hessian(ctx)
+        timings["hessian"] = time.perf_counter() - t0
+    if "landscape" in config.measures:
+        t0 = time.perf_counter()
+        ctx.restore()
+        sub = bank.subset(spread_indices(len(bank), config.landscape_probes))
+        result.landscape = loss_landscape(
+            denoiser, sub, ctx.params, generator(config.seed, "landscape"), config.landscape_span,
+            config.landscape_points, config.landscape_grid, config.batch_size, progress, theta0=ctx.theta0,
+        )
+        timings["landscape"] = time.perf_counter() - t0
+    result.blocks = [
+        BlockSharpness(g.name, g.numel, block_avg[g.name], block_trace.get(g.name),
+                       block_trace[g.name].value / g.numel if g.name in block_trace else None)
+        for g in ctx.groups
+    ] if (block_trace or ("avg" in config.measures and config.block_average)) else []
+    return result
