@@ -2,8 +2,13 @@
 
 `restoring(module)` snapshots every parameter and buffer and copies them back on
 exit - normal return, exception or Ctrl-C alike - so the weights are bit for bit
-what they were. Measures that move weights (sharpness, landscapes, simulated
-quantization) run inside it.
+what they were (one copy of the model: small modules, tests).
+
+`untouched(module)` guards code that never writes weights but points parameters at other
+tensors (simulated quantization swaps in quantized copies): on exit every parameter and
+buffer points at its own tensor again, and a write into one (its version counter moved) is an
+error. No copy is made, so it costs nothing on a billion-parameter model. Sharpness writes
+weights and restores them from its own saved vector (measures/sharpness).
 """
 
 from __future__ import annotations
@@ -34,6 +39,23 @@ def restoring(module: torch.nn.Module):
         yield saved
     finally:
         restore(module, saved)
+
+
+@contextmanager
+def untouched(module: torch.nn.Module):
+    """Run the body, which may re-point parameters (`p.data = other`) but must not write them; on exit
+    every tensor is its own again, and an in-place write to one is reported (RuntimeError)."""
+    tensors = [t for _, t in list(module.named_parameters()) + list(module.named_buffers())]
+    saved = [(t, t.data, t.data._version) for t in tensors]
+    try:
+        yield
+    finally:
+        for t, data, _ in saved:
+            if t.data is not data:
+                t.data = data
+        written = [i for i, (_, data, version) in enumerate(saved) if data._version != version]
+        if written:
+            raise RuntimeError(f"{len(written)} weight tensor(s) were written in place where only swaps are allowed")
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:

@@ -13,11 +13,12 @@ decoded once (latent models); its drift, FD features and grid images are taken f
 batch is dropped. So no setting's samples are ever held whole (50,000 SD 1.5 latents are 3.2 GB a
 setting), only the shared full-precision samples, and nothing is decoded twice. Entering a setting
 for every batch costs little next to sampling the batch: simulated settings point the weights at
-quantized copies made once (WeightCache) and add input hooks; bitsandbytes settings re-quantize
+quantized copies made once (WeightCache, up to its byte budget; the rest per call) and add input hooks; bitsandbytes settings re-quantize
 their Linear layers for every batch (not yet timed on a GPU).
 
 The model is left exactly as it was: weight swaps and hooks are undone after every batch,
-and the whole measure runs inside `perturb.restoring` as a second guard.
+and the whole measure runs inside `perturb.untouched` as a second guard (it re-points any
+swapped parameter and reports a write; it keeps no copy of the model).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
     0..N-1 of config.seed with config.sampler/steps, when already generated (else computed here);
     fp_seconds: how long they took, if known (for the time ratios). scorer (core.fd.Scorer): FD/FID
     and KID of full precision and of every setting, and each setting's paired FD change."""
-    from ...core.perturb import restoring
+    from ...core.perturb import untouched
     from ...core.sampling import make_sampler, sample
 
     config = config or QuantizeConfig()
@@ -150,7 +151,7 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
     def tick(stage: str, total: int):
         return Counter(progress, stage, total).add
 
-    with restoring(net):
+    with untouched(net):
         if fp_samples is None:
             t0 = time.perf_counter()
             fp_samples = full_precision_samples(denoiser, config, tick("full precision", n))

@@ -1,9 +1,12 @@
 """Simulated (fake) quantization of every Conv2d and Linear of a denoiser.
 
 Weights: per-output-channel symmetric, w_q = s_c * clamp(round(w / s_c), -(2^(b-1)-1), 2^(b-1)-1)
-with s_c = max|w_c| / (2^(b-1)-1). They are quantized ONCE per (layer, width) and swapped in by
-pointing the parameter at the quantized tensor, so the forward pass costs exactly what full
-precision costs and the original storage is never written to.
+with s_c = max|w_c| / (2^(b-1)-1). They are swapped in by pointing the parameter at the quantized
+tensor, so the original storage is never written to. Quantized copies are kept (WeightCache, once
+per (layer, width)) up to a byte budget; beyond it a layer's weight is quantized just before each
+of its forward calls and dropped after, so a setting never holds a second copy of the model
+(SD 1.5: 3.4 GB in float32 per width). Same numbers either way; the just-in-time layers pay one
+quantization of their weight per call.
 
 Activations: per-tensor asymmetric on each layer's input, x_q = s * (clamp(round(x / s) + z, 0,
 2^b-1) - z), with (s, z) from a calibrated range [lo, hi] that always contains 0 (so zero
@@ -81,18 +84,50 @@ def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     return q.to(w.dtype)
 
 
-class WeightCache:
-    """Quantized weights, computed once per (layer, width) and shared by every setting and layer scan."""
+# Quantized weights kept between uses, in bytes: the bundled and test models fit whole (no cost per
+# call); a real-size model keeps this much and quantizes the rest layer by layer at each call.
+CACHE_BYTES = 256 * 2**20
 
-    def __init__(self, net: torch.nn.Module):
+
+class WeightCache:
+    """Quantized weights, computed once per (layer, width) and shared by every setting and layer scan,
+    up to `max_bytes` in all; `get` says None for a layer beyond the budget (quantize it per call)."""
+
+    def __init__(self, net: torch.nn.Module, max_bytes: int | None = None):
         self.modules = dict(net.named_modules())
+        self.max_bytes = CACHE_BYTES if max_bytes is None else max_bytes
+        self.bytes = 0
         self._cache: dict[tuple[str, int], torch.Tensor] = {}
 
-    def get(self, name: str, bits: int) -> torch.Tensor:
+    def get(self, name: str, bits: int) -> torch.Tensor | None:
         key = (name, bits)
         if key not in self._cache:
-            self._cache[key] = quantize_weight(self.modules[name].weight, bits)
+            w = self.modules[name].weight
+            size = w.numel() * w.element_size()
+            if self.bytes + size > self.max_bytes:
+                return None
+            self._cache[key] = quantize_weight(w, bits)
+            self.bytes += size
         return self._cache[key]
+
+    def quantized(self, name: str, bits: int) -> torch.Tensor:
+        """The layer's quantized weight: cached, or made now (not kept)."""
+        got = self.get(name, bits)
+        return got if got is not None else quantize_weight(self.modules[name].weight, bits)
+
+
+def _weight_hooks(module: torch.nn.Module, bits: int):
+    """Pre- and post-forward hooks that quantize the module's weight for one call only."""
+    held: list[torch.Tensor] = []
+
+    def pre(mod, args):
+        held.append(mod.weight.data)
+        mod.weight.data = quantize_weight(held[-1], bits)
+
+    def post(mod, args, output):
+        mod.weight.data = held.pop()
+
+    return module.register_forward_pre_hook(pre), module.register_forward_hook(post, always_call=True)
 
 
 # ---------------------------------------------------------------------------- activations
@@ -173,8 +208,12 @@ def simulated_quantization(
             for name, (wb, ab) in plan.items():
                 m = modules[name]
                 if wb is not None:
-                    originals.append((m.weight, m.weight.data))
-                    m.weight.data = weights.get(name, wb)
+                    cached = weights.get(name, wb)
+                    if cached is None:  # beyond the cache: quantized at each call of the layer
+                        handles.extend(_weight_hooks(m, wb))
+                    else:
+                        originals.append((m.weight, m.weight.data))
+                        m.weight.data = cached
                 if ab is not None:
                     lo, hi = act_ranges[(name, ab)] if (name, ab) in act_ranges else act_ranges[name]
                     if not has_grid(lo, hi):
