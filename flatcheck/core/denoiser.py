@@ -32,6 +32,8 @@ from .fastpath import FastPath
 from ..errors import InputError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+# Pixels per autoencoder call (encode and decode): 4 images at 512 x 512, 1 at 1024 x 1024.
+VAE_PIXELS_PER_CALL = 2**20
 FLOW = "flow"  # flow matching: x_t = (1 - sigma) x0 + sigma eps, the network predicts v = eps - x0
 
 
@@ -357,12 +359,15 @@ class Denoiser:
 
     # -- latent models
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] -> what the denoiser sees (latents for latent models)."""
+        """Images in [-1, 1] -> what the denoiser sees (latents for latent models), in slices as `decode`."""
         if self.vae is None:
             return images
-        enc = self.vae.encode(images.to(self.vae.dtype))
-        lat = enc.latent_dist.mean if hasattr(enc, "latent_dist") else enc.latents
-        return ((lat - self.vae_shift) * self.vae_scale).contiguous()
+        parts = []
+        for part in images.split(self.vae_slice(images.shape[-2] * images.shape[-1])):
+            enc = self.vae.encode(part.to(self.vae.dtype))
+            lat = enc.latent_dist.mean if hasattr(enc, "latent_dist") else enc.latents
+            parts.append(((lat - self.vae_shift) * self.vae_scale).contiguous())
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @torch.no_grad()
     def pixels(self, samples: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
@@ -385,9 +390,24 @@ class Denoiser:
             return samples.detach().float().cpu()
         return self.decode(samples.detach().float().to(self.device)).float().cpu()
 
+    def vae_slice(self, pixels: int) -> int:
+        """Images per autoencoder call for images of `pixels` pixels: at most VAE_PIXELS_PER_CALL in all
+        (SD's decoder keeps about 1 GB of float32 activations per 512 x 512 image, so a batch of 64
+        at once would need tens of GB), at least one image."""
+        return max(1, VAE_PIXELS_PER_CALL // max(1, pixels))
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.vae.config.get("block_out_channels", (0,))) - 1) if self.vae is not None else 1
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents -> images, in slices of `vae_slice` images (as diffusers' enable_slicing, sized by pixels)."""
         if self.vae is None:
             return z
+        parts = [self._decode(part) for part in z.split(self.vae_slice(z.shape[-2] * z.shape[-1] * self.vae_factor**2))]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
         # contiguous: a channels_last VAE (core.fastpath) hands back NHWC-strided images
         return self.vae.decode(z.to(self.vae.dtype) / self.vae_scale + self.vae_shift).sample.contiguous()
 
