@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flatcheck.core import memory
-from flatcheck.core.memory import LiveTensors, PeakMemory, current_rss
+from flatcheck.core.memory import LiveTensors, PeakMemory, current_rss, process_peak
 
 MB = 2**20
 F32 = 4  # bytes
@@ -46,6 +46,14 @@ def test_peak_is_readable_inside_the_block_and_includes_earlier_inner_phases():
         with PeakMemory():
             pass
     assert so_far - outer.start_bytes >= 100 * MB - RSS_SLACK and outer.peak_bytes >= so_far
+
+
+def test_process_peak_keeps_the_peak_that_a_reset_made_the_kernel_forget():
+    start = current_rss()
+    _touch(300 * MB)
+    with PeakMemory():  # resets VmHWM (and with it ru_maxrss, what `time -v` reads) to about `start`
+        pass
+    assert process_peak() - start >= 300 * MB - RSS_SLACK
 
 
 def test_without_clear_refs_the_peak_is_the_process_peak_and_says_so(monkeypatch, tmp_path):
@@ -90,6 +98,7 @@ def test_cuda_phases_nest_on_the_allocator_counters(monkeypatch):
     assert (a.start_bytes, a.peak_bytes, a.reserved_peak_bytes) == (1000, 6000, 6000)
     assert (b.start_bytes, b.peak_bytes, b.reserved_peak_bytes) == (1000, 1200, 6000)  # reserved stays: the cache keeps it
     assert (run.peak_bytes, run.reserved_peak_bytes) == (6000, 6000)
+    assert process_peak("cuda") == 6000  # the allocator's own max_memory_allocated now says 1200 (since b's reset)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")

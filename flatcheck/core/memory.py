@@ -7,6 +7,8 @@
                              that storage dies: bytes alive now and at the peak, and how many storages
                              of at least min_bytes are alive (now, at most, and at the byte peak).
     current_rss()            this process's resident set size now.
+    process_peak(device)     this process's peak since it started, as the device counts it, including
+                             what PeakMemory's resets made the kernel or the allocator forget.
 
 The two answer different questions on purpose. PeakMemory sees everything the process holds
 (allocator caches, Python objects, libraries, kernel workspaces) but needs the real device and real
@@ -27,6 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 # ---------------------------------------------------------------------------- the process's peak
 _CLEAR_REFS = "/proc/self/clear_refs"
 _clear_refs_works: bool | None = None  # None until first tried
+_forgotten: dict[tuple, int] = {}  # counter -> the highest high-water mark a reset erased (nothing else keeps it)
 _OPEN: list["PeakMemory"] = []  # the blocks we are inside, outermost first
 
 
@@ -51,7 +54,11 @@ def _reset_rss_peak() -> bool:
     """Set the kernel's high-water mark of this process's RSS to its RSS now. Linux >= 4.0 does that
     when "5" is written to /proc/self/clear_refs (it only touches the counter). False where that
     file cannot be written: a read-only /proc (EROFS, seen here when /proc is remounted read-only),
-    a sandbox that does not implement it, another OS. Tried once per process."""
+    a sandbox that does not implement it, another OS. Tried once per process.
+
+    The reset is process-wide and erases the kernel's only record of the earlier peak: getrusage's
+    ru_maxrss, the parent's wait4 and `/usr/bin/time -v` then report the peak since the last reset
+    (seen here: 1.1 GB before a reset, 0.6 GB after). process_peak() keeps the whole."""
     global _clear_refs_works
     if _clear_refs_works is False:
         return False
@@ -96,7 +103,9 @@ class PeakMemory:
     Blocks nest: before a block resets the device's high-water mark it hands what was seen so far to
     every enclosing block, so an outer peak always contains the inner ones. Code outside this module
     that resets the same mark (torch.cuda.reset_peak_memory_stats, a write to clear_refs) loses what
-    was seen before it. The RSS is the whole process's, whatever thread allocated it; the blocks
+    was seen before it. The resets also hide the process's earlier peak from whatever reads the same
+    mark later (ru_maxrss and `/usr/bin/time -v` on a CPU, torch.cuda.max_memory_allocated on a GPU):
+    process_peak() keeps it. The RSS is the whole process's, whatever thread allocated it; the blocks
     themselves are meant for one thread of control.
     """
 
@@ -115,6 +124,8 @@ class PeakMemory:
         if self in _OPEN:
             raise RuntimeError("a PeakMemory block cannot be entered twice")
         self._fold_open()  # what enclosing blocks saw until now, before the reset forgets it
+        key = self._counter()
+        _forgotten[key] = max(_forgotten.get(key, 0), self._high_water()[0])
         if self._cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.kind = "cuda_max_allocated"
@@ -163,9 +174,12 @@ class PeakMemory:
     def _cuda(self) -> bool:
         return self.device.type == "cuda"
 
+    def _counter(self) -> tuple:
+        """The high-water mark this block reads and resets: one per CUDA device, one RSS per process."""
+        return ("cuda", self.device.index) if self._cuda else ("rss",)
+
     def _same_counter(self, other: "PeakMemory") -> bool:
-        """Whether two blocks read (and reset) the same high-water mark: one per CUDA device, one RSS."""
-        return self._cuda == other._cuda and (not self._cuda or self.device == other.device)
+        return self._counter() == other._counter()
 
     def _high_water(self) -> tuple[int, int | None]:
         if self._cuda:
@@ -184,6 +198,14 @@ class PeakMemory:
             seen = self._high_water()
             for m in sharing:
                 m._see(*seen)
+
+
+def process_peak(device: torch.device | str = "cpu") -> int:
+    """This process's peak memory since it started, in bytes, as `device` counts it (PeakMemory's kinds:
+    CUDA max allocated, or the peak RSS): the device's high-water mark now, or the highest one a
+    PeakMemory block erased when it reset the mark, whichever is larger."""
+    probe = PeakMemory(device)
+    return max(_forgotten.get(probe._counter(), 0), probe._high_water()[0])
 
 
 # ---------------------------------------------------------------------------- tensors that ops create
