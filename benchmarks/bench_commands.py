@@ -3,8 +3,11 @@
     .venv/bin/python benchmarks/bench_commands.py [--model digits-base] [--only NAME,...] [--device cpu|cuda]
 
 Each command runs as its own process (`python -m flatcheck ...`), so its peak resident memory is its
-own (the kernel's ru_maxrss of that child, from os.wait4); on CUDA the child also reports
-torch.cuda.max_memory_allocated at exit. Wall time includes start-up and imports, as a user sees it.
+own: the kernel's ru_maxrss of that child (os.wait4), or, where the child measured phases with
+flatcheck.core.memory.PeakMemory (every audit does: its resets of the kernel's high-water mark hide
+the earlier peak from ru_maxrss), the child's own record of it (process_peak(), reported at exit),
+whichever is larger. On CUDA the child also reports its peak allocated at exit (process_peak("cuda"),
+or torch.cuda.max_memory_allocated where nothing reset it). Wall time includes start-up and imports, as a user sees it.
 Rows with `--data none` are the same command on a model given without data (data-free: the bank is
 drawn from the model's own samples). Prints a Markdown table; issue 14 aims at <= 60 s per command
 on the bundled model on the 2-core CPU it was written on.
@@ -22,14 +25,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Reports the peak CUDA memory of the child at exit (flatcheck's main ends in sys.exit: atexit runs).
+# Reports the child's peaks at exit (flatcheck's main ends in sys.exit: atexit runs) as core.memory kept
+# them when PeakMemory reset the kernel's and the allocator's marks.
 CHILD = """
 import atexit, runpy, sys
 def peak():
     try:
+        memory = sys.modules.get("flatcheck.core.memory")
+        if memory is not None:
+            sys.stderr.write(f"\\nRSS_PEAK {memory.process_peak('cpu')}\\n")
         import torch
         if torch.cuda.is_available() and torch.cuda.is_initialized():
-            sys.stderr.write(f"\\nCUDA_PEAK {torch.cuda.max_memory_allocated()}\\n")
+            cuda = memory.process_peak("cuda") if memory is not None else torch.cuda.max_memory_allocated()
+            sys.stderr.write(f"\\nCUDA_PEAK {cuda}\\n")
     except Exception:
         pass
 atexit.register(peak)
@@ -75,13 +83,15 @@ def run_one(args: list[str], device: str) -> tuple[float, float, float | None, i
     seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     err = "".join(err_chunks)
-    cuda = None
+    cuda, rss = None, usage.ru_maxrss / 1024  # ru_maxrss: KiB on Linux
     for line in err.splitlines():
         if line.startswith("CUDA_PEAK "):
             cuda = int(line.split()[1]) / 2**20
+        if line.startswith("RSS_PEAK "):
+            rss = max(rss, int(line.split()[1]) / 2**20)
     if proc.returncode not in (0, 1):
         print(f"  exit {proc.returncode}: {err.strip().splitlines()[-1] if err.strip() else ''}", file=sys.stderr)
-    return seconds, usage.ru_maxrss / 1024, cuda, proc.returncode
+    return seconds, rss, cuda, proc.returncode
 
 
 def main() -> None:

@@ -7,9 +7,10 @@ Random-weight denoisers (and autoencoders) are built from the published configs 
 downloads: the numbers measure cost, not quality). Text encoders are not built: their outputs are
 random tensors of the real shapes (77 x 768 CLIP states for SD 1.5, 333 x 4096 for SD3 ...), encoded
 once per run exactly as flatcheck caches them. For each family the script prints the parameter count,
-then for each measure the wall time and the peak memory (CUDA max allocated on a GPU, process RSS
-high-water mark on a CPU). `--tiny` divides every width and depth so that the whole script runs on a
-CPU in about a minute (it checks the script, not the families' cost).
+then for each measure the wall time and its own peak memory (flatcheck.core.memory.PeakMemory: CUDA max
+allocated on a GPU, the process's peak RSS during the measure on a CPU). `--tiny` divides every width
+and depth so that the whole script runs on a CPU in about a minute (it checks the script, not the
+families' cost).
 
 Sharpness runs the audit's quick profile (average and worst case, Hessian top eigenvalue and trace,
 1-D landscape) on a bank of `--probes` latents; quantize runs W4A4 (simulated, every Conv2d/Linear)
@@ -19,7 +20,6 @@ on `--samples` samples of `--steps` steps, calibration included, the per-layer s
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 import torch
@@ -168,20 +168,8 @@ def build(name: str, spec: dict, device, dtype, seed: int = 0):
 
 
 # ---------------------------------------------------------------------------------------------- measuring
-def peak_reset(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak_gib(device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux: the process high-water mark
-
-
 def run_family(name: str, spec: dict, args, device, dtype) -> dict:
+    from flatcheck.core.memory import PeakMemory
     from flatcheck.core.probes import probe_bank
     from flatcheck.measures.quantize.config import QuantizeConfig
     from flatcheck.measures.quantize.measure import measure_quantization
@@ -199,17 +187,18 @@ def run_family(name: str, spec: dict, args, device, dtype) -> dict:
     bank = probe_bank(pool, args.probes, 0, (0, den.num_train_timesteps), "random latents (cost only)", cond,
                       flow_shift=den.training_shift, num_train_timesteps=den.num_train_timesteps)
     quick = dict(PROFILES["quick"], hessian_probes=min(16, args.probes), landscape_probes=min(32, args.probes))
-    peak_reset(device)
+    # Each measure's own peak (on a CPU, ru_maxrss would carry the build's and every earlier family's).
     t0 = time.perf_counter()
-    measure_sharpness(den, bank, SharpnessConfig(**quick, batch_size=args.batch_size, params=args.params,
-                                                 gradient_checkpointing=args.gradient_checkpointing))
-    row.update(sharpness_s=time.perf_counter() - t0, sharpness_peak_gib=peak_gib(device))
-    peak_reset(device)
+    with PeakMemory(device) as mem:
+        measure_sharpness(den, bank, SharpnessConfig(**quick, batch_size=args.batch_size, params=args.params,
+                                                     gradient_checkpointing=args.gradient_checkpointing))
+    row.update(sharpness_s=time.perf_counter() - t0, sharpness_peak_gib=mem.peak_bytes / 2**30)
     t0 = time.perf_counter()
     sampler = "checkpoint" if den.flow else "ddim"
-    measure_quantization(den, bank, QuantizeConfig(settings=["W4A4"], sampler=sampler, steps=args.steps, samples=args.samples,
-                                                   calib_samples=args.samples, sensitivity_samples=0, batch_size=args.batch_size))
-    row.update(quantize_s=time.perf_counter() - t0, quantize_peak_gib=peak_gib(device))
+    with PeakMemory(device) as mem:
+        measure_quantization(den, bank, QuantizeConfig(settings=["W4A4"], sampler=sampler, steps=args.steps, samples=args.samples,
+                                                       calib_samples=args.samples, sensitivity_samples=0, batch_size=args.batch_size))
+    row.update(quantize_s=time.perf_counter() - t0, quantize_peak_gib=mem.peak_bytes / 2**30)
     del den
     if device.type == "cuda":
         torch.cuda.empty_cache()

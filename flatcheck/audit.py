@@ -7,6 +7,8 @@ Order of work, each thing computed once:
   3. each measure in its run order, on those inputs (a measure may be skipped); exposure runs
      first, so with --data its sampler run is the one that makes the shared samples;
   4. one verdict line per measure.
+The peak memory of the whole run and of each phase (the shared inputs, each measure, the bank's
+losses) goes into the report's environment (`peak_memory`, core.memory.PeakMemory).
 A single command (`flatcheck quantize` ...) is this audit with the other measures skipped: one run
 path. The result is an `AuditReport`; it never prints. Reports render it (report/), results.py
 turns it into the JSON document.
@@ -16,14 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from .core.conditioning import ConditionOptions
 from .core.fd.options import FdOptions
 from .core.inputs import InputOptions, Inputs, SampleSet, build_inputs
+from .core.memory import PeakMemory
 from .core.progress import Progress
 from .errors import InputError, OptionError, RunError
 from .measures import REGISTRY, Skipped, Verdict
@@ -211,6 +215,33 @@ def describe_model(ckpt) -> dict:
     return info
 
 
+@dataclass
+class RunMemory:
+    """The peak memory of a run and of its named phases, as `environment.peak_memory` records them.
+
+    `run` is open for the whole run; each phase is a PeakMemory nested in it (core.memory keeps the
+    run's peak across the phases' resets). Peaks are absolute: a phase's includes the weights and
+    whatever the run held when it began.
+    """
+
+    run: PeakMemory
+    phases: dict[str, PeakMemory] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        with PeakMemory(self.run.device) as mem:
+            yield
+        self.phases[name] = mem
+
+    def describe(self) -> dict:
+        doc = {"kind": self.run.kind, "how": self.run.how, "run_bytes": self.run.peak_bytes,
+               "by_phase": {name: m.peak_bytes for name, m in self.phases.items()}}
+        if self.run.reserved_peak_bytes is not None:  # CUDA: what the caching allocator held from the driver
+            doc["reserved_run_bytes"] = self.run.reserved_peak_bytes
+            doc["reserved_by_phase"] = {name: m.reserved_peak_bytes for name, m in self.phases.items()}
+        return doc
+
+
 def selected(opts: AuditOptions) -> list[str]:
     """The measures this run runs, in run order."""
     return sorted((n for n in AREAS if n not in opts.skip), key=lambda n: REGISTRY[n].order)
@@ -239,15 +270,33 @@ def audit_checkpoint(ckpt, opts: AuditOptions, progress: Progress | None = None,
     oom.reset()  # this audit's out-of-memory backoffs, reported in its environment
     opts = resolve_for(ckpt, opts)
     seed_everything(opts.seed)
-    denoiser = Denoiser.from_checkpoint(ckpt, opts.conditions())
-    built = build_inputs(denoiser, opts.inputs(**(inputs or {})), bank=any(REGISTRY[n].uses_bank for n in names),
-                         progress=progress, fd_optional=fd_optional)
-    return run_measures(built, describe_model(ckpt), opts, progress, skipped_line=skipped_line)
+    with PeakMemory(_device_of(ckpt)) as run:  # the checkpoint is loaded already: its weights are in every peak
+        memory = RunMemory(run)
+        with memory.phase("inputs"):
+            denoiser = Denoiser.from_checkpoint(ckpt, opts.conditions())
+            built = build_inputs(denoiser, opts.inputs(**(inputs or {})), bank=any(REGISTRY[n].uses_bank for n in names),
+                                 progress=progress, fd_optional=fd_optional)
+        return run_measures(built, describe_model(ckpt), opts, progress, skipped_line=skipped_line, memory=memory)
+
+
+def _device_of(ckpt) -> torch.device:
+    return next((p.device for p in ckpt.denoiser.parameters()), torch.device("cpu"))
 
 
 def run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Progress | None = None, *,
-                 skipped_line: str = "skipped (--skip)") -> AuditReport:
-    """Every selected measure on the shared inputs; a measure that fails at run time becomes an 'error' verdict."""
+                 skipped_line: str = "skipped (--skip)", memory: RunMemory | None = None) -> AuditReport:
+    """Every selected measure on the shared inputs; a measure that fails at run time becomes an 'error' verdict.
+
+    memory: the run's peak memory with the phases measured before this (audit_checkpoint's inputs);
+    None: the run's peak starts here."""
+    with ExitStack() as stack:
+        if memory is None:
+            memory = RunMemory(stack.enter_context(PeakMemory(inputs.denoiser.device)))
+        return _run_measures(inputs, model, opts, progress, skipped_line, memory)
+
+
+def _run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Progress | None, skipped_line: str,
+                  memory: RunMemory) -> AuditReport:
     from .core.probes import bank_losses
     from .core.runtime import environment
     from .core.stats import mean_estimate
@@ -260,33 +309,36 @@ def run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Prog
         measure = REGISTRY[name]
         configs[name] = config = opts.measure_config(name)
         t0 = time.perf_counter()
-        try:
-            results[name] = measure.run(inputs, config, progress)
-            verdicts[name] = measure.verdict(results[name])
-        except Skipped as exc:
-            verdicts[name] = Verdict(name, "skipped", str(exc))
-        except ModuleNotFoundError as exc:
-            if not (exc.name or "").startswith("flatcheck"):
-                raise
-            verdicts[name] = Verdict(name, "skipped", f"not available in this build ({exc.name} is missing)")
-        except RunError as exc:  # a measure that could not finish; bad input (InputError) still stops the audit
-            verdicts[name] = Verdict(name, "error", str(exc))
+        with memory.phase(name):
+            try:
+                results[name] = measure.run(inputs, config, progress)
+                verdicts[name] = measure.verdict(results[name])
+            except Skipped as exc:
+                verdicts[name] = Verdict(name, "skipped", str(exc))
+            except ModuleNotFoundError as exc:
+                if not (exc.name or "").startswith("flatcheck"):
+                    raise
+                verdicts[name] = Verdict(name, "skipped", f"not available in this build ({exc.name} is missing)")
+            except RunError as exc:  # a measure that could not finish; bad input (InputError) still stops the audit
+                verdicts[name] = Verdict(name, "error", str(exc))
         timings[name] = time.perf_counter() - t0
     # After the measures: data-free, the bank is drawn from the shared samples, which the first measure
     # (exposure) makes while watching their run.
     bank, bank_doc = inputs.bank, None
     if bank is not None:
         t0 = time.perf_counter()
-        losses = bank_losses(inputs.denoiser, bank, opts.batch_size)
+        with memory.phase("bank_loss"):
+            losses = bank_losses(inputs.denoiser, bank, opts.batch_size)
         timings["bank_loss"] = time.perf_counter() - t0
         bank_doc = {"n": len(bank), "seed": bank.seed, "source": bank.source, "t_range": list(bank.t_range),
                     "loss": mean_estimate(losses.double()), "loss_definition": inputs.denoiser.loss_definition()}
     timings = {**inputs.timings, **timings}
     samples = inputs.samples
+    grid = inputs.denoiser.pixels(samples.get()[:GRID], opts.batch_size) if samples.made else None  # inside the run's peak
     return AuditReport(
         schema_version=SCHEMA_VERSION,
         model=model,
-        environment={**environment(inputs.denoiser.device), **_backoffs()},
+        environment={**environment(inputs.denoiser.device), **_backoffs(), "peak_memory": memory.describe()},
         options={**to_jsonable(opts), "configs": to_jsonable(configs)},
         seeds={"bank": bank.seed if bank is not None else opts.seed, "samples": samples.seed,
                **{n: opts.seed for n in AREAS if results[n] is not None}},
@@ -296,7 +348,7 @@ def run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Prog
         verdicts=[verdicts[n] for n in AREAS],
         results=results,
         timings={k: round(v, 3) for k, v in timings.items()},
-        _samples=inputs.denoiser.pixels(samples.get()[:GRID], opts.batch_size) if samples.made else None,
+        _samples=grid,
     )
 
 

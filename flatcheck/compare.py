@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .audit import AREAS, AuditOptions, AuditReport, audit_checkpoint, describe_model, resolve_for, run_measures, selected
+from .audit import AREAS, AuditOptions, AuditReport, RunMemory, audit_checkpoint, describe_model, resolve_for, run_measures, selected
+from .core.memory import PeakMemory
 from .core.progress import Progress
 from .errors import InputError
 from .measures import REGISTRY
@@ -68,9 +69,12 @@ def audit_many(checkpoints: list, opts: AuditOptions, progress: Progress | None 
     reports = []
     for ckpt, d, samples in zip(checkpoints, denoisers, sets):
         seed_everything(opts.seed)
-        inputs = build_inputs(d, opts.inputs(), bank=uses_bank, progress=progress, pool=pool, pool_note=note, samples=samples,
-                              fd_optional=opts.ref is None, pool_cond=pool_cond)
-        reports.append(run_measures(inputs, describe_model(ckpt), opts, progress))
+        with PeakMemory(d.device) as run:  # each column's peaks, as audit_checkpoint's (its samples were made above)
+            memory = RunMemory(run)
+            with memory.phase("inputs"):
+                inputs = build_inputs(d, opts.inputs(), bank=uses_bank, progress=progress, pool=pool, pool_note=note,
+                                      samples=samples, fd_optional=opts.ref is None, pool_cond=pool_cond)
+            reports.append(run_measures(inputs, describe_model(ckpt), opts, progress, memory=memory))
     return reports
 
 

@@ -230,6 +230,20 @@ def test_gate_on_a_report_relative_to_a_baseline_report(cli, tiny_audit, tmp_pat
     assert code == 2 and "other options (samples)" in err
 
 
+def test_gate_holds_the_peak_memory_down_against_a_baseline(cli, tiny_audit, tmp_path):
+    """environment.peak_memory.run_bytes is a gate path like any number: a run at twice the baseline's peak fails 1.5x."""
+    _, doc = tiny_audit
+    base = json.loads(json.dumps(doc))
+    base["environment"]["peak_memory"]["run_bytes"] = doc["environment"]["peak_memory"]["run_bytes"] // 2
+    (tmp_path / "new.json").write_text(json.dumps(doc))
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    cfg = tmp_path / "flatcheck.toml"
+    for bound, code_wanted in ((1.5, 1), (2.5, 0)):
+        cfg.write_text(f'[gate]\n[[gate.rules]]\nmetric = "environment.peak_memory.run_bytes"\nmax = {bound}\nrelative = "ratio"\n')
+        code, out, err = cli("gate", "--report", tmp_path / "new.json", "--config", cfg, "--baseline", tmp_path / "base.json")
+        assert code == code_wanted, out + err
+
+
 @pytest.mark.parametrize(
     "config, message",
     [

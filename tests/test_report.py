@@ -10,7 +10,7 @@ from importlib import resources
 
 import pytest
 
-from tests.audit_fixtures import tiny_audit  # noqa: F401 - fixture
+from tests.audit_fixtures import tiny_audit, tiny_options  # noqa: F401 - fixture
 
 AREAS = ("sharpness", "exposure", "quantize", "fid")
 
@@ -66,12 +66,32 @@ def test_audit_json_validates_and_records_everything(tiny_audit):
         lambda d: d["fid"].update(value=3.0),
         lambda d: d["exposure"].update(runs=[]),
         lambda d: d["sharpness"].pop("loss"),
+        lambda d: d["environment"]["peak_memory"].update(kind="vram"),
+        lambda d: d["environment"]["peak_memory"]["by_phase"].update(inputs=-1),
     ],
 )
 def test_schema_rejects_broken_reports(tiny_audit, breakage):
     doc = copy.deepcopy(tiny_audit[1])
     breakage(doc)
     assert list(validator().iter_errors(doc))
+
+
+def test_the_report_records_the_peak_memory_of_the_run_and_of_each_phase(tiny_audit):
+    from flatcheck.audit import selected
+    from flatcheck.gate import lookup
+    from flatcheck.report.html import audit_html
+    from flatcheck.report.markdown import audit_markdown, run_rows
+
+    report, doc = tiny_audit
+    peak = doc["environment"]["peak_memory"]
+    assert peak["kind"] in ("rss", "rss_since_start") and "resident set size" in peak["how"]  # a CPU run
+    assert list(peak["by_phase"]) == ["inputs", *selected(tiny_options()), "bank_loss"]  # in run order
+    assert peak["run_bytes"] >= max(peak["by_phase"].values()) > 0
+    assert "reserved_run_bytes" not in peak  # CUDA only
+    assert lookup(doc, "environment.peak_memory.run_bytes") == (peak["run_bytes"], None)  # a gate can hold it down
+    row = dict(run_rows(doc))["peak memory"]
+    assert "peak RSS" in row and "inputs " in row and "bank_loss " in row
+    assert row in audit_markdown(doc) and row in audit_html(doc)
 
 
 def test_markdown_has_verdicts_gate_paths_and_goes_to_the_step_summary(tiny_audit, tmp_path, monkeypatch):

@@ -2,8 +2,8 @@
 
 What may differ at another thread count is not asserted here: torch splits the reductions inside
 matmul/conv kernels by thread, so float rounding changes (README, *Reproducibility*, gives the
-sizes measured on the bundled models). Timings are the only numbers allowed to differ between two
-identical runs.
+sizes measured on the bundled models). Timings and peak memory are the only numbers allowed to differ
+between two identical runs.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch
 
 from tests.audit_fixtures import TINY_CLI, tiny_audit  # noqa: F401 (fixture)
 
-# Keys whose values are wall-clock measurements or say where a cache lives / whether it was hit:
-# everything else in the report is a function of (inputs, seed, device, threads, versions).
-RUN_DEPENDENT = {"timings", "sampling_seconds", "seconds", "time_ratio", "cache", "cache_path"}
+# Keys whose values are wall-clock or memory measurements or say where a cache lives / whether it was
+# hit: everything else in the report is a function of (inputs, seed, device, threads, versions).
+RUN_DEPENDENT = {"timings", "sampling_seconds", "seconds", "time_ratio", "cache", "cache_path", "peak_memory"}
 
 
 def _without_run_dependent(node):
@@ -40,7 +40,8 @@ def _differences(a, b, path=""):
 
 
 def test_same_seed_device_threads_give_a_bit_identical_report(cli, tiny_pipeline, tmp_path, monkeypatch):
-    """audit --quick twice in one process: every number equal (floats compared with ==), only timings differ.
+    """audit --quick twice in one process: every number equal (floats compared with ==), only timings and
+    peak memory differ.
 
     The first run computes the FD reference statistics, the second reads them from the disk cache
     (the memory caches are cleared between the runs), so the cache round trip is covered too. The
@@ -62,7 +63,7 @@ def test_same_seed_device_threads_give_a_bit_identical_report(cli, tiny_pipeline
     first, second = docs
     assert first["environment"]["torch_threads"] == threads
     assert first["fid"]["reference"]["cache"] == "computed" and second["fid"]["reference"]["cache"] == "disk"
-    assert first["timings"] and first["sharpness"]["timings"]  # the excluded keys exist: the filter is not vacuous
+    assert first["timings"] and first["sharpness"]["timings"] and first["environment"]["peak_memory"]  # the excluded keys exist: the filter is not vacuous
     diffs = _differences(_without_run_dependent(first), _without_run_dependent(second))
     assert not diffs, diffs[:20]
 

@@ -3,7 +3,7 @@
     evidence.py env                 the run's environment (versions, threads, CPU instruction set) as JSON
     evidence.py noisy DIR           digits-base with Gaussian noise of each tensor's own std (seed 0): the gate's failing model
     evidence.py fid-pairs WORK      paired FD differences between the bundled models and the real-vs-real sanity rows, as JSON
-    evidence.py compare OLD NEW     every number of two runs/ folders, timings excluded: exit 1 on a difference
+    evidence.py compare OLD NEW     every number of two runs/ folders, timings and peak memory excluded: exit 1 on a difference
     evidence.py render              the tables of the .md files, from runs/ (between <!-- evidence:NAME --> markers)
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs"
 MODELS = ("digits-base", "digits-ema", "digits-sam")
-# Keys whose values are measurements of time or of this machine's cache, not results.
+# Keys whose values are measurements of time, of memory or of this machine's cache, not results.
 VOLATILE = ("seconds", "wall", "timings", "time_ratio", "statistics", "cache", "path", "folder", "npz", "artifacts",
-            "created", "elapsed", "duration")
+            "created", "elapsed", "duration", "peak_memory")
 
 
 # ---------------------------------------------------------------------------- env, noisy, fid-pairs
@@ -122,7 +122,7 @@ def _numbers(doc, path: str = ""):
 
 
 def compare(old: Path, new: Path) -> int:
-    """Every number of every JSON in `new` against `old` (timings and paths excluded)."""
+    """Every number of every JSON in `new` against `old` (timings, peak memory and paths excluded)."""
     bad = total = 0
     for f in sorted(new.glob("*.json")):
         if f.name == "env.json":

@@ -58,7 +58,7 @@ def _threads(env: dict) -> str:
 
 
 def run_rows(report: dict) -> list[list[str]]:
-    """How the numbers were made: model, bank, samples, device, versions, seconds, options."""
+    """How the numbers were made: model, bank, samples, device, versions, seconds, peak memory, options."""
     model, env, bank, samples = (report.get(k) or {} for k in ("model", "environment", "bank", "samples"))
     rows = [
         ["model", f"{model.get('source')} ({model.get('denoiser_class')}, {model.get('parameters', 0):,} parameters)"],
@@ -73,12 +73,25 @@ def run_rows(report: dict) -> list[list[str]]:
           if env.get("batch_backoff") else []),
         ["versions", f"flatcheck {env.get('flatcheck')}, torch {env.get('torch')}, diffusers {env.get('diffusers')}, python {env.get('python')}"],
         ["seconds", ", ".join(f"{k} {v:.1f}" for k, v in (report.get("timings") or {}).items())],
+        *([["peak memory", _peak_memory(env["peak_memory"])]] if env.get("peak_memory") else []),
     ]
     opts = report.get("options", {})
     rows.append(["options", ", ".join(f"{k}={v}" for k, v in opts.items() if k != "configs")])
     for name, config in (opts.get("configs") or {}).items():
         rows.append([f"{name} config", ", ".join(f"{k}={v}" for k, v in config.items())])
     return rows
+
+
+PEAK_KINDS = {"rss": "peak RSS", "rss_since_start": "peak RSS since the process started", "cuda_max_allocated": "CUDA max allocated"}
+
+
+def _peak_memory(peak: dict) -> str:
+    """'1.21 GiB (peak RSS); inputs 1.05, exposure 1.10, ... GiB': the run, then each phase, in one unit."""
+    run = peak["run_bytes"]
+    unit, scale = ("GiB", 2**30) if run >= 2**30 else ("MiB", 2**20)
+    phases = ", ".join(f"{k} {v / scale:.2f}" for k, v in peak.get("by_phase", {}).items())
+    reserved = f"; reserved {peak['reserved_run_bytes'] / scale:.2f} {unit}" if peak.get("reserved_run_bytes") is not None else ""
+    return f"{run / scale:.2f} {unit} ({PEAK_KINDS.get(peak['kind'], peak['kind'])}){reserved}" + (f"; {phases} {unit}" if phases else "")
 
 
 def _conditions(c: dict) -> str:
