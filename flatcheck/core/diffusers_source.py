@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 # diffusers registers some classes only when optional libraries are importable (`if is_x_available()`).
 # These are flatcheck's own dependencies (pyproject.toml), so a class gated by them alone is importable
@@ -256,23 +256,28 @@ def _base(cls: ClassSource, expr: ast.expr) -> ClassSource | str | None:
     return found
 
 
-def ancestors(cls: ClassSource) -> tuple[list[ClassSource], bool]:
-    """cls and every diffusers ancestor (breadth first), and whether every base could be followed."""
-    seen, order, complete = set(), [], True
+def _lineage(cls: ClassSource) -> Iterator[ClassSource | None]:
+    """cls, then each diffusers ancestor as it is found (breadth first); None for a base that cannot be
+    followed. Lazy, so that a search stops at the base it looks for without reading further modules."""
+    seen = {cls.key}
     queue = deque([cls])
+    yield cls
     while queue:
         c = queue.popleft()
-        if c.key in seen:
-            continue
-        seen.add(c.key)
-        order.append(c)
         for expr in c.node.bases:
             b = _base(c, expr)
-            if isinstance(b, ClassSource):
+            if b is None:
+                yield None
+            elif isinstance(b, ClassSource) and b.key not in seen:
+                seen.add(b.key)
                 queue.append(b)
-            elif b is None:
-                complete = False
-    return order, complete
+                yield b
+
+
+def ancestors(cls: ClassSource) -> tuple[list[ClassSource], bool]:
+    """cls and every diffusers ancestor (breadth first), and whether every base could be followed."""
+    found = list(_lineage(cls))
+    return [c for c in found if c is not None], None not in found
 
 
 def derives_from(cls: ClassSource, base: str) -> bool | None:
@@ -280,9 +285,12 @@ def derives_from(cls: ClassSource, base: str) -> bool | None:
     target = find_class(base)
     if target is None:
         return None
-    order, complete = ancestors(cls)
-    if any(c.key == target.key for c in order):
-        return True
+    complete = True
+    for c in _lineage(cls):
+        if c is None:
+            complete = False
+        elif c.key == target.key:
+            return True
     return False if complete else None
 
 
