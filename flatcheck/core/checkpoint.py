@@ -39,17 +39,26 @@ DENOISER_COMPONENTS = ("unet", "transformer")
 AUTOENCODER_COMPONENTS = ("vae", "vqvae")
 DEFAULT_BUNDLED = "digits-base"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# What diffusers' ModelMixin.from_pretrained reads from a model folder (no variant): the sharded index if
-# there is one, else the single file. Other .safetensors files beside them (fp16 variants) are not loaded.
-SAFETENSORS_WEIGHTS = "diffusion_pytorch_model.safetensors"
-SAFETENSORS_INDEX = "diffusion_pytorch_model.safetensors.index.json"
+# What diffusers' ModelMixin.from_pretrained reads from a model folder (no variant), per format: the
+# sharded index if there is one, else the single file. Other files beside them (fp16 variants) are not loaded.
+LOADED_NAMES = {
+    "safetensors": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"),
+    "pickle": ("diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json"),
+}
+# safetensors' dtype codes -> torch's names (a code not listed is reported as written)
+SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
+    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool", "C64": "complex64",
+}
 
 
 @dataclass(frozen=True)
 class TensorEntry:
-    """One tensor as a safetensors header lists it (its data is never read for this)."""
+    """One stored tensor's dtype and shape, as a safetensors header lists it (its data is never read)."""
 
-    dtype: str  # safetensors' code: F32, F16, BF16, I64 ...
+    dtype: str  # torch's name: float32, bfloat16 ...
     shape: tuple[int, ...]
 
     @property
@@ -87,8 +96,7 @@ class Checkpoint:
     @property
     def text_components(self) -> dict[str, str]:
         """The pipeline's text encoders and tokenizers: component name -> class (none loaded)."""
-        return {k: v[1] for k, v in self.index.items()
-                if not k.startswith("_") and isinstance(v, list) and len(v) == 2 and v[1] and k.startswith(("text_encoder", "tokenizer"))}
+        return text_components(self.index)
 
     @property
     def denoiser_class(self) -> str:
@@ -97,6 +105,12 @@ class Checkpoint:
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.denoiser.parameters())
+
+
+def text_components(index: dict) -> dict[str, str]:
+    """A model_index.json's text encoders and tokenizers: component name -> class."""
+    return {k: v[1] for k, v in index.items()
+            if not k.startswith("_") and isinstance(v, list) and len(v) == 2 and v[1] and k.startswith(("text_encoder", "tokenizer"))}
 
 
 # ----------------------------------------------------------------------------- resolving MODEL
@@ -211,7 +225,8 @@ def _check_safetensors(path: Path) -> dict[str, TensorEntry]:
             header = json.loads(fh.read(n))
         tensors = {k: v for k, v in header.items() if k != "__metadata__"}
         end = max((v["data_offsets"][1] for v in tensors.values()), default=0)
-        entries = {k: TensorEntry(str(v["dtype"]), tuple(int(d) for d in v["shape"])) for k, v in tensors.items()}
+        entries = {k: TensorEntry(SAFETENSORS_DTYPES.get(v["dtype"], str(v["dtype"])), tuple(int(d) for d in v["shape"]))
+                   for k, v in tensors.items()}
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise InputError(f"corrupt safetensors file '{path}': {exc}") from None
     if 8 + n + end != size:
@@ -253,23 +268,22 @@ class Part:
 
     def loaded_weights(self) -> list[WeightFile]:
         """The files diffusers' from_pretrained reads (weight_files lists all there are): the sharded
-        index's shards, else diffusion_pytorch_model.safetensors; every pickle file otherwise."""
-        if self.files[0].format != "safetensors":
-            return self.files
+        index's shards, else the single file (LOADED_NAMES)."""
+        single, index_name = LOADED_NAMES[self.files[0].format]
         by_name = {w.path.name: w for w in self.files}
-        index = self.folder / SAFETENSORS_INDEX
+        index = self.folder / index_name
         if index.is_file():
             weight_map = _read_json(index).get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
-                raise InputError(f"'{index}' has no weight_map: not a sharded safetensors index")
+                raise InputError(f"'{index}' has no weight_map: not a sharded {self.files[0].format} index")
             missing = sorted({str(f) for f in weight_map.values()} - set(by_name))
             if missing:
-                raise InputError(f"'{index}' names shard '{missing[0]}', which is not a .safetensors file in '{self.folder}'")
+                raise InputError(f"'{index}' names shard '{missing[0]}', which is not a {self.files[0].format} file in '{self.folder}'")
             return [by_name[f] for f in sorted(set(weight_map.values()))]
-        if SAFETENSORS_WEIGHTS not in by_name:
-            raise InputError(f"cannot load {self.component} from '{self.folder}': no {SAFETENSORS_WEIGHTS} (nor its sharded index "
-                             f"{SAFETENSORS_INDEX}), which is what diffusers reads")
-        return [by_name[SAFETENSORS_WEIGHTS]]
+        if single not in by_name:
+            raise InputError(f"cannot load {self.component} from '{self.folder}': no {single} (nor its sharded index "
+                             f"{index_name}), which is what diffusers reads")
+        return [by_name[single]]
 
 
 @dataclass
