@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from ..errors import InputError
+from .class_facts import check_class, diffusers_class
 
 if TYPE_CHECKING:  # torch is imported where weights are loaded: locating a checkpoint needs none of it
     import torch
@@ -191,22 +192,6 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def diffusers_class(name: object, base: str, where: Path):
-    """A class that ships with diffusers and derives from `base`; anything else is refused."""
-    if not isinstance(name, str) or not name.isidentifier():
-        raise InputError(f"{where} names class {name!r}: custom code is never run; only diffusers classes load")
-    import diffusers
-
-    cls = getattr(diffusers, name, None)
-    base_cls = getattr(diffusers, base)
-    backends = getattr(cls, "_backends", None)
-    if cls is not None and backends:  # diffusers' placeholder for a class whose libraries are missing
-        raise InputError(f"{where} names '{name}', which needs {', '.join(backends)} installed (pip install {' '.join(backends)})")
-    if cls is None or not isinstance(cls, type) or not issubclass(cls, base_cls):
-        raise InputError(f"{where} names unknown class '{name}' (not a diffusers {base})")
-    return cls
-
-
 # ----------------------------------------------------------------------------- weight files
 
 
@@ -309,8 +294,6 @@ class CheckpointFiles:
 
 
 def _part(folder: Path, component: str, allow_pickle: bool) -> Part:
-    from .class_facts import check_class
-
     if not (folder / "config.json").is_file():
         raise InputError(f"'{folder}' has no config.json for its {component}")
     config = _read_json(folder / "config.json")
@@ -327,8 +310,6 @@ DEFAULT_SCHEDULER_NOTE = "default DDPMScheduler (linear betas 1e-4..0.02, T=1000
 
 def scheduler_config(folder: Path) -> dict:
     """scheduler_config.json of a folder (or of a pipeline's scheduler/), its class checked."""
-    from .class_facts import check_class
-
     folder = Path(folder).expanduser()
     for cand in (folder / "scheduler_config.json", folder / "scheduler" / "scheduler_config.json"):
         if cand.is_file():
@@ -343,8 +324,6 @@ def scheduler_config(folder: Path) -> dict:
 def locate(model: str | None = None, *, scheduler: str | Path | None = None, allow_pickle: bool = False) -> CheckpointFiles:
     """Resolve MODEL and check everything that can be checked without loading weights: the configs, the
     classes they name, the weight files (pickle gated, safetensors headers and sizes)."""
-    from .class_facts import check_class
-
     root, form = resolve(model, allow_pickle)
     source = model or DEFAULT_BUNDLED
     vae = None

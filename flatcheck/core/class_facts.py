@@ -17,7 +17,7 @@ from ..errors import InputError
 
 def check_class(name: object, base: str, where: Path) -> None:
     """InputError unless `name` is a class that ships with diffusers and derives from `base`: the same
-    rule and messages as checkpoint.diffusers_class, which imports it."""
+    rule and messages as diffusers_class, which imports it."""
     if isinstance(name, str) and name.isidentifier():
         found = source.find_class(name)
         verdict = source.derives_from(found, base) if found is not None else None
@@ -25,9 +25,24 @@ def check_class(name: object, base: str, where: Path) -> None:
             return
         if verdict is False or (found is None and source.is_exported(name) is False):
             raise InputError(f"{where} names unknown class '{name}' (not a diffusers {base})")
-    from .checkpoint import diffusers_class
-
     diffusers_class(name, base, where)  # what the source left open: ask diffusers (custom code, missing libraries ...)
+
+
+def diffusers_class(name: object, base: str, where: Path):
+    """A class that ships with diffusers and derives from `base`, imported; anything else is refused.
+    Loading uses it (it needs the class itself)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise InputError(f"{where} names class {name!r}: custom code is never run; only diffusers classes load")
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    base_cls = getattr(diffusers, base)
+    backends = getattr(cls, "_backends", None)
+    if cls is not None and backends:  # diffusers' placeholder for a class whose libraries are missing
+        raise InputError(f"{where} names '{name}', which needs {', '.join(backends)} installed (pip install {' '.join(backends)})")
+    if cls is None or not isinstance(cls, type) or not issubclass(cls, base_cls):
+        raise InputError(f"{where} names unknown class '{name}' (not a diffusers {base})")
+    return cls
 
 
 def _imported(name: str):

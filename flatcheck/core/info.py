@@ -250,7 +250,7 @@ def meta_buffers(class_name: str, config: Mapping) -> set[str]:
     diffusers, which is why the classes flatcheck runs declare theirs (core.network.NetCall.stored_buffers)."""
     import torch
 
-    from .checkpoint import diffusers_class
+    from .class_facts import diffusers_class
 
     cls = diffusers_class(class_name, "ModelMixin", Path(class_name))
     try:
