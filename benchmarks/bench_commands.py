@@ -25,8 +25,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Reports the child's peaks at exit (flatcheck's main ends in sys.exit: atexit runs) as core.memory kept
-# them when PeakMemory reset the kernel's and the allocator's marks.
+# Reports the child's peak memory at exit (flatcheck's main ends in sys.exit: atexit runs): as core.memory
+# kept it across PeakMemory's resets of the kernel's and the allocator's marks when flatcheck measured
+# phases, else the resident high-water mark since its exec (VmHWM); CUDA's only if the command imported
+# torch and used it (a command that never imports torch, info, must not pay for it here). wait4's
+# ru_maxrss is not used where VmHWM exists: on Linux it also counts the memory the child inherited from
+# this script at fork (torch is imported here: about 750 MB, 15 times info's own peak).
 CHILD = """
 import atexit, runpy, sys
 def peak():
@@ -34,11 +38,16 @@ def peak():
         memory = sys.modules.get("flatcheck.core.memory")
         if memory is not None:
             sys.stderr.write(f"\\nRSS_PEAK {memory.process_peak('cpu')}\\n")
-        import torch
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
             cuda = memory.process_peak("cuda") if memory is not None else torch.cuda.max_memory_allocated()
             sys.stderr.write(f"\\nCUDA_PEAK {cuda}\\n")
     except Exception:
+        pass
+    try:
+        hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+        sys.stderr.write(f"\\nRSS_PEAK_KIB {int(hwm.split()[1])}\\n")
+    except (OSError, StopIteration, ValueError):
         pass
 atexit.register(peak)
 sys.argv = ["flatcheck", *sys.argv[1:]]
@@ -83,12 +92,18 @@ def run_one(args: list[str], device: str) -> tuple[float, float, float | None, i
     seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     err = "".join(err_chunks)
-    cuda, rss = None, usage.ru_maxrss / 1024  # ru_maxrss: KiB on Linux
+    cuda = None
+    rss = usage.ru_maxrss / 1024  # KiB on Linux; only where neither line below came
+    kept = None
     for line in err.splitlines():
         if line.startswith("CUDA_PEAK "):
             cuda = int(line.split()[1]) / 2**20
-        if line.startswith("RSS_PEAK "):
-            rss = max(rss, int(line.split()[1]) / 2**20)
+        elif line.startswith("RSS_PEAK "):
+            kept = int(line.split()[1]) / 2**20
+        elif line.startswith("RSS_PEAK_KIB ") and kept is None:
+            rss = int(line.split()[1]) / 1024
+    if kept is not None:
+        rss = kept
     if proc.returncode not in (0, 1):
         print(f"  exit {proc.returncode}: {err.strip().splitlines()[-1] if err.strip() else ''}", file=sys.stderr)
     return seconds, rss, cuda, proc.returncode

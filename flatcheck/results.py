@@ -33,8 +33,10 @@ SCHEMAS = tuple(VERSIONS)
 # ---------------------------------------------------------------------------- to JSON
 def to_jsonable(obj):
     """Plain JSON data: dataclasses by field (private `_fields` left out; `__json__` when defined)."""
-    import numpy as np
-    import torch
+    # Tensors and arrays exist only where torch / numpy were imported: a document of plain data (info's)
+    # is written without importing them.
+    torch = sys.modules.get("torch")
+    np = sys.modules.get("numpy")
 
     if hasattr(obj, "__json__") and not isinstance(obj, type):
         return to_jsonable(obj.__json__())
@@ -46,15 +48,15 @@ def to_jsonable(obj):
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
-    if isinstance(obj, torch.Tensor):
+    if torch is not None and isinstance(obj, torch.Tensor):
         return to_jsonable(obj.detach().cpu().tolist())
-    if isinstance(obj, np.ndarray):
+    if np is not None and isinstance(obj, np.ndarray):
         return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
+    if np is not None and isinstance(obj, np.generic):
         return to_jsonable(obj.item())
     if isinstance(obj, float) and not math.isfinite(obj):
         return None  # JSON has no NaN/Inf; null means "not finite"
-    if isinstance(obj, (torch.dtype, torch.device)):
+    if torch is not None and isinstance(obj, (torch.dtype, torch.device)):
         return str(obj)
     return obj
 

@@ -78,6 +78,19 @@ def test_info_states_the_truth(family, family_dirs, capsys):
 
 
 @pytest.mark.parametrize("family", families.FAMILIES)
+def test_info_from_headers_is_what_loading_describes(family, family_dirs, capsys):
+    """info reads configs and headers only; the description of the loaded checkpoint (the audit's) is the
+    same document, number for number (SD3's stored position table is not counted as parameters)."""
+    from flatcheck.core.info import describe_checkpoint
+    from flatcheck.results import document
+
+    loaded = document("info", describe_checkpoint(load(str(family_dirs[family]))))
+    capsys.readouterr()
+    assert run(["info", str(family_dirs[family]), "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out) == loaded
+
+
+@pytest.mark.parametrize("family", families.FAMILIES)
 def test_sampler_pixels_equal_the_pipeline(family, family_dirs, prompts_file):
     """flatcheck's loop (checkpoint's own scheduler) against the pipeline's __call__, 2 images, 3 steps."""
     path = family_dirs[family]

@@ -11,27 +11,60 @@ Safety: only safetensors are read by default. Pickle files (.bin, .ckpt, .pt, .p
 can run arbitrary code when loaded, so they are refused unless `allow_pickle`.
 Only classes that ship with diffusers are instantiated: no remote or custom code.
 Files on disk are only ever read.
+
+Two steps: `locate` finds and checks the files (configs, classes named, weight files and their
+safetensors headers) without loading anything and without torch, which is all `flatcheck info`
+needs; `load` then instantiates the denoiser, its autoencoder and its schedule.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import struct
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING, Mapping
 
 from ..errors import InputError
+from .class_facts import check_class, diffusers_class
+
+if TYPE_CHECKING:  # torch is imported where weights are loaded: locating a checkpoint needs none of it
+    import torch
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 DENOISER_COMPONENTS = ("unet", "transformer")
 AUTOENCODER_COMPONENTS = ("vae", "vqvae")
 DEFAULT_BUNDLED = "digits-base"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# What diffusers' ModelMixin.from_pretrained reads from a model folder (no variant), per format: the
+# sharded index if there is one, else the single file. Other files beside them (fp16 variants) are not loaded.
+LOADED_NAMES = {
+    "safetensors": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"),
+    "pickle": ("diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json"),
+}
+# safetensors' dtype codes -> torch's names (a code not listed is reported as written)
+SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
+    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool", "C64": "complex64",
+}
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One stored tensor's dtype and shape, as a safetensors header lists it (its data is never read)."""
+
+    dtype: str  # torch's name: float32, bfloat16 ...
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)
@@ -40,6 +73,8 @@ class WeightFile:
     path: Path
     format: str  # "safetensors" or "pickle"
     bytes: int
+    # safetensors: tensor name -> entry, from the header that _check_safetensors parsed; None for pickle
+    tensors: Mapping[str, TensorEntry] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -62,8 +97,7 @@ class Checkpoint:
     @property
     def text_components(self) -> dict[str, str]:
         """The pipeline's text encoders and tokenizers: component name -> class (none loaded)."""
-        return {k: v[1] for k, v in self.index.items()
-                if not k.startswith("_") and isinstance(v, list) and len(v) == 2 and v[1] and k.startswith(("text_encoder", "tokenizer"))}
+        return text_components(self.index)
 
     @property
     def denoiser_class(self) -> str:
@@ -72,6 +106,12 @@ class Checkpoint:
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.denoiser.parameters())
+
+
+def text_components(index: dict) -> dict[str, str]:
+    """A model_index.json's text encoders and tokenizers: component name -> class."""
+    return {k: v[1] for k, v in index.items()
+            if not k.startswith("_") and isinstance(v, list) and len(v) == 2 and v[1] and k.startswith(("text_encoder", "tokenizer"))}
 
 
 # ----------------------------------------------------------------------------- resolving MODEL
@@ -152,27 +192,12 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def diffusers_class(name: object, base: str, where: Path):
-    """A class that ships with diffusers and derives from `base`; anything else is refused."""
-    import diffusers
-
-    if not isinstance(name, str) or not name.isidentifier():
-        raise InputError(f"{where} names class {name!r}: custom code is never run; only diffusers classes load")
-    cls = getattr(diffusers, name, None)
-    base_cls = getattr(diffusers, base)
-    backends = getattr(cls, "_backends", None)
-    if cls is not None and backends:  # diffusers' placeholder for a class whose libraries are missing
-        raise InputError(f"{where} names '{name}', which needs {', '.join(backends)} installed (pip install {' '.join(backends)})")
-    if cls is None or not isinstance(cls, type) or not issubclass(cls, base_cls):
-        raise InputError(f"{where} names unknown class '{name}' (not a diffusers {base})")
-    return cls
-
-
 # ----------------------------------------------------------------------------- weight files
 
 
-def _check_safetensors(path: Path) -> None:
-    """Header parse and size check: catches truncated or corrupt files without reading the data."""
+def _check_safetensors(path: Path) -> dict[str, TensorEntry]:
+    """Header parse and size check: catches truncated or corrupt files without reading the data.
+    Returns the header's tensors (name -> dtype and shape): what `info` counts parameters from."""
     size = path.stat().st_size
     try:
         with open(path, "rb") as fh:
@@ -183,13 +208,17 @@ def _check_safetensors(path: Path) -> None:
             if n > size - 8:
                 raise ValueError("header length exceeds the file")
             header = json.loads(fh.read(n))
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+        end = max((v["data_offsets"][1] for v in tensors.values()), default=0)
+        entries = {k: TensorEntry(SAFETENSORS_DTYPES.get(v["dtype"], str(v["dtype"])), tuple(int(d) for d in v["shape"]))
+                   for k, v in tensors.items()}
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise InputError(f"corrupt safetensors file '{path}': {exc}") from None
     if 8 + n + end != size:
         raise InputError(
             f"truncated or corrupt safetensors file '{path}': header expects {8 + n + end} bytes, file has {size}"
         )
+    return entries
 
 
 def weight_files(folder: Path, component: str, allow_pickle: bool) -> list[WeightFile]:
@@ -198,9 +227,7 @@ def weight_files(folder: Path, component: str, allow_pickle: bool) -> list[Weigh
     safe = [p for p in files if p.suffix == ".safetensors"]
     pickled = [p for p in files if p.suffix in PICKLE_SUFFIXES]
     if safe:
-        for p in safe:
-            _check_safetensors(p)
-        return [WeightFile(component, p, "safetensors", p.stat().st_size) for p in safe]
+        return [WeightFile(component, p, "safetensors", p.stat().st_size, _check_safetensors(p)) for p in safe]
     if pickled:
         if not allow_pickle:
             raise InputError(
@@ -211,68 +238,95 @@ def weight_files(folder: Path, component: str, allow_pickle: bool) -> list[Weigh
     raise InputError(f"no weight files (.safetensors) in '{folder}'")
 
 
-# ----------------------------------------------------------------------------- loading
+# ----------------------------------------------------------------------------- locating (no loading)
 
 
-def _load_component(folder: Path, component: str, base: str, dtype, allow_pickle: bool):
-    config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else None
-    if config is None:
+@dataclass
+class Part:
+    """One model folder of a checkpoint (the denoiser or its autoencoder), checked but not loaded."""
+
+    component: str  # "unet", "transformer", "vae", "vqvae"; "model" for a bare model folder
+    folder: Path
+    class_name: str  # config.json's _class_name: a diffusers ModelMixin class
+    config: dict  # config.json as written
+    files: list[WeightFile]
+
+    def loaded_weights(self) -> list[WeightFile]:
+        """The files diffusers' from_pretrained reads (weight_files lists all there are): the sharded
+        index's shards, else the single file (LOADED_NAMES)."""
+        single, index_name = LOADED_NAMES[self.files[0].format]
+        by_name = {w.path.name: w for w in self.files}
+        index = self.folder / index_name
+        if index.is_file():
+            weight_map = _read_json(index).get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise InputError(f"'{index}' has no weight_map: not a sharded {self.files[0].format} index")
+            missing = sorted({str(f) for f in weight_map.values()} - set(by_name))
+            if missing:
+                raise InputError(f"'{index}' names shard '{missing[0]}', which is not a {self.files[0].format} file in '{self.folder}'")
+            return [by_name[f] for f in sorted(set(weight_map.values()))]
+        if single not in by_name:
+            raise InputError(f"cannot load {self.component} from '{self.folder}': no {single} (nor its sharded index "
+                             f"{index_name}), which is what diffusers reads")
+        return [by_name[single]]
+
+
+@dataclass
+class CheckpointFiles:
+    """A checkpoint found and checked without loading anything: what `load` instantiates, and all that
+    `flatcheck info` reads (configs and safetensors headers)."""
+
+    source: str
+    form: str
+    root: Path
+    pipeline_class: str | None
+    denoiser_component: str  # "unet", "transformer", or "." for a bare model
+    denoiser: Part
+    vae: Part | None
+    scheduler_class: str
+    scheduler_config: dict  # as written (or the default schedule's)
+    scheduler_origin: str
+    index: dict = field(default_factory=dict)
+
+    @property
+    def weight_files(self) -> list[WeightFile]:
+        return self.denoiser.files + (self.vae.files if self.vae is not None else [])
+
+
+def _part(folder: Path, component: str, allow_pickle: bool) -> Part:
+    if not (folder / "config.json").is_file():
         raise InputError(f"'{folder}' has no config.json for its {component}")
-    cls = diffusers_class(config.get("_class_name"), base, folder / "config.json")
+    config = _read_json(folder / "config.json")
+    check_class(config.get("_class_name"), "ModelMixin", folder / "config.json")
     files = weight_files(folder, component, allow_pickle)
-    use_safetensors = files[0].format == "safetensors"
-    try:
-        module = cls.from_pretrained(folder, torch_dtype=dtype, use_safetensors=use_safetensors, local_files_only=True)
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(f"cannot load {component} from '{folder}': {str(exc).splitlines()[0][:300]}") from exc
-    check_finite(module, component)
-    return module.eval().requires_grad_(False), files
+    return Part(component, folder, config["_class_name"], config, files)
 
 
-def check_finite(module: torch.nn.Module, component: str) -> None:
-    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            bad = (~torch.isfinite(t)).sum().item()
-            raise InputError(f"non-finite weights: tensor '{name}' of the {component} holds {bad} NaN/Inf value(s)")
-
-
-def default_scheduler():
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
-
-
+# The schedule of a checkpoint that ships none (stated in every report as DEFAULT_SCHEDULER_NOTE).
+DEFAULT_SCHEDULER = {"_class_name": "DDPMScheduler", "num_train_timesteps": 1000, "beta_schedule": "linear",
+                     "beta_start": 1e-4, "beta_end": 0.02}
 DEFAULT_SCHEDULER_NOTE = "default DDPMScheduler (linear betas 1e-4..0.02, T=1000, epsilon): the checkpoint ships none"
 
 
-def load_scheduler(folder: Path):
-    """A scheduler from a folder holding scheduler_config.json (or a pipeline's scheduler/)."""
+def scheduler_config(folder: Path) -> dict:
+    """scheduler_config.json of a folder (or of a pipeline's scheduler/), its class checked."""
     folder = Path(folder).expanduser()
     for cand in (folder / "scheduler_config.json", folder / "scheduler" / "scheduler_config.json"):
         if cand.is_file():
             config = _read_json(cand)
-            cls = diffusers_class(config.get("_class_name"), "SchedulerMixin", cand)
-            return cls.from_config(config)
+            check_class(config.get("_class_name"), "SchedulerMixin", cand)
+            return config
     if not folder.exists():
         raise InputError(f"scheduler folder '{folder}' does not exist")
     raise InputError(f"'{folder}' holds no scheduler_config.json")
 
 
-def load(
-    model: str | None = None,
-    *,
-    scheduler: str | Path | None = None,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
-    allow_pickle: bool = False,
-) -> Checkpoint:
-    """Resolve, check and load MODEL's denoiser (+ VAE) and noise schedule."""
+def locate(model: str | None = None, *, scheduler: str | Path | None = None, allow_pickle: bool = False) -> CheckpointFiles:
+    """Resolve MODEL and check everything that can be checked without loading weights: the configs, the
+    classes they name, the weight files (pickle gated, safetensors headers and sizes)."""
     root, form = resolve(model, allow_pickle)
     source = model or DEFAULT_BUNDLED
     vae = None
-    files: list[WeightFile] = []
     pipeline_class = None
     index: dict = {}
     if (root / "model_index.json").is_file():
@@ -280,37 +334,95 @@ def load(
         pipeline_class = index.get("_class_name")
         if isinstance(pipeline_class, list) or (pipeline_class and not str(pipeline_class).isidentifier()):
             raise InputError(f"{root / 'model_index.json'} asks for custom pipeline code {pipeline_class!r}: never run")
-        diffusers_class(pipeline_class, "DiffusionPipeline", root / "model_index.json")
+        check_class(pipeline_class, "DiffusionPipeline", root / "model_index.json")
         comp = next((c for c in DENOISER_COMPONENTS if c in index), None)
         if comp is None:
             raise InputError(f"{root / 'model_index.json'} lists no denoiser component (unet or transformer)")
-        denoiser, f = _load_component(root / comp, comp, "ModelMixin", dtype, allow_pickle)
-        files += f
+        denoiser = _part(root / comp, comp, allow_pickle)
         for ae in AUTOENCODER_COMPONENTS:
             if ae in index and (root / ae).is_dir():
-                vae, f = _load_component(root / ae, ae, "ModelMixin", dtype, allow_pickle)
-                files += f
+                vae = _part(root / ae, ae, allow_pickle)
                 break
-        if scheduler is not None:
-            sched, origin = load_scheduler(Path(scheduler)), f"--scheduler {scheduler}"
-        elif (root / "scheduler").is_dir():
-            sched, origin = load_scheduler(root / "scheduler"), "checkpoint (scheduler/)"
-        else:
-            sched, origin = default_scheduler(), DEFAULT_SCHEDULER_NOTE
+        shipped = root / "scheduler" if (root / "scheduler").is_dir() else None
     else:
         comp = "."
-        denoiser, files = _load_component(root, "model", "ModelMixin", dtype, allow_pickle)
-        if scheduler is not None:
-            sched, origin = load_scheduler(Path(scheduler)), f"--scheduler {scheduler}"
-        else:
-            sched, origin = default_scheduler(), DEFAULT_SCHEDULER_NOTE
+        denoiser = _part(root, "model", allow_pickle)
+        shipped = None
+    if scheduler is not None:
+        sched, origin = scheduler_config(Path(scheduler)), f"--scheduler {scheduler}"
+    elif shipped is not None:
+        sched, origin = scheduler_config(shipped), "checkpoint (scheduler/)"
+    else:
+        sched, origin = dict(DEFAULT_SCHEDULER), DEFAULT_SCHEDULER_NOTE
     if form == "pipeline" and source != str(root) and root.parent == bundled_root():
         form = "bundled"
+    return CheckpointFiles(
+        source=source, form=form, root=root, pipeline_class=pipeline_class, denoiser_component=comp, denoiser=denoiser,
+        vae=vae, scheduler_class=sched["_class_name"], scheduler_config=sched, scheduler_origin=origin, index=index,
+    )
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _load_component(part: Part, dtype):
+    cls = diffusers_class(part.class_name, "ModelMixin", part.folder / "config.json")
+    use_safetensors = part.files[0].format == "safetensors"
+    try:
+        module = cls.from_pretrained(part.folder, torch_dtype=dtype, use_safetensors=use_safetensors, local_files_only=True)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot load {part.component} from '{part.folder}': {str(exc).splitlines()[0][:300]}") from exc
+    check_finite(module, part.component)
+    return module.eval().requires_grad_(False)
+
+
+def check_finite(module: torch.nn.Module, component: str) -> None:
+    import torch
+
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            bad = (~torch.isfinite(t)).sum().item()
+            raise InputError(f"non-finite weights: tensor '{name}' of the {component} holds {bad} NaN/Inf value(s)")
+
+
+def default_scheduler():
+    return _scheduler(DEFAULT_SCHEDULER["_class_name"], DEFAULT_SCHEDULER, Path("(default)"))
+
+
+def _scheduler(class_name: str, config: dict, where: Path):
+    return diffusers_class(class_name, "SchedulerMixin", where).from_config(config)
+
+
+def load_scheduler(folder: Path):
+    """A scheduler from a folder holding scheduler_config.json (or a pipeline's scheduler/)."""
+    config = scheduler_config(folder)
+    return _scheduler(config["_class_name"], config, Path(folder))
+
+
+def load(
+    model: str | None = None,
+    *,
+    scheduler: str | Path | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu",
+    allow_pickle: bool = False,
+) -> Checkpoint:
+    """Resolve, check and load MODEL's denoiser (+ VAE) and noise schedule; dtype: float32 unless given."""
+    import torch
+
+    found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle)
+    dtype = dtype or torch.float32
+    denoiser = _load_component(found.denoiser, dtype)
+    vae = _load_component(found.vae, dtype) if found.vae is not None else None
+    sched = _scheduler(found.scheduler_class, found.scheduler_config, found.root)
     denoiser.to(device)
     if vae is not None:
         vae.to(device)
     return Checkpoint(
-        source=source, form=form, root=root, pipeline_class=pipeline_class, denoiser_component=comp,
-        denoiser=denoiser, scheduler=sched, scheduler_origin=origin, vae=vae, weight_files=files,
-        index=index, allow_pickle=allow_pickle,
+        source=found.source, form=found.form, root=found.root, pipeline_class=found.pipeline_class,
+        denoiser_component=found.denoiser_component, denoiser=denoiser, scheduler=sched,
+        scheduler_origin=found.scheduler_origin, vae=vae, weight_files=found.weight_files, index=found.index,
+        allow_pickle=allow_pickle,
     )

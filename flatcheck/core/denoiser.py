@@ -21,95 +21,21 @@ changes how the network computes, never what the adapter hands back (float32, us
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from . import fastpath
 from .checkpoint import Checkpoint
 from .conditioning import NULL, ConditionOptions, Conditioning
 from .fastpath import FastPath
+# What a network is (its call, conditioning, sample shape) is read from its class name and config alone
+# (core.network, torch-free, shared with `flatcheck info`); re-exported here where the engine imports it.
+from .network import NET_CALLS, ModelInfo, NetCall, default_sample_size_of, describe_network, is_flow_matching_class, net_call  # noqa: F401
 from ..errors import InputError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 # Pixels per autoencoder call (encode and decode): 4 images at 512 x 512, 1 at 1024 x 1024.
 VAE_PIXELS_PER_CALL = 2**20
 FLOW = "flow"  # flow matching: x_t = (1 - sigma) x0 + sigma eps, the network predicts v = eps - x0
-
-
-@dataclass(frozen=True)
-class NetCall:
-    """How one denoiser class is called: the keyword of its input, and what it is conditioned on."""
-
-    sample: str  # keyword of x_t ("sample" for UNets, "hidden_states" for transformers)
-    conditioning: str  # "none", "class", "text", or "config": read from the config (UNet2DModel, Transformer2DModel)
-    timestep_scale: float = 1.0  # what the network is given: t x this (Flux takes t / 1000)
-    packed: bool = False  # Flux: 2x2 patches packed into tokens, with image position ids
-
-
-# Every denoiser class flatcheck runs, called by keyword (never by position); anything else is refused
-# with a line naming the class.
-NET_CALLS: dict[str, NetCall] = {
-    "UNet2DModel": NetCall("sample", "config"),
-    "UNet2DConditionModel": NetCall("sample", "text"),
-    "DiTTransformer2DModel": NetCall("hidden_states", "class"),
-    "Transformer2DModel": NetCall("hidden_states", "config"),
-    "PixArtTransformer2DModel": NetCall("hidden_states", "text"),
-    "SD3Transformer2DModel": NetCall("hidden_states", "text"),
-    "FluxTransformer2DModel": NetCall("hidden_states", "text", timestep_scale=1e-3, packed=True),
-}
-
-
-def net_call(net: torch.nn.Module) -> NetCall:
-    """The class's entry of NET_CALLS; a module built in Python (a test double, a wrapper) may declare
-    its own as a `flatcheck_call` attribute."""
-    own = getattr(net, "flatcheck_call", None)
-    if isinstance(own, NetCall):
-        return own
-    name = type(net).__name__
-    if name in NET_CALLS:
-        return NET_CALLS[name]
-    raise InputError(f"{name} is not supported yet: no adapter for its call signature (supported: {', '.join(NET_CALLS)})")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    sample_shape: tuple[int, ...]  # (C, H, W) of what the denoiser sees
-    space: str  # "pixel" or "latent"
-    conditioning: str  # "none", "class" or "text"
-    num_classes: int | None
-    learned_variance: bool = False  # the network also predicts the variance (out_channels = 2 C)
-    null_label: int | None = None  # class models: the null class of classifier-free guidance, if any
-
-
-def describe_network(net: torch.nn.Module, has_vae: bool, sample_size: int | None = None) -> ModelInfo:
-    """What the network is; sample_size: the side of its input for models whose config has none (Flux)."""
-    cfg = net.config
-    size = sample_size or cfg.get("sample_size") or 0
-    hw = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
-    name = type(net).__name__
-    call = getattr(net, "flatcheck_call", None) or NET_CALLS.get(name)
-    channels = cfg.get("in_channels", 0)
-    if call is not None and call.packed:  # Flux: in_channels counts the 2x2 packed latent channels
-        channels //= 4
-    shape = (channels, *hw)
-    kind = call.conditioning if call is not None else "none"
-    num_classes = null = None
-    if kind in ("config", "class"):
-        if name == "UNet2DModel":
-            num_classes = cfg.get("num_class_embeds")
-            kind = "class" if num_classes or cfg.get("class_embed_type") else "none"
-        else:  # DiT-style: ada-norm-zero label embedding with one extra row, the null class
-            num_classes = cfg.get("num_embeds_ada_norm")
-            if cfg.get("norm_type") == "ada_norm_zero" or name == "DiTTransformer2DModel":
-                kind, null = "class", num_classes
-            else:
-                kind = "text" if cfg.get("cross_attention_dim") else "none"
-    out = cfg.get("out_channels") or cfg.get("in_channels", 0)
-    if call is not None and call.packed:
-        out //= 4
-    return ModelInfo(shape, "latent" if has_vae else "pixel", kind, num_classes if kind == "class" else None,
-                     learned_variance=bool(channels) and out == 2 * channels, null_label=null)
 
 
 class Denoiser:
@@ -415,17 +341,13 @@ class Denoiser:
 # ----------------------------------------------------------------------------- flow matching helpers
 def is_flow_matching(scheduler) -> bool:
     """diffusers' flow-matching schedulers (FlowMatchEulerDiscreteScheduler, FlowMatchHeun...)."""
-    return type(scheduler).__name__.startswith("FlowMatch")
+    return is_flow_matching_class(type(scheduler).__name__)
 
 
 def default_sample_size(ckpt) -> int | None:
-    """The input side of a model whose config has no sample_size: the pipeline's default (Flux: 1024 px
-    images, so 128 latents), else None (the config's own sample_size is used)."""
-    if ckpt.denoiser.config.get("sample_size"):
-        return None
-    if net_call(ckpt.denoiser).packed:
-        return 128  # FluxPipeline.default_sample_size
-    return None
+    """The loaded denoiser's default input side (core.network.default_sample_size_of)."""
+    net = ckpt.denoiser
+    return default_sample_size_of(type(net).__name__, net.config, getattr(net, "flatcheck_call", None))
 
 
 def pack_latents(x: torch.Tensor) -> torch.Tensor:

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from .run_options import ENV_MIXED_PRECISION, MIXED_PRECISION_DTYPES, mixed_precision_key
 
-MIXED_PRECISION = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-ENV_MIXED_PRECISION = "ACCELERATE_MIXED_PRECISION"  # what `accelerate launch --mixed_precision X` sets
+MIXED_PRECISION = {k: getattr(torch, v) if v else None for k, v in MIXED_PRECISION_DTYPES.items()}
 ENV_COMPILE_BACKEND = "FLATCHECK_COMPILE_BACKEND"
 ATTRIBUTE = "flatcheck_fastpath"  # where attach() leaves the settings on the loaded network
 
@@ -53,13 +53,8 @@ class FastPath:
 def resolve(mixed_precision: str | None, channels_last: bool = False, compile: bool = False,
             device: torch.device | str = "cpu") -> FastPath:
     """Validated settings; mixed_precision None: $ACCELERATE_MIXED_PRECISION, else 'no'."""
-    source = "--mixed-precision"
-    if mixed_precision is None:
-        mixed_precision = os.environ.get(ENV_MIXED_PRECISION) or "no"
-        source = ENV_MIXED_PRECISION
-    key = mixed_precision.strip().lower()
-    if key not in MIXED_PRECISION:
-        raise InputError(f"{source} '{mixed_precision}' is not supported (use no, bf16 or fp16)")
+    source = "--mixed-precision" if mixed_precision is not None else ENV_MIXED_PRECISION
+    key = mixed_precision_key(mixed_precision)
     fast = FastPath(key, bool(channels_last), bool(compile))
     if fast.autocast_dtype is not None:
         check_autocast(torch.device(device).type, fast.autocast_dtype, source)

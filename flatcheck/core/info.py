@@ -1,12 +1,26 @@
-"""`flatcheck info`: what a checkpoint is, read from its configs and weights."""
+"""`flatcheck info`: what a checkpoint is, read from its configs and the headers of its weight files.
+
+One description (`describe`) of one set of facts (`CheckpointFacts`), which come two ways:
+  - `read_facts(MODEL)`: from the files alone (core.checkpoint.locate). Parameter counts and dtypes come
+    from the safetensors headers, never from tensor data; configs get their classes' defaults the way
+    `from_config` fills them in (core.class_facts). torch is not imported: a Flux-dev folder
+    (11.9 B parameters, 24-48 GB to instantiate) is described in about a second.
+  - `facts_of(ckpt)`: from a loaded checkpoint, for the audit's report: the modules' own configs, and
+    their parameters counted and typed as loaded (--dtype).
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Collection, Iterable, Mapping
 
-from .checkpoint import Checkpoint
-from .denoiser import default_sample_size, describe_network, is_flow_matching, net_call
-from .runtime import dtype_name
+from ..errors import InputError
+from .network import NET_CALLS, NetCall, call_of, default_sample_size_of, describe_config, is_flow_matching_class
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint, Part, TensorEntry, WeightFile
 
 
 @dataclass
@@ -24,8 +38,8 @@ class CheckpointInfo:
     path: str
     pipeline_class: str | None
     denoiser_class: str
-    parameters: int
-    dtype: str
+    parameters: int  # the denoiser's parameters (persistent buffers stored beside them are not counted)
+    dtype: str  # of those parameters: as stored (info) or as loaded (a loaded checkpoint); "mixed: a, b" when several, most first
     sample_shape: list[int]
     space: str
     conditioning: str
@@ -45,57 +59,203 @@ class CheckpointInfo:
     weight_files: list[WeightFileInfo] = field(default_factory=list)
 
 
-def describe_checkpoint(ckpt: Checkpoint) -> CheckpointInfo:
-    from ..errors import InputError
-    from .conditioning import pipeline_default
+@dataclass(frozen=True)
+class ModelConfig:
+    """A component as its class name and config (as an instance of the class holds it: defaults filled in)."""
 
-    net = ckpt.denoiser
+    class_name: str
+    config: Mapping
+
+
+@dataclass
+class CheckpointFacts:
+    """What a description is computed from: no modules, only names, configs and counts."""
+
+    source: str
+    form: str
+    root: Path
+    pipeline_class: str | None
+    denoiser: ModelConfig
+    own_call: NetCall | None  # a network built in Python may declare its call (core.network.call_of)
+    parameters: int
+    dtype: str
+    vae: ModelConfig | None
+    scheduler: ModelConfig
+    has_alphas_cumprod: bool  # a DDPM-family schedule (what flatcheck noises with, besides flow matching)
+    scheduler_origin: str
+    text_components: dict[str, str]
+    weight_files: list[WeightFile]
+
+
+def describe(f: CheckpointFacts) -> CheckpointInfo:
+    from .class_facts import call_default
+
+    name, cfg = f.denoiser.class_name, f.denoiser.config
+    flow = is_flow_matching_class(f.scheduler.class_name)
     try:
-        net_call(net)
-        size = default_sample_size(ckpt)
-        flow = is_flow_matching(ckpt.scheduler)
-        supported = "yes" if flow or hasattr(ckpt.scheduler, "alphas_cumprod") else \
-            f"no: {type(ckpt.scheduler).__name__} is neither a DDPM-family nor a flow-matching noise schedule"
+        call_of(name, f.own_call)
+        size = default_sample_size_of(name, cfg, f.own_call)
+        supported = "yes" if flow or f.has_alphas_cumprod else \
+            f"no: {f.scheduler.class_name} is neither a DDPM-family nor a flow-matching noise schedule"
     except InputError as exc:
-        size, flow, supported = None, is_flow_matching(ckpt.scheduler), f"no: {exc}"
-    model = describe_network(net, ckpt.vae is not None, size)
-    sched = ckpt.scheduler.config
+        size, supported = None, f"no: {exc}"
+    model = describe_config(name, cfg, f.vae is not None, size, f.own_call)
+    sched = f.scheduler.config
     if model.conditioning == "text" or model.null_label is not None:
-        guidance = pipeline_default(ckpt.pipeline_class, "guidance_scale")
+        guidance = call_default(f.pipeline_class, "guidance_scale")
     else:
         guidance = None
     c, h, w = model.sample_shape
-    if ckpt.vae is not None:
-        f = 2 ** (len(ckpt.vae.config.get("block_out_channels", (0,))) - 1)
-        image = [ckpt.vae.config.get("in_channels", 3), h * f, w * f]
+    if f.vae is not None:
+        factor = 2 ** (len(f.vae.config.get("block_out_channels", (0,))) - 1)
+        image = [f.vae.config.get("in_channels", 3), h * factor, w * factor]
     else:
         image = [c, h, w]
     return CheckpointInfo(
-        source=ckpt.source,
-        form=ckpt.form,
-        path=str(ckpt.root),
-        pipeline_class=ckpt.pipeline_class,
-        denoiser_class=type(net).__name__,
-        parameters=ckpt.num_parameters,
-        dtype=dtype_name(next(net.parameters()).dtype),
+        source=f.source,
+        form=f.form,
+        path=str(f.root),
+        pipeline_class=f.pipeline_class,
+        denoiser_class=name,
+        parameters=f.parameters,
+        dtype=f.dtype,
         sample_shape=list(model.sample_shape),
         space=model.space,
         conditioning=model.conditioning,
         num_classes=model.num_classes,
-        scheduler_class=type(ckpt.scheduler).__name__,
-        num_train_timesteps=int(sched.num_train_timesteps),
+        scheduler_class=f.scheduler.class_name,
+        num_train_timesteps=int(sched["num_train_timesteps"]),
         beta_schedule=sched.get("beta_schedule"),
         prediction_type="flow" if flow else sched.get("prediction_type", "epsilon"),
-        scheduler_origin=ckpt.scheduler_origin,
-        vae_class=type(ckpt.vae).__name__ if ckpt.vae is not None else None,
+        scheduler_origin=f.scheduler_origin,
+        vae_class=f.vae.class_name if f.vae is not None else None,
         image_shape=image,
-        text_encoders=[v for k, v in ckpt.text_components.items() if k.startswith("text_encoder")],
+        text_encoders=[v for k, v in f.text_components.items() if k.startswith("text_encoder")],
         null_label=model.null_label,
         guidance_scale=guidance,
         learned_variance=model.learned_variance,
         supported=supported,
         weight_files=[
-            WeightFileInfo(w.component, str(w.path.relative_to(ckpt.root)) if w.path.is_relative_to(ckpt.root) else str(w.path), w.format, w.bytes)
-            for w in ckpt.weight_files
+            WeightFileInfo(w.component, str(w.path.relative_to(f.root)) if w.path.is_relative_to(f.root) else str(w.path), w.format, w.bytes)
+            for w in f.weight_files
         ],
     )
+
+
+def dtype_label(elements: Mapping[str, int]) -> str:
+    """dtype name -> number of elements  ->  'float32', or 'mixed: bfloat16, float32' (most elements first)."""
+    if not elements:
+        return "none"
+    names = sorted(elements, key=lambda k: (-elements[k], k))
+    return names[0] if len(names) == 1 else "mixed: " + ", ".join(names)
+
+
+# ----------------------------------------------------------------------------- a loaded checkpoint
+
+
+def facts_of(ckpt: Checkpoint) -> CheckpointFacts:
+    """The facts of a loaded checkpoint: its modules' configs; its parameters counted and typed as loaded."""
+    from .checkpoint import text_components
+
+    net = ckpt.denoiser
+    elements: Counter = Counter()
+    for p in net.parameters():
+        elements[str(p.dtype).removeprefix("torch.")] += p.numel()
+    vae = ckpt.vae
+    return CheckpointFacts(
+        source=ckpt.source, form=ckpt.form, root=ckpt.root, pipeline_class=ckpt.pipeline_class,
+        denoiser=ModelConfig(type(net).__name__, net.config), own_call=getattr(net, "flatcheck_call", None),
+        parameters=ckpt.num_parameters, dtype=dtype_label(elements),
+        vae=ModelConfig(type(vae).__name__, vae.config) if vae is not None else None,
+        scheduler=ModelConfig(type(ckpt.scheduler).__name__, ckpt.scheduler.config),
+        has_alphas_cumprod=hasattr(ckpt.scheduler, "alphas_cumprod"), scheduler_origin=ckpt.scheduler_origin,
+        text_components=text_components(ckpt.index), weight_files=list(ckpt.weight_files),
+    )
+
+
+def describe_checkpoint(ckpt: Checkpoint) -> CheckpointInfo:
+    return describe(facts_of(ckpt))
+
+
+# ----------------------------------------------------------------------------- from the files alone
+
+
+def read_facts(model: str | None = None, *, scheduler: str | Path | None = None, allow_pickle: bool = False) -> CheckpointFacts:
+    """The facts of MODEL read from its files: configs and safetensors headers, no tensor data."""
+    from .checkpoint import locate, text_components
+    from .class_facts import config_with_defaults, has_alphas_cumprod
+
+    found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle)
+    part = found.denoiser
+    config = config_with_defaults(part.class_name, part.config)
+    parameters, elements = count_parameters(stored_tensors(part), stored_buffers(part.class_name, config))
+    vae = found.vae
+    sched = config_with_defaults(found.scheduler_class, found.scheduler_config)
+    return CheckpointFacts(
+        source=found.source, form=found.form, root=found.root, pipeline_class=found.pipeline_class,
+        denoiser=ModelConfig(part.class_name, config), own_call=None, parameters=parameters, dtype=dtype_label(elements),
+        vae=ModelConfig(vae.class_name, config_with_defaults(vae.class_name, vae.config)) if vae is not None else None,
+        scheduler=ModelConfig(found.scheduler_class, sched),
+        has_alphas_cumprod=has_alphas_cumprod(found.scheduler_class, sched), scheduler_origin=found.scheduler_origin,
+        text_components=text_components(found.index), weight_files=found.weight_files,
+    )
+
+
+def describe_files(model: str | None = None, *, scheduler: str | Path | None = None, allow_pickle: bool = False) -> CheckpointInfo:
+    """`flatcheck info`: MODEL described from its configs and weight-file headers (nothing loaded)."""
+    return describe(read_facts(model, scheduler=scheduler, allow_pickle=allow_pickle))
+
+
+def stored_tensors(part: Part) -> list[Mapping[str, TensorEntry]]:
+    """Name -> dtype and shape of every tensor diffusers would load for the component, one table per file."""
+    files = part.loaded_weights()
+    if files[0].format == "safetensors":
+        return [w.tensors for w in files]
+    # A pickle has no header: its tensors are known only by unpickling it (--allow-pickle allowed that),
+    # with diffusers' own reader (torch.load, weights_only, memory-mapped where the file allows).
+    from diffusers.models.model_loading_utils import load_state_dict
+
+    from .checkpoint import TensorEntry
+
+    tables = []
+    for w in files:
+        try:
+            state = load_state_dict(str(w.path))
+        except Exception as exc:  # noqa: BLE001 - whatever unpickling raises, said in one line
+            raise InputError(f"cannot read '{w.path}': {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}") from exc
+        tables.append({k: TensorEntry(str(t.dtype).removeprefix("torch."), tuple(t.shape)) for k, t in state.items()})
+    return tables
+
+
+def count_parameters(tables: Iterable[Mapping[str, TensorEntry]], buffers: Collection[str]) -> tuple[int, Counter]:
+    """(number of parameters, dtype -> elements) of the stored tensors that are not buffers."""
+    elements: Counter = Counter()
+    for table in tables:
+        for name, t in table.items():
+            if name not in buffers:
+                elements[t.dtype] += t.numel
+    return sum(elements.values()), elements
+
+
+def stored_buffers(class_name: str, config: Mapping) -> Collection[str]:
+    """State-dict names of the persistent buffers a network of this class saves beside its parameters."""
+    if class_name in NET_CALLS:
+        return NET_CALLS[class_name].stored_buffers
+    return meta_buffers(class_name, config)
+
+
+def meta_buffers(class_name: str, config: Mapping) -> set[str]:
+    """For a class flatcheck does not run, which of its saved tensors are buffers is known only to the
+    class itself: built on the meta device (no memory for weights), it tells. This imports torch and
+    diffusers, which is why the classes flatcheck runs declare theirs (core.network.NetCall.stored_buffers)."""
+    import torch
+
+    from .class_facts import diffusers_class
+
+    cls = diffusers_class(class_name, "ModelMixin", Path(class_name))
+    try:
+        with torch.device("meta"):
+            module = cls.from_config(dict(config))
+    except Exception:  # noqa: BLE001 - a class that cannot be built on the meta device: every stored tensor counts
+        return set()
+    return set(module.state_dict()) - {name for name, _ in module.named_parameters()}

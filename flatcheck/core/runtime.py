@@ -9,12 +9,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .run_options import DTYPE_ALIASES, dtype_key
 
-DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-}
+DTYPES = {alias: getattr(torch, name) for alias, name in DTYPE_ALIASES.items()}
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
 
@@ -41,10 +38,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_dtype(name: str = "float32") -> torch.dtype:
-    key = (name or "float32").strip().lower()
-    if key not in DTYPES:
-        raise InputError(f"unknown dtype '{name}' (use float32, float16 or bfloat16)")
-    return DTYPES[key]
+    return getattr(torch, dtype_key(name))
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -39,15 +39,20 @@ def _cgroup_quota() -> int | None:
     return None
 
 
-def set_threads(n: int | None) -> int:
-    """Set torch's intra-op threads: n, or by default min(available_cpus(), what torch uses now), so a
-    caller that pinned fewer (OMP_NUM_THREADS, a test) is never raised. Returns the count set."""
-    import torch
-
+def check_threads(n: int | None) -> None:
+    """OptionError for a --threads below 1 (None: the default)."""
     if n is not None and n < 1:
         from ..errors import OptionError
 
         raise OptionError("threads", f"must be >= 1 (got {n})")
+
+
+def set_threads(n: int | None) -> int:
+    """Set torch's intra-op threads: n, or by default min(available_cpus(), what torch uses now), so a
+    caller that pinned fewer (OMP_NUM_THREADS, a test) is never raised. Returns the count set."""
+    check_threads(n)
+    import torch
+
     want = n if n is not None else min(available_cpus(), torch.get_num_threads())
     if want != torch.get_num_threads():
         torch.set_num_threads(want)
