@@ -225,43 +225,73 @@ class Eigenpairs:
     # `block` HVPs; power iteration: every HVP of the first eigenvalue)
 
 
-def _orthonormalise(w: torch.Tensor, basis: list[torch.Tensor], new: list[torch.Tensor], thresh: float,
-                    gen: torch.Generator, dim: int) -> tuple[torch.Tensor, float]:
+def _draw_normal(out: torch.Tensor, gen: torch.Generator, chunk: int) -> None:
+    """Fill `out` (contiguous) with the numbers torch.randn(out.numel(), dtype=float64, generator=gen)
+    .to(out) gives, drawing at most `chunk` (a multiple of 16, >= 32) float64 numbers at a time.
+
+    torch's CPU normal sampler draws every uniform in turn, maps them 16 at a time (Box-Muller:
+    entry i and i + 8 of each 16 from one pair), then redraws the last 16 when the count is not a
+    multiple of 16. Pieces that are multiples of 16 with a last piece of at least 16 therefore give
+    the same numbers and leave the generator in the same state as one call (tests check it)."""
+    flat_out = out.view(-1)
+    n, s = flat_out.numel(), 0
+    while s < n:
+        rest = n - s
+        take = rest if rest <= chunk else (chunk if rest - chunk >= 16 else chunk - 16)
+        flat_out[s : s + take].copy_(torch.randn(take, generator=gen, dtype=torch.float64))
+        s += take
+
+
+def _orthonormalise(w: torch.Tensor, basis: list[torch.Tensor], thresh: float, gen: torch.Generator,
+                    chunk: int) -> tuple[torch.Tensor, float, int]:
     """Orthonormalise the rows of w against `basis` blocks and against each other (two Gram-Schmidt
-    passes: enough in float32). Appends the new rows to `new`; returns R with w = R^T Q (+ dropped
-    rows) and the Frobenius norm of what was dropped. A row whose remainder is below `thresh` lies in
-    the space already built (the Krylov space closed in that direction): its remainder is dropped
-    and a fresh random direction takes its place, so the block keeps its size and a closed space is
-    never mistaken for the whole spectrum."""
-    b = w.shape[0]
+    passes: enough in float32), in place: the first `kept` rows of w become the new rows. Returns R
+    with w = R^T Q (+ dropped rows), the Frobenius norm of what was dropped, and `kept`. A row whose
+    remainder is below `thresh` lies in the space already built (the Krylov space closed in that
+    direction): its remainder is dropped and a fresh random direction takes its place, so the block
+    keeps its size and a closed space is never mistaken for the whole spectrum.
+
+    Two rows beside w and the basis: the row being orthonormalised (v) and one scratch row (t) that
+    holds a projection or an aligned copy of a new row (BLAS sums can depend on where a vector
+    starts in memory; this keeps every product on the same layout as separate vectors, so the
+    numbers are those of the version that stacked copies)."""
+    b, dim = w.shape
     coef = torch.zeros(b, b, dtype=torch.float64)  # coef[row of Q_next, column of W]
-    dropped = 0.0
+    dropped, kept = 0.0, 0
+    v, t = torch.empty_like(w[0]), torch.empty_like(w[0])
+
+    def against_basis(v: torch.Tensor) -> None:
+        for blk in basis:
+            v -= torch.mm((blk @ v)[None], blk, out=t[None])[0]  # v -= (blk v) blk
+
     for c in range(b):
-        v = w[c].clone()
+        v.copy_(w[c])
         for _ in range(2):
-            for blk in basis:
-                v -= (blk @ v) @ blk
-            for r, q in enumerate(new):
-                x = float(q @ v)
+            against_basis(v)
+            for r in range(kept):
+                t.copy_(w[r])
+                x = float(t @ v)
                 coef[r, c] += x
-                v -= x * q
+                v -= t.mul_(x)
         n = float(v.norm())
         if n > thresh:
-            coef[len(new), c] = n
-            new.append(v / n)
+            coef[kept, c] = n
+            w[kept].copy_(v.div_(n))  # w[c] was copied to v: rows up to c are free
+            kept += 1
             continue
         dropped += n * n
-        used = sum(blk.shape[0] for blk in basis) + len(new)
+        used = sum(blk.shape[0] for blk in basis) + kept
         if used >= dim:
             continue  # the basis spans the whole space: nothing left to add
-        f = torch.randn(dim, generator=gen, dtype=torch.float64).to(w)
+        _draw_normal(v, gen, chunk)  # v now holds the fresh direction f
         for _ in range(2):
-            for blk in basis:
-                f -= (blk @ f) @ blk
-            for q in new:
-                f -= float(q @ f) * q
-        new.append(f / f.norm())  # its coefficient in column c stays 0
-    return coef[: len(new)], dropped ** 0.5
+            against_basis(v)
+            for r in range(kept):
+                t.copy_(w[r])
+                v -= t.mul_(float(t @ v))
+        w[kept].copy_(v.div_(v.norm()))  # its coefficient in column c stays 0
+        kept += 1
+    return coef[:kept], dropped ** 0.5, kept
 
 
 def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int, max_iter: int, tol: float,
@@ -282,14 +312,25 @@ def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: i
     probability zero, and one barely present converges late: the bound stays honest meanwhile.
     The bounds hold for the operator the HVPs compute: float32 HVPs differ from the exact Hessian
     by rounding (about 1e-6 of ||H||), which no bound below that level can see.
+
+    Memory, in parameter-sized vectors (dim entries of `dtype`): the basis, kept in blocks of b rows
+    (the block built from the last one's HVPs included), and beside it at most 2 more at any time:
+    while the HVPs run, the one result not yet copied into its row; while a block is orthonormalised,
+    the row being orthonormalised and one scratch row. Peak: hvps + b + 2 (at most
+    b * (max_iter // b + 1) + 2). No float64 vector of dim entries is made: the start block and
+    fresh directions are drawn a few float64 numbers at a time (the numbers one torch.randn(b, dim,
+    dtype=float64) gives). What the matvec itself holds (an HVP's graph and buffers) comes on top.
     """
     b = min(max(block or k, k), dim)
     if max_iter < b:
         raise ValueError(f"max_iter ({max_iter}) is below one block of {b} HVPs")
-    start = torch.randn(b, dim, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
-    first: list[torch.Tensor] = []
-    _orthonormalise(start, [], first, 0.0, gen, dim)
-    blocks = [torch.stack(first)]
+    chunk = 16 * max(2, min(2 ** 16, dim // 64))  # float64 numbers per draw: under half a float32 vector (dim >= 128)
+    start = torch.empty(b, dim, device=device, dtype=dtype)
+    _draw_normal(start, gen, chunk)  # torch.randn(b, dim, generator=gen, dtype=float64).to(dtype), piece by piece
+    _, _, kept = _orthonormalise(start, [], 0.0, gen, chunk)
+    store = [start[:kept]]  # the basis, block by block; the last one is Q_j
+    del start
+    sizes = [kept]  # rows of T's blocks
     diag: list[torch.Tensor] = []  # A_j
     sub: list[torch.Tensor] = []  # B_j (rows: next block, columns: this block)
     drops: list[float] = []  # ||D_j||_F dropped when building block j+1
@@ -297,26 +338,26 @@ def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: i
     hvps, hnorm = 0, 0.0
     eps = float(torch.finfo(dtype).eps)
     while True:
-        qj = blocks[-1]
-        w = torch.stack([matvec(q) for q in qj])  # rows: H q
-        for _ in qj:
+        qj = store[-1]
+        w = torch.empty(b, dim, device=qj.device, dtype=dtype)[: len(qj)]  # rows: H q; orthonormalised in
+        # place into the next block
+        for c, q in enumerate(qj):
+            w[c].copy_(matvec(q))
             hvps += 1
             if progress:
                 progress("hessian", hvps, max_iter)
         a = (qj @ w.T).double()
         diag.append((a + a.T) / 2)
         hnorm = max(hnorm, float(torch.linalg.eigvalsh(diag[-1]).abs().max()))
-        nxt: list[torch.Tensor] = []
-        coef, dropped = _orthonormalise(w, blocks, nxt, 10 * eps * hnorm, gen, dim)
+        coef, dropped, kept = _orthonormalise(w, store, 10 * eps * hnorm, gen, chunk)
         sub.append(coef)
         drops.append(dropped)
 
-        sizes = [blk.shape[0] for blk in blocks]
         offs = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
         T = torch.zeros(offs[-1], offs[-1], dtype=torch.float64)
         for i, ai in enumerate(diag):
             T[offs[i]:offs[i + 1], offs[i]:offs[i + 1]] = ai
-            if i + 1 < len(blocks):
+            if i + 1 < len(sizes):
                 T[offs[i + 1]:offs[i + 2], offs[i]:offs[i + 1]] = sub[i]
                 T[offs[i]:offs[i + 1], offs[i + 1]:offs[i + 2]] = sub[i].T
         theta, s = torch.linalg.eigh(T)  # ascending
@@ -333,9 +374,10 @@ def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: i
         bound = float(torch.linalg.matrix_norm(spill, ord=2)) + joint_slack
         history.append(float(vals[0]))
         converged = top == k and bound <= tol * float(vals.abs().min())
-        if converged or not nxt or hvps + len(nxt) > max_iter:
+        if converged or not kept or hvps + kept > max_iter:
             break
-        blocks.append(torch.stack(nxt))
+        store.append(w[:kept])
+        sizes.append(kept)
     return Eigenpairs("block-lanczos", vals.tolist(), residuals, bound, converged, tol, hvps, b, float(theta[0]), history)
 
 
