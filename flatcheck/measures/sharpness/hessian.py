@@ -6,7 +6,10 @@
                 repeated eigenvalue is found as often as it is repeated (plain Lanczos sees it
                 once). Each Ritz value is within its residual of an eigenvalue of H, and all k are
                 within the joint bound ||H Y - Y Theta||_2 of k distinct ones (Kahan): the stopping
-                rule is joint bound <= tol * min |theta_i|.
+                rule is joint bound <= tol * min |theta_i|. Under a cap on parameter-sized vectors
+                it thick-restarts: keep the top Ritz vectors Y and the residual block Q, for which
+                H Y = Y Theta + Q C (up to rounding), so the projected matrix is [[Theta, C^T], [C, A]]
+                and the same bounds hold; at most max_vectors + 2 vectors of the parameters' size.
                 Power iteration with deflation (as PyHessian does it) is kept for comparison.
     trace     : Hutchinson, tr(H) = E[v^T H v] with Rademacher v; its standard error over draws.
                 The same draws give every block's trace, tr(H_bb) = E[v_b^T (H v)_b], and every
@@ -223,6 +226,8 @@ class Eigenpairs:
     min_eigenvalue: float | None = None  # lowest Ritz value seen (Lanczos only)
     history: list[float] = field(default_factory=list)  # top estimate after each step (block Lanczos: every
     # `block` HVPs; power iteration: every HVP of the first eigenvalue)
+    restarts: int = 0  # thick restarts of block Lanczos (0: the plain block Lanczos basis was never capped)
+    max_vectors: int | None = None  # the cap on parameter-sized basis vectors (None: no cap)
 
 
 def _draw_normal(out: torch.Tensor, gen: torch.Generator, chunk: int) -> None:
@@ -294,11 +299,38 @@ def _orthonormalise(w: torch.Tensor, basis: list[torch.Tensor], thresh: float, g
     return coef[:kept], dropped ** 0.5, kept
 
 
+def _recombine(blocks: list[torch.Tensor], s: torch.Tensor, dim: int) -> list[torch.Tensor]:
+    """Y = V S in place: V is the rows of `blocks` in order, S (float64, rows of V x p) has p <= rows;
+    Y's rows overwrite V's first p rows, a few columns at a time (float64 sums), so no extra
+    parameter-sized vector is needed. Returns the views that hold Y, as blocks."""
+    m, p = s.shape
+    cols = max(1, min(2 ** 20, dim // (4 * (m + p))))  # float64 scratch: under half a vector
+    for c0 in range(0, dim, cols):
+        c1 = min(dim, c0 + cols)
+        y = s.T.to(blocks[0].device) @ torch.cat([blk[:, c0:c1] for blk in blocks]).double()
+        r = 0
+        for blk in blocks:
+            n = min(blk.shape[0], p - r)
+            if n <= 0:
+                break
+            blk[:n, c0:c1] = y[r : r + n]
+            r += n
+    held, r = [], 0
+    for blk in blocks:
+        n = min(blk.shape[0], p - r)
+        if n <= 0:
+            break
+        held.append(blk[:n])
+        r += n
+    return held
+
+
 def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int, max_iter: int, tol: float,
                   gen: torch.Generator, device=None, dtype=torch.float32, progress: Progress = None,
-                  block: int | None = None) -> Eigenpairs:
+                  block: int | None = None, max_vectors: int | None = None) -> Eigenpairs:
     """Top-k eigenvalues of a symmetric operator, counted with multiplicity: block Lanczos with full
-    re-orthogonalisation and a random start block of b = max(block, k) vectors.
+    re-orthogonalisation and a random start block of b = max(block, k) vectors, thick-restarted
+    so that at most `max_vectors` parameter-sized basis vectors exist.
 
     One vector per step (plain Lanczos) sees each distinct eigenvalue once: a repeated top
     eigenvalue would come out as a single value followed by lower ones. A start block of b >= k
@@ -313,34 +345,54 @@ def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: i
     The bounds hold for the operator the HVPs compute: float32 HVPs differ from the exact Hessian
     by rounding (about 1e-6 of ||H||), which no bound below that level can see.
 
+    Thick restart (Wu and Simon's, by blocks): when the next block would not fit under max_vectors,
+    keep the p top Ritz vectors Y = Q S_p (p a multiple of b, about half of what the cap leaves,
+    at least b) and the residual block Q_{j+1}. Exactly as above,
+        H Y = Y Theta_p + Q_{j+1} C (+ dropped),   C = B_j S_p,last,
+    so on the basis [Y, Q_{j+1}, Q_{j+2}, ...] the projected matrix is the arrowhead
+        T = [[Theta_p, C^T], [C, A_{j+1}, B_{j+1}^T], [B_{j+1}, A_{j+2}, ...], ...]
+    (block tridiagonal with a diagonal first block) and the residual formulas, bounds and stopping
+    rule carry over unchanged; what deflation dropped before the restart stays in the bounds as
+    ||D S_p||_2 <= sum_i ||D_i||_F ||S_p,i||_2. Restarts cost no HVP (Y is a recombination) but
+    slow convergence: benchmarks/bench_lanczos_restart.py counts the HVPs. Without a restart the
+    numbers are those of unrestarted block Lanczos, bit for bit. min_eigenvalue is the lowest Ritz
+    value seen at any restart or at the end (the bottom of the spectrum is not kept: an upper
+    bound on the lowest eigenvalue that does not improve after the first restart).
+
     Memory, in parameter-sized vectors (dim entries of `dtype`): the basis, kept in blocks of b rows
     (the block built from the last one's HVPs included), and beside it at most 2 more at any time:
     while the HVPs run, the one result not yet copied into its row; while a block is orthonormalised,
-    the row being orthonormalised and one scratch row. Peak: hvps + b + 2 (at most
-    b * (max_iter // b + 1) + 2). No float64 vector of dim entries is made: the start block and
-    fresh directions are drawn a few float64 numbers at a time (the numbers one torch.randn(b, dim,
-    dtype=float64) gives). What the matvec itself holds (an HVP's graph and buffers) comes on top.
+    the row being orthonormalised and one scratch row. With a cap the basis holds at most
+    floor(max_vectors / b) blocks (max_vectors >= 3b: b kept Ritz vectors, the residual block, the
+    block built from it), so the peak is b * floor(max_vectors / b) + 2 (max_vectors + 2 when b
+    divides it); without one, hvps + b + 2 (at most b * (max_iter // b + 1) + 2). No float64 vector
+    of dim entries is made: the start block and fresh directions are drawn a few float64 numbers at
+    a time (the numbers one torch.randn(b, dim, dtype=float64) gives), and a restart recombines a
+    few columns at a time. What the matvec itself holds (an HVP's graph and buffers) comes on top.
     """
     b = min(max(block or k, k), dim)
     if max_iter < b:
         raise ValueError(f"max_iter ({max_iter}) is below one block of {b} HVPs")
+    if max_vectors is not None and max_vectors < 3 * b:
+        raise ValueError(f"max_vectors ({max_vectors}) is below 3 blocks of {b} "
+                         "(kept Ritz vectors, residual block, next block)")
     chunk = 16 * max(2, min(2 ** 16, dim // 64))  # float64 numbers per draw: under half a float32 vector (dim >= 128)
     start = torch.empty(b, dim, device=device, dtype=dtype)
     _draw_normal(start, gen, chunk)  # torch.randn(b, dim, generator=gen, dtype=float64).to(dtype), piece by piece
     _, _, kept = _orthonormalise(start, [], 0.0, gen, chunk)
-    store = [start[:kept]]  # the basis, block by block; the last one is Q_j
+    store = [start[:kept]]  # the basis, block by block (after a restart Y spans the first ones); last: Q_j
     del start
-    sizes = [kept]  # rows of T's blocks
-    diag: list[torch.Tensor] = []  # A_j
-    sub: list[torch.Tensor] = []  # B_j (rows: next block, columns: this block)
-    drops: list[float] = []  # ||D_j||_F dropped when building block j+1
+    sizes = [kept]  # rows of T's blocks (after a restart the first is Y)
+    diag: list[torch.Tensor] = []  # A_j (after a restart the first is diag(Theta_p))
+    sub: list[torch.Tensor] = []  # B_j (rows: next block, columns: this block; after a restart the first is C)
+    drops: list[float] = []  # ||D_j||_F dropped when building block j+1 (after a restart the first bounds ||D S_p||_2)
     history: list[float] = []
-    hvps, hnorm = 0, 0.0
+    hvps, hnorm, restarts, lowest = 0, 0.0, 0, float("inf")
     eps = float(torch.finfo(dtype).eps)
     while True:
         qj = store[-1]
         w = torch.empty(b, dim, device=qj.device, dtype=dtype)[: len(qj)]  # rows: H q; orthonormalised in
-        # place into the next block
+        # place into the next block (every block's storage holds b rows, so a restart can reuse them)
         for c, q in enumerate(qj):
             w[c].copy_(matvec(q))
             hvps += 1
@@ -376,9 +428,36 @@ def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: i
         converged = top == k and bound <= tol * float(vals.abs().min())
         if converged or not kept or hvps + kept > max_iter:
             break
-        store.append(w[:kept])
-        sizes.append(kept)
-    return Eigenpairs("block-lanczos", vals.tolist(), residuals, bound, converged, tol, hvps, b, float(theta[0]), history)
+        nxt = w[:kept]
+        if max_vectors is None or b * (len(store) + 2) <= max_vectors:  # the basis and the next block's rows
+            store.append(nxt)
+            sizes.append(kept)
+            continue
+        # Thick restart: the next block's HVPs would not fit. Keep p top Ritz vectors and Q_{j+1}.
+        del qj, q, a  # views of a block that Y may not reuse: its storage goes once the list lets it go
+        p = _kept_ritz(b, offs[-1], max_vectors - 2 * b)
+        keep = torch.arange(len(theta) - 1, len(theta) - 1 - p, -1)
+        s_keep = s[:, keep]
+        lowest = min(lowest, float(theta[0]))
+        carried = sum(d * float(torch.linalg.matrix_norm(s_keep[offs[i]:offs[i + 1]], ord=2))
+                      for i, d in enumerate(drops))  # bounds ||D S_p||_2
+        store = _recombine(store, s_keep, dim) + [nxt]
+        sizes = [p, kept]
+        diag = [torch.diag(theta[keep])]
+        sub = [coef @ s_keep[offs[-2]:offs[-1]]]  # C = B_j S_p,last
+        drops = [carried]
+        restarts += 1
+    low = float(theta[0]) if not restarts else min(lowest, float(theta[0]))
+    return Eigenpairs("block-lanczos", vals.tolist(), residuals, bound, converged, tol, hvps, b, low, history,
+                      restarts, max_vectors)
+
+
+def _kept_ritz(b: int, rows: int, room: int) -> int:
+    """How many top Ritz vectors a restart keeps: whole blocks, half of the room the cap leaves beside the
+    residual block and the next one (rounded up; keeping all of it, or one block, took up to 3x more HVPs
+    on the spectra of benchmarks/bench_lanczos_restart.py), at least one block, fewer rows than the basis has."""
+    blocks = room // b
+    return b * max(1, min((blocks + 1) // 2, (rows - 1) // b))
 
 
 def power_iteration(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int, max_iter: int, tol: float,
