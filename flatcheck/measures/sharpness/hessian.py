@@ -454,8 +454,9 @@ def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: i
 
 def _kept_ritz(b: int, rows: int, room: int) -> int:
     """How many top Ritz vectors a restart keeps: whole blocks, half of the room the cap leaves beside the
-    residual block and the next one (rounded up; keeping all of it, or one block, took up to 3x more HVPs
-    on the spectra of benchmarks/bench_lanczos_restart.py), at least one block, fewer rows than the basis has."""
+    residual block and the next one (rounded up), at least one block, fewer rows than the basis has.
+    Keeping all of the room, or one block, took up to 2.4x more HVPs on the spectra of
+    benchmarks/bench_lanczos_restart.py (this rule changed by hand, 2026-12-07)."""
     blocks = room // b
     return b * max(1, min((blocks + 1) // 2, (rows - 1) // b))
 
