@@ -305,9 +305,10 @@ def _recombine(blocks: list[torch.Tensor], s: torch.Tensor, dim: int) -> list[to
     parameter-sized vector is needed. Returns the views that hold Y, as blocks."""
     m, p = s.shape
     cols = max(1, min(2 ** 20, dim // (4 * (m + p))))  # float64 scratch: under half a vector
+    st = s.T.to(blocks[0].device)
     for c0 in range(0, dim, cols):
         c1 = min(dim, c0 + cols)
-        y = s.T.to(blocks[0].device) @ torch.cat([blk[:, c0:c1] for blk in blocks]).double()
+        y = st @ torch.cat([blk[:, c0:c1] for blk in blocks]).double()
         r = 0
         for blk in blocks:
             n = min(blk.shape[0], p - r)
