@@ -6,7 +6,10 @@
                 repeated eigenvalue is found as often as it is repeated (plain Lanczos sees it
                 once). Each Ritz value is within its residual of an eigenvalue of H, and all k are
                 within the joint bound ||H Y - Y Theta||_2 of k distinct ones (Kahan): the stopping
-                rule is joint bound <= tol * min |theta_i|.
+                rule is joint bound <= tol * min |theta_i|. Under a cap on parameter-sized vectors
+                it thick-restarts: keep the top Ritz vectors Y and the residual block Q, for which
+                H Y = Y Theta + Q C (up to rounding), so the projected matrix is [[Theta, C^T], [C, A]]
+                and the same bounds hold; at most max_vectors + 2 vectors of the parameters' size.
                 Power iteration with deflation (as PyHessian does it) is kept for comparison.
     trace     : Hutchinson, tr(H) = E[v^T H v] with Rademacher v; its standard error over draws.
                 The same draws give every block's trace, tr(H_bb) = E[v_b^T (H v)_b], and every
@@ -235,52 +238,112 @@ class Eigenpairs:
     min_eigenvalue: float | None = None  # lowest Ritz value seen (Lanczos only)
     history: list[float] = field(default_factory=list)  # top estimate after each step (block Lanczos: every
     # `block` HVPs; power iteration: every HVP of the first eigenvalue)
+    restarts: int = 0  # thick restarts of block Lanczos (0: the plain block Lanczos basis was never capped)
+    max_vectors: int | None = None  # the cap on parameter-sized basis vectors (None: no cap)
 
 
-def _orthonormalise(w: torch.Tensor, basis: list[torch.Tensor], new: list[torch.Tensor], thresh: float,
-                    gen: torch.Generator, dim: int) -> tuple[torch.Tensor, float]:
+def _draw_normal(out: torch.Tensor, gen: torch.Generator, chunk: int) -> None:
+    """Fill `out` (contiguous) with the numbers torch.randn(out.numel(), dtype=float64, generator=gen)
+    .to(out) gives, drawing at most `chunk` (a multiple of 16, >= 32) float64 numbers at a time.
+
+    torch's CPU normal sampler draws every uniform in turn, maps them 16 at a time (Box-Muller:
+    entry i and i + 8 of each 16 from one pair), then redraws the last 16 when the count is not a
+    multiple of 16. Pieces that are multiples of 16 with a last piece of at least 16 therefore give
+    the same numbers and leave the generator in the same state as one call (tests check it)."""
+    flat_out = out.view(-1)
+    n, s = flat_out.numel(), 0
+    while s < n:
+        rest = n - s
+        take = rest if rest <= chunk else (chunk if rest - chunk >= 16 else chunk - 16)
+        flat_out[s : s + take].copy_(torch.randn(take, generator=gen, dtype=torch.float64))
+        s += take
+
+
+def _orthonormalise(w: torch.Tensor, basis: list[torch.Tensor], thresh: float, gen: torch.Generator,
+                    chunk: int) -> tuple[torch.Tensor, float, int]:
     """Orthonormalise the rows of w against `basis` blocks and against each other (two Gram-Schmidt
-    passes: enough in float32). Appends the new rows to `new`; returns R with w = R^T Q (+ dropped
-    rows) and the Frobenius norm of what was dropped. A row whose remainder is below `thresh` lies in
-    the space already built (the Krylov space closed in that direction): its remainder is dropped
-    and a fresh random direction takes its place, so the block keeps its size and a closed space is
-    never mistaken for the whole spectrum."""
-    b = w.shape[0]
+    passes: enough in float32), in place: the first `kept` rows of w become the new rows. Returns R
+    with w = R^T Q (+ dropped rows), the Frobenius norm of what was dropped, and `kept`. A row whose
+    remainder is below `thresh` lies in the space already built (the Krylov space closed in that
+    direction): its remainder is dropped and a fresh random direction takes its place, so the block
+    keeps its size and a closed space is never mistaken for the whole spectrum.
+
+    Two rows beside w and the basis: the row being orthonormalised (v) and one scratch row (t) that
+    holds a projection or an aligned copy of a new row (BLAS sums can depend on where a vector
+    starts in memory; this keeps every product on the same layout as separate vectors, so the
+    numbers are those of the version that stacked copies)."""
+    b, dim = w.shape
     coef = torch.zeros(b, b, dtype=torch.float64)  # coef[row of Q_next, column of W]
-    dropped = 0.0
+    dropped, kept = 0.0, 0
+    v, t = torch.empty_like(w[0]), torch.empty_like(w[0])
+
+    def against_basis(v: torch.Tensor) -> None:
+        for blk in basis:
+            v -= torch.mm((blk @ v)[None], blk, out=t[None])[0]  # v -= (blk v) blk
+
     for c in range(b):
-        v = w[c].clone()
+        v.copy_(w[c])
         for _ in range(2):
-            for blk in basis:
-                v -= (blk @ v) @ blk
-            for r, q in enumerate(new):
-                x = float(q @ v)
+            against_basis(v)
+            for r in range(kept):
+                t.copy_(w[r])
+                x = float(t @ v)
                 coef[r, c] += x
-                v -= x * q
+                v -= t.mul_(x)
         n = float(v.norm())
         if n > thresh:
-            coef[len(new), c] = n
-            new.append(v / n)
+            coef[kept, c] = n
+            w[kept].copy_(v.div_(n))  # w[c] was copied to v: rows up to c are free
+            kept += 1
             continue
         dropped += n * n
-        used = sum(blk.shape[0] for blk in basis) + len(new)
+        used = sum(blk.shape[0] for blk in basis) + kept
         if used >= dim:
             continue  # the basis spans the whole space: nothing left to add
-        f = torch.randn(dim, generator=gen, dtype=torch.float64).to(w)
+        _draw_normal(v, gen, chunk)  # v now holds the fresh direction f
         for _ in range(2):
-            for blk in basis:
-                f -= (blk @ f) @ blk
-            for q in new:
-                f -= float(q @ f) * q
-        new.append(f / f.norm())  # its coefficient in column c stays 0
-    return coef[: len(new)], dropped ** 0.5
+            against_basis(v)
+            for r in range(kept):
+                t.copy_(w[r])
+                v -= t.mul_(float(t @ v))
+        w[kept].copy_(v.div_(v.norm()))  # its coefficient in column c stays 0
+        kept += 1
+    return coef[:kept], dropped ** 0.5, kept
+
+
+def _recombine(blocks: list[torch.Tensor], s: torch.Tensor, dim: int) -> list[torch.Tensor]:
+    """Y = V S in place: V is the rows of `blocks` in order, S (float64, rows of V x p) has p <= rows;
+    Y's rows overwrite V's first p rows, a few columns at a time (float64 sums), so no extra
+    parameter-sized vector is needed. Returns the views that hold Y, as blocks."""
+    m, p = s.shape
+    cols = max(1, min(2 ** 20, dim // (4 * (m + p))))  # float64 scratch: under half a vector
+    st = s.T.to(blocks[0].device)
+    for c0 in range(0, dim, cols):
+        c1 = min(dim, c0 + cols)
+        y = st @ torch.cat([blk[:, c0:c1] for blk in blocks]).double()
+        r = 0
+        for blk in blocks:
+            n = min(blk.shape[0], p - r)
+            if n <= 0:
+                break
+            blk[:n, c0:c1] = y[r : r + n]
+            r += n
+    held, r = [], 0
+    for blk in blocks:
+        n = min(blk.shape[0], p - r)
+        if n <= 0:
+            break
+        held.append(blk[:n])
+        r += n
+    return held
 
 
 def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int, max_iter: int, tol: float,
                   gen: torch.Generator, device=None, dtype=torch.float32, progress: Progress = None,
-                  block: int | None = None) -> Eigenpairs:
+                  block: int | None = None, max_vectors: int | None = None) -> Eigenpairs:
     """Top-k eigenvalues of a symmetric operator, counted with multiplicity: block Lanczos with full
-    re-orthogonalisation and a random start block of b = max(block, k) vectors.
+    re-orthogonalisation and a random start block of b = max(block, k) vectors, thick-restarted
+    so that at most `max_vectors` parameter-sized basis vectors exist.
 
     One vector per step (plain Lanczos) sees each distinct eigenvalue once: a repeated top
     eigenvalue would come out as a single value followed by lower ones. A start block of b >= k
@@ -294,41 +357,72 @@ def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: i
     probability zero, and one barely present converges late: the bound stays honest meanwhile.
     The bounds hold for the operator the HVPs compute: float32 HVPs differ from the exact Hessian
     by rounding (about 1e-6 of ||H||), which no bound below that level can see.
+
+    Thick restart (Wu and Simon's, by blocks): when the next block would not fit under max_vectors,
+    keep the p top Ritz vectors Y = Q S_p (p a multiple of b, about half of what the cap leaves,
+    at least b) and the residual block Q_{j+1}. Exactly as above,
+        H Y = Y Theta_p + Q_{j+1} C (+ dropped),   C = B_j S_p,last,
+    so on the basis [Y, Q_{j+1}, Q_{j+2}, ...] the projected matrix is the arrowhead
+        T = [[Theta_p, C^T], [C, A_{j+1}, B_{j+1}^T], [B_{j+1}, A_{j+2}, ...], ...]
+    (block tridiagonal with a diagonal first block) and the residual formulas, bounds and stopping
+    rule carry over unchanged; what deflation dropped before the restart stays in the bounds as
+    ||D S_p||_2 <= sum_i ||D_i||_F ||S_p,i||_2. Restarts cost no HVP (Y is a recombination) but
+    slow convergence: benchmarks/bench_lanczos_restart.py counts the HVPs. Without a restart the
+    numbers are those of unrestarted block Lanczos, bit for bit. min_eigenvalue is the lowest Ritz
+    value seen at any restart or at the end (the bottom of the spectrum is not kept: an upper
+    bound on the lowest eigenvalue that does not improve after the first restart).
+
+    Memory, in parameter-sized vectors (dim entries of `dtype`): the basis, kept in blocks of b rows
+    (the block built from the last one's HVPs included), and beside it at most 2 more at any time:
+    while the HVPs run, the one result not yet copied into its row; while a block is orthonormalised,
+    the row being orthonormalised and one scratch row. With a cap the basis holds at most
+    floor(max_vectors / b) blocks (max_vectors >= 3b: b kept Ritz vectors, the residual block, the
+    block built from it), so the peak is b * floor(max_vectors / b) + 2 (max_vectors + 2 when b
+    divides it); without one, hvps + b + 2 (at most b * (max_iter // b + 1) + 2). No float64 vector
+    of dim entries is made: the start block and fresh directions are drawn a few float64 numbers at
+    a time (the numbers one torch.randn(b, dim, dtype=float64) gives), and a restart recombines a
+    few columns at a time. What the matvec itself holds (an HVP's graph and buffers) comes on top.
     """
     b = min(max(block or k, k), dim)
     if max_iter < b:
         raise ValueError(f"max_iter ({max_iter}) is below one block of {b} HVPs")
-    start = torch.randn(b, dim, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
-    first: list[torch.Tensor] = []
-    _orthonormalise(start, [], first, 0.0, gen, dim)
-    blocks = [torch.stack(first)]
-    diag: list[torch.Tensor] = []  # A_j
-    sub: list[torch.Tensor] = []  # B_j (rows: next block, columns: this block)
-    drops: list[float] = []  # ||D_j||_F dropped when building block j+1
+    if max_vectors is not None and max_vectors < 3 * b:
+        raise ValueError(f"max_vectors ({max_vectors}) is below 3 blocks of {b} "
+                         "(kept Ritz vectors, residual block, next block)")
+    chunk = 16 * max(2, min(2 ** 16, dim // 64))  # float64 numbers per draw: under half a float32 vector (dim >= 128)
+    start = torch.empty(b, dim, device=device, dtype=dtype)
+    _draw_normal(start, gen, chunk)  # torch.randn(b, dim, generator=gen, dtype=float64).to(dtype), piece by piece
+    _, _, kept = _orthonormalise(start, [], 0.0, gen, chunk)
+    store = [start[:kept]]  # the basis, block by block (after a restart Y spans the first ones); last: Q_j
+    del start
+    sizes = [kept]  # rows of T's blocks (after a restart the first is Y)
+    diag: list[torch.Tensor] = []  # A_j (after a restart the first is diag(Theta_p))
+    sub: list[torch.Tensor] = []  # B_j (rows: next block, columns: this block; after a restart the first is C)
+    drops: list[float] = []  # ||D_j||_F dropped when building block j+1 (after a restart the first bounds ||D S_p||_2)
     history: list[float] = []
-    hvps, hnorm = 0, 0.0
+    hvps, hnorm, restarts, lowest = 0, 0.0, 0, float("inf")
     eps = float(torch.finfo(dtype).eps)
     while True:
-        qj = blocks[-1]
-        w = torch.stack([matvec(q) for q in qj])  # rows: H q
-        for _ in qj:
+        qj = store[-1]
+        w = torch.empty(b, dim, device=qj.device, dtype=dtype)[: len(qj)]  # rows: H q; orthonormalised in
+        # place into the next block (every block's storage holds b rows, so a restart can reuse them)
+        for c, q in enumerate(qj):
+            w[c].copy_(matvec(q))
             hvps += 1
             if progress:
                 progress("hessian", hvps, max_iter)
         a = (qj @ w.T).double()
         diag.append((a + a.T) / 2)
         hnorm = max(hnorm, float(torch.linalg.eigvalsh(diag[-1]).abs().max()))
-        nxt: list[torch.Tensor] = []
-        coef, dropped = _orthonormalise(w, blocks, nxt, 10 * eps * hnorm, gen, dim)
+        coef, dropped, kept = _orthonormalise(w, store, 10 * eps * hnorm, gen, chunk)
         sub.append(coef)
         drops.append(dropped)
 
-        sizes = [blk.shape[0] for blk in blocks]
         offs = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
         T = torch.zeros(offs[-1], offs[-1], dtype=torch.float64)
         for i, ai in enumerate(diag):
             T[offs[i]:offs[i + 1], offs[i]:offs[i + 1]] = ai
-            if i + 1 < len(blocks):
+            if i + 1 < len(sizes):
                 T[offs[i + 1]:offs[i + 2], offs[i]:offs[i + 1]] = sub[i]
                 T[offs[i]:offs[i + 1], offs[i + 1]:offs[i + 2]] = sub[i].T
         theta, s = torch.linalg.eigh(T)  # ascending
@@ -345,10 +439,39 @@ def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: i
         bound = float(torch.linalg.matrix_norm(spill, ord=2)) + joint_slack
         history.append(float(vals[0]))
         converged = top == k and bound <= tol * float(vals.abs().min())
-        if converged or not nxt or hvps + len(nxt) > max_iter:
+        if converged or not kept or hvps + kept > max_iter:
             break
-        blocks.append(torch.stack(nxt))
-    return Eigenpairs("block-lanczos", vals.tolist(), residuals, bound, converged, tol, hvps, b, float(theta[0]), history)
+        nxt = w[:kept]
+        if max_vectors is None or b * (len(store) + 2) <= max_vectors:  # the basis and the next block's rows
+            store.append(nxt)
+            sizes.append(kept)
+            continue
+        # Thick restart: the next block's HVPs would not fit. Keep p top Ritz vectors and Q_{j+1}.
+        del qj, q, a  # views of a block that Y may not reuse: its storage goes once the list lets it go
+        p = _kept_ritz(b, offs[-1], max_vectors - 2 * b)
+        keep = torch.arange(len(theta) - 1, len(theta) - 1 - p, -1)
+        s_keep = s[:, keep]
+        lowest = min(lowest, float(theta[0]))
+        carried = sum(d * float(torch.linalg.matrix_norm(s_keep[offs[i]:offs[i + 1]], ord=2))
+                      for i, d in enumerate(drops))  # bounds ||D S_p||_2
+        store = _recombine(store, s_keep, dim) + [nxt]
+        sizes = [p, kept]
+        diag = [torch.diag(theta[keep])]
+        sub = [coef @ s_keep[offs[-2]:offs[-1]]]  # C = B_j S_p,last
+        drops = [carried]
+        restarts += 1
+    low = float(theta[0]) if not restarts else min(lowest, float(theta[0]))
+    return Eigenpairs("block-lanczos", vals.tolist(), residuals, bound, converged, tol, hvps, b, low, history,
+                      restarts, max_vectors)
+
+
+def _kept_ritz(b: int, rows: int, room: int) -> int:
+    """How many top Ritz vectors a restart keeps: whole blocks, half of the room the cap leaves beside the
+    residual block and the next one (rounded up), at least one block, fewer rows than the basis has.
+    Keeping all of the room, or one block, took up to 2.4x more HVPs on the spectra of
+    benchmarks/bench_lanczos_restart.py (this rule changed by hand, 2026-12-07)."""
+    blocks = room // b
+    return b * max(1, min((blocks + 1) // 2, (rows - 1) // b))
 
 
 def power_iteration(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int, max_iter: int, tol: float,
