@@ -36,7 +36,7 @@ def main() -> None:
     from flatcheck.core.checkpoint import load
     from flatcheck.core.denoiser import Denoiser
     from flatcheck.measures.sharpness.hessian import BankLoss, block_lanczos, power_iteration
-    from flatcheck.measures.sharpness.paramvec import measured_parameters
+    from flatcheck.core.params import measured_parameters
     from flatcheck.core.probes import build_probe_bank
 
     ckpt = load(args.model, device=torch.device("cpu"), dtype=torch.float32)

@@ -17,7 +17,7 @@ from flatcheck.core.runtime import environment
 from flatcheck.core.sampling import sample
 from flatcheck.errors import InputError
 from flatcheck.measures.sharpness.hessian import BankLoss
-from flatcheck.measures.sharpness.paramvec import measured_parameters
+from flatcheck.core.params import measured_parameters
 from flatcheck.results import validate
 
 from .conftest import make_scheduler, make_unet

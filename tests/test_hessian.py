@@ -11,7 +11,7 @@ import torch
 from flatcheck.measures.sharpness.blocks import bucket_edges, bucket_index, parameter_groups
 from flatcheck.core.denoiser import Denoiser, NetCall
 from flatcheck.measures.sharpness.hessian import BankLoss, block_lanczos, hutchinson, power_iteration
-from flatcheck.measures.sharpness.paramvec import Blocks, assign, block_masks, flat, measured_parameters
+from flatcheck.core.params import Blocks, assign, block_masks, flat, measured_parameters
 from flatcheck.core.probes import build_probe_bank
 
 from .conftest import make_scheduler, make_unet

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flatcheck.measures.sharpness.landscape import filter_normalized_direction, loss_landscape
-from flatcheck.measures.sharpness.paramvec import flat, measured_parameters
+from flatcheck.core.params import flat, measured_parameters
 from flatcheck.core.perturb import snapshot, weights_equal
 from flatcheck.core.probes import bank_losses
 

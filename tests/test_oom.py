@@ -104,7 +104,7 @@ def test_hessian_vector_products_and_gradients_back_off_to_pieces_that_fit():
     does not fit is one error line."""
     from flatcheck.core.probes import probe_bank
     from flatcheck.measures.sharpness.hessian import BankLoss
-    from flatcheck.measures.sharpness.paramvec import measured_parameters
+    from flatcheck.core.params import measured_parameters
 
     oom.reset()
     bank = probe_bank(torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1, 8, 0, (0, 1000), "test")

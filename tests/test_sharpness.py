@@ -12,7 +12,7 @@ import torch
 from flatcheck.measures.sharpness.blocks import bucket_edges, bucket_index, parameter_groups, spread_indices
 from flatcheck.core.denoiser import Denoiser
 from flatcheck.errors import InputError
-from flatcheck.measures.sharpness.paramvec import flat, measured_parameters
+from flatcheck.core.params import flat, measured_parameters
 from flatcheck.core.perturb import snapshot, weights_equal
 from flatcheck.core.probes import bank_losses, build_probe_bank
 from flatcheck.results import to_jsonable

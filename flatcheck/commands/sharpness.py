@@ -7,13 +7,13 @@ from typing import Annotated, Optional
 import typer
 
 from ..measures.sharpness.config import SharpnessConfig as C
-from .options import BATCH, COMMON, COND, DATA, OUT, SAMPLES, SEED, TIMESTEPS, ModelArg, comma_list, comma_numbers, measure_command, takes
+from .options import DRY_RUN, BATCH, COMMON, COND, DATA, OUT, SAMPLES, SEED, TIMESTEPS, ModelArg, comma_list, comma_numbers, measure_command, takes
 
 RadiiOpt = Annotated[Optional[str], typer.Option("--radii", help=f"Comma list of relative radii r > 0, for both the average and the worst case (default: average {','.join(map(str, C.radii))}; worst {','.join(map(str, C.worst_radii))} - an ascent direction moves the loss at ~100x smaller radii than a random one).", show_default=False)]
 WorstRadiiOpt = Annotated[Optional[str], typer.Option("--worst-radii", help="Comma list of radii for the worst case only (overrides --radii there).", show_default=False)]
 
 
-@takes(COMMON, SEED, OUT, COND, DATA, TIMESTEPS, SAMPLES, BATCH, probes=128, samples=128)
+@takes(COMMON, DRY_RUN, SEED, OUT, COND, DATA, TIMESTEPS, SAMPLES, BATCH, probes=128, samples=128)
 def sharpness(
     model: ModelArg = None,
     measures: Annotated[str, typer.Option("--measures", help="Comma list of: avg (average case), worst (worst case), hessian (top eigenvalues + trace), landscape (filter-normalised 1-D/2-D).")] = ",".join(C.measures),
@@ -28,6 +28,8 @@ def sharpness(
     hessian_probes: Annotated[int, typer.Option("--hessian-probes", help="Probes (spread over the bank's timesteps) in the Hessian sub-bank.")] = C.hessian_probes,
     top_k: Annotated[int, typer.Option("--top-k", help="Top Hessian eigenvalues, a repeated one counted as often as it repeats (block Lanczos, blocks of --top-k vectors).")] = C.top_k,
     lanczos_iters: Annotated[int, typer.Option("--lanczos-iters", help="At most this many HVPs for the eigenvalues (whole blocks of --top-k).")] = C.lanczos_iters,
+    lanczos_basis: Annotated[int, typer.Option("--lanczos-basis", metavar="BLOCKS", help="Krylov blocks of --top-k vectors kept (at least 3); beyond them Lanczos restarts. "
+                                                                                     "Memory: BLOCKS x top-k + 2 parameter-sized vectors, whatever --lanczos-iters is.")] = C.lanczos_basis,
     tol: Annotated[float, typer.Option("--tol", help="Eigenvalues stop once their joint error bound <= tol x the smallest |eigenvalue| of the top k.")] = C.tol,
     hutchinson_draws: Annotated[int, typer.Option("--hutchinson-draws", help="Rademacher draws for the Hessian trace (the ± is over them).")] = C.hutchinson_draws,
     landscape_probes: Annotated[int, typer.Option("--landscape-probes", help="Probes in the landscape sub-bank.")] = C.landscape_probes,
@@ -45,7 +47,7 @@ def sharpness(
     Defaults were chosen by measurement on the bundled digits models (examples/evidence/sharpness.md). The bundled models use their digits data; other models are data-free: the bank's x0 are drawn from --samples of the model's own samples."""
     config = dict(
         measures=comma_list(measures), norms=comma_list(norms), draws=draws, ascent_steps=ascent_steps, buckets=buckets,
-        block_radius=block_radius, block_average=block_average, hessian_probes=hessian_probes, top_k=top_k, lanczos_iters=lanczos_iters, tol=tol,
+        block_radius=block_radius, block_average=block_average, hessian_probes=hessian_probes, top_k=top_k, lanczos_iters=lanczos_iters, lanczos_basis=lanczos_basis, tol=tol,
         hutchinson_draws=hutchinson_draws, landscape_probes=landscape_probes, landscape_span=landscape_span,
         landscape_points=landscape_points, landscape_grid=landscape_grid, params=params,
         gradient_checkpointing=gradient_checkpointing,
@@ -54,4 +56,4 @@ def sharpness(
         config["radii"] = config["worst_radii"] = comma_numbers(radii, "--radii")
     if worst_radii is not None:
         config["worst_radii"] = comma_numbers(worst_radii, "--worst-radii")
-    measure_command("sharpness", model, o, config)
+    return measure_command("sharpness", model, o, config)

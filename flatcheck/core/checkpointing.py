@@ -27,8 +27,19 @@ Used through diffusers' own hook: `net.enable_gradient_checkpointing(checkpoint)
 
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
+
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from ..errors import OptionError
+
+
+def _recompute_modes() -> list:
+    """The function modes active now that a segment's recomputation must run under too."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    return [m for m in _get_current_function_mode_stack() if getattr(m, "reenter_in_recompute", False)]
 
 
 def _params(module) -> list[torch.Tensor]:
@@ -47,18 +58,20 @@ class _Call:
     def __init__(self, fn, spec, leaves: list, slots: list[int]):
         self.fn, self.spec, self.leaves, self.slots = fn, spec, leaves, slots
         # The autograd engine does not carry Python function modes into backward: a recomputation
-        # re-enters the chunked attention if the segment was made under it.
-        self.chunked = ChunkedAttention.active()
+        # re-enters the attention modes the segment was made under (chunked attention; the meta
+        # tracer's fused-attention shapes, flatcheck.footprint).
+        self.modes = _recompute_modes()
 
     def __call__(self, tensors) -> tuple[torch.Tensor, ...]:
         leaves = list(self.leaves)
         for slot, t in zip(self.slots, tensors):
             leaves[slot] = t
         args, kwargs = tree_unflatten(leaves, self.spec)
-        if self.chunked and not ChunkedAttention.active():
-            with ChunkedAttention():
-                out = self.fn(*args, **kwargs)
-        else:
+        active = _recompute_modes()
+        missing = [type(m)() for m in self.modes if not any(type(a) is type(m) for a in active)]
+        with ExitStack() as stack:
+            for mode in missing:
+                stack.enter_context(mode)
             out = self.fn(*args, **kwargs)
         outs, self.out_spec = tree_flatten(out)
         if not all(torch.is_tensor(o) for o in outs):
@@ -208,15 +221,33 @@ class ChunkedAttention(torch.overrides.TorchFunctionMode):
     """Inside this mode every F.scaled_dot_product_attention call (diffusers' attention processors
     make them) goes through `chunked_attention`."""
 
-    @staticmethod
-    def active() -> bool:
-        """Whether this thread computes attention in chunks now (the mode is on its function-mode stack)."""
-        from torch.overrides import _get_current_function_mode_stack
+    reenter_in_recompute = True
 
-        return any(isinstance(m, ChunkedAttention) for m in _get_current_function_mode_stack())
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.nn.functional.scaled_dot_product_attention:
             return chunked_attention(func, *args, **kwargs)
         return func(*args, **kwargs)
+
+
+@contextmanager
+def checkpointed(net: torch.nn.Module, on: bool):
+    """diffusers' gradient checkpointing of the body's blocks, with `checkpoint` as the segment (bounds
+    Hessian-vector products too); off again afterwards unless it was on before."""
+    if not on:
+        yield
+        return
+    if not getattr(net, "_supports_gradient_checkpointing", False) or not hasattr(net, "enable_gradient_checkpointing"):
+        raise OptionError("gradient_checkpointing", f"{type(net).__name__} does not support gradient checkpointing")
+    was = bool(getattr(net, "is_gradient_checkpointing", False))
+    try:
+        net.enable_gradient_checkpointing(checkpoint)
+    except TypeError:  # diffusers before 0.32 takes no checkpointing function
+        raise OptionError("gradient_checkpointing", "needs diffusers >= 0.32 (pip install -U diffusers)") from None
+    try:
+        yield
+    finally:
+        net.disable_gradient_checkpointing()
+        if was:
+            net.enable_gradient_checkpointing()

@@ -35,6 +35,10 @@ class SharpnessConfig:
     # At most this many HVPs for the eigenvalues (whole blocks of top_k). On the digits models the
     # top 3 reached tol in 21 (base), 24 (ema) and 30 (sam) HVPs (examples/evidence/sharpness.md).
     lanczos_iters: int = 36
+    # Krylov blocks kept (thick restart beyond): memory is lanczos_basis x top_k + 2 parameter-sized vectors,
+    # whatever lanczos_iters is. 8 blocks cost the digits models +0, +0 and +3 HVPs against no cap; 4 blocks
+    # +6, +9 and +69 (benchmarks/bench_lanczos_restart.py).
+    lanczos_basis: int = 8
     tol: float = 1e-3  # joint error bound <= tol x the smallest |eigenvalue| of the top k
     hutchinson_draws: int = 16
     landscape_probes: int = 64
@@ -60,7 +64,7 @@ class SharpnessConfig:
         if not (math.isfinite(self.block_radius) and self.block_radius > 0):
             raise OptionError("block_radius", f"must be positive (got {self.block_radius})")
         for name, low in [("draws", 1), ("ascent_steps", 1), ("buckets", 1), ("hessian_probes", 1), ("top_k", 1),
-                          ("lanczos_iters", 1), ("hutchinson_draws", 2), ("landscape_probes", 1), ("landscape_points", 3),
+                          ("lanczos_iters", 1), ("lanczos_basis", 3), ("hutchinson_draws", 2), ("landscape_probes", 1), ("landscape_points", 3),
                           ("landscape_grid", 0), ("batch_size", 1)]:
             if getattr(self, name) < low:
                 raise OptionError(name, f"must be >= {low} (got {getattr(self, name)})")

@@ -21,39 +21,18 @@ under the math SDPA backend (../shared/NOTES.md). Vectors are flat, one entry pe
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ...core.denoiser import Denoiser
 from ...core import dist
-from .paramvec import Blocks, ParamSpace
+from ...core.params import Blocks, ParamSpace, differentiable
 from ...core.probes import ProbeBank
 from ...core.stats import Estimate, mean_estimate
 
 Progress = Callable[[str, int, int], None] | None
-
-
-@contextmanager
-def differentiable(params: list[torch.Tensor], second_order: bool = False):
-    """Parameters that take gradients (flags put back after); second order also needs the math
-    SDPA kernel, the only one with a double backward on CPU, and large attention in query chunks
-    (core.checkpointing: 4096 tokens keep several 512 MiB score tensors per layer otherwise)."""
-    from ...core.checkpointing import ChunkedAttention
-
-    flags = [p.requires_grad for p in params]
-    try:
-        for p in params:
-            p.requires_grad_(True)
-        with torch.enable_grad(), (sdpa_kernel(SDPBackend.MATH) if second_order else nullcontext()), \
-                (ChunkedAttention() if second_order else nullcontext()):
-            yield
-    finally:
-        for p, f in zip(params, flags):
-            p.requires_grad_(f)
 
 
 class BankLoss:
@@ -64,13 +43,14 @@ class BankLoss:
     """
 
     def __init__(self, denoiser: Denoiser, bank: ProbeBank, params: list[torch.Tensor], batch_size: int,
-                 groups: torch.Tensor | None = None):
+                 groups: torch.Tensor | None = None, n_groups: int | None = None):
         self.denoiser, self.bank, self.params = denoiser, bank, params
         self.space = ParamSpace(params)
         self.dim = self.space.dim
         n = len(bank)
         groups = torch.zeros(n, dtype=torch.long) if groups is None else groups.cpu()
-        self.n_groups = int(groups.max()) + 1 if n else 1
+        # every group asked for, even one no probe falls in (its terms are then None)
+        self.n_groups = n_groups if n_groups is not None else int(groups.max()) + 1 if n else 1
         self.group_sizes = torch.bincount(groups, minlength=self.n_groups).tolist()
         # Plain chunks (bank order) for speed; grouped chunks (one group each) for per-group terms.
         # Several processes: chunks of at most ceil(n / N), so a bank (or bucket) of one batch still gives
@@ -474,6 +454,13 @@ def _kept_ritz(b: int, rows: int, room: int) -> int:
     return b * max(1, min((blocks + 1) // 2, (rows - 1) // b))
 
 
+def lanczos_peak_vectors(config) -> int:
+    """Parameter-sized vectors block_lanczos holds at most for a sharpness config (its docstring's count)."""
+    b = config.top_k
+    unrestarted = b * (config.lanczos_iters // b + 1) + 2
+    return min(config.lanczos_basis * b + 2, unrestarted)
+
+
 def power_iteration(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int, max_iter: int, tol: float,
                     gen: torch.Generator, device=None, dtype=torch.float32, progress: Progress = None) -> Eigenpairs:
     """Top-k (by magnitude) eigenvalues by power iteration with deflation, PyHessian's way.
@@ -526,7 +513,7 @@ class TraceEstimate:
 
 def hutchinson(op: BankLoss, draws: int, gen: torch.Generator, blocks: Blocks | None = None,
                dtype=torch.float32, progress: Progress = None) -> TraceEstimate:
-    """tr(H) from `draws` Rademacher probes; `blocks` (paramvec.Blocks) names the diagonal blocks to trace.
+    """tr(H) from `draws` Rademacher probes; `blocks` (core.params.Blocks) names the diagonal blocks to trace.
 
     Vectors: v and H v (v * H v is formed in place of H v), plus the HVP's own."""
     totals, groups = [], []

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ...core.denoiser import Denoiser
-from .paramvec import ParamSpace
+from ...core.params import ParamSpace
 from ...core.probes import ProbeBank, bank_losses
 
 

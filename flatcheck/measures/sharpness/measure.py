@@ -31,7 +31,7 @@ Every perturbation writes theta0 + delta into the measured parameters and is und
 the one saved copy, in a `finally`: the weights are back bit for bit after a normal return, an
 exception or Ctrl-C (parameters outside --params and buffers are never written).
 
-Memory (paramvec.py): weights + theta0 + at most 3 more parameter-sized vectors in the average
+Memory (core/params.py): weights + theta0 + at most 3 more parameter-sized vectors in the average
 and worst cases (a direction; u, the gradient at theta and a work vector), + the Hessian's
 (hessian.py), + one batch's graph; the counts are checked by tests/test_memory_bounds.py.
 """
@@ -46,6 +46,7 @@ from typing import Callable
 
 import torch
 
+from ...core.checkpointing import checkpointed
 from ...core.denoiser import Denoiser
 from ...core.probes import ProbeBank, bank_losses
 from ...core.seeds import generator
@@ -55,7 +56,7 @@ from .blocks import bucket_edges, bucket_index, parameter_groups, spread_indices
 from .config import MEASURES, NORMS, SharpnessConfig  # noqa: F401 - re-exported
 from .hessian import BankLoss, Eigenpairs, TraceEstimate, block_lanczos, hutchinson
 from .landscape import Landscape, loss_landscape
-from .paramvec import Blocks, ParamSpace, measured_parameters
+from ...core.params import Blocks, ParamSpace, measured_parameters
 
 Progress = Callable[[str, int, int], None] | None
 
@@ -134,30 +135,6 @@ class SharpnessResult:
     config: SharpnessConfig | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per measure
     parameter_selection: str = "all"  # --params globs, or "all"
-
-
-@contextmanager
-def checkpointing(net: torch.nn.Module, on: bool):
-    """Gradient checkpointing of the body's blocks that bounds Hessian-vector products too
-    (core.checkpointing: diffusers' own hook, given a segment that keeps only its inputs)."""
-    if not on:
-        yield
-        return
-    if not getattr(net, "_supports_gradient_checkpointing", False) or not hasattr(net, "enable_gradient_checkpointing"):
-        raise OptionError("gradient_checkpointing", f"{type(net).__name__} does not support gradient checkpointing")
-    from ...core.checkpointing import checkpoint
-
-    was = bool(getattr(net, "is_gradient_checkpointing", False))
-    try:
-        net.enable_gradient_checkpointing(checkpoint)
-    except TypeError:  # diffusers before 0.32 takes no checkpointing function
-        raise OptionError("gradient_checkpointing", "needs diffusers >= 0.32 (pip install -U diffusers)") from None
-    try:
-        yield
-    finally:
-        net.disable_gradient_checkpointing()
-        if was:
-            net.enable_gradient_checkpointing()
 
 
 class _Context:
@@ -326,7 +303,7 @@ def measure_sharpness(denoiser: Denoiser, bank: ProbeBank, config: SharpnessConf
                                         f"(names look like '{next(iter(dict(denoiser.net.named_parameters())), '?')}')")
         raise InputError("the denoiser has no floating-point parameters to perturb")
     timings: dict[str, float] = {}
-    with checkpointing(denoiser.net, config.gradient_checkpointing), torch.no_grad():
+    with checkpointed(denoiser.net, config.gradient_checkpointing), torch.no_grad():
         ctx = _Context(denoiser, bank, config, progress, named)
         try:
             result = _measure(ctx, timings)
@@ -340,9 +317,9 @@ def _hessian(ctx: _Context) -> tuple[HessianSummary, dict[str, Estimate]]:
     cfg = ctx.config
     sub = ctx.bank.subset(spread_indices(len(ctx.bank), cfg.hessian_probes))
     groups = bucket_index(sub.t, ctx.edges)
-    op = BankLoss(ctx.denoiser, sub, ctx.params, cfg.batch_size, groups)
+    op = BankLoss(ctx.denoiser, sub, ctx.params, cfg.batch_size, groups, n_groups=len(ctx.edges))
     eig = block_lanczos(op.hvp, op.dim, cfg.top_k, cfg.lanczos_iters, cfg.tol, generator(cfg.seed, "lanczos"),
-                        ctx.theta0.device, ctx.vdtype, ctx.progress)
+                        ctx.theta0.device, ctx.vdtype, ctx.progress, max_vectors=cfg.lanczos_basis * cfg.top_k)
     op.release()  # Hutchinson differentiates bucket by bucket: the whole-bank graph is not needed again
     tr: TraceEstimate = hutchinson(op, cfg.hutchinson_draws, generator(cfg.seed, "hutchinson"), ctx.blocks,
                                    ctx.vdtype, ctx.progress)

@@ -1,4 +1,4 @@
-"""The measured parameters as one flat vector space: read, write, draw, reduce, in bounded memory.
+"""The measured parameters as one flat vector space: read, write, draw, reduce, differentiate, in bounded memory.
 
 Perturbation measures think in flat vectors (theta, delta, directions, gradients); the network
 keeps its own tensors. One vector of SD 1.5's UNet is 3.4 GB in float32 (Flux: 48 GB), so
@@ -15,9 +15,11 @@ on the chunking.
 
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
 from typing import Callable
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # Entries per chunk of chunked draws and reductions: a multiple of 16, so torch's CPU normal
 # sampler (uniforms in order, Box-Muller over blocks of 16) gives chunked draws the values of
@@ -231,3 +233,22 @@ def block_masks(params: list[torch.Tensor], groups) -> dict[str, torch.Tensor]:
             m[r] = True
         masks[name] = m
     return masks
+
+
+@contextmanager
+def differentiable(params: list[torch.Tensor], second_order: bool = False):
+    """Parameters that take gradients (flags put back after); second order also needs the math
+    SDPA kernel, the only one with a double backward on CPU, and large attention in query chunks
+    (core.checkpointing: 4096 tokens keep several 512 MiB score tensors per layer otherwise)."""
+    from .checkpointing import ChunkedAttention
+
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        with torch.enable_grad(), (sdpa_kernel(SDPBackend.MATH) if second_order else nullcontext()), \
+                (ChunkedAttention() if second_order else nullcontext()):
+            yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
