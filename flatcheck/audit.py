@@ -244,7 +244,9 @@ class RunMemory:
 
 def selected(opts: AuditOptions) -> list[str]:
     """The measures this run runs, in run order."""
-    return sorted((n for n in AREAS if n not in opts.skip), key=lambda n: REGISTRY[n].order)
+    from .measures import in_run_order
+
+    return in_run_order(opts.skip)
 
 
 def audit_checkpoint(ckpt, opts: AuditOptions, progress: Progress | None = None, *, inputs: dict | None = None,
@@ -259,6 +261,7 @@ def audit_checkpoint(ckpt, opts: AuditOptions, progress: Progress | None = None,
     """
     from .core.denoiser import Denoiser
     from .core.runtime import seed_everything
+    from .plan import check_fits, summary
 
     from .core import oom
 
@@ -274,9 +277,12 @@ def audit_checkpoint(ckpt, opts: AuditOptions, progress: Progress | None = None,
         memory = RunMemory(run)
         with memory.phase("inputs"):
             denoiser = Denoiser.from_checkpoint(ckpt, opts.conditions())
+            # Before any heavy work: will this run fit? (one line and exit 2 when it will not)
+            plan = check_fits(denoiser, opts, fd=opts.inputs().fd.ref is not None, model=ckpt.source)
             built = build_inputs(denoiser, opts.inputs(**(inputs or {})), bank=any(REGISTRY[n].uses_bank for n in names),
                                  progress=progress, fd_optional=fd_optional)
-        return run_measures(built, describe_model(ckpt), opts, progress, skipped_line=skipped_line, memory=memory)
+        return run_measures(built, describe_model(ckpt), opts, progress, skipped_line=skipped_line, memory=memory,
+                            plan=summary(plan))
 
 
 def _device_of(ckpt) -> torch.device:
@@ -284,7 +290,8 @@ def _device_of(ckpt) -> torch.device:
 
 
 def run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Progress | None = None, *,
-                 skipped_line: str = "skipped (--skip)", memory: RunMemory | None = None) -> AuditReport:
+                 skipped_line: str = "skipped (--skip)", memory: RunMemory | None = None,
+                 plan: dict | None = None) -> AuditReport:
     """Every selected measure on the shared inputs; a measure that fails at run time becomes an 'error' verdict.
 
     memory: the run's peak memory with the phases measured before this (audit_checkpoint's inputs);
@@ -292,11 +299,11 @@ def run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Prog
     with ExitStack() as stack:
         if memory is None:
             memory = RunMemory(stack.enter_context(PeakMemory(inputs.denoiser.device)))
-        return _run_measures(inputs, model, opts, progress, skipped_line, memory)
+        return _run_measures(inputs, model, opts, progress, skipped_line, memory, plan)
 
 
 def _run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Progress | None, skipped_line: str,
-                  memory: RunMemory) -> AuditReport:
+                  memory: RunMemory, plan: dict | None = None) -> AuditReport:
     from .core.probes import bank_losses
     from .core.runtime import environment
     from .core.stats import mean_estimate
@@ -338,7 +345,8 @@ def _run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Pro
     return AuditReport(
         schema_version=SCHEMA_VERSION,
         model=model,
-        environment={**environment(inputs.denoiser.device), **_backoffs(), "peak_memory": memory.describe()},
+        environment={**environment(inputs.denoiser.device), **_backoffs(), "peak_memory": memory.describe(),
+                     **({"memory_plan": plan} if plan is not None else {})},
         options={**to_jsonable(opts), "configs": to_jsonable(configs)},
         seeds={"bank": bank.seed if bank is not None else opts.seed, "samples": samples.seed,
                **{n: opts.seed for n in AREAS if results[n] is not None}},

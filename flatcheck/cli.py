@@ -33,13 +33,14 @@ def _register_commands() -> None:
     from .commands.fid import fid
     from .commands.gate import gate
     from .commands.info import info
+    from .commands.plan import plan
     from .commands.quantize import quantize
     from .commands.rank import rank
     from .commands.sample import sample
     from .commands.sharpness import sharpness
 
     # The order of `flatcheck --help`: the main job first, then the measures one by one.
-    for command in (info, audit, compare, rank, gate, sharpness, exposure, quantize, fid, sample):
+    for command in (info, plan, audit, compare, rank, gate, sharpness, exposure, quantize, fid, sample):
         app.command()(command)
 
 

@@ -141,6 +141,21 @@ def load_config(path: str | Path | None = None) -> GateConfig:
     return parse_config(doc, str(path))
 
 
+def load_audit_table(path: str | Path) -> dict:
+    """The [audit] table of a config file (flatcheck.toml, or pyproject.toml's [tool.flatcheck]): the
+    audit's options and [audit.<measure>] tables, for `flatcheck audit --config` (no [gate] needed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config {path} does not exist")
+    doc = _read_toml(path)
+    if path.name == "pyproject.toml":
+        doc = doc.get("tool", {}).get("flatcheck") or {}
+    audit = doc.get("audit", {}) if isinstance(doc, dict) else None
+    if not isinstance(audit, dict):
+        raise InputError(f"{path}: [audit] must be a table of audit options")
+    return audit
+
+
 def parse_config(doc: dict, source: str = "<config>") -> GateConfig:
     """The [gate] and [audit] tables of a config document -> GateConfig (InputError on mistakes)."""
     if not isinstance(doc, dict):

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from .options import AUDIT_SIZES, BATCH, COMMON, COND, DATA, FD, PROFILE, REPORTS, SAMPLES, SEED, TIMESTEPS, ModelArg, audit_options, console, load_checkpoint, run_with_progress, takes
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .options import AUDIT_SIZES, BATCH, COMMON, COND, DATA, DRY_RUN, FD, MEMORY, PROFILE, REPORTS, SAMPLES, SEED, TIMESTEPS, ModelArg, audit_options, console, load_checkpoint, run_with_progress, takes
 
 # The audit's run, shared by audit, compare and gate: sizes default to the profile's (None).
-AUDIT_RUN = (PROFILE, SEED, DATA, TIMESTEPS, SAMPLES, BATCH, COND, FD)
+AUDIT_RUN = (PROFILE, SEED, DATA, TIMESTEPS, SAMPLES, BATCH, COND, FD, MEMORY)
 
 
-@takes(*AUDIT_RUN, REPORTS, COMMON, **AUDIT_SIZES)
-def audit(model: ModelArg = None, o=None) -> None:
+@takes(*AUDIT_RUN, REPORTS, DRY_RUN, COMMON, **AUDIT_SIZES)
+def audit(model: ModelArg = None,
+          config: Annotated[Optional[Path], typer.Option("--config", help="Read audit options from this TOML file's [audit] table and its [audit.<measure>] tables "
+                                                                          "(flatcheck.toml, or [tool.flatcheck] of a pyproject.toml); options given here win.", show_default=False)] = None,
+          o=None) -> None:
     """Audit a checkpoint: sharpness, exposure bias, quantization and FD/FID, with one verdict per measure.
 
     Bundled digits models use their training set as reference data (--data none for data-free).
@@ -17,8 +25,17 @@ def audit(model: ModelArg = None, o=None) -> None:
     from ..audit import audit_checkpoint
     from ..report.writers import write_reports
 
+    table = None
+    if config is not None:
+        from ..gate import load_audit_table
+
+        table = load_audit_table(config)
+    if o.dry_run:
+        from .planning import plan_command
+
+        return plan_command(model, o, audit_options=lambda dev: audit_options(o, dev, config=table))
     ckpt, dev = load_checkpoint(model, o)
-    opts = audit_options(o, dev)
+    opts = audit_options(o, dev, config=table)
     con = console(o.json)
     report = run_with_progress(con, audit_checkpoint, ckpt, opts)
     write_reports(report, con, json=o.json, out=o.out, markdown=o.markdown, html=o.html)

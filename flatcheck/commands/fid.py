@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..core.fd.options import FdOptions
-from .options import BATCH, COMMON, COND, FD, OUT, SAMPLER, SEED, STEPS, ModelArg, measure_command, takes
+from .options import DRY_RUN, BATCH, COMMON, COND, FD, OUT, SAMPLER, SEED, STEPS, ModelArg, measure_command, takes
 
 DEFAULT_SAMPLES = 1000  # ~35 s of DDIM-25 for the bundled models on a 2-core CPU
 SamplesOpt = Annotated[
@@ -28,7 +28,7 @@ SamplesFromOpt = Annotated[
 ]
 
 
-@takes(COMMON, SEED, OUT, COND, STEPS, SAMPLER, BATCH, FD, steps=25)
+@takes(COMMON, DRY_RUN, SEED, OUT, COND, STEPS, SAMPLER, BATCH, FD, steps=25)
 def fid(
     model: ModelArg = None,
     samples: SamplesOpt = None,
@@ -75,4 +75,4 @@ def fid(
 
     inputs = dict(sample_dir=str(sample_dir) if sample_dir else None, samples_from=str(samples_from) if samples_from else None,
                   kid_subset_size=kid_subset_size, use_cache=not no_cache)
-    measure_command("fid", model, o, {}, inputs=inputs, shared=dict(fid_bootstrap=bootstrap), require_fd=True, files=grid)
+    return measure_command("fid", model, o, {}, inputs=inputs, shared=dict(fid_bootstrap=bootstrap), require_fd=True, files=grid)

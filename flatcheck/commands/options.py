@@ -108,6 +108,14 @@ REPORTS = group(
     Opt("markdown", Annotated[Optional[Path], typer.Option("--markdown", help="Write the Markdown report here (it also goes to $GITHUB_STEP_SUMMARY when that is set).", show_default=False)], None),
     Opt("html", Annotated[Optional[Path], typer.Option("--html", help="Write the self-contained HTML report here.", show_default=False)], None),
 )
+# The audit's memory options (the plan's advice names them): they set the sharpness measure's config.
+MEMORY = group(
+    Opt("params", Annotated[Optional[str], typer.Option("--params", metavar="GLOBS", help="Sharpness measures only these parameters: comma-separated globs on their names "
+                                                                                       "(e.g. 'mid_block.*'); the rest stay fixed. What large denoisers need (see `flatcheck plan`).", show_default=False)], None),
+    Opt("gradient_checkpointing", Annotated[bool, typer.Option("--gradient-checkpointing", help="Sharpness recomputes activations in its gradients and HVPs, one block at a time: "
+                                                                                             "less memory for large denoisers, about one more forward per pass.")], False),
+)
+DRY_RUN = group(Opt("dry_run", Annotated[bool, typer.Option("--dry-run", help="Print the run's plan (work, memory and time per phase; see `flatcheck plan`) and exit without running it.")], False))
 AUDIT_SIZES = {"probes": None, "samples": None, "steps": None, "sampler": None, "batch_size": None}  # None: the profile's
 
 
@@ -241,6 +249,9 @@ def audit_options(o, device, *, config: dict | None = None):
                     fid_weights=str(o.fid_weights) if o.fid_weights else None,
                     labels=o.labels, prompts=o.prompts, guidance_scale=o.guidance_scale, sample_size=o.sample_size)
     merged.update({k: v for k, v in from_cli.items() if v is not None and v != []})
+    memory = {k: getattr(o, k) for k in ("params", "gradient_checkpointing") if getattr(o, k, None)}
+    if memory:  # --params / --gradient-checkpointing: the sharpness table's, the command line winning
+        merged["sharpness"] = {**dict(merged.get("sharpness") or {}), **memory}
     if "skip" in merged:
         merged["skip"] = tuple(merged["skip"])
     opts = options_for(profile, **merged)
@@ -270,7 +281,6 @@ def measure_command(name: str, model, o, config: dict, *, inputs: dict | None = 
     from ..errors import InputError, OptionError, RunError
     from ..report.writers import write_measure_outputs
 
-    ckpt, dev = load_checkpoint(model, o)
     given = {k: getattr(o, k) for k in ("seed", "batch_size", "samples", "steps", "sampler", "data", "probes", "timesteps",
                                         "labels", "prompts", "guidance_scale", "sample_size")
              if getattr(o, k, None) is not None}
@@ -278,6 +288,11 @@ def measure_command(name: str, model, o, config: dict, *, inputs: dict | None = 
         given.update(ref="none" if getattr(o, "no_fid", False) else o.ref, fid_features=o.features,
                      fid_weights=str(o.fid_weights) if o.fid_weights else None)
     given.update(shared or {})
+    if getattr(o, "dry_run", False):
+        from .planning import plan_command
+
+        return plan_command(model, o, only=name, config=config, given={k: v for k, v in given.items() if v is not None})
+    ckpt, dev = load_checkpoint(model, o)
     try:
         opts = options_for("default", skip=tuple(a for a in AREAS if a != name), **{k: v for k, v in given.items() if v is not None},
                            **{name: config})

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..measures.quantize.config import ATTENTION_POLICIES, FIRST_LAST_POLICIES, METHODS, LayerPolicy, QuantizeConfig as C, settings_from_options
-from .options import BATCH, COMMON, COND, DATA, FD, NO_FID, OUT, SAMPLES, SEED, TIMESTEPS, ModelArg, choices, measure_command, takes
+from .options import DRY_RUN, BATCH, COMMON, COND, DATA, FD, NO_FID, OUT, SAMPLES, SEED, TIMESTEPS, ModelArg, choices, measure_command, takes
 
 Calibration = choices("Calibration", METHODS)
 FirstLast = choices("FirstLast", FIRST_LAST_POLICIES)
@@ -19,7 +19,7 @@ ABitsOpt = Annotated[Optional[str], typer.Option("--abits", help="Activation wid
 BnbOpt = Annotated[Optional[str], typer.Option("--bnb", help="Also run bitsandbytes kernels on the Linear layers: any of int8,nf4,fp4.")]
 
 
-@takes(COMMON, SEED, OUT, COND, DATA, TIMESTEPS, SAMPLES, BATCH, FD, NO_FID, samples=C.samples, steps=C.steps, sampler=C.sampler)
+@takes(COMMON, DRY_RUN, SEED, OUT, COND, DATA, TIMESTEPS, SAMPLES, BATCH, FD, NO_FID, samples=C.samples, steps=C.steps, sampler=C.sampler)
 def quantize(
     model: ModelArg = None,
     bits: BitsOpt = None,
@@ -54,4 +54,4 @@ def quantize(
         from ..measures.quantize import check_bitsandbytes
 
         check_bitsandbytes()
-    measure_command("quantize", model, o, config)
+    return measure_command("quantize", model, o, config)

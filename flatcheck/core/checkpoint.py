@@ -365,8 +365,14 @@ def locate(model: str | None = None, *, scheduler: str | Path | None = None, all
 # ----------------------------------------------------------------------------- loading
 
 
-def _load_component(part: Part, dtype):
+def _load_component(part: Part, dtype, meta: bool = False):
     cls = diffusers_class(part.class_name, "ModelMixin", part.folder / "config.json")
+    if meta:  # shapes only, for a memory plan: built from the config, no weights read
+        import torch
+
+        with torch.device("meta"):
+            module = cls.from_config(part.config)
+        return (module if dtype == torch.float32 else module.to(dtype)).eval().requires_grad_(False)
     use_safetensors = part.files[0].format == "safetensors"
     try:
         module = cls.from_pretrained(part.folder, torch_dtype=dtype, use_safetensors=use_safetensors, local_files_only=True)
@@ -409,17 +415,26 @@ def load(
     device: torch.device | str = "cpu",
     allow_pickle: bool = False,
 ) -> Checkpoint:
-    """Resolve, check and load MODEL's denoiser (+ VAE) and noise schedule; dtype: float32 unless given."""
+    """Resolve, check and load MODEL's denoiser (+ VAE) and noise schedule; dtype: float32 unless given.
+
+    device "meta": the modules are built from their configs on the meta device and no weights are read
+    (what a memory plan traces: flatcheck.plan)."""
     import torch
+
+    from . import memory
 
     found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle)
     dtype = dtype or torch.float32
-    denoiser = _load_component(found.denoiser, dtype)
-    vae = _load_component(found.vae, dtype) if found.vae is not None else None
+    meta = torch.device(device).type == "meta"
+    if not meta:
+        memory.mark_baseline()  # the process before these weights: a memory plan's baseline
+    denoiser = _load_component(found.denoiser, dtype, meta)
+    vae = _load_component(found.vae, dtype, meta) if found.vae is not None else None
     sched = _scheduler(found.scheduler_class, found.scheduler_config, found.root)
-    denoiser.to(device)
-    if vae is not None:
-        vae.to(device)
+    if not meta:
+        denoiser.to(device)
+        if vae is not None:
+            vae.to(device)
     return Checkpoint(
         source=found.source, form=found.form, root=found.root, pipeline_class=found.pipeline_class,
         denoiser_component=found.denoiser_component, denoiser=denoiser, scheduler=sched,

@@ -144,8 +144,11 @@ class Denoiser:
 
     def alpha_sigma(self, t, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """a_t and s_t (see coefficients), shaped to broadcast against x, in x's dtype."""
-        a, s = self.coefficients(self._timesteps(t, x))
         shape = (-1,) + (1,) * (x.ndim - 1)
+        if x.is_meta:  # a memory plan's trace (flatcheck.footprint): shapes only, no schedule to read
+            ones = torch.ones(x.shape[0], dtype=x.dtype, device=x.device).view(shape)
+            return ones, ones
+        a, s = self.coefficients(self._timesteps(t, x))
         return a.to(x.device, x.dtype).view(shape), s.to(x.device, x.dtype).view(shape)
 
     # -- the network

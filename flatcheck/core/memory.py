@@ -45,6 +45,22 @@ def _status_bytes(field: str) -> int | None:
     return None
 
 
+_BASELINE: list[int] = []  # RSS before the last checkpoint's weights were loaded
+
+
+def mark_baseline() -> None:
+    """Note the process's RSS now, before a checkpoint's weights load: a memory plan's baseline
+    (the libraries, the interpreter, whatever this process held before this run)."""
+    rss = current_rss()
+    if rss is not None:
+        _BASELINE[:] = [rss]
+
+
+def baseline_rss() -> int:
+    """The RSS noted by mark_baseline (the current RSS when nothing was noted)."""
+    return _BASELINE[0] if _BASELINE else (current_rss() or 0)
+
+
 def current_rss() -> int | None:
     """This process's resident set size now, in bytes (Linux VmRSS); None where /proc is not there."""
     return _status_bytes("VmRSS")

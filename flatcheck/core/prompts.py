@@ -66,7 +66,14 @@ def _load_text(ckpt, transformers, _read_json, weight_files) -> dict:
                 config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
                 if config.get("auto_map"):
                     raise InputError(f"'{folder / 'config.json'}' asks for remote code (auto_map): never run")
-                obj = cls.from_pretrained(folder, local_files_only=True, use_safetensors=files[0].format == "safetensors")
+                if _on_meta(ckpt):  # a memory plan: the encoder's shapes, no weights read
+                    import torch
+
+                    conf = cls.config_class.from_pretrained(folder, local_files_only=True)
+                    with torch.device("meta"):
+                        obj = cls(conf)
+                else:
+                    obj = cls.from_pretrained(folder, local_files_only=True, use_safetensors=files[0].format == "safetensors")
                 obj = obj.to(ckpt.denoiser.device).eval().requires_grad_(False)
             else:
                 obj = cls.from_pretrained(folder, local_files_only=True)
@@ -76,6 +83,10 @@ def _load_text(ckpt, transformers, _read_json, weight_files) -> dict:
             raise InputError(f"cannot load {name} from '{folder}': {str(exc).splitlines()[0][:300]}") from exc
         out[name] = obj
     return out
+
+
+def _on_meta(ckpt) -> bool:
+    return next(ckpt.denoiser.parameters()).device.type == "meta"
 
 
 def _pipeline(ckpt, text: dict):
@@ -158,7 +169,9 @@ def encode_prompts(ckpt, prompts: tuple[str, ...], guidance_scale: float | None)
     if name == "FluxPipeline" and not embedded:  # FLUX.1-schnell: no guidance input, and no CFG pass either
         scale, source = 1.0, "none: the transformer has no guidance embedding"
     encoders = tuple(type(v).__name__ for k, v in text.items() if k.startswith("text_encoder") and v is not None)
-    tables = {k: v.detach().cpu() for k, v in tables.items()}
+    # On the meta device (a memory plan) the tables keep their shapes as zeros: no value is ever read.
+    tables = {k: torch.zeros(v.shape, dtype=v.dtype) if v.is_meta else v.detach().cpu() for k, v in tables.items()}
+    static = {k: torch.zeros(v.shape, dtype=v.dtype) if torch.is_tensor(v) and v.is_meta else v for k, v in static.items()}
     del pipe, text  # the encoders are not measured: release them now
     return Conditioning("text", len(p), scale, names=tuple(p), tables=tables, added=added, static=static,
                         guidance_default=source, encoders=encoders, embedded_guidance=embedded)

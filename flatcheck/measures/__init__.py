@@ -15,6 +15,11 @@ from .sharpness import MEASURE as SHARPNESS
 REGISTRY: dict[str, Measure] = {m.name: m for m in (SHARPNESS, EXPOSURE, QUANTIZE, FID)}
 
 
+def in_run_order(skip=()) -> list[str]:
+    """The measures a run with `skip` runs, in the order the audit runs them."""
+    return sorted((n for n in REGISTRY if n not in skip), key=lambda n: REGISTRY[n].order)
+
+
 def get(name: str) -> Measure:
     from ..errors import InputError
 
@@ -23,4 +28,4 @@ def get(name: str) -> Measure:
     return REGISTRY[name]
 
 
-__all__ = ["REGISTRY", "Measure", "Skipped", "Verdict", "get"]
+__all__ = ["REGISTRY", "Measure", "Skipped", "Verdict", "get", "in_run_order"]

@@ -60,6 +60,7 @@ class Measure:
     profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # audit profile -> config overrides
     uses_bank: bool = True  # needs the probe bank
     order: int = 50  # run order in the audit (a measure that makes the shared samples while watching runs first)
+    cost: Callable[..., list] | None = None  # cost(config, core.work.RunShape, net) -> [core.work.Work]: what it computes (the plan)
 
     def make_config(self, profile: str = "default", shared: Mapping[str, Any] | None = None, given: Mapping[str, Any] | None = None):
         """The config of a run: defaults, then the profile, then the shared inputs, then what the user gave.

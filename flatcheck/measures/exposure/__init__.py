@@ -74,6 +74,7 @@ MEASURE = Measure(
     run=run, verdict=verdict, view=lazy(f"{__name__}.view", "view"), plot=lazy(f"{__name__}.view", "plot"),
     save=lazy(f"{__name__}.view", "save"), profiles=PROFILES,
     order=10,  # first: its sampler run can be the one that makes the shared samples
+    cost=lazy(f"{__name__}.cost", "work"),
 )
 
 __all__ = ["MEASURE", "ExposureConfig", "save_samples"]

@@ -44,6 +44,7 @@ def plot(result, path):
 MEASURE = Measure(
     name="fid", title="FD/FID and KID of the samples", config=FidConfig, run=run, verdict=verdict, view=lazy(f"{__name__}.view", "view"), plot=plot,
     uses_bank=False, order=40,
+    cost=lazy(f"{__name__}.cost", "work"),
 )
 
 __all__ = ["MEASURE", "FidConfig"]

@@ -65,6 +65,7 @@ MEASURE = Measure(
     name="quantize", title="quality under 8/6/4-bit weight-activation quantization", config=QuantizeConfig,
     run=run, verdict=verdict, view=lazy(f"{__name__}.view", "view"), plot=lazy(f"{__name__}.view", "plot"),
     save=lazy(f"{__name__}.view", "save"), profiles=PROFILES, order=20,
+    cost=lazy(f"{__name__}.cost", "work"),
 )
 
 __all__ = ["MEASURE", "QuantizeConfig"]

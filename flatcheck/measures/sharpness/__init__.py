@@ -55,4 +55,5 @@ MEASURE = Measure(
     name="sharpness", title="loss-surface sharpness under weight perturbation", config=SharpnessConfig,
     run=run, verdict=verdict, view=lazy(f"{__name__}.view", "view"), plot=lazy(f"{__name__}.view", "plot"),
     save=lazy(f"{__name__}.view", "save"), profiles=PROFILES, order=30,
+    cost=lazy(f"{__name__}.cost", "work"),
 )
