@@ -178,7 +178,14 @@ class Calls:
         key = (self.key, kind, batch, guided and kind == "forward", self.checkpointing and kind != "forward",
                self.names if kind != "forward" else ())
         if key not in _TRACES:
-            _TRACES[key] = call_bytes(self.denoiser, self.params, kind, batch, guided=guided, checkpointing=self.checkpointing)
+            if kind == "hvp" and batch > 2:
+                # An HVP's trace walks every attention chunk, whose number grows with the batch (a minute at
+                # SD 1.5's batch 16): extrapolated from one and two probes, linear in the batch (an upper
+                # bound: a chunk's memory does not grow with it).
+                one, two = self.bytes(kind, 1), self.bytes(kind, 2)
+                _TRACES[key] = one + (batch - 1) * max(0, two - one)
+            else:
+                _TRACES[key] = call_bytes(self.denoiser, self.params, kind, batch, guided=guided, checkpointing=self.checkpointing)
         return _TRACES[key]
 
 
@@ -243,11 +250,13 @@ def plan_run(denoiser, opts, *, device: torch.device, available: tuple[int, str]
         baseline_bytes = baseline_rss() if device.type != "cuda" else 0
     avail, source = available if available is not None else available_memory(device)
     checkpointing = bool(sharp.gradient_checkpointing)
+    if not advise and avail > 0 and max((w.vectors for _, w in works), default=0) * vector_bytes + baseline_bytes + weights > avail:
+        advise = None  # a trial of the advice that cannot fit whatever its calls need: not traced
     calls = Calls(denoiser, params, checkpointing, tuple(n for n, _ in named))
-    decode_bytes = _decode_bytes(denoiser, opts.batch_size)
+    decode_bytes = 0 if advise is None else _decode_bytes(denoiser, opts.batch_size)
     phases = []
     for measure, w in works:
-        call = calls.bytes(w.graph, w.batch, w.guided and w.graph == "forward")
+        call = 0 if advise is None else calls.bytes(w.graph, w.batch, w.guided and w.graph == "forward")
         if w.decodes:
             call = max(call, decode_bytes)
         parts = {"baseline": baseline_bytes, "weights": weights, "vectors": w.vectors * vector_bytes, "call": call}
