@@ -119,8 +119,14 @@ def meta_copy(denoiser):
         dtype = next(module.parameters()).dtype
         return (copy if dtype == torch.float32 else copy.to(dtype)).eval().requires_grad_(False)
 
+    from .core.fastpath import FastPath
+
+    # No autocast on the meta device: under --mixed-precision the trace keeps the weights' dtype for the
+    # activations (an upper bound: bf16 activations take half); never compiled.
+    fast = FastPath(channels_last=denoiser.fast.channels_last)
     return Denoiser(on_meta(denoiser.net), denoiser.scheduler, on_meta(denoiser.vae), denoiser.conditioning,
-                    sample_size=denoiser.info.sample_shape[-1] if denoiser.net.config.get("sample_size") is None else None)
+                    sample_size=denoiser.info.sample_shape[-1] if denoiser.net.config.get("sample_size") is None else None,
+                    fast=fast, in_use=False)
 
 
 def decode_footprint(denoiser, images: int) -> int:

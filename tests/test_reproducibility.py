@@ -16,7 +16,7 @@ from tests.audit_fixtures import TINY_CLI, tiny_audit  # noqa: F401 (fixture)
 
 # Keys whose values are wall-clock or memory measurements or say where a cache lives / whether it was
 # hit: everything else in the report is a function of (inputs, seed, device, threads, versions).
-RUN_DEPENDENT = {"timings", "sampling_seconds", "seconds", "time_ratio", "cache", "cache_path", "peak_memory"}
+RUN_DEPENDENT = {"timings", "sampling_seconds", "seconds", "time_ratio", "cache", "cache_path", "peak_memory", "memory_plan"}
 
 
 def _without_run_dependent(node):

@@ -19,7 +19,7 @@ RUNS = HERE / "runs"
 MODELS = ("digits-base", "digits-ema", "digits-sam")
 # Keys whose values are measurements of time, of memory or of this machine's cache, not results.
 VOLATILE = ("seconds", "wall", "timings", "time_ratio", "statistics", "cache", "path", "folder", "npz", "artifacts",
-            "created", "elapsed", "duration", "peak_memory")
+            "created", "elapsed", "duration", "peak_memory", "memory_plan")
 
 
 # ---------------------------------------------------------------------------- env, noisy, fid-pairs

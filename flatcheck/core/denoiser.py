@@ -42,7 +42,7 @@ class Denoiser:
     """Adapter over a diffusers denoiser network, its training noise schedule and its conditions."""
 
     def __init__(self, net: torch.nn.Module, scheduler, vae: torch.nn.Module | None = None, conditioning: Conditioning | None = None,
-                 sample_size: int | None = None, fast: FastPath | None = None):
+                 sample_size: int | None = None, fast: FastPath | None = None, in_use: bool = True):
         self.net = net
         self.scheduler = scheduler
         self.vae = vae
@@ -78,7 +78,8 @@ class Denoiser:
             fastpath.to_channels_last(net)
             fastpath.to_channels_last(vae)
         self._compiled = None  # torch.compile(net): beside the eager module, for no-grad hook-free forwards only
-        fastpath.note_in_use(self.fast)
+        if in_use:  # the run's denoiser: its fast path is what the report records (not a plan's meta copy)
+            fastpath.note_in_use(self.fast)
         if self.fast.compile:
             try:
                 self._compiled = fastpath.compiled_module(net)

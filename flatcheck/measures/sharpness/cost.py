@@ -6,8 +6,9 @@ own gradient/HVP buffers are counted by the call's trace):
     average case      theta0 + the direction u
     worst case        theta0 + the gradient at theta (shared by every radius) + u
                       (the step's gradient, then s * grad, is the traced call's buffer)
-    Hessian           theta0 + the Krylov basis and the HVP's input (block_lanczos.peak_vectors),
-                      then Hutchinson's v and one chunk's H v
+    Hessian           theta0 + the Krylov basis and its work rows (hessian.lanczos_peak_vectors) + one
+                      chunk's H v when the sub-bank takes several batches; then Hutchinson's v and
+                      one chunk's H v
     landscape         theta0 + two directions
 """
 
@@ -39,7 +40,8 @@ def work(config: SharpnessConfig, run: RunShape, net) -> list[Work]:
         hp = min(c.hessian_probes, p)
         hb = min(c.batch_size, hp)
         out.append(Work("sharpness: Hessian eigenvalues (Lanczos)", hvps=c.lanczos_iters * hp, batch=hb, graph="hvp",
-                        vectors=1 + lanczos_peak_vectors(c), upper_bound=True,
+                        # + one chunk's H v when the sub-bank takes several batches (hessian.BankLoss._hvp_once)
+                        vectors=1 + lanczos_peak_vectors(c) + (1 if hp > hb else 0), upper_bound=True,
                         note=f"at most {c.lanczos_iters} HVPs of {hp} probes (stops at tol {c.tol:g})"))
         out.append(Work("sharpness: Hessian trace (Hutchinson)", hvps=c.hutchinson_draws * hp, batch=hb, graph="hvp",
                         vectors=1 + 2, note=f"{c.hutchinson_draws} HVPs of {hp} probes"))
