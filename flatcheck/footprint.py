@@ -79,8 +79,8 @@ def call_bytes(denoiser, params: list[torch.Tensor], kind: str, batch: int, *, g
 
     dev = denoiser.device
     shape = (batch, *denoiser.sample_shape)
-    x0 = torch.zeros(shape, device=dev)
-    noise = torch.zeros(shape, device=dev)
+    x0 = torch.zeros(shape, device=dev, dtype=denoiser.dtype)  # what the measures hand the network
+    noise = torch.zeros(shape, device=dev, dtype=denoiser.dtype)
     t = torch.full((batch,), denoiser.num_train_timesteps // 2, device=dev)
     cond = None if denoiser.conditioning is None else torch.zeros(batch, dtype=torch.long)
     if kind == "forward":
@@ -116,9 +116,9 @@ def meta_copy(denoiser):
             return None
         with torch.device("meta"):
             copy = type(module).from_config(module.config)
-        dtype = next(module.parameters()).dtype
-        return (copy if dtype == torch.float32 else copy.to(dtype)).eval().requires_grad_(False)
+        return meta_to(copy, next(module.parameters()).dtype).eval().requires_grad_(False)
 
+    from .core.checkpoint import meta_to
     from .core.fastpath import FastPath
 
     # No autocast on the meta device: under --mixed-precision the trace keeps the weights' dtype for the
@@ -133,7 +133,7 @@ def decode_footprint(denoiser, images: int) -> int:
     """Peak bytes of decoding `images` latents (in the slices Denoiser.decode uses), meta device."""
     if denoiser.vae is None:
         return 0
-    z = torch.zeros(images, *denoiser.sample_shape, device=denoiser.device)
+    z = torch.zeros(images, *denoiser.sample_shape, device=denoiser.device, dtype=denoiser.dtype)
 
     def run():
         with torch.no_grad(), FusedAttentionShapes():

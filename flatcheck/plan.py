@@ -312,8 +312,12 @@ def _advice(denoiser, opts, plan: Plan, device, available, baseline, fd, referen
         extra = {"gradient_checkpointing": True} if can_checkpoint else {}
         for head in _parameter_heads(measured_parameters(denoiser.net, None)):
             tries.append((f"--params '{head}.*'" + (" --gradient-checkpointing" if extra else ""), {"params": f"{head}.*", **extra}, 1))
-    found = []
+    found: list[str] = []
     for label, change, batch in tries:
+        label += f" --batch-size {batch}" if batch != opts.batch_size and "--batch-size" not in label else ""
+        if any(set(f.split()) <= set(label.split()) for f in found) or (
+                not change and any(f.startswith("--batch-size") for f in found)):
+            continue  # a found option set within this one (or a larger batch alone) already fits
         trial = dataclasses.replace(opts, batch_size=batch, configs={**opts.configs, "sharpness": {**sharp, **change}})
         try:
             p = plan_run(denoiser, trial, device=device, available=available, baseline_bytes=baseline, fd=fd,
@@ -321,7 +325,7 @@ def _advice(denoiser, opts, plan: Plan, device, available, baseline, fd, referen
         except InputError:
             continue
         if p.fits:
-            found.append(label + (f" --batch-size {batch}" if batch != opts.batch_size and "--batch-size" not in label else ""))
+            found.append(label)
             if len(found) >= 3:
                 break
     return found

@@ -372,7 +372,7 @@ def _load_component(part: Part, dtype, meta: bool = False):
 
         with torch.device("meta"):
             module = cls.from_config(part.config)
-        return (module if dtype == torch.float32 else module.to(dtype)).eval().requires_grad_(False)
+        return meta_to(module, dtype).eval().requires_grad_(False)
     use_safetensors = part.files[0].format == "safetensors"
     try:
         module = cls.from_pretrained(part.folder, torch_dtype=dtype, use_safetensors=use_safetensors, local_files_only=True)
@@ -382,6 +382,23 @@ def _load_component(part: Part, dtype, meta: bool = False):
         raise InputError(f"cannot load {part.component} from '{part.folder}': {str(exc).splitlines()[0][:300]}") from exc
     check_finite(module, part.component)
     return module.eval().requires_grad_(False)
+
+
+def meta_to(module, dtype):
+    """A meta-device module in `dtype`, without diffusers' warning about modules "that should be kept in
+    float32" (it is about loading real weights; a meta module has none)."""
+    import torch
+
+    if dtype == torch.float32:
+        return module
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        return module.to(dtype)
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 def check_finite(module: torch.nn.Module, component: str) -> None:
