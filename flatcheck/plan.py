@@ -95,9 +95,9 @@ def available_memory(device: torch.device) -> tuple[int, str]:
         return int(free + torch.cuda.memory_allocated(device)), f"free on {torch.cuda.get_device_name(device)}"
     if device.type == "meta":
         return 0, "nothing: the meta device holds no data"
-    from .core.memory import current_rss
+    from .core.memory import current_rss, meminfo_bytes
 
-    avail = _meminfo("MemAvailable")
+    avail = meminfo_bytes("MemAvailable")
     source = "MemAvailable"
     limit = _cgroup_room()
     if limit is not None and (avail is None or limit < avail):
@@ -106,17 +106,6 @@ def available_memory(device: torch.device) -> tuple[int, str]:
     if avail is None:
         return 0, "unknown (no /proc/meminfo)"
     return int(avail + rss), f"{source} + this process"
-
-
-def _meminfo(key: str) -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def _cgroup_room() -> int | None:

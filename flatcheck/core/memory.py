@@ -33,10 +33,11 @@ _forgotten: dict[tuple, int] = {}  # counter -> the highest high-water mark a re
 _OPEN: list["PeakMemory"] = []  # the blocks we are inside, outermost first
 
 
-def _status_bytes(field: str) -> int | None:
-    """A 'kB' line of /proc/self/status (VmRSS, VmHWM) in bytes; None where there is no /proc."""
+def _status_bytes(field: str, path: str = "/proc/self/status") -> int | None:
+    """A 'kB' line of /proc/self/status (VmRSS, VmHWM), or of another /proc file such as /proc/meminfo
+    (MemAvailable), in bytes; None where there is no /proc."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
@@ -59,6 +60,11 @@ def mark_baseline() -> None:
 def baseline_rss() -> int:
     """The RSS noted by mark_baseline (the current RSS when nothing was noted)."""
     return _BASELINE[0] if _BASELINE else (current_rss() or 0)
+
+
+def meminfo_bytes(field: str) -> int | None:
+    """A field of /proc/meminfo (MemAvailable ...) in bytes; None where there is none."""
+    return _status_bytes(field, "/proc/meminfo")
 
 
 def current_rss() -> int | None:
