@@ -39,7 +39,7 @@ class PhasePlan:
     measure: str
     work: Work
     peak_bytes: int  # estimated peak of the process during the phase
-    parts: dict[str, int]  # what the peak is made of: baseline, weights, vectors, call, held
+    parts: dict[str, int]  # what the peak is made of: baseline, weights, vectors, call
     seconds: float | None  # estimated time (None: not calibrated)
 
 

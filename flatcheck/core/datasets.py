@@ -42,9 +42,10 @@ def digits_table() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def digits_images(size: int = DIGITS_SIZE) -> torch.Tensor:
-    """All 1797 digits as float32 [N, 1, size, size] in [-1, 1] (bilinear upsampling of 8x8)."""
-    images = digits_table()[0].astype(np.float32) / 16.0  # 0..16 grey levels
+def digits_images(size: int = DIGITS_SIZE, rows: slice = slice(None)) -> torch.Tensor:
+    """All 1797 digits (or those of `rows`) as float32 [N, 1, size, size] in [-1, 1] (bilinear upsampling
+    of 8x8, image by image: a slice's values are the whole set's)."""
+    images = digits_table()[0][rows].astype(np.float32) / 16.0  # 0..16 grey levels
     x = torch.from_numpy(images).unsqueeze(1)
     if size != 8:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)

@@ -98,8 +98,17 @@ def reference_stats(
         # chunks of 4 batches per process: Extractor splits each chunk into blocks of 4 batches across processes
         chunk = batch_size * 4 * dist.world()
         feats = extractor.extract_stream((_uint8(x) for x in iter_folder(source, shape, chunk)), batch_size)
-    else:
-        feats = extractor.extract(_load_uint8(kind, source, spec, shape), batch_size)
+    elif kind == "dataset":
+        feats = extractor.extract(_dataset_uint8(source, shape), batch_size)
+    else:  # bundled sets and image files: fitted to the samples' size a chunk at a time (core.data.iter_images)
+        from .. import dist
+        from ..data import iter_images
+
+        chunk = batch_size * 4 * dist.world()
+        try:
+            feats = extractor.extract_stream((_uint8(x) for x in iter_images(str(source), shape, chunk)), batch_size)
+        except InputError as exc:  # data.py speaks of --data; here the option is --ref
+            raise InputError(str(exc).replace("--data", "--ref")) from None
     if len(feats) < 2:
         raise InputError(f"--ref '{spec}' holds {len(feats)} image(s); need at least 2")
     mu, sigma = gaussian_stats(feats)
@@ -186,19 +195,11 @@ def _content_hash(kind: str, source, shape) -> str:
 
 
 # ------------------------------------------------------------------ loading images
-def _load_uint8(kind: str, source, spec: str, shape) -> torch.Tensor:
-    """The reference as uint8 [N, C, H, W] at the samples' shape (same resize and rounding as samples)."""
-    from ..data import _fit, load_images
+def _dataset_uint8(source, shape) -> torch.Tensor:
+    """A torch-fidelity dataset as uint8 [N, C, H, W] at the samples' shape (same resize and rounding as samples)."""
+    from ..data import _fit
 
-    if kind == "dataset":
-        x = _dataset_images(str(source))
-        x = _fit(x.float() / 127.5 - 1, *shape)
-    else:
-        try:
-            x = load_images(str(source), shape)
-        except InputError as exc:  # data.py speaks of --data; here the option is --ref
-            raise InputError(str(exc).replace("--data", "--ref")) from None
-    return _uint8(x)
+    return _uint8(_fit(_dataset_images(str(source)).float() / 127.5 - 1, *shape))
 
 
 def _uint8(x: torch.Tensor) -> torch.Tensor:
