@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 # Document kind -> schema version. The major version changes when a field is removed or changes meaning.
-VERSIONS = {"report": "1.4", "info": "1.1", "compare": "1.0", "gate": "1.0", "sample": "1.0", "rank": "1.0", "plan": "1.0"}
+VERSIONS = {"report": "1.4", "info": "1.1", "compare": "1.0", "gate": "1.0", "sample": "1.0", "rank": "1.0", "plan": "1.1"}
 SCHEMAS = tuple(VERSIONS)
 
 

@@ -8,6 +8,9 @@ from rich.table import Table
 from rich.text import Text
 
 
+from ..plan import FIT_MARGIN
+
+
 def _gib(n: int | float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
@@ -41,8 +44,9 @@ def plan_renderable(plan) -> Group:
                   f"{p.peak_bytes / 2**30:.2f}", _duration(p.seconds))
     verdict = "fits" if plan.fits else "does NOT fit"
     lines = [head, t,
-             Text(f"peak {_gib(plan.peak_bytes)} ({plan.worst.work.phase}) of {_gib(plan.available_bytes)} "
-                  f"available ({plan.available_source}): {verdict}" if plan.worst else "nothing to run",
+             Text(f"peak {_gib(plan.peak_bytes)} ({plan.worst.work.phase}) of {_gib(plan.usable_bytes)} usable "
+                  f"({_gib(plan.available_bytes)} available, {plan.available_source}, less {FIT_MARGIN:.0%} kept free): "
+                  f"{verdict}" if plan.worst else "nothing to run",
                   style="bold green" if plan.fits else "bold red")]
     if plan.advice:
         lines.append(Text("would fit with: " + "; or ".join(plan.advice)))
