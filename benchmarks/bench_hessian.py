@@ -6,7 +6,10 @@
    same batch (default SDPA kernel, as training runs it): with the graph rebuilt for each HVP
    (forward, first backward with create_graph, second backward), and with the gradient's graph kept
    (what BankLoss does when the probes fit in one batch: each further HVP is the second backward
-   only); also forward-over-reverse (torch.func) for comparison. Issue 14 aims at <= 2.5x.
+   only); also forward-over-reverse (torch.func) for comparison. Issue 14 aims at <= 2.5x. With
+   --gradient-checkpointing, also both under flatcheck's segment checkpointing (core.checkpointing,
+   what `sharpness --gradient-checkpointing` runs), against the same plain forward+backward: the
+   ratio flatcheck.plan uses for checkpointed HVPs (HVP_RATIO_CHECKPOINTED).
 2. HVPs needed for the top eigenvalue to reach 1e-3 relative error (against a tightly converged
    Lanczos reference): Lanczos (one vector: k = 1) vs plain power iteration as PyHessian runs it.
    Aim: half or fewer. 3. The top 3 (counted with multiplicity): block Lanczos (blocks of 3) vs
@@ -31,6 +34,8 @@ def main() -> None:
     ap.add_argument("--probes", type=int, default=32, help="probes of the Hessian used for the eigenvalue count")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--rel", type=float, default=1e-3)
+    ap.add_argument("--gradient-checkpointing", action="store_true", help="also time fwd+bwd and the HVP under checkpointed segments")
+    ap.add_argument("--only-cost", action="store_true", help="part 1 only")
     args = ap.parse_args()
 
     from flatcheck.core.checkpoint import load
@@ -77,6 +82,29 @@ def main() -> None:
 
     runs = {"fwd+bwd": [], "hvp, graph rebuilt": [], "hvp, gradient graph kept": [], "hvp (forward-over-reverse)": []}
     fns = dict(zip(runs, (fwd_bwd, hvp, hvp_kept, fwd_over_rev)))
+    if args.gradient_checkpointing:
+        from flatcheck.core.checkpointing import checkpointed
+
+        ck = BankLoss(den, bank, params, batch_size=args.batch)
+        ck_rebuilt = BankLoss(den, bank, params, batch_size=args.batch)
+        ck_rebuilt.retain = False
+
+        def fwd_bwd_ckpt():
+            with checkpointed(den.net, True):
+                ck.value_and_grad()
+
+        def hvp_kept_ckpt():
+            with checkpointed(den.net, True):
+                ck.hvp(v)
+
+        def hvp_rebuilt_ckpt():
+            with checkpointed(den.net, True):
+                ck_rebuilt.hvp(v)
+
+        more = {"fwd+bwd, checkpointed": fwd_bwd_ckpt, "hvp, checkpointed, graph rebuilt": hvp_rebuilt_ckpt,
+                "hvp, checkpointed, graph kept": hvp_kept_ckpt}
+        runs.update({k: [] for k in more})
+        fns.update(more)
     for f in fns.values():  # warm-up
         try:
             f()
@@ -97,6 +125,8 @@ def main() -> None:
             m = statistics.median(ts)
             print(f"  {name:28s} {m * 1000:8.1f} ms   {m / base:5.2f}x fwd+bwd")
 
+    if args.only_cost:
+        return
     # -- 2. HVPs to the top eigenvalue
     sub = build_probe_bank(den, n=args.probes, seed=0, data="digits")
     op = BankLoss(den, sub, params, batch_size=args.batch)

@@ -131,6 +131,37 @@ def test_calibration_is_deterministic_and_covers_every_step(den):
     assert a.lo != c.lo  # other seeds, other samples
 
 
+def test_calibration_pool_is_bounded_whatever_the_calls():
+    """A layer's pooled values stay under 2 x pool_values over any number of calls, every call keeps the same
+    share (halved together, as uniform subsamples of what it kept), and min/max stay exact."""
+    from flatcheck.measures.quantize.calibrate import ActivationRecorder
+
+    layer = torch.nn.Linear(64, 4)
+    g = torch.Generator().manual_seed(0)
+    calls = [torch.randn(8, 64, generator=g) * (i + 1) for i in range(40)]
+    rec = ActivationRecorder(layer, [""], per_call=100, seed=0, pool_values=300)
+    with rec, torch.no_grad():
+        held = []
+        for x in calls:
+            layer(x)
+            held.append(sum(p.numel() for p in rec._parts[""]))
+    pool = rec.stats.pool[""]
+    assert max(held) <= 2 * 300 and len(pool) == held[-1]
+    assert rec.stats.calls[""] == 40 and rec.stats.hi[""] == max(float(x.max()) for x in calls)
+    assert rec.stats.lo[""] == min(float(x.min()) for x in calls)
+    # 40 calls at 100 values would be 4000: the share per call went 100 -> 50 -> 25 -> 13, equal for all
+    assert len(pool) == 40 * rec._keep[""] and rec._keep[""] < 100
+    # each kept value came from its own call (the calls' scales 1..40 set their magnitudes apart)
+    per = pool.view(40, -1).abs().amax(1)
+    assert all(per[i] <= float(calls[i].abs().max()) for i in range(40))
+    # under the bound nothing changes: each call keeps per_call values
+    small = ActivationRecorder(layer, [""], per_call=100, seed=0, pool_values=10_000)
+    with small, torch.no_grad():
+        for x in calls[:5]:
+            layer(x)
+    assert len(small.stats.pool[""]) == 500
+
+
 def _stats(values: torch.Tensor) -> ActivationStats:
     return ActivationStats({"l": float(values.min())}, {"l": float(values.max())}, {"l": values}, {"l": 1})
 

@@ -150,3 +150,69 @@ def test_a_reference_folder_is_read_a_chunk_at_a_time_with_the_numbers_of_a_whol
     np.testing.assert_array_equal(stats.mu, mu)
     np.testing.assert_array_equal(stats.sigma, sigma)
     assert stats.info.num_images == 37 and ext.passes - passes == 2  # the whole load, then the chunks: one pass each
+
+
+# ---------------------------------------------------------------------------- --data: only what the bank draws
+def _mixed_folder(root, n=7):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    folder = root / "imgs"
+    folder.mkdir()
+    for i in range(n):
+        size = (20, 12) if i % 3 == 1 else (16, 16)  # mixed sizes: fitted to the folder's first image first
+        Image.fromarray(rng.integers(0, 256, size=(*size[::-1], 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["folder", "npy", "npz", "digits", "patches"])
+def test_a_subset_of_data_is_the_whole_sets_images(tmp_path, kind):
+    """load_images(rows=...) gives, bit for bit, the rows of the whole set's load; count_images counts it."""
+    from flatcheck.core.data import count_images, load_images
+
+    rng = np.random.default_rng(0)
+    if kind == "folder":
+        spec = str(_mixed_folder(tmp_path))
+    elif kind == "npy":
+        spec = str(tmp_path / "x.npy")
+        np.save(spec, rng.uniform(0, 1, size=(9, 12, 12, 3)).astype(np.float32))  # NHWC in [0, 1]
+    elif kind == "npz":
+        spec = str(tmp_path / "x.npz")
+        np.savez(spec, images=rng.integers(0, 256, size=(9, 3, 10, 10), dtype=np.uint8))
+    else:
+        spec = kind
+    shape = (3, 8, 8)
+    whole = load_images(spec, shape)
+    assert count_images(spec) == len(whole)
+    rows = [1, 2, 5, len(whole) - 1]
+    assert torch.equal(load_images(spec, shape, rows=rows), whole[rows])
+
+
+def test_the_bank_reads_and_encodes_only_the_images_it_draws(ldm, tmp_path, monkeypatch):
+    """A latent model's bank from --data: the autoencoder encodes the drawn images only, and the bank
+    is the one drawn from the whole set encoded."""
+    from flatcheck.core import probes
+
+    den, _ = ldm
+    monkeypatch.setenv("FLATCHECK_CACHE", str(tmp_path / "cache"))  # encodes counted: no latents from an earlier run
+    data = tmp_path / "data.npz"
+    np.savez(data, images=np.random.default_rng(1).uniform(-1, 1, size=(40, 3, 16, 16)).astype(np.float32))
+    encoded: list[int] = []
+    h = den.vae.encoder.register_forward_pre_hook(lambda m, a: encoded.append(a[0].shape[0]))
+    try:
+        bank = probes.build_probe_bank(den, n=6, seed=2, data=str(data), batch_size=4)
+        assert sum(encoded) == 6 and "(40 images, 6 drawn)" in bank.source
+        encoded.clear()
+        whole = probes.encode_images(den, probes.reference_images(den, str(data)), 4, use_cache=False)
+        ref = probe_bank(whole, 6, 2, (0, den.num_train_timesteps), "whole")
+    finally:
+        h.remove()
+    assert torch.allclose(bank.x0, ref.x0, atol=1e-5) and torch.equal(bank.t, ref.t) and torch.equal(bank.noise, ref.noise)
+    # repeats: a bank larger than the pool draws each image once from the disk
+    encoded.clear()
+    h = den.vae.encoder.register_forward_pre_hook(lambda m, a: encoded.append(a[0].shape[0]))
+    try:
+        big = probes.build_probe_bank(den, n=50, seed=2, data=str(data), batch_size=64)
+    finally:
+        h.remove()
+    assert sum(encoded) == 40 and len(big) == 50

@@ -18,14 +18,15 @@ BUNDLED_DATA = ("digits", "patches", "patches-test")
 FOLDER_CHUNK = 256  # images read and fitted at a time (their native-size float copies are what a chunk holds)  # patches*: flatcheck.core.patches, split train / test
 
 
-def load_images(spec: str, shape: tuple[int, int, int], limit: int | None = None) -> torch.Tensor:
+def load_images(spec: str, shape: tuple[int, int, int], limit: int | None = None, rows: list[int] | None = None) -> torch.Tensor:
     """spec: 'digits', 'patches' (RGB patches, train split), 'patches-test', a folder of images, or an
-    .npy/.npz file; shape: (C, H, W) wanted."""
+    .npy/.npz file; shape: (C, H, W) wanted. rows: only these images (sorted indices into the set, as
+    count_images counts it), each fitted exactly as it is in the whole set."""
     path = Path(spec).expanduser()
     if path.is_dir() and spec not in BUNDLED_DATA:
-        x = torch.cat(list(iter_folder(path, shape, FOLDER_CHUNK, limit)))
+        x = torch.cat(list(iter_folder(path, shape, FOLDER_CHUNK, limit, rows)))
     else:
-        x = torch.cat(list(iter_images(spec, shape, FOLDER_CHUNK)))
+        x = torch.cat(list(iter_images(spec, shape, FOLDER_CHUNK, rows)))
     if limit is not None:
         x = x[:limit]
     if len(x) == 0:
@@ -33,10 +34,60 @@ def load_images(spec: str, shape: tuple[int, int, int], limit: int | None = None
     return x.contiguous()
 
 
-def _load_array(path: Path) -> np.ndarray:
+def count_images(spec: str) -> int:
+    """How many images --data holds, without fitting any to the model's size (the errors load_images
+    gives for a missing, empty or unreadable set). The probe bank draws from this many and loads only
+    the ones it drew (core.probes.DataPool)."""
+    path = Path(spec).expanduser()
+    if path.is_dir() and spec not in BUNDLED_DATA:
+        return len(_folder_files(path))
+    if spec in ("patches", "patches-test") and not path.exists():
+        return len(_patches(spec))
+    if spec in BUNDLED_DATA and not path.exists():
+        from .datasets import digits_table
+
+        return len(digits_table()[0])
+    n = len(_array_source(spec)[0])
+    if n == 0:
+        raise OptionError("data", f"'{spec}' holds no images")
+    return n
+
+
+def _patches(spec: str) -> torch.Tensor:
+    from .patches import rgb_patches
+
+    return rgb_patches("train" if spec == "patches" else "test")
+
+
+def _array_source(spec: str):
+    """An .npy/.npz file's images as [N, C, H, W] at their own size and dtype (an .npy memory-mapped:
+    nothing read until a chunk is), and the map of their values to [-1, 1], decided on the whole array
+    as _from_array decides it."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise OptionError("data", f"'{spec}' does not exist (give an image folder, an .npy/.npz file, or one of: {', '.join(BUNDLED_DATA)})")
+    if path.suffix not in (".npy", ".npz"):
+        raise OptionError("data", f"'{spec}': unsupported file type '{path.suffix}' (use an image folder, .npy or .npz)")
+    a = _nchw(_load_array(path, mmap=True), path)
+    if a.dtype == np.uint8 or (len(a) and float(a.max()) > 1.5):
+        mode = "0..255"
+    elif len(a) and float(a.min()) >= 0:
+        mode = "0..1"
+    else:
+        mode = "-1..1"
+
+    def convert(part: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.array(part, dtype=np.float32, copy=True))  # own, writable copy
+        x = x / 127.5 - 1 if mode == "0..255" else x * 2 - 1 if mode == "0..1" else x
+        return x[:, :3]
+
+    return a, convert
+
+
+def _load_array(path: Path, mmap: bool = False) -> np.ndarray:
     try:
         if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False)
+            return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
         with np.load(path, allow_pickle=False) as z:
             for key in ("images", "arr_0", "x", "data"):
                 if key in z.files:
@@ -50,14 +101,20 @@ def _load_array(path: Path) -> np.ndarray:
         raise InputError(f"cannot read --data '{path}': {str(exc).splitlines()[0]}") from None
 
 
-def _from_array(a: np.ndarray, path: Path) -> torch.Tensor:
-    """uint8 or float array, NHWC / NCHW / NHW -> float [N, C, H, W] in [-1, 1]."""
+def _nchw(a: np.ndarray, path: Path) -> np.ndarray:
+    """NHWC / NCHW / NHW -> NCHW (a view)."""
     if a.ndim == 3:
         a = a[:, None]
     if a.ndim != 4:
         raise OptionError("data", f"'{path}': expected images shaped [N, H, W, C], [N, C, H, W] or [N, H, W], got {a.shape}")
     if a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
         a = a.transpose(0, 3, 1, 2)
+    return a
+
+
+def _from_array(a: np.ndarray, path: Path) -> torch.Tensor:
+    """uint8 or float array, NHWC / NCHW / NHW -> float [N, C, H, W] in [-1, 1]."""
+    a = _nchw(a, path)
     x = torch.from_numpy(np.array(a, dtype=np.float32, copy=True))  # own, writable copy
     if a.dtype == np.uint8 or x.max() > 1.5:
         x = x / 127.5 - 1
@@ -87,44 +144,44 @@ def _read_image(f: Path, channels: int) -> torch.Tensor:
     return _fit(_from_array(arr[None], f), channels, *arr.shape[:2])
 
 
-def iter_images(spec: str, shape: tuple[int, int, int], chunk: int):
-    """The images of a bundled set or an .npy/.npz file at `shape`, fitted `chunk` at a time from their
-    own size (per image: the chunking does not change the values): 5,000 RGB patches fitted to 512 px at
-    once would be 15.7 GB of float32. A folder: iter_folder."""
+def iter_images(spec: str, shape: tuple[int, int, int], chunk: int, rows: list[int] | None = None):
+    """The images of a bundled set or an .npy/.npz file (or those of `rows`) at `shape`, converted and
+    fitted `chunk` at a time from their own size (per image: the chunking does not change the values):
+    5,000 RGB patches fitted to 512 px at once would be 15.7 GB of float32. A folder: iter_folder."""
     c, h, w = shape
-    if spec in ("patches", "patches-test") and not Path(spec).exists():
-        from .patches import rgb_patches
+    if spec in BUNDLED_DATA and spec not in ("patches", "patches-test") and not Path(spec).exists():
+        from .datasets import digits_images, digits_table
 
-        x = rgb_patches("train" if spec == "patches" else "test")
-    elif spec in BUNDLED_DATA and not Path(spec).exists():
-        from .datasets import digits_images
-
-        n = len(digits_images(8))
-        for s in range(0, n, chunk):
-            part = digits_images(size=h, rows=slice(s, s + chunk))
+        index = np.arange(len(digits_table()[0])) if rows is None else np.asarray(rows, dtype=np.int64)
+        for s in range(0, len(index), chunk):
+            part = digits_images(size=h, rows=index[s:s + chunk])
             if w != h:
                 part = F.interpolate(part, size=(h, w), mode="bilinear", align_corners=False)
             yield part.contiguous()
         return
-    else:
-        path = Path(spec).expanduser()
-        if not path.exists():
-            raise OptionError("data", f"'{spec}' does not exist (give an image folder, an .npy/.npz file, or one of: {', '.join(BUNDLED_DATA)})")
-        if path.suffix not in (".npy", ".npz"):
-            raise OptionError("data", f"'{spec}': unsupported file type '{path.suffix}' (use an image folder, .npy or .npz)")
-        x = _from_array(_load_array(path), path)
-    for s in range(0, len(x), chunk):
-        yield _fit(x[s:s + chunk], c, h, w).contiguous()
+    if spec in ("patches", "patches-test") and not Path(spec).exists():
+        x = _patches(spec)
+        index = range(len(x)) if rows is None else rows
+        for s in range(0, len(index), chunk):
+            yield _fit(x[list(index[s:s + chunk])], c, h, w).contiguous()
+        return
+    a, convert = _array_source(spec)
+    index = np.arange(len(a)) if rows is None else np.asarray(rows, dtype=np.int64)
+    for s in range(0, len(index), chunk):
+        yield _fit(convert(a[index[s:s + chunk]]), c, h, w).contiguous()
 
 
-def iter_folder(path: Path, shape: tuple[int, int, int], chunk: int, limit: int | None = None):
-    """A folder's images (sorted by name) at `shape`, `chunk` at a time: an image whose size differs from
-    the first one's is fitted to that size first, then every chunk to `shape` (per image: the chunking
-    does not change the values). The FD reference reads a folder this way without holding it whole (a
-    50,000-image folder at 512 px would be 150 GB of float32); load_images concatenates the chunks."""
+def iter_folder(path: Path, shape: tuple[int, int, int], chunk: int, limit: int | None = None, rows: list[int] | None = None):
+    """A folder's images (sorted by name; or those of `rows`) at `shape`, `chunk` at a time: an image whose
+    size differs from the folder's first one's is fitted to that size first, then every chunk to `shape`
+    (per image: the chunking does not change the values). The FD reference reads a folder this way without
+    holding it whole (a 50,000-image folder at 512 px would be 150 GB of float32); load_images concatenates
+    the chunks."""
     c, h, w = shape
     files = _folder_files(path, limit)
-    first_hw = None
+    first_hw = None if rows is None or not rows or rows[0] == 0 else tuple(_read_image(files[0], c).shape[-2:])
+    if rows is not None:
+        files = [files[i] for i in rows]
     for s in range(0, len(files), chunk):
         out = [_read_image(f, c) for f in files[s : s + chunk]]
         if first_hw is None:

@@ -23,7 +23,7 @@ from ..errors import InputError, OptionError
 from .denoiser import Denoiser
 from .fd.options import FdOptions
 from .fd.scorer import Scorer, make_scorer
-from .probes import ProbeBank, drawn, encode_images, parse_timesteps, probe_bank, reference_conditions, reference_images
+from .probes import DataPool, ProbeBank, drawn, parse_timesteps, probe_bank, reference_conditions
 from .progress import Counter, Progress
 from .sampling import check_sampler_name, make_sampler, sample
 
@@ -144,7 +144,6 @@ class Inputs:
     samples: SampleSet
     scorer: Scorer | None = None
     fd_problem: str | None = None  # why there is no scorer although a reference was asked for (audit only)
-    reference_images: torch.Tensor | None = None  # --data images in [-1, 1], pixel space
     timings: dict[str, float] = field(default_factory=dict)
     _bank: ProbeBank | None = None
     _make_bank: Callable[[], ProbeBank] | None = None
@@ -194,12 +193,10 @@ def build_inputs(denoiser: Denoiser, options: InputOptions, *, bank: bool = True
 
     if options.data is not None:
         t0 = time.perf_counter()
-        images = reference_images(denoiser, options.data)
-        inputs.reference_images = images
-        x0 = encode_images(denoiser, images, options.batch_size)
-        cond, how = reference_conditions(denoiser, options.data, len(x0), options.seed)
-        source = f"data: {options.data} ({len(x0)} images, {drawn(options.probes, len(x0))})" + (f"; conditions: {how}" if how else "")
-        inputs._bank = make(x0, source, cond, t0)
+        pool = DataPool(denoiser, options.data, options.batch_size)  # only the images the bank draws are read
+        cond, how = reference_conditions(denoiser, options.data, len(pool), options.seed)
+        source = f"data: {options.data} ({len(pool)} images, {drawn(options.probes, len(pool))})" + (f"; conditions: {how}" if how else "")
+        inputs._bank = make(pool, source, cond, t0)
         return inputs
     if pool is not None and denoiser.conditioning is not None and pool_cond is None:
         raise InputError("a conditional model's pooled samples need their condition ids")

@@ -6,7 +6,7 @@
     LiveTensors(min_bytes)   a dispatch mode that follows every storage an op creates inside it until
                              that storage dies: bytes alive now and at the peak, and how many storages
                              of at least min_bytes are alive (now, at most, and at the byte peak).
-    current_rss()            this process's resident set size now.
+    current_rss()            this process's resident set size now (anonymous_rss: without mapped files).
     process_peak(device)     this process's peak since it started, as the device counts it, including
                              what PeakMemory's resets made the kernel or the allocator forget.
 
@@ -70,6 +70,14 @@ def meminfo_bytes(field: str) -> int | None:
 def current_rss() -> int | None:
     """This process's resident set size now, in bytes (Linux VmRSS); None where /proc is not there."""
     return _status_bytes("VmRSS")
+
+
+def anonymous_rss() -> int | None:
+    """The part of this process's RSS that is its own (Linux RssAnon + RssShmem): the rest is mapped
+    files (e.g. memory-mapped safetensors), which /proc/meminfo's MemAvailable already counts as
+    reclaimable page cache."""
+    anon, shmem = _status_bytes("RssAnon"), _status_bytes("RssShmem")
+    return None if anon is None else anon + (shmem or 0)
 
 
 def _reset_rss_peak() -> bool:

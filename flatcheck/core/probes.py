@@ -85,11 +85,11 @@ def flow_timesteps(n: int, lo: int, hi: int, gen: torch.Generator, shift: float,
     return (sigma * T).clamp(lo, hi)
 
 
-def probe_bank(pool: torch.Tensor, n: int, seed: int, t_range: tuple[int, int], source: str,
+def probe_bank(pool: "torch.Tensor | DataPool", n: int, seed: int, t_range: tuple[int, int], source: str,
                pool_cond: torch.Tensor | None = None, flow_shift: float | None = None, num_train_timesteps: int = 1000) -> ProbeBank:
     """The one way to make a bank: n probes drawn from `pool` (x0 already in model space).
 
-    `pool` is reference data (encoded once for latent models) or, data-free, the model's own
+    `pool` is reference data (a DataPool: only the drawn images are loaded and encoded) or, data-free, the model's own
     full-precision samples; `source` says which, in every report. A seeded permutation picks the x0 (repeating the pool when n is
     larger), then timesteps (stratified over [lo, hi)) and noise come from the same generator.
     pool_cond: each pool entry's condition id (a sample's own, a data point's label): probe k keeps
@@ -129,12 +129,11 @@ def build_probe_bank(
     (Data-free banks are drawn from the shared samples: see core.inputs.)
     """
     if isinstance(data, torch.Tensor):
-        images, name = data, "given tensor"
+        pool, name = encode_images(denoiser, data, batch_size), "given tensor"
     else:
-        images, name = reference_images(denoiser, data), str(data)
-    x0 = encode_images(denoiser, images, batch_size)
-    return probe_bank(x0, n, seed, timesteps or (0, denoiser.num_train_timesteps),
-                      f"data: {name} ({len(images)} images, {drawn(n, len(images))})")
+        pool, name = DataPool(denoiser, data, batch_size), str(data)
+    return probe_bank(pool, n, seed, timesteps or (0, denoiser.num_train_timesteps),
+                      f"data: {name} ({len(pool)} images, {drawn(n, len(pool))})")
 
 
 def reference_conditions(denoiser: Denoiser, spec: str, n: int, seed: int) -> tuple[torch.Tensor | None, str]:
@@ -158,17 +157,43 @@ def reference_conditions(denoiser: Denoiser, spec: str, n: int, seed: int) -> tu
     return c.ids(seed, range(n)), f"prompt i mod {c.count} (the data carries no captions)"
 
 
-def reference_images(denoiser: Denoiser, spec: str) -> torch.Tensor:
-    """--data images in [-1, 1] at the resolution the model (or its autoencoder) takes."""
+def reference_images(denoiser: Denoiser, spec: str, rows: list[int] | None = None) -> torch.Tensor:
+    """--data images (or those of `rows`) in [-1, 1] at the resolution the model (or its autoencoder) takes."""
     from .data import load_images
 
+    return load_images(spec, data_shape(denoiser), rows=rows)
+
+
+def data_shape(denoiser: Denoiser) -> tuple[int, int, int]:
+    """(C, H, W) of the images the model's space is made from: its own, or its autoencoder's input
+    (spatial factor from its config) for latent models."""
     if denoiser.vae is None:
-        return load_images(spec, denoiser.sample_shape)
-    # Latent model: images at the autoencoder's resolution (spatial factor from its config).
+        return tuple(denoiser.sample_shape)
     factor = 2 ** (len(denoiser.vae.config.block_out_channels) - 1)
-    c = denoiser.vae.config.in_channels
     _, h, w = denoiser.sample_shape
-    return load_images(spec, (c, h * factor, w * factor))
+    return (denoiser.vae.config.in_channels, h * factor, w * factor)
+
+
+class DataPool:
+    """--data as the pool a probe bank draws from, in model space, loaded and encoded only where drawn:
+    `len` counts the images without fitting them, `pool[pick]` loads, fits and encodes the distinct
+    images of `pick` (in index order, so each is the image the whole set holds) and returns them in
+    pick's order. A bank of 64 probes from 5,000 images at SD 1.5's 512 px reads and encodes 64 images,
+    not 5,000 (15.7 GB of float32 pixels and 5,000 encoder passes)."""
+
+    def __init__(self, denoiser: Denoiser, spec: str, batch_size: int, use_cache: bool = True):
+        from .data import count_images
+
+        self.denoiser, self.spec, self.batch_size, self.use_cache = denoiser, spec, batch_size, use_cache
+        self.n = count_images(spec)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, pick: torch.Tensor) -> torch.Tensor:
+        rows, where = torch.unique(torch.as_tensor(pick), sorted=True, return_inverse=True)
+        images = reference_images(self.denoiser, self.spec, rows.tolist())
+        return encode_images(self.denoiser, images, self.batch_size, self.use_cache)[where]
 
 
 @torch.no_grad()
