@@ -7,7 +7,8 @@ For each command, at the smallest settings that exercise it (names below), the s
 flatcheck's own plan (`--dry-run --json`). When the plan says the run does not fit this machine, the
 command is run with the first option set the plan recommends (its advice), and the table says which.
 Then the command runs in a child process: wall time, peak RSS (the child's core.memory.process_peak at
-exit, else its VmHWM) and exit code, next to the plan's estimated peak. Folders are built by
+exit, else its VmHWM) and exit code, next to the plan's estimated peak and time (the plan's time covers
+the measures, not the process's start and loading). Folders are built by
 benchmarks/realsize_build.py (sd15 with seeded random weights, about 40 s and 4 GB on disk; sdxl and
 flux-dev header-only: sparse files, nothing loads them). A long benchmark (an hour and more on a
 2-core CPU), not a test: every row is one run, its machine and date printed.
@@ -113,24 +114,27 @@ def run_sd15(root: Path, threads: int, only: list[str] | None) -> None:
     config.write_text(AUDIT_CONFIG)
     print(f"\nSD 1.5 (random weights, published configs) on {platform.node()}, {os.cpu_count()} CPUs, torch threads {threads}, "
           f"{date.today()}")
-    print(f"{'command':<22} {'options the plan recommended':<48} {'wall s':>8} {'peak GiB':>9} {'plan GiB':>9} {'plan/peak':>9} exit")
+    print(f"{'command':<22} {'options the plan recommended':<48} {'wall s':>8} {'plan s':>8} {'peak GiB':>9} {'plan GiB':>9} {'plan/peak':>9} exit")
     for name, (cmd, planned) in COMMANDS.items():
         if only and name not in only:
             continue
         args = [cmd[0], str(model), *(a.replace("{config}", str(config)) for a in cmd[1:])]
         extra: list[str] = []
-        estimate = None
+        estimate = est_seconds = None
         if planned:
             plan = plan_of(args, threads)
             if plan is not None and not plan["fits"] and plan["advice"]:
                 extra = plan["advice"][0].replace("'", "").split()
                 plan = plan_of([*args, *extra], threads)
             estimate = plan["peak_bytes"] if plan is not None else None
+            if plan is not None and all(p["seconds"] is not None for p in plan["phases"]):
+                est_seconds = sum(p["seconds"] for p in plan["phases"])
         with tempfile.TemporaryDirectory() as tmp:
             run_args = [*args, *extra] + (["--out", str(Path(tmp) / "out")] if cmd[0] == "sample" else [])
             seconds, peak, code, last = child(run_args, threads)
         ratio = f"{estimate / peak:.2f}" if estimate and peak else "-"
-        print(f"{name:<22} {' '.join(extra) or '(defaults fit)':<48} {seconds:>8.0f} {gib(peak):>9} {gib(estimate):>9} {ratio:>9} {code}"
+        planned_s = "-" if est_seconds is None else f"{est_seconds:.0f}"
+        print(f"{name:<22} {' '.join(extra) or '(defaults fit)':<48} {seconds:>8.0f} {planned_s:>8} {gib(peak):>9} {gib(estimate):>9} {ratio:>9} {code}"
               + (f"  {last[:160]}" if code not in (0, 1) else ""), flush=True)
 
 

@@ -7,7 +7,7 @@
              held x the bytes of one vector + the peak of one call at the phase's batch, traced on the
              meta device (flatcheck.footprint: exact for the tensors, nothing allocated);
     time     images x the seconds of one image, from one timed forward and one forward + backward at
-             the model's resolution on the real device (HVPs: HVP_RATIO x a forward + backward);
+             the model's resolution on the real device (an HVP: HVP_RATIO x a forward + backward);
     fit      the largest peak against the memory the device has free; when it does not fit, the
              options that would (each checked by planning again with it).
 
@@ -27,11 +27,11 @@ import torch
 from .core.work import RunShape, Work
 from .errors import InputError
 
-# An HVP costs this many forward + backward passes of the same batch: measured with the gradient's graph
-# kept between HVPs (benchmarks/bench_hessian.py: 2.48 on the bundled model) and with checkpointed
-# segments, which recompute each block's forward and backward once more (about 1 + 2.48).
-HVP_RATIO = 2.5
-HVP_RATIO_CHECKPOINTED = 3.5
+# An HVP costs this many forward + backward passes of the same batch (benchmarks/bench_hessian.py, on the
+# bundled model, 1 thread, quiet machine): (graph rebuilt, gradient graph kept), plain and under
+# --gradient-checkpointing (core.checkpointing segments recompute each block inside both backwards).
+HVP_RATIO = (3.6, 2.5)
+HVP_RATIO_CHECKPOINTED = (5.1, 3.6)
 # A run fits when its planned peak leaves this share of what the device has free: the plan's estimate
 # is within 25% of measured peaks at real size (benchmarks/README.md), and the kernel's page cache, the
 # allocator's fragmentation and whatever else runs on the machine need room too.
@@ -292,8 +292,9 @@ def _seconds(w: Work, calibration: dict | None, checkpointing: bool) -> float | 
     if not calibration:
         return None
     passes = w.forwards * (2 if w.guided else 1)
-    ratio = HVP_RATIO_CHECKPOINTED if checkpointing else HVP_RATIO
-    s = passes * calibration["forward"] + w.gradients * calibration["gradient"] + w.hvps * ratio * calibration["gradient"]
+    rebuilt, kept = HVP_RATIO_CHECKPOINTED if checkpointing else HVP_RATIO
+    hvp = (w.hvps - w.hvps_kept) * rebuilt + w.hvps_kept * kept
+    s = passes * calibration["forward"] + w.gradients * calibration["gradient"] + hvp * calibration["gradient"]
     if w.decodes and calibration.get("decode") is not None:
         s += w.decodes * calibration["decode"]
     return s

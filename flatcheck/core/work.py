@@ -39,6 +39,7 @@ class Work:
     forwards: int = 0  # images through the denoiser without gradients (a guided step counts each pass)
     gradients: int = 0  # images through forward + backward
     hvps: int = 0  # images through a Hessian-vector product (each HVP over n probes counts n)
+    hvps_kept: int = 0  # of those, the ones that reuse a kept gradient graph (the second backward only)
     decodes: int = 0  # images through the autoencoder's decoder
     features: int = 0  # images through the FD feature network
     batch: int = 1  # images per denoiser call: the graph that is alive

@@ -39,11 +39,16 @@ def work(config: SharpnessConfig, run: RunShape, net) -> list[Work]:
 
         hp = min(c.hessian_probes, p)
         hb = min(c.batch_size, hp)
+        # The gradient's graph is kept between HVPs when the sub-bank is one batch (hessian.BankLoss.retain):
+        # then every HVP after a phase's first is the second backward only
+        kept = hp <= c.batch_size
         out.append(Work("sharpness: Hessian eigenvalues (Lanczos)", hvps=c.lanczos_iters * hp, batch=hb, graph="hvp",
+                        hvps_kept=(c.lanczos_iters - 1) * hp if kept else 0,
                         # + one chunk's H v when the sub-bank takes several batches (hessian.BankLoss._hvp_once)
                         vectors=1 + lanczos_peak_vectors(c) + (1 if hp > hb else 0), upper_bound=True,
                         note=f"at most {c.lanczos_iters} HVPs of {hp} probes (stops at tol {c.tol:g})"))
         out.append(Work("sharpness: Hessian trace (Hutchinson)", hvps=c.hutchinson_draws * hp, batch=hb, graph="hvp",
+                        hvps_kept=(c.hutchinson_draws - 1) * hp if kept else 0,
                         vectors=1 + 2, note=f"{c.hutchinson_draws} HVPs of {hp} probes"))
     if "landscape" in c.measures:
         lp = min(c.landscape_probes, p)
