@@ -80,6 +80,28 @@ def anonymous_rss() -> int | None:
     return None if anon is None else anon + (shmem or 0)
 
 
+_LIBC: list = []  # glibc, once loaded (None where there is none)
+
+
+def release_free_memory() -> bool:
+    """Hand the C allocator's free memory back to the OS (glibc's malloc_trim): what one phase freed (a
+    decode's activations, a sampler's batches) otherwise stays in the process's RSS through the next
+    phases, whose peaks it inflates (measured here on SD 1.5: 0.5 GiB still resident after the exposure
+    measure, of 0.5 GiB of tensors at its peak). False where there is no glibc (another libc, macOS)."""
+    if not _LIBC:
+        import ctypes
+
+        try:
+            lib = ctypes.CDLL("libc.so.6")
+            _LIBC.append(lib if hasattr(lib, "malloc_trim") else None)
+        except OSError:
+            _LIBC.append(None)
+    if _LIBC[0] is None:
+        return False
+    _LIBC[0].malloc_trim(0)
+    return True
+
+
 def _reset_rss_peak() -> bool:
     """Set the kernel's high-water mark of this process's RSS to its RSS now. Linux >= 4.0 does that
     when "5" is written to /proc/self/clear_refs (it only touches the counter). False where that
@@ -161,6 +183,7 @@ class PeakMemory:
             self.kind = "cuda_max_allocated"
             self.start_bytes = torch.cuda.memory_allocated(self.device)
         else:
+            release_free_memory()  # the phase's peak starts from what is alive, not what earlier phases freed
             self.kind = "rss" if _reset_rss_peak() else "rss_since_start"
             self.start_bytes = current_rss()
         self._peak, self._reserved = 0, None
