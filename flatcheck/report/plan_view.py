@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Group
-from rich.markup import escape
-from rich.table import Table
+from ..measures.tables import Table
 from rich.text import Text
 
 
@@ -39,7 +38,7 @@ def plan_renderable(plan) -> Group:
         t.add_column(col, justify=j, overflow="fold")
     for p in plan.phases:
         w = p.work
-        t.add_row(escape(w.phase + (" (at most)" if w.upper_bound else "")), _count(w.forwards * (2 if w.guided else 1)),
+        t.add_row(w.phase + (" (at most)" if w.upper_bound else ""), _count(w.forwards * (2 if w.guided else 1)),
                   _count(w.gradients), _count(w.hvps), _count(w.decodes), str(w.batch), str(w.vectors),
                   f"{p.peak_bytes / 2**30:.2f}", _duration(p.seconds))
     verdict = "fits" if plan.fits else "does NOT fit"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Group
-from rich.table import Table
+from ..measures.tables import Table
 from rich.text import Text
 
 from ..core.info import CheckpointInfo

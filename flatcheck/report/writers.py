@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
+
 from pathlib import Path
 
 from ..measures import REGISTRY
@@ -77,7 +79,7 @@ def write_measure_outputs(report, name: str, con, *, json=None, out: Path | None
         write_json(doc, json)
     for part in measure.view(result, model):
         con.print(part)
-    con.print(f"[bold]{name}[/bold]: {report.verdict(name).line}", highlight=False)
+    con.print(f"[bold]{name}[/bold]: {escape(report.verdict(name).line)}", highlight=False)
     con.print(run_table(doc))
     if files:
         con.print(f"files in {out}/: {', '.join(Path(f).name for f in files)}")

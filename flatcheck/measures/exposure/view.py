@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.table import Table
+from ..tables import Table
 from rich.text import Text
 
 from .measure import ExposureResult, ExposureRun

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rich.table import Table
+from ..tables import Table
 from rich.text import Text
 
 from ...core.fd.score import FidResult

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from rich import box
-from rich.table import Table
+from ..tables import Table
 from rich.markup import escape
 from rich.text import Text
 
@@ -95,9 +95,9 @@ def view(r: QuantizeResult, model: str = "") -> list:
         f"share: a layer's drift / the whole setting's.\n"
         f"{r.samples} samples per setting ({r.sampler}, {r.steps} steps, seed {r.seed}), the same seeds and noise as full precision; "
         f"MSE on [-1, 1] pixels (latent models: decoded), PSNR peak-to-peak 2.\n"
-        f"calibration: {r.calibration_data}\n"
+        f"calibration: {escape(r.calibration_data)}\n"
         + (f"decoder: {escape(r.decoder)}\n" if r.decoder else "")
-        + f"layers: {r.layers_total} Conv2d/Linear; {r.layer_policy}; weights per output channel symmetric, activations per tensor asymmetric\n"
+        + f"layers: {r.layers_total} Conv2d/Linear; {escape(r.layer_policy)}; weights per output channel symmetric, activations per tensor asymmetric\n"
         f"probes: {r.probes}"
         + (f"\n{r.fid_label}: 95% basic bootstrap interval (samples resampled, reference fixed); Δ is paired with full precision "
            f"(same seeds, same resamples); KID ± the standard error of its mean over subsets. {escape(r.fid_warning or '')}" if r.fid_label

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from rich.table import Table
+from ..tables import Table
 
 from .landscape import Landscape
 from .measure import SharpnessResult
