@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/realsize.py [--root /tmp/realsize] [--threads 2] [--only info,sample,...]
     .venv/bin/python benchmarks/realsize.py --plans-only        # SDXL and Flux plans for one 80 GB GPU in bf16
+    .venv/bin/python benchmarks/realsize.py --extra '--device cuda --dtype bfloat16'   # on a GPU
 
 For each command, at the smallest settings that exercise it (names below), the script first asks
 flatcheck's own plan (`--dry-run --json`). When the plan says the run does not fit this machine, the
@@ -103,7 +104,7 @@ def gib(n) -> str:
     return "-" if n is None else f"{n / 2**30:.2f}"
 
 
-def run_sd15(root: Path, threads: int, only: list[str] | None) -> None:
+def run_sd15(root: Path, threads: int, only: list[str] | None, extra_args: list[str] = ()) -> None:
     from realsize_build import build
 
     model = root / "sd15"
@@ -118,7 +119,8 @@ def run_sd15(root: Path, threads: int, only: list[str] | None) -> None:
     for name, (cmd, planned) in COMMANDS.items():
         if only and name not in only:
             continue
-        args = [cmd[0], str(model), *(a.replace("{config}", str(config)) for a in cmd[1:])]
+        args = [cmd[0], str(model), *(a.replace("{config}", str(config)) for a in cmd[1:]),
+                *(extra_args if cmd[0] != "info" else ())]
         extra: list[str] = []
         estimate = est_seconds = None
         if planned:
@@ -174,10 +176,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default=None, help="comma list of the SD 1.5 rows to run (" + ", ".join(COMMANDS) + ")")
     ap.add_argument("--plans-only", action="store_true", help="only the SDXL and Flux plans (minutes, no weights)")
+    ap.add_argument("--extra", default="", help="options added to every SD 1.5 command but info, e.g. '--device cuda --dtype bfloat16' on a GPU")
     args = ap.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     if not args.plans_only:
-        run_sd15(args.root, args.threads, args.only.split(",") if args.only else None)
+        run_sd15(args.root, args.threads, args.only.split(",") if args.only else None, args.extra.split())
     run_plans(args.root, args.threads)
 
 

@@ -147,7 +147,7 @@ def encode_prompts(ckpt, prompts: tuple[str, ...], guidance_scale: float | None)
         # No null row is ever read (no CFG pass); a zero row keeps the table's layout uniform.
         tables = {"encoder_hidden_states": torch.cat([pe, torch.zeros_like(pe[:1])]),
                   "pooled_projections": torch.cat([pp, torch.zeros_like(pp[:1])])}
-        static = {"txt_ids": txt_ids.detach().cpu()}
+        static = {"txt_ids": txt_ids.detach()}
     else:  # PixArt alpha / sigma: T5 with its attention mask
         length = pipeline_default(name, "max_sequence_length") or 120
         pe, pm, ne, nm = pipe.encode_prompt(p, do_classifier_free_guidance=True, negative_prompt="", num_images_per_prompt=1,
@@ -171,7 +171,8 @@ def encode_prompts(ckpt, prompts: tuple[str, ...], guidance_scale: float | None)
     encoders = tuple(type(v).__name__ for k, v in text.items() if k.startswith("text_encoder") and v is not None)
     # On the meta device (a memory plan) the tables keep their shapes as zeros: no value is ever read.
     tables = {k: torch.zeros(v.shape, dtype=v.dtype) if v.is_meta else v.detach().cpu() for k, v in tables.items()}
-    static = {k: torch.zeros(v.shape, dtype=v.dtype) if torch.is_tensor(v) and v.is_meta else v for k, v in static.items()}
+    static = {k: (torch.zeros(v.shape, dtype=v.dtype) if v.is_meta else v.detach().cpu()) if torch.is_tensor(v) else v
+              for k, v in static.items()}
     del pipe, text  # the encoders are not measured: release them now
     return Conditioning("text", len(p), scale, names=tuple(p), tables=tables, added=added, static=static,
                         guidance_default=source, encoders=encoders, embedded_guidance=embedded)
