@@ -91,12 +91,10 @@ def test_memory_check_can_be_switched_off(cli, tiny_pipeline, tmp_path, small_ma
     assert plan["available_bytes"] == 1 << 20 and plan["estimated_peak_bytes"] > plan["available_bytes"]
 
 
-# PixArt's T5 (transformers' masking utilities read the attention mask's values) cannot yet be encoded
-# on the meta device: planning a PixArt pipeline fails (issue 23's note)
-@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("family", ["sd", "sdxl", "pixart", "sd3", "flux"])
 def test_every_text_family_is_planned_on_the_meta_device(cli, family, tmp_path_factory):
     """The plan builds the pipeline on the meta device, text encoders included: no family's prompt
-    encoding may read a meta tensor's data (Flux's txt_ids did: exit 3 on flux-dev)."""
+    encoding may read a meta tensor's data (Flux's txt_ids did: exit 3 on flux-dev; PixArt's T5 mask too)."""
     from . import families
 
     model = families.build(family, tmp_path_factory.mktemp(family))

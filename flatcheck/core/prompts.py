@@ -150,8 +150,13 @@ def encode_prompts(ckpt, prompts: tuple[str, ...], guidance_scale: float | None)
         static = {"txt_ids": txt_ids.detach()}
     else:  # PixArt alpha / sigma: T5 with its attention mask
         length = pipeline_default(name, "max_sequence_length") or 120
-        pe, pm, ne, nm = pipe.encode_prompt(p, do_classifier_free_guidance=True, negative_prompt="", num_images_per_prompt=1,
-                                            device=dev, clean_caption=False, max_sequence_length=length)
+        if dev.type == "meta":  # a plan: transformers' T5 reads its attention mask's values, which meta has not
+            enc = pipe.text_encoder
+            pe = ne = torch.zeros(len(p), length, enc.config.d_model, dtype=enc.dtype, device="meta")
+            pm = nm = torch.zeros(len(p), length, dtype=torch.long, device="meta")
+        else:
+            pe, pm, ne, nm = pipe.encode_prompt(p, do_classifier_free_guidance=True, negative_prompt="", num_images_per_prompt=1,
+                                                device=dev, clean_caption=False, max_sequence_length=length)
         tables = {"encoder_hidden_states": torch.cat([pe, ne[:1]]), "encoder_attention_mask": torch.cat([pm, nm[:1]])}
         if ckpt.denoiser.config.get("sample_size") == 128:  # PixArt-alpha 1024 px: resolution micro-conditions
             h, w = image_size(ckpt)
