@@ -61,26 +61,14 @@ def _patches(spec: str) -> torch.Tensor:
 
 def _array_source(spec: str):
     """An .npy/.npz file's images as [N, C, H, W] at their own size and dtype (an .npy memory-mapped:
-    nothing read until a chunk is), and the map of their values to [-1, 1], decided on the whole array
-    as _from_array decides it."""
+    nothing read until a chunk is), and the map of their values to [-1, 1] (_to_unit_range)."""
     path = Path(spec).expanduser()
     if not path.exists():
         raise OptionError("data", f"'{spec}' does not exist (give an image folder, an .npy/.npz file, or one of: {', '.join(BUNDLED_DATA)})")
     if path.suffix not in (".npy", ".npz"):
         raise OptionError("data", f"'{spec}': unsupported file type '{path.suffix}' (use an image folder, .npy or .npz)")
     a = _nchw(_load_array(path, mmap=True), path)
-    if a.dtype == np.uint8 or (len(a) and float(a.max()) > 1.5):
-        mode = "0..255"
-    elif len(a) and float(a.min()) >= 0:
-        mode = "0..1"
-    else:
-        mode = "-1..1"
-
-    def convert(part: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.array(part, dtype=np.float32, copy=True))  # own, writable copy
-        x = x / 127.5 - 1 if mode == "0..255" else x * 2 - 1 if mode == "0..1" else x
-        return x[:, :3]
-
+    convert = _to_unit_range(a)
     return a, convert
 
 
@@ -112,15 +100,28 @@ def _nchw(a: np.ndarray, path: Path) -> np.ndarray:
     return a
 
 
+def _to_unit_range(a: np.ndarray):
+    """The map of an [N, C, H, W] array's parts to float32 [-1, 1] (3 channels at most), decided on the
+    whole array: uint8 or values over 1.5 are 0..255, non-negative ones 0..1, the rest -1..1 already."""
+    if a.dtype == np.uint8 or (len(a) and float(a.max()) > 1.5):
+        mode = "0..255"
+    elif len(a) and float(a.min()) >= 0:
+        mode = "0..1"
+    else:
+        mode = "-1..1"
+
+    def convert(part: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.array(part, dtype=np.float32, copy=True))  # own, writable copy
+        x = x / 127.5 - 1 if mode == "0..255" else x * 2 - 1 if mode == "0..1" else x
+        return x[:, :3]
+
+    return convert
+
+
 def _from_array(a: np.ndarray, path: Path) -> torch.Tensor:
     """uint8 or float array, NHWC / NCHW / NHW -> float [N, C, H, W] in [-1, 1]."""
     a = _nchw(a, path)
-    x = torch.from_numpy(np.array(a, dtype=np.float32, copy=True))  # own, writable copy
-    if a.dtype == np.uint8 or x.max() > 1.5:
-        x = x / 127.5 - 1
-    elif x.min() >= 0:
-        x = x * 2 - 1
-    return x[:, :3]
+    return _to_unit_range(a)(a)
 
 
 def _folder_files(path: Path, limit: int | None = None) -> list[Path]:
