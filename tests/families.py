@@ -39,6 +39,10 @@ import torch
 
 FAMILIES = ("class-unet", "learned-variance", "ldm", "sd", "sdxl", "pixart", "dit", "sd3", "flux")
 
+# Families with a fixture module of their own (tests/fixtures/<name>.py: NAME, PIPELINE, TRUTH, SAMPLE_SIZE,
+# DEFAULT_GUIDANCE, build, load, pipeline_images), registered at the end of this file (they import it).
+FIXTURES: dict = {}
+
 # Rectified-flow families (FlowMatchEulerDiscreteScheduler, velocity prediction).
 FLOW_FAMILIES = ("sd3", "flux")
 
@@ -562,6 +566,8 @@ def _build_pipeline(family: str):
 
 def build(family: str, root: Path) -> Path:
     """Build the tiny `family` pipeline and save it to `root / family` (safetensors only)."""
+    if family in FIXTURES:
+        return FIXTURES[family].build(root)
     _check_family(family)
     folder = Path(root) / family
     pipe = _build_pipeline(family)
@@ -580,6 +586,8 @@ def build(family: str, root: Path) -> Path:
 
 def load_pipeline(path: Path, family: str):
     """Load the pipeline saved by `build` (local files only), float32 on CPU, progress bars off."""
+    if family in FIXTURES:
+        return FIXTURES[family].load(path)
     import diffusers
 
     _check_family(family)
@@ -689,6 +697,10 @@ def pipeline_images(
       embedded guidance (one pass, no negative prompt; true_cfg_scale stays 1.0). max_sequence_length
       stays 512 (T5 runs on 512 tokens, fast at this size).
     """
+    if family in FIXTURES:
+        if class_labels is not None or scheduler is not None:
+            raise ValueError(f"family {family!r}: its fixture takes seeds, steps, guidance_scale and prompts")
+        return FIXTURES[family].pipeline_images(pipe, seeds=seeds, steps=steps, guidance_scale=guidance_scale, prompts=prompts)
     _check_family(family)
     seeds = [int(s) for s in seeds]
     n = len(seeds)
@@ -742,3 +754,16 @@ def pipeline_images(
     finally:
         pipe.scheduler = original_scheduler
     return _to_nchw(out.images)
+
+
+# -------------------------------------------------------------------------------------------- fixture modules
+def _fixture_modules() -> dict:
+    from .fixtures import auraflow, chroma, lumina2, sana  # noqa: F401 - the line below names those that run
+
+    return {m.NAME: m for m in ()}  # one entry per family: its module, once its family file exists
+
+
+FIXTURES.update(_fixture_modules())
+ALL_FAMILIES = FAMILIES + tuple(FIXTURES)
+PIPELINE_CLASS.update({name: m.PIPELINE for name, m in FIXTURES.items()})
+DEFAULT_GUIDANCE.update({name: m.DEFAULT_GUIDANCE for name, m in FIXTURES.items()})

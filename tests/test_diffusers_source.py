@@ -15,14 +15,14 @@ import pytest
 
 from flatcheck.core import class_facts
 from flatcheck.core import diffusers_source as source
-from flatcheck.core.network import NET_CALLS
+from flatcheck.families import supported_classes
 from flatcheck.errors import InputError
 
 from . import families
 
 SCHEDULERS = sorted(n for n, (key, _) in (source.exported_names() or {}).items() if key == "schedulers" and n.endswith("Scheduler"))
 PIPELINES = sorted(set(families.PIPELINE_CLASS.values()) | {"PixArtSigmaPipeline", "StableDiffusion3Pipeline"})
-MODELS = sorted(set(NET_CALLS) | {"AutoencoderKL", "VQModel", "UNet1DModel"})
+MODELS = sorted(set(supported_classes()) | {"AutoencoderKL", "VQModel", "UNet1DModel"})
 
 
 def signature_defaults(cls) -> dict:

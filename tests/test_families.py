@@ -211,9 +211,10 @@ def test_guidance_changes_samples_and_null_is_the_pipelines(family_dirs):
 
 
 def test_unsupported_denoiser_is_one_line(tmp_path, capsys):
-    """A denoiser class with no adapter (a 1-D UNet) is refused with exit 2 naming it, never a traceback;
-    a bare text-conditioned transformer folder says it needs its pipeline."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, UNet1DModel
+    """Audio (a 1-D UNet) and video (a 3-D UNet) denoisers are refused with exit 2 in one line naming the class,
+    before any weight loads, never a traceback; a bare text-conditioned transformer folder says it needs its
+    pipeline."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, UNet1DModel, UNet3DConditionModel
 
     torch.manual_seed(0)
     UNet1DModel(sample_size=16, in_channels=2, out_channels=2, block_out_channels=(8, 8, 8), extra_in_channels=16,
@@ -222,9 +223,16 @@ def test_unsupported_denoiser_is_one_line(tmp_path, capsys):
                 mid_block_type="UNetMidBlock1D").save_pretrained(tmp_path / "unet1d")
     assert run(["sharpness", str(tmp_path / "unet1d"), "--samples", "2"]) == 2
     line = _last_err_line(capsys)
-    assert "UNet1DModel is not supported yet" in line and "Traceback" not in line
+    assert "UNet1DModel is an audio denoiser" in line and "Traceback" not in line
     assert run(["info", str(tmp_path / "unet1d"), "--json", "-"]) == 0
-    assert json.loads(capsys.readouterr().out)["supported"].startswith("no: UNet1DModel")
+    assert json.loads(capsys.readouterr().out)["supported"].startswith("no: UNet1DModel is an audio denoiser")
+    torch.manual_seed(0)
+    UNet3DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 8), layers_per_block=1,
+                         down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+                         norm_num_groups=4, cross_attention_dim=8, attention_head_dim=4).save_pretrained(tmp_path / "unet3d")
+    assert run(["sharpness", str(tmp_path / "unet3d"), "--samples", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("flatcheck: error: UNet3DConditionModel is a video denoiser"), err
     SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
                           joint_attention_dim=16, caption_projection_dim=16, pooled_projection_dim=16,
                           out_channels=4).save_pretrained(tmp_path / "sd3")

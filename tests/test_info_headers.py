@@ -22,7 +22,7 @@ from benchmarks.gpu_families import FAMILIES
 from benchmarks.realsize_build import stored_tensors, write_header_only, write_sharded
 from flatcheck.core.checkpoint import bundled_models, load
 from flatcheck.core.info import describe_checkpoint, dtype_label
-from flatcheck.core.network import NET_CALLS
+from flatcheck.families import family_of
 from flatcheck.results import document
 
 from .conftest import make_unet
@@ -164,20 +164,21 @@ def test_a_class_flatcheck_does_not_run_is_counted_without_its_buffers(tmp_path,
     code, out, err = cli("info", tmp_path / "unet1d", "--json", "-")
     assert code == 0, err
     info = json.loads(out)
-    loaded = load(str(tmp_path / "unet1d"))
+    loaded = load(str(tmp_path / "unet1d"), runnable=False)  # an audio UNet: described, not run
     assert info["parameters"] == loaded.num_parameters < sum(t.numel() for t in stored.values())  # its kernels are buffers
     assert info == document("info", describe_checkpoint(loaded))
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_declared_stored_buffers_are_the_classes_own(family):
-    """NetCall.stored_buffers, which info subtracts from header counts, against each class built on the
+    """Family.stored_buffers, which info subtracts from header counts, against each class built on the
     meta device from its published config: exactly the persistent buffers it saves."""
     spec = FAMILIES[family]
     module = on_meta(spec["cls"], spec["config"])
     buffers = set(module.state_dict()) - {n for n, _ in module.named_parameters()}
-    assert buffers == set(NET_CALLS[spec["cls"]].stored_buffers) & set(module.state_dict())
-    assert buffers <= set(NET_CALLS[spec["cls"]].stored_buffers)
+    declared = set(family_of(spec["cls"], module.config).stored_buffers)
+    assert buffers == declared & set(module.state_dict())
+    assert buffers <= declared
 
 
 def test_sparse_header_only_files_are_valid_safetensors(tmp_path):

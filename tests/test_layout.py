@@ -99,3 +99,46 @@ def test_help_does_not_import_torch():
             "sys.stderr.write('torch' if 'torch' in sys.modules else 'no torch')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stderr.strip().endswith("no torch"), proc.stderr[-500:]
+
+
+def _diffusers_class_names() -> set[str]:
+    """Every denoiser and pipeline class diffusers exports (from its lazy import table: no torch needed)."""
+    from flatcheck.core import diffusers_source as source
+
+    names = source.exported_names() or {}
+    return {n for n in names if n.endswith("Pipeline") and n != "DiffusionPipeline"} | \
+        {n for n in names if n.startswith(("UNet", "I2VGenXLUNet")) or (n.endswith("Model") and "Transformer" in n)}
+
+
+def _named_classes(path: Path, classes: set[str]) -> set[str]:
+    """Class names a module spells as a string or an identifier (docstrings and comments are prose: they may)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            found |= {c for c in classes if c in node.value}
+        elif isinstance(node, ast.Name) and node.id in classes:
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute) and node.attr in classes:
+            found.add(node.attr)
+    return found
+
+
+def test_no_module_outside_the_families_wing_names_a_denoiser_or_pipeline_class():
+    """A family's knowledge lives in its file (flatcheck/families/); the engine and the measures ask it."""
+    classes = _diffusers_class_names()
+    assert {"UNet2DConditionModel", "FluxTransformer2DModel", "StableDiffusionPipeline", "WanTransformer3DModel"} <= classes
+    wing = PACKAGE / "families"
+    bad = {str(p.relative_to(PACKAGE)): sorted(found) for p in PACKAGE.rglob("*.py")
+           if wing not in p.parents and (found := _named_classes(p, classes))}
+    assert not bad, bad
+
+
+def test_the_layout_check_sees_a_class_name(tmp_path):
+    """The check above can fail: a string naming a class is found, a docstring naming it is not."""
+    module = tmp_path / "m.py"
+    module.write_text('"""Flux and FluxTransformer2DModel in prose."""\nx = "FluxPipeline"\n')
+    assert _named_classes(module, {"FluxPipeline", "FluxTransformer2DModel"}) == {"FluxPipeline"}

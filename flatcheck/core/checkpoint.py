@@ -431,9 +431,12 @@ def load(
     dtype: torch.dtype | None = None,
     device: torch.device | str = "cpu",
     allow_pickle: bool = False,
+    runnable: bool = True,
 ) -> Checkpoint:
     """Resolve, check and load MODEL's denoiser (+ VAE) and noise schedule; dtype: float32 unless given.
 
+    runnable: a denoiser that no family serves (flatcheck.families: a video or audio model, a class not
+    supported yet) is refused in one line before any weight is read; False loads it anyway (to describe it).
     device "meta": the modules are built from their configs on the meta device and no weights are read
     (what a memory plan traces: flatcheck.plan)."""
     import torch
@@ -441,6 +444,11 @@ def load(
     from . import memory
 
     found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle)
+    if runnable:
+        from ..families import family_of
+        from .class_facts import config_with_defaults
+
+        family_of(found.denoiser.class_name, config_with_defaults(found.denoiser.class_name, found.denoiser.config))
     dtype = dtype or torch.float32
     meta = torch.device(device).type == "meta"
     if not meta:

@@ -6,13 +6,14 @@ Every measure talks to a `Denoiser`:
     loss(x0, t, noise, cond) the training loss (MSE on the model's own target)
     encode(images) / decode(latents)   identity for pixel models
 
-Networks are called by keyword, per class (NET_CALLS); conditions travel as condition ids
-(core.conditioning) and become the network's keyword arguments at the call.
+What a network is and how it is called comes from its family (flatcheck.families: one file per family);
+conditions travel as condition ids (core.conditioning) and become the network's keyword arguments at the
+call.
 
 Conventions (DDPM): x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps with a_t = alphas_cumprod[t];
 v = sqrt(a_t) eps - sqrt(1 - a_t) x0. Flow matching (a FlowMatch* scheduler): x_t = (1 - sigma) x0 +
 sigma eps with sigma = t / T, and the network predicts the velocity eps - x0. Shapes: x is
-[B, C, H, W] (Flux's packed tokens are packed and unpacked inside the call); t is a number or [B],
+[B, C, H, W] (a family whose network takes tokens packs and unpacks them inside the call); t is a number or [B],
 long or float (fractional timesteps are never rounded).
 
 The fast path (core.fastpath: mixed precision, channels_last, torch.compile) lives in `_call`: it
@@ -27,15 +28,11 @@ from . import fastpath
 from .checkpoint import Checkpoint
 from .conditioning import NULL, ConditionOptions, Conditioning
 from .fastpath import FastPath
-# What a network is (its call, conditioning, sample shape) is read from its class name and config alone
-# (core.network, torch-free, shared with `flatcheck info`); re-exported here where the engine imports it.
-from .network import NET_CALLS, ModelInfo, NetCall, default_sample_size_of, describe_network, is_flow_matching_class, net_call  # noqa: F401
 from ..errors import InputError
+from ..families import FLOW, PREDICTION_TYPES, Family, ModelInfo, NetCall, family_of_network  # noqa: F401 - NetCall: for modules built in Python
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 # Pixels per autoencoder call (encode and decode): 4 images at 512 x 512, 1 at 1024 x 1024.
 VAE_PIXELS_PER_CALL = 2**20
-FLOW = "flow"  # flow matching: x_t = (1 - sigma) x0 + sigma eps, the network predicts v = eps - x0
 
 
 class Denoiser:
@@ -47,27 +44,24 @@ class Denoiser:
         self.scheduler = scheduler
         self.vae = vae
         cfg = scheduler.config
-        self.call = net_call(net)
+        self.family: Family = family_of_network(net)
         self.num_train_timesteps = int(cfg.num_train_timesteps)
-        self.flow = is_flow_matching(scheduler)
+        self.prediction_type = self.family.prediction(type(scheduler).__name__, cfg)
+        self.flow = self.prediction_type == FLOW
         self.training_shift = None  # flow matching: the shift of the training timestep density (probes.flow_timesteps)
         if self.flow:
-            self.prediction_type = FLOW
             self.alphas_cumprod = None
-            self.training_shift = 1.0 if cfg.get("use_dynamic_shifting") else float(cfg.get("shift", 1.0))
+            self.training_shift = 1.0 if cfg.get("use_dynamic_shifting") else float(cfg.get("shift", cfg.get("flow_shift", 1.0)))
         else:
-            self.prediction_type = cfg.get("prediction_type", "epsilon")
             if self.prediction_type not in PREDICTION_TYPES:
                 raise InputError(f"unsupported prediction_type '{self.prediction_type}' (supported: {', '.join(PREDICTION_TYPES)})")
             if not hasattr(scheduler, "alphas_cumprod"):
                 raise InputError(f"{type(scheduler).__name__} has no alphas_cumprod: neither a DDPM-family nor a flow-matching schedule")
             self.alphas_cumprod = scheduler.alphas_cumprod.detach().to(torch.float64).cpu()
-        self.info = describe_network(net, vae is not None, sample_size)
+        self.info = self.family.describe(net.config, vae is not None, sample_size)
         if 0 in self.info.sample_shape:
             raise InputError(f"{type(net).__name__}'s config has no sample_size: give the input size with --sample-size")
-        vcfg = vae.config if vae is not None else {}
-        self.vae_scale = float(vcfg.get("scaling_factor", 1.0) or 1.0) if vae is not None else 1.0
-        self.vae_shift = float(vcfg.get("shift_factor", 0.0) or 0.0) if vae is not None else 0.0
+        self.vae_scale, self.vae_shift = self.family.latent_scale_shift(vae.config) if vae is not None else (1.0, 0.0)
         self.conditioning = conditioning
         if self.info.conditioning != "none" and conditioning is None:
             raise InputError(f"{type(net).__name__} is {self.info.conditioning}-conditioned: it needs its conditions "
@@ -93,10 +87,10 @@ class Denoiser:
         the pipeline's own text encoders (which are then released)."""
         from .condition_setup import build_conditioning
 
-        net_call(ckpt.denoiser)  # an unsupported class is refused before any encoder loads
+        family = family_of_network(ckpt.denoiser)  # an unsupported class is refused before any encoder loads
         conditions = conditions or ConditionOptions()
         size = conditions.sample_size or default_sample_size(ckpt)
-        info = describe_network(ckpt.denoiser, ckpt.vae is not None, size)
+        info = family.describe(ckpt.denoiser.config, ckpt.vae is not None, size)
         return cls(ckpt.denoiser, ckpt.scheduler, ckpt.vae, build_conditioning(ckpt, info, conditions), sample_size=size)
 
     # -- basics
@@ -170,27 +164,22 @@ class Denoiser:
         both = self._call(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([ids, torch.full_like(ids, NULL)]))
         on, off = both.chunk(2)
         k = x_t.shape[1]
-        mean = off[:, :k] + c.guidance_scale * (on[:, :k] - off[:, :k])
+        mean = self.family.combine_guidance(on[:, :k], off[:, :k], c.guidance_scale)
         return torch.cat([mean, on[:, k:]], 1) if on.shape[1] > k else mean
 
     def _call(self, x_t: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
-        if self.call.timestep_scale != 1.0:
-            t = t.float() * self.call.timestep_scale
-        x_in = pack_latents(x_t) if self.call.packed else x_t
+        conditions = self.conditioning.kwargs(cond, x_t.device, x_t.dtype) if self.conditioning is not None else {}
+        kwargs = self.family.call_kwargs(self.net, x_t, t, conditions)
+        x_in = kwargs[self.family.input_name]
         if self.fast.channels_last and x_in.ndim == 4:
-            x_in = x_in.contiguous(memory_format=torch.channels_last)
-        kwargs = {self.call.sample: x_in, "timestep": t}
-        if self.call.packed:
-            kwargs["img_ids"] = image_ids(x_t.shape[-2] // 2, x_t.shape[-1] // 2, x_t.device, x_t.dtype)
-        if self.conditioning is not None:
-            kwargs.update(self.conditioning.kwargs(cond, x_t.device, x_t.dtype))
+            kwargs[self.family.input_name] = x_in.contiguous(memory_format=torch.channels_last)
         with fastpath.autocast(self.fast, x_t.device):
             out = self._forward(kwargs)
         if self.fast.autocast_dtype is not None:
             out = out.to(x_t.dtype)  # what callers compute with it (losses, HVPs, sampler steps) stays in float32
         if self.fast.channels_last:
             out = out.contiguous()  # callers see the usual layout (flat views, sample hashes)
-        return unpack_latents(out, *x_t.shape[-2:]) if self.call.packed else out
+        return self.family.output(out, x_t)
 
     def _forward(self, kwargs: dict) -> torch.Tensor:
         """The network's first output: compiled when asked, there are no gradients to take (torch.compile
@@ -294,9 +283,7 @@ class Denoiser:
             return images
         parts = []
         for part in images.split(self.vae_slice(images.shape[-2] * images.shape[-1])):
-            enc = self.vae.encode(part.to(self.vae.dtype))
-            lat = enc.latent_dist.mean if hasattr(enc, "latent_dist") else enc.latents
-            parts.append(((lat - self.vae_shift) * self.vae_scale).contiguous())
+            parts.append(self.family.latent_from_encoder(self.vae, part).contiguous())
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @torch.no_grad()
@@ -328,7 +315,7 @@ class Denoiser:
 
     @property
     def vae_factor(self) -> int:
-        return 2 ** (len(self.vae.config.get("block_out_channels", (0,))) - 1) if self.vae is not None else 1
+        return self.family.vae_factor(self.vae.config) if self.vae is not None else 1
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents -> images, in slices of `vae_slice` images (as diffusers' enable_slicing, sized by pixels)."""
@@ -339,38 +326,9 @@ class Denoiser:
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         # contiguous: a channels_last VAE (core.fastpath) hands back NHWC-strided images
-        return self.vae.decode(z.to(self.vae.dtype) / self.vae_scale + self.vae_shift).sample.contiguous()
-
-
-# ----------------------------------------------------------------------------- flow matching helpers
-def is_flow_matching(scheduler) -> bool:
-    """diffusers' flow-matching schedulers (FlowMatchEulerDiscreteScheduler, FlowMatchHeun...)."""
-    return is_flow_matching_class(type(scheduler).__name__)
+        return self.family.latent_to_decoder(self.vae, z).contiguous()
 
 
 def default_sample_size(ckpt) -> int | None:
-    """The loaded denoiser's default input side (core.network.default_sample_size_of)."""
-    net = ckpt.denoiser
-    return default_sample_size_of(type(net).__name__, net.config, getattr(net, "flatcheck_call", None))
-
-
-def pack_latents(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] -> [B, (H/2)(W/2), 4C]: Flux's tokens, 2x2 patches in (c, dy, dx) order."""
-    b, c, h, w = x.shape
-    x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b, (h // 2) * (w // 2), c * 4)
-
-
-def unpack_latents(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """The inverse of pack_latents."""
-    b, _, d = x.shape
-    x = x.view(b, h // 2, w // 2, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(b, d // 4, h, w)
-
-
-def image_ids(h: int, w: int, device, dtype) -> torch.Tensor:
-    """Flux's [h*w, 3] position ids of the packed tokens: (0, row, column)."""
-    ids = torch.zeros(h, w, 3)
-    ids[..., 1] = torch.arange(h)[:, None]
-    ids[..., 2] = torch.arange(w)[None, :]
-    return ids.reshape(h * w, 3).to(device, dtype)
+    """The loaded denoiser's default input side when its config has none (its family's pipeline default)."""
+    return family_of_network(ckpt.denoiser).default_sample_size(ckpt.denoiser.config)

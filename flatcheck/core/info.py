@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Collection, Iterable, Mapping
 
 from ..errors import InputError
-from .network import NET_CALLS, NetCall, call_of, default_sample_size_of, describe_config, is_flow_matching_class
+from ..families import Family, NetCall, family_of
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint, Part, TensorEntry, WeightFile
@@ -76,7 +76,7 @@ class CheckpointFacts:
     root: Path
     pipeline_class: str | None
     denoiser: ModelConfig
-    own_call: NetCall | None  # a network built in Python may declare its call (core.network.call_of)
+    own_call: NetCall | None  # a network built in Python may declare its call (flatcheck.families.NetCall)
     parameters: int
     dtype: str
     vae: ModelConfig | None
@@ -91,23 +91,24 @@ def describe(f: CheckpointFacts) -> CheckpointInfo:
     from .class_facts import call_default
 
     name, cfg = f.denoiser.class_name, f.denoiser.config
-    flow = is_flow_matching_class(f.scheduler.class_name)
-    try:
-        call_of(name, f.own_call)
-        size = default_sample_size_of(name, cfg, f.own_call)
-        supported = "yes" if flow or f.has_alphas_cumprod else \
-            f"no: {f.scheduler.class_name} is neither a DDPM-family nor a flow-matching noise schedule"
-    except InputError as exc:
-        size, supported = None, f"no: {exc}"
-    model = describe_config(name, cfg, f.vae is not None, size, f.own_call)
     sched = f.scheduler.config
+    try:
+        family = family_of(name, cfg, f.own_call)
+    except InputError as exc:
+        family, size, supported = Family(), None, f"no: {exc}"  # described as a plain network, from its config
+    else:
+        size = family.default_sample_size(cfg)
+        supported = "yes" if family.prediction(f.scheduler.class_name, sched) == "flow" or f.has_alphas_cumprod else \
+            f"no: {f.scheduler.class_name} is neither a DDPM-family nor a flow-matching noise schedule"
+    prediction = family.prediction(f.scheduler.class_name, sched)
+    model = family.describe(cfg, f.vae is not None, size)
     if model.conditioning == "text" or model.null_label is not None:
         guidance = call_default(f.pipeline_class, "guidance_scale")
     else:
         guidance = None
     c, h, w = model.sample_shape
     if f.vae is not None:
-        factor = 2 ** (len(f.vae.config.get("block_out_channels", (0,))) - 1)
+        factor = family.vae_factor(f.vae.config)
         image = [f.vae.config.get("in_channels", 3), h * factor, w * factor]
     else:
         image = [c, h, w]
@@ -126,7 +127,7 @@ def describe(f: CheckpointFacts) -> CheckpointInfo:
         scheduler_class=f.scheduler.class_name,
         num_train_timesteps=int(sched["num_train_timesteps"]),
         beta_schedule=sched.get("beta_schedule"),
-        prediction_type="flow" if flow else sched.get("prediction_type", "epsilon"),
+        prediction_type=prediction,
         scheduler_origin=f.scheduler_origin,
         vae_class=f.vae.class_name if f.vae is not None else None,
         image_shape=image,
@@ -239,15 +240,16 @@ def count_parameters(tables: Iterable[Mapping[str, TensorEntry]], buffers: Colle
 
 def stored_buffers(class_name: str, config: Mapping) -> Collection[str]:
     """State-dict names of the persistent buffers a network of this class saves beside its parameters."""
-    if class_name in NET_CALLS:
-        return NET_CALLS[class_name].stored_buffers
-    return meta_buffers(class_name, config)
+    try:
+        return family_of(class_name, config).stored_buffers
+    except InputError:
+        return meta_buffers(class_name, config)
 
 
 def meta_buffers(class_name: str, config: Mapping) -> set[str]:
     """For a class flatcheck does not run, which of its saved tensors are buffers is known only to the
     class itself: built on the meta device (no memory for weights), it tells. This imports torch and
-    diffusers, which is why the classes flatcheck runs declare theirs (core.network.NetCall.stored_buffers)."""
+    diffusers, which is why the families flatcheck runs declare theirs (flatcheck.families: Family.stored_buffers)."""
     import torch
 
     from .class_facts import diffusers_class

@@ -6,14 +6,8 @@ no remote code), the prompts and the null prompt are encoded once with the pipel
 `encode_prompt` (so SDXL's zeroed null prompt, CLIP skip defaults, T5 masks... are exactly the
 pipeline's), and the encoders are released: they are not part of what flatcheck measures.
 
-Supported pipelines and what their denoiser takes besides x_t and t:
-  StableDiffusionPipeline (1.x/2.x)  encoder_hidden_states
-  StableDiffusionXLPipeline          encoder_hidden_states, added_cond_kwargs {text_embeds, time_ids}
-  PixArtAlphaPipeline / PixArtSigma  encoder_hidden_states, encoder_attention_mask,
-                                     added_cond_kwargs {resolution, aspect_ratio} (None below 1024 px)
-  StableDiffusion3Pipeline           encoder_hidden_states (CLIP x2 [+ T5]), pooled_projections
-  FluxPipeline                       encoder_hidden_states (T5), pooled_projections (CLIP), txt_ids, and
-                                     the guidance scale as an input (guidance-distilled: no CFG pass)
+Which pipelines encode prompts, and what their denoiser takes besides x_t and t, is each family's
+(flatcheck.families: `Family.pipelines` and `Family.encode_prompts`).
 """
 
 from __future__ import annotations
@@ -23,10 +17,8 @@ import inspect
 import torch
 
 from ..errors import InputError
+from ..families import family_of_network
 from .conditioning import Conditioning, pipeline_default
-
-PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "PixArtAlphaPipeline", "PixArtSigmaPipeline",
-             "StableDiffusion3Pipeline", "FluxPipeline")
 
 
 def load_text_components(ckpt) -> dict:
@@ -89,14 +81,14 @@ def _on_meta(ckpt) -> bool:
     return next(ckpt.denoiser.parameters()).device.type == "meta"
 
 
-def _pipeline(ckpt, text: dict):
+def _pipeline(ckpt, text: dict, pipelines: tuple[str, ...]):
     """The checkpoint's pipeline object around the already loaded parts (nothing else is loaded)."""
     import diffusers
 
     cls = getattr(diffusers, ckpt.pipeline_class or "", None)
-    if ckpt.pipeline_class not in PIPELINES or cls is None:
-        raise InputError(f"text conditioning of {ckpt.pipeline_class or 'a bare ' + ckpt.denoiser_class} is not supported yet "
-                         f"(supported: {', '.join(PIPELINES)})")
+    if ckpt.pipeline_class not in pipelines or cls is None:
+        raise InputError(f"text conditioning of {ckpt.denoiser_class} in a {ckpt.pipeline_class or 'bare folder'} is not supported yet "
+                         f"(supported: {', '.join(pipelines)})")
     params = inspect.signature(cls.__init__).parameters
     parts = {ckpt.denoiser_component: ckpt.denoiser, "scheduler": ckpt.scheduler, **text}
     if "vae" in params:
@@ -118,61 +110,15 @@ def encode_prompts(ckpt, prompts: tuple[str, ...], guidance_scale: float | None)
     text = load_text_components(ckpt)
     if not any(k.startswith("text_encoder") and v is not None for k, v in text.items()):
         raise InputError(f"{ckpt.pipeline_class} in '{ckpt.root}' ships no text encoder: prompts cannot be encoded")
-    pipe = _pipeline(ckpt, text)
-    dev = ckpt.denoiser.device
+    family = family_of_network(ckpt.denoiser)
+    pipe = _pipeline(ckpt, text, family.pipelines)
     name = ckpt.pipeline_class
-    tables: dict[str, torch.Tensor] = {}
-    added: tuple[str, ...] = ()
-    static: dict = {}
     p = list(prompts)
-    if name == "StableDiffusionPipeline":
-        pe, ne = pipe.encode_prompt(p, dev, 1, True, negative_prompt=None)
-        tables["encoder_hidden_states"] = torch.cat([pe, ne[:1]])
-    elif name == "StableDiffusionXLPipeline":
-        pe, ne, pp, npp = pipe.encode_prompt(prompt=p, device=dev, num_images_per_prompt=1, do_classifier_free_guidance=True)
-        size = image_size(ckpt)
-        proj = pipe.text_encoder_2.config.projection_dim if pipe.text_encoder_2 is not None else int(pp.shape[-1])
-        ids = pipe._get_add_time_ids(size, (0, 0), size, dtype=pe.dtype, text_encoder_projection_dim=proj)
-        tables = {"encoder_hidden_states": torch.cat([pe, ne[:1]]), "text_embeds": torch.cat([pp, npp[:1]]),
-                  "time_ids": ids.repeat(len(p) + 1, 1)}
-        added = ("text_embeds", "time_ids")
-    elif name == "StableDiffusion3Pipeline":
-        length = pipeline_default(name, "max_sequence_length") or 256
-        pe, ne, pp, npp = pipe.encode_prompt(prompt=p, prompt_2=None, prompt_3=None, device=dev, num_images_per_prompt=1,
-                                             do_classifier_free_guidance=True, negative_prompt=None, max_sequence_length=length)
-        tables = {"encoder_hidden_states": torch.cat([pe, ne[:1]]), "pooled_projections": torch.cat([pp, npp[:1]])}
-    elif name == "FluxPipeline":
-        length = pipeline_default(name, "max_sequence_length") or 512
-        pe, pp, txt_ids = pipe.encode_prompt(prompt=p, prompt_2=None, device=dev, num_images_per_prompt=1, max_sequence_length=length)
-        # No null row is ever read (no CFG pass); a zero row keeps the table's layout uniform.
-        tables = {"encoder_hidden_states": torch.cat([pe, torch.zeros_like(pe[:1])]),
-                  "pooled_projections": torch.cat([pp, torch.zeros_like(pp[:1])])}
-        static = {"txt_ids": txt_ids.detach()}
-    else:  # PixArt alpha / sigma: T5 with its attention mask
-        length = pipeline_default(name, "max_sequence_length") or 120
-        if dev.type == "meta":  # a plan: transformers' T5 reads its attention mask's values, which meta has not
-            enc = pipe.text_encoder
-            pe = ne = torch.zeros(len(p), length, enc.config.d_model, dtype=enc.dtype, device="meta")
-            pm = nm = torch.zeros(len(p), length, dtype=torch.long, device="meta")
-        else:
-            pe, pm, ne, nm = pipe.encode_prompt(p, do_classifier_free_guidance=True, negative_prompt="", num_images_per_prompt=1,
-                                                device=dev, clean_caption=False, max_sequence_length=length)
-        tables = {"encoder_hidden_states": torch.cat([pe, ne[:1]]), "encoder_attention_mask": torch.cat([pm, nm[:1]])}
-        if ckpt.denoiser.config.get("sample_size") == 128:  # PixArt-alpha 1024 px: resolution micro-conditions
-            h, w = image_size(ckpt)
-            tables["resolution"] = torch.tensor([[h, w]], dtype=pe.dtype).repeat(len(p) + 1, 1)
-            tables["aspect_ratio"] = torch.tensor([[h / w]], dtype=pe.dtype).repeat(len(p) + 1, 1)
-            added = ("resolution", "aspect_ratio")
-        else:
-            static = {"added_cond_kwargs": {"resolution": None, "aspect_ratio": None}}
-    if guidance_scale is None:
-        default = pipeline_default(name, "guidance_scale")
-        scale, source = (float(default), f"{name}'s default") if default is not None else (1.0, "none: the pipeline has no default")
-    else:
-        scale, source = float(guidance_scale), "--guidance-scale"
-    embedded = name == "FluxPipeline" and bool(ckpt.denoiser.config.get("guidance_embeds"))
-    if name == "FluxPipeline" and not embedded:  # FLUX.1-schnell: no guidance input, and no CFG pass either
-        scale, source = 1.0, "none: the transformer has no guidance embedding"
+    encoded = family.encode_prompts(pipe, name, p, ckpt.denoiser.device, ckpt)
+    tables, added, static = encoded.tables, encoded.added, encoded.static
+    default = pipeline_default(name, "guidance_scale") if guidance_scale is None else None
+    guidance = family.guidance(name, ckpt.denoiser.config, guidance_scale, default)
+    scale, source, embedded = guidance.scale, guidance.source, guidance.embedded
     encoders = tuple(type(v).__name__ for k, v in text.items() if k.startswith("text_encoder") and v is not None)
     # On the meta device (a memory plan) the tables keep their shapes as zeros: no value is ever read.
     tables = {k: torch.zeros(v.shape, dtype=v.dtype) if v.is_meta else v.detach().cpu() for k, v in tables.items()}
@@ -182,10 +128,3 @@ def encode_prompts(ckpt, prompts: tuple[str, ...], guidance_scale: float | None)
     return Conditioning("text", len(p), scale, names=tuple(p), tables=tables, added=added, static=static,
                         guidance_default=source, encoders=encoders, embedded_guidance=embedded)
 
-
-def image_size(ckpt) -> tuple[int, int]:
-    """Pixel height and width of the pipeline's default image (latent size x the autoencoder's factor)."""
-    size = ckpt.denoiser.config.get("sample_size") or 0
-    h, w = (size, size) if not isinstance(size, (list, tuple)) else tuple(size)
-    factor = 2 ** (len(ckpt.vae.config.block_out_channels) - 1) if ckpt.vae is not None else 1
-    return int(h * factor), int(w * factor)

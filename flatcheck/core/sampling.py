@@ -37,7 +37,7 @@ SAMPLERS: dict[str, tuple[str, dict]] = {
 _TRAINING_ONLY = ("variance_type",)
 
 
-# Flow-matching models (SD3, Flux) take flow samplers; "ddim", the default, means the checkpoint's own.
+# Flow-matching models take flow samplers; "ddim", the default, means the checkpoint's own.
 FLOW_SAMPLERS: dict[str, str] = {"euler": "FlowMatchEulerDiscreteScheduler", "heun": "FlowMatchHeunDiscreteScheduler"}
 
 
@@ -48,11 +48,11 @@ def make_sampler(training_scheduler, name: str | None = None):
     """
     import diffusers
 
-    from .denoiser import is_flow_matching
+    from ..families import is_flow_scheduler
 
     config = dict(training_scheduler.config)
     key = check_sampler_name(name)
-    if is_flow_matching(training_scheduler) and key != "checkpoint":
+    if is_flow_scheduler(type(training_scheduler).__name__, config) and key != "checkpoint":
         if key == "ddim":  # the default sampler: a flow model's default is its own flow sampler
             key = "checkpoint"
         elif key not in FLOW_SAMPLERS:
@@ -206,38 +206,12 @@ def timestep_value(t) -> int | float:
 
 
 def set_timesteps(scheduler, steps: int, denoiser: Denoiser | None = None) -> None:
-    """scheduler.set_timesteps as the pipelines call it: flow-matching schedulers get Flux's sigmas
-    linspace(1, 1/steps, steps) (Flux) and, with dynamic shifting, the resolution shift mu of SD3/Flux."""
-    from .denoiser import is_flow_matching
-
-    if denoiser is None or not is_flow_matching(scheduler):
+    """scheduler.set_timesteps as the pipelines call it: a flow-matching model's family sets its sigmas and
+    shift (flatcheck.families: SD3's and Flux's resolution shift mu, Flux's sigmas)."""
+    if denoiser is None or not denoiser.flow:
         scheduler.set_timesteps(steps)
         return
-    import numpy as np
-
-    kwargs = {}
-    c, h, w = denoiser.sample_shape
-    if denoiser.call.packed:  # FluxPipeline: explicit sigmas, sequence length of the packed tokens
-        kwargs["sigmas"] = np.linspace(1.0, 1 / steps, steps)
-        seq = (h // 2) * (w // 2)
-    else:  # SD3: tokens of the transformer's patches
-        p = denoiser.net.config.get("patch_size", 1) or 1
-        seq = (h // p) * (w // p)
-    cfg = scheduler.config
-    if cfg.get("use_dynamic_shifting"):
-        kwargs["mu"] = flow_shift_mu(seq, cfg)
-    if "sigmas" in kwargs:
-        scheduler.set_timesteps(sigmas=kwargs.pop("sigmas"), **kwargs)
-    else:
-        scheduler.set_timesteps(steps, **kwargs)
-
-
-def flow_shift_mu(seq_len: int, cfg) -> float:
-    """The pipelines' calculate_shift: mu linear in the image's token count between two anchors."""
-    base_len, max_len = cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096)
-    base_shift, max_shift = cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15)
-    m = (max_shift - base_shift) / (max_len - base_len)
-    return seq_len * m + (base_shift - m * base_len)
+    denoiser.family.set_timesteps(scheduler, steps, denoiser.sample_shape, denoiser.net.config)
 
 
 def timesteps_for(scheduler, steps: int, denoiser: Denoiser | None = None) -> list[int | float]:

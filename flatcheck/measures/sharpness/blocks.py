@@ -8,12 +8,14 @@ family so that breakdowns compare across checkpoints:
     up     the decoder (up_blocks)
     io     the stem: first convolution / patch embedding, output norm and projection
     blocks transformer blocks (DiT-style models have no down/mid/up)
-Anything unknown keeps its own top-level module name, so no parameter is ever dropped.
+A family adds its own names (flatcheck.families: Family.blocks). Anything unknown keeps its own top-level
+module name, so no parameter is ever dropped.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 
@@ -27,8 +29,6 @@ _GROUP_OF = {
     "class_embedding": "embed",
     "add_embedding": "embed",
     "encoder_hid_proj": "embed",
-    "time_text_embed": "embed",
-    "adaln_single": "embed",
     "emb": "embed",
     "conv_in": "io",
     "conv_norm_out": "io",
@@ -42,7 +42,6 @@ _GROUP_OF = {
     "proj_out_2": "io",
     "proj_in": "io",
     "transformer_blocks": "blocks",
-    "single_transformer_blocks": "blocks",
 }
 GROUP_ORDER = ("embed", "io", "down", "mid", "up", "blocks")
 
@@ -54,16 +53,17 @@ class ParamGroup:
     numel: int
 
 
-def group_name(param_name: str) -> str:
+def group_name(param_name: str, family_blocks: Mapping[str, str] | None = None) -> str:
     head = param_name.split(".", 1)[0]
-    return _GROUP_OF.get(head, head)
+    return (family_blocks or {}).get(head) or _GROUP_OF.get(head, head)
 
 
-def parameter_groups(named_params: list[tuple[str, torch.Tensor]]) -> list[ParamGroup]:
-    """Top-level blocks over a list of (name, parameter), in GROUP_ORDER then first appearance."""
+def parameter_groups(named_params: list[tuple[str, torch.Tensor]], family_blocks: Mapping[str, str] | None = None) -> list[ParamGroup]:
+    """Top-level blocks over a list of (name, parameter), in GROUP_ORDER then first appearance; family_blocks:
+    the model family's own names (Family.blocks)."""
     members: dict[str, list[int]] = {}
     for i, (name, _) in enumerate(named_params):
-        members.setdefault(group_name(name), []).append(i)
+        members.setdefault(group_name(name, family_blocks), []).append(i)
     rank = {g: k for k, g in enumerate(GROUP_ORDER)}
     names = sorted(members, key=lambda g: (rank.get(g, len(rank)), list(members).index(g)))
     return [

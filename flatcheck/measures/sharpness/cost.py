@@ -15,6 +15,7 @@ own gradient/HVP buffers are counted by the call's trace):
 from __future__ import annotations
 
 from ...core.params import measured_parameters
+from ...families import family_of_network
 from ...core.work import RunShape, Work
 from .blocks import parameter_groups
 from .config import SharpnessConfig
@@ -22,7 +23,7 @@ from .config import SharpnessConfig
 
 def work(config: SharpnessConfig, run: RunShape, net) -> list[Work]:
     c = config
-    blocks = len(parameter_groups(measured_parameters(net, c.params)))
+    blocks = len(parameter_groups(measured_parameters(net, c.params), family_of_network(net).blocks))
     p = run.probes
     b = min(c.batch_size, p)
     out = [Work("sharpness: losses at theta", forwards=p, batch=b, vectors=1)]

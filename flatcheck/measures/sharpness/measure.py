@@ -148,7 +148,7 @@ class _Context:
     def __init__(self, denoiser: Denoiser, bank: ProbeBank, config: SharpnessConfig, progress: Progress, named):
         self.denoiser, self.bank, self.config, self.progress = denoiser, bank, config, progress
         self.params = [p for _, p in named]
-        self.groups = parameter_groups(named)
+        self.groups = parameter_groups(named, denoiser.family.blocks)
         self.space = ParamSpace(self.params)
         self.vdtype = self.space.dtype
         self.theta0 = self.space.read()
