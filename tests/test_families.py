@@ -32,14 +32,17 @@ TRUTH = {
     "dit": ("latent", "class", True, 0),
     "sd3": ("latent", "text", False, 2),
     "flux": ("latent", "text", False, 2),
+    **{name: m.TRUTH for name, m in families.FIXTURES.items()},
 }
-TEXT = ("sd", "sdxl", "pixart", "sd3", "flux")
+TEXT = tuple(f for f, truth in TRUTH.items() if truth[1] == "text")
+# The latent side to give where the transformer config has none (Flux: its pipeline default is 1024 px)
+SAMPLE_SIZE = {"flux": 8, **{name: m.SAMPLE_SIZE for name, m in families.FIXTURES.items() if m.SAMPLE_SIZE}}
 
 
 @pytest.fixture(scope="session")
 def family_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
-    return {f: families.build(f, root) for f in families.FAMILIES}
+    return {f: families.build(f, root) for f in families.ALL_FAMILIES}
 
 
 @pytest.fixture(scope="session")
@@ -59,25 +62,27 @@ def ref_images(tmp_path_factory):
 
 
 def conditions_for(family, prompts_file):
-    size = 8 if family == "flux" else None  # Flux has no sample_size: its pipeline default is 1024 px
+    size = SAMPLE_SIZE.get(family)
     return ConditionOptions(prompts=str(prompts_file), sample_size=size) if family in TEXT else ConditionOptions()
 
 
-@pytest.mark.parametrize("family", families.FAMILIES)
+@pytest.mark.parametrize("family", families.ALL_FAMILIES)
 def test_info_states_the_truth(family, family_dirs, capsys):
     assert run(["info", str(family_dirs[family]), "--json", "-"]) == 0
     doc = json.loads(capsys.readouterr().out)
     space, cond, learned, encoders = TRUTH[family]
     assert (doc["space"], doc["conditioning"], doc["learned_variance"], len(doc["text_encoders"])) == (space, cond, learned, encoders)
     assert doc["supported"] == "yes"
-    assert doc["image_shape"] == ([3, 256, 256] if family == "flux" else [3, 16, 16])  # Flux: the pipeline's default size
-    assert doc["prediction_type"] == ("flow" if family in families.FLOW_FAMILIES else "epsilon")
+    # No sample_size in the config (Flux, Chroma): the pipeline's default latent side 128, i.e. 256 px at factor 2
+    assert doc["image_shape"] == ([3, 256, 256] if family in SAMPLE_SIZE else [3, 16, 16])
+    flow = family in families.FLOW_FAMILIES or getattr(families.FIXTURES.get(family), "PREDICTION", None) == "flow"
+    assert doc["prediction_type"] == ("flow" if flow else "epsilon")
     assert doc["guidance_scale"] == families.DEFAULT_GUIDANCE[family]
     if family == "dit":
         assert doc["null_label"] == 1000
 
 
-@pytest.mark.parametrize("family", families.FAMILIES)
+@pytest.mark.parametrize("family", families.ALL_FAMILIES)
 def test_info_from_headers_is_what_loading_describes(family, family_dirs, capsys):
     """info reads configs and headers only; the description of the loaded checkpoint (the audit's) is the
     same document, number for number (SD3's stored position table is not counted as parameters)."""
@@ -90,7 +95,7 @@ def test_info_from_headers_is_what_loading_describes(family, family_dirs, capsys
     assert json.loads(capsys.readouterr().out) == loaded
 
 
-@pytest.mark.parametrize("family", families.FAMILIES)
+@pytest.mark.parametrize("family", families.ALL_FAMILIES)
 def test_sampler_pixels_equal_the_pipeline(family, family_dirs, prompts_file):
     """flatcheck's loop (checkpoint's own scheduler) against the pipeline's __call__, 2 images, 3 steps."""
     path = family_dirs[family]
@@ -120,12 +125,12 @@ def test_sampler_pixels_equal_the_pipeline(family, family_dirs, prompts_file):
 
 def _tiny(family, prompts_file):
     cond = ["--prompts", str(prompts_file)] if family in TEXT else []
-    if family == "flux":
-        cond += ["--sample-size", "8"]
+    if family in SAMPLE_SIZE:
+        cond += ["--sample-size", str(SAMPLE_SIZE[family])]
     return ["--seed", "1", "--batch-size", "4", *cond]
 
 
-@pytest.mark.parametrize("family", families.FAMILIES)
+@pytest.mark.parametrize("family", families.ALL_FAMILIES)
 def test_every_command_runs(family, family_dirs, prompts_file, ref_images, tmp_path, capsys):
     """Each single command at tiny settings, then the audit with every measure and FD."""
     path = str(family_dirs[family])
