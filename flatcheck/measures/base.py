@@ -10,6 +10,7 @@ package looks inside it: the audit, the commands and the reports go through thes
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -42,6 +43,42 @@ def lazy(module: str, name: str) -> Callable:
     return call
 
 
+@dataclass
+class Reading:
+    """One number of one report that `rank` correlates (rank.extract), with its standard error."""
+
+    label: str
+    short: str  # a table's column header
+    path: str  # where it is in the report (the gate's dotted path)
+    value: float | None  # None: not finite in the report
+    stderr: float | None = None  # None: no standard error (held fixed by the noise bootstrap)
+    absolute: bool = False  # the quantity is |value|: value is the signed estimate
+    bucket: str | None = None  # a timestep bucket's version ("t0-500"); None: the whole bank
+
+
+@dataclass(frozen=True)
+class Readings:
+    """Which numbers of a measure's report section `rank` reads: sharpness measures (larger = sharper) or
+    robustness outcomes (signed so that larger = more damage), each with its standard error."""
+
+    kind: str  # "measures" or "outcomes"
+    what: str  # e.g. "sharpness measures", for the note when a report lacks the section
+    read: Callable[[dict], tuple[dict[str, Reading], list[str]]]  # read(section) -> (key -> Reading, notes)
+    order: int = 50  # where its numbers come in rank's tables (quantization outcomes before exposure's)
+
+
+def number(x) -> float | None:
+    """A finite JSON number as a float; None for anything else (null, NaN written as a string, booleans)."""
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def estimate(node) -> tuple[float | None, float | None]:
+    """(value, stderr) of an Estimate node or a plain number."""
+    if isinstance(node, dict):
+        return number(node.get("value")), number(node.get("stderr"))
+    return number(node), None
+
+
 class Skipped(Exception):
     """Raised by a measure's run when the run's inputs cannot support it (e.g. FD without a
     reference): the audit records a 'skipped' verdict with this reason and goes on."""
@@ -61,6 +98,7 @@ class Measure:
     uses_bank: bool = True  # needs the probe bank
     order: int = 50  # run order in the audit (a measure that makes the shared samples while watching runs first)
     cost: Callable[..., list] | None = None  # cost(config, core.work.RunShape, net) -> [core.work.Work]: what it computes (the plan)
+    readings: Readings | None = None  # the numbers `rank` correlates (None: none)
 
     def make_config(self, profile: str = "default", shared: Mapping[str, Any] | None = None, given: Mapping[str, Any] | None = None):
         """The config of a run: defaults, then the profile, then the shared inputs, then what the user gave.

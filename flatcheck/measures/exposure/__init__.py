@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ...core.progress import Counter
-from ..base import Measure, Verdict, lazy
+from ..base import Measure, Readings, Verdict, lazy
 from .config import ExposureConfig
 
 # Audit profiles: the CI profile fits the constant eps scaling but does not rerun the sampler to check it
@@ -75,6 +75,7 @@ MEASURE = Measure(
     save=lazy(f"{__name__}.view", "save"), profiles=PROFILES,
     order=10,  # first: its sampler run can be the one that makes the shared samples
     cost=lazy(f"{__name__}.cost", "work"),
+    readings=Readings("outcomes", "exposure outcomes", lazy(f"{__name__}.readings", "readings"), order=20),
 )
 
 __all__ = ["MEASURE", "ExposureConfig", "save_samples"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..base import Measure, Verdict, lazy
+from ..base import Measure, Readings, Verdict, lazy
 from .config import QuantizeConfig
 
 AUDIT_SETTINGS = ("W8A8", "W4A8", "W8A4", "W4A4")  # weights and activations apart, then together
@@ -66,6 +66,7 @@ MEASURE = Measure(
     run=run, verdict=verdict, view=lazy(f"{__name__}.view", "view"), plot=lazy(f"{__name__}.view", "plot"),
     save=lazy(f"{__name__}.view", "save"), profiles=PROFILES, order=20,
     cost=lazy(f"{__name__}.cost", "work"),
+    readings=Readings("outcomes", "quantization outcomes", lazy(f"{__name__}.readings", "readings"), order=10),
 )
 
 __all__ = ["MEASURE", "QuantizeConfig"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..base import Measure, Verdict, lazy
+from ..base import Measure, Readings, Verdict, lazy
 from .config import SharpnessConfig
 
 # Audit profiles (config overrides). "default" is the config's own defaults.
@@ -56,4 +56,5 @@ MEASURE = Measure(
     run=run, verdict=verdict, view=lazy(f"{__name__}.view", "view"), plot=lazy(f"{__name__}.view", "plot"),
     save=lazy(f"{__name__}.view", "save"), profiles=PROFILES, order=30,
     cost=lazy(f"{__name__}.cost", "work"),
+    readings=Readings("measures", "sharpness measures", lazy(f"{__name__}.readings", "readings")),
 )
