@@ -29,7 +29,7 @@ from .core.fd.options import FdOptions
 from .core.inputs import InputOptions, Inputs, SampleSet, build_inputs
 from .core.memory import PeakMemory
 from .core.progress import Progress
-from .errors import InputError, OptionError, RunError
+from .errors import InputError, OptionError, RunError, at_least, check_bounds
 from .measures import REGISTRY, Skipped, Verdict
 from .measures.base import PROFILES
 from .results import VERSIONS, to_jsonable
@@ -49,19 +49,19 @@ class AuditOptions:
 
     profile: str = "default"
     seed: int = 0
-    probes: int = 256  # probe bank size
-    samples: int = 256  # full-precision samples (quantize compares against them, FD scores them)
-    steps: int = 50  # sampling steps
+    probes: int = field(default=256, metadata=at_least(1))  # probe bank size
+    samples: int = field(default=256, metadata=at_least(1))  # full-precision samples (quantize compares against them, FD scores them)
+    steps: int = field(default=50, metadata=at_least(1))  # sampling steps
     sampler: str = "ddim"
-    batch_size: int = 64
+    batch_size: int = field(default=64, metadata=at_least(1))
     data: str | None = None  # reference images; None = data-free
     timesteps: str | None = None  # 'LO:HI' range of the probe bank
     skip: tuple[str, ...] = ()
     ref: str | None = None  # FD/FID reference; None: the --data images; "none": no FD/FID
     fid_features: str | None = None  # feature network for FD/FID; None: digits-cnn for bundled digits models, else inception
     fid_weights: str | None = None  # local feature-network weights (offline Inception .pth / TorchScript .pt)
-    fid_bootstrap: int = 200  # bootstrap resamples behind every FD interval
-    fid_kid_subsets: int = 100
+    fid_bootstrap: int = field(default=200, metadata=at_least(1))  # bootstrap resamples behind every FD interval
+    fid_kid_subsets: int = field(default=100, metadata=at_least(1))
     labels: str | None = None  # class models: '3,7' or a file; None: drawn uniformly from the seed
     prompts: str | None = None  # text models: a file, one prompt per line; None: core.conditioning.DEFAULT_PROMPTS
     guidance_scale: float | None = None  # classifier-free guidance of every sampler run; None: the pipeline's default
@@ -148,9 +148,7 @@ def _check_type(name: str, value, default) -> None:
 
 
 def validate(opts: AuditOptions) -> None:
-    for name in ("probes", "samples", "steps", "batch_size", "fid_bootstrap", "fid_kid_subsets"):
-        if getattr(opts, name) < 1:
-            raise OptionError(name, f"must be >= 1 (got {getattr(opts, name)})")
+    check_bounds(opts)
     opts.conditions().check()
     bad = [a for a in opts.skip if a not in AREAS]
     if bad:

@@ -55,3 +55,31 @@ class OptionError(InputError):
     def flag(self) -> "OptionError":
         """The same error named as the command line spells the field (--radii)."""
         return OptionError(self.field, self.problem)
+
+
+# ----------------------------------------------------------------------------- lower bounds, declared once
+# An option's lower bound is declared with its field, `probes: int = field(default=128, metadata=at_least(1))`,
+# and checked by `check_bounds(config)`; a function's own argument by `require_at_least`. One rule, one message.
+AT_LEAST = "flatcheck_at_least"
+
+
+def at_least(low: int | float) -> dict:
+    """Field metadata: the value (each value, for a tuple; None passes) must be >= low."""
+    return {AT_LEAST: low}
+
+
+def require_at_least(name: str, value, low: int | float) -> None:
+    """OptionError naming the option unless value >= low."""
+    if value is not None and value < low:
+        raise OptionError(name, f"must be >= {low} (got {value})")
+
+
+def check_bounds(obj) -> None:
+    """Every field of a dataclass instance that declares at_least(low), checked in field order."""
+    import dataclasses
+
+    for f in dataclasses.fields(obj):
+        if AT_LEAST in f.metadata:
+            value = getattr(obj, f.name)
+            for v in value if isinstance(value, (tuple, list)) else (value,):
+                require_at_least(f.name, v, f.metadata[AT_LEAST])

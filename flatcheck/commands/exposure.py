@@ -31,14 +31,13 @@ def exposure(
     each step count's samples when a reference is known (--ref, or the digits data for the bundled models).
     The forward reference is the probe bank: --probes points of --data (or of the model's own samples, data-free)."""
     from ..core.sampling import check_run, check_sampler_name, parse_steps
-    from ..errors import InputError
+    from ..errors import InputError, require_at_least
 
     # Every cheap check before the model loads.
     step_list = parse_steps(steps)
     check_sampler_name(o.sampler)
     check_run(step_list[0], o.batch_size, o.samples)
-    if o.probes < 2:
-        raise InputError(f"--probes must be >= 2 (got {o.probes})")
+    require_at_least("probes", o.probes, 2)
     if save_samples and o.out is None:
         raise InputError("--save-samples needs --out DIR")
     o.steps = step_list[0]  # the shared samples are the first step count's run (a)

@@ -42,7 +42,7 @@ def fid(
     """FD/FID and KID of the model's samples against a reference, with a basic bootstrap interval (torch-fidelity features)."""
     from ..core.fd.extractors import FEATURES
     from ..core.sampling import check_run, check_sampler_name
-    from ..errors import InputError
+    from ..errors import InputError, require_at_least
 
     # Every cheap check before anything loads.
     check_sampler_name(o.sampler)
@@ -51,8 +51,7 @@ def fid(
     check_run(o.steps, o.batch_size, samples)
     if samples is not None and samples < 2:
         raise InputError(f"--samples must be >= 2 for a Frechet distance (got {samples})")
-    if bootstrap < 2:
-        raise InputError(f"--bootstrap must be >= 2 (got {bootstrap})")
+    require_at_least("bootstrap", bootstrap, 2)
     if o.features is not None and o.features.strip().lower() not in FEATURES:
         raise InputError(f"unknown --features '{o.features}' (choose from: {', '.join(FEATURES)})")
     if samples_from is not None and sample_dir is not None:

@@ -46,10 +46,9 @@ def quantize(
                   calib_samples=calib_samples, sensitivity_samples=sensitivity_samples, sensitivity_steps=sensitivity_steps or None,
                   sensitivity_setting=sensitivity_setting, quantize_vae=quantize_vae)
     C(**config, samples=o.samples, steps=o.steps, batch_size=o.batch_size).validate()
-    if o.probes < 1:
-        from ..errors import InputError
+    from ..errors import require_at_least
 
-        raise InputError(f"--probes must be >= 1 (got {o.probes})")
+    require_at_least("probes", o.probes, 1)
     if any(s.backend == "bnb" for s in settings):
         from ..measures.quantize import check_bitsandbytes
 

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..errors import InputError, OptionError
+from ..errors import InputError, OptionError, at_least, check_bounds
 from .denoiser import Denoiser
 from .fd.options import FdOptions
 from .fd.scorer import Scorer, make_scorer
@@ -36,21 +36,19 @@ class InputOptions:
 
     seed: int = 0
     data: str | None = None  # reference images ('digits', a folder, .npy/.npz); None: data-free
-    probes: int = 256  # probe bank size
+    probes: int = field(default=256, metadata=at_least(1))  # probe bank size
     timesteps: str | None = None  # 'LO:HI' range of the bank's timesteps
-    samples: int = 256  # full-precision samples
-    steps: int = 50  # their sampling steps
+    samples: int = field(default=256, metadata=at_least(1))  # full-precision samples
+    steps: int = field(default=50, metadata=at_least(1))  # their sampling steps
     sampler: str | None = "ddim"  # None: the checkpoint's own scheduler class
-    batch_size: int = 64
+    batch_size: int = field(default=64, metadata=at_least(1))
     sample_dir: str | None = None  # resumable folder the samples are generated into
     samples_from: str | None = None  # a sample folder to read them from instead of generating
     fd: FdOptions = field(default_factory=FdOptions)
 
     def check(self) -> "InputOptions":
         """Every check that needs no model: bad values fail before anything loads."""
-        for name in ("probes", "samples", "steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise OptionError(name, f"must be >= 1 (got {getattr(self, name)})")
+        check_bounds(self)
         check_sampler_name(self.sampler)
         if self.sample_dir is not None and self.samples_from is not None:
             raise InputError("give samples_from (read a sample folder) or sample_dir (generate into one), not both")

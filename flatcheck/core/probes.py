@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .denoiser import Denoiser
-from ..errors import InputError, OptionError
+from ..errors import InputError, OptionError, require_at_least
 
 
 @dataclass
@@ -95,8 +95,7 @@ def probe_bank(pool: "torch.Tensor | DataPool", n: int, seed: int, t_range: tupl
     pool_cond: each pool entry's condition id (a sample's own, a data point's label): probe k keeps
     the condition of the x0 it drew.
     """
-    if n < 1:
-        raise OptionError("probes", f"must be >= 1 (got {n})")
+    require_at_least("probes", n, 1)
     if len(pool) == 0:
         raise InputError("no images to draw the probe bank from")
     lo, hi = t_range
@@ -166,10 +165,10 @@ def reference_images(denoiser: Denoiser, spec: str, rows: list[int] | None = Non
 
 def data_shape(denoiser: Denoiser) -> tuple[int, int, int]:
     """(C, H, W) of the images the model's space is made from: its own, or its autoencoder's input
-    (spatial factor from its config) for latent models."""
+    (spatial factor: the family's, from the autoencoder's config) for latent models."""
     if denoiser.vae is None:
         return tuple(denoiser.sample_shape)
-    factor = 2 ** (len(denoiser.vae.config.block_out_channels) - 1)
+    factor = denoiser.vae_factor  # Sana's AutoencoderDC has no block_out_channels
     _, h, w = denoiser.sample_shape
     return (denoiser.vae.config.in_channels, h * factor, w * factor)
 

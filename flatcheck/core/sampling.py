@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from .denoiser import Denoiser
-from ..errors import InputError, OptionError, RunError
+from ..errors import InputError, OptionError, RunError, require_at_least
 from .seeds import sample_seed  # noqa: F401 - part of the sampling API
 
 # Short names for --sampler -> diffusers scheduler class (and fixed settings).
@@ -310,12 +310,9 @@ def _step_params(scheduler) -> set:
 
 def check_run(steps: int, batch_size: int, n: int | None = None) -> None:
     """InputError for values no run can use (one line each)."""
-    if steps < 1:
-        raise OptionError("steps", f"must be >= 1 (got {steps})")
-    if batch_size < 1:
-        raise OptionError("batch_size", f"must be >= 1 (got {batch_size})")
-    if n is not None and n < 1:
-        raise OptionError("samples", f"must be >= 1 (got {n})")
+    require_at_least("steps", steps, 1)
+    require_at_least("batch_size", batch_size, 1)
+    require_at_least("samples", n, 1)
 
 
 def sample(
@@ -377,8 +374,7 @@ def parse_steps(spec: str | int | Sequence[int]) -> tuple[int, ...]:
             v = int(p)
         except ValueError:
             raise OptionError("steps", f"'{spec}' is not a comma-separated list of integers (e.g. 20,100)") from None
-        if v < 1:
-            raise OptionError("steps", f"must be >= 1 (got {v})")
+        require_at_least("steps", v, 1)
         if v not in out:
             out.append(v)
     if not out:

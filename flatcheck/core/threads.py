@@ -41,10 +41,9 @@ def _cgroup_quota() -> int | None:
 
 def check_threads(n: int | None) -> None:
     """OptionError for a --threads below 1 (None: the default)."""
-    if n is not None and n < 1:
-        from ..errors import OptionError
+    from ..errors import require_at_least
 
-        raise OptionError("threads", f"must be >= 1 (got {n})")
+    require_at_least("threads", n, 1)
 
 
 def set_threads(n: int | None) -> int:

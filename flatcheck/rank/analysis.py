@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.seeds import stream
-from ..errors import InputError
+from ..errors import InputError, require_at_least
 from . import stats
 from .extract import Quantity, gather
 
@@ -125,8 +125,7 @@ def rank_reports(docs: list[dict], names: list[str], *, seed: int = 0, rounds: i
     """Every measure x outcome rank correlation over the reports' checkpoints, with both intervals."""
     if len(docs) < MIN_CHECKPOINTS:
         raise InputError(f"rank needs at least {MIN_CHECKPOINTS} checkpoints (got {len(docs)}): a rank correlation of two is always +-1")
-    if rounds < 1:
-        raise InputError(f"--bootstrap must be >= 1 (got {rounds})")
+    require_at_least("bootstrap", rounds, 1)
     check_comparable(docs, names)
     all_measures, notes = gather(docs, names, "measures")
     all_outcomes, onotes = gather(docs, names, "outcomes")

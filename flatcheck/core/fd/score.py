@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import InputError, RunError
+from ...errors import InputError, RunError, require_at_least
 from ..stats import Estimate
 from .extractors import load_extractor
 from .frechet import frechet_bootstrap, kernel_distance
@@ -102,8 +102,7 @@ def check_samples(samples: torch.Tensor, bootstrap: int = 200, ci_level: float =
     n = len(samples)
     if n < 2:
         raise InputError(f"need at least 2 samples for a Frechet distance (got {n})")
-    if bootstrap < 2:
-        raise InputError(f"--bootstrap must be >= 2 (got {bootstrap})")
+    require_at_least("bootstrap", bootstrap, 2)
     if not 0 < ci_level < 1:
         raise InputError(f"ci_level must be in (0, 1) (got {ci_level})")
     if not torch.isfinite(samples).all():

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ...errors import InputError, OptionError
+from ...errors import InputError, OptionError, require_at_least
 from ..stats import Estimate
 from .extractors import FEATURES
 from .options import FdOptions
@@ -98,8 +98,7 @@ def make_scorer(options: FdOptions, denoiser, device, batch_size: int, seed: int
         return None
     if options.features not in FEATURES:
         raise OptionError("features", f"'{options.features}' is not a feature network (choose from: {', '.join(FEATURES)})")
-    if options.bootstrap < 2:
-        raise OptionError("bootstrap", f"must be >= 2 (got {options.bootstrap})")
+    require_at_least("bootstrap", options.bootstrap, 2)
     check_reference(options.ref)
     load_extractor(options.features, Path(options.weights) if options.weights else None, device)
     return Scorer(options, denoiser, torch.device(device), batch_size, seed)

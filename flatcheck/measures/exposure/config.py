@@ -6,17 +6,17 @@ one-element tuple) take the run's values unless given (measures/base.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ...errors import OptionError
+from ...errors import OptionError, at_least, check_bounds
 
 
 @dataclass
 class ExposureConfig:
-    steps: tuple[int, ...] = (20,)
+    steps: tuple[int, ...] = field(default=(20,), metadata=at_least(1))
     sampler: str | None = None  # None: the checkpoint's own scheduler class
-    samples: int = 128  # generated samples per sampler run
-    batch_size: int = 64
+    samples: int = field(default=128, metadata=at_least(1))  # generated samples per sampler run
+    batch_size: int = field(default=64, metadata=at_least(1))
     seed: int = 0
     linear_scale: bool = False  # also fit and check lambda_t = b + k t (one more sampler run)
     check_scaling: bool = True  # rerun the sampler with each fitted eps scaling and measure the gap again
@@ -25,7 +25,5 @@ class ExposureConfig:
     def validate(self) -> "ExposureConfig":
         if not self.steps:
             raise OptionError("steps", "is empty (e.g. 20 or 20,100)")
-        for name, value in (("samples", self.samples), ("batch_size", self.batch_size), *(("steps", s) for s in self.steps)):
-            if value < 1:
-                raise OptionError(name, f"must be >= 1 (got {value})")
+        check_bounds(self)
         return self

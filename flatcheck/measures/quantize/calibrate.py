@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ...errors import InputError, OptionError
+from ...errors import InputError, OptionError, require_at_least
 
 from .config import METHODS
 
@@ -112,8 +112,7 @@ def collect_activations(denoiser, names, scheduler, steps: int, n: int, seed: in
     """Generate n full-precision samples (sample seeds from `seed`) and record the inputs of `names`."""
     from ...core.sampling import sample
 
-    if n < 1:
-        raise OptionError("calib_samples", f"must be >= 1 (got {n})")
+    require_at_least("calib_samples", n, 1)
     with ActivationRecorder(denoiser.net, names, per_call=per_call, seed=seed) as rec:
         # every batch here: the recorder must see all of them in each process (core.dist)
         samples = sample(denoiser, scheduler, steps, n, seed, batch_size=batch_size, progress=progress, split=False)

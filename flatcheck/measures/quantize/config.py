@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...errors import InputError, OptionError
+from ...errors import InputError, OptionError, at_least, check_bounds
 from .settings import ATTENTION_POLICIES, FIRST_LAST_POLICIES, LayerPolicy, QuantSetting, parse_setting, settings_from_options  # noqa: F401 - the command's API
 
 METHODS = ("minmax", "percentile", "mse")  # activation calibration
@@ -22,14 +22,14 @@ class QuantizeConfig:
     calibration: str = "mse"  # minmax | percentile | mse
     percentile: float = 99.99
     sampler: str = "ddim"
-    steps: int = 50
-    samples: int = 64
-    calib_samples: int = 32
-    sensitivity_samples: int = 8  # 0 skips the per-layer scan
-    sensitivity_steps: int | None = 20  # None: the evaluation's steps (reuses its samples as reference)
+    steps: int = field(default=50, metadata=at_least(1))
+    samples: int = field(default=64, metadata=at_least(1))
+    calib_samples: int = field(default=32, metadata=at_least(1))
+    sensitivity_samples: int = field(default=8, metadata=at_least(0))  # 0 skips the per-layer scan
+    sensitivity_steps: int | None = field(default=20, metadata=at_least(1))  # None: the evaluation's steps (reuses its samples as reference)
     sensitivity_setting: str | None = None  # default: the simulated setting with the fewest bits
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int = field(default=64, metadata=at_least(1))
     keep_samples: bool = True
     quantize_vae: bool = False  # latent models: quantize the autoencoder's decoder too (decoder.py)
 
@@ -44,14 +44,7 @@ class QuantizeConfig:
 
 
 def check_config(config: QuantizeConfig) -> None:
-    for value, option in ((config.steps, "steps"), (config.samples, "samples"), (config.calib_samples, "calib_samples"),
-                          (config.batch_size, "batch_size")):
-        if value < 1:
-            raise OptionError(option, f"must be >= 1 (got {value})")
-    if config.sensitivity_steps is not None and config.sensitivity_steps < 1:
-        raise OptionError("sensitivity_steps", f"must be >= 1 (got {config.sensitivity_steps})")
-    if config.sensitivity_samples < 0:
-        raise OptionError("sensitivity_samples", f"must be >= 0 (got {config.sensitivity_samples})")
+    check_bounds(config)
     if config.calibration not in METHODS:
         raise OptionError("calibration", f"must be one of {', '.join(METHODS)} (got '{config.calibration}')")
     if not 50 < config.percentile <= 100:

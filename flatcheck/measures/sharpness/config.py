@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ...errors import OptionError
+from ...errors import OptionError, at_least, check_bounds
 
 MEASURES = ("avg", "worst", "hessian", "landscape")
 NORMS = ("adaptive", "absolute")
@@ -24,29 +24,29 @@ class SharpnessConfig:
     norms: tuple[str, ...] = NORMS
     radii: tuple[float, ...] = DEFAULT_RADII  # average case
     worst_radii: tuple[float, ...] = DEFAULT_WORST_RADII
-    draws: int = 4  # antithetic pairs +-delta per radius (average case): 2 evaluations each
-    ascent_steps: int = 3  # projected gradient ascent steps (worst case); 1 = SAM
-    buckets: int = 4  # timestep buckets for the breakdowns
+    draws: int = field(default=4, metadata=at_least(1))  # antithetic pairs +-delta per radius (average case): 2 evaluations each
+    ascent_steps: int = field(default=3, metadata=at_least(1))  # projected gradient ascent steps (worst case); 1 = SAM
+    buckets: int = field(default=4, metadata=at_least(1))  # timestep buckets for the breakdowns
     block_radius: float = DEFAULT_BLOCK_RADIUS  # radius of the per-block average case
     block_average: bool = True  # the per-block average case (2 x draws bank evaluations per block); the
     # Hessian trace is broken down by block either way
-    hessian_probes: int = 32  # sub-bank for the HVPs
-    top_k: int = 3  # counted with multiplicity: block Lanczos with blocks of top_k vectors
+    hessian_probes: int = field(default=32, metadata=at_least(1))  # sub-bank for the HVPs
+    top_k: int = field(default=3, metadata=at_least(1))  # counted with multiplicity: block Lanczos with blocks of top_k vectors
     # At most this many HVPs for the eigenvalues (whole blocks of top_k). On the digits models the
     # top 3 reached tol in 21 (base), 24 (ema) and 30 (sam) HVPs (examples/evidence/sharpness.md).
-    lanczos_iters: int = 36
+    lanczos_iters: int = field(default=36, metadata=at_least(1))
     # Krylov blocks kept (thick restart beyond): memory is lanczos_basis x top_k + 2 parameter-sized vectors,
     # whatever lanczos_iters is. 8 blocks cost the digits models +0, +0 and +3 HVPs against no cap; 4 blocks
     # +6, +9 and +69 (benchmarks/bench_lanczos_restart.py).
-    lanczos_basis: int = 8
+    lanczos_basis: int = field(default=8, metadata=at_least(3))
     tol: float = 1e-3  # joint error bound <= tol x the smallest |eigenvalue| of the top k
-    hutchinson_draws: int = 16
-    landscape_probes: int = 64
+    hutchinson_draws: int = field(default=16, metadata=at_least(2))
+    landscape_probes: int = field(default=64, metadata=at_least(1))
     landscape_span: float = 1.0
-    landscape_points: int = 21
-    landscape_grid: int = 9
-    eta: float = 1e-3  # adaptive scale floor, so that zero weights still move
-    batch_size: int = 64
+    landscape_points: int = field(default=21, metadata=at_least(3))
+    landscape_grid: int = field(default=9, metadata=at_least(0))
+    eta: float = field(default=1e-3, metadata=at_least(0))  # adaptive scale floor, so that zero weights still move
+    batch_size: int = field(default=64, metadata=at_least(1))
     seed: int = 0
     params: str | None = None  # comma-separated globs of parameter names to measure; None: every parameter
     gradient_checkpointing: bool = False  # recompute activations in backward passes (HVPs of large models fit)
@@ -63,17 +63,11 @@ class SharpnessConfig:
                 raise OptionError(opt, f"must be positive finite numbers (got {', '.join(map(str, radii)) or 'none'})")
         if not (math.isfinite(self.block_radius) and self.block_radius > 0):
             raise OptionError("block_radius", f"must be positive (got {self.block_radius})")
-        for name, low in [("draws", 1), ("ascent_steps", 1), ("buckets", 1), ("hessian_probes", 1), ("top_k", 1),
-                          ("lanczos_iters", 1), ("lanczos_basis", 3), ("hutchinson_draws", 2), ("landscape_probes", 1), ("landscape_points", 3),
-                          ("landscape_grid", 0), ("batch_size", 1)]:
-            if getattr(self, name) < low:
-                raise OptionError(name, f"must be >= {low} (got {getattr(self, name)})")
+        check_bounds(self)
         if self.top_k > self.lanczos_iters:
             raise OptionError("top_k", f"({self.top_k}) needs one block of {self.top_k} HVPs, more than lanczos_iters ({self.lanczos_iters})")
         if not (0 < self.tol < 1):
             raise OptionError("tol", f"must be in (0, 1) (got {self.tol})")
         if not (math.isfinite(self.landscape_span) and self.landscape_span > 0):
             raise OptionError("landscape_span", f"must be positive (got {self.landscape_span})")
-        if self.eta < 0:
-            raise OptionError("eta", f"must be >= 0 (got {self.eta})")
         return self
