@@ -31,7 +31,7 @@ from .core.memory import PeakMemory
 from .core.progress import Progress
 from .errors import InputError, OptionError, RunError, at_least, check_bounds
 from .measures import REGISTRY, Skipped, Verdict
-from .measures.base import PROFILES
+from .measures.base import check_profile, checked_fields
 from .results import VERSIONS, to_jsonable
 
 SCHEMA_VERSION = VERSIONS["report"]
@@ -109,8 +109,7 @@ def options_for(profile: str = "default", **overrides) -> AuditOptions:
 
     A key named after a measure (sharpness={...}) overrides that measure's config fields.
     """
-    if profile not in PROFILES:
-        raise InputError(f"unknown profile '{profile}' (use {', '.join(PROFILES)})")
+    check_profile(profile)
     base = replace(AuditOptions(profile=profile), **PROFILE_SIZES[profile])
     fields = set(AuditOptions.__dataclass_fields__) - {"configs", "profile"}
     configs = {k: overrides.pop(k) for k in list(overrides) if k in REGISTRY and overrides[k] is not None}
@@ -121,30 +120,13 @@ def options_for(profile: str = "default", **overrides) -> AuditOptions:
     unknown = set(overrides) - fields
     if unknown:
         raise InputError(f"unknown audit option(s): {', '.join(sorted(unknown))} (measure tables: {', '.join(REGISTRY)})")
-    for k, v in overrides.items():
-        if v is not None:
-            _check_type(k, v, getattr(base, k))
-    opts = replace(base, **{k: v for k, v in overrides.items() if v is not None}, configs=configs)
-    opts.skip = tuple(opts.skip)
+    try:
+        overrides = checked_fields(AuditOptions, {k: v for k, v in overrides.items() if v is not None})
+    except OptionError as exc:
+        raise InputError(f"audit option '{exc.option}' {exc.problem}") from None
+    opts = replace(base, **overrides, configs=configs)
     validate(opts)
     return opts
-
-
-def _check_type(name: str, value, default) -> None:
-    if isinstance(default, tuple):
-        ok = isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value)
-    elif isinstance(default, bool) or isinstance(value, bool):
-        ok = isinstance(value, bool) and isinstance(default, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int)
-    elif name == "guidance_scale":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif name == "sample_size":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:  # str or None defaults take strings
-        ok = isinstance(value, str)
-    if not ok:
-        raise InputError(f"audit option '{name}' has the wrong type ({type(value).__name__}: {value!r})")
 
 
 def validate(opts: AuditOptions) -> None:

@@ -107,7 +107,7 @@ def test_profiles_and_option_errors():
     q, d, f = options_for("quick"), options_for("default"), options_for("full")
     assert q.samples < d.samples < f.samples == 50_000 and q.steps < d.steps
     assert options_for("quick", samples=10).samples == 10 and options_for("quick", samples=None).samples == q.samples
-    for bad, msg in [({"samples": 0}, ">= 1"), ({"skip": ("speed",)}, "no such area"), ({"probes": "8"}, "wrong type"),
+    for bad, msg in [({"samples": 0}, ">= 1"), ({"skip": ("speed",)}, "no such area"), ({"probes": "8"}, "audit option .probes. must be int"),
                      ({"colour": 1}, "unknown audit option")]:
         with pytest.raises(InputError, match=msg):
             options_for("quick", **bad)
@@ -249,7 +249,7 @@ def test_gate_holds_the_peak_memory_down_against_a_baseline(cli, tiny_audit, tmp
     [
         ('[gate]\n[[gate.rules]]\nmetric = "bank.loss"\nmaximum = 1\n', "unknown key"),
         ('[gate]\n[[gate.rules]]\nmetric = "bank.loss"\nmax = 1\nrelative = "ratio"\n', "relative rules"),
-        ('[audit]\nprobes = "many"\n[gate]\n[[gate.rules]]\nmetric = "bank.loss"\nmax = 1\n', "wrong type"),
+        ('[audit]\nprobes = "many"\n[gate]\n[[gate.rules]]\nmetric = "bank.loss"\nmax = 1\n', "audit option 'probes' must be int"),
         ('[gate\n', "not valid TOML"),
     ],
 )

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -106,15 +108,13 @@ class Measure:
         A config field named like a shared input (seed, batch_size, samples, steps, sampler) takes
         the run's value unless the user gave it; a tuple field takes a one-element tuple.
         """
-        if profile not in PROFILES:
-            raise InputError(f"unknown profile '{profile}' (use {', '.join(PROFILES)})")
+        check_profile(profile)
         names = {f.name: f for f in dataclasses.fields(self.config)}
         given = dict(given or {})
         unknown = sorted(set(given) - set(names))
         if unknown:
             raise OptionError(unknown[0], f"is not an option of {self.name} (it has: {', '.join(names)})")
-        for key, value in given.items():
-            given[key] = _checked(key, value, names[key])
+        given = checked_fields(self.config, given)
         values = dict(self.profiles.get(profile, {}))
         for key, value in (shared or {}).items():
             if key in names and key not in given:
@@ -127,27 +127,53 @@ class Measure:
 
 
 
-def _checked(name: str, value, f: dataclasses.Field):
-    """A given config value with the type its field's default has (config files give lists for
-    tuples); OptionError naming the field otherwise. Values of other types (objects) pass."""
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-    if value is None or default is None:
+def check_profile(profile: str) -> None:
+    """InputError unless `profile` is an audit profile (one rule for the audit and every measure)."""
+    if profile not in PROFILES:
+        raise InputError(f"unknown profile '{profile}' (use {', '.join(PROFILES)})")
+
+
+def checked_fields(cls: type, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Given values for fields of dataclass `cls` (a config file's, a Python caller's), each with its field's
+    declared type (a config file's lists become tuples where the field is a tuple; ints become floats where it
+    is a float); OptionError naming the field otherwise. One rule for the audit's options and every measure's
+    config. Values for fields of other types (objects, tables) pass as given."""
+    hints = typing.get_type_hints(cls)
+    return {k: _checked(k, v, hints[k]) for k, v in given.items()}
+
+
+_SIMPLE = {bool: "bool", int: "int", float: "float", str: "str"}
+
+
+def _checked(name: str, value, annotation):
+    if value is None:
         return value
-    if isinstance(default, (tuple, list)):
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        for a in options:
+            try:
+                return _checked(name, value, a)
+            except OptionError:
+                continue
+        return _checked(name, value, options[0])  # the first type's message
+    if origin in (tuple, list):
         if not isinstance(value, (tuple, list)):
             raise OptionError(name, f"must be a list (got {value!r})")
-        return tuple(value) if isinstance(default, tuple) else list(value)
-    if isinstance(default, bool):
+        element = args[0] if args and args[0] in _SIMPLE else None
+        items = [_checked(name, v, element) for v in value] if element is not None else list(value)
+        return tuple(items) if origin is tuple else items
+    if annotation not in _SIMPLE:
+        return value
+    if annotation is bool:
         ok = isinstance(value, bool)
-    elif isinstance(default, int):
+    elif annotation is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
+    elif annotation is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
     else:
-        return value
+        ok = isinstance(value, str)
     if not ok:
-        raise OptionError(name, f"must be {type(default).__name__} (got {type(value).__name__}: {value!r})")
+        raise OptionError(name, f"must be {_SIMPLE[annotation]} (got {type(value).__name__}: {value!r})")
     return value
