@@ -109,8 +109,10 @@ class Conditioning:
 
     @property
     def guided(self) -> bool:
-        """Whether sampler runs use classifier-free guidance (two passes: conditional and null)."""
-        return self.guidance_scale != 1.0 and not self.embedded_guidance
+        """Whether sampler runs use classifier-free guidance (two passes: conditional and null): above 1 only, as
+        diffusers' pipelines decide it (`do_classifier_free_guidance = guidance_scale > 1`); at or below 1 they run
+        the conditional pass alone."""
+        return self.guidance_scale > 1.0 and not self.embedded_guidance
 
     def ids(self, seed: int, indices) -> torch.Tensor:
         """Condition id of each sample index (a function of (seed, index) only)."""
@@ -142,7 +144,8 @@ class Conditioning:
 
     def describe(self) -> dict:
         doc = {"kind": self.kind, "count": self.count, "guidance_scale": self.guidance_scale,
-               "guidance_source": self.guidance_default + (" (embedded: an input of the network, not CFG)" if self.embedded_guidance else ""),
+               "guidance_source": self.guidance_default + (" (embedded: an input of the network, not CFG)" if self.embedded_guidance
+                                                           else " (at most 1: no CFG pass, as the pipelines)" if self.guidance_scale < 1 else ""),
                "assignment": ("given list, sample i takes entry i mod " + str(len(self.given))) if self.given is not None
                else ("prompt i mod " + str(self.count)) if self.kind == "text" else "uniform draw per sample from the seed"}
         if self.kind == "class":
