@@ -761,7 +761,7 @@ def _fixture_modules() -> dict:
     from .fixtures import auraflow, chroma, lumina2, sana  # noqa: F401 - the line below names those that run
 
     # One entry per family: its module, once its family file exists.
-    return {m.NAME: m for m in (chroma, auraflow, sana)}
+    return {m.NAME: m for m in (chroma, auraflow, sana, lumina2)}
 
 
 FIXTURES.update(_fixture_modules())

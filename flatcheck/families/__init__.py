@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..errors import InputError
-from . import auraflow, chroma, dit, flux, pixart, sana, sd, sd3, unet
+from . import auraflow, chroma, dit, flux, lumina2, pixart, sana, sd, sd3, unet
 from .base import FLOW, PREDICTION_TYPES, Declared, Family, Guidance, ModelInfo, NetCall, PromptTables, is_flow_scheduler
 
 FAMILIES: tuple[Family, ...] = (
@@ -26,6 +26,7 @@ FAMILIES: tuple[Family, ...] = (
     chroma.FAMILY,
     auraflow.FAMILY,
     sana.FAMILY,
+    lumina2.FAMILY,
 )
 
 # Denoisers with an extra latent axis, which no family runs yet: refused in one line naming the class. A video
