@@ -56,6 +56,23 @@ def tiny_pipeline(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def family_dir(tmp_path_factory):
+    """family name -> its tiny pipeline folder (tests/families.py), built once per session on first use and
+    shared by every test module (read it, never write into it: copy it first)."""
+    from . import families
+
+    root = tmp_path_factory.mktemp("families")
+    built: dict = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = families.build(name, root)
+        return built[name]
+
+    return get
+
+
 @pytest.fixture
 def pipeline_copy(tiny_pipeline, tmp_path) -> Path:
     """A private copy of the tiny pipeline that a test may break."""

@@ -40,9 +40,8 @@ SAMPLE_SIZE = {"flux": 8, **{name: m.SAMPLE_SIZE for name, m in families.FIXTURE
 
 
 @pytest.fixture(scope="session")
-def family_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("families")
-    return {f: families.build(f, root) for f in families.ALL_FAMILIES}
+def family_dirs(family_dir):
+    return {f: family_dir(f) for f in families.ALL_FAMILIES}
 
 
 @pytest.fixture(scope="session")

@@ -26,8 +26,8 @@ SEED, N, STEPS = 3, 2, 3
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return families.build("auraflow", tmp_path_factory.mktemp("auraflow"))
+def model(family_dir):
+    return family_dir("auraflow")
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,10 @@ SEED, N, STEPS = 3, 2, 3
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("chroma")
-    prompts = root / "prompts.txt"
+def built(tmp_path_factory, family_dir):
+    prompts = tmp_path_factory.mktemp("chroma") / "prompts.txt"
     prompts.write_text("\n".join(families.DEFAULT_PROMPTS) + "\n")
-    return fx.build(root), prompts
+    return family_dir("chroma"), prompts
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,10 @@ SEED, N, STEPS = 3, 2, 3
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lumina2")
-    prompts = root / "prompts.txt"
+def built(tmp_path_factory, family_dir):
+    prompts = tmp_path_factory.mktemp("lumina2") / "prompts.txt"
     prompts.write_text("\n".join(families.DEFAULT_PROMPTS) + "\n")
-    return fx.build(root), prompts
+    return family_dir("lumina2"), prompts
 
 
 @pytest.fixture(scope="module")

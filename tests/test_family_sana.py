@@ -25,8 +25,8 @@ SEED, N, STEPS = 3, 4, 3
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return families.build("sana", tmp_path_factory.mktemp("sana"))
+def model(family_dir):
+    return family_dir("sana")
 
 
 @pytest.fixture(scope="module")

@@ -92,11 +92,9 @@ def test_memory_check_can_be_switched_off(cli, tiny_pipeline, tmp_path, small_ma
 
 
 @pytest.mark.parametrize("family", ["sd", "sdxl", "pixart", "sd3", "flux"])
-def test_every_text_family_is_planned_on_the_meta_device(cli, family, tmp_path_factory):
+def test_every_text_family_is_planned_on_the_meta_device(cli, family, family_dir):
     """The plan builds the pipeline on the meta device, text encoders included: no family's prompt
     encoding may read a meta tensor's data (Flux's txt_ids did: exit 3 on flux-dev; PixArt's T5 mask too)."""
-    from . import families
-
-    model = families.build(family, tmp_path_factory.mktemp(family))
+    model = family_dir(family)
     code, doc, err = _plan(cli, model, "--quick", "--device", "cuda", "--memory", "80GB")
     assert code == 0 and doc["fits"] and not validate(doc, "plan"), err

@@ -17,7 +17,6 @@ from flatcheck.core.checkpoint import bundled_models, bundled_root
 from flatcheck.measures.quantize.calibrate import HEADROOM_BITS, ActivationStats, activation_ranges
 from flatcheck.measures.quantize.simulated import ActQuant, WeightCache, simulated_quantization
 
-from . import families
 
 
 def _stats(lo: float, hi: float, n: int = 4096, seed: int = 0) -> ActivationStats:
@@ -92,8 +91,8 @@ def test_w16a16_is_near_lossless_on_a_class_conditional_model(cli, tmp_path):
     assert drift["W-fpA16"] < 1e-6 and drift["W16A16"] < 1e-6, drift
 
 
-def test_w16a16_is_near_lossless_on_a_latent_model(cli, tmp_path):
-    path = families.build("ldm", tmp_path)  # UNet2DModel on 3 x 8 x 8 VQ latents; drift on decoded pixels
+def test_w16a16_is_near_lossless_on_a_latent_model(cli, family_dir):
+    path = family_dir("ldm")  # UNet2DModel on 3 x 8 x 8 VQ latents; drift on decoded pixels
     drift = _a16_drift(cli, path)
     assert drift["W-fpA16"] < 3e-5 and drift["W16A16"] < 3e-5, drift
 

@@ -20,16 +20,15 @@ from flatcheck.core.probes import probe_bank
 from flatcheck.measures.quantize.drift import FULL, per_sample_mse
 from flatcheck.measures.quantize.measure import QuantizeConfig, full_precision_samples, measure_quantization
 
-from . import families
 
 N, BATCH = 10, 4  # 3 batches: 4, 4, 2
 
 
 @pytest.fixture(scope="module")
-def ldm(tmp_path_factory):
+def ldm(tmp_path_factory, family_dir):
     """The tiny LDM (UNet2DModel on 3 x 8 x 8 VQ latents, 3 x 16 x 16 images) and an FD reference for it."""
     root = tmp_path_factory.mktemp("stream")
-    den = Denoiser.from_checkpoint(load(str(families.build("ldm", root))))
+    den = Denoiser.from_checkpoint(load(str(family_dir("ldm"))))
     ref = root / "ref.npz"
     np.savez(ref, images=np.random.default_rng(0).uniform(-1, 1, size=(32, 3, 16, 16)).astype(np.float32))
     return den, str(ref)
