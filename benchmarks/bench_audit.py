@@ -63,15 +63,21 @@ def main() -> None:
         stages.append({k: v / fwd for k, v in report.timings.items()})
         fwds.append(fwd)
         before = after
-    print(f"model {args.model}; torch threads {torch.get_num_threads()}; the first audit of the process, then "
-          f"{args.repeats} repeats")
+    print(
+        f"model {args.model}; torch threads {torch.get_num_threads()}; the first audit of the process, then "
+        f"{args.repeats} repeats"
+    )
     print(f"first audit (its first calls included): {first:.1f} s = {first_fwd:.0f} forward passes")
-    print(f"forward pass, batch 64: {statistics.median(fwds) * 1000:.0f} ms median "
-          f"({min(fwds) * 1000:.0f}-{max(fwds) * 1000:.0f})")
+    print(
+        f"forward pass, batch 64: {statistics.median(fwds) * 1000:.0f} ms median "
+        f"({min(fwds) * 1000:.0f}-{max(fwds) * 1000:.0f})"
+    )
     print(f"quick audit: {statistics.median(totals):.0f} forward passes median ({min(totals):.0f}-{max(totals):.0f})")
     for stage in stages[0]:
         values = [s[stage] for s in stages]
-        print(f"  {stage:10s} {statistics.median(values):6.0f} forward passes median ({min(values):.0f}-{max(values):.0f})")
+        print(
+            f"  {stage:10s} {statistics.median(values):6.0f} forward passes median ({min(values):.0f}-{max(values):.0f})"
+        )
 
 
 if __name__ == "__main__":

@@ -97,10 +97,14 @@ class Measure:
     profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # audit profile -> config overrides
     uses_bank: bool = True  # needs the probe bank
     order: int = 50  # run order in the audit (a measure that makes the shared samples while watching runs first)
-    cost: Callable[..., list] | None = None  # cost(config, core.work.RunShape, net) -> [core.work.Work]: what it computes (the plan)
+    cost: Callable[..., list] | None = (
+        None  # cost(config, core.work.RunShape, net) -> [core.work.Work]: what it computes (the plan)
+    )
     readings: Readings | None = None  # the numbers `rank` correlates (None: none)
 
-    def make_config(self, profile: str = "default", shared: Mapping[str, Any] | None = None, given: Mapping[str, Any] | None = None):
+    def make_config(
+        self, profile: str = "default", shared: Mapping[str, Any] | None = None, given: Mapping[str, Any] | None = None
+    ):
         """The config of a run: defaults, then the profile, then the shared inputs, then what the user gave.
 
         A config field named like a shared input (seed, batch_size, samples, steps, sampler) takes
@@ -126,11 +130,16 @@ class Measure:
         return check() if check is not None else config
 
 
-
 def _checked(name: str, value, f: dataclasses.Field):
     """A given config value with the type its field's default has (config files give lists for
     tuples); OptionError naming the field otherwise. Values of other types (objects) pass."""
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+    default = (
+        f.default
+        if f.default is not dataclasses.MISSING
+        else f.default_factory()
+        if f.default_factory is not dataclasses.MISSING
+        else None
+    )
     if value is None or default is None:
         return value
     if isinstance(default, (tuple, list)):

@@ -33,11 +33,16 @@ def audit_html(report: dict, plots: dict[str, str | Path] | None = None) -> str:
     plots = plots or {}
     model = report.get("model", {})
     title = f"flatcheck audit: {model.get('source', '?')}"
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>{escape(title)}</h1>", "<table><tr><th>area</th><th>verdict</th><th>summary</th></tr>"]
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+        "<table><tr><th>area</th><th>verdict</th><th>summary</th></tr>",
+    ]
     for v in report.get("verdicts", []):
         cls = escape(v["status"])
-        parts.append(f"<tr class='{cls}'><td>{escape(v['area'])}</td><td><span class='badge'>{cls}</span></td><td>{escape(v['line'])}</td></tr>")
+        parts.append(
+            f"<tr class='{cls}'><td>{escape(v['area'])}</td><td><span class='badge'>{cls}</span></td><td>{escape(v['line'])}</td></tr>"
+        )
     parts.append("</table>")
     for area in REGISTRY:
         parts.append(f"<h2 id='{area}'>{area}</h2>")
@@ -48,14 +53,20 @@ def audit_html(report: dict, plots: dict[str, str | Path] | None = None) -> str:
             continue
         for name, path in plots.items():
             if name.startswith(area):
-                parts.append(f"<figure><img alt='{escape(name)}' src='{embed_png(path)}'><figcaption>{escape(name)}</figcaption></figure>")
+                parts.append(
+                    f"<figure><img alt='{escape(name)}' src='{embed_png(path)}'><figcaption>{escape(name)}</figcaption></figure>"
+                )
         parts.append("<table><tr><th>metric (gate path)</th><th>value</th></tr>")
         for r in number_rows(section):
-            parts.append(f"<tr><td><code>{escape(area + '.' + r.path)}</code></td><td class='num'>{escape(r.text())}</td></tr>")
+            parts.append(
+                f"<tr><td><code>{escape(area + '.' + r.path)}</code></td><td class='num'>{escape(r.text())}</td></tr>"
+            )
         parts.append("</table>")
     for name, path in plots.items():
         if not name.startswith(tuple(REGISTRY)):
-            parts.append(f"<figure><img alt='{escape(name)}' src='{embed_png(path)}'><figcaption>{escape(name)}</figcaption></figure>")
+            parts.append(
+                f"<figure><img alt='{escape(name)}' src='{embed_png(path)}'><figcaption>{escape(name)}</figcaption></figure>"
+            )
     parts.append("<h2>run</h2><table>")
     parts += [f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in run_rows(report)]
     parts.append("</table></body></html>\n")

@@ -90,9 +90,20 @@ def score_samples(
     check_samples(samples, bootstrap, ci_level)
     extractor = load_extractor(features, weights, device)
     feats, shape = stream_features(samples, lambda x: x, extractor, batch_size)
-    return score_features(feats, shape, ref, extractor, batch_size=batch_size, bootstrap=bootstrap, ci_level=ci_level,
-                          kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache_dir=cache_dir,
-                          use_cache=use_cache)
+    return score_features(
+        feats,
+        shape,
+        ref,
+        extractor,
+        batch_size=batch_size,
+        bootstrap=bootstrap,
+        ci_level=ci_level,
+        kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size,
+        seed=seed,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+    )
 
 
 def check_samples(samples: torch.Tensor, bootstrap: int = 200, ci_level: float = 0.95) -> None:
@@ -131,7 +142,7 @@ def stream_features(samples: torch.Tensor, to_images, extractor, batch_size: int
     shape: list[tuple[int, ...]] = []
 
     def run(rows: list[int]) -> torch.Tensor:
-        images = to_images(samples[rows[0]:rows[-1] + 1])
+        images = to_images(samples[rows[0] : rows[-1] + 1])
         shape.append(tuple(images.shape[1:]))
         return batch_features(images, extractor, batch_size)
 
@@ -195,19 +206,33 @@ def score_features(
             f"numbers computed with the same N (published numbers use 10k-50k samples)"
         )
     if extractor.features != "inception":
-        notes.append(f"{extractor.label} is a Frechet distance in {extractor.features} feature space, not comparable with FID")
+        notes.append(
+            f"{extractor.label} is a Frechet distance in {extractor.features} feature space, not comparable with FID"
+        )
     return FidResult(
-        label=extractor.label, features=extractor.features, value=value, kid=kid, num_samples=n, feature_dim=d,
-        reference=ref_stats.info, bootstrap_rounds=bootstrap, ci_level=ci_level,
-        kid_subsets=kid_subsets if kid is not None else None, kid_subset_size=used_subset, kid_subset_std=k_std,
-        warning=warning, seed=seed, notes=notes, _rounds=boot.rounds,
+        label=extractor.label,
+        features=extractor.features,
+        value=value,
+        kid=kid,
+        num_samples=n,
+        feature_dim=d,
+        reference=ref_stats.info,
+        bootstrap_rounds=bootstrap,
+        ci_level=ci_level,
+        kid_subsets=kid_subsets if kid is not None else None,
+        kid_subset_size=used_subset,
+        kid_subset_std=k_std,
+        warning=warning,
+        seed=seed,
+        notes=notes,
+        _rounds=boot.rounds,
     )
 
 
 def kid_estimate(mean: float, std_over_subsets: float, subsets: int) -> Estimate:
     """KID as an Estimate whose stderr is a standard error: that of the mean over `subsets` random
     subsets, std / sqrt(subsets). It measures the subset draw only, not which images were sampled."""
-    return Estimate(float(mean), float(std_over_subsets) / subsets ** 0.5, n=subsets)
+    return Estimate(float(mean), float(std_over_subsets) / subsets**0.5, n=subsets)
 
 
 def fd_change(new: FidResult, base: FidResult) -> Estimate:
@@ -222,8 +247,17 @@ def fd_change(new: FidResult, base: FidResult) -> Estimate:
     from .frechet import basic_interval
 
     same = (new.num_samples, new.bootstrap_rounds, new.seed, new.features, new.ci_level, new.reference.content_hash)
-    if same != (base.num_samples, base.bootstrap_rounds, base.seed, base.features, base.ci_level, base.reference.content_hash):
-        raise ValueError("fd_change needs two results with the same samples count, seed, bootstrap rounds, features and reference")
+    if same != (
+        base.num_samples,
+        base.bootstrap_rounds,
+        base.seed,
+        base.features,
+        base.ci_level,
+        base.reference.content_hash,
+    ):
+        raise ValueError(
+            "fd_change needs two results with the same samples count, seed, bootstrap rounds, features and reference"
+        )
     d = new._rounds - base._rounds
     value = new.value.value - base.value.value
     lo, hi = basic_interval(value, d, new.ci_level)
