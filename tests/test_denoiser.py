@@ -67,7 +67,6 @@ def test_loss_target_matches_training_convention(prediction_type):
 
 
 def test_perfect_eps_model_recovers_x0():
-    sched = make_scheduler("epsilon")
     g = torch.Generator().manual_seed(2)
     x0, noise = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
     d = wrap(noise, "epsilon")

@@ -87,9 +87,9 @@ def test_bootstrap_rounds_equal_recomputed_resamples(n, d):
     assert np.array_equal(b.rounds, again.rounds) and not np.array_equal(b.rounds, other.rounds)
     # Basic bootstrap interval, from the sorted rounds by hand: [2 v - q_97.5, 2 v - q_2.5], clipped at 0.
     r = np.sort(b.rounds)
-    q = lambda p: (
+    q = lambda p: (  # noqa: E731
         r[int(np.floor(p * 19))] + (p * 19 % 1) * (r[min(int(np.floor(p * 19)) + 1, 19)] - r[int(np.floor(p * 19))])
-    )  # noqa: E731
+    )
     lo, hi = b.interval()
     assert hi == pytest.approx(max(2 * b.value - q(0.025), 0.0), rel=1e-9, abs=1e-12)
     assert lo == pytest.approx(max(2 * b.value - q(0.975), 0.0), rel=1e-9, abs=1e-12)

@@ -23,7 +23,7 @@ from flatcheck.measures.quantize.calibrate import (
 from flatcheck.measures.quantize.drift import paired_drift
 from flatcheck.measures.quantize.measure import QuantizeConfig, full_precision_samples, measure_quantization
 from flatcheck.measures.quantize.sensitivity import layer_sensitivity
-from flatcheck.measures.quantize.settings import LayerPolicy, QuantSetting, settings_from_options
+from flatcheck.measures.quantize.settings import LayerPolicy, settings_from_options
 from flatcheck.measures.quantize.simulated import (
     ActQuant,
     WeightCache,
@@ -303,7 +303,7 @@ def test_measure_restores_model_and_is_deterministic(den):
     assert weights_equal(den.net, saved) and [type(m) for m in den.net.modules()] == types
     r2 = measure_quantization(den, bank, cfg)
     assert [s.sample_mse.value for s in r1.settings] == [s.sample_mse.value for s in r2.settings]
-    assert [l.name for l in r1.sensitivity] == [l.name for l in r2.sensitivity]
+    assert [layer.name for layer in r1.sensitivity] == [layer.name for layer in r2.sensitivity]
     w8, w4 = r1.settings
     assert 0 < w8.sample_mse.value < w4.sample_mse.value
     assert w8.weight_share == pytest.approx(

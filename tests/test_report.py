@@ -6,7 +6,6 @@ import copy
 import json
 import shutil
 import subprocess
-from importlib import resources
 
 import pytest
 

@@ -12,15 +12,16 @@ import sys
 
 import torch
 
+# The imports below come after the thread count is set and examples/ is on sys.path (train_digits).
 torch.set_num_threads(1)
-from pathlib import Path
+from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples"))
-from diffusers import UNet2DModel
-from train_digits import batch_loss, make_scheduler
+from diffusers import UNet2DModel  # noqa: E402
+from train_digits import batch_loss, make_scheduler  # noqa: E402
 
-from flatcheck.core.datasets import digits_images
+from flatcheck.core.datasets import digits_images  # noqa: E402
 
 unet = UNet2DModel.from_pretrained(str(ROOT / "examples/zoo/models/adamw-s0/unet"))
 gen = torch.Generator().manual_seed(7)

@@ -70,8 +70,6 @@ def gate(
     if needs_baseline and baseline_spec is None:
         raise InputError("the config has relative rules: pass --baseline REPORT.json|MODEL or set gate.baseline")
 
-    ckpt_cache: dict = {}
-
     def audit(spec: str | None):
         from ..audit import audit_checkpoint
 

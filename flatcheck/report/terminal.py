@@ -182,7 +182,6 @@ def _rank_cell(pair: dict) -> Text:
 def rank_renderable(ranking: dict) -> Group:
     """The measure x outcome table (rho [interval over checkpoints], tau), one sentence per pair, the notes."""
     n = ranking["n"]
-    labels = {q["key"]: q["label"] for q in ranking["measures"] + ranking["outcomes"]}
     cells = {(p["measure"], p["outcome"]): p for p in ranking["pairs"]}
     t = Table(
         title=f"flatcheck rank: {n} checkpoints ({', '.join(ranking['models'])})\n"
