@@ -126,11 +126,13 @@ def main() -> None:
             keep = {s.strip() for s in a.only.split(",")}
             rows = [r for r in rows if r[0] in keep]
         print(
-            f"model {a.model}, device {a.device}; {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
-            f"torch {torch.__version__}, {platform.processor() or platform.machine()}; {time.strftime('%Y-%m-%d')}"
+            f"model {a.model}, device {a.device}; {os.cpu_count()} CPUs, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch {torch.__version__}, "
+            f"{platform.processor() or platform.machine()}; {time.strftime('%Y-%m-%d')}"
         )
         print(
-            "\n| command | wall time (s) | peak RSS (MiB) | peak CUDA allocated (MiB) | exit |\n|---|---:|---:|---:|---:|"
+            "\n| command | wall time (s) | peak RSS (MiB) | peak CUDA allocated (MiB) | exit |\n"
+            "|---|---:|---:|---:|---:|"
         )
         for name, args in rows:
             seconds, rss, cuda, code = run_one(args, a.device)

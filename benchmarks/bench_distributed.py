@@ -81,7 +81,8 @@ SPIN = (
 
 
 def parallel_capacity(py: Path) -> float:
-    """Throughput of two concurrent 1-thread matmul processes / one alone: ~2 on two free cores, ~1 when others hold one."""
+    """Throughput of two concurrent 1-thread matmul processes / one alone: ~2 on two free cores, ~1 when others hold
+    one."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     alone = float(subprocess.run([str(py), "-c", SPIN], env=env, capture_output=True, text=True, check=True).stdout)
     procs = [subprocess.Popen([str(py), "-c", SPIN], env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
@@ -111,7 +112,8 @@ def main() -> None:
         f"2 processes: two cores); reports in {work}"
     )
     print(
-        f"machine check: two 1-thread processes ran at {parallel_capacity(py):.2f}x the throughput of one (2.00 = two free cores)"
+        f"machine check: two 1-thread processes ran at {parallel_capacity(py):.2f}x the throughput of one "
+        "(2.00 = two free cores)"
     )
     for name in args.commands.split(","):
         flat = [*COMMANDS[name.strip()][:1], args.model, *COMMANDS[name.strip()][1:], "--device", "cpu"]
@@ -154,12 +156,12 @@ def main() -> None:
             reports[label] = json.loads(out.read_text())
             procs = reports[label]["environment"].get("processes")
             print(
-                f"  {name:9s} {label:21s} {wall[label]:7.1f} s wall, {measure_seconds(reports[label]):7.1f} s in measures "
-                f"(processes {procs}, torch threads {reports[label]['environment'].get('torch_threads')})"
+                f"  {name:9s} {label:21s} {wall[label]:7.1f} s wall, {measure_seconds(reports[label]):7.1f} s in "
+                f"measures (processes {procs}, torch threads {reports[label]['environment'].get('torch_threads')})"
             )
         print(
-            f"  machine check after {name}: two 1-thread processes ran at {parallel_capacity(py):.2f}x the throughput of one "
-            f"(2.00 = two free cores)"
+            f"  machine check after {name}: two 1-thread processes ran at {parallel_capacity(py):.2f}x the throughput "
+            "of one (2.00 = two free cores)"
         )
         one = reports["1 process"]
         for label in list(runs)[1:]:

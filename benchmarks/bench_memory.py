@@ -100,8 +100,8 @@ def main() -> None:
         meta, cpu = sized(net_on, "meta", args.batch, math), sized(net_on, "cpu", args.batch, math)
         kernel = "math attention" if math else "default attention"
         print(
-            f"{kernel}: peak live tensors meta {meta[0]:,} B ({meta[1]} storages), cpu {cpu[0]:,} B ({cpu[1]} storages); "
-            f"meta/cpu {meta[0] / cpu[0]:.4f}"
+            f"{kernel}: peak live tensors meta {meta[0]:,} B ({meta[1]} storages), cpu {cpu[0]:,} B ({cpu[1]} "
+            f"storages); meta/cpu {meta[0] / cpu[0]:.4f}"
         )
     with PeakMemory("cpu") as mem:
         step(net, x, t)

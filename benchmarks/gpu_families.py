@@ -372,13 +372,15 @@ def main() -> None:
                 net = getattr(diffusers, spec["cls"])(**spec["config"])
                 vae = diffusers.AutoencoderKL(**spec["vae"])
             print(
-                f"{name:<12} denoiser {sum(p.numel() for p in net.parameters()):>14,}  vae {sum(p.numel() for p in vae.parameters()):>11,}"
+                f"{name:<12} denoiser {sum(p.numel() for p in net.parameters()):>14,}  vae "
+                f"{sum(p.numel() for p in vae.parameters()):>11,}"
             )
         return
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     print(
-        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), dtype {args.dtype}, "
-        f"probes {args.probes}, quantize {args.samples} samples x {args.steps} steps, torch {torch.__version__}"
+        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), dtype "
+        f"{args.dtype}, probes {args.probes}, quantize {args.samples} samples x {args.steps} steps, torch "
+        f"{torch.__version__}"
     )
     print(f"{'family':<12} {'params':>14} {'sharpness s':>12} {'peak GiB':>9} {'W4A4 s':>9} {'peak GiB':>9}")
     for name in args.families.split(","):

@@ -228,11 +228,12 @@ def run_sd15(root: Path, threads: int, only: list[str] | None, extra_args: list[
     config = root / "audit-small.toml"
     config.write_text(AUDIT_CONFIG)
     print(
-        f"\nSD 1.5 (random weights, published configs) on {platform.node()}, {os.cpu_count()} CPUs, torch threads {threads}, "
-        f"{date.today()}"
+        f"\nSD 1.5 (random weights, published configs) on {platform.node()}, {os.cpu_count()} CPUs, torch threads "
+        f"{threads}, {date.today()}"
     )
     print(
-        f"{'command':<22} {'options the plan recommended':<48} {'wall s':>8} {'plan s':>8} {'peak GiB':>9} {'plan GiB':>9} {'plan/peak':>9} exit"
+        f"{'command':<22} {'options the plan recommended':<48} {'wall s':>8} {'plan s':>8} {'peak GiB':>9} "
+        f"{'plan GiB':>9} {'plan/peak':>9} exit"
     )
     for name, (cmd, planned) in COMMANDS.items():
         if only and name not in only:
@@ -259,8 +260,8 @@ def run_sd15(root: Path, threads: int, only: list[str] | None, extra_args: list[
         ratio = f"{estimate / peak:.2f}" if estimate and peak else "-"
         planned_s = "-" if est_seconds is None else f"{est_seconds:.0f}"
         print(
-            f"{name:<22} {' '.join(extra) or '(defaults fit)':<48} {seconds:>8.0f} {planned_s:>8} {gib(peak):>9} {gib(estimate):>9} {ratio:>9} {code}"
-            + (f"  {last[:160]}" if code not in (0, 1) else ""),
+            f"{name:<22} {' '.join(extra) or '(defaults fit)':<48} {seconds:>8.0f} {planned_s:>8} {gib(peak):>9} "
+            f"{gib(estimate):>9} {ratio:>9} {code}" + (f"  {last[:160]}" if code not in (0, 1) else ""),
             flush=True,
         )
 

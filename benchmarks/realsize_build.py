@@ -254,7 +254,8 @@ def build(name: str, root: Path, weights: bool) -> Path:
         raise ValueError(f"unknown pipeline {name!r}; choose one of {', '.join(NAMES)}")
     if weights and name not in WITH_WEIGHTS:
         raise ValueError(
-            f"{name} is built header-only (its weights would not fit this budget); weights=True is for {', '.join(WITH_WEIGHTS)}"
+            f"{name} is built header-only (its weights would not fit this budget); weights=True is for "
+            f"{', '.join(WITH_WEIGHTS)}"
         )
     folder = Path(root) / name
     if folder.exists() and any(folder.iterdir()):
@@ -325,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(
-        f"{folder}: {'random weights' if weights else 'header-only'}, built in {time.perf_counter() - t0:.1f} s, peak RSS {peak:.2f} GiB"
+        f"{folder}: {'random weights' if weights else 'header-only'}, built in {time.perf_counter() - t0:.1f} s, peak "
+        f"RSS {peak:.2f} GiB"
     )
     return 0
 

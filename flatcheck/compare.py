@@ -50,7 +50,8 @@ def audit_many(checkpoints: list, opts: AuditOptions, progress: Progress | None 
     resolved = [resolve_for(c, opts) for c in checkpoints]
     if len({(o.data, o.ref, o.fid_features) for o in resolved}) > 1:
         raise InputError(
-            "the checkpoints default to different reference data or FD features: pass --data (or --data none) for all of them"
+            "the checkpoints default to different reference data or FD features: pass --data "
+            "(or --data none) for all of them"
         )
     opts = resolved[0]
     if opts.data is not None:  # the bank comes from the data: each column is a plain audit
@@ -61,7 +62,8 @@ def audit_many(checkpoints: list, opts: AuditOptions, progress: Progress | None 
     shapes = {d.sample_shape for d in denoisers}
     if len(shapes) > 1:
         raise InputError(
-            f"the checkpoints have different sample shapes ({', '.join(map(str, shapes))}): nothing to compare on one bank"
+            f"the checkpoints have different sample shapes ({', '.join(map(str, shapes))}): "
+            "nothing to compare on one bank"
         )
     kinds = {(d.conditioning.kind, d.conditioning.count) if d.conditioning else ("none", 0) for d in denoisers}
     if len(kinds) > 1:
@@ -80,7 +82,10 @@ def audit_many(checkpoints: list, opts: AuditOptions, progress: Progress | None 
     if denoisers[0].conditioning is not None:  # same seed, same conditions: sample i has one condition in every column
         ids = denoisers[0].conditioning.ids(opts.seed, range(len(sets[0].get())))
         pool_cond = ids.repeat_interleave(len(sets))
-    note = f"data-free: drawn from the pooled {len(pool)} full-precision samples of {len(sets)} checkpoints ({opts.sampler} {opts.steps} steps, seed {opts.seed})"
+    note = (
+        f"data-free: drawn from the pooled {len(pool)} full-precision samples of {len(sets)} checkpoints "
+        f"({opts.sampler} {opts.steps} steps, seed {opts.seed})"
+    )
     uses_bank = any(REGISTRY[n].uses_bank for n in selected(opts))
     reports = []
     for ckpt, d, samples in zip(checkpoints, denoisers, sets):

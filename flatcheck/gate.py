@@ -252,7 +252,8 @@ def lookup(report: dict, path: str) -> tuple[float | None, float | None]:
                     raise InputError(f"metric '{path}': no '{key}' in '{'.'.join(walked) or 'report'}' ({have})")
             if not 0 <= idx < len(node):
                 raise InputError(
-                    f"metric '{path}': '{'.'.join(walked) or 'report'}' is a list of {len(node)}; use an index 0..{len(node) - 1}"
+                    f"metric '{path}': '{'.'.join(walked) or 'report'}' is a list of {len(node)}; use an index "
+                    f"0..{len(node) - 1}"
                 )
             node = node[idx]
         elif isinstance(node, dict):
@@ -305,7 +306,8 @@ def evaluate(
         if rule.relative:
             if baseline is None:
                 raise InputError(
-                    f"rule on '{rule.metric}' is relative to a baseline: pass --baseline REPORT.json|MODEL or set gate.baseline"
+                    f"rule on '{rule.metric}' is relative to a baseline: "
+                    "pass --baseline REPORT.json|MODEL or set gate.baseline"
                 )
             base, _ = lookup(baseline, rule.metric)
         rows.append(_check(rule, value, stderr, base))

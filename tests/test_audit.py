@@ -277,7 +277,8 @@ def test_gate_on_a_report_relative_to_a_baseline_report(cli, tiny_audit, tmp_pat
 
 
 def test_gate_holds_the_peak_memory_down_against_a_baseline(cli, tiny_audit, tmp_path):
-    """environment.peak_memory.run_bytes is a gate path like any number: a run at twice the baseline's peak fails 1.5x."""
+    """environment.peak_memory.run_bytes is a gate path like any number: a run at twice the baseline's peak fails
+    1.5x."""
     _, doc = tiny_audit
     base = json.loads(json.dumps(doc))
     base["environment"]["peak_memory"]["run_bytes"] = doc["environment"]["peak_memory"]["run_bytes"] // 2

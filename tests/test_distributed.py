@@ -34,7 +34,8 @@ def free_port() -> int:
 
 
 def launch(args: list[str], *, cpu: bool = False, script: Path | None = None) -> subprocess.CompletedProcess:
-    """`accelerate launch` of flatcheck (or a script) with 2 processes: --multi_gpu (two CPU processes), or --cpu (one)."""
+    """`accelerate launch` of flatcheck (or a script) with 2 processes: --multi_gpu (two CPU processes), or --cpu
+    (one)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         str(ACCELERATE),
@@ -148,7 +149,8 @@ def folder_files(folder: Path) -> dict[str, bytes]:
 
 def test_sample_folder_across_two_processes(tiny_pipeline, tmp_path):
     """The main process writes the folder the two processes generate: the same shard files as one process,
-    and a resumed run generates only the shards missing from the manifest; `.npz` and PNGs come from the main process."""
+    and a resumed run generates only the shards missing from the manifest; `.npz` and PNGs come from the main
+    process."""
     model = str(tiny_pipeline)
     # One process, launched by `accelerate launch --cpu --num_processes 2`: it says it runs alone, once.
     one = launch(["sample", model, "--out", str(tmp_path / "one"), *SAMPLE, "--no-png"], cpu=True)
@@ -198,7 +200,8 @@ def test_errors_are_printed_once_with_their_exit_code(tiny_pipeline, tmp_path):
     # Before the processes meet: every process rejects the option, the main one prints it.
     usage = launch(["sample", model, "--bogus"])
     assert usage.returncode != 0 and usage.stderr.count("flatcheck: error:") == 1, usage.stderr[-3000:]
-    # The launcher exits 1 and lists each process's exit code: the main one's is kept (the other, quiet, may be stopped first).
+    # The launcher exits 1 and lists each process's exit code: the main one's is kept (the other, quiet, may be stopped
+    # first).
     assert "rank      : 0 (local_rank: 0)\n  exitcode  : 2" in usage.stderr
     # After: the main process refuses the folder (another seed's samples) and tells the other one.
     assert run(["sample", model, "--out", str(tmp_path / "s"), *SAMPLE, "--no-png", "--no-npz"]) == 0

@@ -1,4 +1,5 @@
-"""flatcheck fid: Frechet distance against closed forms, bootstrap, KID, digits-cnn, cache, references, Inception plumbing, CLI."""
+"""flatcheck fid: Frechet distance against closed forms, bootstrap, KID, digits-cnn, cache, references, Inception
+plumbing, CLI."""
 
 from __future__ import annotations
 
@@ -341,7 +342,7 @@ def test_image_folder_reference(digits_halves, tmp_path):
     assert r1.value.value < 1e-6  # the very same images: identical statistics
 
 
-# ------------------------------------------------------------------ Inception: plumbing with random weights, both formats
+# ------------------------------------------------------------------ Inception: plumbing, random weights, both formats
 @pytest.fixture(scope="module")
 def inception_pth(tmp_path_factory):
     """torch-fidelity's Inception with random weights saved as its .pth state dict (plumbing only: never a real FID)."""

@@ -123,7 +123,8 @@ def test_flow_sampler_reaches_the_data_distribution():
 
 @pytest.mark.parametrize("scale", [1.0, 1.2])
 def test_exposure_measures_the_velocity(scale):
-    """Exposure on a flow model compares ||v||; the forward scale E||v_theta||^2 / E<v_theta, v> recovers a planted c."""
+    """Exposure on a flow model compares ||v||; the forward scale E||v_theta||^2 / E<v_theta, v> recovers a planted
+    c."""
     from flatcheck.measures.exposure.config import ExposureConfig
     from flatcheck.measures.exposure.measure import measure_exposure
 

@@ -92,7 +92,8 @@ def test_info_of_a_huge_checkpoint_stays_small_and_imports_no_torch(flux_dev, tm
         "import json, re, sys; from flatcheck.cli import run; "
         f"rc = run(['info', {str(folder)!r}, '--json', {str(tmp_path / 'info.json')!r}]); "
         "hwm = int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)); "
-        "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules, 'diffusers': 'diffusers' in sys.modules, 'kib': hwm}))"
+        "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules, 'diffusers': 'diffusers' in sys.modules, "
+        "'kib': hwm}))"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

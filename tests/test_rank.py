@@ -59,7 +59,8 @@ def test_permutation_p_is_scipys_exact_test(n):
         if np.isnan(stats.spearman(x, y)):
             assert p is None
             continue
-        # Two-sided as |rho| >= |observed| (scipy's "two-sided" doubles the smaller tail instead; the same without ties).
+        # Two-sided as |rho| >= |observed| (scipy's "two-sided" doubles the smaller tail instead; the same without
+        # ties).
         # scipy enumerates the orderings; the statistic is ours (held to scipy's spearmanr above), vectorised for speed.
         want = scipy.stats.permutation_test(
             (y,),
@@ -413,6 +414,7 @@ def test_tied_checkpoints_have_no_correlation_and_other_devices_are_noted(tiny_a
     assert all(p.spearman.checkpoints.low is None and p.spearman.checkpoints.dropped == 50 for p in r.pairs)
     assert (
         r.pairs[0].sentence
-        == "top Hessian eigenvalue vs W8A8 sample drift: no rank correlation, top Hessian eigenvalue is the same for all 3 checkpoints."
+        == "top Hessian eigenvalue vs W8A8 sample drift: no rank correlation, top Hessian eigenvalue is the same for "
+        "all 3 checkpoints."
     )
     assert any("different devices (cpu, cuda:0)" in n for n in r.notes)

@@ -176,7 +176,8 @@ def compare(old: Path, new: Path) -> int:
             bad += 1
             worst = max(diffs, key=lambda d: _rel(d[1], d[2]))
             print(
-                f"{f.name}: {len(diffs)} of {len(b)} numbers differ; largest relative {_rel(worst[1], worst[2]):.3g} at {worst[0]} ({worst[1]} -> {worst[2]})"
+                f"{f.name}: {len(diffs)} of {len(b)} numbers differ; largest relative {_rel(worst[1], worst[2]):.3g} "
+                f"at {worst[0]} ({worst[1]} -> {worst[2]})"
             )
         else:
             print(f"{f.name}: all {len(b)} numbers identical")

@@ -122,7 +122,8 @@ def sharpness_tables(runs: Path) -> dict[str, str]:
     rows = []
     for k, blk in enumerate(base["blocks"]):
         cells = [
-            f"{pm(docs[m]['blocks'][k]['average']['adaptive'], 3)} / {g(docs[m]['blocks'][k]['trace_per_parameter'], 3)}"
+            f"{pm(docs[m]['blocks'][k]['average']['adaptive'], 3)} / "
+            f"{g(docs[m]['blocks'][k]['trace_per_parameter'], 3)}"
             for m in MODELS
         ]
         rows.append([f"{blk['block']} ({blk['parameters']:,})"] + cells)

@@ -1,8 +1,8 @@
 """The tables of examples/evidence/zoo.md, from the `flatcheck rank --json` documents of the zoos.
 
     python examples/evidence/zoo_tables.py examples/zoo/runs/rank-digits.json [examples/zoo/runs/rank-rgb.json ...]
-    python examples/evidence/zoo_tables.py --split examples/zoo/runs/rank-digits.json DIR   # one audit report per member,
-                                                      # for `flatcheck rank --reports` on a subset of the zoo
+    python examples/evidence/zoo_tables.py --split examples/zoo/runs/rank-digits.json DIR
+        # one audit report per member, for `flatcheck rank --reports` on a subset of the zoo
 
 Prints Markdown: per zoo, the members' sharpness and robustness numbers, the paired-free
 comparisons of SAM against EMA and SWA, and the rank correlations (Spearman rho with its 95%

@@ -85,7 +85,8 @@ def main() -> None:
             sched.step()
             total += float(loss.detach()) * len(b)
         print(
-            f"epoch {epoch + 1:3d}  loss {total / len(xtr):.4f}  held-out acc {accuracy(net, xte, yte):.4f}  {time.time() - t0:.0f} s",
+            f"epoch {epoch + 1:3d}  loss {total / len(xtr):.4f}  held-out acc {accuracy(net, xte, yte):.4f}  "
+            f"{time.time() - t0:.0f} s",
             flush=True,
         )
     seconds = time.time() - t0
@@ -101,7 +102,8 @@ def main() -> None:
         "train_accuracy": f"{train_acc:.4f}",
         "n_train": str(len(xtr)),
         "n_heldout": str(len(xte)),
-        "data": f"flatcheck.core.patches rgb_patches('train', n_per_image={args.per_image}, seed=1); held out: seed=2, 400 per image (new crops of the same photographs)",
+        "data": f"flatcheck.core.patches rgb_patches('train', n_per_image={args.per_image}, seed=1); held out: "
+        "seed=2, 400 per image (new crops of the same photographs)",
         "seed": str(args.seed),
         "epochs": str(args.epochs),
         "feature_scale": f"{float(net.feature_scale):.6g}",

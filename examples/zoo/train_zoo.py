@@ -20,7 +20,7 @@ Members already built under --out (a model_index.json and their log) are skipped
 interrupted zoo resumes. Each run writes a JSON training log to examples/zoo/logs/ (or
 logs-rgb/), each member a DDIM-50 sample grid to examples/zoo/samples/, and the zoo a
 summary, examples/zoo/zoo.json (or zoo-rgb.json).
-"""
+"""  # noqa: E501 - printed as the --help text (RawDescriptionHelpFormatter): kept as written
 
 from __future__ import annotations
 
@@ -327,8 +327,10 @@ def main() -> None:
         loss="eps MSE, DDPM linear betas 1e-4..0.02, T=1000",
         ema_decay=f"min({EMA_DECAY}, (1 + step) / (10 + step)) (diffusers EMAModel warm-up)",
         swa=f"uniform average of the raw weights after each optimizer step of the last {SWA_FRACTION:.0%} of steps "
-        "(the lr keeps its cosine decay there, unlike classic SWA's constant or cyclic lr; GroupNorm only, so no BN update)",
-        asam="Kwon et al. 2021: e = rho T^2 g / |T g|, T = |w| + eta elementwise on every parameter tensor (the official code leaves biases at T = 1)",
+        "(the lr keeps its cosine decay there, unlike classic SWA's constant or cyclic lr; GroupNorm only, "
+        "so no BN update)",
+        asam="Kwon et al. 2021: e = rho T^2 g / |T g|, T = |w| + eta elementwise on every parameter tensor (the "
+        "official code leaves biases at T = 1)",
         batches="one CPU torch.Generator seeded seed + 1: indices, noise, timesteps drawn in that order each step",
         eval_loss="eps MSE on 1024 fixed (image, t, noise) draws, generator seed 123",
         samples="DDIM 50 steps, 64 images, noise seed 0",

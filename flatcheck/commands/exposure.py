@@ -28,7 +28,8 @@ StepsOpt = Annotated[
     str,
     typer.Option(
         "--steps",
-        help="Sampling steps T', one or a comma-separated list (the paper uses 20,100); the first count's run is the shared samples.",
+        help="Sampling steps T', one or a comma-separated list (the paper uses 20,100); the first count's run is the "
+        "shared samples.",
     ),
 ]
 LinearOpt = Annotated[
@@ -41,7 +42,8 @@ CheckOpt = Annotated[
     bool,
     typer.Option(
         "--check-scaling/--no-check-scaling",
-        help="Rerun the sampler with each fitted eps scaling and measure the gap again (one sampler run per form; audit --quick skips it).",
+        help="Rerun the sampler with each fitted eps scaling and measure the gap again (one sampler run per form; "
+        "audit --quick skips it).",
     ),
 ]
 SaveSamplesOpt = Annotated[

@@ -64,7 +64,7 @@ def fid(
     ] = False,
     o=None,
 ) -> None:
-    """FD/FID and KID of the model's samples against a reference, with a basic bootstrap interval (torch-fidelity features)."""
+    """FD/FID and KID of the model's samples against a reference, with a basic bootstrap interval (torch-fidelity features)."""  # noqa: E501 - the command's --help text, shown with its line breaks
     from ..core.fd.extractors import FEATURES
     from ..core.sampling import check_run, check_sampler_name
     from ..errors import InputError, require_at_least

@@ -24,7 +24,8 @@ ConfigOpt = Annotated[
     Optional[Path],
     typer.Option(
         "--config",
-        help="Gate config (flatcheck.toml, or a pyproject.toml with [tool.flatcheck]). Default: ./flatcheck.toml, then ./pyproject.toml.",
+        help="Gate config (flatcheck.toml, or a pyproject.toml with [tool.flatcheck]). Default: ./flatcheck.toml, "
+        "then ./pyproject.toml.",
         show_default=False,
     ),
 ]
@@ -109,5 +110,6 @@ def _check_same_settings(doc: dict, base: dict, name: str) -> None:
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if diff:
         raise InputError(
-            f"baseline {name} was audited with other options ({', '.join(diff)}): relative thresholds would compare different things"
+            f"baseline {name} was audited with other options ({', '.join(diff)}): relative thresholds would compare "
+            "different things"
         )

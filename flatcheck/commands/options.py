@@ -66,7 +66,8 @@ COMMON = group(
             typer.Option(
                 "--json",
                 metavar="PATH|-",
-                help="Write the machine-readable result to PATH, or to stdout with '-' (human output then goes to stderr).",
+                help="Write the machine-readable result to PATH, or to stdout with '-' "
+                "(human output then goes to stderr).",
             ),
         ],
         None,
@@ -108,7 +109,8 @@ COMMON = group(
         ],
         None,
     ),
-    # The fast path (core.fastpath). None: ACCELERATE_MIXED_PRECISION, so `accelerate launch --mixed_precision bf16` just works.
+    # The fast path (core.fastpath). None: ACCELERATE_MIXED_PRECISION, so `accelerate launch --mixed_precision bf16`
+    # just works.
     Opt(
         "mixed_precision",
         Annotated[
@@ -117,7 +119,8 @@ COMMON = group(
                 "--mixed-precision",
                 metavar="no|bf16|fp16",
                 help="Run the denoiser's forward under autocast to bf16 or fp16; weights stay in --dtype, "
-                "losses, Hessian-vector products and sampler steps in float32. Default: $ACCELERATE_MIXED_PRECISION, else no.",
+                "losses, Hessian-vector products and sampler steps in float32. Default: "
+                "$ACCELERATE_MIXED_PRECISION, else no.",
                 show_default=False,
             ),
         ],
@@ -129,7 +132,8 @@ COMMON = group(
             bool,
             typer.Option(
                 "--channels-last",
-                help="Conv weights and inputs in channels_last (NHWC) memory order: faster convs on GPUs, same numbers; no effect on transformers.",
+                help="Conv weights and inputs in channels_last (NHWC) memory order: faster convs on GPUs, same "
+                "numbers; no effect on transformers.",
             ),
         ],
         False,
@@ -140,8 +144,8 @@ COMMON = group(
             bool,
             typer.Option(
                 "--compile",
-                help="torch.compile the denoiser for sampling (no-grad forwards of the unmodified model); falls back to eager with a warning if compiling fails. "
-                "Backend: $FLATCHECK_COMPILE_BACKEND, else inductor.",
+                help="torch.compile the denoiser for sampling (no-grad forwards of the unmodified model); falls back "
+                "to eager with a warning if compiling fails. Backend: $FLATCHECK_COMPILE_BACKEND, else inductor.",
             ),
         ],
         False,
@@ -169,8 +173,9 @@ DATA = group(
             Optional[str],
             typer.Option(
                 "--data",
-                help="Reference images: a folder of images, an .npy/.npz array, 'digits', or 'patches'/'patches-test' (RGB patches); 'none' for data-free "
-                "(the bank's x0 drawn from the model's own samples). Default: digits for the bundled digits models, else data-free.",
+                help="Reference images: a folder of images, an .npy/.npz array, 'digits', or 'patches'/'patches-test' "
+                "(RGB patches); 'none' for data-free (the bank's x0 drawn from the model's own samples). "
+                "Default: digits for the bundled digits models, else data-free.",
                 show_default=False,
             ),
         ],
@@ -214,7 +219,8 @@ SAMPLER = group(
             Optional[str],
             typer.Option(
                 "--sampler",
-                help="Sampler: checkpoint (the checkpoint's own scheduler), ddpm, ddim, dpm-solver++, dpm-solver, euler, euler-ancestral, heun, pndm, unipc.",
+                help="Sampler: checkpoint (the checkpoint's own scheduler), ddpm, ddim, dpm-solver++, dpm-solver, "
+                "euler, euler-ancestral, heun, pndm, unipc.",
             ),
         ],
         "ddim",
@@ -273,7 +279,8 @@ COND = group(
             Optional[int],
             typer.Option(
                 "--sample-size",
-                help="Latent side for models whose config has none (Flux); default: the pipeline's (Flux: 128, i.e. 1024 px).",
+                help="Latent side for models whose config has none (Flux); default: the pipeline's (Flux: 128, "
+                "i.e. 1024 px).",
                 show_default=False,
             ),
         ],
@@ -289,8 +296,9 @@ FD = group(
             Optional[str],
             typer.Option(
                 "--ref",
-                help="FD/FID reference: an image folder, an .npz/.npy of images, a stats .npz (mu, sigma), 'digits', 'patches', 'patches-test', "
-                "or a torch-fidelity dataset (cifar10-train...). Default: the --data images (digits for the bundled models).",
+                help="FD/FID reference: an image folder, an .npz/.npy of images, a stats .npz (mu, sigma), 'digits', "
+                "'patches', 'patches-test', or a torch-fidelity dataset (cifar10-train...). "
+                "Default: the --data images (digits for the bundled models).",
                 show_default=False,
             ),
         ],
@@ -303,8 +311,8 @@ FD = group(
             typer.Option(
                 "--features",
                 "--fid-features",
-                help="Feature network for FD/FID: inception (FID), digits-cnn, patches-cnn (RGB patches), clip or dinov2. "
-                "Default: digits-cnn for the bundled digits models, else inception.",
+                help="Feature network for FD/FID: inception (FID), digits-cnn, patches-cnn (RGB patches), clip or "
+                "dinov2. Default: digits-cnn for the bundled digits models, else inception.",
                 show_default=False,
             ),
         ],
@@ -336,7 +344,8 @@ PROFILE = group(
             bool,
             typer.Option(
                 "--quick",
-                help="CI profile: 64 probes, 64 samples x 10 steps, two quantization settings (about 15 s on a 2-core CPU for the bundled models).",
+                help="CI profile: 64 probes, 64 samples x 10 steps, two quantization settings (about 15 s on a 2-core "
+                "CPU for the bundled models).",
             ),
         ],
         False,
@@ -431,7 +440,8 @@ DRY_RUN = group(
             bool,
             typer.Option(
                 "--dry-run",
-                help="Print the run's plan (work, memory and time per phase; see `flatcheck plan`) and exit without running it.",
+                help="Print the run's plan (work, memory and time per phase; "
+                "see `flatcheck plan`) and exit without running it.",
             ),
         ],
         False,
@@ -500,7 +510,8 @@ def console(json_dest: Optional[str]):
 
     from ..core import dist
 
-    # With --json -, stdout carries only JSON: human output moves to stderr. Of several processes, only the main one prints.
+    # With --json -, stdout carries only JSON: human output moves to stderr. Of several processes, only the main one
+    # prints.
     return Console(stderr=json_dest == "-", highlight=False, quiet=not dist.is_main())
 
 
@@ -598,7 +609,8 @@ def audit_options(o, device, *, config: dict | None = None):
     opts = options_for(profile, **merged)
     if opts.profile == "full" and device.type == "cpu":
         raise InputError(
-            "--full generates 50,000 samples and needs a GPU (about a week on a CPU); use the default profile or --quick here"
+            "--full generates 50,000 samples and needs a GPU (about a week on a CPU); "
+            "use the default profile or --quick here"
         )
     return opts
 
@@ -674,7 +686,8 @@ def measure_command(
         raise exc.flag() from None
     if require_fd and resolve_for(ckpt, opts).inputs().fd.ref is None:
         raise InputError(
-            "--ref is required for this model (an image folder, .npz of images, stats .npz, or a torch-fidelity dataset)"
+            "--ref is required for this model (an image folder, .npz of images, stats .npz, "
+            "or a torch-fidelity dataset)"
         )
     con = console(o.json)
     report = run_with_progress(

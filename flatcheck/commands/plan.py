@@ -1,4 +1,5 @@
-"""`flatcheck plan`: what an audit (or one measure) will compute, its memory per phase and its time, without running it."""
+"""`flatcheck plan`: what an audit (or one measure) will compute, its memory per phase and its time, without running
+it."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ def plan(
         typer.Option(
             "--memory",
             metavar="SIZE",
-            help="Plan against this much device memory (e.g. 80GB for one 80 GB GPU) instead of what this machine has free; "
-            "with --device cuda, plan for a GPU this machine does not have.",
+            help="Plan against this much device memory (e.g. 80GB for one 80 GB GPU) instead of what this machine has "
+            "free; with --device cuda, plan for a GPU this machine does not have.",
             show_default=False,
         ),
     ] = None,
@@ -56,7 +57,7 @@ def plan(
     loaded for it) and the estimated time on this device (calibrated by one timed forward and backward). Says whether the run
     fits, and which options would make it fit.
 
-    Takes the audit's options (--quick, sizes, --skip) and the sharpness memory options (--params, --gradient-checkpointing)."""
+    Takes the audit's options (--quick, sizes, --skip) and the sharpness memory options (--params, --gradient-checkpointing)."""  # noqa: E501 - the command's --help text, shown with its line breaks
     from .options import audit_options
     from .planning import plan_command
 

@@ -48,7 +48,8 @@ ABitsOpt = Annotated[
     Optional[str],
     typer.Option(
         "--abits",
-        help="Activation widths (2-16 or 'fp'); win over --bits. Alone with --wbits unset: weights stay full precision.",
+        help="Activation widths (2-16 or 'fp'); win over --bits. "
+        "Alone with --wbits unset: weights stay full precision.",
     ),
 ]
 BnbOpt = Annotated[
@@ -118,13 +119,14 @@ def quantize(
         bool,
         typer.Option(
             "--quantize-vae",
-            help="Latent models: quantize the autoencoder's decoder too (simulated settings), and decode each setting's samples with it.",
+            help="Latent models: quantize the autoencoder's decoder too (simulated settings), and decode each "
+            "setting's samples with it.",
         ),
     ] = False,
     o=None,
 ) -> None:
     """Generation quality under W/A quantization (default W8A8, W6A6, W4A4): sample drift, probe loss, FD/FID per setting
-    (when a reference is known: --ref, or the digits data for the bundled models), and the layers that hurt most."""
+    (when a reference is known: --ref, or the digits data for the bundled models), and the layers that hurt most."""  # noqa: E501 - the command's --help text, shown with its line breaks
     # Every cheap check before the model loads: bad input fails fast, with one line.
     settings = settings_from_options(bits, wbits, abits, bnb)
     policy = LayerPolicy(first_last=FirstLast(first_last).value, attention=Attention(attention).value)

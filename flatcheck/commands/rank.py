@@ -31,7 +31,8 @@ ReportsOpt = Annotated[
     typer.Option(
         "--reports",
         help="The arguments are audit reports (flatcheck audit --json, or a compare/rank JSON holding reports) "
-        "of one bank, seed set and option set: rank them without auditing. Audit options are then ignored; --seed seeds the bootstrap.",
+        "of one bank, seed set and option set: rank them without auditing. Audit options are then ignored; --seed "
+        "seeds the bootstrap.",
     ),
 ]
 PlotOpt = Annotated[
@@ -60,8 +61,9 @@ MeasuresOpt = Annotated[
     Optional[str],
     typer.Option(
         "--measures",
-        help="Only these sharpness measures: comma-separated globs of their keys, e.g. 'hessian.*,worst.adaptive.*'. Default: every whole-bank measure; "
-        "the per-timestep-bucket versions (keys ending .tLO-HI) when a pattern names them, e.g. '*'. The JSON lists the keys.",
+        help="Only these sharpness measures: comma-separated globs of their keys, e.g. 'hessian.*,worst.adaptive.*'. "
+        "Default: every whole-bank measure; the per-timestep-bucket versions (keys ending .tLO-HI) when a pattern "
+        "names them, e.g. '*'. The JSON lists the keys.",
         show_default=False,
     ),
 ]
@@ -78,7 +80,8 @@ OutcomesOpt = Annotated[
     Optional[str],
     typer.Option(
         "--outcomes",
-        help="Only these robustness outcomes: comma-separated globs of their keys, e.g. 'quantize.W4A4.*' (default: all).",
+        help="Only these robustness outcomes: comma-separated globs of their keys, e.g. 'quantize.W4A4.*' "
+        "(default: all).",
         show_default=False,
     ),
 ]
@@ -101,7 +104,7 @@ def rank(
     Spearman's rho and Kendall's tau-b over the checkpoints, each with a 95% bootstrap interval over
     checkpoints and one over measurement noise (the reports' standard errors). Outcomes are signed
     so that larger means more damage: a positive rho means sharper checkpoints suffer more.
-    """
+    """  # noqa: E501 - the command's --help text, shown with its line breaks
     from ..errors import InputError
     from ..rank import MIN_CHECKPOINTS, load_reports, rank_reports
     from ..report.markdown import rank_markdown
@@ -118,12 +121,14 @@ def rank(
     else:
         if len(models) < MIN_CHECKPOINTS:  # before minutes of auditing
             raise InputError(
-                f"rank needs at least {MIN_CHECKPOINTS} checkpoints (got {len(models)}), e.g. flatcheck rank digits-base digits-ema digits-sam"
+                f"rank needs at least {MIN_CHECKPOINTS} checkpoints (got {len(models)}), e.g. flatcheck rank "
+                "digits-base digits-ema digits-sam"
             )
         skipped = set(o.skip or ())
         if "sharpness" in skipped or {"quantize", "exposure"} <= skipped:
             raise InputError(
-                "rank correlates sharpness with quantize and exposure outcomes: --skip sharpness, or both quantize and exposure, leaves nothing to rank"
+                "rank correlates sharpness with quantize and exposure outcomes: --skip sharpness, or both quantize "
+                "and exposure, leaves nothing to rank"
             )
         from ..compare import audit_many
         from ..results import to_jsonable

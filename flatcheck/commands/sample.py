@@ -34,7 +34,7 @@ def sample(
     ] = True,
     o=None,
 ) -> None:
-    """Generate samples and export them (PNG folder, .npz): resumable, with the seeds every measure uses, so FID, exposure and quantize can read them (--samples-from OUT/store)."""
+    """Generate samples and export them (PNG folder, .npz): resumable, with the seeds every measure uses, so FID, exposure and quantize can read them (--samples-from OUT/store)."""  # noqa: E501 - the command's --help text, shown with its line breaks
     from ..core.conditioning import ConditionOptions
     from ..core.denoiser import Denoiser
     from ..core.export import export_samples
@@ -70,8 +70,8 @@ def sample(
         write_json(document("sample", result), o.json)
     if o.json != "-":
         con.print(
-            f"{result.n} samples ({o.sampler or 'checkpoint'} {o.steps} steps, seed {o.seed}): {result.generated} generated now, "
-            f"{result.n - result.generated} already in {result.folder}; "
+            f"{result.n} samples ({o.sampler or 'checkpoint'} {o.steps} steps, seed {o.seed}): {result.generated} "
+            f"generated now, {result.n - result.generated} already in {result.folder}; "
             + (f"{result.png_written} PNGs written to {result.png_dir}; " if result.png_dir else "")
             + (f"images in {result.npz}" if result.npz else "")
         )

@@ -28,7 +28,9 @@ RadiiOpt = Annotated[
     Optional[str],
     typer.Option(
         "--radii",
-        help=f"Comma list of relative radii r > 0, for both the average and the worst case (default: average {','.join(map(str, C.radii))}; worst {','.join(map(str, C.worst_radii))} - an ascent direction moves the loss at ~100x smaller radii than a random one).",
+        help="Comma list of relative radii r > 0, for both the average and the worst case (default: average "
+        f"{','.join(map(str, C.radii))}; worst {','.join(map(str, C.worst_radii))} - an ascent direction moves the "
+        "loss at ~100x smaller radii than a random one).",
         show_default=False,
     ),
 ]
@@ -49,14 +51,16 @@ def sharpness(
         str,
         typer.Option(
             "--measures",
-            help="Comma list of: avg (average case), worst (worst case), hessian (top eigenvalues + trace), landscape (filter-normalised 1-D/2-D).",
+            help="Comma list of: avg (average case), worst (worst case), hessian (top eigenvalues + trace), landscape "
+            "(filter-normalised 1-D/2-D).",
         ),
     ] = ",".join(C.measures),
     norms: Annotated[
         str,
         typer.Option(
             "--norms",
-            help="Comma list of: adaptive (each weight moves ~r of itself; ASAM), absolute (isotropic, |delta| = r |theta|; SAM).",
+            help="Comma list of: adaptive (each weight moves ~r of itself; ASAM), absolute (isotropic, "
+            "|delta| = r |theta|; SAM).",
         ),
     ] = ",".join(C.norms),
     radii: RadiiOpt = None,
@@ -82,7 +86,8 @@ def sharpness(
         bool,
         typer.Option(
             "--block-average/--no-block-average",
-            help="The per-block average case (2 x --draws bank evaluations per block); without it blocks are compared by their Hessian trace only.",
+            help="The per-block average case (2 x --draws bank evaluations per block); without it blocks are compared "
+            "by their Hessian trace only.",
         ),
     ] = C.block_average,
     hessian_probes: Annotated[
@@ -92,7 +97,8 @@ def sharpness(
         int,
         typer.Option(
             "--top-k",
-            help="Top Hessian eigenvalues, a repeated one counted as often as it repeats (block Lanczos, blocks of --top-k vectors).",
+            help="Top Hessian eigenvalues, a repeated one counted as often as it repeats (block Lanczos, blocks of "
+            "--top-k vectors).",
         ),
     ] = C.top_k,
     lanczos_iters: Annotated[
@@ -138,7 +144,8 @@ def sharpness(
         typer.Option(
             "--params",
             metavar="GLOBS",
-            help="Measure only these parameters: comma-separated globs on their names (e.g. 'mid_block.*,up_blocks.0.*'); the rest stay fixed. Reports say which.",
+            help="Measure only these parameters: comma-separated globs on their names (e.g. "
+            "'mid_block.*,up_blocks.0.*'); the rest stay fixed. Reports say which.",
             show_default=False,
         ),
     ] = None,
@@ -146,7 +153,8 @@ def sharpness(
         bool,
         typer.Option(
             "--gradient-checkpointing",
-            help="Recompute activations in backward passes (gradients, HVPs): less memory for large denoisers, about one more forward per pass.",
+            help="Recompute activations in backward passes (gradients, HVPs): less memory for large denoisers, about "
+            "one more forward per pass.",
         ),
     ] = False,
     o=None,
@@ -155,7 +163,7 @@ def sharpness(
 
     Radii r are relative: |delta| ~ r |theta| (absolute norm), or each weight moved by ~r of itself (adaptive).
 
-    Defaults were chosen by measurement on the bundled digits models (examples/evidence/sharpness.md). The bundled models use their digits data; other models are data-free: the bank's x0 are drawn from --samples of the model's own samples."""
+    Defaults were chosen by measurement on the bundled digits models (examples/evidence/sharpness.md). The bundled models use their digits data; other models are data-free: the bank's x0 are drawn from --samples of the model's own samples."""  # noqa: E501 - the command's --help text, shown with its line breaks
     config = dict(
         measures=comma_list(measures),
         norms=comma_list(norms),

@@ -286,7 +286,8 @@ class Part:
             missing = sorted({str(f) for f in weight_map.values()} - set(by_name))
             if missing:
                 raise InputError(
-                    f"'{index}' names shard '{missing[0]}', which is not a {self.files[0].format} file in '{self.folder}'"
+                    f"'{index}' names shard '{missing[0]}', which is not a {self.files[0].format} file in "
+                    f"'{self.folder}'"
                 )
             return [by_name[f] for f in sorted(set(weight_map.values()))]
         if single not in by_name:

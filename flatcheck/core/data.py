@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from ..errors import InputError, OptionError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-BUNDLED_DATA = ("digits", "patches", "patches-test")
-FOLDER_CHUNK = 256  # images read and fitted at a time (their native-size float copies are what a chunk holds)  # patches*: flatcheck.core.patches, split train / test
+BUNDLED_DATA = ("digits", "patches", "patches-test")  # patches*: flatcheck.core.patches, split train / test
+FOLDER_CHUNK = 256  # images read and fitted at a time (their native-size float copies are what a chunk holds)
 
 
 def load_images(

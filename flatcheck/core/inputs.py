@@ -247,7 +247,8 @@ def build_inputs(
         source = (
             (
                 pool_note
-                or f"data-free: drawn from the {len(pool)} full-precision samples ({o.sampler} {o.steps} steps, seed {o.seed})"
+                or f"data-free: drawn from the {len(pool)} full-precision samples ({o.sampler} {o.steps} steps, "
+                f"seed {o.seed})"
             )
             + (" with repeats" if o.probes > len(pool) else "")
             + ("; each probe keeps its sample's condition" if pool_cond is not None else "")

@@ -100,8 +100,8 @@ def probe_bank(
     """The one way to make a bank: n probes drawn from `pool` (x0 already in model space).
 
     `pool` is reference data (a DataPool: only the drawn images are loaded and encoded) or, data-free, the model's own
-    full-precision samples; `source` says which, in every report. A seeded permutation picks the x0 (repeating the pool when n is
-    larger), then timesteps (stratified over [lo, hi)) and noise come from the same generator.
+    full-precision samples; `source` says which, in every report. A seeded permutation picks the x0 (repeating the
+    pool when n is larger), then timesteps (stratified over [lo, hi)) and noise come from the same generator.
     pool_cond: each pool entry's condition id (a sample's own, a data point's label): probe k keeps
     the condition of the x0 it drew.
     """

@@ -207,7 +207,8 @@ class SampleStore:
             data = (self.folder / s.file).read_bytes()
             if verify and hashlib.sha256(data).hexdigest() != s.sha256:
                 raise InputError(
-                    f"'{self.folder / s.file}' does not match its checksum in the manifest: delete the folder and regenerate"
+                    f"'{self.folder / s.file}' does not match its checksum in the manifest: "
+                    "delete the folder and regenerate"
                 )
             arr = np.load(io.BytesIO(data), allow_pickle=False)
             out.append(torch.from_numpy(arr)[: n - have])

@@ -36,12 +36,13 @@ from .extract import Quantity, gather
 MIN_CHECKPOINTS = 3
 DEFAULT_ROUNDS = 2000
 METHODS = {
-    "checkpoints": "bootstrap over checkpoints: the N checkpoints resampled with replacement; resamples with a side tied "
-    "throughout are dropped and counted; 95% percentile interval",
+    "checkpoints": "bootstrap over checkpoints: the N checkpoints resampled with replacement; resamples with a side "
+    "tied throughout are dropped and counted; 95% percentile interval",
     "noise": "parametric bootstrap over measurement noise (standard errors): each checkpoint's value redrawn from "
     "N(value, stderr^2), numbers without a standard error held fixed, checkpoints independent; 95% percentile interval",
-    "p_value": "two-sided permutation test of Spearman's rho: the share of reorderings of the outcome whose |rho| is at least "
-    "the observed one; exact over all N! orderings up to 8 checkpoints, else (1 + hits) / (1 + 9999) random orderings",
+    "p_value": "two-sided permutation test of Spearman's rho: the share of reorderings of the outcome whose |rho| is "
+    "at least the observed one; exact over all N! orderings up to 8 checkpoints, else (1 + hits) / "
+    "(1 + 9999) random orderings",
 }
 
 
@@ -100,8 +101,8 @@ def check_comparable(docs: list[dict], names: list[str]) -> None:
         if diff:
             shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
             raise InputError(
-                f"{name} was not audited like {names[0]} ({shown} differ): rank needs one bank, seed set and option set; "
-                "audit them with the same options (or run flatcheck rank on the checkpoints)"
+                f"{name} was not audited like {names[0]} ({shown} differ): rank needs one bank, seed set and option "
+                "set; audit them with the same options (or run flatcheck rank on the checkpoints)"
             )
     bank = first.get("bank") or {}
     source = str(bank.get("source") or "")
@@ -136,7 +137,8 @@ def rank_reports(
     """Every measure x outcome rank correlation over the reports' checkpoints, with both intervals."""
     if len(docs) < MIN_CHECKPOINTS:
         raise InputError(
-            f"rank needs at least {MIN_CHECKPOINTS} checkpoints (got {len(docs)}): a rank correlation of two is always +-1"
+            f"rank needs at least {MIN_CHECKPOINTS} checkpoints (got {len(docs)}): "
+            "a rank correlation of two is always +-1"
         )
     require_at_least("bootstrap", rounds, 1)
     check_comparable(docs, names)
@@ -148,7 +150,8 @@ def rank_reports(
         seen = list(dict.fromkeys(str((d.get("environment") or {}).get(key)) for d in docs))
         if len(seen) > 1:
             notes.append(
-                f"the reports come from different {key}s ({', '.join(seen)}): their numbers also differ by float rounding"
+                f"the reports come from different {key}s ({', '.join(seen)}): "
+                "their numbers also differ by float rounding"
             )
     ms, os_ = select(all_measures, measures), select(all_outcomes, outcomes)
     for what, chosen, pattern in (("measure", ms, measures), ("outcome", os_, outcomes)):
@@ -173,7 +176,8 @@ def rank_reports(
             "noise": stats.prepare(draws),
         }
 
-    # Ranks and pair signs once per quantity (outcomes kept, one measure at a time: memory stays ~ outcomes x rounds x N^2 bytes).
+    # Ranks and pair signs once per quantity (outcomes kept, one measure at a time: memory stays ~ outcomes x rounds x
+    # N^2 bytes).
     prepared = {o.key: sides(o) for o in os_}
     pairs = []
     for m in ms:
@@ -220,8 +224,9 @@ def sentence(m: Quantity, o: Quantity, rho: Coefficient, tau: Coefficient, n: in
         return f"{m.label} vs {o.label}: no rank correlation, {tied} is the same for all {n} checkpoints."
     tau_text = f"{tau.value:.2f}" if tau.value is not None else "undefined"
     return (
-        f"{m.label} ranks {o.label} with Spearman rho = {rho.value:.2f} {_interval(rho.checkpoints)} (bootstrap over checkpoints; "
-        f"{_interval(rho.noise)} over measurement noise), Kendall tau = {tau_text}, over {n} checkpoints (permutation p = {p:.2g})."
+        f"{m.label} ranks {o.label} with Spearman rho = {rho.value:.2f} {_interval(rho.checkpoints)} (bootstrap over "
+        f"checkpoints; {_interval(rho.noise)} over measurement noise), Kendall tau = {tau_text}, over {n} checkpoints "
+        f"(permutation p = {p:.2g})."
     )
 
 

@@ -94,7 +94,8 @@ def run_rows(report: dict) -> list[list[str]]:
         ),
         [
             "versions",
-            f"flatcheck {env.get('flatcheck')}, torch {env.get('torch')}, diffusers {env.get('diffusers')}, python {env.get('python')}",
+            f"flatcheck {env.get('flatcheck')}, torch {env.get('torch')}, diffusers {env.get('diffusers')}, python "
+            f"{env.get('python')}",
         ],
         ["seconds", ", ".join(f"{k} {v:.1f}" for k, v in (report.get("timings") or {}).items())],
         *([["peak memory", _peak_memory(env["peak_memory"])]] if env.get("peak_memory") else []),
@@ -214,7 +215,8 @@ def rank_markdown(ranking: dict) -> str:
         f"# flatcheck rank: {ranking['n']} checkpoints",
         "",
         f"Checkpoints: {', '.join(ranking['models'])}. "
-        "Spearman ρ [95% bootstrap over checkpoints], Kendall τ-b and the permutation p-value of ρ; outcomes are signed so that larger = more damage.",
+        "Spearman ρ [95% bootstrap over checkpoints], Kendall τ-b and the permutation p-value of ρ; outcomes are "
+        "signed so that larger = more damage.",
         "",
         _table(["sharpness measure", *(o["label"] for o in outcomes)], rows),
         "",

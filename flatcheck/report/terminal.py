@@ -185,8 +185,8 @@ def rank_renderable(ranking: dict) -> Group:
     cells = {(p["measure"], p["outcome"]): p for p in ranking["pairs"]}
     t = Table(
         title=f"flatcheck rank: {n} checkpoints ({', '.join(ranking['models'])})\n"
-        f"Spearman rho [95% bootstrap over checkpoints, {ranking['bootstrap']['rounds']} rounds] and Kendall tau (τ), permutation p of rho; bold: interval without 0 and p < 0.05; "
-        "outcomes: larger = more damage",
+        f"Spearman rho [95% bootstrap over checkpoints, {ranking['bootstrap']['rounds']} rounds] and Kendall tau (τ), "
+        "permutation p of rho; bold: interval without 0 and p < 0.05; outcomes: larger = more damage",
         title_justify="left",
         show_lines=True,
     )

@@ -32,7 +32,8 @@ def __getattr__(name: str):
 
 
 def default_features(ckpt) -> str:
-    """digits-cnn for the bundled digits models (Inception means nothing at 16x16 grey, and is offline), else inception."""
+    """digits-cnn for the bundled digits models (Inception means nothing at 16x16 grey, and is offline), else
+    inception."""
     return "digits-cnn" if is_bundled_digits(ckpt) else "inception"
 
 

@@ -88,7 +88,8 @@ def _registered_classes():
         return FeatureExtractorSmallCNN
 
     class FeatureExtractorInceptionTorchScript(FeatureExtractorBase):
-        """The TorchScript Inception of StyleGAN2-ADA/clean-fid: base(x in [0, 255], return_features=True) -> [N, 2048]."""
+        """The TorchScript Inception of StyleGAN2-ADA/clean-fid:
+        base(x in [0, 255], return_features=True) -> [N, 2048]."""
 
         def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
             super().__init__(name, features_list)

@@ -26,7 +26,8 @@ def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def psd_factor(sigma: np.ndarray) -> np.ndarray:
-    """L with L L^T = sigma (symmetrised, negative eigenvalues from round-off clipped), columns of zero variance dropped."""
+    """L with L L^T = sigma (symmetrised, negative eigenvalues from round-off clipped), columns of zero variance
+    dropped."""
     s = (np.asarray(sigma, dtype=np.float64) + np.asarray(sigma, dtype=np.float64).T) / 2
     w, v = np.linalg.eigh(s)
     keep = w > w.max(initial=0.0) * 1e-12
@@ -34,7 +35,8 @@ def psd_factor(sigma: np.ndarray) -> np.ndarray:
 
 
 def _small_matrix_threads(size: int):
-    """One BLAS thread for many small eigenproblems: threads only add contention there (measured 18x slower on a busy 2-core box)."""
+    """One BLAS thread for many small eigenproblems: threads only add contention there (measured 18x slower on a
+    busy 2-core box)."""
     from contextlib import nullcontext
 
     if size > 256:

@@ -149,7 +149,8 @@ def _replace(info: ReferenceInfo, **kw) -> ReferenceInfo:
 
 # ------------------------------------------------------------------ what the spec is
 def check_reference(spec: str) -> str:
-    """The reference's kind (digits, patches, folder, images, stats, dataset); InputError before any work if it is unusable."""
+    """The reference's kind (digits, patches, folder, images, stats, dataset); InputError before any work if it is
+    unusable."""
     return _classify(spec)[0]
 
 
@@ -158,7 +159,8 @@ def _classify(spec: str) -> tuple[str, object]:
 
     if not spec:
         raise InputError(
-            "--ref is empty (give an image folder, an .npz/.npy file, a stats .npz, 'digits', or a torch-fidelity dataset)"
+            "--ref is empty (give an image folder, an .npz/.npy file, a stats .npz, 'digits', "
+            "or a torch-fidelity dataset)"
         )
     path = Path(spec).expanduser()
     if path.exists():
@@ -174,7 +176,8 @@ def _classify(spec: str) -> tuple[str, object]:
         if path.suffix == ".npy":
             return "images", path
         raise InputError(
-            f"--ref '{spec}': unsupported file type '{path.suffix}' (use an image folder, .npz/.npy images, or a stats .npz with mu and sigma)"
+            f"--ref '{spec}': unsupported file type '{path.suffix}' (use an image folder, .npz/.npy images, or a "
+            "stats .npz with mu and sigma)"
         )
     if spec in BUNDLED_DATA:
         return ("digits" if spec == "digits" else "patches"), spec
@@ -183,7 +186,8 @@ def _classify(spec: str) -> tuple[str, object]:
     if spec in DATASETS_REGISTRY:
         return "dataset", spec
     raise InputError(
-        f"--ref '{spec}' is not a file or folder, and not 'digits', 'patches', 'patches-test' or a torch-fidelity dataset ({', '.join(DATASETS_REGISTRY)})"
+        f"--ref '{spec}' is not a file or folder, and not 'digits', 'patches', 'patches-test' or a torch-fidelity "
+        f"dataset ({', '.join(DATASETS_REGISTRY)})"
     )
 
 

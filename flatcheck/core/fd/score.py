@@ -50,7 +50,10 @@ class FidResult:
 
     def summary(self) -> str:
         lo, hi = self.value.ci_low, self.value.ci_high
-        return f"{self.label} {self.value.value:.4g} [{lo:.4g}, {hi:.4g}] ({self.ci_level:.0%} {self.ci_method} interval, N={self.num_samples})"
+        return (
+            f"{self.label} {self.value.value:.4g} [{lo:.4g}, {hi:.4g}] ({self.ci_level:.0%} {self.ci_method} "
+            f"interval, N={self.num_samples})"
+        )
 
 
 def to_uint8_nchw(samples: torch.Tensor) -> torch.Tensor:
@@ -132,9 +135,9 @@ def stream_features(samples: torch.Tensor, to_images, extractor, batch_size: int
     `to_images` (a batch of samples -> images in [-1, 1]: the decoder of a latent model) -> uint8 ->
     features, then the batch's images are dropped. Only the features accumulate (in the network's
     float32, made float64 at the end): they are kept because the bootstrap interval and KID resample
-    per-sample features (50,000 x 2048 float32 is 0.4 GB; 50,000 decoded 512 px images would be 150 GB). Batches are the ones a whole-set pass
-    would use (rows k*batch_size...), so the features are the same numbers. Several processes:
-    each decodes and extracts its share of the batches (core.dist)."""
+    per-sample features (50,000 x 2048 float32 is 0.4 GB; 50,000 decoded 512 px images would be 150 GB).
+    Batches are the ones a whole-set pass would use (rows k*batch_size...), so the features are the same
+    numbers. Several processes: each decodes and extracts its share of the batches (core.dist)."""
     from .. import dist
 
     extractor.passes += 1
@@ -177,8 +180,8 @@ def score_features(
     d = feats.shape[1]
     if ref_stats.mu.shape != (d,):
         raise InputError(
-            f"--ref '{ref}' holds {ref_stats.mu.size}-dimensional statistics but {extractor.features} features are {d}-dimensional "
-            f"(a stats file must come from the same feature network)"
+            f"--ref '{ref}' holds {ref_stats.mu.size}-dimensional statistics but {extractor.features} features are "
+            f"{d}-dimensional (a stats file must come from the same feature network)"
         )
 
     boot = frechet_bootstrap(feats, ref_stats.mu, ref_stats.sigma, rounds=bootstrap, seed=seed, level=ci_level)

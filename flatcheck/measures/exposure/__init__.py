@@ -68,7 +68,8 @@ def verdict(result) -> Verdict:
     return Verdict(
         "exposure",
         status,
-        f"{getattr(result, 'quantity', 'eps')}-norm gap {rel:+.2%} of the forward norm over {run.steps} steps ({run.gap_total}){fix}; variance error {run.variance_error_mean}",
+        f"{getattr(result, 'quantity', 'eps')}-norm gap {rel:+.2%} of the forward norm over {run.steps} steps "
+        f"({run.gap_total}){fix}; variance error {run.variance_error_mean}",
     )
 
 

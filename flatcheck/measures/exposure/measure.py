@@ -501,7 +501,8 @@ def _gap_curve(sampled: Curve, forward: Curve) -> Curve:
 def _positive_scaling(form: str, b: float, k: float, ts) -> None:
     if min(b + k * t for t in ts) <= 0:
         raise InputError(
-            f"the {form} epsilon-scaling fit gave lambda <= 0 (b={b:.3g}, k={k:.3g}): the eps-norm curves are degenerate"
+            f"the {form} epsilon-scaling fit gave lambda <= 0 (b={b:.3g}, k={k:.3g}): "
+            "the eps-norm curves are degenerate"
         )
 
 

@@ -61,8 +61,8 @@ def verdict(result) -> Verdict:
     status = "good" if judged.relative_mse < limits[0] else "fair" if judged.relative_mse < limits[1] else "poor"
     worst = max(result.settings, key=lambda s: s.relative_mse)
     line = (
-        f"sample drift (MSE / sample variance): {', '.join(parts)}; {worst.name} probe loss {worst.probe_loss_change.value:+.3g} "
-        f"± {worst.probe_loss_change.stderr or 0:.2g}"
+        f"sample drift (MSE / sample variance): {', '.join(parts)}; {worst.name} probe loss "
+        f"{worst.probe_loss_change.value:+.3g} ± {worst.probe_loss_change.stderr or 0:.2g}"
     )
     changes = [
         f"{s.name} {s.fid_change.value:+.3g} ± {s.fid_change.stderr or 0:.2g}"

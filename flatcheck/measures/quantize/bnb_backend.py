@@ -48,7 +48,8 @@ def import_bitsandbytes():
                 logging.disable(previous)
     except Exception as exc:  # ImportError, or a broken CUDA setup
         raise InputError(
-            f"--bnb needs bitsandbytes ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'import failed'})"
+            f"--bnb needs bitsandbytes ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'import failed'})"
         ) from None
     return bitsandbytes
 

@@ -13,8 +13,8 @@ decoded once (latent models); its drift, FD features and grid images are taken f
 batch is dropped. So no setting's samples are ever held whole (50,000 SD 1.5 latents are 3.2 GB a
 setting), only the shared full-precision samples, and nothing is decoded twice. Entering a setting
 for every batch costs little next to sampling the batch: simulated settings point the weights at
-quantized copies made once (WeightCache, up to its byte budget; the rest per call) and add input hooks; bitsandbytes settings re-quantize
-their Linear layers for every batch (not yet timed on a GPU).
+quantized copies made once (WeightCache, up to its byte budget; the rest per call) and add input hooks;
+bitsandbytes settings re-quantize their Linear layers for every batch (not yet timed on a GPU).
 
 The model is left exactly as it was: weight swaps and hooks are undone after every batch,
 and the whole measure runs inside `perturb.untouched` as a second guard (it re-points any
@@ -204,7 +204,10 @@ def measure_quantization(
                     )
                 zeros = [n for n in act_layers if not has_grid(stats.lo[n], stats.hi[n])]
                 if zeros:
-                    calib_text += f"; {len(zeros)} layer input(s) were identically zero in calibration and stay full precision ({', '.join(zeros[:3])})"
+                    calib_text += (
+                        f"; {len(zeros)} layer input(s) were identically zero in calibration and stay full "
+                        f"precision ({', '.join(zeros[:3])})"
+                    )
                 if decoder is not None:
                     decoder.calibrate(
                         stats.samples,
@@ -397,8 +400,8 @@ def measure_quantization(
         sensitivity_setting_drift=sens_drift,
         sensitivity=sensitivity,
         decoder=(
-            f"vae.decoder: {len(decoder.layers)} Conv2d/Linear layers ({decoder.weight_count:,} weights) quantized with each "
-            f"simulated setting; activations: {decoder.description}"
+            f"vae.decoder: {len(decoder.layers)} Conv2d/Linear layers ({decoder.weight_count:,} weights) quantized "
+            f"with each simulated setting; activations: {decoder.description}"
         )
         if decoder
         else None,

@@ -117,15 +117,16 @@ def view(r: QuantizeResult, model: str = "") -> list:
         f"[dim]quantized: Conv2d/Linear layers / share of all parameters stored quantized. PSNR in dB. "
         f"Δ loss: paired change of the probe-bank loss (full precision's in brackets). "
         f"share: a layer's drift / the whole setting's.\n"
-        f"{r.samples} samples per setting ({r.sampler}, {r.steps} steps, seed {r.seed}), the same seeds and noise as full precision; "
-        f"MSE on [-1, 1] pixels (latent models: decoded), PSNR peak-to-peak 2.\n"
+        f"{r.samples} samples per setting ({r.sampler}, {r.steps} steps, seed {r.seed}), the same seeds and noise as "
+        "full precision; MSE on [-1, 1] pixels (latent models: decoded), PSNR peak-to-peak 2.\n"
         f"calibration: {escape(r.calibration_data)}\n"
         + (f"decoder: {escape(r.decoder)}\n" if r.decoder else "")
-        + f"layers: {r.layers_total} Conv2d/Linear; {escape(r.layer_policy)}; weights per output channel symmetric, activations per tensor asymmetric\n"
-        f"probes: {r.probes}"
+        + f"layers: {r.layers_total} Conv2d/Linear; {escape(r.layer_policy)}; weights per output channel symmetric, "
+        f"activations per tensor asymmetric\nprobes: {r.probes}"
         + (
-            f"\n{r.fid_label}: 95% basic bootstrap interval (samples resampled, reference fixed); Δ is paired with full precision "
-            f"(same seeds, same resamples); KID ± the standard error of its mean over subsets. {escape(r.fid_warning or '')}"
+            f"\n{r.fid_label}: 95% basic bootstrap interval (samples resampled, reference fixed); Δ is paired with "
+            "full precision (same seeds, same resamples); KID ± the standard error of its mean over subsets. "
+            f"{escape(r.fid_warning or '')}"
             if r.fid_label
             else f"\n{escape(r.fid_warning)}"
             if r.fid_warning

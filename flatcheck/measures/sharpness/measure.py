@@ -359,7 +359,8 @@ def _hessian(ctx: _Context) -> tuple[HessianSummary, dict[str, Estimate]]:
 
 
 def _measure(ctx: _Context, timings: dict[str, float]) -> SharpnessResult:
-    """Every selected measure, in order, on the context's bank; the weights may be left moved (the caller restores them)."""
+    """Every selected measure, in order, on the context's bank; the weights may be left moved (the caller restores
+    them)."""
     config, bank, denoiser, progress = ctx.config, ctx.bank, ctx.denoiser, ctx.progress
     result = SharpnessResult(
         source=bank.source,
