@@ -5,7 +5,7 @@ gradient's memory. Under double backward (an HVP is d/dtheta (grad L . v)) it do
 first backward runs with create_graph=True, so every recomputed activation, and every
 intermediate of the backward itself, joins the graph that the second backward will walk. On SD
 1.5's UNet at 64x64 latents that graph is over 16 GB at one probe (math attention at 4096 tokens
-keeps several 4096 x 4096 x 8 tensors per layer; ../benchmarks/README.md).
+keeps several 4096 x 4096 x 8 tensors per layer; benchmarks/README.md, "Real size").
 
 Here a segment (a diffusers block: a ResNet, a transformer block) is two custom autograd
 functions, each of which keeps only its inputs:

@@ -16,7 +16,7 @@
                 timestep bucket's trace, by computing H v bucket by bucket (H = sum_g w_g H_g).
 
 diffusers attention runs SDPA, whose fused CPU kernel has no double backward: every HVP runs
-under the math SDPA backend (../shared/NOTES.md). Vectors are flat, one entry per parameter.
+under the math SDPA backend (core.params.differentiable). Vectors are flat, one entry per parameter.
 """
 
 from __future__ import annotations
