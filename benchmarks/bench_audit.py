@@ -4,9 +4,9 @@ Wall-clock seconds depend on the machine and on whatever else runs on it, so thi
 measures, in one run, the time of one forward pass of the denoiser (batch 64) and of a whole
 quick audit, and prints the audit as a multiple of that forward pass, per area. Multiply by a
 forward pass on the target machine to predict the audit there. The audit is repeated (after the
-process's first audit, printed alone: it pays lazy imports and data loading) and each repeat is divided by the forward passes timed just before and after
-it; the median and the range over repeats are printed, because a shared 2-core machine moves
-single runs by 10-20%.
+process's first audit, printed alone: it pays lazy imports and data loading) and each repeat is
+divided by the forward passes timed just before and after it; the median and the range over
+repeats are printed, because a shared 2-core machine moves single runs by 10-20%.
 
     python benchmarks/bench_audit.py [MODEL] [--repeats N]
 """
@@ -63,15 +63,22 @@ def main() -> None:
         stages.append({k: v / fwd for k, v in report.timings.items()})
         fwds.append(fwd)
         before = after
-    print(f"model {args.model}; torch threads {torch.get_num_threads()}; the first audit of the process, then "
-          f"{args.repeats} repeats")
+    print(
+        f"model {args.model}; torch threads {torch.get_num_threads()}; the first audit of the process, then "
+        f"{args.repeats} repeats"
+    )
     print(f"first audit (its first calls included): {first:.1f} s = {first_fwd:.0f} forward passes")
-    print(f"forward pass, batch 64: {statistics.median(fwds) * 1000:.0f} ms median "
-          f"({min(fwds) * 1000:.0f}-{max(fwds) * 1000:.0f})")
+    print(
+        f"forward pass, batch 64: {statistics.median(fwds) * 1000:.0f} ms median "
+        f"({min(fwds) * 1000:.0f}-{max(fwds) * 1000:.0f})"
+    )
     print(f"quick audit: {statistics.median(totals):.0f} forward passes median ({min(totals):.0f}-{max(totals):.0f})")
     for stage in stages[0]:
         values = [s[stage] for s in stages]
-        print(f"  {stage:10s} {statistics.median(values):6.0f} forward passes median ({min(values):.0f}-{max(values):.0f})")
+        print(
+            f"  {stage:10s} {statistics.median(values):6.0f} forward passes median "
+            f"({min(values):.0f}-{max(values):.0f})"
+        )
 
 
 if __name__ == "__main__":

@@ -80,8 +80,9 @@ def run_one(args: list[str], device: str) -> tuple[float, float, float | None, i
     if args[0] not in ("info",):
         args = [*args, "--device", device]
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
     err_chunks = []
     while True:  # read stderr as it comes (a full pipe would block the child), then reap with its rusage
         line = proc.stderr.readline()
@@ -124,12 +125,21 @@ def main() -> None:
         if a.only:
             keep = {s.strip() for s in a.only.split(",")}
             rows = [r for r in rows if r[0] in keep]
-        print(f"model {a.model}, device {a.device}; {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
-              f"torch {torch.__version__}, {platform.processor() or platform.machine()}; {time.strftime('%Y-%m-%d')}")
-        print("\n| command | wall time (s) | peak RSS (MiB) | peak CUDA allocated (MiB) | exit |\n|---|---:|---:|---:|---:|")
+        print(
+            f"model {a.model}, device {a.device}; {os.cpu_count()} CPUs, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch {torch.__version__}, "
+            f"{platform.processor() or platform.machine()}; {time.strftime('%Y-%m-%d')}"
+        )
+        print(
+            "\n| command | wall time (s) | peak RSS (MiB) | peak CUDA allocated (MiB) | exit |\n"
+            "|---|---:|---:|---:|---:|"
+        )
         for name, args in rows:
             seconds, rss, cuda, code = run_one(args, a.device)
-            print(f"| `{name}` | {seconds:.1f} | {rss:.0f} | {'-' if cuda is None else f'{cuda:.0f}'} | {code} |", flush=True)
+            print(
+                f"| `{name}` | {seconds:.1f} | {rss:.0f} | {'-' if cuda is None else f'{cuda:.0f}'} | {code} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -74,12 +74,15 @@ def timed(cmd: list[str], env: dict, log: Path) -> float:
     return seconds
 
 
-SPIN = ("import time, torch\ntorch.set_num_threads(1)\nx = torch.randn(512, 512)\nt0 = time.perf_counter()\n"
-        "for _ in range(300): x @ x\nprint(time.perf_counter() - t0)\n")
+SPIN = (
+    "import time, torch\ntorch.set_num_threads(1)\nx = torch.randn(512, 512)\nt0 = time.perf_counter()\n"
+    "for _ in range(300): x @ x\nprint(time.perf_counter() - t0)\n"
+)
 
 
 def parallel_capacity(py: Path) -> float:
-    """Throughput of two concurrent 1-thread matmul processes / one alone: ~2 on two free cores, ~1 when others hold one."""
+    """Throughput of two concurrent 1-thread matmul processes / one alone: ~2 on two free cores, ~1 when others hold
+    one."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     alone = float(subprocess.run([str(py), "-c", SPIN], env=env, capture_output=True, text=True, check=True).stdout)
     procs = [subprocess.Popen([str(py), "-c", SPIN], env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
@@ -104,19 +107,47 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-distributed-"))
     work.mkdir(parents=True, exist_ok=True)
     base = {**os.environ, "OMP_NUM_THREADS": "1"}
-    print(f"model {args.model}; {os.cpu_count()} CPUs; OMP_NUM_THREADS=1 per process (1 process: one core; "
-          f"2 processes: two cores); reports in {work}")
-    print(f"machine check: two 1-thread processes ran at {parallel_capacity(py):.2f}x the throughput of one (2.00 = two free cores)")
+    print(
+        f"model {args.model}; {os.cpu_count()} CPUs; OMP_NUM_THREADS=1 per process (1 process: one core; "
+        f"2 processes: two cores); reports in {work}"
+    )
+    print(
+        f"machine check: two 1-thread processes ran at {parallel_capacity(py):.2f}x the throughput of one "
+        "(2.00 = two free cores)"
+    )
     for name in args.commands.split(","):
         flat = [*COMMANDS[name.strip()][:1], args.model, *COMMANDS[name.strip()][1:], "--device", "cpu"]
         runs = {
             "1 process": ([str(py), "-m", "flatcheck", *flat], base),
-            "2 processes": ([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                             "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
-                             "--main_process_port", str(free_port()), "-m", "flatcheck", *flat], base),
+            "2 processes": (
+                [
+                    str(accelerate),
+                    "launch",
+                    "--multi_gpu",
+                    "--num_processes",
+                    "2",
+                    "--num_machines",
+                    "1",
+                    "--mixed_precision",
+                    "no",
+                    "--dynamo_backend",
+                    "no",
+                    "--num_cpu_threads_per_process",
+                    "1",
+                    "--main_process_port",
+                    str(free_port()),
+                    "-m",
+                    "flatcheck",
+                    *flat,
+                ],
+                base,
+            ),
         }
         if args.two_threads:
-            runs["1 process, 2 threads"] = ([str(py), "-m", "flatcheck", *flat, "--threads", "2"], {**base, "OMP_NUM_THREADS": "2"})
+            runs["1 process, 2 threads"] = (
+                [str(py), "-m", "flatcheck", *flat, "--threads", "2"],
+                {**base, "OMP_NUM_THREADS": "2"},
+            )
         reports, wall = {}, {}
         for label, (cmd, env) in runs.items():
             stem = f"{name}-{label.replace(' ', '').replace(',', '-')}"
@@ -124,18 +155,25 @@ def main() -> None:
             wall[label] = timed([*cmd, "--json", str(out)], env, work / f"{stem}.log")
             reports[label] = json.loads(out.read_text())
             procs = reports[label]["environment"].get("processes")
-            print(f"  {name:9s} {label:21s} {wall[label]:7.1f} s wall, {measure_seconds(reports[label]):7.1f} s in measures "
-                  f"(processes {procs}, torch threads {reports[label]['environment'].get('torch_threads')})")
-        print(f"  machine check after {name}: two 1-thread processes ran at {parallel_capacity(py):.2f}x the throughput of one "
-              f"(2.00 = two free cores)")
+            print(
+                f"  {name:9s} {label:21s} {wall[label]:7.1f} s wall, {measure_seconds(reports[label]):7.1f} s in "
+                f"measures (processes {procs}, torch threads {reports[label]['environment'].get('torch_threads')})"
+            )
+        print(
+            f"  machine check after {name}: two 1-thread processes ran at {parallel_capacity(py):.2f}x the throughput "
+            "of one (2.00 = two free cores)"
+        )
         one = reports["1 process"]
         for label in list(runs)[1:]:
             c = compare(one, reports[label])
             ratio = wall["1 process"] / wall[label]
             mratio = measure_seconds(one) / max(measure_seconds(reports[label]), 1e-9)
-            print(f"{name}: {label} vs 1 process: {c['numbers']} numbers, {c['differ']} differ, max relative difference "
-                  f"{c['max_rel']:.2e}" + (f" (at {c['where']})" if c['where'] else "")
-                  + f"; time ratio 1 process / {label}: {ratio:.2f} wall, {mratio:.2f} in measures")
+            print(
+                f"{name}: {label} vs 1 process: {c['numbers']} numbers, {c['differ']} differ, max relative difference "
+                f"{c['max_rel']:.2e}"
+                + (f" (at {c['where']})" if c["where"] else "")
+                + f"; time ratio 1 process / {label}: {ratio:.2f} wall, {mratio:.2f} in measures"
+            )
 
 
 if __name__ == "__main__":

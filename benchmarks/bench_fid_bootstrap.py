@@ -24,7 +24,11 @@ def naive(x, mu, sigma, rounds, seed):
     out = []
     for c in counts:
         m, s = gaussian_stats(x[np.repeat(np.arange(n), c)])
-        out.append(fid_statistics_to_metric({"mu": m, "sigma": s}, {"mu": mu, "sigma": sigma}, False)["frechet_inception_distance"])
+        out.append(
+            fid_statistics_to_metric({"mu": m, "sigma": s}, {"mu": mu, "sigma": sigma}, False)[
+                "frechet_inception_distance"
+            ]
+        )
     return np.array(out)
 
 

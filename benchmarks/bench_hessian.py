@@ -34,15 +34,19 @@ def main() -> None:
     ap.add_argument("--probes", type=int, default=32, help="probes of the Hessian used for the eigenvalue count")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--rel", type=float, default=1e-3)
-    ap.add_argument("--gradient-checkpointing", action="store_true", help="also time fwd+bwd and the HVP under checkpointed segments")
+    ap.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="also time fwd+bwd and the HVP under checkpointed segments",
+    )
     ap.add_argument("--only-cost", action="store_true", help="part 1 only")
     args = ap.parse_args()
 
     from flatcheck.core.checkpoint import load
     from flatcheck.core.denoiser import Denoiser
-    from flatcheck.measures.sharpness.hessian import BankLoss, block_lanczos, power_iteration
     from flatcheck.core.params import measured_parameters
     from flatcheck.core.probes import build_probe_bank
+    from flatcheck.measures.sharpness.hessian import BankLoss, block_lanczos, power_iteration
 
     ckpt = load(args.model, device=torch.device("cpu"), dtype=torch.float32)
     den = Denoiser.from_checkpoint(ckpt)
@@ -101,8 +105,11 @@ def main() -> None:
             with checkpointed(den.net, True):
                 ck_rebuilt.hvp(v)
 
-        more = {"fwd+bwd, checkpointed": fwd_bwd_ckpt, "hvp, checkpointed, graph rebuilt": hvp_rebuilt_ckpt,
-                "hvp, checkpointed, graph kept": hvp_kept_ckpt}
+        more = {
+            "fwd+bwd, checkpointed": fwd_bwd_ckpt,
+            "hvp, checkpointed, graph rebuilt": hvp_rebuilt_ckpt,
+            "hvp, checkpointed, graph kept": hvp_kept_ckpt,
+        }
         runs.update({k: [] for k in more})
         fns.update(more)
     for f in fns.values():  # warm-up
@@ -138,8 +145,10 @@ def main() -> None:
 
     ref = block_lanczos(counted, op.dim, k=3, max_iter=90, tol=1e-7, gen=torch.Generator().manual_seed(1))
     lam = ref.eigenvalues[0]
-    print(f"\n2. top eigenvalue on {args.probes} probes: reference {lam:.6g} (Lanczos, {ref.hvps} HVPs, "
-          f"error bound {ref.residuals[0]:.2g}; lowest Ritz value {ref.min_eigenvalue:.4g})")
+    print(
+        f"\n2. top eigenvalue on {args.probes} probes: reference {lam:.6g} (Lanczos, {ref.hvps} HVPs, "
+        f"error bound {ref.residuals[0]:.2g}; lowest Ritz value {ref.min_eigenvalue:.4g})"
+    )
     lz = block_lanczos(op.hvp, op.dim, k=1, max_iter=60, tol=args.rel, gen=torch.Generator().manual_seed(2))
     pw = power_iteration(op.hvp, op.dim, k=1, max_iter=150, tol=args.rel, gen=torch.Generator().manual_seed(2))
 
@@ -151,9 +160,11 @@ def main() -> None:
 
     n_lz, n_pw = first_within(lz.history), first_within(pw.history)
     print(f"  HVPs until within {args.rel:g} of the reference:  Lanczos {n_lz}   power iteration {n_pw}")
-    print(f"  own stopping rule:  Lanczos {lz.hvps} HVPs (residual bound, value {lz.eigenvalues[0]:.6g})   "
-          f"power iteration {pw.hvps} HVPs (relative change, value {pw.eigenvalues[0]:.6g}, "
-          f"error {abs(pw.eigenvalues[0] - lam) / abs(lam):.2g})")
+    print(
+        f"  own stopping rule:  Lanczos {lz.hvps} HVPs (residual bound, value {lz.eigenvalues[0]:.6g})   "
+        f"power iteration {pw.hvps} HVPs (relative change, value {pw.eigenvalues[0]:.6g}, "
+        f"error {abs(pw.eigenvalues[0] - lam) / abs(lam):.2g})"
+    )
     if n_lz and n_pw:
         print(f"  ratio Lanczos / power iteration: {n_lz / n_pw:.2f}")
 
@@ -166,8 +177,10 @@ def main() -> None:
         return max(abs(a - b) / abs(b) for a, b in zip(vals, refs))
 
     print(f"\n3. top 3 eigenvalues, reference {', '.join(f'{x:.5g}' for x in refs)}")
-    print(f"  block Lanczos     {lz3.hvps:3d} HVPs, max relative error {worst_err(lz3.eigenvalues):.2g} "
-          f"(joint bound {lz3.bound:.2g}, {'converged' if lz3.converged else 'NOT converged'})")
+    print(
+        f"  block Lanczos     {lz3.hvps:3d} HVPs, max relative error {worst_err(lz3.eigenvalues):.2g} "
+        f"(joint bound {lz3.bound:.2g}, {'converged' if lz3.converged else 'NOT converged'})"
+    )
     print(f"  power + deflation {pw3.hvps:3d} HVPs, max relative error {worst_err(pw3.eigenvalues):.2g}")
     print(f"  ratio Lanczos / power iteration: {lz3.hvps / pw3.hvps:.2f}")
 

@@ -28,13 +28,15 @@ def spectra(n: int) -> dict[str, torch.Tensor]:
         return torch.cat([torch.tensor(vals, dtype=torch.float64), rest[: n - len(vals)]])
 
     return {
-        "outliers over a bulk": top([10.0, 6.0, 4.0, 3.0], 1.5 * i ** -0.7 - 0.05),
+        "outliers over a bulk": top([10.0, 6.0, 4.0, 3.0], 1.5 * i**-0.7 - 0.05),
         "power law 1/i": 1.0 / i,
         "linear 1 - i/n": 1.0 - i / n,
         "40, 40, 25 over [-2, 3]": top([40.0, 40.0, 25.0, 10.0], torch.linspace(-2, 3, n, dtype=torch.float64)),
         "5, 5, 5, 4.9 over [0, 4.5]": top([5.0, 5.0, 5.0, 4.9], torch.rand(n, generator=g, dtype=torch.float64) * 4.5),
         "40, 39.9, 39.8 over [-2, 39]": top([40.0, 39.9, 39.8], torch.linspace(-2, 39, n, dtype=torch.float64)),
-        "-50 (largest magnitude), 30, 29 over [-5, 20]": top([-50.0, 30.0, 29.0], torch.linspace(-5, 20, n, dtype=torch.float64)),
+        "-50 (largest magnitude), 30, 29 over [-5, 20]": top(
+            [-50.0, 30.0, 29.0], torch.linspace(-5, 20, n, dtype=torch.float64)
+        ),
     }
 
 
@@ -43,8 +45,9 @@ def row(name, matvec, dim, dtype, gen_seed, max_iter) -> str:
 
     cells = []
     for cap in CAPS:
-        r = block_lanczos(matvec, dim, 3, max_iter, 1e-3, torch.Generator().manual_seed(gen_seed), dtype=dtype,
-                          max_vectors=cap)
+        r = block_lanczos(
+            matvec, dim, 3, max_iter, 1e-3, torch.Generator().manual_seed(gen_seed), dtype=dtype, max_vectors=cap
+        )
         cells.append(f"{r.hvps}{'' if r.converged else '*'}")
     return f"| {name} | " + " | ".join(cells) + " |"
 
@@ -61,8 +64,9 @@ def main() -> None:
     head = "| spectrum | " + " | ".join("no cap" if c is None else f"cap {c}" for c in CAPS) + " |"
     print(f"1. HVPs to tol 1e-3, top 3, dim {args.dim}, float64\n\n{head}\n|---|" + "---|" * len(CAPS), flush=True)
     for name, eig in spectra(args.dim).items():
-        q, _ = torch.linalg.qr(torch.randn(args.dim, args.dim, generator=torch.Generator().manual_seed(1),
-                                           dtype=torch.float64))
+        q, _ = torch.linalg.qr(
+            torch.randn(args.dim, args.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        )
         m = (q * eig) @ q.T
         print(row(name, lambda v: m @ v, args.dim, torch.float64, 2, args.max_iter), flush=True)
 
@@ -76,8 +80,11 @@ def main() -> None:
     from flatcheck.measures.sharpness.hessian import BankLoss
     from flatcheck.measures.sharpness.paramvec import measured_parameters
 
-    print(f"\n2. HVPs to tol 1e-3, top 3, Hessian of the loss on {args.probes} digits probes, float32\n\n{head}\n|---|"
-          + "---|" * len(CAPS), flush=True)
+    print(
+        f"\n2. HVPs to tol 1e-3, top 3, Hessian of the loss on {args.probes} digits probes, float32\n\n{head}\n|---|"
+        + "---|" * len(CAPS),
+        flush=True,
+    )
     for model in models:
         ckpt = load(model, device=torch.device("cpu"), dtype=torch.float32)
         den = Denoiser.from_checkpoint(ckpt)

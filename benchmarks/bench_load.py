@@ -21,16 +21,34 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMAND = ["exposure", "digits-base", "--samples", "64", "--probes", "64", "--steps", "10", "--no-check-scaling",
-           "--no-fid", "--device", "cpu"]
+COMMAND = [
+    "exposure",
+    "digits-base",
+    "--samples",
+    "64",
+    "--probes",
+    "64",
+    "--steps",
+    "10",
+    "--no-check-scaling",
+    "--no-fid",
+    "--device",
+    "cpu",
+]
 BUSY = "import torch\ntorch.set_num_threads(1)\na = torch.randn(384, 384)\nwhile True:\n    a = (a @ a).tanh_()\n"
 
 
 def timed(threads: int) -> float:
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # --threads decides
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "flatcheck", *COMMAND, "--threads", str(threads)], cwd=ROOT, env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "flatcheck", *COMMAND, "--threads", str(threads)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
     return time.perf_counter() - t0
 
 
@@ -43,8 +61,10 @@ def main() -> None:
 
     cpus = available_cpus()
     counts = sorted({1, cpus})
-    print(f"flatcheck {' '.join(COMMAND)}; {cpus} CPUs available; {a.competitors} competing 1-thread jobs; "
-          f"median of {a.repeats}; {time.strftime('%Y-%m-%d')}")
+    print(
+        f"flatcheck {' '.join(COMMAND)}; {cpus} CPUs available; {a.competitors} competing 1-thread jobs; "
+        f"median of {a.repeats}; {time.strftime('%Y-%m-%d')}"
+    )
     alone = {t: statistics.median(timed(t) for _ in range(a.repeats)) for t in counts}
     busy = [subprocess.Popen([sys.executable, "-c", BUSY], stdout=subprocess.DEVNULL) for _ in range(a.competitors)]
     try:

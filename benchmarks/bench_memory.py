@@ -91,21 +91,27 @@ def main() -> None:
     ratios = [b / a for a, b in zip(plain, traced)]
     idle_ratios = [b / a for a, b in zip(plain, idle)]
     print(f"model {args.model} ({n_params:,} parameters), batch {args.batch}, torch threads {torch.get_num_threads()}")
-    print(f"forward+backward: {statistics.median(plain) * 1000:.0f} ms plain, {statistics.median(traced) * 1000:.0f} ms "
-          f"under LiveTensors; ratio {statistics.median(ratios):.2f} median ({min(ratios):.2f}-{max(ratios):.2f}), "
-          f"{args.repeats} interleaved repeats; a dispatch mode that does nothing: {statistics.median(idle_ratios):.2f}")
+    print(
+        f"forward+backward: {statistics.median(plain) * 1000:.0f} ms plain, {statistics.median(traced) * 1000:.0f} ms "
+        f"under LiveTensors; ratio {statistics.median(ratios):.2f} median ({min(ratios):.2f}-{max(ratios):.2f}), "
+        f"{args.repeats} interleaved repeats; a dispatch mode that does nothing: {statistics.median(idle_ratios):.2f}"
+    )
     for math in (False, True):
         meta, cpu = sized(net_on, "meta", args.batch, math), sized(net_on, "cpu", args.batch, math)
         kernel = "math attention" if math else "default attention"
-        print(f"{kernel}: peak live tensors meta {meta[0]:,} B ({meta[1]} storages), cpu {cpu[0]:,} B ({cpu[1]} storages); "
-              f"meta/cpu {meta[0] / cpu[0]:.4f}")
+        print(
+            f"{kernel}: peak live tensors meta {meta[0]:,} B ({meta[1]} storages), cpu {cpu[0]:,} B ({cpu[1]} "
+            f"storages); meta/cpu {meta[0] / cpu[0]:.4f}"
+        )
     with PeakMemory("cpu") as mem:
         step(net, x, t)
     # Earlier passes left freed pages with the process (glibc keeps them): RSS above the start is what a
     # warm process adds, less than the tensors' bytes.
-    print(f"PeakMemory ({mem.kind}): {(mem.peak_bytes - mem.start_bytes) / 2**20:.1f} MiB above the pass's start, "
-          f"{mem.peak_bytes / 2**20:.0f} MiB in all (LiveTensors, default attention: "
-          f"{sized(net_on, 'cpu', args.batch, False)[0] / 2**20:.1f} MiB of tensors)")
+    print(
+        f"PeakMemory ({mem.kind}): {(mem.peak_bytes - mem.start_bytes) / 2**20:.1f} MiB above the pass's start, "
+        f"{mem.peak_bytes / 2**20:.0f} MiB in all (LiveTensors, default attention: "
+        f"{sized(net_on, 'cpu', args.batch, False)[0] / 2**20:.1f} MiB of tensors)"
+    )
 
 
 if __name__ == "__main__":

@@ -18,10 +18,16 @@ import torch
 
 from flatcheck.core.checkpoint import load
 from flatcheck.core.denoiser import Denoiser
+from flatcheck.core.sampling import make_sampler, sample
 from flatcheck.measures.quantize.calibrate import activation_ranges, collect_activations
 from flatcheck.measures.quantize.settings import LayerPolicy
-from flatcheck.measures.quantize.simulated import WeightCache, layer_plan, quantizable_layers, simulated_quantization, weight_scale
-from flatcheck.core.sampling import make_sampler, sample
+from flatcheck.measures.quantize.simulated import (
+    WeightCache,
+    layer_plan,
+    quantizable_layers,
+    simulated_quantization,
+    weight_scale,
+)
 
 
 class NaiveFakeQuant(torch.nn.Module):
@@ -105,14 +111,19 @@ def main() -> None:
             out[k] = f()  # sample() returns CPU tensors: the copy synchronizes
             times[k].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"model {a.model}, {a.images} images x {a.steps} DDIM steps, W{a.bits}A{a.bits} on {len(plan)} layers, "
-          f"{a.repeats} interleaved repeats, device {device}, torch threads {torch.get_num_threads()}")
+    print(
+        f"model {a.model}, {a.images} images x {a.steps} DDIM steps, W{a.bits}A{a.bits} on {len(plan)} layers, "
+        f"{a.repeats} interleaved repeats, device {device}, torch threads {torch.get_num_threads()}"
+    )
     for k, v in med.items():
         print(f"  {k:17s} median {v:6.2f} s  (all: {', '.join(f'{t:.2f}' for t in times[k])})")
     best = {k: min(v) for k, v in times.items()}  # on a shared machine the fastest run is the least disturbed
     for name in ("flatcheck engine", "naive wrapper"):
-        print(f"ratio {name} / full precision: median {med[name] / med['full precision']:.3f}, "
-              f"fastest {best[name] / best['full precision']:.3f}" + ("  (target <= 1.3)" if name == "flatcheck engine" else ""))
+        print(
+            f"ratio {name} / full precision: median {med[name] / med['full precision']:.3f}, "
+            f"fastest {best[name] / best['full precision']:.3f}"
+            + ("  (target <= 1.3)" if name == "flatcheck engine" else "")
+        )
     # Same quantizer, two implementations: one forward pass agrees to float rounding (whole
     # trajectories drift apart a little more, as any two roundings of the same math do).
     x = torch.randn(a.images, *den.sample_shape, generator=torch.Generator().manual_seed(0)).to(device)
@@ -126,8 +137,10 @@ def main() -> None:
     finally:
         for parent, leaf, layer in undo:
             setattr(parent, leaf, layer)
-    print(f"one forward, max |engine - naive|: {float((y_engine - y_naive).abs().max()):.2e} "
-          f"(output std {float(y_naive.std()):.3f})")
+    print(
+        f"one forward, max |engine - naive|: {float((y_engine - y_naive).abs().max()):.2e} "
+        f"(output std {float(y_naive.std()):.3f})"
+    )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,10 @@ def main() -> None:
 
     ckpt = load(a.model, device=torch.device(a.device))
     den = Denoiser.from_checkpoint(ckpt)
-    print(f"model {ckpt.source} ({ckpt.num_parameters:,} params), {a.n} images, device {a.device}, "
-          f"torch threads {torch.get_num_threads()}, best of {a.repeats}")
+    print(
+        f"model {ckpt.source} ({ckpt.num_parameters:,} params), {a.n} images, device {a.device}, "
+        f"torch threads {torch.get_num_threads()}, best of {a.repeats}"
+    )
     pipes = {"ddpm": diffusers.DDPMPipeline, "ddim": diffusers.DDIMPipeline}
     for item in a.steps.split(","):
         name, steps = item.split("=")
@@ -48,11 +50,15 @@ def main() -> None:
             x = sample(den, ours_sched, steps, a.n, seed=0, batch_size=a.n)
             t_ours.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            ref = pipe(batch_size=a.n, generator=generators(0, range(a.n)), num_inference_steps=steps, output_type="np").images
+            ref = pipe(
+                batch_size=a.n, generator=generators(0, range(a.n)), num_inference_steps=steps, output_type="np"
+            ).images
             t_pipe.append(time.perf_counter() - t0)
         diff = float(np.abs((x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy() - ref).max())
-        print(f"{name:5s} {steps:4d} steps: ours {min(t_ours):7.2f} s   pipeline {min(t_pipe):7.2f} s   "
-              f"ratio ours/pipeline {min(t_ours) / min(t_pipe):.3f}   max pixel diff {diff:.1e}")
+        print(
+            f"{name:5s} {steps:4d} steps: ours {min(t_ours):7.2f} s   pipeline {min(t_pipe):7.2f} s   "
+            f"ratio ours/pipeline {min(t_ours) / min(t_pipe):.3f}   max pixel diff {diff:.1e}"
+        )
 
 
 if __name__ == "__main__":

@@ -55,12 +55,14 @@ def main(argv: list[str]) -> None:
 
     denoiser_mod.Denoiser.__init__ = init
     for name, measure in list(REGISTRY.items()):
+
         def run(inputs, config, progress, _run=measure.run, _name=name):
             c.set(_name)
             try:
                 return _run(inputs, config, progress)
             finally:
                 c.set(f"after {_name}")
+
         object.__setattr__(measure, "run", run)
     code = cli.run(argv)
     if code not in (0, 1):  # 1: a gate that failed, still a complete run

@@ -26,71 +26,173 @@ import torch
 
 # ---------------------------------------------------------------------------------------------- configs
 # The published configs of each family's denoiser (diffusers' config.json of the reference checkpoints).
-SD_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-              down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.18215)
-SD3_VAE = dict(SD_VAE, latent_channels=16, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False)
+SD_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    scaling_factor=0.18215,
+)
+SD3_VAE = dict(
+    SD_VAE,
+    latent_channels=16,
+    scaling_factor=1.5305,
+    shift_factor=0.0609,
+    use_quant_conv=False,
+    use_post_quant_conv=False,
+)
 FLUX_VAE = dict(SD3_VAE, scaling_factor=0.3611, shift_factor=0.1159)
 
 FAMILIES = {
     "sd15": dict(
-        cls="UNet2DConditionModel", vae=SD_VAE,
-        config=dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
-                    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768, attention_head_dim=8),
+        cls="UNet2DConditionModel",
+        vae=SD_VAE,
+        config=dict(
+            sample_size=64,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280),
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            cross_attention_dim=768,
+            attention_head_dim=8,
+        ),
         text=dict(encoder_hidden_states=(77, 768)),
-        scheduler=("PNDMScheduler", dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, skip_prk_steps=True)),
+        scheduler=(
+            "PNDMScheduler",
+            dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, skip_prk_steps=True),
+        ),
     ),
     "sdxl": dict(
-        cls="UNet2DConditionModel", vae=dict(SD_VAE, scaling_factor=0.13025),
-        config=dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
-                    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
-                    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
-                    projection_class_embeddings_input_dim=2816),
-        text=dict(encoder_hidden_states=(77, 2048), text_embeds=(1280,), time_ids=(6,)), added=("text_embeds", "time_ids"),
+        cls="UNet2DConditionModel",
+        vae=dict(SD_VAE, scaling_factor=0.13025),
+        config=dict(
+            sample_size=128,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=2,
+            block_out_channels=(320, 640, 1280),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2, 10),
+            attention_head_dim=(5, 10, 20),
+            cross_attention_dim=2048,
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816,
+        ),
+        text=dict(encoder_hidden_states=(77, 2048), text_embeds=(1280,), time_ids=(6,)),
+        added=("text_embeds", "time_ids"),
         scheduler=("EulerDiscreteScheduler", dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)),
     ),
     "pixart": dict(
-        cls="PixArtTransformer2DModel", vae=SD_VAE,
-        config=dict(sample_size=128, num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
-                    cross_attention_dim=1152, norm_type="ada_norm_single", caption_channels=4096, patch_size=2,
-                    use_additional_conditions=False),
-        text=dict(encoder_hidden_states=(120, 4096)), mask=120,
+        cls="PixArtTransformer2DModel",
+        vae=SD_VAE,
+        config=dict(
+            sample_size=128,
+            num_attention_heads=16,
+            attention_head_dim=72,
+            in_channels=4,
+            out_channels=8,
+            num_layers=28,
+            cross_attention_dim=1152,
+            norm_type="ada_norm_single",
+            caption_channels=4096,
+            patch_size=2,
+            use_additional_conditions=False,
+        ),
+        text=dict(encoder_hidden_states=(120, 4096)),
+        mask=120,
         scheduler=("DPMSolverMultistepScheduler", dict()),
     ),
     "dit-xl": dict(
-        cls="DiTTransformer2DModel", vae=SD_VAE,
-        config=dict(sample_size=32, num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
-                    patch_size=2, num_embeds_ada_norm=1000),
+        cls="DiTTransformer2DModel",
+        vae=SD_VAE,
+        config=dict(
+            sample_size=32,
+            num_attention_heads=16,
+            attention_head_dim=72,
+            in_channels=4,
+            out_channels=8,
+            num_layers=28,
+            patch_size=2,
+            num_embeds_ada_norm=1000,
+        ),
         classes=1000,
         scheduler=("DDIMScheduler", dict()),
     ),
     "sd3-medium": dict(
-        cls="SD3Transformer2DModel", vae=SD3_VAE,
-        config=dict(sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64, num_attention_heads=24,
-                    joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048, out_channels=16,
-                    pos_embed_max_size=192),
+        cls="SD3Transformer2DModel",
+        vae=SD3_VAE,
+        config=dict(
+            sample_size=128,
+            patch_size=2,
+            in_channels=16,
+            num_layers=24,
+            attention_head_dim=64,
+            num_attention_heads=24,
+            joint_attention_dim=4096,
+            caption_projection_dim=1536,
+            pooled_projection_dim=2048,
+            out_channels=16,
+            pos_embed_max_size=192,
+        ),
         text=dict(encoder_hidden_states=(333, 4096), pooled_projections=(2048,)),
         scheduler=("FlowMatchEulerDiscreteScheduler", dict(shift=3.0)),
     ),
     "flux-dev": dict(
-        cls="FluxTransformer2DModel", vae=FLUX_VAE,
-        config=dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
-                    num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
-                    axes_dims_rope=(16, 56, 56)),
-        text=dict(encoder_hidden_states=(512, 4096), pooled_projections=(768,)), txt_ids=512, embedded_guidance=3.5, sample_size=128,
-        scheduler=("FlowMatchEulerDiscreteScheduler", dict(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                                                          base_image_seq_len=256, max_image_seq_len=4096)),
+        cls="FluxTransformer2DModel",
+        vae=FLUX_VAE,
+        config=dict(
+            patch_size=1,
+            in_channels=64,
+            num_layers=19,
+            num_single_layers=38,
+            attention_head_dim=128,
+            num_attention_heads=24,
+            joint_attention_dim=4096,
+            pooled_projection_dim=768,
+            guidance_embeds=True,
+            axes_dims_rope=(16, 56, 56),
+        ),
+        text=dict(encoder_hidden_states=(512, 4096), pooled_projections=(768,)),
+        txt_ids=512,
+        embedded_guidance=3.5,
+        sample_size=128,
+        scheduler=(
+            "FlowMatchEulerDiscreteScheduler",
+            dict(
+                shift=3.0,
+                use_dynamic_shifting=True,
+                base_shift=0.5,
+                max_shift=1.15,
+                base_image_seq_len=256,
+                max_image_seq_len=4096,
+            ),
+        ),
     ),
 }
 
 
 def tiny(spec: dict) -> dict:
     """Every width / 16 and depth cut to 1-2, for a CPU check of the script itself."""
-    spec = {**spec, "config": dict(spec["config"]), "vae": dict(spec["vae"], block_out_channels=(16, 32), layers_per_block=1,
-                                                                 down_block_types=("DownEncoderBlock2D",) * 2,
-                                                                 up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8)}
+    spec = {
+        **spec,
+        "config": dict(spec["config"]),
+        "vae": dict(
+            spec["vae"],
+            block_out_channels=(16, 32),
+            layers_per_block=1,
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            norm_num_groups=8,
+        ),
+    }
     c = spec["config"]
     if "block_out_channels" in c:
         c["block_out_channels"] = tuple(max(16, b // 20) // 8 * 8 for b in c["block_out_channels"])
@@ -162,8 +264,16 @@ def build(name: str, spec: dict, device, dtype, seed: int = 0):
         static = {"txt_ids": torch.zeros(spec["txt_ids"], 3)} if "txt_ids" in spec else {}
         if spec["cls"] == "PixArtTransformer2DModel":
             static["added_cond_kwargs"] = {"resolution": None, "aspect_ratio": None}
-        cond = Conditioning("text", k, spec.get("embedded_guidance", 5.0), names=tuple(f"prompt {i}" for i in range(k)), tables=tables,
-                            added=spec.get("added", ()), static=static, embedded_guidance="embedded_guidance" in spec)
+        cond = Conditioning(
+            "text",
+            k,
+            spec.get("embedded_guidance", 5.0),
+            names=tuple(f"prompt {i}" for i in range(k)),
+            tables=tables,
+            added=spec.get("added", ()),
+            static=static,
+            embedded_guidance="embedded_guidance" in spec,
+        )
     return Denoiser(net, scheduler, vae, cond, sample_size=spec.get("sample_size"))
 
 
@@ -179,25 +289,56 @@ def run_family(name: str, spec: dict, args, device, dtype) -> dict:
 
     t0 = time.perf_counter()
     den = build(name, spec, device, dtype)
-    row = {"family": name, "parameters": sum(p.numel() for p in den.net.parameters()), "build_s": time.perf_counter() - t0,
-           "sample_shape": den.sample_shape}
+    row = {
+        "family": name,
+        "parameters": sum(p.numel() for p in den.net.parameters()),
+        "build_s": time.perf_counter() - t0,
+        "sample_shape": den.sample_shape,
+    }
     g = torch.Generator().manual_seed(0)
     pool = torch.randn(args.probes, *den.sample_shape, generator=g)
     cond = den.conditioning.ids(0, range(args.probes))
-    bank = probe_bank(pool, args.probes, 0, (0, den.num_train_timesteps), "random latents (cost only)", cond,
-                      flow_shift=den.training_shift, num_train_timesteps=den.num_train_timesteps)
+    bank = probe_bank(
+        pool,
+        args.probes,
+        0,
+        (0, den.num_train_timesteps),
+        "random latents (cost only)",
+        cond,
+        flow_shift=den.training_shift,
+        num_train_timesteps=den.num_train_timesteps,
+    )
     quick = dict(PROFILES["quick"], hessian_probes=min(16, args.probes), landscape_probes=min(32, args.probes))
     # Each measure's own peak (on a CPU, ru_maxrss would carry the build's and every earlier family's).
     t0 = time.perf_counter()
     with PeakMemory(device) as mem:
-        measure_sharpness(den, bank, SharpnessConfig(**quick, batch_size=args.batch_size, params=args.params,
-                                                     gradient_checkpointing=args.gradient_checkpointing))
+        measure_sharpness(
+            den,
+            bank,
+            SharpnessConfig(
+                **quick,
+                batch_size=args.batch_size,
+                params=args.params,
+                gradient_checkpointing=args.gradient_checkpointing,
+            ),
+        )
     row.update(sharpness_s=time.perf_counter() - t0, sharpness_peak_gib=mem.peak_bytes / 2**30)
     t0 = time.perf_counter()
     sampler = "checkpoint" if den.flow else "ddim"
     with PeakMemory(device) as mem:
-        measure_quantization(den, bank, QuantizeConfig(settings=["W4A4"], sampler=sampler, steps=args.steps, samples=args.samples,
-                                                       calib_samples=args.samples, sensitivity_samples=0, batch_size=args.batch_size))
+        measure_quantization(
+            den,
+            bank,
+            QuantizeConfig(
+                settings=["W4A4"],
+                sampler=sampler,
+                steps=args.steps,
+                samples=args.samples,
+                calib_samples=args.samples,
+                sensitivity_samples=0,
+                batch_size=args.batch_size,
+            ),
+        )
     row.update(quantize_s=time.perf_counter() - t0, quantize_peak_gib=mem.peak_bytes / 2**30)
     del den
     if device.type == "cuda":
@@ -217,7 +358,9 @@ def main() -> None:
     ap.add_argument("--params", default=None, help="sharpness --params (e.g. 'transformer_blocks.0.*' for Flux)")
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--tiny", action="store_true", help="shrink every family (a CPU check of this script)")
-    ap.add_argument("--count", action="store_true", help="only print each family's parameter count (built on the meta device)")
+    ap.add_argument(
+        "--count", action="store_true", help="only print each family's parameter count (built on the meta device)"
+    )
     args = ap.parse_args()
     import diffusers
 
@@ -228,11 +371,17 @@ def main() -> None:
             with torch.device("meta"):
                 net = getattr(diffusers, spec["cls"])(**spec["config"])
                 vae = diffusers.AutoencoderKL(**spec["vae"])
-            print(f"{name:<12} denoiser {sum(p.numel() for p in net.parameters()):>14,}  vae {sum(p.numel() for p in vae.parameters()):>11,}")
+            print(
+                f"{name:<12} denoiser {sum(p.numel() for p in net.parameters()):>14,}  vae "
+                f"{sum(p.numel() for p in vae.parameters()):>11,}"
+            )
         return
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), dtype {args.dtype}, "
-          f"probes {args.probes}, quantize {args.samples} samples x {args.steps} steps, torch {torch.__version__}")
+    print(
+        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), dtype "
+        f"{args.dtype}, probes {args.probes}, quantize {args.samples} samples x {args.steps} steps, torch "
+        f"{torch.__version__}"
+    )
     print(f"{'family':<12} {'params':>14} {'sharpness s':>12} {'peak GiB':>9} {'W4A4 s':>9} {'peak GiB':>9}")
     for name in args.families.split(","):
         spec = tiny(FAMILIES[name]) if args.tiny else FAMILIES[name]
@@ -242,8 +391,11 @@ def main() -> None:
             print(f"{name:<12} out of memory: {str(exc).splitlines()[0][:120]}")
             torch.cuda.empty_cache()
             continue
-        print(f"{name:<12} {r['parameters']:>14,} {r['sharpness_s']:>12.1f} {r['sharpness_peak_gib']:>9.2f} "
-              f"{r['quantize_s']:>9.1f} {r['quantize_peak_gib']:>9.2f}", flush=True)
+        print(
+            f"{name:<12} {r['parameters']:>14,} {r['sharpness_s']:>12.1f} {r['sharpness_peak_gib']:>9.2f} "
+            f"{r['quantize_s']:>9.1f} {r['quantize_peak_gib']:>9.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

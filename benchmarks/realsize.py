@@ -47,21 +47,130 @@ sys.argv = ["flatcheck", *sys.argv[1:]]
 runpy.run_module("flatcheck", run_name="__main__")
 """
 
-SMALL_SHARPNESS = ["--data", "none", "--samples", "2", "--steps", "2", "--probes", "2", "--batch-size", "2", "--buckets", "1"]
+SMALL_SHARPNESS = [
+    "--data",
+    "none",
+    "--samples",
+    "2",
+    "--steps",
+    "2",
+    "--probes",
+    "2",
+    "--batch-size",
+    "2",
+    "--buckets",
+    "1",
+]
 # name -> (command, arguments after the model folder, whether it has a plan (--dry-run))
 COMMANDS = {
     "info": (["info"], False),
     "sample": (["sample", "--samples", "1", "--steps", "2", "--batch-size", "1", "--no-png"], False),
-    "sharpness-hessian": (["sharpness", *SMALL_SHARPNESS, "--measures", "hessian", "--hessian-probes", "2", "--top-k", "1",
-                           "--lanczos-iters", "3", "--lanczos-basis", "3", "--hutchinson-draws", "2"], True),
-    "sharpness-avg-worst": (["sharpness", *SMALL_SHARPNESS, "--measures", "avg,worst", "--norms", "adaptive", "--radii", "0.01",
-                             "--worst-radii", "1e-4", "--draws", "1", "--ascent-steps", "2", "--no-block-average"], True),
-    "exposure": (["exposure", "--data", "none", "--steps", "2", "--samples", "2", "--probes", "2", "--batch-size", "2", "--no-fid"], True),
-    "quantize": (["quantize", "--data", "none", "--bits", "8", "--samples", "2", "--steps", "2", "--calib-samples", "2",
-                  "--sensitivity-samples", "0", "--probes", "2", "--batch-size", "2", "--no-fid"], True),
-    "fid": (["fid", "--samples", "2", "--steps", "2", "--batch-size", "2", "--ref", "patches", "--features", "patches-cnn"], True),
-    "audit-quick": (["audit", "--quick", "--data", "none", "--probes", "2", "--samples", "2", "--steps", "2", "--batch-size", "2",
-                     "--ref", "patches", "--features", "patches-cnn", "--config", "{config}"], True),
+    "sharpness-hessian": (
+        [
+            "sharpness",
+            *SMALL_SHARPNESS,
+            "--measures",
+            "hessian",
+            "--hessian-probes",
+            "2",
+            "--top-k",
+            "1",
+            "--lanczos-iters",
+            "3",
+            "--lanczos-basis",
+            "3",
+            "--hutchinson-draws",
+            "2",
+        ],
+        True,
+    ),
+    "sharpness-avg-worst": (
+        [
+            "sharpness",
+            *SMALL_SHARPNESS,
+            "--measures",
+            "avg,worst",
+            "--norms",
+            "adaptive",
+            "--radii",
+            "0.01",
+            "--worst-radii",
+            "1e-4",
+            "--draws",
+            "1",
+            "--ascent-steps",
+            "2",
+            "--no-block-average",
+        ],
+        True,
+    ),
+    "exposure": (
+        [
+            "exposure",
+            "--data",
+            "none",
+            "--steps",
+            "2",
+            "--samples",
+            "2",
+            "--probes",
+            "2",
+            "--batch-size",
+            "2",
+            "--no-fid",
+        ],
+        True,
+    ),
+    "quantize": (
+        [
+            "quantize",
+            "--data",
+            "none",
+            "--bits",
+            "8",
+            "--samples",
+            "2",
+            "--steps",
+            "2",
+            "--calib-samples",
+            "2",
+            "--sensitivity-samples",
+            "0",
+            "--probes",
+            "2",
+            "--batch-size",
+            "2",
+            "--no-fid",
+        ],
+        True,
+    ),
+    "fid": (
+        ["fid", "--samples", "2", "--steps", "2", "--batch-size", "2", "--ref", "patches", "--features", "patches-cnn"],
+        True,
+    ),
+    "audit-quick": (
+        [
+            "audit",
+            "--quick",
+            "--data",
+            "none",
+            "--probes",
+            "2",
+            "--samples",
+            "2",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--ref",
+            "patches",
+            "--features",
+            "patches-cnn",
+            "--config",
+            "{config}",
+        ],
+        True,
+    ),
 }
 # The quick profile's sharpness and quantize at the smallest sizes (audit --quick --config): every measure runs.
 AUDIT_CONFIG = """[audit.sharpness]
@@ -82,8 +191,13 @@ sensitivity_samples = 0
 def child(args: list[str], threads: int) -> tuple[float, int | None, int, str]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, *args, "--threads", str(threads)], capture_output=True, text=True,
-                          env=env, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, *args, "--threads", str(threads)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     seconds = time.perf_counter() - t0
     peak = None
     for line in proc.stderr.splitlines():
@@ -113,14 +227,23 @@ def run_sd15(root: Path, threads: int, only: list[str] | None, extra_args: list[
         build("sd15", root, True)
     config = root / "audit-small.toml"
     config.write_text(AUDIT_CONFIG)
-    print(f"\nSD 1.5 (random weights, published configs) on {platform.node()}, {os.cpu_count()} CPUs, torch threads {threads}, "
-          f"{date.today()}")
-    print(f"{'command':<22} {'options the plan recommended':<48} {'wall s':>8} {'plan s':>8} {'peak GiB':>9} {'plan GiB':>9} {'plan/peak':>9} exit")
+    print(
+        f"\nSD 1.5 (random weights, published configs) on {platform.node()}, {os.cpu_count()} CPUs, torch threads "
+        f"{threads}, {date.today()}"
+    )
+    print(
+        f"{'command':<22} {'options the plan recommended':<48} {'wall s':>8} {'plan s':>8} {'peak GiB':>9} "
+        f"{'plan GiB':>9} {'plan/peak':>9} exit"
+    )
     for name, (cmd, planned) in COMMANDS.items():
         if only and name not in only:
             continue
-        args = [cmd[0], str(model), *(a.replace("{config}", str(config)) for a in cmd[1:]),
-                *(extra_args if cmd[0] != "info" else ())]
+        args = [
+            cmd[0],
+            str(model),
+            *(a.replace("{config}", str(config)) for a in cmd[1:]),
+            *(extra_args if cmd[0] != "info" else ()),
+        ]
         extra: list[str] = []
         estimate = est_seconds = None
         if planned:
@@ -136,15 +259,20 @@ def run_sd15(root: Path, threads: int, only: list[str] | None, extra_args: list[
             seconds, peak, code, last = child(run_args, threads)
         ratio = f"{estimate / peak:.2f}" if estimate and peak else "-"
         planned_s = "-" if est_seconds is None else f"{est_seconds:.0f}"
-        print(f"{name:<22} {' '.join(extra) or '(defaults fit)':<48} {seconds:>8.0f} {planned_s:>8} {gib(peak):>9} {gib(estimate):>9} {ratio:>9} {code}"
-              + (f"  {last[:160]}" if code not in (0, 1) else ""), flush=True)
+        print(
+            f"{name:<22} {' '.join(extra) or '(defaults fit)':<48} {seconds:>8.0f} {planned_s:>8} {gib(peak):>9} "
+            f"{gib(estimate):>9} {ratio:>9} {code}" + (f"  {last[:160]}" if code not in (0, 1) else ""),
+            flush=True,
+        )
 
 
 def run_plans(root: Path, threads: int) -> None:
     from realsize_build import build
 
-    print("\nPlans for one 80 GB GPU in bfloat16 (header-only folders: nothing loads; `flatcheck plan --memory 80GB "
-          "--device cuda --dtype bfloat16 --quick`)")
+    print(
+        "\nPlans for one 80 GB GPU in bfloat16 (header-only folders: nothing loads; `flatcheck plan --memory 80GB "
+        "--device cuda --dtype bfloat16 --quick`)"
+    )
     print(f"{'model':<10} {'parameters':>14} {'plan GiB':>9} {'fits':>5}  options it needs / worst phase")
     for name in ("sd15", "sdxl", "flux-dev"):
         model = root / name
@@ -152,20 +280,54 @@ def run_plans(root: Path, threads: int) -> None:
             build(name, root, False)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "plan.json"
-            child(["plan", str(model), "--quick", "--memory", "80GB", "--device", "cuda", "--dtype", "bfloat16",
-                   "--no-timing", "--json", str(out)], threads)
+            child(
+                [
+                    "plan",
+                    str(model),
+                    "--quick",
+                    "--memory",
+                    "80GB",
+                    "--device",
+                    "cuda",
+                    "--dtype",
+                    "bfloat16",
+                    "--no-timing",
+                    "--json",
+                    str(out),
+                ],
+                threads,
+            )
             if not out.is_file():
                 print(f"{name:<10} (no plan)")
                 continue
             plan = json.loads(out.read_text())
         worst = max(plan["phases"], key=lambda p: p["peak_bytes"])
-        print(f"{name:<10} {plan['parameters']:>14,} {gib(plan['peak_bytes']):>9} {str(plan['fits']):>5}  "
-              f"{'; '.join(plan['advice']) or '-'} / {worst['work']['phase']}", flush=True)
+        print(
+            f"{name:<10} {plan['parameters']:>14,} {gib(plan['peak_bytes']):>9} {str(plan['fits']):>5}  "
+            f"{'; '.join(plan['advice']) or '-'} / {worst['work']['phase']}",
+            flush=True,
+        )
         if not plan["fits"] and plan["advice"]:
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "plan.json"
-                child(["plan", str(model), "--quick", "--memory", "80GB", "--device", "cuda", "--dtype", "bfloat16", "--no-timing",
-                       *plan["advice"][0].replace("'", "").split(), "--json", str(out)], threads)
+                child(
+                    [
+                        "plan",
+                        str(model),
+                        "--quick",
+                        "--memory",
+                        "80GB",
+                        "--device",
+                        "cuda",
+                        "--dtype",
+                        "bfloat16",
+                        "--no-timing",
+                        *plan["advice"][0].replace("'", "").split(),
+                        "--json",
+                        str(out),
+                    ],
+                    threads,
+                )
                 fixed = json.loads(out.read_text())
             print(f"{'':<10} {'':>14} {gib(fixed['peak_bytes']):>9} {str(fixed['fits']):>5}  with {plan['advice'][0]}")
 
@@ -176,7 +338,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default=None, help="comma list of the SD 1.5 rows to run (" + ", ".join(COMMANDS) + ")")
     ap.add_argument("--plans-only", action="store_true", help="only the SDXL and Flux plans (minutes, no weights)")
-    ap.add_argument("--extra", default="", help="options added to every SD 1.5 command but info, e.g. '--device cuda --dtype bfloat16' on a GPU")
+    ap.add_argument(
+        "--extra",
+        default="",
+        help="options added to every SD 1.5 command but info, e.g. '--device cuda --dtype bfloat16' on a GPU",
+    )
     args = ap.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     if not args.plans_only:

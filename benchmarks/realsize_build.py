@@ -42,22 +42,78 @@ NAMES = ("sd15", "sdxl", "flux-dev")
 WITH_WEIGHTS = ("sd15",)  # the only one that fits this machine's budget with real tensors (3.5 GB)
 
 # The text encoders' published configs (transformers' config.json of the reference checkpoints).
-CLIP_L = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-              max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768, layer_norm_eps=1e-5,
-              bos_token_id=0, eos_token_id=2, pad_token_id=1)  # SD 1.5, SDXL text_encoder, FLUX.1 text_encoder
-CLIP_BIG_G = dict(CLIP_L, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
-                  hidden_act="gelu", projection_dim=1280)  # SDXL text_encoder_2 (CLIPTextModelWithProjection)
-T5_XXL = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64, relative_attention_num_buckets=32,
-              relative_attention_max_distance=128, feed_forward_proj="gated-gelu", layer_norm_epsilon=1e-6, dropout_rate=0.1,
-              is_encoder_decoder=True, tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+CLIP_L = dict(
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    projection_dim=768,
+    layer_norm_eps=1e-5,
+    bos_token_id=0,
+    eos_token_id=2,
+    pad_token_id=1,
+)  # SD 1.5, SDXL text_encoder, FLUX.1 text_encoder
+CLIP_BIG_G = dict(
+    CLIP_L,
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_hidden_layers=32,
+    num_attention_heads=20,
+    hidden_act="gelu",
+    projection_dim=1280,
+)  # SDXL text_encoder_2 (CLIPTextModelWithProjection)
+T5_XXL = dict(
+    vocab_size=32128,
+    d_model=4096,
+    d_kv=64,
+    d_ff=10240,
+    num_layers=24,
+    num_heads=64,
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+    feed_forward_proj="gated-gelu",
+    layer_norm_epsilon=1e-6,
+    dropout_rate=0.1,
+    is_encoder_decoder=True,
+    tie_word_embeddings=False,
+    pad_token_id=0,
+    eos_token_id=1,
+    decoder_start_token_id=0,
+)
 
 # Schedulers as the reference pipelines ship them (scheduler/scheduler_config.json).
 SCHEDULERS = {
-    "sd15": ("PNDMScheduler", dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-                                   set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1, trained_betas=None)),
-    "sdxl": ("EulerDiscreteScheduler", dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-                                            interpolation_type="linear", prediction_type="epsilon", steps_offset=1,
-                                            timestep_spacing="leading", trained_betas=None, use_karras_sigmas=False)),
+    "sd15": (
+        "PNDMScheduler",
+        dict(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            num_train_timesteps=1000,
+            set_alpha_to_one=False,
+            skip_prk_steps=True,
+            steps_offset=1,
+            trained_betas=None,
+        ),
+    ),
+    "sdxl": (
+        "EulerDiscreteScheduler",
+        dict(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            num_train_timesteps=1000,
+            interpolation_type="linear",
+            prediction_type="epsilon",
+            steps_offset=1,
+            timestep_spacing="leading",
+            trained_betas=None,
+            use_karras_sigmas=False,
+        ),
+    ),
     "flux-dev": FAMILIES["flux-dev"]["scheduler"],
 }
 
@@ -68,7 +124,13 @@ PIPELINES = {
     "flux-dev": ("FluxPipeline", "transformer", "bfloat16", 10 * 10**9),  # 3 shards, as FLUX.1-dev's transformer/
 }
 
-SAFETENSORS_CODES = {"float32": ("F32", 4), "float16": ("F16", 2), "bfloat16": ("BF16", 2), "int64": ("I64", 8), "float64": ("F64", 8)}
+SAFETENSORS_CODES = {
+    "float32": ("F32", 4),
+    "float16": ("F16", 2),
+    "bfloat16": ("BF16", 2),
+    "int64": ("I64", 8),
+    "float64": ("F64", 8),
+}
 
 
 # ---------------------------------------------------------------------------------------------- components
@@ -81,8 +143,10 @@ def _text_encoders(name: str) -> dict:
     if name == "sd15":
         return {"text_encoder": (clip_l, dtype)}
     if name == "sdxl":
-        return {"text_encoder": (clip_l, dtype),
-                "text_encoder_2": (lambda: CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_BIG_G)), dtype)}
+        return {
+            "text_encoder": (clip_l, dtype),
+            "text_encoder_2": (lambda: CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_BIG_G)), dtype),
+        }
     return {"text_encoder": (clip_l, dtype), "text_encoder_2": (lambda: T5EncoderModel(T5Config(**T5_XXL)), dtype)}
 
 
@@ -102,8 +166,10 @@ def _diffusers_parts(name: str) -> dict:
 
     spec = FAMILIES[name]
     component = PIPELINES[name][1]
-    return {component: lambda: getattr(diffusers, spec["cls"])(**spec["config"]),
-            "vae": lambda: diffusers.AutoencoderKL(**spec["vae"])}
+    return {
+        component: lambda: getattr(diffusers, spec["cls"])(**spec["config"]),
+        "vae": lambda: diffusers.AutoencoderKL(**spec["vae"]),
+    }
 
 
 def _scheduler(name: str):
@@ -187,7 +253,10 @@ def build(name: str, root: Path, weights: bool) -> Path:
     if name not in PIPELINES:
         raise ValueError(f"unknown pipeline {name!r}; choose one of {', '.join(NAMES)}")
     if weights and name not in WITH_WEIGHTS:
-        raise ValueError(f"{name} is built header-only (its weights would not fit this budget); weights=True is for {', '.join(WITH_WEIGHTS)}")
+        raise ValueError(
+            f"{name} is built header-only (its weights would not fit this budget); weights=True is for "
+            f"{', '.join(WITH_WEIGHTS)}"
+        )
     folder = Path(root) / name
     if folder.exists() and any(folder.iterdir()):
         raise FileExistsError(f"'{folder}' exists and is not empty: remove it first")
@@ -198,7 +267,9 @@ def build(name: str, root: Path, weights: bool) -> Path:
 
     # model_index.json as diffusers writes it: the pipeline built from meta-device components (no memory).
     meta = {k: _on_meta(f) for k, f in factories.items()}
-    extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False} if name == "sd15" else {}
+    extra = (
+        {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False} if name == "sd15" else {}
+    )
     pipe = getattr(diffusers, pipeline_class)(**meta, **tokenizers, scheduler=scheduler, **extra)
     folder.mkdir(parents=True, exist_ok=True)
     pipe.save_config(folder)
@@ -221,7 +292,12 @@ def build(name: str, root: Path, weights: bool) -> Path:
             tensors = stored_tensors(module, dtype)
             if is_diffusers:
                 module.save_config(folder / component)
-                write_sharded(folder / component, tensors, "diffusion_pytorch_model", shard_bytes if component == denoiser else None)
+                write_sharded(
+                    folder / component,
+                    tensors,
+                    "diffusion_pytorch_model",
+                    shard_bytes if component == denoiser else None,
+                )
             else:
                 module.config.save_pretrained(folder / component)
                 write_sharded(folder / component, tensors, "model", 5 * 10**9)  # transformers' default shard size
@@ -230,10 +306,14 @@ def build(name: str, root: Path, weights: bool) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("name", choices=NAMES)
     ap.add_argument("root", type=Path, help="the pipeline is written to ROOT/NAME (which must not exist or be empty)")
-    ap.add_argument("--header-only", action="store_true", help="sd15: header-only sparse files instead of random weights")
+    ap.add_argument(
+        "--header-only", action="store_true", help="sd15: header-only sparse files instead of random weights"
+    )
     a = ap.parse_args(argv)
     weights = a.name in WITH_WEIGHTS and not a.header_only
     t0 = time.perf_counter()
@@ -245,7 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"{folder}: {'random weights' if weights else 'header-only'}, built in {time.perf_counter() - t0:.1f} s, peak RSS {peak:.2f} GiB")
+    print(
+        f"{folder}: {'random weights' if weights else 'header-only'}, built in {time.perf_counter() - t0:.1f} s, peak "
+        f"RSS {peak:.2f} GiB"
+    )
     return 0
 
 

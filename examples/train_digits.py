@@ -83,7 +83,7 @@ def train(steps: int, batch: int, lr: float, seed: int, rho: float | None, ema_d
         if rho:
             # SAM: climb to theta + rho * g/|g|, take the gradient there, step from theta.
             with torch.no_grad():
-                gnorm = torch.sqrt(sum((p.grad ** 2).sum() for p in params))
+                gnorm = torch.sqrt(sum((p.grad**2).sum() for p in params))
                 eps = [rho * p.grad / (gnorm + 1e-12) for p in params]
                 for p, e in zip(params, eps):
                     p.add_(e)
@@ -133,7 +133,7 @@ def choose_rho(unet) -> tuple[float, dict[str, float]]:
     unet.zero_grad(set_to_none=True)
     base = batch_loss(unet, sched, x0, t, noise)
     grads = torch.autograd.grad(base, params)
-    gnorm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    gnorm = torch.sqrt(sum((g**2).sum() for g in grads))
     table = {}
     for rho in RHO_GRID:
         with torch.no_grad():
@@ -149,7 +149,9 @@ def choose_rho(unet) -> tuple[float, dict[str, float]]:
 
 def save(unet, out: Path, name: str, seed: int) -> Path:
     folder = out / name
-    DDPMPipeline(unet=copy.deepcopy(unet).cpu(), scheduler=make_scheduler()).save_pretrained(folder, safe_serialization=True)
+    DDPMPipeline(unet=copy.deepcopy(unet).cpu(), scheduler=make_scheduler()).save_pretrained(
+        folder, safe_serialization=True
+    )
     # A DDIM-50 sample grid, fixed seed, so a reader can see what the model makes.
     sched = DDIMScheduler.from_config(make_scheduler().config)
     sched.set_timesteps(50)
@@ -174,30 +176,55 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    recipe = dict(unet=UNET_CONFIG, steps=args.steps, batch=args.batch, lr=args.lr, schedule="100-step warmup, cosine",
-                  optimizer="AdamW(weight_decay=1e-4)", loss="eps MSE, DDPM linear betas 1e-4..0.02, T=1000",
-                  seed=args.seed, ema_decay=args.ema_decay, data="sklearn load_digits, 8x8 -> 16x16 bilinear, [-1, 1]")
+    recipe = dict(
+        unet=UNET_CONFIG,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        schedule="100-step warmup, cosine",
+        optimizer="AdamW(weight_decay=1e-4)",
+        loss="eps MSE, DDPM linear betas 1e-4..0.02, T=1000",
+        seed=args.seed,
+        ema_decay=args.ema_decay,
+        data="sklearn load_digits, 8x8 -> 16x16 bilinear, [-1, 1]",
+    )
     log = {"recipe": recipe, "device": args.device, "torch": torch.__version__, "models": {}}
 
     t0 = time.time()
-    unet, ema, losses = train(args.steps, args.batch, args.lr, args.seed, rho=None, ema_decay=args.ema_decay, device=args.device)
+    unet, ema, losses = train(
+        args.steps, args.batch, args.lr, args.seed, rho=None, ema_decay=args.ema_decay, device=args.device
+    )
     base_time = time.time() - t0
     for name, model in (("digits-base", unet), ("digits-ema", ema)):
         save(model, args.out, name, args.seed)
-        log["models"][name] = dict(run="AdamW", weights="raw" if name == "digits-base" else "EMA",
-                                   final_train_loss_last100=sum(losses[-100:]) / len(losses[-100:]),
-                                   eval_loss=eval_loss(model), train_seconds=round(base_time, 1))
+        log["models"][name] = dict(
+            run="AdamW",
+            weights="raw" if name == "digits-base" else "EMA",
+            final_train_loss_last100=sum(losses[-100:]) / len(losses[-100:]),
+            eval_loss=eval_loss(model),
+            train_seconds=round(base_time, 1),
+        )
 
     rho, rho_table = (args.rho, {}) if args.rho else choose_rho(unet)
-    log["rho_selection"] = dict(grid=list(RHO_GRID), relative_loss_increase=rho_table, chosen=rho,
-                                rule=f"smallest rho whose one-step SAM ascent raises the base model's loss by >= {RHO_TARGET_INCREASE:.0%}")
+    log["rho_selection"] = dict(
+        grid=list(RHO_GRID),
+        relative_loss_increase=rho_table,
+        chosen=rho,
+        rule=f"smallest rho whose one-step SAM ascent raises the base model's loss by >= {RHO_TARGET_INCREASE:.0%}",
+    )
     print(f"SAM rho = {rho} (relative increases: {rho_table})", flush=True)
     t0 = time.time()
-    sam, _, sam_losses = train(args.steps, args.batch, args.lr, args.seed, rho=rho, ema_decay=args.ema_decay, device=args.device)
+    sam, _, sam_losses = train(
+        args.steps, args.batch, args.lr, args.seed, rho=rho, ema_decay=args.ema_decay, device=args.device
+    )
     save(sam, args.out, "digits-sam", args.seed)
-    log["models"]["digits-sam"] = dict(run=f"AdamW + SAM(rho={rho})", weights="raw",
-                                       final_train_loss_last100=sum(sam_losses[-100:]) / len(sam_losses[-100:]),
-                                       eval_loss=eval_loss(sam), train_seconds=round(time.time() - t0, 1))
+    log["models"]["digits-sam"] = dict(
+        run=f"AdamW + SAM(rho={rho})",
+        weights="raw",
+        final_train_loss_last100=sum(sam_losses[-100:]) / len(sam_losses[-100:]),
+        eval_loss=eval_loss(sam),
+        train_seconds=round(time.time() - t0, 1),
+    )
     args.log.write_text(json.dumps(log, indent=2) + "\n")
     print(json.dumps(log["models"], indent=2))
 

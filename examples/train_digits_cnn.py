@@ -59,9 +59,7 @@ def main() -> None:
     # Same path as scoring: [-1, 1] -> uint8 -> prepare.
     images = torch.from_numpy(to_uint8(digits_images())).permute(0, 3, 1, 2).contiguous()
     x, y = prepare(images), digits_labels()
-    idx_train, idx_test = train_test_split(
-        np.arange(len(y)), test_size=0.2, random_state=args.seed, stratify=y.numpy()
-    )
+    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=0.2, random_state=args.seed, stratify=y.numpy())
     xtr, ytr, xte, yte = x[idx_train], y[idx_train], x[idx_test], y[idx_test]
 
     net = DigitsCNN()

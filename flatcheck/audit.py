@@ -50,7 +50,9 @@ class AuditOptions:
     profile: str = "default"
     seed: int = 0
     probes: int = field(default=256, metadata=at_least(1))  # probe bank size
-    samples: int = field(default=256, metadata=at_least(1))  # full-precision samples (quantize compares against them, FD scores them)
+    samples: int = field(
+        default=256, metadata=at_least(1)
+    )  # full-precision samples (quantize compares against them, FD scores them)
     steps: int = field(default=50, metadata=at_least(1))  # sampling steps
     sampler: str = "ddim"
     batch_size: int = field(default=64, metadata=at_least(1))
@@ -58,29 +60,50 @@ class AuditOptions:
     timesteps: str | None = None  # 'LO:HI' range of the probe bank
     skip: tuple[str, ...] = ()
     ref: str | None = None  # FD/FID reference; None: the --data images; "none": no FD/FID
-    fid_features: str | None = None  # feature network for FD/FID; None: digits-cnn for bundled digits models, else inception
+    fid_features: str | None = (
+        None  # feature network for FD/FID; None: digits-cnn for bundled digits models, else inception
+    )
     fid_weights: str | None = None  # local feature-network weights (offline Inception .pth / TorchScript .pt)
     fid_bootstrap: int = field(default=200, metadata=at_least(1))  # bootstrap resamples behind every FD interval
     fid_kid_subsets: int = field(default=100, metadata=at_least(1))
     labels: str | None = None  # class models: '3,7' or a file; None: drawn uniformly from the seed
     prompts: str | None = None  # text models: a file, one prompt per line; None: core.conditioning.DEFAULT_PROMPTS
     guidance_scale: float | None = None  # classifier-free guidance of every sampler run; None: the pipeline's default
-    sample_size: int | None = None  # input side (latents) for models without one in their config (Flux); None: the pipeline's
+    sample_size: int | None = (
+        None  # input side (latents) for models without one in their config (Flux); None: the pipeline's
+    )
     configs: dict[str, dict] = field(default_factory=dict)  # measure name -> config overrides
 
     def inputs(self, *, sample_dir: str | None = None, samples_from: str | None = None, **fd) -> InputOptions:
         """The shared inputs these options ask for; `fd` sets FdOptions fields no audit option has
         (kid_subset_size, use_cache)."""
         ref = self.data if self.ref is None else None if self.ref.lower() == "none" else self.ref
-        fd_options = FdOptions(ref=ref, features=self.fid_features or "inception", weights=self.fid_weights,
-                               bootstrap=self.fid_bootstrap, kid_subsets=self.fid_kid_subsets, **fd)
-        return InputOptions(seed=self.seed, data=self.data, probes=self.probes, timesteps=self.timesteps, samples=self.samples,
-                            steps=self.steps, sampler=self.sampler, batch_size=self.batch_size, sample_dir=sample_dir,
-                            samples_from=samples_from, fd=fd_options)
+        fd_options = FdOptions(
+            ref=ref,
+            features=self.fid_features or "inception",
+            weights=self.fid_weights,
+            bootstrap=self.fid_bootstrap,
+            kid_subsets=self.fid_kid_subsets,
+            **fd,
+        )
+        return InputOptions(
+            seed=self.seed,
+            data=self.data,
+            probes=self.probes,
+            timesteps=self.timesteps,
+            samples=self.samples,
+            steps=self.steps,
+            sampler=self.sampler,
+            batch_size=self.batch_size,
+            sample_dir=sample_dir,
+            samples_from=samples_from,
+            fd=fd_options,
+        )
 
     def conditions(self) -> ConditionOptions:
-        return ConditionOptions(labels=self.labels, prompts=self.prompts, guidance_scale=self.guidance_scale,
-                                sample_size=self.sample_size)
+        return ConditionOptions(
+            labels=self.labels, prompts=self.prompts, guidance_scale=self.guidance_scale, sample_size=self.sample_size
+        )
 
     def measure_config(self, name: str):
         """The config measure `name` runs with: its defaults, the profile, the shared inputs, the overrides."""
@@ -115,11 +138,15 @@ def options_for(profile: str = "default", **overrides) -> AuditOptions:
     configs = {k: overrides.pop(k) for k in list(overrides) if k in REGISTRY and overrides[k] is not None}
     bad = [k for k, v in configs.items() if not isinstance(v, dict)]
     if bad:
-        raise InputError(f"audit option '{bad[0]}' must be a table of {bad[0]} options ([audit.{bad[0]}] in a config file)")
+        raise InputError(
+            f"audit option '{bad[0]}' must be a table of {bad[0]} options ([audit.{bad[0]}] in a config file)"
+        )
     configs = {k: dict(v) for k, v in configs.items()}
     unknown = set(overrides) - fields
     if unknown:
-        raise InputError(f"unknown audit option(s): {', '.join(sorted(unknown))} (measure tables: {', '.join(REGISTRY)})")
+        raise InputError(
+            f"unknown audit option(s): {', '.join(sorted(unknown))} (measure tables: {', '.join(REGISTRY)})"
+        )
     try:
         overrides = checked_fields(AuditOptions, {k: v for k, v in overrides.items() if v is not None})
     except OptionError as exc:
@@ -154,15 +181,26 @@ class AuditReport:
     results: dict[str, Any]  # measure name -> result dataclass (None: skipped or failed)
     timings: dict = field(default_factory=dict)
     artifacts: dict = field(default_factory=dict)
-    _samples: Any = None  # images of the first 64 full-precision samples (decoded for latent models), for grids; not in the JSON
+    _samples: Any = (
+        None  # images of the first 64 full-precision samples (decoded for latent models), for grids; not in the JSON
+    )
 
     def verdict(self, area: str) -> Verdict:
         return next(v for v in self.verdicts if v.area == area)
 
     def __json__(self) -> dict:
         """The JSON document: the run's context, then one section per measure (null when not run)."""
-        head = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("results", "timings", "artifacts", "_samples")}
-        return {**head, **{name: self.results.get(name) for name in AREAS}, "timings": self.timings, "artifacts": self.artifacts}
+        head = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("results", "timings", "artifacts", "_samples")
+        }
+        return {
+            **head,
+            **{name: self.results.get(name) for name in AREAS},
+            "timings": self.timings,
+            "artifacts": self.artifacts,
+        }
 
 
 def resolve_data(ckpt, data: str | None) -> str | None:
@@ -184,7 +222,9 @@ def resolve_for(ckpt, opts: AuditOptions) -> AuditOptions:
     ref = opts.ref
     if ref is None and opts.data is not None and opts.data.lower() == "none" and is_bundled_digits(ckpt):
         ref = DIGITS_REF
-    return replace(opts, data=resolve_data(ckpt, opts.data), ref=ref, fid_features=opts.fid_features or default_features(ckpt))
+    return replace(
+        opts, data=resolve_data(ckpt, opts.data), ref=ref, fid_features=opts.fid_features or default_features(ckpt)
+    )
 
 
 def describe_model(ckpt) -> dict:
@@ -214,8 +254,12 @@ class RunMemory:
         self.phases[name] = mem
 
     def describe(self) -> dict:
-        doc = {"kind": self.run.kind, "how": self.run.how, "run_bytes": self.run.peak_bytes,
-               "by_phase": {name: m.peak_bytes for name, m in self.phases.items()}}
+        doc = {
+            "kind": self.run.kind,
+            "how": self.run.how,
+            "run_bytes": self.run.peak_bytes,
+            "by_phase": {name: m.peak_bytes for name, m in self.phases.items()},
+        }
         if self.run.reserved_peak_bytes is not None:  # CUDA: what the caching allocator held from the driver
             doc["reserved_run_bytes"] = self.run.reserved_peak_bytes
             doc["reserved_by_phase"] = {name: m.reserved_peak_bytes for name, m in self.phases.items()}
@@ -229,8 +273,15 @@ def selected(opts: AuditOptions) -> list[str]:
     return in_run_order(opts.skip)
 
 
-def audit_checkpoint(ckpt, opts: AuditOptions, progress: Progress | None = None, *, inputs: dict | None = None,
-                     fd_optional: bool | None = None, skipped_line: str = "skipped (--skip)") -> AuditReport:
+def audit_checkpoint(
+    ckpt,
+    opts: AuditOptions,
+    progress: Progress | None = None,
+    *,
+    inputs: dict | None = None,
+    fd_optional: bool | None = None,
+    skipped_line: str = "skipped (--skip)",
+) -> AuditReport:
     """Audit one loaded checkpoint. Deterministic: same checkpoint and options, same numbers.
 
     inputs: what a command adds to the shared inputs (AuditOptions.inputs' keywords: sample_dir,
@@ -239,11 +290,10 @@ def audit_checkpoint(ckpt, opts: AuditOptions, progress: Progress | None = None,
     (then it is an input error, before any sampling). skipped_line: what the verdict of a
     measure that is not run says.
     """
+    from .core import oom
     from .core.denoiser import Denoiser
     from .core.runtime import seed_everything
     from .plan import check_fits, summary
-
-    from .core import oom
 
     names = selected(opts)
     if fd_optional is None:
@@ -259,19 +309,32 @@ def audit_checkpoint(ckpt, opts: AuditOptions, progress: Progress | None = None,
             denoiser = Denoiser.from_checkpoint(ckpt, opts.conditions())
             # Before any heavy work: will this run fit? (one line and exit 2 when it will not)
             plan = check_fits(denoiser, opts, fd=opts.inputs().fd.ref is not None, model=ckpt.source)
-            built = build_inputs(denoiser, opts.inputs(**(inputs or {})), bank=any(REGISTRY[n].uses_bank for n in names),
-                                 progress=progress, fd_optional=fd_optional)
-        return run_measures(built, describe_model(ckpt), opts, progress, skipped_line=skipped_line, memory=memory,
-                            plan=summary(plan))
+            built = build_inputs(
+                denoiser,
+                opts.inputs(**(inputs or {})),
+                bank=any(REGISTRY[n].uses_bank for n in names),
+                progress=progress,
+                fd_optional=fd_optional,
+            )
+        return run_measures(
+            built, describe_model(ckpt), opts, progress, skipped_line=skipped_line, memory=memory, plan=summary(plan)
+        )
 
 
 def _device_of(ckpt) -> torch.device:
     return next((p.device for p in ckpt.denoiser.parameters()), torch.device("cpu"))
 
 
-def run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Progress | None = None, *,
-                 skipped_line: str = "skipped (--skip)", memory: RunMemory | None = None,
-                 plan: dict | None = None) -> AuditReport:
+def run_measures(
+    inputs: Inputs,
+    model: dict,
+    opts: AuditOptions,
+    progress: Progress | None = None,
+    *,
+    skipped_line: str = "skipped (--skip)",
+    memory: RunMemory | None = None,
+    plan: dict | None = None,
+) -> AuditReport:
     """Every selected measure on the shared inputs; a measure that fails at run time becomes an 'error' verdict.
 
     memory: the run's peak memory with the phases measured before this (audit_checkpoint's inputs);
@@ -282,8 +345,15 @@ def run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Prog
         return _run_measures(inputs, model, opts, progress, skipped_line, memory, plan)
 
 
-def _run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Progress | None, skipped_line: str,
-                  memory: RunMemory, plan: dict | None = None) -> AuditReport:
+def _run_measures(
+    inputs: Inputs,
+    model: dict,
+    opts: AuditOptions,
+    progress: Progress | None,
+    skipped_line: str,
+    memory: RunMemory,
+    plan: dict | None = None,
+) -> AuditReport:
     from .core.probes import bank_losses
     from .core.runtime import environment
     from .core.stats import mean_estimate
@@ -317,19 +387,34 @@ def _run_measures(inputs: Inputs, model: dict, opts: AuditOptions, progress: Pro
         with memory.phase("bank_loss"):
             losses = bank_losses(inputs.denoiser, bank, opts.batch_size)
         timings["bank_loss"] = time.perf_counter() - t0
-        bank_doc = {"n": len(bank), "seed": bank.seed, "source": bank.source, "t_range": list(bank.t_range),
-                    "loss": mean_estimate(losses.double()), "loss_definition": inputs.denoiser.loss_definition()}
+        bank_doc = {
+            "n": len(bank),
+            "seed": bank.seed,
+            "source": bank.source,
+            "t_range": list(bank.t_range),
+            "loss": mean_estimate(losses.double()),
+            "loss_definition": inputs.denoiser.loss_definition(),
+        }
     timings = {**inputs.timings, **timings}
     samples = inputs.samples
-    grid = inputs.denoiser.pixels(samples.get()[:GRID], opts.batch_size) if samples.made else None  # inside the run's peak
+    grid = (
+        inputs.denoiser.pixels(samples.get()[:GRID], opts.batch_size) if samples.made else None
+    )  # inside the run's peak
     return AuditReport(
         schema_version=SCHEMA_VERSION,
         model=model,
-        environment={**environment(inputs.denoiser.device), **_backoffs(), "peak_memory": memory.describe(),
-                     **({"memory_plan": plan} if plan is not None else {})},
+        environment={
+            **environment(inputs.denoiser.device),
+            **_backoffs(),
+            "peak_memory": memory.describe(),
+            **({"memory_plan": plan} if plan is not None else {}),
+        },
         options={**to_jsonable(opts), "configs": to_jsonable(configs)},
-        seeds={"bank": bank.seed if bank is not None else opts.seed, "samples": samples.seed,
-               **{n: opts.seed for n in AREAS if results[n] is not None}},
+        seeds={
+            "bank": bank.seed if bank is not None else opts.seed,
+            "samples": samples.seed,
+            **{n: opts.seed for n in AREAS if results[n] is not None},
+        },
         bank=bank_doc,
         samples=samples.describe(),
         conditioning=inputs.denoiser.conditioning.describe() if inputs.denoiser.conditioning is not None else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+
 import typer
 
 from .errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, FlatcheckError
@@ -20,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
 
 @app.callback()
 def _root() -> None:
@@ -104,7 +106,9 @@ def run(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         return _fail(" ".join(exc.format_message().split()), EXIT_USAGE, debug)
     except (typer.Abort, KeyboardInterrupt):
-        return _fail("interrupted (weights in memory were restored; nothing on disk was changed)", EXIT_INTERRUPTED, debug)
+        return _fail(
+            "interrupted (weights in memory were restored; nothing on disk was changed)", EXIT_INTERRUPTED, debug
+        )
     except FlatcheckError as exc:
         return _fail(str(exc), exc.exit_code, debug)
     except MemoryError:
@@ -113,7 +117,9 @@ def run(argv: list[str] | None = None) -> int:
         import torch
 
         if isinstance(exc, torch.OutOfMemoryError):
-            return _fail("out of GPU memory: lower --batch-size or --probes, or use --dtype bfloat16", EXIT_RUNTIME, debug)
+            return _fail(
+                "out of GPU memory: lower --batch-size or --probes, or use --dtype bfloat16", EXIT_RUNTIME, debug
+            )
         first = str(exc).splitlines()[0] if str(exc) else ""
         return _fail(f"{type(exc).__name__}: {first} (rerun with --debug for the traceback)", EXIT_RUNTIME, debug)
 

@@ -11,7 +11,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .audit import AREAS, AuditOptions, AuditReport, RunMemory, audit_checkpoint, describe_model, resolve_for, run_measures, selected
+from .audit import (
+    AREAS,
+    AuditOptions,
+    AuditReport,
+    RunMemory,
+    audit_checkpoint,
+    describe_model,
+    resolve_for,
+    run_measures,
+    selected,
+)
 from .core.memory import PeakMemory
 from .core.progress import Progress
 from .errors import InputError
@@ -39,7 +49,10 @@ def audit_many(checkpoints: list, opts: AuditOptions, progress: Progress | None 
         raise InputError("compare needs at least two checkpoints")
     resolved = [resolve_for(c, opts) for c in checkpoints]
     if len({(o.data, o.ref, o.fid_features) for o in resolved}) > 1:
-        raise InputError("the checkpoints default to different reference data or FD features: pass --data (or --data none) for all of them")
+        raise InputError(
+            "the checkpoints default to different reference data or FD features: pass --data "
+            "(or --data none) for all of them"
+        )
     opts = resolved[0]
     if opts.data is not None:  # the bank comes from the data: each column is a plain audit
         return [audit_checkpoint(c, opts, progress) for c in checkpoints]
@@ -48,11 +61,16 @@ def audit_many(checkpoints: list, opts: AuditOptions, progress: Progress | None 
     denoisers = [Denoiser.from_checkpoint(c, opts.conditions()) for c in checkpoints]
     shapes = {d.sample_shape for d in denoisers}
     if len(shapes) > 1:
-        raise InputError(f"the checkpoints have different sample shapes ({', '.join(map(str, shapes))}): nothing to compare on one bank")
+        raise InputError(
+            f"the checkpoints have different sample shapes ({', '.join(map(str, shapes))}): "
+            "nothing to compare on one bank"
+        )
     kinds = {(d.conditioning.kind, d.conditioning.count) if d.conditioning else ("none", 0) for d in denoisers}
     if len(kinds) > 1:
-        raise InputError(f"the checkpoints are conditioned differently ({', '.join(f'{k} x{n}' for k, n in sorted(kinds))}): "
-                         "a shared bank needs the same conditions")
+        raise InputError(
+            f"the checkpoints are conditioned differently ({', '.join(f'{k} x{n}' for k, n in sorted(kinds))}): "
+            "a shared bank needs the same conditions"
+        )
     sets = []
     for d in denoisers:
         seed_everything(opts.seed)
@@ -64,7 +82,10 @@ def audit_many(checkpoints: list, opts: AuditOptions, progress: Progress | None 
     if denoisers[0].conditioning is not None:  # same seed, same conditions: sample i has one condition in every column
         ids = denoisers[0].conditioning.ids(opts.seed, range(len(sets[0].get())))
         pool_cond = ids.repeat_interleave(len(sets))
-    note = f"data-free: drawn from the pooled {len(pool)} full-precision samples of {len(sets)} checkpoints ({opts.sampler} {opts.steps} steps, seed {opts.seed})"
+    note = (
+        f"data-free: drawn from the pooled {len(pool)} full-precision samples of {len(sets)} checkpoints "
+        f"({opts.sampler} {opts.steps} steps, seed {opts.seed})"
+    )
     uses_bank = any(REGISTRY[n].uses_bank for n in selected(opts))
     reports = []
     for ckpt, d, samples in zip(checkpoints, denoisers, sets):
@@ -72,8 +93,17 @@ def audit_many(checkpoints: list, opts: AuditOptions, progress: Progress | None 
         with PeakMemory(d.device) as run:  # each column's peaks, as audit_checkpoint's (its samples were made above)
             memory = RunMemory(run)
             with memory.phase("inputs"):
-                inputs = build_inputs(d, opts.inputs(), bank=uses_bank, progress=progress, pool=pool, pool_note=note,
-                                      samples=samples, fd_optional=opts.ref is None, pool_cond=pool_cond)
+                inputs = build_inputs(
+                    d,
+                    opts.inputs(),
+                    bank=uses_bank,
+                    progress=progress,
+                    pool=pool,
+                    pool_note=note,
+                    samples=samples,
+                    fd_optional=opts.ref is None,
+                    pool_cond=pool_cond,
+                )
             reports.append(run_measures(inputs, describe_model(ckpt), opts, progress, memory=memory))
     return reports
 
@@ -97,8 +127,16 @@ def compare_reports(reports: list, names: list[str]) -> Comparison:
             # FD's the bootstrap's) add in quadrature when independent; the bank is shared, so this is
             # conservative for bank measures.
             se_diff.append(math.hypot(se, stderrs[0]) if ok and se is not None and stderrs[0] is not None else None)
-        rows.append({"path": path, "values": values, "stderrs": stderrs, "text": [c.text() if c else "—" for c in cells],
-                     "diff": diff, "stderr_diff": se_diff})
+        rows.append(
+            {
+                "path": path,
+                "values": values,
+                "stderrs": stderrs,
+                "text": [c.text() if c else "—" for c in cells],
+                "diff": diff,
+                "stderr_diff": se_diff,
+            }
+        )
     return Comparison(list(names), docs[0].get("options", {}), verdicts, rows, reports)
 
 

@@ -46,7 +46,9 @@ class FusedAttentionShapes(torch.overrides.TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.nn.functional.scaled_dot_product_attention:
-            given = list(args[:3]) + [kwargs[n] for n in ("query", "key", "value")[len(args[:3]):]]  # by position or keyword
+            given = list(args[:3]) + [
+                kwargs[n] for n in ("query", "key", "value")[len(args[:3]) :]
+            ]  # by position or keyword
             q, k, v = given
             if k.shape[-3] != q.shape[-3]:  # grouped-query attention: keys and values repeated per query head
                 rep = q.shape[-3] // k.shape[-3]
@@ -62,8 +64,9 @@ def trace_bytes(fn) -> int:
     return live.peak_bytes
 
 
-def call_bytes(denoiser, params: list[torch.Tensor], kind: str, batch: int, *, guided: bool = False,
-               checkpointing: bool = False) -> int:
+def call_bytes(
+    denoiser, params: list[torch.Tensor], kind: str, batch: int, *, guided: bool = False, checkpointing: bool = False
+) -> int:
     """Peak bytes made by one call of a Denoiser whose network is on the meta device (weights and
     inputs excluded):
         forward   a no-grad forward (guided: a classifier-free-guided sampling step, two passes)
@@ -74,8 +77,7 @@ def call_bytes(denoiser, params: list[torch.Tensor], kind: str, batch: int, *, g
     from contextlib import nullcontext
 
     from .core.checkpointing import checkpointed
-    from .core.params import differentiable
-    from .core.params import ParamSpace
+    from .core.params import ParamSpace, differentiable
 
     dev = denoiser.device
     shape = (batch, *denoiser.sample_shape)
@@ -84,6 +86,7 @@ def call_bytes(denoiser, params: list[torch.Tensor], kind: str, batch: int, *, g
     t = torch.full((batch,), denoiser.num_train_timesteps // 2, device=dev)
     cond = None if denoiser.conditioning is None else torch.zeros(batch, dtype=torch.long)
     if kind == "forward":
+
         def run():
             with torch.no_grad(), FusedAttentionShapes():
                 denoiser.model_output(denoiser.add_noise(x0, t, noise), t, cond, guided=guided)
@@ -124,9 +127,15 @@ def meta_copy(denoiser):
     # No autocast on the meta device: under --mixed-precision the trace keeps the weights' dtype for the
     # activations (an upper bound: bf16 activations take half); never compiled.
     fast = FastPath(channels_last=denoiser.fast.channels_last)
-    return Denoiser(on_meta(denoiser.net), denoiser.scheduler, on_meta(denoiser.vae), denoiser.conditioning,
-                    sample_size=denoiser.info.sample_shape[-1] if denoiser.net.config.get("sample_size") is None else None,
-                    fast=fast, in_use=False)
+    return Denoiser(
+        on_meta(denoiser.net),
+        denoiser.scheduler,
+        on_meta(denoiser.vae),
+        denoiser.conditioning,
+        sample_size=denoiser.info.sample_shape[-1] if denoiser.net.config.get("sample_size") is None else None,
+        fast=fast,
+        in_use=False,
+    )
 
 
 def decode_footprint(denoiser, images: int) -> int:

@@ -128,7 +128,9 @@ def load_config(path: str | Path | None = None) -> GateConfig:
     if path is None:
         found = find_config()
         if found is None:
-            raise InputError("no gate config: pass --config FILE or add flatcheck.toml / [tool.flatcheck] in pyproject.toml")
+            raise InputError(
+                "no gate config: pass --config FILE or add flatcheck.toml / [tool.flatcheck] in pyproject.toml"
+            )
         path = found
     path = Path(path)
     if not path.is_file():
@@ -187,7 +189,9 @@ def parse_rule(raw: Any, where: str) -> Rule:
         raise InputError(f"{where}: a rule must be a table (metric = ..., max = ...)")
     unknown = set(raw) - _RULE_KEYS
     if unknown:
-        raise InputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_RULE_KEYS))})")
+        raise InputError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_RULE_KEYS))})"
+        )
     metric = raw.get("metric")
     if not isinstance(metric, str) or not metric.strip():
         raise InputError(f"{where}: 'metric' must be a dotted path into the report, e.g. {EXAMPLE_PATH}")
@@ -247,7 +251,10 @@ def lookup(report: dict, path: str) -> tuple[float | None, float | None]:
                     have = f"names: {', '.join(names[:12])}" if names else f"use an index 0..{len(node) - 1}"
                     raise InputError(f"metric '{path}': no '{key}' in '{'.'.join(walked) or 'report'}' ({have})")
             if not 0 <= idx < len(node):
-                raise InputError(f"metric '{path}': '{'.'.join(walked) or 'report'}' is a list of {len(node)}; use an index 0..{len(node) - 1}")
+                raise InputError(
+                    f"metric '{path}': '{'.'.join(walked) or 'report'}' is a list of {len(node)}; use an index "
+                    f"0..{len(node) - 1}"
+                )
             node = node[idx]
         elif isinstance(node, dict):
             k = str(key)
@@ -256,7 +263,9 @@ def lookup(report: dict, path: str) -> tuple[float | None, float | None]:
                 raise InputError(f"metric '{path}': no '{k}' in '{'.'.join(walked) or 'report'}' (it has: {have})")
             node = node[k]
         elif node is None:
-            raise InputError(f"metric '{path}': '{'.'.join(walked)}' was not measured in this report (skipped or failed)")
+            raise InputError(
+                f"metric '{path}': '{'.'.join(walked)}' was not measured in this report (skipped or failed)"
+            )
         else:
             raise InputError(f"metric '{path}': '{'.'.join(walked)}' is a number, not a table")
         walked.append(str(key))
@@ -286,7 +295,9 @@ def load_report(path: str | Path) -> dict:
     return doc
 
 
-def evaluate(rules: list[Rule], report: dict, baseline: dict | None = None, *, config: str = "", baseline_name: str | None = None) -> GateResult:
+def evaluate(
+    rules: list[Rule], report: dict, baseline: dict | None = None, *, config: str = "", baseline_name: str | None = None
+) -> GateResult:
     """Check every rule against `report` (and `baseline` for relative rules). Never raises on a crossed threshold."""
     rows = []
     for rule in rules:
@@ -294,7 +305,10 @@ def evaluate(rules: list[Rule], report: dict, baseline: dict | None = None, *, c
         base = None
         if rule.relative:
             if baseline is None:
-                raise InputError(f"rule on '{rule.metric}' is relative to a baseline: pass --baseline REPORT.json|MODEL or set gate.baseline")
+                raise InputError(
+                    f"rule on '{rule.metric}' is relative to a baseline: "
+                    "pass --baseline REPORT.json|MODEL or set gate.baseline"
+                )
             base, _ = lookup(baseline, rule.metric)
         rows.append(_check(rule, value, stderr, base))
     return GateResult(all(r.passed for r in rows), rows, config, baseline_name)
@@ -320,4 +334,3 @@ def _check(rule: Rule, value: float | None, stderr: float | None, base: float | 
         return row
     row.passed = bool(fn(value, row.bound))
     return row
-

@@ -80,9 +80,11 @@ class Plan:
     def refusal(self) -> str:
         """The one line of a run that will not fit."""
         w = self.worst
-        line = (f"this run needs about {gib(self.peak_bytes)} at its peak ({w.measure}: {w.work.phase}), "
-                f"{gib(self.available_bytes)} is available ({self.available_source}) and flatcheck keeps "
-                f"{FIT_MARGIN:.0%} of it free")
+        line = (
+            f"this run needs about {gib(self.peak_bytes)} at its peak ({w.measure}: {w.work.phase}), "
+            f"{gib(self.available_bytes)} is available ({self.available_source}) and flatcheck keeps "
+            f"{FIT_MARGIN:.0%} of it free"
+        )
         if self.advice:
             line += "; it would fit with " + " or ".join(self.advice)
         else:
@@ -156,11 +158,18 @@ def model_key(denoiser) -> str:
     def module(m):
         if m is None:
             return None
-        return [type(m).__name__, json.dumps(dict(m.config), sort_keys=True, default=str), str(next(m.parameters()).dtype)]
+        return [
+            type(m).__name__,
+            json.dumps(dict(m.config), sort_keys=True, default=str),
+            str(next(m.parameters()).dtype),
+        ]
 
     c = denoiser.conditioning
-    cond = None if c is None else [c.kind, sorted((k, tuple(v.shape)) for k, v in c.tables.items()), c.guided,
-                                   sorted(c.static), c.added]
+    cond = (
+        None
+        if c is None
+        else [c.kind, sorted((k, tuple(v.shape)) for k, v in c.tables.items()), c.guided, sorted(c.static), c.added]
+    )
     return json.dumps([module(denoiser.net), module(denoiser.vae), list(denoiser.sample_shape), cond], default=str)
 
 
@@ -180,8 +189,14 @@ class Calls:
     def bytes(self, kind: str, batch: int, guided: bool = False) -> int:
         from .footprint import call_bytes
 
-        key = (self.key, kind, batch, guided and kind == "forward", self.checkpointing and kind != "forward",
-               self.names if kind != "forward" else ())
+        key = (
+            self.key,
+            kind,
+            batch,
+            guided and kind == "forward",
+            self.checkpointing and kind != "forward",
+            self.names if kind != "forward" else (),
+        )
         if key not in _TRACES:
             if kind == "hvp" and batch > 2:
                 # An HVP's trace walks every attention chunk, whose number grows with the batch (a minute at
@@ -190,7 +205,9 @@ class Calls:
                 one, two = self.bytes(kind, 1), self.bytes(kind, 2)
                 _TRACES[key] = one + (batch - 1) * max(0, two - one)
             else:
-                _TRACES[key] = call_bytes(self.denoiser, self.params, kind, batch, guided=guided, checkpointing=self.checkpointing)
+                _TRACES[key] = call_bytes(
+                    self.denoiser, self.params, kind, batch, guided=guided, checkpointing=self.checkpointing
+                )
         return _TRACES[key]
 
 
@@ -209,13 +226,33 @@ def run_shape(denoiser, opts, fd: bool, reference_images: int, samples_made: boo
                 cache[steps] = steps
         return cache[steps]
 
-    return RunShape(probes=opts.probes, samples=opts.samples, steps=opts.steps, batch_size=opts.batch_size, guided=guided,
-                    samples_made=samples_made, fd=fd, reference_images=reference_images, evals=evals)
+    return RunShape(
+        probes=opts.probes,
+        samples=opts.samples,
+        steps=opts.steps,
+        batch_size=opts.batch_size,
+        guided=guided,
+        samples_made=samples_made,
+        fd=fd,
+        reference_images=reference_images,
+        evals=evals,
+    )
 
 
-def plan_run(denoiser, opts, *, device: torch.device, available: tuple[int, str] | None = None,
-             baseline_bytes: int | None = None, calibration: dict | None = None, fd: bool = False,
-             reference_images: int = 0, samples_made: bool = False, model: str = "", advise: bool = True) -> Plan:
+def plan_run(
+    denoiser,
+    opts,
+    *,
+    device: torch.device,
+    available: tuple[int, str] | None = None,
+    baseline_bytes: int | None = None,
+    calibration: dict | None = None,
+    fd: bool = False,
+    reference_images: int = 0,
+    samples_made: bool = False,
+    model: str = "",
+    advise: bool = True,
+) -> Plan:
     """The plan of an audit (or of one measure: opts.skip holds the others) on `denoiser`, whose network
     and autoencoder may live on the meta device. opts: audit.AuditOptions."""
     from .core.params import measured_parameters, vector_dtype
@@ -223,7 +260,9 @@ def plan_run(denoiser, opts, *, device: torch.device, available: tuple[int, str]
 
     names = in_run_order(opts.skip)
     configs = {n: opts.measure_config(n) for n in names}
-    sharp = configs.get("sharpness") or REGISTRY["sharpness"].make_config(opts.profile, {}, opts.configs.get("sharpness"))
+    sharp = configs.get("sharpness") or REGISTRY["sharpness"].make_config(
+        opts.profile, {}, opts.configs.get("sharpness")
+    )
     named = measured_parameters(denoiser.net, sharp.params)
     if not named:
         raise InputError(f"--params '{sharp.params}' matches no parameter of {type(denoiser.net).__name__}")
@@ -231,13 +270,26 @@ def plan_run(denoiser, opts, *, device: torch.device, available: tuple[int, str]
     shape = run_shape(denoiser, opts, fd, reference_images, samples_made)
     works: list[tuple[str, Work]] = []
     uses_samples = any(n in names for n in ("fid", "quantize", "exposure")) or (
-        opts.data is None and any(REGISTRY[n].uses_bank for n in names))
+        opts.data is None and any(REGISTRY[n].uses_bank for n in names)
+    )
     if uses_samples and not samples_made:
-        exposure_makes = "exposure" in configs and any(
-            s == opts.steps for s in configs["exposure"].steps) and configs["exposure"].samples == opts.samples
+        exposure_makes = (
+            "exposure" in configs
+            and any(s == opts.steps for s in configs["exposure"].steps)
+            and configs["exposure"].samples == opts.samples
+        )
         if not exposure_makes:
-            works.append(("inputs", Work("shared samples", forwards=opts.samples * shape.evals(opts.steps),
-                                         batch=min(opts.batch_size, opts.samples), guided=shape.guided)))
+            works.append(
+                (
+                    "inputs",
+                    Work(
+                        "shared samples",
+                        forwards=opts.samples * shape.evals(opts.steps),
+                        batch=min(opts.batch_size, opts.samples),
+                        guided=shape.guided,
+                    ),
+                )
+            )
     for n in names:
         cost = REGISTRY[n].cost
         if cost is not None:
@@ -255,7 +307,11 @@ def plan_run(denoiser, opts, *, device: torch.device, available: tuple[int, str]
         baseline_bytes = baseline_rss() if device.type != "cuda" else 0
     avail, source = available if available is not None else available_memory(device)
     checkpointing = bool(sharp.gradient_checkpointing)
-    if not advise and avail > 0 and max((w.vectors for _, w in works), default=0) * vector_bytes + baseline_bytes + weights > usable(avail):
+    if (
+        not advise
+        and avail > 0
+        and max((w.vectors for _, w in works), default=0) * vector_bytes + baseline_bytes + weights > usable(avail)
+    ):
         advise = None  # a trial of the advice that cannot fit whatever its calls need: not traced
     calls = Calls(denoiser, params, checkpointing, tuple(n for n, _ in named))
     decode_bytes = 0 if advise is None else _decode_bytes(denoiser, opts.batch_size)
@@ -267,15 +323,32 @@ def plan_run(denoiser, opts, *, device: torch.device, available: tuple[int, str]
         parts = {"baseline": baseline_bytes, "weights": weights, "vectors": w.vectors * vector_bytes, "call": call}
         phases.append(PhasePlan(measure, w, sum(parts.values()), parts, _seconds(w, calibration, checkpointing)))
     peak = max((p.peak_bytes for p in phases), default=baseline_bytes + weights)
-    plan = Plan(model=model, device=str(device), dtype=str(next(denoiser.net.parameters()).dtype).removeprefix("torch."),
-                parameters=sum(p.numel() for p in denoiser.net.parameters()), measured_parameters=measured,
-                vector_bytes=vector_bytes, weights_bytes=weights, baseline_bytes=baseline_bytes, available_bytes=avail,
-                available_source=source, usable_bytes=usable(avail), phases=phases, peak_bytes=peak,
-                fits=avail <= 0 or peak <= usable(avail),
-                calibration=calibration, options={"batch_size": opts.batch_size, "params": sharp.params or "all",
-                                                  "gradient_checkpointing": checkpointing})
+    plan = Plan(
+        model=model,
+        device=str(device),
+        dtype=str(next(denoiser.net.parameters()).dtype).removeprefix("torch."),
+        parameters=sum(p.numel() for p in denoiser.net.parameters()),
+        measured_parameters=measured,
+        vector_bytes=vector_bytes,
+        weights_bytes=weights,
+        baseline_bytes=baseline_bytes,
+        available_bytes=avail,
+        available_source=source,
+        usable_bytes=usable(avail),
+        phases=phases,
+        peak_bytes=peak,
+        fits=avail <= 0 or peak <= usable(avail),
+        calibration=calibration,
+        options={
+            "batch_size": opts.batch_size,
+            "params": sharp.params or "all",
+            "gradient_checkpointing": checkpointing,
+        },
+    )
     if not plan.fits and advise:
-        plan.advice = _advice(denoiser, opts, plan, device, (avail, source), baseline_bytes, fd, reference_images, samples_made)
+        plan.advice = _advice(
+            denoiser, opts, plan, device, (avail, source), baseline_bytes, fd, reference_images, samples_made
+        )
     return plan
 
 
@@ -286,7 +359,7 @@ def _decode_bytes(denoiser, batch: int) -> int:
     from .footprint import decode_footprint
 
     h, w = denoiser.sample_shape[-2:]
-    return decode_footprint(denoiser, min(batch, denoiser.vae_slice(h * w * denoiser.vae_factor ** 2)))
+    return decode_footprint(denoiser, min(batch, denoiser.vae_slice(h * w * denoiser.vae_factor**2)))
 
 
 def _seconds(w: Work, calibration: dict | None, checkpointing: bool) -> float | None:
@@ -306,7 +379,9 @@ def _advice(denoiser, opts, plan: Plan, device, available, baseline, fd, referen
     from .core.params import measured_parameters
 
     sharp = dict(opts.configs.get("sharpness") or {})
-    can_checkpoint = getattr(denoiser.net, "_supports_gradient_checkpointing", False) and not sharp.get("gradient_checkpointing")
+    can_checkpoint = getattr(denoiser.net, "_supports_gradient_checkpointing", False) and not sharp.get(
+        "gradient_checkpointing"
+    )
     tries: list[tuple[str, dict, int]] = []
     if can_checkpoint:
         tries.append(("--gradient-checkpointing", {"gradient_checkpointing": True}, opts.batch_size))
@@ -318,17 +393,33 @@ def _advice(denoiser, opts, plan: Plan, device, available, baseline, fd, referen
     if sharp.get("params") is None:
         extra = {"gradient_checkpointing": True} if can_checkpoint else {}
         for head in _parameter_heads(measured_parameters(denoiser.net, None)):
-            tries.append((f"--params '{head}.*'" + (" --gradient-checkpointing" if extra else ""), {"params": f"{head}.*", **extra}, 1))
+            tries.append(
+                (
+                    f"--params '{head}.*'" + (" --gradient-checkpointing" if extra else ""),
+                    {"params": f"{head}.*", **extra},
+                    1,
+                )
+            )
     found: list[str] = []
     for label, change, batch in tries:
         label += f" --batch-size {batch}" if batch != opts.batch_size and "--batch-size" not in label else ""
         if any(set(f.split()) <= set(label.split()) for f in found) or (
-                not change and any(f.startswith("--batch-size") for f in found)):
+            not change and any(f.startswith("--batch-size") for f in found)
+        ):
             continue  # a found option set within this one (or a larger batch alone) already fits
         trial = dataclasses.replace(opts, batch_size=batch, configs={**opts.configs, "sharpness": {**sharp, **change}})
         try:
-            p = plan_run(denoiser, trial, device=device, available=available, baseline_bytes=baseline, fd=fd,
-                         reference_images=reference_images, samples_made=samples_made, advise=False)
+            p = plan_run(
+                denoiser,
+                trial,
+                device=device,
+                available=available,
+                baseline_bytes=baseline,
+                fd=fd,
+                reference_images=reference_images,
+                samples_made=samples_made,
+                advise=False,
+            )
         except InputError:
             continue
         if p.fits:
@@ -370,11 +461,17 @@ def summary(plan: Plan) -> dict:
     by_measure: dict[str, int] = {}
     for p in plan.phases:
         by_measure[p.measure] = max(by_measure.get(p.measure, 0), p.peak_bytes)
-    return {"estimated_peak_bytes": plan.peak_bytes, "by_phase": by_measure, "available_bytes": plan.available_bytes,
-            "available_source": plan.available_source, "weights_bytes": plan.weights_bytes,
-            "baseline_bytes": plan.baseline_bytes, "vector_bytes": plan.vector_bytes,
-            "how": "flatcheck.plan: the process before the weights + weights + parameter-sized vectors held + "
-                   "one call's peak traced on the meta device"}
+    return {
+        "estimated_peak_bytes": plan.peak_bytes,
+        "by_phase": by_measure,
+        "available_bytes": plan.available_bytes,
+        "available_source": plan.available_source,
+        "weights_bytes": plan.weights_bytes,
+        "baseline_bytes": plan.baseline_bytes,
+        "vector_bytes": plan.vector_bytes,
+        "how": "flatcheck.plan: the process before the weights + weights + parameter-sized vectors held + "
+        "one call's peak traced on the meta device",
+    }
 
 
 # ---------------------------------------------------------------------------------------- calibration
@@ -389,8 +486,7 @@ def calibrate(denoiser, batch: int = 1, params: list[torch.Tensor] | None = None
 
 
 def _calibrate(denoiser, batch: int, params: list[torch.Tensor] | None) -> dict:
-    from .core.params import differentiable
-    from .core.params import ParamSpace
+    from .core.params import ParamSpace, differentiable
 
     dev = denoiser.device
     g = torch.Generator().manual_seed(0)
@@ -422,8 +518,12 @@ def _calibrate(denoiser, batch: int, params: list[torch.Tensor] | None) -> dict:
 
     fwd = timed(forward)
     # the forward's warm-up paged the weights in: a large model's gradient is timed without one
-    out = {"forward": fwd, "gradient": timed(gradient, warm=fwd * batch < 1.0), "batch": batch,
-           "how": f"one timed call of {batch} image(s) after a warm-up, on {dev}"}
+    out = {
+        "forward": fwd,
+        "gradient": timed(gradient, warm=fwd * batch < 1.0),
+        "batch": batch,
+        "how": f"one timed call of {batch} image(s) after a warm-up, on {dev}",
+    }
     if denoiser.vae is not None:
         z = torch.randn(1, *denoiser.sample_shape, generator=g).to(dev)
 

@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 # Document kind -> schema version. The major version changes when a field is removed or changes meaning.
-VERSIONS = {"report": "1.4", "info": "1.1", "compare": "1.0", "gate": "1.0", "sample": "1.0", "rank": "1.0", "plan": "1.1"}
+VERSIONS = {
+    "report": "1.4",
+    "info": "1.1",
+    "compare": "1.0",
+    "gate": "1.0",
+    "sample": "1.0",
+    "rank": "1.0",
+    "plan": "1.1",
+}
 SCHEMAS = tuple(VERSIONS)
 
 
@@ -41,7 +49,9 @@ def to_jsonable(obj):
     if hasattr(obj, "__json__") and not isinstance(obj, type):
         return to_jsonable(obj.__json__())
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not f.name.startswith("_")}
+        return {
+            f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not f.name.startswith("_")
+        }
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -107,7 +117,6 @@ def schema(kind: str = "report") -> dict:
 def validate(doc: dict, kind: str = "report") -> list[str]:
     """Schema violations of a document, as 'path: message' lines (empty: valid)."""
     import jsonschema
-
     from referencing import Registry, Resource
 
     # compare embeds whole reports: its "$ref": "report.schema.json" resolves to the report schema.
@@ -163,7 +172,13 @@ def number_rows(node: Any, prefix: str = "") -> Iterator[NumberRow]:
     """Every number under `node`, depth first, in the report's own key order."""
     if is_estimate(node):
         lo, hi = node.get("ci_low"), node.get("ci_high")
-        yield NumberRow(prefix, _num(node["value"]), _num(node.get("stderr")), (lo, hi) if lo is not None and hi is not None else None, node.get("n"))
+        yield NumberRow(
+            prefix,
+            _num(node["value"]),
+            _num(node.get("stderr")),
+            (lo, hi) if lo is not None and hi is not None else None,
+            node.get("n"),
+        )
         return
     if isinstance(node, dict):
         for k, v in node.items():

@@ -7,11 +7,31 @@ import pytest
 # Every size at its floor: 8 probes, 4 samples x 2 steps. Numbers are meaningless, plumbing is real.
 # The cheapest sharpness sweep that still runs every measure kind the report shows (two radii, as --quick:
 # the paths the docs show, e.g. sharpness.average.adaptive.points.1.relative, exist in it).
-TINY_SHARPNESS = dict(norms=("adaptive",), radii=(0.01, 0.1), worst_radii=(1e-4, 1e-3), draws=1, ascent_steps=1, top_k=1,
-                      hessian_probes=4, landscape_probes=4, landscape_grid=0, buckets=1, lanczos_iters=2, hutchinson_draws=2,
-                      landscape_points=3)
-TINY = dict(probes=8, samples=4, steps=2, batch_size=8, data="digits", fid_features="digits-cnn", sharpness=TINY_SHARPNESS,
-            quantize=dict(settings=["W8A8", "W4A4"], calib_samples=2))
+TINY_SHARPNESS = dict(
+    norms=("adaptive",),
+    radii=(0.01, 0.1),
+    worst_radii=(1e-4, 1e-3),
+    draws=1,
+    ascent_steps=1,
+    top_k=1,
+    hessian_probes=4,
+    landscape_probes=4,
+    landscape_grid=0,
+    buckets=1,
+    lanczos_iters=2,
+    hutchinson_draws=2,
+    landscape_points=3,
+)
+TINY = dict(
+    probes=8,
+    samples=4,
+    steps=2,
+    batch_size=8,
+    data="digits",
+    fid_features="digits-cnn",
+    sharpness=TINY_SHARPNESS,
+    quantize=dict(settings=["W8A8", "W4A4"], calib_samples=2),
+)
 TINY_CLI = ["--quick", "--probes", "8", "--samples", "4", "--steps", "2", "--batch-size", "8", "--data", "digits"]
 
 

@@ -600,7 +600,10 @@ def load_pipeline(path: Path, family: str):
         # must be passed as None explicitly.
         extra = {"text_encoder_3": None, "tokenizer_3": None}
     pipe = diffusers.DiffusionPipeline.from_pretrained(
-        Path(path), local_files_only=True, dtype=torch.float32, **extra  # torch_dtype=: deprecated in 0.42
+        Path(path),
+        local_files_only=True,
+        dtype=torch.float32,
+        **extra,  # torch_dtype=: deprecated in 0.42
     )
     expected = getattr(diffusers, PIPELINE_CLASS[family])
     if type(pipe) is not expected:
@@ -636,7 +639,9 @@ def _ddpm_loop_with_labels(pipe, generators, steps: int, class_labels: list[int]
     shape = (len(generators), unet.config.in_channels, *((size, size) if isinstance(size, int) else size))
     device = pipe._execution_device
     image = randn_tensor(shape, generator=generators, device=device, dtype=unet.dtype)
-    extra = {} if class_labels is None else {"class_labels": torch.tensor(class_labels, device=device, dtype=torch.long)}
+    extra = (
+        {} if class_labels is None else {"class_labels": torch.tensor(class_labels, device=device, dtype=torch.long)}
+    )
     pipe.scheduler.set_timesteps(steps)
     for t in pipe.scheduler.timesteps:
         model_output = unet(image, t, **extra).sample
@@ -700,7 +705,9 @@ def pipeline_images(
     if family in FIXTURES:
         if class_labels is not None or scheduler is not None:
             raise ValueError(f"family {family!r}: its fixture takes seeds, steps, guidance_scale and prompts")
-        return FIXTURES[family].pipeline_images(pipe, seeds=seeds, steps=steps, guidance_scale=guidance_scale, prompts=prompts)
+        return FIXTURES[family].pipeline_images(
+            pipe, seeds=seeds, steps=steps, guidance_scale=guidance_scale, prompts=prompts
+        )
     _check_family(family)
     seeds = [int(s) for s in seeds]
     n = len(seeds)
@@ -717,7 +724,9 @@ def pipeline_images(
     elif prompts is not None:
         raise ValueError(f"family {family!r} takes no prompts")
     if family in ("dit", "class-unet"):
-        class_labels = [i % len(CLASS_NAMES) for i in range(n)] if class_labels is None else [int(c) for c in class_labels]
+        class_labels = (
+            [i % len(CLASS_NAMES) for i in range(n)] if class_labels is None else [int(c) for c in class_labels]
+        )
         if len(class_labels) != n:
             raise ValueError(f"{len(class_labels)} class labels for {n} seeds: give one label per seed")
     elif class_labels is not None:

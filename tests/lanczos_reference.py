@@ -15,8 +15,9 @@ from flatcheck.measures.sharpness.hessian import Eigenpairs
 Progress = Callable[[str, int, int], None] | None
 
 
-def _orthonormalise(w: torch.Tensor, basis: list[torch.Tensor], new: list[torch.Tensor], thresh: float,
-                    gen: torch.Generator, dim: int) -> tuple[torch.Tensor, float]:
+def _orthonormalise(
+    w: torch.Tensor, basis: list[torch.Tensor], new: list[torch.Tensor], thresh: float, gen: torch.Generator, dim: int
+) -> tuple[torch.Tensor, float]:
     """Orthonormalise the rows of w against `basis` blocks and against each other (two Gram-Schmidt
     passes: enough in float32). Appends the new rows to `new`; returns R with w = R^T Q (+ dropped
     rows) and the Frobenius norm of what was dropped. A row whose remainder is below `thresh` lies in
@@ -51,12 +52,21 @@ def _orthonormalise(w: torch.Tensor, basis: list[torch.Tensor], new: list[torch.
             for q in new:
                 f -= float(q @ f) * q
         new.append(f / f.norm())  # its coefficient in column c stays 0
-    return coef[: len(new)], dropped ** 0.5
+    return coef[: len(new)], dropped**0.5
 
 
-def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int, max_iter: int, tol: float,
-                  gen: torch.Generator, device=None, dtype=torch.float32, progress: Progress = None,
-                  block: int | None = None) -> Eigenpairs:
+def block_lanczos(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    dim: int,
+    k: int,
+    max_iter: int,
+    tol: float,
+    gen: torch.Generator,
+    device=None,
+    dtype=torch.float32,
+    progress: Progress = None,
+    block: int | None = None,
+) -> Eigenpairs:
     """Top-k eigenvalues of a symmetric operator, counted with multiplicity: block Lanczos with full
     re-orthogonalisation and a random start block of b = max(block, k) vectors.
 
@@ -105,17 +115,17 @@ def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: i
         offs = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
         T = torch.zeros(offs[-1], offs[-1], dtype=torch.float64)
         for i, ai in enumerate(diag):
-            T[offs[i]:offs[i + 1], offs[i]:offs[i + 1]] = ai
+            T[offs[i] : offs[i + 1], offs[i] : offs[i + 1]] = ai
             if i + 1 < len(blocks):
-                T[offs[i + 1]:offs[i + 2], offs[i]:offs[i + 1]] = sub[i]
-                T[offs[i]:offs[i + 1], offs[i + 1]:offs[i + 2]] = sub[i].T
+                T[offs[i + 1] : offs[i + 2], offs[i] : offs[i + 1]] = sub[i]
+                T[offs[i] : offs[i + 1], offs[i + 1] : offs[i + 2]] = sub[i].T
         theta, s = torch.linalg.eigh(T)  # ascending
         top = min(k, len(theta))
         idx = torch.arange(len(theta) - 1, len(theta) - 1 - top, -1)
         vals = theta[idx]
         s_top = s[:, idx]
         # What deflation dropped (D_i, ||D_i||_F = drops[i]) enters H Q s through each block's share of s.
-        shares = [s_top[offs[i]:offs[i + 1]] for i in range(len(drops))]
+        shares = [s_top[offs[i] : offs[i + 1]] for i in range(len(drops))]
         slack = sum(d * sh.norm(dim=0) for d, sh in zip(drops, shares))
         joint_slack = sum(d * float(torch.linalg.matrix_norm(sh, ord=2)) for d, sh in zip(drops, shares))
         spill = coef @ shares[-1]  # Q_{j+1} B_j S_last, in the next block's coordinates
@@ -126,4 +136,6 @@ def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: i
         if converged or not nxt or hvps + len(nxt) > max_iter:
             break
         blocks.append(torch.stack(nxt))
-    return Eigenpairs("block-lanczos", vals.tolist(), residuals, bound, converged, tol, hvps, b, float(theta[0]), history)
+    return Eigenpairs(
+        "block-lanczos", vals.tolist(), residuals, bound, converged, tol, hvps, b, float(theta[0]), history
+    )

@@ -9,9 +9,9 @@ times, and tr(H) = D tr(A).
 
 from __future__ import annotations
 
-import torch
-
 from types import SimpleNamespace
+
+import torch
 
 from flatcheck.core.denoiser import Denoiser, NetCall
 from flatcheck.core.probes import ProbeBank, build_probe_bank

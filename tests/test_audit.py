@@ -41,8 +41,10 @@ def test_verdict_lines_read_the_numbers(tiny_audit):
     h = doc["sharpness"]["hessian"]
     eig, trace = h["eigen"], h["trace"]
     assert v["sharpness"]["status"] == "info"
-    assert (f"top Hessian eigenvalue {eig['eigenvalues'][0]:.4g}{'' if eig['converged'] else ' (not converged)'}, "
-            f"trace {trace['value']:.4g} ± {trace['stderr']:.2g}") in v["sharpness"]["line"]
+    assert (
+        f"top Hessian eigenvalue {eig['eigenvalues'][0]:.4g}{'' if eig['converged'] else ' (not converged)'}, "
+        f"trace {trace['value']:.4g} ± {trace['stderr']:.2g}"
+    ) in v["sharpness"]["line"]
     # quantize: good / fair / poor at 1% / 5% for the worst 8-bit setting's drift (10% / 30% without one)
     settings = doc["quantize"]["settings"]
     eight = [s for s in settings if (s["wbits"] or 16) >= 8 and (s["abits"] or 16) >= 8]
@@ -62,8 +64,10 @@ def test_verdict_lines_read_the_numbers(tiny_audit):
     f = doc["fid"]
     fd, kid = f["value"], f["kid"]
     assert v["fid"]["status"] == "info"
-    assert (f"{f['label']} {fd['value']:.4g} [{fd['ci_low']:.4g}, {fd['ci_high']:.4g}] (95% basic bootstrap) vs "
-            f"{f['reference']['spec']} ({f['num_samples']} samples)") in v["fid"]["line"]
+    assert (
+        f"{f['label']} {fd['value']:.4g} [{fd['ci_low']:.4g}, {fd['ci_high']:.4g}] (95% basic bootstrap) vs "
+        f"{f['reference']['spec']} ({f['num_samples']} samples)"
+    ) in v["fid"]["line"]
     assert f"KID {kid['value']:.4g} ± {kid['stderr']:.2g} (± s.e. over {f['kid_subsets']} subsets)" in v["fid"]["line"]
 
 
@@ -75,10 +79,19 @@ def test_exposure_and_sharpness_verdict_levels():
     from flatcheck.measures.sharpness import verdict as sharpness_verdict
 
     def exposure(rel):
-        run = NS(gap_relative=rel, steps=20, scaling=[], gap_total=Estimate(1.0, 0.1), variance_error_mean=Estimate(0.0, 0.1))
+        run = NS(
+            gap_relative=rel, steps=20, scaling=[], gap_total=Estimate(1.0, 0.1), variance_error_mean=Estimate(0.0, 0.1)
+        )
         return exposure_verdict(NS(runs=[run]))
 
-    assert [exposure(r).status for r in (0.005, -0.009, 0.02, -0.029, 0.031, -0.5)] == ["good", "good", "fair", "fair", "poor", "poor"]
+    assert [exposure(r).status for r in (0.005, -0.009, 0.02, -0.029, 0.031, -0.5)] == [
+        "good",
+        "good",
+        "fair",
+        "fair",
+        "poor",
+        "poor",
+    ]
     assert "+2.00% of the forward norm over 20 steps" in exposure(0.02).line
     eig = NS(eigenvalues=[12.5, 3.0], converged=False)
     hess = NS(eigen=eig, trace=Estimate(40.0, 2.0))
@@ -89,11 +102,16 @@ def test_exposure_and_sharpness_verdict_levels():
 def test_quantize_verdict_thresholds():
     from types import SimpleNamespace as NS
 
-    from flatcheck.measures.quantize import verdict as quantize_verdict
     from flatcheck.core.stats import Estimate
+    from flatcheck.measures.quantize import verdict as quantize_verdict
 
     def res(*pairs):
-        return NS(settings=[NS(name=n, wbits=w, abits=a, relative_mse=r, probe_loss_change=Estimate(0.0, 0.0)) for n, w, a, r in pairs])
+        return NS(
+            settings=[
+                NS(name=n, wbits=w, abits=a, relative_mse=r, probe_loss_change=Estimate(0.0, 0.0))
+                for n, w, a, r in pairs
+            ]
+        )
 
     assert quantize_verdict(res(("W8A8", 8, 8, 0.005), ("W4A4", 4, 4, 0.5))).status == "good"
     assert quantize_verdict(res(("W8A8", 8, 8, 0.03))).status == "fair"
@@ -107,8 +125,12 @@ def test_profiles_and_option_errors():
     q, d, f = options_for("quick"), options_for("default"), options_for("full")
     assert q.samples < d.samples < f.samples == 50_000 and q.steps < d.steps
     assert options_for("quick", samples=10).samples == 10 and options_for("quick", samples=None).samples == q.samples
-    for bad, msg in [({"samples": 0}, ">= 1"), ({"skip": ("speed",)}, "no such area"), ({"probes": "8"}, "audit option .probes. must be int"),
-                     ({"colour": 1}, "unknown audit option")]:
+    for bad, msg in [
+        ({"samples": 0}, ">= 1"),
+        ({"skip": ("speed",)}, "no such area"),
+        ({"probes": "8"}, "audit option .probes. must be int"),
+        ({"colour": 1}, "unknown audit option"),
+    ]:
         with pytest.raises(InputError, match=msg):
             options_for("quick", **bad)
     with pytest.raises(InputError, match="unknown profile"):
@@ -165,14 +187,17 @@ def _numbers(node):
     """Every number except wall-clock seconds (which differ run to run)."""
     from flatcheck.results import number_rows
 
-    return {r.path: (r.value, r.stderr) for r in number_rows(node) if "seconds" not in r.path and "time_ratio" not in r.path}
+    return {
+        r.path: (r.value, r.stderr) for r in number_rows(node) if "seconds" not in r.path and "time_ratio" not in r.path
+    }
 
 
 @pytest.fixture(scope="module")
 def degraded_base(tmp_path_factory):
     """digits-base with Gaussian noise of each tensor's own std added to every weight."""
-    from flatcheck.core.checkpoint import bundled_root
     from diffusers import DDPMPipeline
+
+    from flatcheck.core.checkpoint import bundled_root
 
     pipe = DDPMPipeline.from_pretrained(str(bundled_root() / "digits-base"))
     gen = torch.Generator().manual_seed(0)
@@ -186,7 +211,20 @@ def degraded_base(tmp_path_factory):
 
 
 # Small enough for CI; the example config's thresholds hold at these sizes and at --quick.
-GATE_SIZES = ["--probes", "16", "--samples", "8", "--steps", "10", "--batch-size", "16", "--skip", "sharpness", "--device", "cpu"]
+GATE_SIZES = [
+    "--probes",
+    "16",
+    "--samples",
+    "8",
+    "--steps",
+    "10",
+    "--batch-size",
+    "16",
+    "--skip",
+    "sharpness",
+    "--device",
+    "cpu",
+]
 
 
 def test_example_gate_config_passes_on_the_bundled_model(cli):
@@ -204,7 +242,7 @@ def test_example_gate_config_fails_on_a_degraded_checkpoint(cli, degraded_base):
     code, out, err = cli("gate", degraded_base, "--config", EXAMPLE_GATE, *GATE_SIZES)
     assert code == 1, err
     assert "FAIL" in out and "gate FAILED" in out
-    doc_rows = out[out.index("gate FAILED"):]
+    doc_rows = out[out.index("gate FAILED") :]
     assert "bank.loss" in doc_rows and "fid.value" in doc_rows
 
 
@@ -216,22 +254,31 @@ def test_gate_on_a_report_relative_to_a_baseline_report(cli, tiny_audit, tmp_pat
     (tmp_path / "new.json").write_text(json.dumps(doc))
     (tmp_path / "base.json").write_text(json.dumps(base))
     cfg = tmp_path / "flatcheck.toml"
-    cfg.write_text('[gate]\nbaseline = "base.json"\n[[gate.rules]]\nmetric = "bank.loss"\nmax = 2.0\nrelative = "ratio"\n')
-    code, out, err = cli("gate", "--report", tmp_path / "new.json", "--config", cfg, "--baseline", tmp_path / "base.json")
+    cfg.write_text(
+        '[gate]\nbaseline = "base.json"\n[[gate.rules]]\nmetric = "bank.loss"\nmax = 2.0\nrelative = "ratio"\n'
+    )
+    code, out, err = cli(
+        "gate", "--report", tmp_path / "new.json", "--config", cfg, "--baseline", tmp_path / "base.json"
+    )
     assert code == 0, out + err
     cfg.write_text('[[gate.rules]]\nmetric = "bank.loss"\nmax = 1.2\nrelative = "ratio"\n[gate]\n')
     cfg.write_text('[gate]\n[[gate.rules]]\nmetric = "bank.loss"\nmax = 1.2\nrelative = "ratio"\n')
-    code, out, err = cli("gate", "--report", tmp_path / "new.json", "--config", cfg, "--baseline", tmp_path / "base.json")
+    code, out, err = cli(
+        "gate", "--report", tmp_path / "new.json", "--config", cfg, "--baseline", tmp_path / "base.json"
+    )
     assert code == 1 and "FAIL" in out and "bank.loss" in out
     # A baseline audited with other options is refused rather than compared.
     base["options"]["samples"] = 99
     (tmp_path / "base.json").write_text(json.dumps(base))
-    code, out, err = cli("gate", "--report", tmp_path / "new.json", "--config", cfg, "--baseline", tmp_path / "base.json")
+    code, out, err = cli(
+        "gate", "--report", tmp_path / "new.json", "--config", cfg, "--baseline", tmp_path / "base.json"
+    )
     assert code == 2 and "other options (samples)" in err
 
 
 def test_gate_holds_the_peak_memory_down_against_a_baseline(cli, tiny_audit, tmp_path):
-    """environment.peak_memory.run_bytes is a gate path like any number: a run at twice the baseline's peak fails 1.5x."""
+    """environment.peak_memory.run_bytes is a gate path like any number: a run at twice the baseline's peak
+    fails 1.5x."""
     _, doc = tiny_audit
     base = json.loads(json.dumps(doc))
     base["environment"]["peak_memory"]["run_bytes"] = doc["environment"]["peak_memory"]["run_bytes"] // 2
@@ -239,8 +286,12 @@ def test_gate_holds_the_peak_memory_down_against_a_baseline(cli, tiny_audit, tmp
     (tmp_path / "base.json").write_text(json.dumps(base))
     cfg = tmp_path / "flatcheck.toml"
     for bound, code_wanted in ((1.5, 1), (2.5, 0)):
-        cfg.write_text(f'[gate]\n[[gate.rules]]\nmetric = "environment.peak_memory.run_bytes"\nmax = {bound}\nrelative = "ratio"\n')
-        code, out, err = cli("gate", "--report", tmp_path / "new.json", "--config", cfg, "--baseline", tmp_path / "base.json")
+        cfg.write_text(
+            f'[gate]\n[[gate.rules]]\nmetric = "environment.peak_memory.run_bytes"\nmax = {bound}\nrelative = "ratio"\n'
+        )
+        code, out, err = cli(
+            "gate", "--report", tmp_path / "new.json", "--config", cfg, "--baseline", tmp_path / "base.json"
+        )
         assert code == code_wanted, out + err
 
 
@@ -249,8 +300,11 @@ def test_gate_holds_the_peak_memory_down_against_a_baseline(cli, tiny_audit, tmp
     [
         ('[gate]\n[[gate.rules]]\nmetric = "bank.loss"\nmaximum = 1\n', "unknown key"),
         ('[gate]\n[[gate.rules]]\nmetric = "bank.loss"\nmax = 1\nrelative = "ratio"\n', "relative rules"),
-        ('[audit]\nprobes = "many"\n[gate]\n[[gate.rules]]\nmetric = "bank.loss"\nmax = 1\n', "audit option 'probes' must be int"),
-        ('[gate\n', "not valid TOML"),
+        (
+            '[audit]\nprobes = "many"\n[gate]\n[[gate.rules]]\nmetric = "bank.loss"\nmax = 1\n',
+            "audit option 'probes' must be int",
+        ),
+        ("[gate\n", "not valid TOML"),
     ],
 )
 def test_gate_config_errors_exit_2_before_auditing(cli, tiny_pipeline, tmp_path, config, message):

@@ -20,11 +20,22 @@ def _unet():
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
-    net = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
-    ).double().eval()
+    net = (
+        UNet2DConditionModel(
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=(16, 32),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=16,
+            attention_head_dim=4,
+            norm_num_groups=8,
+        )
+        .double()
+        .eval()
+    )
     return net.requires_grad_(False)
 
 
@@ -38,7 +49,7 @@ def _grad_and_hvp(net, params, vs, checkpointed: bool, chunked: bool):
         net.enable_gradient_checkpointing(C.checkpoint)
     else:
         net.disable_gradient_checkpointing()
-    with sdpa_kernel(SDPBackend.MATH), (C.ChunkedAttention() if chunked else contextlib.nullcontext()):
+    with sdpa_kernel(SDPBackend.MATH), C.ChunkedAttention() if chunked else contextlib.nullcontext():
         out = net(sample=x, timestep=t, encoder_hidden_states=ehs, return_dict=False)[0]
         grads = torch.autograd.grad(((out - noise) ** 2).mean(), params, create_graph=True)
         hv = torch.autograd.grad(grads, params, grad_outputs=vs)

@@ -14,12 +14,64 @@ from tests.audit_fixtures import TINY_CLI, tiny_audit  # noqa: F401 - fixture
 TINY = ["--device", "cpu", "--batch-size", "8", "--json", "-"]
 # One tiny run per measure command: every option at its floor, the shared inputs from the digits data.
 MEASURE_RUNS = {
-    "sharpness": ["--data", "digits", "--probes", "8", "--draws", "1", "--radii", "0.1", "--ascent-steps", "1", "--hessian-probes", "4",
-                  "--top-k", "1", "--lanczos-iters", "2", "--hutchinson-draws", "2", "--landscape-probes", "4",
-                  "--landscape-points", "3", "--landscape-grid", "0", "--buckets", "1"],
-    "exposure": ["--data", "digits", "--probes", "4", "--samples", "3", "--steps", "2", "--ref", "digits", "--features", "digits-cnn"],
-    "quantize": ["--data", "digits", "--probes", "4", "--samples", "3", "--steps", "2", "--bits", "8", "--calib-samples", "2",
-                 "--sensitivity-samples", "0"],
+    "sharpness": [
+        "--data",
+        "digits",
+        "--probes",
+        "8",
+        "--draws",
+        "1",
+        "--radii",
+        "0.1",
+        "--ascent-steps",
+        "1",
+        "--hessian-probes",
+        "4",
+        "--top-k",
+        "1",
+        "--lanczos-iters",
+        "2",
+        "--hutchinson-draws",
+        "2",
+        "--landscape-probes",
+        "4",
+        "--landscape-points",
+        "3",
+        "--landscape-grid",
+        "0",
+        "--buckets",
+        "1",
+    ],
+    "exposure": [
+        "--data",
+        "digits",
+        "--probes",
+        "4",
+        "--samples",
+        "3",
+        "--steps",
+        "2",
+        "--ref",
+        "digits",
+        "--features",
+        "digits-cnn",
+    ],
+    "quantize": [
+        "--data",
+        "digits",
+        "--probes",
+        "4",
+        "--samples",
+        "3",
+        "--steps",
+        "2",
+        "--bits",
+        "8",
+        "--calib-samples",
+        "2",
+        "--sensitivity-samples",
+        "0",
+    ],
     "fid": ["--ref", "digits", "--features", "digits-cnn", "--samples", "4", "--steps", "2", "--bootstrap", "5"],
 }
 
@@ -63,7 +115,20 @@ def test_info_compare_and_gate_documents_validate(cli, tiny_pipeline, tiny_audit
     import shutil
 
     shutil.copytree(tiny_pipeline, other)
-    code, out, err = cli("compare", tiny_pipeline, other, *TINY_CLI, "--skip", "sharpness", "--skip", "quantize", "--device", "cpu", "--json", "-")
+    code, out, err = cli(
+        "compare",
+        tiny_pipeline,
+        other,
+        *TINY_CLI,
+        "--skip",
+        "sharpness",
+        "--skip",
+        "quantize",
+        "--device",
+        "cpu",
+        "--json",
+        "-",
+    )
     assert code == 0, err
     comp = json.loads(out)
     assert validate(comp, "compare") == [], validate(comp, "compare")[:3]
@@ -79,13 +144,16 @@ def test_info_compare_and_gate_documents_validate(cli, tiny_pipeline, tiny_audit
     assert validate(gate, "gate") == [] and gate["gate"]["passed"] is True
 
 
-@pytest.mark.parametrize("table, message", [
-    ({"sharpness": {"radii": 0.1}}, "sharpness.radii must be a list"),
-    ({"sharpness": {"radii": [-0.1]}}, "sharpness.radii must be positive"),
-    ({"quantize": {"calib_samples": "many"}}, "quantize.calib_samples must be int"),
-    ({"exposure": {"stepz": [20]}}, "exposure.stepz is not an option of exposure"),
-    ({"quantize": ["W8A8"]}, "must be a table"),
-])
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"sharpness": {"radii": 0.1}}, "sharpness.radii must be a list"),
+        ({"sharpness": {"radii": [-0.1]}}, "sharpness.radii must be positive"),
+        ({"quantize": {"calib_samples": "many"}}, "quantize.calib_samples must be int"),
+        ({"exposure": {"stepz": [20]}}, "exposure.stepz is not an option of exposure"),
+        ({"quantize": ["W8A8"]}, "must be a table"),
+    ],
+)
 def test_audit_option_errors_name_the_config_key(table, message):
     """The audit's user wrote flatcheck.toml ([audit.<measure>] tables): errors name those keys."""
     from flatcheck.audit import options_for

@@ -67,7 +67,6 @@ def test_loss_target_matches_training_convention(prediction_type):
 
 
 def test_perfect_eps_model_recovers_x0():
-    sched = make_scheduler("epsilon")
     g = torch.Generator().manual_seed(2)
     x0, noise = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
     d = wrap(noise, "epsilon")
@@ -80,7 +79,9 @@ def test_fractional_timesteps_interpolate_and_reach_the_network_unrounded():
     x = torch.zeros(2, 1, 8, 8)
     a, _ = d.alpha_sigma(torch.tensor([10.0, 10.25]), x)
     ac = d.alphas_cumprod
-    torch.testing.assert_close(a.flatten().double() ** 2, torch.stack([ac[10], 0.75 * ac[10] + 0.25 * ac[11]]), rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        a.flatten().double() ** 2, torch.stack([ac[10], 0.75 * ac[10] + 0.25 * ac[11]]), rtol=1e-6, atol=0
+    )
     seen = []
     d.net.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["timestep"].clone()), with_kwargs=True)
     with torch.no_grad():

@@ -15,12 +15,14 @@ import pytest
 
 from flatcheck.core import class_facts
 from flatcheck.core import diffusers_source as source
-from flatcheck.families import supported_classes
 from flatcheck.errors import InputError
+from flatcheck.families import supported_classes
 
 from . import families
 
-SCHEDULERS = sorted(n for n, (key, _) in (source.exported_names() or {}).items() if key == "schedulers" and n.endswith("Scheduler"))
+SCHEDULERS = sorted(
+    n for n, (key, _) in (source.exported_names() or {}).items() if key == "schedulers" and n.endswith("Scheduler")
+)
 PIPELINES = sorted(set(families.PIPELINE_CLASS.values()) | {"PixArtSigmaPipeline", "StableDiffusion3Pipeline"})
 MODELS = sorted(set(supported_classes()) | {"AutoencoderKL", "VQModel", "UNet1DModel"})
 
@@ -58,8 +60,14 @@ def test_scheduler_facts_match_the_imported_class(name):
 
 
 def test_the_usual_schedulers_are_answered_from_source():
-    for name in ("DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler",
-                 "FlowMatchEulerDiscreteScheduler"):
+    for name in (
+        "DDPMScheduler",
+        "DDIMScheduler",
+        "PNDMScheduler",
+        "EulerDiscreteScheduler",
+        "DPMSolverMultistepScheduler",
+        "FlowMatchEulerDiscreteScheduler",
+    ):
         found = source.find_class(name)
         assert found is not None and source.derives_from(found, "SchedulerMixin") is True
         assert source.init_arguments(found) is not None
@@ -107,25 +115,37 @@ def test_without_the_source_the_answers_come_from_diffusers(monkeypatch, tmp_pat
         class_facts.check_class("DDPMScheduler", "ModelMixin", tmp_path)
     held = class_facts.config_with_defaults("DDPMScheduler", {"beta_schedule": "squaredcos_cap_v2", "junk": 1})
     built = diffusers.DDPMScheduler(beta_schedule="squaredcos_cap_v2").config
-    assert held == {**{k: v for k, v in built.items() if not k.startswith("_")}, "junk": 1}  # kept, as diffusers keeps it
+    assert held == {
+        **{k: v for k, v in built.items() if not k.startswith("_")},
+        "junk": 1,
+    }  # kept, as diffusers keeps it
     assert class_facts.has_alphas_cumprod("DDIMScheduler", {}) is True
     assert class_facts.has_alphas_cumprod("FlowMatchEulerDiscreteScheduler", {}) is False
     assert class_facts.call_default("StableDiffusionPipeline", "guidance_scale") == 7.5
 
 
 def test_config_with_defaults_is_what_from_config_holds():
-    written = {"_class_name": "DDIMScheduler", "beta_schedule": "scaled_linear", "num_train_timesteps": 500, "not_an_argument": 3}
+    written = {
+        "_class_name": "DDIMScheduler",
+        "beta_schedule": "scaled_linear",
+        "num_train_timesteps": 500,
+        "not_an_argument": 3,
+    }
     held = class_facts.config_with_defaults("DDIMScheduler", written)
     instance = diffusers.DDIMScheduler.from_config(written)
-    assert {k: v for k, v in held.items() if not k.startswith("_")} == {k: v for k, v in instance.config.items() if not k.startswith("_")}
+    assert {k: v for k, v in held.items() if not k.startswith("_")} == {
+        k: v for k, v in instance.config.items() if not k.startswith("_")
+    }
 
 
 def test_reading_the_source_imports_no_torch():
-    code = ("import sys; from flatcheck.core import class_facts as f; "
-            "f.check_class('FluxPipeline', 'DiffusionPipeline', 'x'); "
-            "assert f.config_with_defaults('FluxTransformer2DModel', {})['num_layers'] == 19; "
-            "assert f.has_alphas_cumprod('PNDMScheduler', {}) and f.call_default('FluxPipeline', 'guidance_scale') == 3.5; "
-            "print('torch' in sys.modules, 'diffusers' in sys.modules)")
+    code = (
+        "import sys; from flatcheck.core import class_facts as f; "
+        "f.check_class('FluxPipeline', 'DiffusionPipeline', 'x'); "
+        "assert f.config_with_defaults('FluxTransformer2DModel', {})['num_layers'] == 19; "
+        "assert f.has_alphas_cumprod('PNDMScheduler', {}) and f.call_default('FluxPipeline', 'guidance_scale') == 3.5; "
+        "print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]

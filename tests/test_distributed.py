@@ -21,7 +21,9 @@ from flatcheck.cli import run
 from flatcheck.results import all_numbers
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
-pytestmark = pytest.mark.skipif(not ACCELERATE.exists() or not hasattr(os, "fork"), reason="accelerate launcher not installed")
+pytestmark = pytest.mark.skipif(
+    not ACCELERATE.exists() or not hasattr(os, "fork"), reason="accelerate launcher not installed"
+)
 SAMPLE = ["--samples", "12", "--steps", "2", "--batch-size", "4", "--sampler", "ddim"]  # 3 shards of 4
 
 
@@ -32,11 +34,26 @@ def free_port() -> int:
 
 
 def launch(args: list[str], *, cpu: bool = False, script: Path | None = None) -> subprocess.CompletedProcess:
-    """`accelerate launch` of flatcheck (or a script) with 2 processes: --multi_gpu (two CPU processes), or --cpu (one)."""
+    """`accelerate launch` of flatcheck (or a script) with 2 processes: --multi_gpu (two CPU processes), or --cpu
+    (one)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [str(ACCELERATE), "launch", "--cpu" if cpu else "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           *([str(script)] if script else ["-m", "flatcheck"]), *args]
+    cmd = [
+        str(ACCELERATE),
+        "launch",
+        "--cpu" if cpu else "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        *([str(script)] if script else ["-m", "flatcheck"]),
+        *args,
+    ]
     if script is None:
         cmd += ["--device", "cpu"]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -70,8 +87,23 @@ def assert_same_numbers(a: dict, b: dict, rel: float):
 def test_audit_quick_across_two_processes(tiny_pipeline, tmp_path):
     """The audit runs every measure (and the single commands are the audit with the others skipped)."""
     model = str(shutil.copytree(tiny_pipeline, tmp_path / "m"))
-    audit = ["audit", model, "--quick", "--probes", "16", "--samples", "16", "--steps", "2", "--batch-size", "4",
-             "--data", "digits", "--fid-features", "digits-cnn"]
+    audit = [
+        "audit",
+        model,
+        "--quick",
+        "--probes",
+        "16",
+        "--samples",
+        "16",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--data",
+        "digits",
+        "--fid-features",
+        "digits-cnn",
+    ]
     one, two = one_process(audit, tmp_path, "audit"), two_processes(audit, tmp_path, "audit")
     assert two["environment"]["processes"] == 2 and one["environment"]["processes"] == 1
     # samples (per-sample seeds) and FD features (per image) split by batch: bit for bit
@@ -85,8 +117,26 @@ def test_audit_quick_across_two_processes(tiny_pipeline, tmp_path):
 def test_layer_sensitivity_shared_out_by_layer(tiny_pipeline, tmp_path):
     """The per-layer scan: layer k by process k mod 2 (its few samples are one batch), the same ranking and drifts."""
     model = str(shutil.copytree(tiny_pipeline, tmp_path / "m"))
-    args = ["quantize", model, "--samples", "8", "--steps", "2", "--batch-size", "4", "--bits", "4", "--calib-samples", "4",
-            "--sensitivity-samples", "4", "--data", "digits", "--ref", "none"]
+    args = [
+        "quantize",
+        model,
+        "--samples",
+        "8",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--bits",
+        "4",
+        "--calib-samples",
+        "4",
+        "--sensitivity-samples",
+        "4",
+        "--data",
+        "digits",
+        "--ref",
+        "none",
+    ]
     one, two = one_process(args, tmp_path, "quantize"), two_processes(args, tmp_path, "quantize")
     layers = one["quantize"]["sensitivity"]
     assert len(layers) > 10 and [r["name"] for r in two["quantize"]["sensitivity"]] == [r["name"] for r in layers]
@@ -99,7 +149,8 @@ def folder_files(folder: Path) -> dict[str, bytes]:
 
 def test_sample_folder_across_two_processes(tiny_pipeline, tmp_path):
     """The main process writes the folder the two processes generate: the same shard files as one process,
-    and a resumed run generates only the shards missing from the manifest; `.npz` and PNGs come from the main process."""
+    and a resumed run generates only the shards missing from the manifest; `.npz` and PNGs come from the main
+    process."""
     model = str(tiny_pipeline)
     # One process, launched by `accelerate launch --cpu --num_processes 2`: it says it runs alone, once.
     one = launch(["sample", model, "--out", str(tmp_path / "one"), *SAMPLE, "--no-png"], cpu=True)
@@ -121,8 +172,23 @@ def test_sample_folder_across_two_processes(tiny_pipeline, tmp_path):
     manifest["shards"], manifest["count"] = [kept], kept["count"]
     (store / "manifest.json").write_text(json.dumps(manifest))
     before = {p.name: p.stat().st_mtime_ns for p in store.glob("*.npy")}
-    fid = two_processes(["fid", model, "--out", str(tmp_path / "fid"), *SAMPLE, "--ref", "digits", "--fid-features", "digits-cnn",
-                         "--bootstrap", "10"], tmp_path, "fid")
+    fid = two_processes(
+        [
+            "fid",
+            model,
+            "--out",
+            str(tmp_path / "fid"),
+            *SAMPLE,
+            "--ref",
+            "digits",
+            "--fid-features",
+            "digits-cnn",
+            "--bootstrap",
+            "10",
+        ],
+        tmp_path,
+        "fid",
+    )
     assert fid["environment"]["processes"] == 2
     after = {p.name: p.stat().st_mtime_ns for p in store.glob("*.npy")}
     assert [name for name in before if after[name] == before[name]] == [kept["file"]]  # the other two were made again
@@ -134,7 +200,8 @@ def test_errors_are_printed_once_with_their_exit_code(tiny_pipeline, tmp_path):
     # Before the processes meet: every process rejects the option, the main one prints it.
     usage = launch(["sample", model, "--bogus"])
     assert usage.returncode != 0 and usage.stderr.count("flatcheck: error:") == 1, usage.stderr[-3000:]
-    # The launcher exits 1 and lists each process's exit code: the main one's is kept (the other, quiet, may be stopped first).
+    # The launcher exits 1 and lists each process's exit code: the main one's is kept (the other, quiet, may be stopped
+    # first).
     assert "rank      : 0 (local_rank: 0)\n  exitcode  : 2" in usage.stderr
     # After: the main process refuses the folder (another seed's samples) and tells the other one.
     assert run(["sample", model, "--out", str(tmp_path / "s"), *SAMPLE, "--no-png", "--no-npz"]) == 0
@@ -158,7 +225,9 @@ def test_errors_are_printed_once_with_their_exit_code(tiny_pipeline, tmp_path):
         "torch.distributed.barrier()\n"
     )
     alone = launch([], script=script)
-    assert alone.stderr.count("flatcheck: error:") == 1 and "flatcheck: error: process 1: only here" in alone.stderr, alone.stderr[-3000:]
+    assert alone.stderr.count("flatcheck: error:") == 1 and "flatcheck: error: process 1: only here" in alone.stderr, (
+        alone.stderr[-3000:]
+    )
     assert "rank      : 1 (local_rank: 1)\n  exitcode  : 3" in alone.stderr
 
 

@@ -25,7 +25,9 @@ def test_committed_tables_equal_a_render_of_the_committed_runs(tmp_path):
         shutil.copy(EVIDENCE / name, tmp_path / name)
     render.render_all(EVIDENCE / "runs", tmp_path)
     for name in render.FILES:
-        assert (tmp_path / name).read_text() == (EVIDENCE / name).read_text(), f"{name}: tables differ from runs/ (run make.sh)"
+        assert (tmp_path / name).read_text() == (EVIDENCE / name).read_text(), (
+            f"{name}: tables differ from runs/ (run make.sh)"
+        )
         assert "<!-- evidence:" in (tmp_path / name).read_text()
 
 

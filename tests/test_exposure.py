@@ -11,10 +11,15 @@ import pytest
 import torch
 
 from flatcheck.core.denoiser import Denoiser, NetCall
-from flatcheck.measures.exposure.measure import (
-    ExposureConfig, _output_with_eps, fit_epsilon_scaling, measure_exposure, ratio_estimate, work_units,
-)
 from flatcheck.core.sampling import StepRecord, make_sampler, sample, timesteps_for
+from flatcheck.measures.exposure.measure import (
+    ExposureConfig,
+    _output_with_eps,
+    fit_epsilon_scaling,
+    measure_exposure,
+    ratio_estimate,
+    work_units,
+)
 
 MU, S, SHAPE = 0.3, 0.5, (1, 4, 4)  # x0 ~ N(MU, S^2 I), d = 16
 
@@ -215,8 +220,29 @@ def data_npy(tmp_path):
 
 def test_cli_json_table_plot_and_samples(cli, tiny_pipeline, data_npy, tmp_path):
     out = tmp_path / "out"
-    code, stdout, err = cli("exposure", tiny_pipeline, "--steps", "3,5", "--sampler", "ddim", "--data", data_npy, "--probes", "6",
-                            "--samples", "5", "--batch-size", "4", "--save-samples", "--out", out, "--json", out / "e.json", "--device", "cpu")
+    code, stdout, err = cli(
+        "exposure",
+        tiny_pipeline,
+        "--steps",
+        "3,5",
+        "--sampler",
+        "ddim",
+        "--data",
+        data_npy,
+        "--probes",
+        "6",
+        "--samples",
+        "5",
+        "--batch-size",
+        "4",
+        "--save-samples",
+        "--out",
+        out,
+        "--json",
+        out / "e.json",
+        "--device",
+        "cpu",
+    )
     assert code == 0, err
     assert "DDIM 5 steps" in stdout and "reference: data:" in stdout  # the table
     doc = json.loads((out / "e.json").read_text())
@@ -234,12 +260,15 @@ def test_cli_json_table_plot_and_samples(cli, tiny_pipeline, data_npy, tmp_path)
     from flatcheck.core.sampling import sample
 
     den = Denoiser.from_checkpoint(load(str(tiny_pipeline)))
-    assert torch.allclose(stored, sample(den, make_sampler(den.scheduler, "ddim"), 3, 5, seed=0, batch_size=4), atol=1e-6)
+    assert torch.allclose(
+        stored, sample(den, make_sampler(den.scheduler, "ddim"), 3, 5, seed=0, batch_size=4), atol=1e-6
+    )
 
 
 def test_cli_json_to_stdout_is_only_json(cli, tiny_pipeline, data_npy):
-    code, stdout, err = cli("exposure", tiny_pipeline, "--steps", "2", "--data", data_npy, "--probes", "4", "--samples", "3",
-                            "--json", "-")
+    code, stdout, err = cli(
+        "exposure", tiny_pipeline, "--steps", "2", "--data", data_npy, "--probes", "4", "--samples", "3", "--json", "-"
+    )
     assert code == 0, err
     doc = json.loads(stdout)
     assert doc["exposure"]["runs"][0]["sampler"] == "DDPMScheduler"  # the checkpoint's own by default

@@ -70,7 +70,12 @@ def test_info_states_the_truth(family, family_dirs, capsys):
     assert run(["info", str(family_dirs[family]), "--json", "-"]) == 0
     doc = json.loads(capsys.readouterr().out)
     space, cond, learned, encoders = TRUTH[family]
-    assert (doc["space"], doc["conditioning"], doc["learned_variance"], len(doc["text_encoders"])) == (space, cond, learned, encoders)
+    assert (doc["space"], doc["conditioning"], doc["learned_variance"], len(doc["text_encoders"])) == (
+        space,
+        cond,
+        learned,
+        encoders,
+    )
     assert doc["supported"] == "yes"
     # No sample_size in the config (Flux, Chroma): the pipeline's default latent side 128, i.e. 256 px at factor 2
     assert doc["image_shape"] == ([3, 256, 256] if family in SAMPLE_SIZE else [3, 16, 16])
@@ -117,7 +122,9 @@ def test_sampler_pixels_equal_the_pipeline(family, family_dirs, prompts_file):
     else:
         kwargs["guidance_scale"] = None
     pipe = families.load_pipeline(path, family)
-    theirs = families.pipeline_images(pipe, family, seeds=[sample_seed(seed, i) for i in range(n)], steps=steps, **kwargs)
+    theirs = families.pipeline_images(
+        pipe, family, seeds=[sample_seed(seed, i) for i in range(n)], steps=steps, **kwargs
+    )
     assert ours.shape == theirs.shape
     torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=0)
 
@@ -136,11 +143,44 @@ def test_every_command_runs(family, family_dirs, prompts_file, ref_images, tmp_p
     common = _tiny(family, prompts_file)
     fd = ["--ref", str(ref_images), "--features", "digits-cnn"]
     commands = {
-        "sharpness": ["--probes", "4", "--samples", "4", "--steps", "2", "--measures", "avg,worst,hessian", "--radii", "0.01",
-                      "--draws", "1", "--hessian-probes", "2", "--top-k", "1", "--lanczos-iters", "3", "--hutchinson-draws", "2"],
+        "sharpness": [
+            "--probes",
+            "4",
+            "--samples",
+            "4",
+            "--steps",
+            "2",
+            "--measures",
+            "avg,worst,hessian",
+            "--radii",
+            "0.01",
+            "--draws",
+            "1",
+            "--hessian-probes",
+            "2",
+            "--top-k",
+            "1",
+            "--lanczos-iters",
+            "3",
+            "--hutchinson-draws",
+            "2",
+        ],
         "exposure": ["--probes", "4", "--samples", "4", "--steps", "2", "--no-fid"],
-        "quantize": ["--probes", "4", "--samples", "4", "--steps", "2", "--bits", "8", "--calib-samples", "2",
-                     "--sensitivity-samples", "0", *fd],
+        "quantize": [
+            "--probes",
+            "4",
+            "--samples",
+            "4",
+            "--steps",
+            "2",
+            "--bits",
+            "8",
+            "--calib-samples",
+            "2",
+            "--sensitivity-samples",
+            "0",
+            *fd,
+        ],
         "fid": ["--samples", "4", "--steps", "2", *fd],
     }
     docs = {}
@@ -185,8 +225,26 @@ def test_condition_options_fail_in_one_line(family_dirs, prompts_file, capsys):
 
 def test_labels_are_used_and_recorded(family_dirs, tmp_path):
     out = tmp_path / "s.json"
-    assert run(["exposure", str(family_dirs["class-unet"]), "--labels", "3,7", "--samples", "4", "--probes", "4", "--steps", "2",
-                "--no-fid", "--json", str(out)]) == 0
+    assert (
+        run(
+            [
+                "exposure",
+                str(family_dirs["class-unet"]),
+                "--labels",
+                "3,7",
+                "--samples",
+                "4",
+                "--probes",
+                "4",
+                "--steps",
+                "2",
+                "--no-fid",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     doc = json.loads(out.read_text())
     assert doc["conditioning"]["kind"] == "class" and "mod 2" in doc["conditioning"]["assignment"]
     ckpt = load(str(family_dirs["class-unet"]))
@@ -209,7 +267,9 @@ def test_guidance_changes_samples_and_null_is_the_pipelines(family_dirs):
         c = plain.model_output(x, t, ids)
         u = plain.model_output(x, t, torch.tensor([-1, -1]))
         g = guided.model_output(x, t, ids, guided=True)
-        raw = ckpt.denoiser(hidden_states=x, timestep=t.expand(2), class_labels=torch.tensor([1000, 1000])).sample[:, :4]
+        raw = ckpt.denoiser(hidden_states=x, timestep=t.expand(2), class_labels=torch.tensor([1000, 1000])).sample[
+            :, :4
+        ]
     torch.testing.assert_close(u, raw)
     torch.testing.assert_close(g, u + 4.0 * (c - u), atol=1e-5, rtol=1e-5)
 
@@ -221,25 +281,49 @@ def test_unsupported_denoiser_is_one_line(tmp_path, capsys):
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, UNet1DModel, UNet3DConditionModel
 
     torch.manual_seed(0)
-    UNet1DModel(sample_size=16, in_channels=2, out_channels=2, block_out_channels=(8, 8, 8), extra_in_channels=16,
-                down_block_types=("DownBlock1DNoSkip", "DownBlock1D", "AttnDownBlock1D"),
-                up_block_types=("AttnUpBlock1D", "UpBlock1D", "UpBlock1DNoSkip"),
-                mid_block_type="UNetMidBlock1D").save_pretrained(tmp_path / "unet1d")
+    UNet1DModel(
+        sample_size=16,
+        in_channels=2,
+        out_channels=2,
+        block_out_channels=(8, 8, 8),
+        extra_in_channels=16,
+        down_block_types=("DownBlock1DNoSkip", "DownBlock1D", "AttnDownBlock1D"),
+        up_block_types=("AttnUpBlock1D", "UpBlock1D", "UpBlock1DNoSkip"),
+        mid_block_type="UNetMidBlock1D",
+    ).save_pretrained(tmp_path / "unet1d")
     assert run(["sharpness", str(tmp_path / "unet1d"), "--samples", "2"]) == 2
     line = _last_err_line(capsys)
     assert "UNet1DModel is an audio denoiser" in line and "Traceback" not in line
     assert run(["info", str(tmp_path / "unet1d"), "--json", "-"]) == 0
     assert json.loads(capsys.readouterr().out)["supported"].startswith("no: UNet1DModel is an audio denoiser")
     torch.manual_seed(0)
-    UNet3DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 8), layers_per_block=1,
-                         down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
-                         norm_num_groups=4, cross_attention_dim=8, attention_head_dim=4).save_pretrained(tmp_path / "unet3d")
+    UNet3DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        norm_num_groups=4,
+        cross_attention_dim=8,
+        attention_head_dim=4,
+    ).save_pretrained(tmp_path / "unet3d")
     assert run(["sharpness", str(tmp_path / "unet3d"), "--samples", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("flatcheck: error: UNet3DConditionModel is a video denoiser"), err
-    SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
-                          joint_attention_dim=16, caption_projection_dim=16, pooled_projection_dim=16,
-                          out_channels=4).save_pretrained(tmp_path / "sd3")
+    SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        caption_projection_dim=16,
+        pooled_projection_dim=16,
+        out_channels=4,
+    ).save_pretrained(tmp_path / "sd3")
     FlowMatchEulerDiscreteScheduler().save_pretrained(tmp_path / "sched")
     assert run(["sharpness", str(tmp_path / "sd3"), "--scheduler", str(tmp_path / "sched"), "--samples", "2"]) == 2
     assert "is a bare SD3Transformer2DModel folder" in _last_err_line(capsys)
@@ -254,8 +338,12 @@ def test_fractional_timesteps_reach_exposure_unrounded(family_dirs):
     den = Denoiser.from_checkpoint(ckpt, ConditionOptions(labels="1"))
     den.scheduler = type(den.scheduler).from_config({**den.scheduler.config, "timestep_spacing": "linspace"})
     x0 = torch.rand(4, 3, 16, 16) * 2 - 1
-    res = measure_exposure(den, x0, ExposureConfig(steps=(3,), sampler="euler", samples=4, batch_size=4),
-                           reference_cond=torch.ones(4, dtype=torch.long))
+    res = measure_exposure(
+        den,
+        x0,
+        ExposureConfig(steps=(3,), sampler="euler", samples=4, batch_size=4),
+        reference_cond=torch.ones(4, dtype=torch.long),
+    )
     ts = res.runs[0].timesteps
     assert any(isinstance(t, float) for t in ts), ts
     frac = next(t for t in ts if isinstance(t, float))
@@ -271,8 +359,20 @@ def test_fractional_timesteps_reach_exposure_unrounded(family_dirs):
 def test_audit_compare_gate(family, family_dirs, prompts_file, tmp_path, capsys):
     """The audit (every measure, one bank), compare and gate on a text and a class family."""
     path = str(family_dirs[family])
-    tiny = ["--quick", "--probes", "4", "--samples", "4", "--steps", "2", "--batch-size", "4", "--ref", "none",
-            *(["--prompts", str(prompts_file)] if family == "sd" else ["--labels", "1,2"])]
+    tiny = [
+        "--quick",
+        "--probes",
+        "4",
+        "--samples",
+        "4",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--ref",
+        "none",
+        *(["--prompts", str(prompts_file)] if family == "sd" else ["--labels", "1,2"]),
+    ]
     out = tmp_path / "audit.json"
     assert run(["audit", path, *tiny, "--json", str(out)]) == 0, capsys.readouterr().err[-2000:]
     doc = json.loads(out.read_text())
@@ -281,11 +381,15 @@ def test_audit_compare_gate(family, family_dirs, prompts_file, tmp_path, capsys)
     import shutil
 
     twin = shutil.copytree(path, tmp_path / "twin")
-    assert run(["compare", path, str(twin), *tiny, "--json", str(tmp_path / "cmp.json")]) == 0, capsys.readouterr().err[-2000:]
+    assert run(["compare", path, str(twin), *tiny, "--json", str(tmp_path / "cmp.json")]) == 0, capsys.readouterr().err[
+        -2000:
+    ]
     rows = json.loads((tmp_path / "cmp.json").read_text())["rows"]
     timed = ("timings", "seconds", "time_ratio")
     numbers = [r for r in rows if not any(k in r["path"] for k in timed)]
-    assert len(numbers) > 20 and all(d in (0, 0.0, None) for r in numbers for d in r["diff"])  # a model against its copy
+    assert len(numbers) > 20 and all(
+        d in (0, 0.0, None) for r in numbers for d in r["diff"]
+    )  # a model against its copy
     cfg = tmp_path / "flatcheck.toml"
     cfg.write_text('[gate]\n[[gate.rules]]\nmetric = "bank.loss"\nmax = 0.0\n')
     assert run(["gate", "--report", str(out), "--config", str(cfg)]) == 1  # a loss is never <= 0: the gate must fail
@@ -293,9 +397,9 @@ def test_audit_compare_gate(family, family_dirs, prompts_file, tmp_path, capsys)
 
 def test_quantize_vae(family_dirs, prompts_file, tmp_path, capsys):
     """--quantize-vae quantizes the decoder too: more drift than the denoiser alone, decoder weights restored."""
+    from flatcheck.core.probes import probe_bank
     from flatcheck.measures.quantize.config import QuantizeConfig
     from flatcheck.measures.quantize.measure import measure_quantization
-    from flatcheck.core.probes import probe_bank
 
     ckpt = load(str(family_dirs["sd"]))
     den = Denoiser.from_checkpoint(ckpt, conditions_for("sd", prompts_file))
@@ -308,7 +412,9 @@ def test_quantize_vae(family_dirs, prompts_file, tmp_path, capsys):
     assert both.settings[0].sample_mse.value > alone.settings[0].sample_mse.value
     assert all(torch.equal(before[k], v) for k, v in den.vae.state_dict().items())
     assert run(["quantize", str(family_dirs["class-unet"]), "--quantize-vae", "--samples", "2"]) == 2
-    assert _last_err_line(capsys) == "flatcheck: error: --quantize-vae is for latent models: this model has no autoencoder"
+    assert (
+        _last_err_line(capsys) == "flatcheck: error: --quantize-vae is for latent models: this model has no autoencoder"
+    )
 
 
 def test_latent_encode_is_cached(family_dirs, tmp_path, monkeypatch):

@@ -47,8 +47,14 @@ def images(model, pipe):
             ours = (den.pixels(ours) / 2 + 0.5).clamp(0, 1)
             c = den.conditioning
             prompts = [c.names[i] for i in c.ids(SEED, range(N)).tolist()]
-            theirs = families.pipeline_images(pipe, "auraflow", seeds=[sample_seed(SEED, i) for i in range(N)], steps=STEPS,
-                                              prompts=prompts, guidance_scale=c.guidance_scale)
+            theirs = families.pipeline_images(
+                pipe,
+                "auraflow",
+                seeds=[sample_seed(SEED, i) for i in range(N)],
+                steps=STEPS,
+                prompts=prompts,
+                guidance_scale=c.guidance_scale,
+            )
             cache[g] = ours, theirs
         return cache[g]
 
@@ -93,17 +99,24 @@ def test_the_call_is_the_pipelines(den, pipe):
     assert seen[0]["hidden_states"].shape == x.shape
     prompts = list(den.conditioning.names[:2])
     with torch.no_grad():
-        pe, _, ne, _ = pipe.encode_prompt(prompt=prompts, negative_prompt=None, do_classifier_free_guidance=True,
-                                          device=torch.device("cpu"))
-        theirs = pipe.transformer(x, encoder_hidden_states=torch.cat([pe, ne[:1]]), timestep=torch.tensor([t / 1000]).expand(3),
-                                  return_dict=False)[0]
+        pe, _, ne, _ = pipe.encode_prompt(
+            prompt=prompts, negative_prompt=None, do_classifier_free_guidance=True, device=torch.device("cpu")
+        )
+        theirs = pipe.transformer(
+            x,
+            encoder_hidden_states=torch.cat([pe, ne[:1]]),
+            timestep=torch.tensor([t / 1000]).expand(3),
+            return_dict=False,
+        )[0]
     torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
 
 
 def test_the_null_row_is_the_encoded_empty_prompt(den, pipe):
     """The pipeline guides against the encoding of "" (one </s> token, 255 zeroed pads), not against zeros."""
     table = den.conditioning.tables["encoder_hidden_states"]
-    assert table.shape == (len(den.conditioning.names) + 1, 256, 32) and set(den.conditioning.tables) == {"encoder_hidden_states"}
+    assert table.shape == (len(den.conditioning.names) + 1, 256, 32) and set(den.conditioning.tables) == {
+        "encoder_hidden_states"
+    }
     with torch.no_grad():
         empty = pipe.encode_prompt(prompt=[""], do_classifier_free_guidance=False, device=torch.device("cpu"))[0][0]
     torch.testing.assert_close(table[-1], empty, atol=1e-6, rtol=0)
@@ -144,7 +157,29 @@ def test_every_parameter_is_in_a_known_block(den):
 
 def test_planned_on_the_meta_device(model, capsys):
     """encode_prompt cannot run on meta (UMT5 reads its mask's values): the plan shapes the prompts instead."""
-    code = run(["plan", str(model), "--data", "none", "--samples", "2", "--steps", "2", "--probes", "2", "--batch-size", "2",
-                "--no-timing", "--json", "-", "--quick", "--device", "cuda", "--memory", "80GB"])
+    code = run(
+        [
+            "plan",
+            str(model),
+            "--data",
+            "none",
+            "--samples",
+            "2",
+            "--steps",
+            "2",
+            "--probes",
+            "2",
+            "--batch-size",
+            "2",
+            "--no-timing",
+            "--json",
+            "-",
+            "--quick",
+            "--device",
+            "cuda",
+            "--memory",
+            "80GB",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and json.loads(out)["fits"]

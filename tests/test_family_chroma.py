@@ -49,13 +49,16 @@ def images(built, pipe):
 
     def get(g):
         if g not in cache:
-            den = Denoiser.from_checkpoint(load(str(path)), ConditionOptions(prompts=str(prompts), sample_size=fx.SAMPLE_SIZE,
-                                                                            guidance_scale=g))
+            den = Denoiser.from_checkpoint(
+                load(str(path)), ConditionOptions(prompts=str(prompts), sample_size=fx.SAMPLE_SIZE, guidance_scale=g)
+            )
             ours = sample(den, make_sampler(den.scheduler, None), STEPS, N, SEED, batch_size=N)
             ours = (den.pixels(ours) / 2 + 0.5).clamp(0, 1)
             c = den.conditioning
             names = [c.names[i] for i in c.ids(SEED, range(N)).tolist()]
-            theirs = fx.pipeline_images(pipe, seeds=[sample_seed(SEED, i) for i in range(N)], steps=STEPS, guidance_scale=g, prompts=names)
+            theirs = fx.pipeline_images(
+                pipe, seeds=[sample_seed(SEED, i) for i in range(N)], steps=STEPS, guidance_scale=g, prompts=names
+            )
             cache[g] = (ours, theirs)
         return cache[g]
 
@@ -79,7 +82,9 @@ def test_guidance_moves_samples_as_it_moves_the_pipelines(images):
 def test_guidance_below_one_is_no_cfg(built):
     """ChromaPipeline guides only when guidance_scale > 1 (as every diffusers pipeline): flatcheck runs the
     conditional pass alone at 0.5 and its report says so."""
-    den = Denoiser.from_checkpoint(load(str(built[0])), ConditionOptions(prompts=str(built[1]), sample_size=8, guidance_scale=0.5))
+    den = Denoiser.from_checkpoint(
+        load(str(built[0])), ConditionOptions(prompts=str(built[1]), sample_size=8, guidance_scale=0.5)
+    )
     assert den.conditioning.guidance_scale == 0.5 and not den.conditioning.guided
     assert "no CFG pass" in den.conditioning.describe()["guidance_source"]
 
@@ -105,8 +110,9 @@ def test_the_network_call_is_the_pipelines(built, pipe):
     # the timestep: t in the latents' dtype / 1000, as the pipeline passes it (exactly)
     assert torch.equal(kwargs["timestep"], t.to(torch.float32) / 1000)
     # prompts, the null row (the encoded "" of the pipeline's CFG) and their float masks, image tokens appended
-    pe, txt_ids, pm, ne, neg_ids, nm = pipe.encode_prompt(prompt=list(c.names[:2]), negative_prompt=None, device=x.device,
-                                                          do_classifier_free_guidance=True)
+    pe, txt_ids, pm, ne, neg_ids, nm = pipe.encode_prompt(
+        prompt=list(c.names[:2]), negative_prompt=None, device=x.device, do_classifier_free_guidance=True
+    )
     assert torch.equal(kwargs["encoder_hidden_states"], torch.cat([pe, ne[:1]]))
     assert torch.equal(kwargs["txt_ids"], txt_ids) and torch.equal(txt_ids, neg_ids)
     mask = pipe._prepare_attention_mask(3, 16, x.dtype, torch.cat([pm, nm[:1]]))
@@ -115,8 +121,15 @@ def test_the_network_call_is_the_pipelines(built, pipe):
     assert int(nm[0].sum()) == 2  # "" is </s> plus the one kept pad token
     # the call itself: the transformer's velocity, unpacked, no sign flip
     out = den.model_output(x, t, ids)
-    raw = pipe.transformer(hidden_states=packed, timestep=t / 1000, encoder_hidden_states=kwargs["encoder_hidden_states"],
-                           txt_ids=txt_ids, img_ids=kwargs["img_ids"], attention_mask=mask, return_dict=False)[0]
+    raw = pipe.transformer(
+        hidden_states=packed,
+        timestep=t / 1000,
+        encoder_hidden_states=kwargs["encoder_hidden_states"],
+        txt_ids=txt_ids,
+        img_ids=kwargs["img_ids"],
+        attention_mask=mask,
+        return_dict=False,
+    )[0]
     assert torch.equal(out, pipe._unpack_latents(raw, 16, 16, vsf))
 
 
@@ -141,7 +154,31 @@ def test_sampler_setup_is_the_pipelines(built, dynamic):
 def test_plan_on_the_meta_device(built, tmp_path, capsys):
     """The plan encodes prompts on the meta device (T5 cannot: it reads its mask's values): exit 0 or 1, never 3."""
     out = tmp_path / "plan.json"
-    code = run(["plan", str(built[0]), "--quick", "--device", "cuda", "--memory", "80GB", "--sample-size", "8", "--data", "none",
-                "--samples", "2", "--steps", "2", "--probes", "2", "--batch-size", "2", "--no-timing", "--json", str(out)])
+    code = run(
+        [
+            "plan",
+            str(built[0]),
+            "--quick",
+            "--device",
+            "cuda",
+            "--memory",
+            "80GB",
+            "--sample-size",
+            "8",
+            "--data",
+            "none",
+            "--samples",
+            "2",
+            "--steps",
+            "2",
+            "--probes",
+            "2",
+            "--batch-size",
+            "2",
+            "--no-timing",
+            "--json",
+            str(out),
+        ]
+    )
     assert code in (0, 1), capsys.readouterr().err[-2000:]
     assert json.loads(out.read_text())["fits"] is (code == 0)

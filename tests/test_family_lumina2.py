@@ -55,7 +55,9 @@ def images(built, pipe):
             ours = (den.pixels(ours) / 2 + 0.5).clamp(0, 1)
             c = den.conditioning
             names = [c.names[i] for i in c.ids(SEED, range(N)).tolist()]
-            theirs = fx.pipeline_images(pipe, seeds=[sample_seed(SEED, i) for i in range(N)], steps=STEPS, guidance_scale=g, prompts=names)
+            theirs = fx.pipeline_images(
+                pipe, seeds=[sample_seed(SEED, i) for i in range(N)], steps=STEPS, guidance_scale=g, prompts=names
+            )
             cache[g] = (ours, theirs)
         return cache[g]
 
@@ -104,8 +106,13 @@ def test_the_network_call_is_the_pipelines(built, pipe):
     assert kwargs["hidden_states"] is x  # the network patchifies itself
     assert torch.equal(kwargs["timestep"], torch.stack([1 - s / pipe.scheduler.config.num_train_timesteps for s in t]))
     assert torch.equal(kwargs["encoder_attention_mask"], torch.stack([pm[0], pm[1], nm[0]]))
-    raw = pipe.transformer(hidden_states=x, timestep=1 - t / 1000, encoder_hidden_states=torch.stack([pe[0], pe[1], ne[0]]),
-                           encoder_attention_mask=torch.stack([pm[0], pm[1], nm[0]]), return_dict=False)[0]
+    raw = pipe.transformer(
+        hidden_states=x,
+        timestep=1 - t / 1000,
+        encoder_hidden_states=torch.stack([pe[0], pe[1], ne[0]]),
+        encoder_attention_mask=torch.stack([pm[0], pm[1], nm[0]]),
+        return_dict=False,
+    )[0]
     ours = den.model_output(x, t, ids)
     torch.testing.assert_close(ours, -raw, atol=1e-6, rtol=0)
     # integer timesteps (the probes') reach the network as the same fraction, in float32
@@ -125,7 +132,9 @@ def test_output_sign_is_the_flow_velocity(built):
     torch.testing.assert_close(x_t, 0.4 * x0 + 0.6 * eps)
     ids = torch.tensor([0, 1])
     out = den.model_output(x_t, t, ids)
-    torch.testing.assert_close(den.x0_from_output(out, x_t, t) * 0.4 + den.eps_from_output(out, x_t, t) * 0.6, x_t, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        den.x0_from_output(out, x_t, t) * 0.4 + den.eps_from_output(out, x_t, t) * 0.6, x_t, atol=1e-5, rtol=0
+    )
     # target of the loss: eps - x0, which the network (predicting x0 - eps) reaches with the opposite sign
     torch.testing.assert_close(den.target(x0, t, eps), eps - x0)
 
@@ -152,8 +161,13 @@ def test_timesteps_are_the_pipelines(built, pipe, dynamic):
     den.family.set_timesteps(sched, 5, den.sample_shape, den.net.config)
     ref = type(den.scheduler).from_config(sched.config)
     cfg = ref.config
-    mu = calculate_shift(den.net.config.in_channels, cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
-                         cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
+    mu = calculate_shift(
+        den.net.config.in_channels,
+        cfg.get("base_image_seq_len", 256),
+        cfg.get("max_image_seq_len", 4096),
+        cfg.get("base_shift", 0.5),
+        cfg.get("max_shift", 1.15),
+    )
     ref.set_timesteps(sigmas=np.linspace(1.0, 1 / 5, 5), device="cpu", mu=mu)
     assert torch.equal(sched.timesteps, ref.timesteps) and torch.equal(sched.sigmas, ref.sigmas)
 

@@ -50,9 +50,14 @@ def images(ckpt, pipe):
             ours = sample(den, make_sampler(den.scheduler, None), STEPS, N, SEED, batch_size=N)
             ours = (den.pixels(ours) / 2 + 0.5).clamp(0, 1)
             c = den.conditioning
-            theirs = families.pipeline_images(pipe, "sana", seeds=[sample_seed(SEED, i) for i in range(N)], steps=STEPS,
-                                              prompts=[c.names[i] for i in c.ids(SEED, range(N)).tolist()],
-                                              guidance_scale=c.guidance_scale)
+            theirs = families.pipeline_images(
+                pipe,
+                "sana",
+                seeds=[sample_seed(SEED, i) for i in range(N)],
+                steps=STEPS,
+                prompts=[c.names[i] for i in c.ids(SEED, range(N)).tolist()],
+                guidance_scale=c.guidance_scale,
+            )
             cache[g] = ours, theirs
         return cache[g]
 
@@ -82,8 +87,15 @@ def test_prompt_tables_are_the_pipelines(ckpt, pipe):
     assert c.guidance_scale == 4.5 and c.guided and c.encoders == ("Gemma2Model",)
     instruction = pipeline_default("SanaPipeline", "complex_human_instruction")
     assert instruction  # the default the pipeline prepends
-    pe, pm, ne, nm = pipe.encode_prompt(list(c.names), True, negative_prompt="", device=torch.device("cpu"),
-                                        clean_caption=False, max_sequence_length=300, complex_human_instruction=instruction)
+    pe, pm, ne, nm = pipe.encode_prompt(
+        list(c.names),
+        True,
+        negative_prompt="",
+        device=torch.device("cpu"),
+        clean_caption=False,
+        max_sequence_length=300,
+        complex_human_instruction=instruction,
+    )
     emb, mask = c.tables["encoder_hidden_states"], c.tables["encoder_attention_mask"]
     assert emb.shape == (len(c.names) + 1, 300, 8) and mask.dtype == torch.int64
     torch.testing.assert_close(emb[:-1], pe, atol=0, rtol=0)
@@ -98,16 +110,24 @@ def test_the_call_is_the_pipelines(ckpt):
     """timestep = t x config.timestep_scale as the pipeline passes it; the output is the velocity, unflipped."""
     den = Denoiser.from_checkpoint(ckpt, ConditionOptions(guidance_scale=1.0))
     net, c = den.net, den.conditioning
-    x, t, ids = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([700.0, 46.75]), torch.tensor([0, 1])
+    x, t, ids = (
+        torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)),
+        torch.tensor([700.0, 46.75]),
+        torch.tensor([0, 1]),
+    )
     seen = []
     hook = net.register_forward_pre_hook(lambda m, a, k: seen.append(k["timestep"].clone()), with_kwargs=True)
     scale = net.config.timestep_scale
     try:
         with torch.no_grad():
             out = den.model_output(x, t, ids)
-            direct = net(x, encoder_hidden_states=c.tables["encoder_hidden_states"][ids],
-                         encoder_attention_mask=c.tables["encoder_attention_mask"][ids], timestep=t * scale,
-                         return_dict=False)[0]
+            direct = net(
+                x,
+                encoder_hidden_states=c.tables["encoder_hidden_states"][ids],
+                encoder_attention_mask=c.tables["encoder_attention_mask"][ids],
+                timestep=t * scale,
+                return_dict=False,
+            )[0]
             net.register_to_config(timestep_scale=0.5)
             den.model_output(x, t, ids)
     finally:
@@ -126,10 +146,21 @@ def test_dc_ae_factor_is_the_autoencoders_own(layers):
 
     n = len(layers)
     torch.manual_seed(0)
-    vae = AutoencoderDC(in_channels=3, latent_channels=4, attention_head_dim=2, encoder_block_types="ResBlock",
-                        decoder_block_types="ResBlock", encoder_block_out_channels=(8,) * n, decoder_block_out_channels=(8,) * n,
-                        encoder_qkv_multiscales=((),) * n, decoder_qkv_multiscales=((),) * n, encoder_layers_per_block=layers,
-                        decoder_layers_per_block=layers, downsample_block_type="conv", upsample_block_type="interpolate").eval()
+    vae = AutoencoderDC(
+        in_channels=3,
+        latent_channels=4,
+        attention_head_dim=2,
+        encoder_block_types="ResBlock",
+        decoder_block_types="ResBlock",
+        encoder_block_out_channels=(8,) * n,
+        decoder_block_out_channels=(8,) * n,
+        encoder_qkv_multiscales=((),) * n,
+        decoder_qkv_multiscales=((),) * n,
+        encoder_layers_per_block=layers,
+        decoder_layers_per_block=layers,
+        downsample_block_type="conv",
+        upsample_block_type="interpolate",
+    ).eval()
     factor = sana.FAMILY.vae_factor(vae.config)
     with torch.no_grad():
         assert vae.decode(torch.zeros(1, 4, 2, 2)).sample.shape[-1] == 2 * factor
@@ -145,6 +176,26 @@ def test_fixture_factor_and_default_size(ckpt):
 
 def test_planned_on_the_meta_device(model, cli):
     """The plan builds the pipeline on meta, Gemma2 included, and encodes the prompts there."""
-    code, out, err = cli("plan", model, "--data", "none", "--samples", "2", "--steps", "2", "--probes", "2", "--batch-size", "2",
-                         "--no-timing", "--quick", "--device", "cuda", "--memory", "80GB", "--json", "-")
+    code, out, err = cli(
+        "plan",
+        model,
+        "--data",
+        "none",
+        "--samples",
+        "2",
+        "--steps",
+        "2",
+        "--probes",
+        "2",
+        "--batch-size",
+        "2",
+        "--no-timing",
+        "--quick",
+        "--device",
+        "cuda",
+        "--memory",
+        "80GB",
+        "--json",
+        "-",
+    )
     assert code == 0 and json.loads(out)["fits"], err

@@ -12,12 +12,12 @@ import torch
 from flatcheck.core import fastpath
 from flatcheck.core.denoiser import Denoiser
 from flatcheck.core.fastpath import FastPath
+from flatcheck.core.params import measured_parameters
 from flatcheck.core.probes import build_probe_bank
 from flatcheck.core.runtime import environment
 from flatcheck.core.sampling import sample
 from flatcheck.errors import InputError
 from flatcheck.measures.sharpness.hessian import BankLoss
-from flatcheck.core.params import measured_parameters
 from flatcheck.results import validate
 
 from .conftest import make_scheduler, make_unet
@@ -162,6 +162,7 @@ def test_mixed_precision_default_comes_from_accelerate_and_bad_values_are_refuse
     monkeypatch.setattr(torch, "is_autocast_enabled", lambda *a: False)
     with pytest.raises(InputError, match="does not autocast to fp16 on cpu"):
         fastpath.resolve("fp16", device="cpu")
+
     def no_bf16(*args, **kwargs):  # what torch says on a GPU without bf16
         raise RuntimeError("Current CUDA Device does not support bfloat16. Please switch dtype to float16.")
 
@@ -181,8 +182,28 @@ def test_cli_refuses_bad_values_with_exit_2(cli, tiny_pipeline, monkeypatch):
 def test_the_report_records_how_the_denoiser_computed(cli, tiny_pipeline, monkeypatch):
     monkeypatch.setenv(fastpath.ENV_MIXED_PRECISION, "bf16")  # as `accelerate launch --mixed_precision bf16` sets it
     monkeypatch.setenv(fastpath.ENV_COMPILE_BACKEND, "eager")
-    code, out, err = cli("fid", tiny_pipeline, "--ref", "digits", "--features", "digits-cnn", "--samples", "4", "--steps", "2",
-                         "--bootstrap", "5", "--device", "cpu", "--batch-size", "4", "--channels-last", "--compile", "--json", "-")
+    code, out, err = cli(
+        "fid",
+        tiny_pipeline,
+        "--ref",
+        "digits",
+        "--features",
+        "digits-cnn",
+        "--samples",
+        "4",
+        "--steps",
+        "2",
+        "--bootstrap",
+        "5",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--channels-last",
+        "--compile",
+        "--json",
+        "-",
+    )
     assert code == 0, err
     doc = json.loads(out)
     assert validate(doc) == []
@@ -190,8 +211,26 @@ def test_the_report_records_how_the_denoiser_computed(cli, tiny_pipeline, monkey
     assert env["mixed_precision"] == "bf16" and env["channels_last"] is True
     assert env["compile"] == {"backend": "eager", "used": True, "fallback": None}
     monkeypatch.delenv(fastpath.ENV_MIXED_PRECISION)
-    code, out, err = cli("fid", tiny_pipeline, "--ref", "digits", "--features", "digits-cnn", "--samples", "4", "--steps", "2",
-                         "--bootstrap", "5", "--device", "cpu", "--batch-size", "4", "--json", "-")
+    code, out, err = cli(
+        "fid",
+        tiny_pipeline,
+        "--ref",
+        "digits",
+        "--features",
+        "digits-cnn",
+        "--samples",
+        "4",
+        "--steps",
+        "2",
+        "--bootstrap",
+        "5",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--json",
+        "-",
+    )
     assert code == 0, err
     env = json.loads(out)["environment"]
     assert (env["mixed_precision"], env["channels_last"], env["compile"]) == ("no", False, None)
@@ -201,8 +240,29 @@ def test_quantize_under_compile_states_no_time_ratio(cli, tiny_pipeline, monkeyp
     """Full precision samples compiled (and pays the compilation), the quantized settings run eager (their
     hooks): their time ratio would compare unlike runs, so the report gives none; the drift is unchanged."""
     monkeypatch.setenv(fastpath.ENV_COMPILE_BACKEND, "eager")
-    args = ["quantize", tiny_pipeline, "--bits", "8", "--sensitivity-samples", "0", "--samples", "4", "--steps", "2", "--probes", "4", "--calib-samples", "2",
-            "--no-fid", "--device", "cpu", "--batch-size", "4", "--json", "-"]
+    args = [
+        "quantize",
+        tiny_pipeline,
+        "--bits",
+        "8",
+        "--sensitivity-samples",
+        "0",
+        "--samples",
+        "4",
+        "--steps",
+        "2",
+        "--probes",
+        "4",
+        "--calib-samples",
+        "2",
+        "--no-fid",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--json",
+        "-",
+    ]
     runs = {}
     for compiled in (False, True):
         code, out, err = cli(*args, *(["--compile"] if compiled else []))

@@ -1,4 +1,5 @@
-"""flatcheck fid: Frechet distance against closed forms, bootstrap, KID, digits-cnn, cache, references, Inception plumbing, CLI."""
+"""flatcheck fid: Frechet distance against closed forms, bootstrap, KID, digits-cnn, cache, references, Inception
+plumbing, CLI."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from flatcheck.errors import InputError
 from flatcheck.core.fd import extractors, reference
 from flatcheck.core.fd.frechet import frechet_bootstrap, frechet_distance, gaussian_stats, kernel_distance
 from flatcheck.core.fd.score import score_samples, to_uint8_nchw
+from flatcheck.errors import InputError
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +51,9 @@ def test_frechet_full_covariances_match_sqrtm_and_torch_fidelity():
         s1, s2 = _random_psd(rng, 8, rank), _random_psd(rng, 8)
         want = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(sqrtm(s1 @ s2)).real
         ours = frechet_distance(mu1, s1, mu2, s2)
-        tf = fid_statistics_to_metric({"mu": mu1, "sigma": s1}, {"mu": mu2, "sigma": s2}, False)["frechet_inception_distance"]
+        tf = fid_statistics_to_metric({"mu": mu1, "sigma": s1}, {"mu": mu2, "sigma": s2}, False)[
+            "frechet_inception_distance"
+        ]
         assert ours == pytest.approx(want, rel=1e-8)
         assert ours == pytest.approx(tf, rel=1e-8)
 
@@ -85,7 +88,9 @@ def test_bootstrap_rounds_equal_recomputed_resamples(n, d):
     assert np.array_equal(b.rounds, again.rounds) and not np.array_equal(b.rounds, other.rounds)
     # Basic bootstrap interval, from the sorted rounds by hand: [2 v - q_97.5, 2 v - q_2.5], clipped at 0.
     r = np.sort(b.rounds)
-    q = lambda p: r[int(np.floor(p * 19))] + (p * 19 % 1) * (r[min(int(np.floor(p * 19)) + 1, 19)] - r[int(np.floor(p * 19))])  # noqa: E731
+    q = lambda p: (  # noqa: E731
+        r[int(np.floor(p * 19))] + (p * 19 % 1) * (r[min(int(np.floor(p * 19)) + 1, 19)] - r[int(np.floor(p * 19))])
+    )
     lo, hi = b.interval()
     assert hi == pytest.approx(max(2 * b.value - q(0.025), 0.0), rel=1e-9, abs=1e-12)
     assert lo == pytest.approx(max(2 * b.value - q(0.975), 0.0), rel=1e-9, abs=1e-12)
@@ -204,13 +209,19 @@ def test_fd_change_is_paired(digits_halves, tmp_path):
     base = score_samples(a[:300], ref, features="digits-cnn", bootstrap=100)
     same = fd_change(base, base)
     assert same.value == 0 and same.stderr == 0
-    noisy = score_samples((a[:300] + 0.3 * torch.randn(300, 1, 16, 16, generator=torch.Generator().manual_seed(1))).clamp(-1, 1),
-                          ref, features="digits-cnn", bootstrap=100)
+    noisy = score_samples(
+        (a[:300] + 0.3 * torch.randn(300, 1, 16, 16, generator=torch.Generator().manual_seed(1))).clamp(-1, 1),
+        ref,
+        features="digits-cnn",
+        bootstrap=100,
+    )
     change = fd_change(noisy, base)
     assert change.value == pytest.approx(noisy.value.value - base.value.value)
     d = np.sort(noisy._rounds - base._rounds)  # same resample indices: the rounds pair up
     lo_q, hi_q = np.quantile(d, [0.025, 0.975])
-    assert (change.ci_low, change.ci_high) == pytest.approx((2 * change.value - hi_q, 2 * change.value - lo_q), rel=1e-12)
+    assert (change.ci_low, change.ci_high) == pytest.approx(
+        (2 * change.value - hi_q, 2 * change.value - lo_q), rel=1e-12
+    )
     assert change.stderr == pytest.approx(np.std(d, ddof=1), rel=1e-12)
     assert change.ci_low > 0  # noise clearly makes it worse
     assert change.stderr < 0.8 * (noisy.value.stderr**2 + base.value.stderr**2) ** 0.5  # pairing cancels shared noise
@@ -289,10 +300,29 @@ def test_fd_and_kid_equal_torch_fidelity_calculate_metrics_on_image_folders(digi
             Image.fromarray(img[0].numpy()).save(tmp_path / name / f"{i:04d}.png")
     extractors.load_extractor("digits-cnn")  # registers it with torch-fidelity
     tf = torch_fidelity.calculate_metrics(
-        input1=str(tmp_path / "samples"), input2=str(tmp_path / "ref"), feature_extractor="digits-cnn", fid=True, kid=True,
-        kid_subsets=20, kid_subset_size=100, rng_seed=0, cuda=False, save_cpu_ram=True, cache=False, verbose=False)
-    ours = score_samples(blurred, str(tmp_path / "ref"), features="digits-cnn", bootstrap=10, kid_subsets=20,
-                         kid_subset_size=100, seed=0, use_cache=False)
+        input1=str(tmp_path / "samples"),
+        input2=str(tmp_path / "ref"),
+        feature_extractor="digits-cnn",
+        fid=True,
+        kid=True,
+        kid_subsets=20,
+        kid_subset_size=100,
+        rng_seed=0,
+        cuda=False,
+        save_cpu_ram=True,
+        cache=False,
+        verbose=False,
+    )
+    ours = score_samples(
+        blurred,
+        str(tmp_path / "ref"),
+        features="digits-cnn",
+        bootstrap=10,
+        kid_subsets=20,
+        kid_subset_size=100,
+        seed=0,
+        use_cache=False,
+    )
     assert ours.value.value == pytest.approx(tf["frechet_inception_distance"], rel=1e-6)
     assert ours.kid.value == pytest.approx(tf["kernel_inception_distance_mean"], rel=1e-5)
     assert ours.kid_subset_std == pytest.approx(tf["kernel_inception_distance_std"], rel=1e-5)
@@ -312,7 +342,7 @@ def test_image_folder_reference(digits_halves, tmp_path):
     assert r1.value.value < 1e-6  # the very same images: identical statistics
 
 
-# ------------------------------------------------------------------ Inception: plumbing with random weights, both formats
+# ------------------------------------------------------------------ Inception: plumbing, random weights, both formats
 @pytest.fixture(scope="module")
 def inception_pth(tmp_path_factory):
     """torch-fidelity's Inception with random weights saved as its .pth state dict (plumbing only: never a real FID)."""
@@ -387,7 +417,10 @@ def test_missing_inception_weights_offline_is_one_line(monkeypatch, tmp_path, ti
         (["--features", "digits-cnn", "--ref", "digits", "--fid-weights", "/no/such.pth"], "is not a file"),
         (["--samples", "1"], "--samples must be >= 2"),
         (["--bootstrap", "1"], "--bootstrap must be >= 2"),
-        (["--features", "inception", "--ref", "digits", "--fid-weights", "GARBAGE"], "neither torch-fidelity's Inception"),
+        (
+            ["--features", "inception", "--ref", "digits", "--fid-weights", "GARBAGE"],
+            "neither torch-fidelity's Inception",
+        ),
         ([], "--ref is required"),
     ],
 )
@@ -407,7 +440,11 @@ def test_cli_bundled_digits_defaults_json(cli):
     payload = json.loads(out)
     r = payload["fid"]
     assert r["label"] == "FD (digits-cnn)" and r["features"] == "digits-cnn" and r["reference"]["spec"] == "digits"
-    assert r["num_samples"] == 12 and 0 <= r["value"]["ci_low"] < r["value"]["ci_high"] and r["ci_method"] == "basic bootstrap"
+    assert (
+        r["num_samples"] == 12
+        and 0 <= r["value"]["ci_low"] < r["value"]["ci_high"]
+        and r["ci_method"] == "basic bootstrap"
+    )
     assert r["kid"]["stderr"] == pytest.approx(r["kid_subset_std"] / r["kid_subsets"] ** 0.5)
     assert "12 samples" in r["warning"]
     code2, out2, _ = cli("fid", "digits-base", "--samples", "12", "--steps", "2", "--bootstrap", "20", "--json", "-")
@@ -416,8 +453,24 @@ def test_cli_bundled_digits_defaults_json(cli):
 
 def test_cli_sample_dir_written_once_and_reused(tiny_pipeline, cli, tmp_path):
     d = tmp_path / "samples"
-    args = ("fid", tiny_pipeline, "--ref", "digits", "--features", "digits-cnn", "--samples", "6", "--steps", "2",
-            "--bootstrap", "10", "--sample-dir", d, "--json", "-")
+    args = (
+        "fid",
+        tiny_pipeline,
+        "--ref",
+        "digits",
+        "--features",
+        "digits-cnn",
+        "--samples",
+        "6",
+        "--steps",
+        "2",
+        "--bootstrap",
+        "10",
+        "--sample-dir",
+        d,
+        "--json",
+        "-",
+    )
     code, out, err = cli(*args)
     assert code == 0, err
     manifest = json.loads((d / "manifest.json").read_text())
@@ -427,15 +480,31 @@ def test_cli_sample_dir_written_once_and_reused(tiny_pipeline, cli, tmp_path):
     assert code == 0, err
     assert {p.name: p.stat().st_mtime_ns for p in d.glob("shard-*.npy")} == stamp  # nothing regenerated
     assert json.loads(out2)["fid"]["value"] == json.loads(out)["fid"]["value"]
-    code, out3, err = cli("fid", tiny_pipeline, "--ref", "digits", "--features", "digits-cnn",  # all 6 samples
-                          "--bootstrap", "10", "--samples-from", d, "--json", "-")
+    code, out3, err = cli(
+        "fid",
+        tiny_pipeline,
+        "--ref",
+        "digits",
+        "--features",
+        "digits-cnn",  # all 6 samples
+        "--bootstrap",
+        "10",
+        "--samples-from",
+        d,
+        "--json",
+        "-",
+    )
     assert code == 0, err
     assert json.loads(out3)["fid"]["value"] == json.loads(out)["fid"]["value"]
 
 
 def test_cli_table_says_fd_not_fid(cli, tmp_path):
-    code, out, err = cli("fid", "digits-base", "--samples", "8", "--steps", "2", "--bootstrap", "10", "--out", tmp_path / "o")
+    code, out, err = cli(
+        "fid", "digits-base", "--samples", "8", "--steps", "2", "--bootstrap", "10", "--out", tmp_path / "o"
+    )
     assert code == 0, err
     flat = " ".join(out.split())  # rich wraps lines
     assert "FD (digits-cnn)" in flat and flat.count("FID") == flat.count("not comparable with FID") == 1
-    assert (tmp_path / "o" / "fid-samples.png").is_file() and (tmp_path / "o" / "samples-ddim-2" / "manifest.json").is_file()
+    assert (tmp_path / "o" / "fid-samples.png").is_file() and (
+        tmp_path / "o" / "samples-ddim-2" / "manifest.json"
+    ).is_file()

@@ -6,8 +6,24 @@ import json
 
 import pytest
 
-QUICK_QUANT = ("--bits", "4", "--samples", "16", "--steps", "5", "--calib-samples", "8", "--sensitivity-samples", "0",
-               "--probes", "16", "--batch-size", "16", "--json", "-")
+QUICK_QUANT = (
+    "--bits",
+    "4",
+    "--samples",
+    "16",
+    "--steps",
+    "5",
+    "--calib-samples",
+    "8",
+    "--sensitivity-samples",
+    "0",
+    "--probes",
+    "16",
+    "--batch-size",
+    "16",
+    "--json",
+    "-",
+)
 
 
 def test_quantize_reports_fd_per_setting_with_paired_change(cli, tmp_path, monkeypatch):
@@ -52,8 +68,20 @@ def test_fid_with_unusable_feature_weights_is_an_input_error(cli, tmp_path):
 
 def test_exposure_reports_fd_per_step_count(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("FLATCHECK_CACHE", str(tmp_path / "cache"))
-    code, out, err = cli("exposure", "digits-sam", "--steps", "4,8", "--samples", "16", "--probes", "16",
-                         "--batch-size", "16", "--json", "-")
+    code, out, err = cli(
+        "exposure",
+        "digits-sam",
+        "--steps",
+        "4,8",
+        "--samples",
+        "16",
+        "--probes",
+        "16",
+        "--batch-size",
+        "16",
+        "--json",
+        "-",
+    )
     assert code == 0, err
     runs = json.loads(out)["exposure"]["runs"]
     assert [r["steps"] for r in runs] == [4, 8]

@@ -123,7 +123,8 @@ def test_flow_sampler_reaches_the_data_distribution():
 
 @pytest.mark.parametrize("scale", [1.0, 1.2])
 def test_exposure_measures_the_velocity(scale):
-    """Exposure on a flow model compares ||v||; the forward scale E||v_theta||^2 / E<v_theta, v> recovers a planted c."""
+    """Exposure on a flow model compares ||v||; the forward scale E||v_theta||^2 / E<v_theta, v> recovers a planted
+    c."""
     from flatcheck.measures.exposure.config import ExposureConfig
     from flatcheck.measures.exposure.measure import measure_exposure
 
@@ -140,16 +141,25 @@ def test_exposure_measures_the_velocity(scale):
 def test_params_and_gradient_checkpointing(tmp_path):
     """--params measures only the matched parameters; gradient checkpointing leaves every number unchanged."""
     from flatcheck.core.probes import probe_bank
+    from flatcheck.errors import OptionError
     from flatcheck.measures.sharpness.config import SharpnessConfig
     from flatcheck.measures.sharpness.measure import measure_sharpness
-    from flatcheck.errors import OptionError
 
     from .conftest import make_scheduler, make_unet
 
     den = Denoiser(make_unet(), make_scheduler())
     bank = probe_bank(torch.rand(8, 1, 8, 8) * 2 - 1, 8, 0, (0, 1000), "test")
-    kw = dict(measures=("avg", "hessian"), norms=("adaptive",), radii=(0.01,), draws=1, hessian_probes=4, top_k=1,
-              lanczos_iters=4, hutchinson_draws=2, batch_size=8)
+    kw = dict(
+        measures=("avg", "hessian"),
+        norms=("adaptive",),
+        radii=(0.01,),
+        draws=1,
+        hessian_probes=4,
+        top_k=1,
+        lanczos_iters=4,
+        hutchinson_draws=2,
+        batch_size=8,
+    )
     full = measure_sharpness(den, bank, SharpnessConfig(**kw))
     some = measure_sharpness(den, bank, SharpnessConfig(**kw, params="mid_block.*"))
     n_mid = sum(p.numel() for n, p in den.net.named_parameters() if n.startswith("mid_block."))

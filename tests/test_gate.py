@@ -10,7 +10,9 @@ from flatcheck.errors import InputError
 from flatcheck.gate import evaluate, load_config, lookup, parse_config, parse_path, parse_rule
 
 REPORT = {
-    "quantize": {"settings": {"W4A4": {"drift_mse": {"value": 0.2, "stderr": 0.01, "n": 64}}, "W8A8": {"drift_mse": 0.001}}},
+    "quantize": {
+        "settings": {"W4A4": {"drift_mse": {"value": 0.2, "stderr": 0.01, "n": 64}}, "W8A8": {"drift_mse": 0.001}}
+    },
     "sharpness": {"top_eigenvalue": {"value": 10.0, "stderr": 0.5}},
     "exposure": {"curve": [{"t": 999, "drift": 0.1}, {"t": 500, "drift": -0.3}]},
     "fid": {"value": None},
@@ -60,21 +62,27 @@ def test_bad_paths_are_one_line_input_errors(path, message):
 
 
 def test_absolute_max_min_and_ops_both_directions():
-    ok = evaluate(rules(
-        {"metric": "quantize.settings.W4A4.drift_mse", "max": 0.25},
-        {"metric": "quantize.settings.W4A4.drift_mse", "max": 0.2},  # boundary: <= holds
-        {"metric": "sharpness.top_eigenvalue", "min": 9},
-        {"metric": "exposure.curve.1.drift", "op": ">", "value": -0.31},
-        {"metric": "exposure.curve.0.drift", "op": "<", "value": 0.2},
-    ), REPORT)
+    ok = evaluate(
+        rules(
+            {"metric": "quantize.settings.W4A4.drift_mse", "max": 0.25},
+            {"metric": "quantize.settings.W4A4.drift_mse", "max": 0.2},  # boundary: <= holds
+            {"metric": "sharpness.top_eigenvalue", "min": 9},
+            {"metric": "exposure.curve.1.drift", "op": ">", "value": -0.31},
+            {"metric": "exposure.curve.0.drift", "op": "<", "value": 0.2},
+        ),
+        REPORT,
+    )
     assert ok.passed and not ok.failures
-    bad = evaluate(rules(
-        {"metric": "quantize.settings.W4A4.drift_mse", "max": 0.15},
-        {"metric": "quantize.settings.W4A4.drift_mse", "op": "<", "value": 0.2},  # boundary: < fails
-        {"metric": "sharpness.top_eigenvalue", "min": 11},
-        {"metric": "exposure.curve.1.drift", "op": ">=", "value": 0},
-        {"metric": "quantize.settings.W8A8.drift_mse", "max": 1},  # this one holds
-    ), REPORT)
+    bad = evaluate(
+        rules(
+            {"metric": "quantize.settings.W4A4.drift_mse", "max": 0.15},
+            {"metric": "quantize.settings.W4A4.drift_mse", "op": "<", "value": 0.2},  # boundary: < fails
+            {"metric": "sharpness.top_eigenvalue", "min": 11},
+            {"metric": "exposure.curve.1.drift", "op": ">=", "value": 0},
+            {"metric": "quantize.settings.W8A8.drift_mse", "max": 1},  # this one holds
+        ),
+        REPORT,
+    )
     assert not bad.passed
     assert [r.passed for r in bad.rows] == [False, False, False, False, True]
     assert bad.rows[0].value == 0.2 and bad.rows[0].bound == 0.15 and bad.rows[0].stderr == 0.01
@@ -100,7 +108,11 @@ def test_relative_ratio_and_delta_both_directions():
 def test_non_finite_values_fail():
     res = evaluate(rules({"metric": "fid", "max": 100}), REPORT)
     assert not res.passed and res.rows[0].note == "value is not finite"
-    res = evaluate(rules({"metric": "quantize.settings.W8A8.drift_mse", "max": 2, "relative": "ratio"}), REPORT, {"quantize": {"settings": {"W8A8": {"drift_mse": None}}}})
+    res = evaluate(
+        rules({"metric": "quantize.settings.W8A8.drift_mse", "max": 2, "relative": "ratio"}),
+        REPORT,
+        {"quantize": {"settings": {"W8A8": {"drift_mse": None}}}},
+    )
     assert not res.passed and "baseline" in res.rows[0].note
 
 
@@ -149,8 +161,7 @@ def test_config_mistakes(doc, message):
 
 def test_config_files_flatcheck_toml_and_pyproject(tmp_path, monkeypatch):
     (tmp_path / "flatcheck.toml").write_text(
-        '[audit]\nprofile = "quick"\n[gate]\nbaseline = "base.json"\n'
-        '[[gate.rules]]\nmetric = "fid"\nmax = 5\n'
+        '[audit]\nprofile = "quick"\n[gate]\nbaseline = "base.json"\n[[gate.rules]]\nmetric = "fid"\nmax = 5\n'
     )
     cfg = load_config(tmp_path / "flatcheck.toml")
     assert cfg.baseline == "base.json" and cfg.audit == {"profile": "quick"}
@@ -159,8 +170,7 @@ def test_config_files_flatcheck_toml_and_pyproject(tmp_path, monkeypatch):
     proj = tmp_path / "proj"
     proj.mkdir()
     (proj / "pyproject.toml").write_text(
-        '[project]\nname = "x"\n[tool.flatcheck.gate]\n'
-        'rules = [{metric = "sharpness.top_eigenvalue", min = 1}]\n'
+        '[project]\nname = "x"\n[tool.flatcheck.gate]\nrules = [{metric = "sharpness.top_eigenvalue", min = 1}]\n'
     )
     monkeypatch.chdir(proj)
     cfg = load_config()  # found automatically

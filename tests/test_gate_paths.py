@@ -17,8 +17,13 @@ FILES = ("*.png", "*.npz", "*.json", "*.md", "*.html")  # names like `exposure.p
 
 def shown_paths() -> dict[str, list[str]]:
     """path -> where it is shown."""
-    sources = [ROOT / "README.md", *ROOT.glob("examples/**/*.md"), *ROOT.glob("examples/**/*.toml"),
-               *ROOT.glob("examples/**/*.yml"), *(ROOT / "flatcheck").rglob("*.py")]
+    sources = [
+        ROOT / "README.md",
+        *ROOT.glob("examples/**/*.md"),
+        *ROOT.glob("examples/**/*.toml"),
+        *ROOT.glob("examples/**/*.yml"),
+        *(ROOT / "flatcheck").rglob("*.py"),
+    ]
     found: dict[str, list[str]] = {}
     for f in sources:
         for m in PATH.finditer(f.read_text(encoding="utf-8")):

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from flatcheck.measures.sharpness.blocks import bucket_edges, bucket_index, parameter_groups
 from flatcheck.core.denoiser import Denoiser, NetCall
-from flatcheck.measures.sharpness.hessian import BankLoss, block_lanczos, hutchinson, power_iteration
 from flatcheck.core.params import Blocks, assign, block_masks, flat, measured_parameters
 from flatcheck.core.probes import build_probe_bank
+from flatcheck.measures.sharpness.blocks import bucket_edges, bucket_index, parameter_groups
+from flatcheck.measures.sharpness.hessian import BankLoss, block_lanczos, hutchinson, power_iteration
 
 from .conftest import make_scheduler, make_unet
 from .linear_denoiser import closed_form_hessian, linear_bank, linear_denoiser
@@ -32,7 +32,7 @@ def test_closed_form_hessian_matches_autograd():
     theta = flat(params)
 
     def loss(vec):
-        w, b = vec[: params[0].numel()].view_as(params[0]), vec[params[0].numel():]
+        w, b = vec[: params[0].numel()].view_as(params[0]), vec[params[0].numel() :]
         x_t = den.add_noise(bank.x0.double(), bank.t, bank.noise.double()).flatten(1)
         return ((x_t @ w.T + b - bank.noise.double().flatten(1)) ** 2).mean()
 
@@ -105,8 +105,9 @@ def test_block_lanczos_reports_not_converged_when_the_cap_is_too_low():
     """A cluster (40, 39.9) and a cap of two blocks: the values are off, and the result says so."""
     eig = torch.cat([torch.tensor([40.0, 39.9, 39.8]), torch.linspace(-2, 39, 197)]).double()
     M = _known_matrix(eig, seed=2)
-    res = block_lanczos(lambda v: M @ v, len(eig), k=2, max_iter=5, tol=1e-6, gen=torch.Generator().manual_seed(0),
-                        dtype=torch.float64)
+    res = block_lanczos(
+        lambda v: M @ v, len(eig), k=2, max_iter=5, tol=1e-6, gen=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     assert res.hvps == 4 and not res.converged  # 5 HVPs cannot hold a third block of 2
     assert res.bound > 1e-6 * min(abs(v) for v in res.eigenvalues)
     true = torch.linalg.eigvalsh(M)  # each value is still within its own residual of some eigenvalue
@@ -118,8 +119,9 @@ def test_block_lanczos_that_fills_the_space_is_exact():
     """dim 7, blocks of 3: the basis fills the space, T is the matrix itself (no fresh direction left)."""
     eig = [5.0, 5.0, 5.0, 2.0, 1.0, 0.5, -3.0]
     M = _known_matrix(eig, seed=3)
-    res = block_lanczos(lambda v: M @ v, 7, k=4, max_iter=40, tol=1e-12, gen=torch.Generator().manual_seed(0),
-                        dtype=torch.float64)
+    res = block_lanczos(
+        lambda v: M @ v, 7, k=4, max_iter=40, tol=1e-12, gen=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     assert res.eigenvalues == pytest.approx([5.0, 5.0, 5.0, 2.0], abs=1e-10) and res.converged
     assert res.min_eigenvalue == pytest.approx(-3.0, abs=1e-10)
 
@@ -130,17 +132,20 @@ def test_top_k_with_multiplicity_on_the_linear_model():
     den, bank, params, op = linear_op()
     true = torch.linalg.eigvalsh(closed_form_hessian(den, bank)).flip(0)
     assert torch.allclose(true[:4], true[0].expand(4)) and true[4] < true[3] - 0.05  # multiplicity 4, then a gap
-    res = block_lanczos(op.hvp, op.dim, k=5, max_iter=40, tol=1e-6, gen=torch.Generator().manual_seed(0),
-                        dtype=torch.float64)
+    res = block_lanczos(
+        op.hvp, op.dim, k=5, max_iter=40, tol=1e-6, gen=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     assert res.converged
     torch.testing.assert_close(torch.tensor(res.eigenvalues, dtype=torch.float64), true[:5], rtol=1e-8, atol=1e-10)
     assert res.hvps <= 25
-    pw = power_iteration(op.hvp, op.dim, k=5, max_iter=500, tol=1e-10, gen=torch.Generator().manual_seed(0),
-                         dtype=torch.float64)
+    pw = power_iteration(
+        op.hvp, op.dim, k=5, max_iter=500, tol=1e-10, gen=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     assert pw.eigenvalues == pytest.approx(true[:5].tolist(), rel=1e-6)
     assert res.eigenvalues == pytest.approx(pw.eigenvalues, rel=1e-6)
-    top1 = block_lanczos(op.hvp, op.dim, k=1, max_iter=20, tol=1e-6, gen=torch.Generator().manual_seed(0),
-                         dtype=torch.float64)  # one vector: the Krylov space closes at 5, the top value is still right
+    top1 = block_lanczos(
+        op.hvp, op.dim, k=1, max_iter=20, tol=1e-6, gen=torch.Generator().manual_seed(0), dtype=torch.float64
+    )  # one vector: the Krylov space closes at 5, the top value is still right
     assert top1.eigenvalues == pytest.approx([float(true[0])], rel=1e-9) and top1.hvps == 5
 
 
@@ -187,15 +192,17 @@ def test_top_eigenvalues_match_a_dense_hessian_of_a_nonlinear_model():
     dense = torch.autograd.functional.hessian(loss, flat(params))
     true = torch.linalg.eigvalsh(dense).flip(0)
     assert op.dim == 58 and float(true[-1]) < 0 < float(true[0])  # indefinite
-    res = block_lanczos(op.hvp, op.dim, k=3, max_iter=45, tol=1e-7, gen=torch.Generator().manual_seed(0),
-                        dtype=torch.float64)
+    res = block_lanczos(
+        op.hvp, op.dim, k=3, max_iter=45, tol=1e-7, gen=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     assert res.converged
     for est, r, t in zip(res.eigenvalues, res.residuals, true[:3].tolist()):
         assert abs(est - t) <= r + 1e-12 and est == pytest.approx(t, rel=1e-7)
     assert res.min_eigenvalue >= float(true[-1]) - 1e-12
     by_magnitude = sorted(true.tolist(), key=abs, reverse=True)
-    pw = power_iteration(op.hvp, op.dim, k=2, max_iter=2000, tol=1e-12, gen=torch.Generator().manual_seed(0),
-                         dtype=torch.float64)
+    pw = power_iteration(
+        op.hvp, op.dim, k=2, max_iter=2000, tol=1e-12, gen=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     assert pw.eigenvalues == pytest.approx(by_magnitude[:2], rel=1e-5)  # power iteration ranks by |lambda|
 
 
@@ -208,15 +215,20 @@ def test_hutchinson_trace_and_its_breakdowns_match_closed_form():
     params = [p for _, p in named]
     op = BankLoss(den, bank, params, batch_size=5, groups=groups)
     masks = block_masks(params, parameter_groups(named))
-    tr = hutchinson(op, draws=300, gen=torch.Generator().manual_seed(3), blocks=Blocks(op.space, parameter_groups(named)),
-                    dtype=torch.float64)
+    tr = hutchinson(
+        op,
+        draws=300,
+        gen=torch.Generator().manual_seed(3),
+        blocks=Blocks(op.space, parameter_groups(named)),
+        dtype=torch.float64,
+    )
     H = closed_form_hessian(den, bank)
     exact = float(torch.trace(H))
     assert tr.trace.stderr > 0
     assert abs(tr.trace.value - exact) < 4 * tr.trace.stderr
     # Rademacher variance is 2 sum_{i != j} H_ij^2: the reported standard error must agree.
     off = H - torch.diag(torch.diag(H))
-    expected_se = math.sqrt(2 * float((off ** 2).sum()) / 300)
+    expected_se = math.sqrt(2 * float((off**2).sum()) / 300)
     assert tr.trace.stderr == pytest.approx(expected_se, rel=0.25)
     for name, mask in masks.items():
         block_exact = float(torch.diag(H)[mask].sum())

@@ -71,7 +71,9 @@ def test_a_checkpoint_far_too_large_to_load_is_described_exactly(flux_dev, cli, 
     info = json.loads(out)
     assert info["parameters"] == parameters == 11_901_408_320
     assert info["dtype"] == "bfloat16" and info["denoiser_class"] == "FluxTransformer2DModel"
-    assert [w["path"] for w in info["weight_files"]] == [f"diffusion_pytorch_model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    assert [w["path"] for w in info["weight_files"]] == [
+        f"diffusion_pytorch_model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)
+    ]
     assert info["sample_shape"] == [16, 128, 128] and info["prediction_type"] == "flow"
 
 
@@ -86,10 +88,13 @@ def test_info_of_a_huge_checkpoint_stays_small_and_imports_no_torch(flux_dev, tm
     """A separate process, whose peak resident memory (VmHWM: since its exec, so not this pytest process's
     memory that a forked child's ru_maxrss inherits) is info's alone. torch's import alone is 750 MB here."""
     folder, parameters = flux_dev
-    code = ("import json, re, sys; from flatcheck.cli import run; "
-            f"rc = run(['info', {str(folder)!r}, '--json', {str(tmp_path / 'info.json')!r}]); "
-            "hwm = int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)); "
-            "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules, 'diffusers': 'diffusers' in sys.modules, 'kib': hwm}))")
+    code = (
+        "import json, re, sys; from flatcheck.cli import run; "
+        f"rc = run(['info', {str(folder)!r}, '--json', {str(tmp_path / 'info.json')!r}]); "
+        "hwm = int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)); "
+        "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules, 'diffusers': 'diffusers' in sys.modules, "
+        "'kib': hwm}))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -112,7 +117,9 @@ def test_sharded_weights_are_counted_and_variants_are_not(tmp_path, cli):
     info = json.loads(out)
     assert info["parameters"] == sum(p.numel() for p in make_unet().parameters()) == loaded
     assert info["dtype"] == "float32"
-    assert {w["path"] for w in info["weight_files"]} == {p.name for p in shards} | {"diffusion_pytorch_model.fp16.safetensors"}
+    assert {w["path"] for w in info["weight_files"]} == {p.name for p in shards} | {
+        "diffusion_pytorch_model.fp16.safetensors"
+    }
 
     shards[-1].unlink()
     code, _, err = cli("info", folder)
@@ -149,23 +156,33 @@ def test_a_pickle_is_read_for_its_tensors_only_when_allowed(tmp_path, cli):
     assert code == 0, err
     info = json.loads(out)
     assert info["parameters"] == sum(p.numel() for p in make_unet().parameters())
-    assert info["dtype"] == "float16" and info["weight_files"][0]["format"] == "pickle"  # as stored (loading would say float32)
+    assert (
+        info["dtype"] == "float16" and info["weight_files"][0]["format"] == "pickle"
+    )  # as stored (loading would say float32)
 
 
 def test_a_class_flatcheck_does_not_run_is_counted_without_its_buffers(tmp_path, cli):
     from diffusers import UNet1DModel
 
     torch.manual_seed(0)
-    UNet1DModel(sample_size=16, in_channels=2, out_channels=2, block_out_channels=(8, 8, 8), extra_in_channels=16,
-                down_block_types=("DownBlock1DNoSkip", "DownBlock1D", "AttnDownBlock1D"),
-                up_block_types=("AttnUpBlock1D", "UpBlock1D", "UpBlock1DNoSkip"),
-                mid_block_type="UNetMidBlock1D").save_pretrained(tmp_path / "unet1d")
+    UNet1DModel(
+        sample_size=16,
+        in_channels=2,
+        out_channels=2,
+        block_out_channels=(8, 8, 8),
+        extra_in_channels=16,
+        down_block_types=("DownBlock1DNoSkip", "DownBlock1D", "AttnDownBlock1D"),
+        up_block_types=("AttnUpBlock1D", "UpBlock1D", "UpBlock1DNoSkip"),
+        mid_block_type="UNetMidBlock1D",
+    ).save_pretrained(tmp_path / "unet1d")
     stored = load_file(tmp_path / "unet1d" / "diffusion_pytorch_model.safetensors")
     code, out, err = cli("info", tmp_path / "unet1d", "--json", "-")
     assert code == 0, err
     info = json.loads(out)
     loaded = load(str(tmp_path / "unet1d"), runnable=False)  # an audio UNet: described, not run
-    assert info["parameters"] == loaded.num_parameters < sum(t.numel() for t in stored.values())  # its kernels are buffers
+    assert (
+        info["parameters"] == loaded.num_parameters < sum(t.numel() for t in stored.values())
+    )  # its kernels are buffers
     assert info == document("info", describe_checkpoint(loaded))
 
 
@@ -195,7 +212,21 @@ def test_the_device_form_info_checks_is_what_resolve_device_accepts():
     from flatcheck.core.runtime import resolve_device
     from flatcheck.errors import InputError
 
-    for name in ("auto", "cpu", "CPU", "cpu:0", "cuda", "cuda:1", "mps", "tpu", "xpu", "cuda:x", "gpu", "meta", "cuda:0:1"):
+    for name in (
+        "auto",
+        "cpu",
+        "CPU",
+        "cpu:0",
+        "cuda",
+        "cuda:1",
+        "mps",
+        "tpu",
+        "xpu",
+        "cuda:x",
+        "gpu",
+        "meta",
+        "cuda:0:1",
+    ):
         try:
             check_device_form(name)
             form_ok = True

@@ -25,8 +25,9 @@ def _operator(eig, rotate: bool = True, seed: int = 0, dtype=torch.float64):
     """M = Q diag(eig) Q^T (Q a random rotation, or the identity) and its true eigenvalues, largest first."""
     eig = torch.as_tensor(eig, dtype=torch.float64)
     if rotate:
-        q, _ = torch.linalg.qr(torch.randn(len(eig), len(eig), generator=torch.Generator().manual_seed(seed),
-                                           dtype=torch.float64))
+        q, _ = torch.linalg.qr(
+            torch.randn(len(eig), len(eig), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        )
         m = (q * eig) @ q.T
         m = (m + m.T) / 2
         true = np.linalg.eigvalsh(m.numpy())[::-1]
@@ -44,7 +45,9 @@ def _spectrum(name: str, n: int) -> torch.Tensor:
         "close": ([40.0, 39.9, 39.8, 30.0], -2.0, 3.0),
         "negative largest": ([-60.0, -45.0, 30.0, 28.0, 24.0], -8.0, 12.0),  # |lambda| largest below zero
     }[name]
-    return torch.cat([torch.tensor(top, dtype=torch.float64), torch.linspace(low, high, n - len(top), dtype=torch.float64)])
+    return torch.cat(
+        [torch.tensor(top, dtype=torch.float64), torch.linspace(low, high, n - len(top), dtype=torch.float64)]
+    )
 
 
 def _within_joint_bound(vals, true, bound) -> bool:
@@ -83,7 +86,9 @@ def test_the_start_block_drawn_in_pieces_is_one_randn_call(n, chunk):
     assert torch.equal(torch.randn(20, generator=one), torch.randn(20, generator=pieces))
     if n >= 64:  # the test can fail: pieces that cut a group of 16 give other numbers
         g = torch.Generator().manual_seed(n)
-        cut = torch.cat([torch.randn(20, generator=g, dtype=torch.float64), torch.randn(n - 20, generator=g, dtype=torch.float64)])
+        cut = torch.cat(
+            [torch.randn(20, generator=g, dtype=torch.float64), torch.randn(n - 20, generator=g, dtype=torch.float64)]
+        )
         assert not torch.equal(cut, want)
 
 
@@ -111,16 +116,35 @@ def _case_operator(dim, name, dtype):
 def test_without_a_restart_the_numbers_are_those_of_the_unbounded_version_bit_for_bit(case, dtype):
     dim, name, k, block, max_iter, tol = case
     m = _case_operator(dim, name, dtype)
-    before = lanczos_before(lambda v: m @ v, dim, k, max_iter, tol, torch.Generator().manual_seed(1), dtype=dtype,
-                            block=block)
+    before = lanczos_before(
+        lambda v: m @ v, dim, k, max_iter, tol, torch.Generator().manual_seed(1), dtype=dtype, block=block
+    )
     b = before.block
     never = b * (max_iter // b + 2)  # the most rows an unrestarted run can hold: a cap it never reaches
-    for cap in (None, never, 10 ** 6):
-        res = block_lanczos(lambda v: m @ v, dim, k, max_iter, tol, torch.Generator().manual_seed(1), dtype=dtype,
-                            block=block, max_vectors=cap)
+    for cap in (None, never, 10**6):
+        res = block_lanczos(
+            lambda v: m @ v,
+            dim,
+            k,
+            max_iter,
+            tol,
+            torch.Generator().manual_seed(1),
+            dtype=dtype,
+            block=block,
+            max_vectors=cap,
+        )
         assert _fields(res) == _fields(before) and res.restarts == 0 and res.max_vectors == cap
-    tight = block_lanczos(lambda v: m @ v, dim, k, max_iter, tol, torch.Generator().manual_seed(1), dtype=dtype,
-                          block=block, max_vectors=3 * b)
+    tight = block_lanczos(
+        lambda v: m @ v,
+        dim,
+        k,
+        max_iter,
+        tol,
+        torch.Generator().manual_seed(1),
+        dtype=dtype,
+        block=block,
+        max_vectors=3 * b,
+    )
     if tight.restarts:  # the test can fail: a restart changes the numbers
         assert _fields(tight) != _fields(before)
 
@@ -132,19 +156,23 @@ def test_old_constructors_still_work_and_power_iteration_is_untouched():
 
 # ----------------------------------------------------------------------------- restarts: bounds
 @pytest.mark.parametrize("rotate", [True, False], ids=["rotated", "diagonal"])
-@pytest.mark.parametrize("name,dim,tol", [
-    ("double top", 400, 1e-8),
-    ("triple top", 300, 1e-8),
-    ("close", 200, 1e-6),
-    ("negative largest", 150, 1e-6),
-])
+@pytest.mark.parametrize(
+    "name,dim,tol",
+    [
+        ("double top", 400, 1e-8),
+        ("triple top", 300, 1e-8),
+        ("close", 200, 1e-6),
+        ("negative largest", 150, 1e-6),
+    ],
+)
 @pytest.mark.parametrize("cap", [9, 12, 18])
 def test_restarted_top_k_lie_within_their_reported_bounds(name, dim, tol, cap, rotate):
     """k = 3 (blocks of 3; 9 = the smallest cap): each value within its residual of an eigenvalue, all three
     within the joint bound of three distinct ones, multiplicity found, converged flag as the rule says."""
     m, true = _operator(_spectrum(name, dim), rotate=rotate, seed=dim)
-    res = block_lanczos(lambda v: m @ v, dim, 3, 3000, tol, torch.Generator().manual_seed(2), dtype=torch.float64,
-                        max_vectors=cap)
+    res = block_lanczos(
+        lambda v: m @ v, dim, 3, 3000, tol, torch.Generator().manual_seed(2), dtype=torch.float64, max_vectors=cap
+    )
     assert res.restarts > 0 and res.max_vectors == cap and res.converged
     assert res.bound <= tol * min(abs(v) for v in res.eigenvalues)  # the stopping rule, as reported
     for v, r in zip(res.eigenvalues, res.residuals):
@@ -159,8 +187,9 @@ def test_restarted_top_k_lie_within_their_reported_bounds(name, dim, tol, cap, r
 def test_a_run_stopped_by_max_iter_says_so_and_its_bounds_still_hold(cap):
     eig = torch.cat([torch.tensor([40.0, 39.9, 39.8]), torch.linspace(-2.0, 39.7, 297)])  # a cluster on a dense bulk
     m, true = _operator(eig, seed=5)
-    res = block_lanczos(lambda v: m @ v, 300, 3, 30, 1e-6, torch.Generator().manual_seed(0), dtype=torch.float64,
-                        max_vectors=cap)
+    res = block_lanczos(
+        lambda v: m @ v, 300, 3, 30, 1e-6, torch.Generator().manual_seed(0), dtype=torch.float64, max_vectors=cap
+    )
     assert res.restarts > 0 and not res.converged and res.hvps == 30
     assert res.bound > 1e-6 * min(abs(v) for v in res.eigenvalues)
     for v, r in zip(res.eigenvalues, res.residuals):
@@ -172,8 +201,9 @@ def test_deflation_and_restarts_together_on_a_low_rank_operator():
     """Rank 5 in dim 120: the Krylov space closes after two blocks, rows are dropped and replaced by fresh
     directions while the cap forces restarts; the top 3 (7 twice) still come out within their bounds."""
     m, true = _operator([9.0, 7.0, 7.0, 3.0, 1.0] + [0.0] * 115, seed=6)
-    res = block_lanczos(lambda v: m @ v, 120, 3, 300, 1e-10, torch.Generator().manual_seed(0), dtype=torch.float64,
-                        max_vectors=9)
+    res = block_lanczos(
+        lambda v: m @ v, 120, 3, 300, 1e-10, torch.Generator().manual_seed(0), dtype=torch.float64, max_vectors=9
+    )
     assert res.converged and res.restarts > 0
     assert res.eigenvalues == pytest.approx([9.0, 7.0, 7.0], abs=1e-8)
     assert _within_joint_bound(res.eigenvalues, true, res.bound + 1e-12)
@@ -192,8 +222,10 @@ def test_float32_restarts_keep_honest_bounds():
 
 def test_restarts_are_deterministic():
     m, _ = _operator(_spectrum("triple top", 200), seed=8, dtype=torch.float32)
-    runs = [block_lanczos(lambda v: m @ v, 200, 3, 120, 1e-5, torch.Generator().manual_seed(4), max_vectors=12)
-            for _ in range(2)]
+    runs = [
+        block_lanczos(lambda v: m @ v, 200, 3, 120, 1e-5, torch.Generator().manual_seed(4), max_vectors=12)
+        for _ in range(2)
+    ]
     assert runs[0].restarts > 0 and runs[0] == runs[1]
 
 
@@ -246,8 +278,7 @@ def _peak(fn, m, dim, dtype, **kw):
         return m @ v
 
     with _LiveVectors(dim, dtype) as counter:
-        res = fn(matvec, dim, 3, kw.pop("max_iter"), 1e-9, torch.Generator().manual_seed(0),
-                 dtype=dtype, **kw)
+        res = fn(matvec, dim, 3, kw.pop("max_iter"), 1e-9, torch.Generator().manual_seed(0), dtype=dtype, **kw)
     return res, counter.peak, max(seen)
 
 
@@ -275,12 +306,14 @@ def test_a_cap_of_six_blocks_costs_no_extra_hvp_on_an_outlier_spectrum():
     times; benchmarks/bench_lanczos_restart.py prints the whole table."""
     n = 1500
     i = torch.arange(1, n - 3, dtype=torch.float64)
-    m, _ = _operator(torch.cat([torch.tensor([10.0, 6.0, 4.0, 3.0], dtype=torch.float64), 1.5 * i ** -0.7 - 0.05]),
-                     seed=1)
+    m, _ = _operator(
+        torch.cat([torch.tensor([10.0, 6.0, 4.0, 3.0], dtype=torch.float64), 1.5 * i**-0.7 - 0.05]), seed=1
+    )
     counts = {}
     for cap in (None, 9, 12, 18):
-        res = block_lanczos(lambda v: m @ v, n, 3, 600, 1e-3, torch.Generator().manual_seed(2), dtype=torch.float64,
-                            max_vectors=cap)
+        res = block_lanczos(
+            lambda v: m @ v, n, 3, 600, 1e-3, torch.Generator().manual_seed(2), dtype=torch.float64, max_vectors=cap
+        )
         assert res.converged and (res.restarts > 0) == (cap is not None and res.hvps > cap - 3)
         counts[cap] = res.hvps
     assert counts[18] == counts[None] and counts[12] <= 1.5 * counts[None] and counts[9] <= 3 * counts[None]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flatcheck.measures.sharpness.landscape import filter_normalized_direction, loss_landscape
 from flatcheck.core.params import flat, measured_parameters
 from flatcheck.core.perturb import snapshot, weights_equal
 from flatcheck.core.probes import bank_losses
+from flatcheck.measures.sharpness.landscape import filter_normalized_direction, loss_landscape
 
 from .conftest import make_unet
 from .linear_denoiser import closed_form_hessian, linear_bank, linear_denoiser
@@ -25,7 +25,9 @@ def test_direction_is_filter_normalised_and_zero_on_biases_and_norms():
         if p.ndim <= 1:
             assert torch.count_nonzero(part) == 0
         else:
-            torch.testing.assert_close(part.flatten(1).norm(dim=1), p.detach().flatten(1).norm(dim=1), rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(
+                part.flatten(1).norm(dim=1), p.detach().flatten(1).norm(dim=1), rtol=1e-5, atol=1e-7
+            )
     again = filter_normalized_direction(params, torch.Generator().manual_seed(0))
     assert torch.equal(d, again)
 
@@ -66,4 +68,5 @@ def test_landscape_restores_weights_when_interrupted():
         loss_landscape(den, bank, params, torch.Generator().manual_seed(0), points_1d=5, points_2d=3, progress=stop)
     assert weights_equal(den.net, saved)
     assert float(bank_losses(den, bank).double().mean()) == pytest.approx(
-        float(den.loss(bank.x0.double(), bank.t, bank.noise.double()).detach()), rel=1e-12)
+        float(den.loss(bank.x0.double(), bank.t, bank.noise.double()).detach()), rel=1e-12
+    )

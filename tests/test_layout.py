@@ -55,7 +55,7 @@ def test_no_import_cycle():
 
     def visit(m):
         if m in stack:
-            cycles.append(stack[stack.index(m):] + [m])
+            cycles.append(stack[stack.index(m) :] + [m])
             return
         if m in seen:
             return
@@ -72,9 +72,19 @@ def test_no_import_cycle():
 
 
 def test_the_engine_imports_no_measure_and_nothing_above_it():
-    above = ("flatcheck.measures", "flatcheck.audit", "flatcheck.compare", "flatcheck.gate", "flatcheck.report",
-             "flatcheck.results", "flatcheck.commands", "flatcheck.cli")
-    bad = {m: sorted(t for t in ts if t.startswith(above)) for m, ts in graph().items() if m.startswith("flatcheck.core")}
+    above = (
+        "flatcheck.measures",
+        "flatcheck.audit",
+        "flatcheck.compare",
+        "flatcheck.gate",
+        "flatcheck.report",
+        "flatcheck.results",
+        "flatcheck.commands",
+        "flatcheck.cli",
+    )
+    bad = {
+        m: sorted(t for t in ts if t.startswith(above)) for m, ts in graph().items() if m.startswith("flatcheck.core")
+    }
     assert not {m: t for m, t in bad.items() if t}
 
 
@@ -94,9 +104,11 @@ def test_measures_are_reached_only_through_their_package_and_config():
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys; from flatcheck.cli import run; "
-            "[run([c, '--help']) for c in ('info', 'audit', 'compare', 'rank', 'gate', 'sharpness', 'exposure', 'quantize', 'fid')]; "
-            "sys.stderr.write('torch' if 'torch' in sys.modules else 'no torch')")
+    code = (
+        "import sys; from flatcheck.cli import run; "
+        "[run([c, '--help']) for c in ('info', 'audit', 'compare', 'rank', 'gate', 'sharpness', 'exposure', "
+        "'quantize', 'fid')]; sys.stderr.write('torch' if 'torch' in sys.modules else 'no torch')"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stderr.strip().endswith("no torch"), proc.stderr[-500:]
 
@@ -106,16 +118,22 @@ def _diffusers_class_names() -> set[str]:
     from flatcheck.core import diffusers_source as source
 
     names = source.exported_names() or {}
-    return {n for n in names if n.endswith("Pipeline") and n != "DiffusionPipeline"} | \
-        {n for n in names if n.startswith(("UNet", "I2VGenXLUNet")) or (n.endswith("Model") and "Transformer" in n)}
+    return {n for n in names if n.endswith("Pipeline") and n != "DiffusionPipeline"} | {
+        n for n in names if n.startswith(("UNet", "I2VGenXLUNet")) or (n.endswith("Model") and "Transformer" in n)
+    }
 
 
 def _named_classes(path: Path, classes: set[str]) -> set[str]:
     """Class names a module spells as a string or an identifier (docstrings and comments are prose: they may)."""
     tree = ast.parse(path.read_text())
-    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
@@ -130,10 +148,18 @@ def _named_classes(path: Path, classes: set[str]) -> set[str]:
 def test_no_module_outside_the_families_wing_names_a_denoiser_or_pipeline_class():
     """A family's knowledge lives in its file (flatcheck/families/); the engine and the measures ask it."""
     classes = _diffusers_class_names()
-    assert {"UNet2DConditionModel", "FluxTransformer2DModel", "StableDiffusionPipeline", "WanTransformer3DModel"} <= classes
+    assert {
+        "UNet2DConditionModel",
+        "FluxTransformer2DModel",
+        "StableDiffusionPipeline",
+        "WanTransformer3DModel",
+    } <= classes
     wing = PACKAGE / "families"
-    bad = {str(p.relative_to(PACKAGE)): sorted(found) for p in PACKAGE.rglob("*.py")
-           if wing not in p.parents and (found := _named_classes(p, classes))}
+    bad = {
+        str(p.relative_to(PACKAGE)): sorted(found)
+        for p in PACKAGE.rglob("*.py")
+        if wing not in p.parents and (found := _named_classes(p, classes))
+    }
     assert not bad, bad
 
 

@@ -100,7 +100,11 @@ def test_cuda_phases_nest_on_the_allocator_counters(monkeypatch):
             alloc(-200)
     assert run.device == torch.device("cuda", 0) and run.kind == "cuda_max_allocated"
     assert (a.start_bytes, a.peak_bytes, a.reserved_peak_bytes) == (1000, 6000, 6000)
-    assert (b.start_bytes, b.peak_bytes, b.reserved_peak_bytes) == (1000, 1200, 6000)  # reserved stays: the cache keeps it
+    assert (b.start_bytes, b.peak_bytes, b.reserved_peak_bytes) == (
+        1000,
+        1200,
+        6000,
+    )  # reserved stays: the cache keeps it
     assert (run.peak_bytes, run.reserved_peak_bytes) == (6000, 6000)
     assert process_peak("cuda") == 6000  # the allocator's own max_memory_allocated now says 1200 (since b's reset)
 
@@ -171,9 +175,9 @@ def test_storages_die_exactly_when_their_last_view_goes():
 
 
 def _tiny_unet_step(device: str):
-    from tests.conftest import TINY_UNET
-
     from diffusers import UNet2DModel
+
+    from tests.conftest import TINY_UNET
 
     torch.manual_seed(0)
     with torch.device(device):

@@ -32,9 +32,20 @@ def mid():
     from flatcheck.core.denoiser import Denoiser
 
     torch.manual_seed(0)
-    net = UNet2DModel(sample_size=16, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(64, 96, 128),
-                      down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-                      up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_num_groups=32).eval().requires_grad_(False)
+    net = (
+        UNet2DModel(
+            sample_size=16,
+            in_channels=1,
+            out_channels=1,
+            layers_per_block=1,
+            block_out_channels=(64, 96, 128),
+            down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+            norm_num_groups=32,
+        )
+        .eval()
+        .requires_grad_(False)
+    )
     den = Denoiser(net, DDPMScheduler(num_train_timesteps=1000))
     g = torch.Generator().manual_seed(1)
     pool = torch.randn(8, 1, 16, 16, generator=g)
@@ -101,17 +112,37 @@ def test_peak_bytes_are_what_the_plan_estimates(mid, measure):
     live, cfg = _run(den, bank, **config)
     meta = meta_copy(den)
     params = [p for _, p in measured_parameters(meta.net)]
-    estimate = max(w.vectors * _vector_bytes(den) + call_bytes(meta, params, w.graph, w.batch)
-                   for w in work(cfg, _shape(bank), den.net))
+    estimate = max(
+        w.vectors * _vector_bytes(den) + call_bytes(meta, params, w.graph, w.batch)
+        for w in work(cfg, _shape(bank), den.net)
+    )
     assert 0.75 * estimate <= live.peak_bytes <= 1.05 * estimate, (live.peak_bytes, estimate)
 
 
 def test_vectors_do_not_grow_with_iteration_counts(mid):
     den, bank = mid
-    short, _ = _run(den, bank, measures=("avg", "worst"), norms=("adaptive",), radii=(0.01,), worst_radii=(1e-3,), draws=1,
-                    ascent_steps=2, block_average=False)
-    long, _ = _run(den, bank, measures=("avg", "worst"), norms=("adaptive",), radii=(0.01, 0.03, 0.1), worst_radii=(1e-4, 1e-3),
-                   draws=4, ascent_steps=6, block_average=False)
+    short, _ = _run(
+        den,
+        bank,
+        measures=("avg", "worst"),
+        norms=("adaptive",),
+        radii=(0.01,),
+        worst_radii=(1e-3,),
+        draws=1,
+        ascent_steps=2,
+        block_average=False,
+    )
+    long, _ = _run(
+        den,
+        bank,
+        measures=("avg", "worst"),
+        norms=("adaptive",),
+        radii=(0.01, 0.03, 0.1),
+        worst_radii=(1e-4, 1e-3),
+        draws=4,
+        ascent_steps=6,
+        block_average=False,
+    )
     assert long.peak_count == short.peak_count
     # Lanczos under its basis cap (3 blocks of 1): 6 and 12 HVPs hold the same memory
     hessian = dict(measures=("hessian",), top_k=1, hutchinson_draws=2, tol=1e-12, hessian_probes=4)
@@ -125,8 +156,16 @@ def test_vectors_do_not_grow_with_iteration_counts(mid):
 def _shape(bank):
     from flatcheck.core.work import RunShape
 
-    return RunShape(probes=len(bank), samples=8, steps=2, batch_size=8, guided=False, samples_made=False, fd=False,
-                    reference_images=0)
+    return RunShape(
+        probes=len(bank),
+        samples=8,
+        steps=2,
+        batch_size=8,
+        guided=False,
+        samples_made=False,
+        fd=False,
+        reference_images=0,
+    )
 
 
 @pytest.mark.parametrize("kind,batch", [("forward", 8), ("gradient", 8), ("hvp", 4)])

@@ -42,7 +42,9 @@ def test_probe_losses_back_off_and_a_single_item_that_does_not_fit_is_one_error(
     bank = probe_bank(torch.rand(6, 1, 8, 8) * 2 - 1, 6, 0, (0, 1000), "test")
     den = Denoiser(make_unet(), make_scheduler())
     want = bank_losses(den, bank, 6)
-    torch.testing.assert_close(bank_losses(limited(Denoiser(make_unet(), make_scheduler()), 3), bank, 6), want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        bank_losses(limited(Denoiser(make_unet(), make_scheduler()), 3), bank, 6), want, rtol=0, atol=1e-6
+    )
     with pytest.raises(RunError, match="even at batch size 1"):
         bank_losses(limited(Denoiser(make_unet(), make_scheduler()), 0), bank, 6)
 
@@ -59,7 +61,15 @@ def test_no_retry_once_hooks_have_seen_the_batch():
 
     den.net.register_forward_pre_hook(pre, with_kwargs=True)
     with pytest.raises(RunError, match="smaller --batch-size"):
-        sample(den, make_sampler(make_scheduler(), "ddim"), 3, 4, seed=0, batch_size=4, hooks=[StepReducer(lambda r: r.eps.flatten(1).norm(dim=1))])
+        sample(
+            den,
+            make_sampler(make_scheduler(), "ddim"),
+            3,
+            4,
+            seed=0,
+            batch_size=4,
+            hooks=[StepReducer(lambda r: r.eps.flatten(1).norm(dim=1))],
+        )
 
 
 def test_the_audit_report_states_the_backoff(tiny_pipeline, tmp_path, monkeypatch):
@@ -77,8 +87,31 @@ def test_the_audit_report_states_the_backoff(tiny_pipeline, tmp_path, monkeypatc
 
     monkeypatch.setattr(checkpoint, "load", load)
     out = tmp_path / "a.json"
-    assert run(["quantize", str(tiny_pipeline), "--samples", "8", "--steps", "2", "--probes", "8", "--batch-size", "8", "--bits", "8",
-                "--calib-samples", "4", "--sensitivity-samples", "0", "--json", str(out)]) == 0
+    assert (
+        run(
+            [
+                "quantize",
+                str(tiny_pipeline),
+                "--samples",
+                "8",
+                "--steps",
+                "2",
+                "--probes",
+                "8",
+                "--batch-size",
+                "8",
+                "--bits",
+                "8",
+                "--calib-samples",
+                "4",
+                "--sensitivity-samples",
+                "0",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     env = json.loads(out.read_text())["environment"]
     assert {"where": "sampling", "requested": 8, "used": 4} in env["batch_backoff"]
 
@@ -102,12 +135,14 @@ def test_hessian_vector_products_and_gradients_back_off_to_pieces_that_fit():
     """The Hessian's gradients and HVPs cut this process's chunks in halves until they fit (no graph is kept
     then); the numbers equal those computed at full size, the backoff is recorded, and one probe that
     does not fit is one error line."""
+    from flatcheck.core.params import measured_parameters
     from flatcheck.core.probes import probe_bank
     from flatcheck.measures.sharpness.hessian import BankLoss
-    from flatcheck.core.params import measured_parameters
 
     oom.reset()
-    bank = probe_bank(torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1, 8, 0, (0, 1000), "test")
+    bank = probe_bank(
+        torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1, 8, 0, (0, 1000), "test"
+    )
     groups = torch.tensor([0, 1, 0, 1, 0, 0, 1, 1])
 
     def op_of(den):

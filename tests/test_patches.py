@@ -66,7 +66,9 @@ def test_patches_cnn_fd_orders_real_heldout_and_noise(tmp_path):
     kw = dict(features="patches-cnn", bootstrap=20, cache_dir=tmp_path)
     same = score_samples(rgb_patches("train", n_per_image=100, seed=5), "patches", **kw)
     other = score_samples(rgb_patches("test", n_per_image=250, seed=5), "patches", **kw)
-    noise = score_samples(torch.rand(500, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1, "patches", **kw)
+    noise = score_samples(
+        torch.rand(500, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1, "patches", **kw
+    )
     assert same.label == "FD (patches-cnn)" and same.feature_dim == 128
     assert same.value.value < other.value.value < noise.value.value
     assert noise.value.value > 10 * other.value.value

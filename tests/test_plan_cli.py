@@ -61,7 +61,9 @@ def test_dry_run_prints_the_plan_and_runs_nothing(cli, tiny_pipeline, tmp_path):
     report = tmp_path / "r.json"
     code, out, err = cli("sharpness", tiny_pipeline, *SMALL, "--measures", "hessian", "--dry-run")
     assert code == 0 and "flatcheck plan" in out and "fits" in out
-    code, out, err = cli("sharpness", tiny_pipeline, *SMALL, "--measures", "hessian", "--dry-run", "--json", str(report))
+    code, out, err = cli(
+        "sharpness", tiny_pipeline, *SMALL, "--measures", "hessian", "--dry-run", "--json", str(report)
+    )
     assert code == 0 and not validate(json.loads(report.read_text()), "plan")  # the plan, not a report
 
 
@@ -84,8 +86,23 @@ def test_memory_check_can_be_switched_off(cli, tiny_pipeline, tmp_path, small_ma
     """FLATCHECK_MEMORY_CHECK=0: the run goes on and its report records the plan that did not fit."""
     monkeypatch.setenv("FLATCHECK_MEMORY_CHECK", "0")
     report = tmp_path / "r.json"
-    code, out, err = cli("sharpness", tiny_pipeline, *SMALL, "--measures", "hessian", "--hessian-probes", "2",
-                         "--lanczos-iters", "2", "--top-k", "1", "--hutchinson-draws", "2", "--json", str(report))
+    code, out, err = cli(
+        "sharpness",
+        tiny_pipeline,
+        *SMALL,
+        "--measures",
+        "hessian",
+        "--hessian-probes",
+        "2",
+        "--lanczos-iters",
+        "2",
+        "--top-k",
+        "1",
+        "--hutchinson-draws",
+        "2",
+        "--json",
+        str(report),
+    )
     assert code == 0, err
     plan = json.loads(report.read_text())["environment"]["memory_plan"]
     assert plan["available_bytes"] == 1 << 20 and plan["estimated_peak_bytes"] > plan["available_bytes"]

@@ -9,19 +9,30 @@ import pytest
 import torch
 
 from flatcheck.core.denoiser import Denoiser
-from flatcheck.errors import InputError
 from flatcheck.core.perturb import snapshot, weights_equal
 from flatcheck.core.probes import build_probe_bank
-from flatcheck.measures.quantize.bnb_backend import bnb_linear_swap
-from flatcheck.measures.quantize.calibrate import ActivationStats, activation_range, activation_ranges, collect_activations
-from flatcheck.measures.quantize.drift import paired_drift
-from flatcheck.measures.quantize.sensitivity import layer_sensitivity
-from flatcheck.measures.quantize.settings import LayerPolicy, QuantSetting, settings_from_options
-from flatcheck.measures.quantize.simulated import (
-    ActQuant, WeightCache, layer_plan, quantizable_layers, quantize_weight, simulated_quantization, weight_scale,
-)
-from flatcheck.measures.quantize.measure import QuantizeConfig, full_precision_samples, measure_quantization
 from flatcheck.core.sampling import make_sampler, sample
+from flatcheck.errors import InputError
+from flatcheck.measures.quantize.bnb_backend import bnb_linear_swap
+from flatcheck.measures.quantize.calibrate import (
+    ActivationStats,
+    activation_range,
+    activation_ranges,
+    collect_activations,
+)
+from flatcheck.measures.quantize.drift import paired_drift
+from flatcheck.measures.quantize.measure import QuantizeConfig, full_precision_samples, measure_quantization
+from flatcheck.measures.quantize.sensitivity import layer_sensitivity
+from flatcheck.measures.quantize.settings import LayerPolicy, settings_from_options
+from flatcheck.measures.quantize.simulated import (
+    ActQuant,
+    WeightCache,
+    layer_plan,
+    quantizable_layers,
+    quantize_weight,
+    simulated_quantization,
+    weight_scale,
+)
 
 from .conftest import make_scheduler, make_unet
 
@@ -40,7 +51,9 @@ def tiny_config(**kw):
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 def test_weight_round_trip_within_half_a_step_per_channel(bits):
     g = torch.Generator().manual_seed(bits)
-    w = torch.randn(16, 8, 3, 3, generator=g) * torch.logspace(-2, 1, 16).view(-1, 1, 1, 1)  # very different channel ranges
+    w = torch.randn(16, 8, 3, 3, generator=g) * torch.logspace(-2, 1, 16).view(
+        -1, 1, 1, 1
+    )  # very different channel ranges
     w[3] = 0  # an all-zero channel must survive
     q = quantize_weight(w, bits)
     s = weight_scale(w, bits).view(-1, 1, 1, 1)
@@ -173,7 +186,9 @@ def test_clipping_rules_against_independent_computations():
     st = _stats(x)
     assert activation_range(st, "l", "minmax", 4) == (-30.0, 40.0)
     lo, hi = activation_range(st, "l", "percentile", 4, percentile=99.0)
-    assert lo == pytest.approx(np.percentile(x.numpy(), 1.0), rel=1e-4) and hi == pytest.approx(np.percentile(x.numpy(), 99.0), rel=1e-4)
+    assert lo == pytest.approx(np.percentile(x.numpy(), 1.0), rel=1e-4) and hi == pytest.approx(
+        np.percentile(x.numpy(), 99.0), rel=1e-4
+    )
 
     def mse(r, bits):
         q = ActQuant.from_range(*r, bits)
@@ -197,7 +212,12 @@ def test_sixteen_bits_is_full_precision_within_float_noise(den):
     ranges = activation_ranges(stats, list(layers), "minmax", [16])
     with simulated_quantization(den.net, layer_plan(layers, LayerPolicy(), 16, 16), WeightCache(den.net), ranges):
         q16 = sample(den, sched, 4, 4, 0)
-    with simulated_quantization(den.net, layer_plan(layers, LayerPolicy(), 4, 4), WeightCache(den.net), activation_ranges(stats, list(layers), "minmax", [4])):
+    with simulated_quantization(
+        den.net,
+        layer_plan(layers, LayerPolicy(), 4, 4),
+        WeightCache(den.net),
+        activation_ranges(stats, list(layers), "minmax", [4]),
+    ):
         q4 = sample(den, sched, 4, 4, 0)
     mse16, psnr16 = paired_drift(fp, q16)
     mse4, _ = paired_drift(fp, q4)
@@ -239,14 +259,25 @@ def test_layer_sensitivity_matches_a_manual_single_layer_run(den):
     ref = sample(den, sched, 3, 3, 0)
     name = "down_blocks.0.resnets.0.conv1"
     ranges = {(name, 4): (-2.0, 2.5)}
-    rows = layer_sensitivity(den, sched, 3, 0, ref, layers, {name: (4, 4), "conv_out": (4, None)}, WeightCache(den.net),
-                             {**ranges, ("conv_out", 4): (0.0, 0.0)})
+    rows = layer_sensitivity(
+        den,
+        sched,
+        3,
+        0,
+        ref,
+        layers,
+        {name: (4, 4), "conv_out": (4, None)},
+        WeightCache(den.net),
+        {**ranges, ("conv_out", 4): (0.0, 0.0)},
+    )
     assert [r.rank for r in rows] == [1, 2] and rows[0].drift_mse.value >= rows[1].drift_mse.value
     # independent: write the quantized weight by hand and fake-quantize the input with torch's op
     conv = den.net.get_submodule(name)
     saved = conv.weight.detach().clone()
     q = ActQuant.from_range(-2.0, 2.5, 4)
-    h = conv.register_forward_pre_hook(lambda m, a: (torch.fake_quantize_per_tensor_affine(a[0], q.scale, q.zero_point, 0, q.qmax),))
+    h = conv.register_forward_pre_hook(
+        lambda m, a: (torch.fake_quantize_per_tensor_affine(a[0], q.scale, q.zero_point, 0, q.qmax),)
+    )
     try:
         with torch.no_grad():
             conv.weight.copy_(quantize_weight(saved, 4))
@@ -272,10 +303,12 @@ def test_measure_restores_model_and_is_deterministic(den):
     assert weights_equal(den.net, saved) and [type(m) for m in den.net.modules()] == types
     r2 = measure_quantization(den, bank, cfg)
     assert [s.sample_mse.value for s in r1.settings] == [s.sample_mse.value for s in r2.settings]
-    assert [l.name for l in r1.sensitivity] == [l.name for l in r2.sensitivity]
+    assert [layer.name for layer in r1.sensitivity] == [layer.name for layer in r2.sensitivity]
     w8, w4 = r1.settings
     assert 0 < w8.sample_mse.value < w4.sample_mse.value
-    assert w8.weight_share == pytest.approx(sum(v.weights for v in quantizable_layers(den.net).values()) / sum(p.numel() for p in den.net.parameters()))
+    assert w8.weight_share == pytest.approx(
+        sum(v.weights for v in quantizable_layers(den.net).values()) / sum(p.numel() for p in den.net.parameters())
+    )
     assert r1.sensitivity_setting == "W4A4" and len(r1.sensitivity) == len(quantizable_layers(den.net))
     assert r1.samples_of("W4A4").shape == (6, 1, 8, 8) and w4.fid is None  # the slot FID fills later
     # given full-precision samples are used as they are, not regenerated
@@ -292,18 +325,36 @@ def test_measure_restores_model_after_an_error_mid_run(den):
     def boom(stage, k, total):
         if stage in ("W4A4", "bnb-nf4"):
             raise KeyboardInterrupt  # as Ctrl-C would, in the middle of a quantized setting
+
     for bits, bnb in (("4", None), ("8", "nf4")):
         with pytest.raises(KeyboardInterrupt):
-            measure_quantization(den, bank, tiny_config(settings=settings_from_options(bits, bnb=bnb), sensitivity_samples=0), boom)
+            measure_quantization(
+                den, bank, tiny_config(settings=settings_from_options(bits, bnb=bnb), sensitivity_samples=0), boom
+            )
         assert weights_equal(den.net, saved) and [type(m) for m in den.net.modules()] == types
         assert all(len(m._forward_pre_hooks) == 0 for m in den.net.modules())
 
 
 # The 4-bit codes, as fractions of each 64-weight block's absmax: NF4 from the QLoRA paper (Dettmers
 # et al. 2023, appendix E), FP4 as bitsandbytes defines it (+-{0, 1/16, 2, 3, 4, 6, 8, 12} / 12).
-NF4 = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
-       -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
-       0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0]
+NF4 = [
+    -1.0,
+    -0.6961928009986877,
+    -0.5250730514526367,
+    -0.39491748809814453,
+    -0.28444138169288635,
+    -0.18477343022823334,
+    -0.09105003625154495,
+    0.0,
+    0.07958029955625534,
+    0.16093020141124725,
+    0.24611230194568634,
+    0.33791524171829224,
+    0.44070982933044434,
+    0.5626170039176941,
+    0.7229568362236023,
+    1.0,
+]
 FP4 = sorted({s * v / 12 for s in (-1, 1) for v in (0, 1 / 16, 2, 3, 4, 6, 8, 12)})
 
 
@@ -329,7 +380,10 @@ def _check_4bit(w: torch.Tensor, wq: torch.Tensor, code: list[float], label) -> 
     used = (bq / scale).unsqueeze(-1).sub(c).abs()
     assert float(used.min(-1).values.max()) < 1e-3, (label, "a value off the code book")  # fp4 run as nf4 fails here
     u = (b / a).clamp(-1, 1)
-    assert torch.equal(used.argmin(-1), u.unsqueeze(-1).sub(c).abs().argmin(-1)), (label, "not rounded to the nearest code point")
+    assert torch.equal(used.argmin(-1), u.unsqueeze(-1).sub(c).abs().argmin(-1)), (
+        label,
+        "not rounded to the nearest code point",
+    )
     hi = torch.searchsorted(c, u.contiguous()).clamp(1, len(c) - 1)
     bound = (c[hi] - c[hi - 1]) / 2 * a + (scale - a).abs() + 1e-6 * a
     return bound.reshape(-1)[: w.numel()].view_as(w)
@@ -346,8 +400,10 @@ def test_bitsandbytes_runs_on_cpu_and_is_undone(den):
         seen = {}
         with bnb_linear_swap(net, kind, linear) as swap:
             assert all(type(net.get_submodule(n)).__module__.startswith("bitsandbytes") for n in linear)
-            hooks = [net.get_submodule(n).register_forward_hook(lambda m, a, y, n=n: seen.__setitem__(n, (a[0], y)))
-                     for n in linear]
+            hooks = [
+                net.get_submodule(n).register_forward_hook(lambda m, a, y, n=n: seen.__setitem__(n, (a[0], y)))
+                for n in linear
+            ]
             with torch.no_grad():
                 out = den.model_output(x, 500)
             for h in hooks:
@@ -357,7 +413,9 @@ def test_bitsandbytes_runs_on_cpu_and_is_undone(den):
 
                 F = import_bitsandbytes().functional
                 code = NF4 if kind == "nf4" else FP4
-                assert sorted(set(F.get_4bit_type(kind, device="cpu").tolist())) == pytest.approx(code, abs=1e-6)  # +0 and -0 are one
+                assert sorted(set(F.get_4bit_type(kind, device="cpu").tolist())) == pytest.approx(
+                    code, abs=1e-6
+                )  # +0 and -0 are one
                 for n in linear:
                     m, w = net.get_submodule(n), saved[f"{n}.weight"]
                     # The weights the layer computes with, read from its output on the identity: its storage
@@ -367,13 +425,19 @@ def test_bitsandbytes_runs_on_cpu_and_is_undone(den):
                         wq = (m(eye) - (m(torch.zeros(1, m.in_features)))).T
                     bound = _check_4bit(w, wq, code, (kind, n))
                     ratio = (wq - w).abs() / bound
-                    assert ratio.max() <= 1 and ratio.max() > 0.3, (kind, n, float(ratio.max()))  # within a step, and it is the step
+                    assert ratio.max() <= 1 and ratio.max() > 0.3, (
+                        kind,
+                        n,
+                        float(ratio.max()),
+                    )  # within a step, and it is the step
                     # The layer's output error, on the input it really saw: |x| |W_q - W|^T <= |x| bound^T.
                     xin, y = seen[n]
                     err = (y - (xin @ w.T + saved[f"{n}.bias"])).abs()
                     assert torch.all(err <= xin.abs() @ bound.T + 1e-5)
         assert swap.layers == linear
-        assert swap.weight_share == pytest.approx(sum(net.get_submodule(n).weight.numel() for n in linear) / sum(p.numel() for p in net.parameters()))
+        assert swap.weight_share == pytest.approx(
+            sum(net.get_submodule(n).weight.numel() for n in linear) / sum(p.numel() for p in net.parameters())
+        )
         err = float((out - ref).abs().max())
         assert err > 0 and (kind != "int8" or err < 0.05 * float(ref.abs().max()))
         assert all(type(net.get_submodule(n)) is torch.nn.Linear for n in linear) and weights_equal(net, saved)

@@ -18,7 +18,6 @@ from flatcheck.measures.quantize.calibrate import HEADROOM_BITS, ActivationStats
 from flatcheck.measures.quantize.simulated import ActQuant, WeightCache, simulated_quantization
 
 
-
 def _stats(lo: float, hi: float, n: int = 4096, seed: int = 0) -> ActivationStats:
     g = torch.Generator().manual_seed(seed)
     pool = torch.randn(n, generator=g).clamp(lo, hi)
@@ -75,9 +74,29 @@ def _a16_drift(cli, path) -> dict[str, float]:
     """Relative sample MSE (to the full-precision samples, decoded for latent models) of A16 alone and W16A16."""
     drift = {}
     for spec in (["--wbits", "fp", "--abits", "16"], ["--bits", "16"]):
-        code, out, err = cli("quantize", path, *spec, "--samples", "16", "--steps", "20", "--calib-samples", "8",
-                             "--sensitivity-samples", "0", "--probes", "4", "--batch-size", "16", "--data", "none",
-                             "--device", "cpu", "--json", "-")
+        code, out, err = cli(
+            "quantize",
+            path,
+            *spec,
+            "--samples",
+            "16",
+            "--steps",
+            "20",
+            "--calib-samples",
+            "8",
+            "--sensitivity-samples",
+            "0",
+            "--probes",
+            "4",
+            "--batch-size",
+            "16",
+            "--data",
+            "none",
+            "--device",
+            "cpu",
+            "--json",
+            "-",
+        )
         assert code == 0, err
         (s,) = json.loads(out)["quantize"]["settings"]
         drift[s["name"]] = s["relative_mse"]

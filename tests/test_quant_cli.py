@@ -12,12 +12,30 @@ from flatcheck.core.perturb import snapshot, weights_equal
 from flatcheck.core.probes import build_probe_bank
 from flatcheck.measures.quantize.measure import QuantizeConfig, measure_quantization
 
-FAST = ["--samples", "4", "--steps", "3", "--calib-samples", "2", "--sensitivity-samples", "2", "--sensitivity-steps", "2",
-        "--probes", "4", "--batch-size", "8", "--device", "cpu"]
+FAST = [
+    "--samples",
+    "4",
+    "--steps",
+    "3",
+    "--calib-samples",
+    "2",
+    "--sensitivity-samples",
+    "2",
+    "--sensitivity-steps",
+    "2",
+    "--probes",
+    "4",
+    "--batch-size",
+    "8",
+    "--device",
+    "cpu",
+]
 
 
 def test_quantize_json_table_and_grids(cli, tiny_pipeline, tmp_path):
-    code, out, err = cli("quantize", tiny_pipeline, "--bits", "8,4", "--bnb", "int8", *FAST, "--json", "-", "--out", tmp_path)
+    code, out, err = cli(
+        "quantize", tiny_pipeline, "--bits", "8,4", "--bnb", "int8", *FAST, "--json", "-", "--out", tmp_path
+    )
     assert code == 0, err
     r = json.loads(out)["quantize"]  # stdout is JSON only (the report document)
     assert [s["name"] for s in r["settings"]] == ["W8A8", "W4A4", "bnb-int8"]
@@ -27,19 +45,37 @@ def test_quantize_json_table_and_grids(cli, tiny_pipeline, tmp_path):
     assert w8["fid"] is None and "_samples" not in w8  # FID slot, samples not in the JSON
     assert r["sensitivity_setting"] == "W4A4" and r["sensitivity"][0]["rank"] == 1
     assert r["layer_policy"].startswith("first/last layers quantized like the rest")
-    assert {p.name for p in tmp_path.iterdir()} >= {"side-by-side.png", "samples-full-precision.png", "samples-W4A4.png"}
+    assert {p.name for p in tmp_path.iterdir()} >= {
+        "side-by-side.png",
+        "samples-full-precision.png",
+        "samples-W4A4.png",
+    }
     code, out, err = cli("quantize", tiny_pipeline, "--bits", "6", "--first-last", "fp", "--attention", "fp", *FAST)
     assert code == 0, err
     assert "W6A6" in out and "kept in full precision" in out and "most sensitive layers" in out
 
 
-@pytest.mark.parametrize("args", [
-    ["--bits", "0"], ["--bits", "1"], ["--bits", "17"], ["--bits", "text"], ["--bits", "8,,4"],
-    ["--wbits", "3", "--bits", "8,4", "--abits", "8,6,4"], ["--bnb", "int2"], ["--first-last", "none"],
-    ["--attention", "half"], ["--calibration", "kl"], ["--percentile", "20", "--calibration", "percentile"],
-    ["--sampler", "nope"], ["--samples", "0"], ["--sensitivity-setting", "W2A2"], ["--probes", "0"],
-    ["--data", "/no/such/folder"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--bits", "0"],
+        ["--bits", "1"],
+        ["--bits", "17"],
+        ["--bits", "text"],
+        ["--bits", "8,,4"],
+        ["--wbits", "3", "--bits", "8,4", "--abits", "8,6,4"],
+        ["--bnb", "int2"],
+        ["--first-last", "none"],
+        ["--attention", "half"],
+        ["--calibration", "kl"],
+        ["--percentile", "20", "--calibration", "percentile"],
+        ["--sampler", "nope"],
+        ["--samples", "0"],
+        ["--sensitivity-setting", "W2A2"],
+        ["--probes", "0"],
+        ["--data", "/no/such/folder"],
+    ],
+)
 def test_bad_input_is_one_line_exit_2(cli, tiny_pipeline, args):
     code, out, err = cli("quantize", tiny_pipeline, *FAST, *args)
     assert code == 2

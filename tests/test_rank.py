@@ -37,7 +37,7 @@ def test_spearman_and_kendall_tau_b_equal_scipy_with_ties(n):
 
 def test_planted_orders_and_ties():
     x = np.arange(7.0)
-    assert stats.spearman(x, x ** 3) == 1.0 and stats.kendall_tau_b(x, np.exp(x)) == 1.0
+    assert stats.spearman(x, x**3) == 1.0 and stats.kendall_tau_b(x, np.exp(x)) == 1.0
     assert stats.spearman(x, -x) == -1.0 and stats.kendall_tau_b(x, -x) == -1.0
     np.testing.assert_array_equal(stats.average_ranks([10, 20, 20, 5]), [2, 3.5, 3.5, 1])
     assert np.isnan(stats.spearman([1, 1, 1], [1, 2, 3])) and np.isnan(stats.kendall_tau_b([1, 2, 3], [4, 4, 4]))
@@ -49,18 +49,31 @@ def test_planted_orders_and_ties():
 @pytest.mark.parametrize("n", range(3, 9))
 def test_permutation_p_is_scipys_exact_test(n):
     rng = np.random.default_rng(10 + n)
-    for x, y in [(np.arange(n), np.arange(n)), (rng.integers(0, 3, n), rng.integers(0, 4, n)), (rng.normal(size=n), rng.normal(size=n))]:
+    for x, y in [
+        (np.arange(n), np.arange(n)),
+        (rng.integers(0, 3, n), rng.integers(0, 4, n)),
+        (rng.normal(size=n), rng.normal(size=n)),
+    ]:
         x, y = x.astype(float), y.astype(float)
         p, method = stats.permutation_p(x, y)
         if np.isnan(stats.spearman(x, y)):
             assert p is None
             continue
-        # Two-sided as |rho| >= |observed| (scipy's "two-sided" doubles the smaller tail instead; the same without ties).
+        # Two-sided as |rho| >= |observed| (scipy's "two-sided" doubles the smaller tail instead; the same without
+        # ties).
         # scipy enumerates the orderings; the statistic is ours (held to scipy's spearmanr above), vectorised for speed.
-        want = scipy.stats.permutation_test((y,), lambda yy, axis: np.abs(stats.spearman(np.broadcast_to(x, yy.shape), yy)),
-                                            permutation_type="pairings", n_resamples=np.inf, alternative="greater", vectorized=True).pvalue
+        want = scipy.stats.permutation_test(
+            (y,),
+            lambda yy, axis: np.abs(stats.spearman(np.broadcast_to(x, yy.shape), yy)),
+            permutation_type="pairings",
+            n_resamples=np.inf,
+            alternative="greater",
+            vectorized=True,
+        ).pvalue
         assert p == pytest.approx(want) and method.startswith("exact"), (x, y)
-    assert stats.permutation_p([1, 2, 3], [4, 5, 6])[0] == pytest.approx(1 / 3)  # three checkpoints: perfect by chance 1 in 3
+    assert stats.permutation_p([1, 2, 3], [4, 5, 6])[0] == pytest.approx(
+        1 / 3
+    )  # three checkpoints: perfect by chance 1 in 3
 
 
 def test_permutation_p_by_random_orderings_above_eight():
@@ -70,7 +83,7 @@ def test_permutation_p_by_random_orderings_above_eight():
     assert method.startswith("Monte Carlo") and p == stats.permutation_p(x, y, rounds=9999, seed=1)[0]
     exact = 0.0122  # scipy.stats.permutation_test, 20000 random pairings (the exact p needs 12! orderings)
     assert abs(p - exact) < 0.004
-    assert stats.permutation_p(x, x ** 2, rounds=999)[0] == pytest.approx(1 / 1000)  # none as good: (1 + 0) / (1 + 999)
+    assert stats.permutation_p(x, x**2, rounds=999)[0] == pytest.approx(1 / 1000)  # none as good: (1 + 0) / (1 + 999)
 
 
 # ---------------------------------------------------------------------------- bootstraps
@@ -118,8 +131,16 @@ def test_measures_and_outcomes_read_the_reports_numbers(tiny_audit):
     docs = [doc, copy.deepcopy(doc), copy.deepcopy(doc)]
     measures, notes = gather(docs, ["a", "b", "c"], "measures")
     keys = {q.key for q in measures}
-    assert {"hessian.top_eigenvalue", "hessian.trace", "avg.adaptive.r0.01", "avg.adaptive.r0.1", "worst.adaptive.r0.0001",
-            "worst.adaptive.r0.001", "hessian.trace.t0-1000", "worst.adaptive.r0.001.t0-1000"} <= keys
+    assert {
+        "hessian.top_eigenvalue",
+        "hessian.trace",
+        "avg.adaptive.r0.01",
+        "avg.adaptive.r0.1",
+        "worst.adaptive.r0.0001",
+        "worst.adaptive.r0.001",
+        "hessian.trace.t0-1000",
+        "worst.adaptive.r0.001.t0-1000",
+    } <= keys
     for q in measures:
         value, se = lookup(doc, q.path)
         assert q.values == [value] * 3 and q.stderrs == [se] * 3, q.key
@@ -127,20 +148,35 @@ def test_measures_and_outcomes_read_the_reports_numbers(tiny_audit):
     assert top.values[0] == doc["sharpness"]["hessian"]["eigen"]["eigenvalues"][0] and top.stderrs == [None] * 3
     outcomes, onotes = gather(docs, ["a", "b", "c"], "outcomes")
     by = {q.key: q for q in outcomes}
-    assert set(by) == {"quantize.W8A8.drift", "quantize.W8A8.fd_change", "quantize.W4A4.drift", "quantize.W4A4.fd_change",
-                       "exposure.2.gap", "exposure.2.lambda"}
+    assert set(by) == {
+        "quantize.W8A8.drift",
+        "quantize.W8A8.fd_change",
+        "quantize.W4A4.drift",
+        "quantize.W4A4.fd_change",
+        "exposure.2.gap",
+        "exposure.2.lambda",
+    }
     w4 = doc["quantize"]["settings"][1]
     assert by["quantize.W4A4.drift"].values[0] == w4["relative_mse"]
-    assert by["quantize.W4A4.drift"].stderrs[0] == pytest.approx(w4["relative_mse"] * w4["sample_mse"]["stderr"] / w4["sample_mse"]["value"])
+    assert by["quantize.W4A4.drift"].stderrs[0] == pytest.approx(
+        w4["relative_mse"] * w4["sample_mse"]["stderr"] / w4["sample_mse"]["value"]
+    )
     assert by["quantize.W4A4.fd_change"].values[0] == w4["fid_change"]["value"]
     run = doc["exposure"]["runs"][0]
-    assert by["exposure.2.gap"].values[0] == abs(run["gap_relative"]) and by["exposure.2.gap"].signed[0] == run["gap_relative"]
+    assert (
+        by["exposure.2.gap"].values[0] == abs(run["gap_relative"])
+        and by["exposure.2.gap"].signed[0] == run["gap_relative"]
+    )
     assert by["exposure.2.lambda"].values[0] == pytest.approx(abs(run["scaling"][0]["b"] - 1))
     assert any("nf4" in n for n in onotes)  # no nf4 setting: said, not invented
     nf4 = copy.deepcopy(doc)
-    nf4["quantize"]["settings"].append({**copy.deepcopy(w4), "name": "bnb-nf4", "backend": "bnb", "wbits": 4, "abits": None, "bnb_type": "nf4"})
+    nf4["quantize"]["settings"].append(
+        {**copy.deepcopy(w4), "name": "bnb-nf4", "backend": "bnb", "wbits": 4, "abits": None, "bnb_type": "nf4"}
+    )
     outcomes, onotes = gather([nf4] * 3, ["a", "b", "c"], "outcomes")
-    assert {"quantize.bnb-nf4.drift", "quantize.bnb-nf4.fd_change"} <= {q.key for q in outcomes} and not any("nf4" in n for n in onotes)
+    assert {"quantize.bnb-nf4.drift", "quantize.bnb-nf4.fd_change"} <= {q.key for q in outcomes} and not any(
+        "nf4" in n for n in onotes
+    )
 
 
 def test_a_number_missing_from_one_report_is_left_out_with_a_note(tiny_audit):
@@ -151,16 +187,24 @@ def test_a_number_missing_from_one_report_is_left_out_with_a_note(tiny_audit):
     fewer["sharpness"]["worst"][0]["points"] = fewer["sharpness"]["worst"][0]["points"][:1]  # one radius fewer
     fewer["quantize"]["settings"][1]["fid_change"] = None
     measures, notes = gather([doc, fewer, doc], ["a", "b", "c"], "measures")
-    assert "worst.adaptive.r0.001" not in {q.key for q in measures} and "worst.adaptive.r0.0001" in {q.key for q in measures}
+    assert "worst.adaptive.r0.001" not in {q.key for q in measures} and "worst.adaptive.r0.0001" in {
+        q.key for q in measures
+    }
     assert any(n.startswith("worst.adaptive.r0.001: not in the report of b") for n in notes)
     failed = copy.deepcopy(doc)
     failed["exposure"] = None
-    failed["verdicts"] = [{**v, "status": "error", "line": "out of memory"} if v["area"] == "exposure" else v for v in doc["verdicts"]]
+    failed["verdicts"] = [
+        {**v, "status": "error", "line": "out of memory"} if v["area"] == "exposure" else v for v in doc["verdicts"]
+    ]
     outcomes, notes = gather([doc, failed, doc], ["a", "b", "c"], "outcomes")
     assert not any(q.key.startswith("exposure.") for q in outcomes)
-    assert "exposure failed (out of memory): no exposure outcomes (b)" in notes and not any(n.startswith("exposure.") for n in notes)
+    assert "exposure failed (out of memory): no exposure outcomes (b)" in notes and not any(
+        n.startswith("exposure.") for n in notes
+    )
     outcomes, notes = gather([doc, fewer, doc], ["a", "b", "c"], "outcomes")
-    assert "quantize.W4A4.fd_change" not in {q.key for q in outcomes} and "quantize.W8A8.fd_change" in {q.key for q in outcomes}
+    assert "quantize.W4A4.fd_change" not in {q.key for q in outcomes} and "quantize.W8A8.fd_change" in {
+        q.key for q in outcomes
+    }
     assert any("W4A4" in n and "(b)" in n for n in notes)
 
 
@@ -191,9 +235,8 @@ RANK_RUN = [*TINY_CLI, "--features", "digits-cnn", "--device", "cpu", "--bootstr
 @pytest.fixture(scope="module")
 def ranked(three_models, tmp_path_factory):
     """`flatcheck rank` on the three models (one run for the tests below): its JSON, plot, Markdown."""
-    from flatcheck.cli import run
-
     import flatcheck.compare as compare
+    from flatcheck.cli import run
 
     out = tmp_path_factory.mktemp("rank")
     audited, plain = [], compare.audit_checkpoint
@@ -204,8 +247,19 @@ def ranked(three_models, tmp_path_factory):
 
     compare.audit_checkpoint = counting
     try:
-        code = run(["rank", *map(str, three_models), *RANK_RUN, "--json", str(out / "rank.json"), "--plot", str(out / "scatter.png"),
-                    "--markdown", str(out / "rank.md")])
+        code = run(
+            [
+                "rank",
+                *map(str, three_models),
+                *RANK_RUN,
+                "--json",
+                str(out / "rank.json"),
+                "--plot",
+                str(out / "scatter.png"),
+                "--markdown",
+                str(out / "rank.md"),
+            ]
+        )
     finally:
         compare.audit_checkpoint = plain
     assert code == 0
@@ -219,12 +273,19 @@ def test_rank_on_three_tiny_models(ranked, three_models):
 
     doc, out = ranked
     assert validate(doc, "rank") == [], validate(doc, "rank")[:3]
-    assert doc["schema_version"] == VERSIONS["rank"] and doc["n"] == 3 and doc["models"] == [str(m) for m in three_models]
+    assert (
+        doc["schema_version"] == VERSIONS["rank"] and doc["n"] == 3 and doc["models"] == [str(m) for m in three_models]
+    )
     # One audit per model, all on one bank and seed set.
-    assert len(doc["reports"]) == 3 and len({json.dumps(r["bank"]["seed"]) + r["bank"]["source"] for r in doc["reports"]}) == 1
+    assert (
+        len(doc["reports"]) == 3
+        and len({json.dumps(r["bank"]["seed"]) + r["bank"]["source"] for r in doc["reports"]}) == 1
+    )
     # The ranked values are the reports' own numbers, and each pair's coefficients are those of the values.
     measures, _ = gather(doc["reports"], doc["models"], "measures")
-    assert [q["values"] for q in doc["measures"]] == [q.values for q in measures if q.bucket is None]  # by default, whole-bank ones
+    assert [q["values"] for q in doc["measures"]] == [
+        q.values for q in measures if q.bucket is None
+    ]  # by default, whole-bank ones
     vals = {q["key"]: q["values"] for q in doc["measures"] + doc["outcomes"]}
     assert len(doc["pairs"]) == len(doc["measures"]) * len(doc["outcomes"]) > 0
     for p in doc["pairs"]:
@@ -245,7 +306,9 @@ def test_rank_on_three_tiny_models(ranked, three_models):
     qs = {q["key"]: q for q in doc["measures"] + doc["outcomes"]}
 
     def draws(q):
-        return stats.noise_draws(q["signed"] or q["values"], q["stderrs"], 300, stream(0, f"rank-noise-{q['key']}"), q["absolute"])
+        return stats.noise_draws(
+            q["signed"] or q["values"], q["stderrs"], 300, stream(0, f"rank-noise-{q['key']}"), q["absolute"]
+        )
 
     for p in doc["pairs"]:
         m, o = qs[p["measure"]], qs[p["outcome"]]
@@ -274,12 +337,27 @@ def test_rank_from_written_reports_gives_the_same_numbers(ranked, cli, tmp_path)
     assert again["models"] == [r["model"]["source"] for r in doc["reports"]]
     assert again["pairs"] == doc["pairs"] and again["measures"] == doc["measures"]  # same seed: same intervals too
     # The rank document itself is accepted (its embedded reports are ranked), and the selection narrows the pairs.
-    code, stdout, err = cli("rank", "--reports", out / "rank.json", "--bootstrap", "300", "--measures", "hessian.*",
-                            "--outcomes", "quantize.W4A4.*", "--json", "-")
+    code, stdout, err = cli(
+        "rank",
+        "--reports",
+        out / "rank.json",
+        "--bootstrap",
+        "300",
+        "--measures",
+        "hessian.*",
+        "--outcomes",
+        "quantize.W4A4.*",
+        "--json",
+        "-",
+    )
     assert code == 0, err
     narrow = json.loads(stdout)
-    assert {p["measure"] for p in narrow["pairs"]} == {"hessian.top_eigenvalue", "hessian.trace", "hessian.trace.t0-500",
-                                                       "hessian.trace.t500-1000"}
+    assert {p["measure"] for p in narrow["pairs"]} == {
+        "hessian.top_eigenvalue",
+        "hessian.trace",
+        "hessian.trace.t0-500",
+        "hessian.trace.t500-1000",
+    }
     assert {p["outcome"] for p in narrow["pairs"]} == {"quantize.W4A4.drift", "quantize.W4A4.fd_change"}
     # A pair's numbers do not depend on the other pairs asked for (the per-bucket ones were not in the default run).
     shared = [p for p in narrow["pairs"] if not p["measure"].startswith("hessian.trace.t")]
@@ -334,5 +412,9 @@ def test_tied_checkpoints_have_no_correlation_and_other_devices_are_noted(tiny_a
     r = rank_reports(docs, ["a", "b", "c"], rounds=50)
     assert r.pairs and all(p.spearman.value is None and p.kendall.value is None and p.p_value is None for p in r.pairs)
     assert all(p.spearman.checkpoints.low is None and p.spearman.checkpoints.dropped == 50 for p in r.pairs)
-    assert r.pairs[0].sentence == "top Hessian eigenvalue vs W8A8 sample drift: no rank correlation, top Hessian eigenvalue is the same for all 3 checkpoints."
+    assert (
+        r.pairs[0].sentence
+        == "top Hessian eigenvalue vs W8A8 sample drift: no rank correlation, top Hessian eigenvalue is the same for "
+        "all 3 checkpoints."
+    )
     assert any("different devices (cpu, cuda:0)" in n for n in r.notes)

@@ -6,7 +6,6 @@ import copy
 import json
 import shutil
 import subprocess
-from importlib import resources
 
 import pytest
 
@@ -45,7 +44,11 @@ def test_audit_json_validates_and_records_everything(tiny_audit):
     assert all(doc[a] is not None for a in AREAS), doc["verdicts"]
     env = doc["environment"]
     assert env["torch"] and env["diffusers"] and env["flatcheck"] and env["device"] == "cpu"
-    assert doc["options"]["samples"] == 4 and doc["options"]["fid_features"] == "digits-cnn" and doc["options"]["data"] == "digits"
+    assert (
+        doc["options"]["samples"] == 4
+        and doc["options"]["fid_features"] == "digits-cnn"
+        and doc["options"]["data"] == "digits"
+    )
     assert doc["bank"]["loss"]["stderr"] > 0 and doc["bank"]["n"] == 8
     assert doc["seeds"]["bank"] == doc["seeds"]["samples"] == 0
     # The JSON round-trips (no NaN, no tensors) and nothing private leaks into it.
@@ -111,7 +114,10 @@ def test_markdown_has_verdicts_gate_paths_and_goes_to_the_step_summary(tiny_audi
     # Every estimate is shown with its uncertainty, under the path the gate accepts.
     w8 = doc["quantize"]["settings"][0]
     assert w8["name"] == "W8A8"
-    assert f"`quantize.settings.W8A8.sample_mse` | {w8['sample_mse']['value']:.4g} ± {w8['sample_mse']['stderr']:.2g}" in md
+    assert (
+        f"`quantize.settings.W8A8.sample_mse` | {w8['sample_mse']['value']:.4g} ± {w8['sample_mse']['stderr']:.2g}"
+        in md
+    )
     assert "(plots/exposure.png)" in md and (out / "plots" / "exposure.png").is_file()
     s = summary.read_text()
     assert s.startswith("earlier step\n") and "# flatcheck audit" in s  # appended, not overwritten
@@ -132,8 +138,8 @@ def _chromium():
 
 
 def test_html_is_self_contained_and_renders(tiny_audit, tmp_path):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     from flatcheck.report.html import audit_html
     from flatcheck.report.plots import make_plots
@@ -151,12 +157,25 @@ def test_html_is_self_contained_and_renders(tiny_audit, tmp_path):
     if browser is None:
         pytest.skip("chromium not installed (apt-get install -y chromium)")
     shot = tmp_path / "shot.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1000,2400",
-                    f"--screenshot={shot}", page.as_uri()], check=True, timeout=120, capture_output=True)
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1000,2400",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
     img = np.asarray(Image.open(shot).convert("RGB")).astype(np.int32)
     assert img.shape[0] >= 2000 and img.shape[1] >= 900
     ink = (img.sum(-1) < 600).mean()  # share of pixels that are not (near) white
-    colours = len(np.unique(img.reshape(-1, 3)[:: 7], axis=0))
+    colours = len(np.unique(img.reshape(-1, 3)[::7], axis=0))
     assert ink > 0.02, f"blank page? only {ink:.2%} non-white pixels"
     assert colours > 50, "no plots or badges rendered"
     # The embedded plots were decoded and drawn: matplotlib's default blue (#1f77b4) is on the page.

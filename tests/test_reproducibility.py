@@ -16,7 +16,16 @@ from tests.audit_fixtures import TINY_CLI, tiny_audit  # noqa: F401 (fixture)
 
 # Keys whose values are wall-clock or memory measurements or say where a cache lives / whether it was
 # hit: everything else in the report is a function of (inputs, seed, device, threads, versions).
-RUN_DEPENDENT = {"timings", "sampling_seconds", "seconds", "time_ratio", "cache", "cache_path", "peak_memory", "memory_plan"}
+RUN_DEPENDENT = {
+    "timings",
+    "sampling_seconds",
+    "seconds",
+    "time_ratio",
+    "cache",
+    "cache_path",
+    "peak_memory",
+    "memory_plan",
+}
 
 
 def _without_run_dependent(node):
@@ -63,7 +72,9 @@ def test_same_seed_device_threads_give_a_bit_identical_report(cli, tiny_pipeline
     first, second = docs
     assert first["environment"]["torch_threads"] == threads
     assert first["fid"]["reference"]["cache"] == "computed" and second["fid"]["reference"]["cache"] == "disk"
-    assert first["timings"] and first["sharpness"]["timings"] and first["environment"]["peak_memory"]  # the excluded keys exist: the filter is not vacuous
+    assert (
+        first["timings"] and first["sharpness"]["timings"] and first["environment"]["peak_memory"]
+    )  # the excluded keys exist: the filter is not vacuous
     diffs = _differences(_without_run_dependent(first), _without_run_dependent(second))
     assert not diffs, diffs[:20]
 

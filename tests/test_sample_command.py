@@ -32,8 +32,23 @@ def test_sample_exports_the_measures_samples_and_resumes(tiny_pipeline, tmp_path
     doc = json.loads((tmp_path / "b.json").read_text())
     assert doc["generated"] == 3 and doc["png_written"] == 3 and np.load(out / "samples.npz")["images"].shape[0] == 9
     # the store is a sample folder the measures read
-    assert run(["fid", str(tiny_pipeline), "--samples-from", str(out / "store"), "--ref", "digits", "--features", "digits-cnn",
-                "--json", str(tmp_path / "f.json")]) == 0
+    assert (
+        run(
+            [
+                "fid",
+                str(tiny_pipeline),
+                "--samples-from",
+                str(out / "store"),
+                "--ref",
+                "digits",
+                "--features",
+                "digits-cnn",
+                "--json",
+                str(tmp_path / "f.json"),
+            ]
+        )
+        == 0
+    )
     # another seed in the same folder is refused in one line
     assert run([*args[:-4], "--seed", "3", "--steps", "3", "--samples", "2"]) == 2
     assert "holds samples of another run" in capsys.readouterr().err
@@ -46,8 +61,26 @@ def test_sample_of_a_class_model_records_conditions(tmp_path):
 
     folder = tmp_path / "cls"
     DDPMPipeline(unet=make_unet(num_class_embeds=5), scheduler=make_scheduler()).save_pretrained(folder)
-    assert run(["sample", str(folder), "--out", str(tmp_path / "o"), "--samples", "4", "--steps", "2", "--labels", "1,3", "--no-png",
-                "--json", str(tmp_path / "c.json")]) == 0
+    assert (
+        run(
+            [
+                "sample",
+                str(folder),
+                "--out",
+                str(tmp_path / "o"),
+                "--samples",
+                "4",
+                "--steps",
+                "2",
+                "--labels",
+                "1,3",
+                "--no-png",
+                "--json",
+                str(tmp_path / "c.json"),
+            ]
+        )
+        == 0
+    )
     z = np.load(tmp_path / "o" / "samples.npz")
     assert z["conditions"].tolist() == [1, 3, 1, 3] and not (tmp_path / "o" / "png").exists()
     assert json.loads((tmp_path / "c.json").read_text())["conditions"]["kind"] == "class"

@@ -9,11 +9,18 @@ import pytest
 import torch
 
 from flatcheck.core.denoiser import Denoiser
-from flatcheck.errors import InputError
 from flatcheck.core.sample_store import SampleStore, generate, model_fingerprint
 from flatcheck.core.sampling import (
-    RecordSteps, StepReducer, check_sampler_name, generators, make_sampler, parse_steps, sample, sample_batch,
+    RecordSteps,
+    StepReducer,
+    check_sampler_name,
+    generators,
+    make_sampler,
+    parse_steps,
+    sample,
+    sample_batch,
 )
+from flatcheck.errors import InputError
 
 from .conftest import make_scheduler, make_unet
 
@@ -37,7 +44,9 @@ def test_same_pixels_as_diffusers_pipeline(pipeline, sampler):
     pipe.set_progress_bar_config(disable=True)
     n, steps, seed = 5, 7, 11
     ref = pipe(batch_size=n, generator=generators(seed, range(n)), num_inference_steps=steps, output_type="np").images
-    ours = sample(Denoiser(unet, make_scheduler()), make_sampler(make_scheduler(), sampler), steps, n, seed, batch_size=n)
+    ours = sample(
+        Denoiser(unet, make_scheduler()), make_sampler(make_scheduler(), sampler), steps, n, seed, batch_size=n
+    )
     assert np.abs(_to01(ours) - ref).max() <= 1e-6
 
 

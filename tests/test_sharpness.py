@@ -9,21 +9,32 @@ import numpy as np
 import pytest
 import torch
 
-from flatcheck.measures.sharpness.blocks import bucket_edges, bucket_index, parameter_groups, spread_indices
 from flatcheck.core.denoiser import Denoiser
-from flatcheck.errors import InputError
 from flatcheck.core.params import flat, measured_parameters
 from flatcheck.core.perturb import snapshot, weights_equal
 from flatcheck.core.probes import bank_losses, build_probe_bank
-from flatcheck.results import to_jsonable
+from flatcheck.errors import InputError
+from flatcheck.measures.sharpness.blocks import bucket_edges, bucket_index, parameter_groups, spread_indices
 from flatcheck.measures.sharpness.measure import SharpnessConfig, measure_sharpness
+from flatcheck.results import to_jsonable
 
 from .conftest import make_scheduler, make_unet
 from .linear_denoiser import closed_form_hessian, linear_bank, linear_denoiser
 
-
-SMALL = dict(radii=(0.01, 0.1), worst_radii=(0.01, 0.1), draws=2, ascent_steps=2, hessian_probes=6, top_k=2,
-             lanczos_iters=4, hutchinson_draws=2, landscape_probes=4, landscape_points=3, landscape_grid=3, buckets=2)
+SMALL = dict(
+    radii=(0.01, 0.1),
+    worst_radii=(0.01, 0.1),
+    draws=2,
+    ascent_steps=2,
+    hessian_probes=6,
+    top_k=2,
+    lanczos_iters=4,
+    hutchinson_draws=2,
+    landscape_probes=4,
+    landscape_points=3,
+    landscape_grid=3,
+    buckets=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +80,7 @@ def test_average_case_matches_half_the_curvature_on_a_quadratic_loss():
     d = theta.numel()
     scales = {"absolute": torch.full_like(theta, float(theta.norm()) / math.sqrt(d)), "adaptive": theta.abs() + cfg.eta}
     for av in res.average:
-        expected = 0.5 * 0.05 ** 2 * float((scales[av.norm] ** 2 * torch.diag(H)).sum())
+        expected = 0.5 * 0.05**2 * float((scales[av.norm] ** 2 * torch.diag(H)).sum())
         est = av.points[0].increase
         assert abs(est.value - expected) < 4 * est.stderr, (av.norm, est, expected)
         assert est.stderr < 0.2 * expected
@@ -91,7 +102,7 @@ def test_one_step_worst_case_is_sams_closed_form():
         g = flat(torch.autograd.grad(loss, params))
     r = 0.02
     R = r * float(theta.norm())
-    expected = R * float(g.norm()) + 0.5 * R ** 2 * float(g @ H @ g) / float(g @ g)
+    expected = R * float(g.norm()) + 0.5 * R**2 * float(g @ H @ g) / float(g @ g)
     cfg = SharpnessConfig(measures=("worst",), norms=("absolute",), worst_radii=(r,), ascent_steps=1)
     res = measure_sharpness(den, bank, cfg)
     p = res.worst[0].points[0]
@@ -143,8 +154,12 @@ def test_one_step_adaptive_worst_case_is_asams_closed_form_and_more_steps_climb_
     one = {w.norm: w.points[0] for w in measure_sharpness(den, bank, cfg).worst}
     assert one["adaptive"].increase == pytest.approx(expected, rel=1e-9)
     assert one["adaptive"].delta_norm == pytest.approx(float(delta.norm()), rel=1e-9)
-    many = {w.norm: w.points[0] for w in measure_sharpness(den, bank, SharpnessConfig(
-        measures=("worst",), worst_radii=(r,), ascent_steps=6)).worst}
+    many = {
+        w.norm: w.points[0]
+        for w in measure_sharpness(
+            den, bank, SharpnessConfig(measures=("worst",), worst_radii=(r,), ascent_steps=6)
+        ).worst
+    }
     for norm in ("adaptive", "absolute"):
         S = s[norm]
         best = _trust_region_max(S * g, S[:, None] * H * S[None, :], R_u)  # in u: g_u = s g, H_u = S H S
@@ -155,8 +170,14 @@ def test_one_step_adaptive_worst_case_is_asams_closed_form_and_more_steps_climb_
 
 def test_worst_case_exceeds_average_case_at_equal_radius(unet_setup):
     den, bank = unet_setup
-    cfg = SharpnessConfig(measures=("avg", "worst"), radii=(0.001, 0.01, 0.1), worst_radii=(0.001, 0.01, 0.1),
-                          draws=2, ascent_steps=2, buckets=2)
+    cfg = SharpnessConfig(
+        measures=("avg", "worst"),
+        radii=(0.001, 0.01, 0.1),
+        worst_radii=(0.001, 0.01, 0.1),
+        draws=2,
+        ascent_steps=2,
+        buckets=2,
+    )
     res = measure_sharpness(den, bank, cfg)
     for av, wc in zip(res.average, res.worst):
         assert av.norm == wc.norm
@@ -196,9 +217,16 @@ def test_every_measure_is_deterministic_and_leaves_weights_untouched(unet_setup)
     assert d.average == a.average and d.hessian == a.hessian
 
 
-@pytest.mark.parametrize("stage,exc", [("average", KeyboardInterrupt), ("worst", KeyboardInterrupt),
-                                       ("hessian", RuntimeError), ("hutchinson", KeyboardInterrupt),
-                                       ("landscape", KeyboardInterrupt)])
+@pytest.mark.parametrize(
+    "stage,exc",
+    [
+        ("average", KeyboardInterrupt),
+        ("worst", KeyboardInterrupt),
+        ("hessian", RuntimeError),
+        ("hutchinson", KeyboardInterrupt),
+        ("landscape", KeyboardInterrupt),
+    ],
+)
 def test_weights_restored_when_interrupted_mid_measure(unet_setup, stage, exc):
     den, bank = unet_setup
     saved = snapshot(den.net)
@@ -217,21 +245,36 @@ def test_weights_restored_when_interrupted_mid_measure(unet_setup, stage, exc):
     assert [p.requires_grad for p in den.net.parameters()] == flags
 
 
-@pytest.mark.parametrize("kwargs,fragment", [
-    ({"radii": (-0.1,)}, "--radii"), ({"worst_radii": (0.0,)}, "--worst-radii"), ({"measures": ("avg", "foo")}, "foo"),
-    ({"norms": ("l1",)}, "l1"), ({"draws": 0}, "--draws"), ({"hutchinson_draws": 1}, "--hutchinson-draws"),
-    ({"top_k": 5, "lanczos_iters": 3}, "--top-k"), ({"tol": 2.0}, "--tol"),
-])
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        ({"radii": (-0.1,)}, "--radii"),
+        ({"worst_radii": (0.0,)}, "--worst-radii"),
+        ({"measures": ("avg", "foo")}, "foo"),
+        ({"norms": ("l1",)}, "l1"),
+        ({"draws": 0}, "--draws"),
+        ({"hutchinson_draws": 1}, "--hutchinson-draws"),
+        ({"top_k": 5, "lanczos_iters": 3}, "--top-k"),
+        ({"tol": 2.0}, "--tol"),
+    ],
+)
 def test_bad_config_is_an_input_error(kwargs, fragment):
     with pytest.raises(InputError, match=fragment):
         SharpnessConfig(**kwargs).validate()
 
 
 # ------------------------------------------------------------------------------------------ CLI
-@pytest.mark.parametrize("args,fragment", [
-    (["--radii", "-0.1"], "--radii"), (["--radii", "abc"], "--radii"), (["--measures", "avg,sharp"], "sharp"),
-    (["--probes", "0"], "--probes"), (["--timesteps", "5:2"], "--timesteps"), (["--norms", "l2"], "l2"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--radii", "-0.1"], "--radii"),
+        (["--radii", "abc"], "--radii"),
+        (["--measures", "avg,sharp"], "sharp"),
+        (["--probes", "0"], "--probes"),
+        (["--timesteps", "5:2"], "--timesteps"),
+        (["--norms", "l2"], "l2"),
+    ],
+)
 def test_cli_bad_values_exit_2_with_one_line(cli, tiny_pipeline, args, fragment):
     code, out, err = cli("sharpness", tiny_pipeline, "--data", "digits", *args)
     assert code == 2
@@ -244,10 +287,40 @@ def test_cli_json_plots_and_arrays(cli, tiny_pipeline, tmp_path):
 
     out = tmp_path / "out"
     code, stdout, err = cli(
-        "sharpness", tiny_pipeline, "--data", "digits", "--probes", "8", "--draws", "1", "--radii", "0.01,0.1",
-        "--ascent-steps", "1", "--hessian-probes", "4", "--top-k", "1", "--lanczos-iters", "40", "--hutchinson-draws", "2",
-        "--landscape-probes", "4", "--landscape-points", "3", "--landscape-grid", "3", "--buckets", "2",
-        "--json", "-", "--out", out, "--device", "cpu",
+        "sharpness",
+        tiny_pipeline,
+        "--data",
+        "digits",
+        "--probes",
+        "8",
+        "--draws",
+        "1",
+        "--radii",
+        "0.01,0.1",
+        "--ascent-steps",
+        "1",
+        "--hessian-probes",
+        "4",
+        "--top-k",
+        "1",
+        "--lanczos-iters",
+        "40",
+        "--hutchinson-draws",
+        "2",
+        "--landscape-probes",
+        "4",
+        "--landscape-points",
+        "3",
+        "--landscape-grid",
+        "3",
+        "--buckets",
+        "2",
+        "--json",
+        "-",
+        "--out",
+        out,
+        "--device",
+        "cpu",
     )
     assert code == 0, err
     payload = json.loads(stdout)["sharpness"]  # stdout is only JSON (the report document); tables went to stderr
@@ -261,7 +334,10 @@ def test_cli_json_plots_and_arrays(cli, tiny_pipeline, tmp_path):
     assert arrays["landscape_surface"].shape == (3, 3)
     assert arrays["average_adaptive"].shape == (2,)
     eig = payload["hessian"]["eigen"]
-    assert arrays["hessian_eigenvalues"].tolist() == eig["eigenvalues"] and arrays["hessian_residuals"].tolist() == eig["residuals"]
+    assert (
+        arrays["hessian_eigenvalues"].tolist() == eig["eigenvalues"]
+        and arrays["hessian_residuals"].tolist() == eig["residuals"]
+    )
     # The top eigenvalue itself, against a tightly converged float64 run on the same 4-probe sub-bank.
     from flatcheck.core.checkpoint import load
     from flatcheck.measures.sharpness.hessian import BankLoss, block_lanczos
@@ -270,7 +346,9 @@ def test_cli_json_plots_and_arrays(cli, tiny_pipeline, tmp_path):
     den.net.double()
     sub = build_probe_bank(den, n=8, seed=0, data="digits").subset(spread_indices(8, 4))
     op = BankLoss(den, sub, [p for _, p in measured_parameters(den.net)], batch_size=64)
-    ref = block_lanczos(op.hvp, op.dim, k=1, max_iter=40, tol=1e-9, gen=torch.Generator().manual_seed(5), dtype=torch.float64)
+    ref = block_lanczos(
+        op.hvp, op.dim, k=1, max_iter=40, tol=1e-9, gen=torch.Generator().manual_seed(5), dtype=torch.float64
+    )
     assert eig["converged"] and ref.converged and eig["hvps"] < 40
     assert abs(eig["eigenvalues"][0] - ref.eigenvalues[0]) <= eig["residuals"][0] + 1e-5 * ref.eigenvalues[0]
     assert abs(eig["eigenvalues"][0] - ref.eigenvalues[0]) < 1e-3 * ref.eigenvalues[0]

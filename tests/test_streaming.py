@@ -20,7 +20,6 @@ from flatcheck.core.probes import probe_bank
 from flatcheck.measures.quantize.drift import FULL, per_sample_mse
 from flatcheck.measures.quantize.measure import QuantizeConfig, full_precision_samples, measure_quantization
 
-
 N, BATCH = 10, 4  # 3 batches: 4, 4, 2
 
 
@@ -81,7 +80,9 @@ def test_quantize_decodes_each_batch_once_and_matches_whole_sets(ldm, decodes, m
     den, ref = ldm
     scorer = _scorer(den, ref)
     bank = probe_bank(torch.randn(4, *den.sample_shape), 4, 0, (0, 1000), "test")
-    cfg = QuantizeConfig(settings=["W8A8", "W4A4"], samples=N, steps=2, calib_samples=2, sensitivity_samples=0, batch_size=BATCH)
+    cfg = QuantizeConfig(
+        settings=["W8A8", "W4A4"], samples=N, steps=2, calib_samples=2, sensitivity_samples=0, batch_size=BATCH
+    )
     asked, real = [], sampling.sample
     monkeypatch.setattr(sampling, "sample", lambda *a, **k: (asked.append(a[3]), real(*a, **k))[1])
     r = measure_quantization(den, bank, cfg, scorer=scorer)
@@ -102,7 +103,9 @@ def test_quantize_decodes_each_batch_once_and_matches_whole_sets(ldm, decodes, m
     ex = scorer.extractor()
     stats = reference.reference_stats(ref, ex, (3, 16, 16), batch_size=BATCH, use_cache=False)
     for images, est in ((fp, r.full_precision.fid), (w4, r.settings[1].fid)):
-        boot = frechet_bootstrap(ex.extract(to_uint8_nchw(images), BATCH), stats.mu, stats.sigma, rounds=20, seed=0, level=0.95)
+        boot = frechet_bootstrap(
+            ex.extract(to_uint8_nchw(images), BATCH), stats.mu, stats.sigma, rounds=20, seed=0, level=0.95
+        )
         assert est.value == pytest.approx(boot.value, rel=1e-12, abs=1e-12)
     # The fid measure scoring the same full-precision samples afterwards (the same seeds): a memo hit, nothing decoded.
     fp_latents = full_precision_samples(den, cfg)
@@ -130,11 +133,17 @@ def test_a_reference_folder_is_read_a_chunk_at_a_time_with_the_numbers_of_a_whol
     passes = ext.passes  # the extractor is shared (cached) across a session's tests
 
     def fit(x, hw):  # square images: no crop, an antialiased bilinear resize
-        return x if tuple(x.shape[-2:]) == hw else torch.nn.functional.interpolate(
-            x, size=hw, mode="bilinear", align_corners=False, antialias=True)
+        return (
+            x
+            if tuple(x.shape[-2:]) == hw
+            else torch.nn.functional.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
+        )
 
     # The whole folder loaded at once, independently of core.data: [-1, 1], the first image's size, 16 x 16
-    imgs = [torch.from_numpy(np.asarray(Image.open(f), dtype=np.float32))[None, None] / 127.5 - 1 for f in sorted(folder.glob("*.png"))]
+    imgs = [
+        torch.from_numpy(np.asarray(Image.open(f), dtype=np.float32))[None, None] / 127.5 - 1
+        for f in sorted(folder.glob("*.png"))
+    ]
     x = fit(torch.cat([fit(i, tuple(imgs[0].shape[-2:])) for i in imgs]), (16, 16)).clamp(-1, 1)
     whole = ext.extract(torch.from_numpy(np.round((x.numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)), 2)
     chunks = []
@@ -206,7 +215,9 @@ def test_the_bank_reads_and_encodes_only_the_images_it_draws(ldm, tmp_path, monk
         ref = probe_bank(whole, 6, 2, (0, den.num_train_timesteps), "whole")
     finally:
         h.remove()
-    assert torch.allclose(bank.x0, ref.x0, atol=1e-5) and torch.equal(bank.t, ref.t) and torch.equal(bank.noise, ref.noise)
+    assert (
+        torch.allclose(bank.x0, ref.x0, atol=1e-5) and torch.equal(bank.t, ref.t) and torch.equal(bank.noise, ref.noise)
+    )
     # repeats: a bank larger than the pool draws each image once from the disk
     encoded.clear()
     h = den.vae.encoder.register_forward_pre_hook(lambda m, a: encoded.append(a[0].shape[0]))

@@ -31,6 +31,9 @@ def test_bracketed_values_survive():
 def test_every_table_is_ours():
     """No module builds rich's Table directly (its str cells would be read as markup)."""
     root = Path(__file__).resolve().parents[1] / "flatcheck"
-    direct = [str(p.relative_to(root)) for p in root.rglob("*.py")
-              if p.name != "tables.py" and re.search(r"from rich\.table import|rich\.table\.Table", p.read_text())]
+    direct = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if p.name != "tables.py" and re.search(r"from rich\.table import|rich\.table\.Table", p.read_text())
+    ]
     assert not direct, direct

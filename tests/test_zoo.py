@@ -31,7 +31,9 @@ def test_zoo_loop_is_train_digits_step_for_step():
     data = digits_images()
     for rho in (None, 0.05):
         a, _, _ = train_digits.train(2, 16, 2e-3, 0, rho=rho, ema_decay=0.995)
-        b, _, _, log = train_zoo.train_run(data, train_digits.UNET_CONFIG, 2, 16, 2e-3, 100, 0, "sam" if rho else "adamw", rho=rho or 0.0)
+        b, _, _, log = train_zoo.train_run(
+            data, train_digits.UNET_CONFIG, 2, 16, 2e-3, 100, 0, "sam" if rho else "adamw", rho=rho or 0.0
+        )
         assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
         assert len(log["losses"]) == 2
 
@@ -48,9 +50,24 @@ def test_asam_perturbation_matches_kwon_et_al():
 
 
 def test_zoo_script_builds_members_and_resumes(tmp_path):
-    cmd = [sys.executable, str(ROOT / "examples" / "zoo" / "train_zoo.py"), "--steps", "4", "--batch", "8",
-           "--only", "adamw-s0,ema,swa", "--out", str(tmp_path / "models"), "--logs", str(tmp_path / "logs"),
-           "--summary", str(tmp_path / "zoo.json"), "--samples", str(tmp_path / "samples")]
+    cmd = [
+        sys.executable,
+        str(ROOT / "examples" / "zoo" / "train_zoo.py"),
+        "--steps",
+        "4",
+        "--batch",
+        "8",
+        "--only",
+        "adamw-s0,ema,swa",
+        "--out",
+        str(tmp_path / "models"),
+        "--logs",
+        str(tmp_path / "logs"),
+        "--summary",
+        str(tmp_path / "zoo.json"),
+        "--samples",
+        str(tmp_path / "samples"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]

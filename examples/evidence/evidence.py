@@ -1,3 +1,4 @@
+# The docstring is the usage text main() prints: kept as written (indented, long lines).
 """The evidence files' helper, called by make.sh (run that, not this).
 
     evidence.py env                 the run's environment (versions, threads, CPU instruction set) as JSON
@@ -5,7 +6,7 @@
     evidence.py fid-pairs WORK      paired FD differences between the bundled models and the real-vs-real sanity rows, as JSON
     evidence.py compare OLD NEW     every number of two runs/ folders, timings and peak memory excluded: exit 1 on a difference
     evidence.py render              the tables of the .md files, from runs/ (between <!-- evidence:NAME --> markers)
-"""
+"""  # noqa: E501  # fmt: skip
 
 from __future__ import annotations
 
@@ -18,8 +19,23 @@ HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs"
 MODELS = ("digits-base", "digits-ema", "digits-sam")
 # Keys whose values are measurements of time, of memory or of this machine's cache, not results.
-VOLATILE = ("seconds", "wall", "timings", "time_ratio", "statistics", "cache", "path", "folder", "npz", "artifacts",
-            "created", "elapsed", "duration", "peak_memory", "memory_plan")
+VOLATILE = (
+    "seconds",
+    "wall",
+    "timings",
+    "time_ratio",
+    "statistics",
+    "cache",
+    "path",
+    "folder",
+    "npz",
+    "artifacts",
+    "created",
+    "elapsed",
+    "duration",
+    "peak_memory",
+    "memory_plan",
+)
 
 
 # ---------------------------------------------------------------------------- env, noisy, fid-pairs
@@ -59,8 +75,14 @@ def _npz_samples(path: Path):
 
 
 def _fid_doc(r) -> dict:
-    return {"fd": r.value.value, "fd_stderr": r.value.stderr, "fd_interval": [r.value.ci_low, r.value.ci_high],
-            "kid": r.kid.value if r.kid else None, "kid_stderr": r.kid.stderr if r.kid else None, "n": r.num_samples}
+    return {
+        "fd": r.value.value,
+        "fd_stderr": r.value.stderr,
+        "fd_interval": [r.value.ci_low, r.value.ci_high],
+        "kid": r.kid.value if r.kid else None,
+        "kid_stderr": r.kid.stderr if r.kid else None,
+        "n": r.num_samples,
+    }
 
 
 def fid_pairs(work: Path) -> dict:
@@ -82,17 +104,24 @@ def fid_pairs(work: Path) -> dict:
         out["rescored_equals_fid"][m] = scored[m].value.value == fid_json
     for a, b in (("digits-sam", "digits-base"), ("digits-ema", "digits-base"), ("digits-sam", "digits-ema")):
         d = fd_change(scored[a], scored[b])
-        out["pairs"][f"{a} - {b}"] = {"value": d.value, "stderr": d.stderr, "interval": [d.ci_low, d.ci_high],
-                                      "independent_stderr": math.hypot(scored[a].value.stderr, scored[b].value.stderr)}
+        out["pairs"][f"{a} - {b}"] = {
+            "value": d.value,
+            "stderr": d.stderr,
+            "interval": [d.ci_low, d.ci_high],
+            "independent_stderr": math.hypot(scored[a].value.stderr, scored[b].value.stderr),
+        }
     x = digits_images()
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    half_a, half_b = x[perm[: len(x) // 2]], x[perm[len(x) // 2:]]
+    half_a, half_b = x[perm[: len(x) // 2]], x[perm[len(x) // 2 :]]
     ref = work / "half-b.npz"
     np.savez(ref, images=half_b.numpy())
     blurred = F.interpolate(F.avg_pool2d(half_a, 2), scale_factor=2, mode="nearest")
     noise = torch.rand(half_a.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    for name, s in (("real half A", half_a), ("half A blurred (2x2 average pool, upsampled)", blurred),
-                    ("uniform noise (seed 0)", noise)):
+    for name, s in (
+        ("real half A", half_a),
+        ("half A blurred (2x2 average pool, upsampled)", blurred),
+        ("uniform noise (seed 0)", noise),
+    ):
         r = score_samples(s, str(ref), use_cache=False, **kw)
         out["sanity"][name] = {**_fid_doc(r), "kid_subset_std": r.kid_subset_std, "reference_n": len(half_b)}
     return out
@@ -134,19 +163,30 @@ def compare(old: Path, new: Path) -> int:
             continue
         a = dict(_numbers(json.loads(ref.read_text())))
         b = dict(_numbers(json.loads(f.read_text())))
-        diffs = [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
-                 and not (isinstance(a.get(k), float) and isinstance(b.get(k), float) and math.isnan(a[k]) and math.isnan(b[k]))]
+        diffs = [
+            (k, a.get(k), b.get(k))
+            for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)
+            and not (
+                isinstance(a.get(k), float) and isinstance(b.get(k), float) and math.isnan(a[k]) and math.isnan(b[k])
+            )
+        ]
         total += len(b)
         if diffs:
             bad += 1
             worst = max(diffs, key=lambda d: _rel(d[1], d[2]))
-            print(f"{f.name}: {len(diffs)} of {len(b)} numbers differ; largest relative {_rel(worst[1], worst[2]):.3g} at {worst[0]} ({worst[1]} -> {worst[2]})")
+            print(
+                f"{f.name}: {len(diffs)} of {len(b)} numbers differ; largest relative {_rel(worst[1], worst[2]):.3g} "
+                f"at {worst[0]} ({worst[1]} -> {worst[2]})"
+            )
         else:
             print(f"{f.name}: all {len(b)} numbers identical")
     envs = [json.loads((d / "env.json").read_text()) if (d / "env.json").exists() else {} for d in (old, new)]
     for k in ("torch", "diffusers", "torch_threads", "cpu_capability"):
         if envs[0].get(k) != envs[1].get(k):
-            print(f"environment differs: {k} {envs[0].get(k)} -> {envs[1].get(k)} (numbers may move in the last digits)")
+            print(
+                f"environment differs: {k} {envs[0].get(k)} -> {envs[1].get(k)} (numbers may move in the last digits)"
+            )
     print(f"{'OK' if not bad else 'DIFFERENT'}: {total} numbers compared")
     return 1 if bad else 0
 

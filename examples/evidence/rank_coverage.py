@@ -23,4 +23,6 @@ for n in (5, 10, 20):
             covered += ci.low <= true <= ci.high
             widths.append(ci.high - ci.low)
             significant += stats.permutation_p(z[:, 0], z[:, 1], seed=t)[0] < 0.05
-        print(f"| {n} | {r} | {true:.3f} | {covered / trials:.2f} | {np.mean(widths):.2f} | {significant / trials:.2f} |")
+        print(
+            f"| {n} | {r} | {true:.3f} | {covered / trials:.2f} | {np.mean(widths):.2f} | {significant / trials:.2f} |"
+        )

@@ -60,26 +60,39 @@ def _sharp_rows(docs: dict[str, dict]) -> list[list[str]]:
     first = s[ms[0]]
     for kind in ("average", "worst"):
         for i, fam in enumerate(first[kind]):
-            name = fam["norm"] if kind == "average" else f"{fam['norm']} ({'ASAM' if fam['norm'] == 'adaptive' else 'SAM'})"
+            name = (
+                fam["norm"]
+                if kind == "average"
+                else f"{fam['norm']} ({'ASAM' if fam['norm'] == 'adaptive' else 'SAM'})"
+            )
             for j, pt in enumerate(fam["points"]):
                 cells = []
                 for m in ms:
                     p = s[m][kind][i]["points"][j]
-                    value = pm(p["increase"], 3) if kind == "average" else g(p["increase"], 3)  # worst case: no standard error
+                    value = (
+                        pm(p["increase"], 3) if kind == "average" else g(p["increase"], 3)
+                    )  # worst case: no standard error
                     cells.append(f"{value} ({pct(p['relative'])})")
                 rows.append([f"{kind}, {name}, r={g(pt['radius'])}"] + cells)
     eig = []
     for m in ms:
         e = s[m]["hessian"]["eigen"]
         conv = "" if e["converged"] else ", NOT converged"
-        eig.append(f"{', '.join(g(v) for v in e['eigenvalues'])} (joint bound {g(e['bound'], 2)}; {e['hvps']} HVPs{conv})")
+        eig.append(
+            f"{', '.join(g(v) for v in e['eigenvalues'])} (joint bound {g(e['bound'], 2)}; {e['hvps']} HVPs{conv})"
+        )
     k = len(first["hessian"]["eigen"]["eigenvalues"])
     rows.append([f"Hessian lambda_1..{k} (block Lanczos)"] + eig)
-    rows.append([f"Hessian trace ({first['hessian']['trace']['n']} draws)"] + [pm(s[m]["hessian"]["trace"]) for m in ms])
+    rows.append(
+        [f"Hessian trace ({first['hessian']['trace']['n']} draws)"] + [pm(s[m]["hessian"]["trace"]) for m in ms]
+    )
     for b, (lo, hi) in enumerate(first["buckets"]):
         rows.append([f"trace, t in [{lo},{hi})"] + [pm(s[m]["hessian"]["trace_by_bucket"][b], 3) for m in ms])
     rows.append(["landscape curvature at 0"] + [g(s[m]["landscape"]["curvature"]) for m in ms])
-    rows.append(["landscape L at -1 / +1"] + [f"{g(s[m]['landscape']['curve'][0], 3)} / {g(s[m]['landscape']['curve'][-1], 3)}" for m in ms])
+    rows.append(
+        ["landscape L at -1 / +1"]
+        + [f"{g(s[m]['landscape']['curve'][0], 3)} / {g(s[m]['landscape']['curve'][-1], 3)}" for m in ms]
+    )
     rows.append(["measures, wall s (1 thread, shared machine)"] + [g(sum(s[m]["timings"].values()), 3) for m in ms])
     return rows
 
@@ -103,12 +116,20 @@ def sharpness_tables(runs: Path) -> dict[str, str]:
                 se = (sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d)) ** 0.5
                 cells.append(f"{signed(mean)} ± {g(se, 2)} ({pct(mean / pt['increase']['value'], 2)})")
             rows.append([f"average, {fam['norm']}, r={g(pt['radius'])}"] + cells)
-    out["sharpness-paired"] = table(["paired difference vs digits-base (same bank, same directions)", *MODELS[1:]], rows)
+    out["sharpness-paired"] = table(
+        ["paired difference vs digits-base (same bank, same directions)", *MODELS[1:]], rows
+    )
     rows = []
     for k, blk in enumerate(base["blocks"]):
-        cells = [f"{pm(docs[m]['blocks'][k]['average']['adaptive'], 3)} / {g(docs[m]['blocks'][k]['trace_per_parameter'], 3)}" for m in MODELS]
+        cells = [
+            f"{pm(docs[m]['blocks'][k]['average']['adaptive'], 3)} / "
+            f"{g(docs[m]['blocks'][k]['trace_per_parameter'], 3)}"
+            for m in MODELS
+        ]
         rows.append([f"{blk['block']} ({blk['parameters']:,})"] + cells)
-    out["sharpness-blocks"] = table([f"block (adaptive avg r={g(base['block_radius'])} / trace per parameter)", *MODELS], rows)
+    out["sharpness-blocks"] = table(
+        [f"block (adaptive avg r={g(base['block_radius'])} / trace per parameter)", *MODELS], rows
+    )
     return out
 
 
@@ -125,18 +146,36 @@ def quantize_tables(runs: Path) -> dict[str, str]:
     for m, q in docs.items():
         rows.append([m, f"full precision: probe loss {pm(q['full_precision']['probe_loss'], 3)}", "0", "0", "∞", "-"])
         for s in q["settings"]:
-            rows.append([m, _setting_label(s), pm(s["sample_mse"], 3, 1), g(s["relative_mse"], 2), g(s["sample_psnr"]["value"], 3),
-                         f"{signed(s['probe_loss_change']['value'], 2)} ± {g(s['probe_loss_change']['stderr'], 1)}"])
+            rows.append(
+                [
+                    m,
+                    _setting_label(s),
+                    pm(s["sample_mse"], 3, 1),
+                    g(s["relative_mse"], 2),
+                    g(s["sample_psnr"]["value"], 3),
+                    f"{signed(s['probe_loss_change']['value'], 2)} ± {g(s['probe_loss_change']['stderr'], 1)}",
+                ]
+            )
     out["quantize-main"] = table(["model", "setting", "sample MSE", "MSE / var", "PSNR dB", "Δ probe loss"], rows)
     rows = []
     for m in MODELS:
         q = {s["name"]: s for s in _load(runs / f"quantize-seed1-{m}.json")["quantize"]["settings"]}
-        rows.append([m, pm(q["W6A6"]["sample_mse"], 2, 1), pm(q["W4A4"]["sample_mse"], 2, 1), signed(q["W4A4"]["probe_loss_change"]["value"], 2)])
+        rows.append(
+            [
+                m,
+                pm(q["W6A6"]["sample_mse"], 2, 1),
+                pm(q["W4A4"]["sample_mse"], 2, 1),
+                signed(q["W4A4"]["probe_loss_change"]["value"], 2),
+            ]
+        )
     out["quantize-seed1"] = table(["model", "W6A6 sample MSE", "W4A4 sample MSE", "W4A4 Δ probe loss"], rows)
     rows = []
     for m, q in docs.items():
         top = sorted(q["sensitivity"], key=lambda r: r["rank"])[:3]
-        rows.append([f"{m} ({g(q['sensitivity_setting_drift'], 3)})"] + [f"{r['name']} {g(r['drift_mse']['value'], 2)}" for r in top])
+        rows.append(
+            [f"{m} ({g(q['sensitivity_setting_drift'], 3)})"]
+            + [f"{r['name']} {g(r['drift_mse']['value'], 2)}" for r in top]
+        )
     out["quantize-scan"] = table(["model", "1st", "2nd", "3rd"], rows)
     rows = []
     for m in MODELS:
@@ -157,13 +196,34 @@ def exposure_tables(runs: Path) -> dict[str, str]:
             r = docs[m]["runs"][k]
             const = next(s for s in r["scaling"] if s["form"] == "constant")
             gap, after = r["gap_total"], const["gap_total"]
-            rows.append([m, str(n), f"{signed(gap['value'], 3)} ± {g(gap['stderr'], 2)}", pct(r["gap_relative"], 2),
-                         signed(r["gap"]["mean"][-1], 3), pm(r["variance_error_mean"], 2, 2), pm(r["eps_scale_forward"], 4, 1),
-                         g(const["b"], 5), f"{signed(after['value'], 3)} ± {g(after['stderr'], 2)}",
-                         f"{g(r['gap_abs_total'], 3)} -> {g(const['gap_abs_total'], 3)}",
-                         "yes" if const["helps"] else "no"])
-    header = ["model", "steps", "gap (sum over steps)", "gap/fwd", "gap at last step", "variance error", "eps scale (data)",
-              "constant lambda", "gap after (constant)", "sum of abs(gap_t): before -> after", "helps"]
+            rows.append(
+                [
+                    m,
+                    str(n),
+                    f"{signed(gap['value'], 3)} ± {g(gap['stderr'], 2)}",
+                    pct(r["gap_relative"], 2),
+                    signed(r["gap"]["mean"][-1], 3),
+                    pm(r["variance_error_mean"], 2, 2),
+                    pm(r["eps_scale_forward"], 4, 1),
+                    g(const["b"], 5),
+                    f"{signed(after['value'], 3)} ± {g(after['stderr'], 2)}",
+                    f"{g(r['gap_abs_total'], 3)} -> {g(const['gap_abs_total'], 3)}",
+                    "yes" if const["helps"] else "no",
+                ]
+            )
+    header = [
+        "model",
+        "steps",
+        "gap (sum over steps)",
+        "gap/fwd",
+        "gap at last step",
+        "variance error",
+        "eps scale (data)",
+        "constant lambda",
+        "gap after (constant)",
+        "sum of abs(gap_t): before -> after",
+        "helps",
+    ]
     return {"exposure-main": table(header, rows)}
 
 
@@ -172,20 +232,52 @@ def fid_tables(runs: Path) -> dict[str, str]:
     pairs = _load(runs / "fid-pairs.json")
     rows = []
     for name, r in pairs["sanity"].items():
-        rows.append([name, f"{g(r['fd'], 4)} {interval(*r['fd_interval'])}", f"{g(r['kid'], 3)} ± {g(r['kid_stderr'], 2)} ({g(r['kid_subset_std'], 3)})"])
-    out = {"fid-sanity": table(["samples vs half B", "FD (digits-cnn) [95% basic interval]", "KID ± s.e. (std over subsets)"], rows)}
+        rows.append(
+            [
+                name,
+                f"{g(r['fd'], 4)} {interval(*r['fd_interval'])}",
+                f"{g(r['kid'], 3)} ± {g(r['kid_stderr'], 2)} ({g(r['kid_subset_std'], 3)})",
+            ]
+        )
+    out = {
+        "fid-sanity": table(
+            ["samples vs half B", "FD (digits-cnn) [95% basic interval]", "KID ± s.e. (std over subsets)"], rows
+        )
+    }
     rows = []
     wall = _wall(runs)
     for m in MODELS:
         f = _load(runs / f"fid-{m}.json")["fid"]
         v = f["value"]
-        rows.append([m, f"{g(v['value'], 4)} {interval(v['ci_low'], v['ci_high'])}", g(v["stderr"], 3),
-                     f"{g(f['kid']['value'], 3)} ± {g(f['kid']['stderr'], 2)} ({g(f['kid_subset_std'], 2)})",
-                     f"{wall.get(f'fid-{m}', '-')} s", "yes" if pairs["rescored_equals_fid"][m] else "NO"])
-    out["fid-models"] = table(["model", "FD (digits-cnn) [95% basic interval]", "bootstrap s.e.", "KID ± s.e. (std over subsets)",
-                               "wall (1 thread)", "rescored = fid"], rows)
-    rows = [[k, f"{signed(p['value'], 4)} {interval(*p['interval'])}", f"{g(p['stderr'], 2)} (independent: {g(p['independent_stderr'], 2)})"]
-            for k, p in pairs["pairs"].items()]
+        rows.append(
+            [
+                m,
+                f"{g(v['value'], 4)} {interval(v['ci_low'], v['ci_high'])}",
+                g(v["stderr"], 3),
+                f"{g(f['kid']['value'], 3)} ± {g(f['kid']['stderr'], 2)} ({g(f['kid_subset_std'], 2)})",
+                f"{wall.get(f'fid-{m}', '-')} s",
+                "yes" if pairs["rescored_equals_fid"][m] else "NO",
+            ]
+        )
+    out["fid-models"] = table(
+        [
+            "model",
+            "FD (digits-cnn) [95% basic interval]",
+            "bootstrap s.e.",
+            "KID ± s.e. (std over subsets)",
+            "wall (1 thread)",
+            "rescored = fid",
+        ],
+        rows,
+    )
+    rows = [
+        [
+            k,
+            f"{signed(p['value'], 4)} {interval(*p['interval'])}",
+            f"{g(p['stderr'], 2)} (independent: {g(p['independent_stderr'], 2)})",
+        ]
+        for k, p in pairs["pairs"].items()
+    ]
     out["fid-pairs"] = table(["difference", "FD change [95% basic interval]", "paired s.e."], rows)
     return out
 
@@ -198,25 +290,44 @@ def audit_tables(runs: Path) -> dict[str, str]:
     total = sum(v for v in t.values() if isinstance(v, (int, float)))
     share = " / ".join(f"{100 * t.get(k, 0) / total:.0f}%" for k in ("exposure", "quantize", "sharpness"))
     rest = 100 * sum(t.get(k, 0) for k in ("bank", "bank_loss", "fid")) / total
-    out = {"audit-time": table(["", ""], [
-        ["wall time, whole process (imports included), 1 thread", f"**{wall.get('audit', '-')} s**"],
-        ["measures (report timings)", f"{g(total, 3)} s"],
-        ["share: exposure / quantize / sharpness / bank + FD", f"{share} / {rest:.0f}%"],
-    ])}
-    out["audit-verdicts"] = table(["area", "verdict", "summary"], [[v["area"], v["status"], v["line"]] for v in a["verdicts"]])
+    out = {
+        "audit-time": table(
+            ["", ""],
+            [
+                ["wall time, whole process (imports included), 1 thread", f"**{wall.get('audit', '-')} s**"],
+                ["measures (report timings)", f"{g(total, 3)} s"],
+                ["share: exposure / quantize / sharpness / bank + FD", f"{share} / {rest:.0f}%"],
+            ],
+        )
+    }
+    out["audit-verdicts"] = table(
+        ["area", "verdict", "summary"], [[v["area"], v["status"], v["line"]] for v in a["verdicts"]]
+    )
     c = _load(runs / "compare.json")
     by_path = {r["path"]: r for r in c["rows"]}
-    wanted = ["bank.loss", "sharpness.hessian.eigen.eigenvalues.0", "sharpness.hessian.trace",
-              "sharpness.average.adaptive.points.1.relative", "sharpness.worst.adaptive.points.1.relative",
-              "sharpness.landscape.curvature", "exposure.runs.0.gap_relative", "quantize.settings.W8A8.relative_mse",
-              "quantize.settings.W4A4.relative_mse", "quantize.settings.W4A4.probe_loss_change",
-              "quantize.settings.W4A4.fid_change", "fid.value"]
+    wanted = [
+        "bank.loss",
+        "sharpness.hessian.eigen.eigenvalues.0",
+        "sharpness.hessian.trace",
+        "sharpness.average.adaptive.points.1.relative",
+        "sharpness.worst.adaptive.points.1.relative",
+        "sharpness.landscape.curvature",
+        "exposure.runs.0.gap_relative",
+        "quantize.settings.W8A8.relative_mse",
+        "quantize.settings.W4A4.relative_mse",
+        "quantize.settings.W4A4.probe_loss_change",
+        "quantize.settings.W4A4.fid_change",
+        "fid.value",
+    ]
     rows = []
     for p in wanted:
         r = by_path.get(p)
         if r is None:
             continue
-        rows.append([f"`{p}`"] + [f"{g(v, 4)} ± {g(se, 2)}" if se is not None else g(v, 4) for v, se in zip(r["values"], r["stderrs"])])
+        rows.append(
+            [f"`{p}`"]
+            + [f"{g(v, 4)} ± {g(se, 2)}" if se is not None else g(v, 4) for v, se in zip(r["values"], r["stderrs"])]
+        )
     out["audit-compare"] = table(["metric (gate path)", *c["models"]], rows)
     gb, gn = _load(runs / "gate-base.json")["gate"], _load(runs / "gate-noisy.json")["gate"]
     rows = []

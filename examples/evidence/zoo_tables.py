@@ -1,8 +1,8 @@
 """The tables of examples/evidence/zoo.md, from the `flatcheck rank --json` documents of the zoos.
 
     python examples/evidence/zoo_tables.py examples/zoo/runs/rank-digits.json [examples/zoo/runs/rank-rgb.json ...]
-    python examples/evidence/zoo_tables.py --split examples/zoo/runs/rank-digits.json DIR   # one audit report per member,
-                                                      # for `flatcheck rank --reports` on a subset of the zoo
+    python examples/evidence/zoo_tables.py --split examples/zoo/runs/rank-digits.json DIR
+        # one audit report per member, for `flatcheck rank --reports` on a subset of the zoo
 
 Prints Markdown: per zoo, the members' sharpness and robustness numbers, the paired-free
 comparisons of SAM against EMA and SWA, and the rank correlations (Spearman rho with its 95%
@@ -16,8 +16,13 @@ import sys
 from pathlib import Path
 
 MEMBER_MEASURES = ("hessian.top_eigenvalue", "hessian.trace", "avg.adaptive.r0.1", "worst.absolute.r0.001")
-MEMBER_OUTCOMES = ("quantize.W8A8.drift", "quantize.W4A4.drift", "quantize.W4A4.fd_change", "quantize.bnb-nf4.drift",
-                   "exposure.20.gap")
+MEMBER_OUTCOMES = (
+    "quantize.W8A8.drift",
+    "quantize.W4A4.drift",
+    "quantize.W4A4.fd_change",
+    "quantize.bnb-nf4.drift",
+    "exposure.20.gap",
+)
 
 
 def g(x, sig: int = 3) -> str:
@@ -55,8 +60,10 @@ def sam_vs(doc: dict, others=("ema", "swa")) -> str:
     q = quantities(doc)
     names = [name_of(m) for m in doc["models"]]
     sams = [n for n in names if n.startswith("sam") or n.startswith("asam")]
-    lines = ["| measure | SAM member | vs " + " | vs ".join(o for o in others if o in names) + " |",
-             "|---|---|" + "---|" * sum(o in names for o in others)]
+    lines = [
+        "| measure | SAM member | vs " + " | vs ".join(o for o in others if o in names) + " |",
+        "|---|---|" + "---|" * sum(o in names for o in others),
+    ]
     for k in ("hessian.top_eigenvalue", "hessian.trace", "avg.adaptive.r0.1"):
         if k not in q:
             continue
@@ -69,7 +76,7 @@ def sam_vs(doc: dict, others=("ema", "swa")) -> str:
                 j = names.index(o)
                 a, b = q[k]["values"][i], q[k]["values"][j]
                 sa, sb = q[k]["stderrs"][i], q[k]["stderrs"][j]
-                z = f", {((a - b) / (sa ** 2 + sb ** 2) ** 0.5):+.1f} s.e." if sa and sb else ""
+                z = f", {((a - b) / (sa**2 + sb**2) ** 0.5):+.1f} s.e." if sa and sb else ""
                 cells.append(f"{g(a)} vs {g(b)} (x{a / b:.2f}{z})")
             lines.append(f"| {q[k]['label']} | {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -38,8 +38,16 @@ def main() -> None:
     s["models"] = args.models or s["models"]
     out = args.out or s["out"]
     doc = json.loads(out.read_text()) if out.exists() else {}
-    doc["setup"] = dict(ref=s["ref"], features=s["features"], samples=args.samples, sampler="ddim", steps=args.steps,
-                        sample_seed=0, bootstrap=args.bootstrap, threads=1)
+    doc["setup"] = dict(
+        ref=s["ref"],
+        features=s["features"],
+        samples=args.samples,
+        sampler="ddim",
+        steps=args.steps,
+        sample_seed=0,
+        bootstrap=args.bootstrap,
+        threads=1,
+    )
     doc.setdefault("members", {})
     reports = s["models"] / "fd-reports"
     reports.mkdir(parents=True, exist_ok=True)
@@ -49,18 +57,45 @@ def main() -> None:
         if m in doc["members"]:
             continue
         t0 = time.time()
-        cmd = [sys.executable, "-m", "flatcheck", "fid", str(s["models"] / m), "--ref", s["ref"], "--features", s["features"],
-               "--samples", str(args.samples), "--steps", str(args.steps), "--bootstrap", str(args.bootstrap),
-               "--threads", "1", "--json", str(reports / f"{m}.json")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "flatcheck",
+            "fid",
+            str(s["models"] / m),
+            "--ref",
+            s["ref"],
+            "--features",
+            s["features"],
+            "--samples",
+            str(args.samples),
+            "--steps",
+            str(args.steps),
+            "--bootstrap",
+            str(args.bootstrap),
+            "--threads",
+            "1",
+            "--json",
+            str(reports / f"{m}.json"),
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if r.returncode != 0:
             print(f"{m}: flatcheck fid failed ({r.returncode}): {r.stderr.strip().splitlines()[-1:]}", flush=True)
             continue
         fid = json.loads((reports / f"{m}.json").read_text())["fid"]
         v = fid["value"]
-        doc["members"][m] = dict(label=fid["label"], fd=v["value"], ci_low=v["ci_low"], ci_high=v["ci_high"],
-                                 stderr=v["stderr"], seconds=round(time.time() - t0, 1))
-        print(f"{m}: {fid['label']} {v['value']:.4g} [{v['ci_low']:.4g}, {v['ci_high']:.4g}]  {time.time() - t0:.0f} s", flush=True)
+        doc["members"][m] = dict(
+            label=fid["label"],
+            fd=v["value"],
+            ci_low=v["ci_low"],
+            ci_high=v["ci_high"],
+            stderr=v["stderr"],
+            seconds=round(time.time() - t0, 1),
+        )
+        print(
+            f"{m}: {fid['label']} {v['value']:.4g} [{v['ci_low']:.4g}, {v['ci_high']:.4g}]  {time.time() - t0:.0f} s",
+            flush=True,
+        )
         out.write_text(json.dumps(doc, indent=2) + "\n")
     out.write_text(json.dumps(doc, indent=2) + "\n")
 

@@ -42,7 +42,7 @@ def labels(src: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def accuracy(net: PatchesCNN, x: torch.Tensor, y: torch.Tensor) -> float:
     net.eval()
-    return float(torch.cat([net(x[s:s + 512]).argmax(1) for s in range(0, len(x), 512)]).eq(y).float().mean())
+    return float(torch.cat([net(x[s : s + 512]).argmax(1) for s in range(0, len(x), 512)]).eq(y).float().mean())
 
 
 def main() -> None:
@@ -74,7 +74,7 @@ def main() -> None:
         perm = torch.randperm(len(xtr), generator=gen)
         total = 0.0
         for start in range(0, len(xtr), args.batch_size):
-            b = perm[start:start + args.batch_size]
+            b = perm[start : start + args.batch_size]
             xb = xtr[b]
             flip = torch.rand(len(b), generator=gen) < 0.5
             xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
@@ -84,12 +84,16 @@ def main() -> None:
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(b)
-        print(f"epoch {epoch + 1:3d}  loss {total / len(xtr):.4f}  held-out acc {accuracy(net, xte, yte):.4f}  {time.time() - t0:.0f} s", flush=True)
+        print(
+            f"epoch {epoch + 1:3d}  loss {total / len(xtr):.4f}  held-out acc {accuracy(net, xte, yte):.4f}  "
+            f"{time.time() - t0:.0f} s",
+            flush=True,
+        )
     seconds = time.time() - t0
 
     test_acc, train_acc = accuracy(net, xte, yte), accuracy(net, xtr, ytr)
     with torch.no_grad():  # unit mean per-dimension variance on the training patches
-        f = torch.cat([net.features(xtr[s:s + 512]) for s in range(0, len(xtr), 512)])
+        f = torch.cat([net.features(xtr[s : s + 512]) for s in range(0, len(xtr), 512)])
         net.feature_scale.fill_(1 / float(f.var(0).mean().sqrt()))
     assert accuracy(net, xte, yte) == test_acc  # the scale cancels in the logits
     meta = {
@@ -98,7 +102,8 @@ def main() -> None:
         "train_accuracy": f"{train_acc:.4f}",
         "n_train": str(len(xtr)),
         "n_heldout": str(len(xte)),
-        "data": f"flatcheck.core.patches rgb_patches('train', n_per_image={args.per_image}, seed=1); held out: seed=2, 400 per image (new crops of the same photographs)",
+        "data": f"flatcheck.core.patches rgb_patches('train', n_per_image={args.per_image}, seed=1); held out: "
+        "seed=2, 400 per image (new crops of the same photographs)",
         "seed": str(args.seed),
         "epochs": str(args.epochs),
         "feature_scale": f"{float(net.feature_scale):.6g}",

@@ -20,7 +20,7 @@ Members already built under --out (a model_index.json and their log) are skipped
 interrupted zoo resumes. Each run writes a JSON training log to examples/zoo/logs/ (or
 logs-rgb/), each member a DDIM-50 sample grid to examples/zoo/samples/, and the zoo a
 summary, examples/zoo/zoo.json (or zoo-rgb.json).
-"""
+"""  # noqa: E501 - printed as the --help text (RawDescriptionHelpFormatter): kept as written
 
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ import argparse
 import copy
 import datetime as dt
 import json
-import math
 import os
 import platform
 import sys
@@ -80,12 +79,17 @@ RUNS = {
 }
 MEMBERS = {
     "digits": {
-        "adamw-s0": ("adamw-s0", "raw"), "ema": ("adamw-s0", "ema"), "swa": ("adamw-s0", "swa"),
-        "adamw-s1": ("adamw-s1", "raw"), "adamw-s2": ("adamw-s2", "raw"),
+        "adamw-s0": ("adamw-s0", "raw"),
+        "ema": ("adamw-s0", "ema"),
+        "swa": ("adamw-s0", "swa"),
+        "adamw-s1": ("adamw-s1", "raw"),
+        "adamw-s2": ("adamw-s2", "raw"),
         **{r: (r, "raw") for r in ("sam-0.02", "sam-0.05", "sam-0.1", "sam-0.2", "sam-0.5", "asam")},
     },
     "rgb": {
-        "adamw": ("adamw", "raw"), "ema": ("adamw", "ema"), "swa": ("adamw", "swa"),
+        "adamw": ("adamw", "raw"),
+        "ema": ("adamw", "ema"),
+        "swa": ("adamw", "swa"),
         **{r: (r, "raw") for r in ("sam-0.05", "sam-0.1", "sam-0.2")},
     },
 }
@@ -117,7 +121,11 @@ def dataset(name: str) -> tuple[torch.Tensor, dict, str]:
         return digits_images(), UNET_CONFIG, "sklearn load_digits, 8x8 -> 16x16 bilinear, [-1, 1] (all 1797)"
     from flatcheck.core.patches import TRAIN_SOURCES, rgb_patches
 
-    return rgb_patches("train"), RGB_UNET_CONFIG, f"32x32 RGB patches of {', '.join(TRAIN_SOURCES)} (flatcheck.core.patches, split 'train')"
+    return (
+        rgb_patches("train"),
+        RGB_UNET_CONFIG,
+        f"32x32 RGB patches of {', '.join(TRAIN_SOURCES)} (flatcheck.core.patches, split 'train')",
+    )
 
 
 def sam_perturbation(params, rho: float, adaptive: bool, eta: float):
@@ -128,12 +136,25 @@ def sam_perturbation(params, rho: float, adaptive: bool, eta: float):
             t = [p.abs() + eta for p in params]
             norm = torch.sqrt(sum(((tw * p.grad) ** 2).sum() for tw, p in zip(t, params)))
             return [rho * tw * tw * p.grad / (norm + 1e-12) for tw, p in zip(t, params)]
-        gnorm = torch.sqrt(sum((p.grad ** 2).sum() for p in params))
+        gnorm = torch.sqrt(sum((p.grad**2).sum() for p in params))
         return [rho * p.grad / (gnorm + 1e-12) for p in params]
 
 
-def train_run(data, unet_config, steps: int, batch: int, lr: float, warmup: int, seed: int, opt_name: str,
-              rho: float = 0.0, eta: float = 0.0, device: str = "cpu", swa_start: int | None = None, log_every: int = 1):
+def train_run(
+    data,
+    unet_config,
+    steps: int,
+    batch: int,
+    lr: float,
+    warmup: int,
+    seed: int,
+    opt_name: str,
+    rho: float = 0.0,
+    eta: float = 0.0,
+    device: str = "cpu",
+    swa_start: int | None = None,
+    log_every: int = 1,
+):
     """One run. For opt 'adamw'/'sam' with warmup=100 the raw weights are examples/train_digits.py's
     train() step for step (same init, same generator calls; the EMA differs: see ema_decay_at).
     Returns (raw, ema, swa or None, log)."""
@@ -186,9 +207,15 @@ def train_run(data, unet_config, steps: int, batch: int, lr: float, warmup: int,
         if step % 50 == 0 or step == steps - 1:
             print(f"  step {step:5d}  loss {loss.item():.4f}  {time.time() - t0:7.1f} s", flush=True)
     seconds = time.time() - t0
-    log = dict(losses=[round(v, 6) for v in losses], loss_every=1, elapsed_seconds_every=log_every,
-               elapsed_seconds=times, train_seconds=round(seconds, 1), seconds_per_step=round(seconds / steps, 4),
-               swa_averaged_steps=swa_n)
+    log = dict(
+        losses=[round(v, 6) for v in losses],
+        loss_every=1,
+        elapsed_seconds_every=log_every,
+        elapsed_seconds=times,
+        train_seconds=round(seconds, 1),
+        seconds_per_step=round(seconds / steps, 4),
+        swa_averaged_steps=swa_n,
+    )
     return unet, ema, swa, log
 
 
@@ -210,12 +237,16 @@ def eval_loss(unet, data, n: int = 1024, seed: int = 123) -> float:
 
 
 def save_member(unet, folder: Path, grid_path: Path, seed: int = 0) -> None:
-    DDPMPipeline(unet=copy.deepcopy(unet).cpu(), scheduler=make_scheduler()).save_pretrained(folder, safe_serialization=True)
+    DDPMPipeline(unet=copy.deepcopy(unet).cpu(), scheduler=make_scheduler()).save_pretrained(
+        folder, safe_serialization=True
+    )
     sched = DDIMScheduler.from_config(make_scheduler().config)
     sched.set_timesteps(50)
     cfg = unet.config
     dev = next(unet.parameters()).device
-    x = torch.randn((64, cfg.in_channels, cfg.sample_size, cfg.sample_size), generator=torch.Generator().manual_seed(seed)).to(dev)
+    x = torch.randn(
+        (64, cfg.in_channels, cfg.sample_size, cfg.sample_size), generator=torch.Generator().manual_seed(seed)
+    ).to(dev)
     with torch.no_grad():
         for t in sched.timesteps:
             x = sched.step(unet(x, t).sample, t, x).prev_sample
@@ -223,23 +254,37 @@ def save_member(unet, folder: Path, grid_path: Path, seed: int = 0) -> None:
 
 
 def built(out: Path, logs: Path, member: str) -> bool:
-    return (out / member / "model_index.json").exists() and (out / member / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    return (out / member / "model_index.json").exists() and (
+        out / member / "unet" / "diffusion_pytorch_model.safetensors"
+    ).exists()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=("digits", "rgb"), default="digits")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="models folder (default examples/zoo/models, or models-rgb); with --out, logs, summary and "
-                         "samples default to OUT/logs, OUT/zoo.json, OUT/samples, so a trial run leaves the committed ones alone")
-    ap.add_argument("--logs", type=Path, default=None, help="training logs folder (default examples/zoo/logs, or logs-rgb)")
-    ap.add_argument("--summary", type=Path, default=None, help="zoo summary JSON (default examples/zoo/zoo.json, or zoo-rgb.json)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="models folder (default examples/zoo/models, or models-rgb); with --out, logs, summary and "
+        "samples default to OUT/logs, OUT/zoo.json, OUT/samples, so a trial run leaves the committed ones alone",
+    )
+    ap.add_argument(
+        "--logs", type=Path, default=None, help="training logs folder (default examples/zoo/logs, or logs-rgb)"
+    )
+    ap.add_argument(
+        "--summary", type=Path, default=None, help="zoo summary JSON (default examples/zoo/zoo.json, or zoo-rgb.json)"
+    )
     ap.add_argument("--samples", type=Path, default=None, help="sample grids folder (default examples/zoo/samples)")
     ap.add_argument("--only", default=None, help="comma-separated members (default: all)")
-    ap.add_argument("--steps", type=int, default=None, help="step budget of every member (default: 400 digits, 600 rgb)")
+    ap.add_argument(
+        "--steps", type=int, default=None, help="step budget of every member (default: 400 digits, 600 rgb)"
+    )
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=int, default=None, help="warm-up steps (default steps // 12: the bundled recipe's 100 of 1200)")
+    ap.add_argument(
+        "--warmup", type=int, default=None, help="warm-up steps (default steps // 12: the bundled recipe's 100 of 1200)"
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = ap.parse_args()
@@ -249,9 +294,18 @@ def main() -> None:
     warmup = args.warmup if args.warmup is not None else max(1, steps // 12)
     if args.out is not None:
         out = args.out
-        logs, summary, samples = args.logs or out / "logs", args.summary or out / "zoo.json", args.samples or out / "samples"
+        logs, summary, samples = (
+            args.logs or out / "logs",
+            args.summary or out / "zoo.json",
+            args.samples or out / "samples",
+        )
     else:
-        out, logs, summary, samples = d["out"], args.logs or d["logs"], args.summary or d["summary"], args.samples or HERE / "samples"
+        out, logs, summary, samples = (
+            d["out"],
+            args.logs or d["logs"],
+            args.summary or d["summary"],
+            args.samples or HERE / "samples",
+        )
     members = MEMBERS[args.dataset]
     wanted = list(members) if not args.only else [m.strip() for m in args.only.split(",") if m.strip()]
     unknown = [m for m in wanted if m not in members]
@@ -259,23 +313,39 @@ def main() -> None:
         ap.error(f"unknown member(s) {unknown}; the {args.dataset} zoo has {list(members)}")
 
     data, unet_config, data_desc = dataset(args.dataset)
-    recipe = dict(dataset=args.dataset, data=data_desc, n_train_images=len(data), unet=unet_config,
-                  unet_parameters=sum(p.numel() for p in UNet2DModel(**unet_config).parameters()),
-                  steps=steps, batch=args.batch, lr=args.lr,
-                  schedule=f"{warmup}-step linear warm-up, then cosine decay to 0 at step {steps}",
-                  optimizer="AdamW(weight_decay=1e-4); SAM/ASAM wrap it (two forward-backward passes a step)",
-                  loss="eps MSE, DDPM linear betas 1e-4..0.02, T=1000",
-                  ema_decay=f"min({EMA_DECAY}, (1 + step) / (10 + step)) (diffusers EMAModel warm-up)",
-                  swa=f"uniform average of the raw weights after each optimizer step of the last {SWA_FRACTION:.0%} of steps "
-                      "(the lr keeps its cosine decay there, unlike classic SWA's constant or cyclic lr; GroupNorm only, so no BN update)",
-                  asam="Kwon et al. 2021: e = rho T^2 g / |T g|, T = |w| + eta elementwise on every parameter tensor (the official code leaves biases at T = 1)",
-                  batches="one CPU torch.Generator seeded seed + 1: indices, noise, timesteps drawn in that order each step",
-                  eval_loss="eps MSE on 1024 fixed (image, t, noise) draws, generator seed 123",
-                  samples="DDIM 50 steps, 64 images, noise seed 0")
+    recipe = dict(
+        dataset=args.dataset,
+        data=data_desc,
+        n_train_images=len(data),
+        unet=unet_config,
+        unet_parameters=sum(p.numel() for p in UNet2DModel(**unet_config).parameters()),
+        steps=steps,
+        batch=args.batch,
+        lr=args.lr,
+        schedule=f"{warmup}-step linear warm-up, then cosine decay to 0 at step {steps}",
+        optimizer="AdamW(weight_decay=1e-4); SAM/ASAM wrap it (two forward-backward passes a step)",
+        loss="eps MSE, DDPM linear betas 1e-4..0.02, T=1000",
+        ema_decay=f"min({EMA_DECAY}, (1 + step) / (10 + step)) (diffusers EMAModel warm-up)",
+        swa=f"uniform average of the raw weights after each optimizer step of the last {SWA_FRACTION:.0%} of steps "
+        "(the lr keeps its cosine decay there, unlike classic SWA's constant or cyclic lr; GroupNorm only, "
+        "so no BN update)",
+        asam="Kwon et al. 2021: e = rho T^2 g / |T g|, T = |w| + eta elementwise on every parameter tensor (the "
+        "official code leaves biases at T = 1)",
+        batches="one CPU torch.Generator seeded seed + 1: indices, noise, timesteps drawn in that order each step",
+        eval_loss="eps MSE on 1024 fixed (image, t, noise) draws, generator seed 123",
+        samples="DDIM 50 steps, 64 images, noise seed 0",
+    )
     summary_doc = json.loads(summary.read_text()) if summary.exists() else {}
-    summary_doc.update(recipe=recipe, environment=dict(torch=torch.__version__, python=platform.python_version(),
-                                                       device=args.device, threads=torch.get_num_threads(),
-                                                       cpu_capability=torch.backends.cpu.get_cpu_capability()))
+    summary_doc.update(
+        recipe=recipe,
+        environment=dict(
+            torch=torch.__version__,
+            python=platform.python_version(),
+            device=args.device,
+            threads=torch.get_num_threads(),
+            cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        ),
+    )
     summary_doc.setdefault("members", {})
     logs.mkdir(parents=True, exist_ok=True)
     prefix = "" if args.dataset == "digits" else "rgb-"
@@ -286,30 +356,65 @@ def main() -> None:
             continue
         print(f"run {run_name} -> {todo}  ({steps} steps, {spec})", flush=True)
         started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        raw, ema, swa, log = train_run(data, unet_config, steps, args.batch, args.lr, warmup, spec["seed"], spec["opt"],
-                                       rho=spec.get("rho", 0.0), eta=spec.get("eta", 0.0), device=args.device,
-                                       swa_start=min(steps - 1, int(round(steps * (1 - SWA_FRACTION)))))
+        raw, ema, swa, log = train_run(
+            data,
+            unet_config,
+            steps,
+            args.batch,
+            args.lr,
+            warmup,
+            spec["seed"],
+            spec["opt"],
+            rho=spec.get("rho", 0.0),
+            eta=spec.get("eta", 0.0),
+            device=args.device,
+            swa_start=min(steps - 1, int(round(steps * (1 - SWA_FRACTION)))),
+        )
         weights = {"raw": raw, "ema": ema, "swa": swa}
         n = max(1, steps // 10)
-        run_log = dict(run=run_name, spec=spec, started_utc=started, recipe=recipe,
-                       environment=summary_doc["environment"], pid=os.getpid(), **log,
-                       final_train_loss_last10pct=sum(log["losses"][-n:]) / n, members={})
+        run_log = dict(
+            run=run_name,
+            spec=spec,
+            started_utc=started,
+            recipe=recipe,
+            environment=summary_doc["environment"],
+            pid=os.getpid(),
+            **log,
+            final_train_loss_last10pct=sum(log["losses"][-n:]) / n,
+            members={},
+        )
         for m in [m for m in members if members[m][0] == run_name]:
             net = weights[members[m][1]]
             ev = eval_loss(net, data)
             run_log["members"][m] = dict(weights=members[m][1], eval_loss=ev)
             if m in todo:
                 save_member(net, out / m, samples / f"{prefix}{m}.png")
-                summary_doc["members"][m] = dict(run=run_name, weights=members[m][1], **spec,
-                                                 final_train_loss_last10pct=run_log["final_train_loss_last10pct"],
-                                                 eval_loss=ev, train_seconds=log["train_seconds"],
-                                                 seconds_per_step=log["seconds_per_step"],
-                                                 log=f"{logs.name}/{run_name}.json", folder=str(Path(out.name) / m))
+                summary_doc["members"][m] = dict(
+                    run=run_name,
+                    weights=members[m][1],
+                    **spec,
+                    final_train_loss_last10pct=run_log["final_train_loss_last10pct"],
+                    eval_loss=ev,
+                    train_seconds=log["train_seconds"],
+                    seconds_per_step=log["seconds_per_step"],
+                    log=f"{logs.name}/{run_name}.json",
+                    folder=str(Path(out.name) / m),
+                )
                 print(f"  saved {m}: eval loss {ev:.5f}", flush=True)
         (logs / f"{run_name}.json").write_text(json.dumps(run_log, indent=1) + "\n")
-        summary_doc["total_train_seconds"] = round(sum({v["run"]: v["train_seconds"] for v in summary_doc["members"].values()}.values()), 1)
+        summary_doc["total_train_seconds"] = round(
+            sum({v["run"]: v["train_seconds"] for v in summary_doc["members"].values()}.values()), 1
+        )
         summary.write_text(json.dumps(summary_doc, indent=2) + "\n")
-    print(json.dumps({m: {k: v for k, v in summary_doc["members"].get(m, {}).items() if k in ("eval_loss", "train_seconds")} for m in wanted}, indent=1))
+    print(
+        json.dumps(
+            {
+                m: {k: v for k, v in summary_doc["members"].get(m, {}).items() if k in ("eval_loss", "train_seconds")}
+                for m in wanted
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

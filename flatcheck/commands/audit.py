@@ -7,17 +7,46 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import AUDIT_SIZES, BATCH, COMMON, COND, DATA, DRY_RUN, FD, MEMORY, PROFILE, REPORTS, SAMPLES, SEED, TIMESTEPS, ModelArg, audit_options, console, load_checkpoint, run_with_progress, takes
+from .options import (
+    AUDIT_SIZES,
+    BATCH,
+    COMMON,
+    COND,
+    DATA,
+    DRY_RUN,
+    FD,
+    MEMORY,
+    PROFILE,
+    REPORTS,
+    SAMPLES,
+    SEED,
+    TIMESTEPS,
+    ModelArg,
+    audit_options,
+    console,
+    load_checkpoint,
+    run_with_progress,
+    takes,
+)
 
 # The audit's run, shared by audit, compare and gate: sizes default to the profile's (None).
 AUDIT_RUN = (PROFILE, SEED, DATA, TIMESTEPS, SAMPLES, BATCH, COND, FD, MEMORY)
 
 
 @takes(*AUDIT_RUN, REPORTS, DRY_RUN, COMMON, **AUDIT_SIZES)
-def audit(model: ModelArg = None,
-          config: Annotated[Optional[Path], typer.Option("--config", help="Read audit options from this TOML file's [audit] table and its [audit.<measure>] tables "
-                                                                          "(flatcheck.toml, or [tool.flatcheck] of a pyproject.toml); options given here win.", show_default=False)] = None,
-          o=None) -> None:
+def audit(
+    model: ModelArg = None,
+    config: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--config",
+            help="Read audit options from this TOML file's [audit] table and its [audit.<measure>] tables "
+            "(flatcheck.toml, or [tool.flatcheck] of a pyproject.toml); options given here win.",
+            show_default=False,
+        ),
+    ] = None,
+    o=None,
+) -> None:
     """Audit a checkpoint: sharpness, exposure bias, quantization and FD/FID, with one verdict per measure.
 
     Bundled digits models use their training set as reference data (--data none for data-free).

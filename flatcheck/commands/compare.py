@@ -8,10 +8,28 @@ from typing import Annotated, Optional
 import typer
 
 from .audit import AUDIT_RUN
-from .options import AUDIT_SIZES, COMMON, audit_options, console, load_checkpoint, run_with_progress, show_table_document, takes
+from .options import (
+    AUDIT_SIZES,
+    COMMON,
+    audit_options,
+    console,
+    load_checkpoint,
+    run_with_progress,
+    show_table_document,
+    takes,
+)
 
-ModelsArg = Annotated[list[str], typer.Argument(help="Two or more checkpoints (folders, Hub ids or bundled names).", show_default=False)]
-MarkdownOpt = Annotated[Optional[Path], typer.Option("--markdown", help="Write the side-by-side table as Markdown here (also to $GITHUB_STEP_SUMMARY when set).", show_default=False)]
+ModelsArg = Annotated[
+    list[str], typer.Argument(help="Two or more checkpoints (folders, Hub ids or bundled names).", show_default=False)
+]
+MarkdownOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--markdown",
+        help="Write the side-by-side table as Markdown here (also to $GITHUB_STEP_SUMMARY when set).",
+        show_default=False,
+    ),
+]
 
 
 @takes(*AUDIT_RUN, COMMON, **AUDIT_SIZES)

@@ -7,17 +7,69 @@ from typing import Annotated
 import typer
 
 from ..measures.exposure.config import ExposureConfig as C
-from .options import DRY_RUN, BATCH, COMMON, COND, DATA, FD, N_SAMPLES, NO_FID, OUT, SAMPLER, SEED, ModelArg, measure_command, takes
+from .options import (
+    BATCH,
+    COMMON,
+    COND,
+    DATA,
+    DRY_RUN,
+    FD,
+    N_SAMPLES,
+    NO_FID,
+    OUT,
+    SAMPLER,
+    SEED,
+    ModelArg,
+    measure_command,
+    takes,
+)
 
-StepsOpt = Annotated[str, typer.Option("--steps", help="Sampling steps T', one or a comma-separated list (the paper uses 20,100); the first count's run is the shared samples.")]
-LinearOpt = Annotated[bool, typer.Option("--linear-scale/--no-linear-scale", help="Also fit and check eps scaling linear in t (one more sampler run).")]
-CheckOpt = Annotated[bool, typer.Option("--check-scaling/--no-check-scaling", help="Rerun the sampler with each fitted eps scaling and measure the gap again (one sampler run per form; audit --quick skips it).")]
+StepsOpt = Annotated[
+    str,
+    typer.Option(
+        "--steps",
+        help="Sampling steps T', one or a comma-separated list (the paper uses 20,100); the first count's run is the "
+        "shared samples.",
+    ),
+]
+LinearOpt = Annotated[
+    bool,
+    typer.Option(
+        "--linear-scale/--no-linear-scale", help="Also fit and check eps scaling linear in t (one more sampler run)."
+    ),
+]
+CheckOpt = Annotated[
+    bool,
+    typer.Option(
+        "--check-scaling/--no-check-scaling",
+        help="Rerun the sampler with each fitted eps scaling and measure the gap again (one sampler run per form; "
+        "audit --quick skips it).",
+    ),
+]
 SaveSamplesOpt = Annotated[
-    bool, typer.Option("--save-samples", help="Store run (a)'s samples under OUT/samples-SAMPLER-STEPS (a resumable sample folder, e.g. for FID).")
+    bool,
+    typer.Option(
+        "--save-samples",
+        help="Store run (a)'s samples under OUT/samples-SAMPLER-STEPS (a resumable sample folder, e.g. for FID).",
+    ),
 ]
 
 
-@takes(COMMON, DRY_RUN, SEED, OUT, COND, DATA, N_SAMPLES, SAMPLER, BATCH, FD, NO_FID, samples=C.samples, sampler=C.sampler or "checkpoint")
+@takes(
+    COMMON,
+    DRY_RUN,
+    SEED,
+    OUT,
+    COND,
+    DATA,
+    N_SAMPLES,
+    SAMPLER,
+    BATCH,
+    FD,
+    NO_FID,
+    samples=C.samples,
+    sampler=C.sampler or "checkpoint",
+)
 def exposure(
     model: ModelArg = None,
     steps: StepsOpt = ",".join(map(str, C.steps)),
@@ -47,5 +99,10 @@ def exposure(
 
         return store(report.results["exposure"], out)
 
-    return measure_command("exposure", model, o, dict(steps=step_list, linear_scale=linear_scale, check_scaling=check_scaling, keep_samples=save_samples),
-                    files=stored_samples if save_samples else None)
+    return measure_command(
+        "exposure",
+        model,
+        o,
+        dict(steps=step_list, linear_scale=linear_scale, check_scaling=check_scaling, keep_samples=save_samples),
+        files=stored_samples if save_samples else None,
+    )

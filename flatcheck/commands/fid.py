@@ -8,23 +8,34 @@ from typing import Annotated, Optional
 import typer
 
 from ..core.fd.options import FdOptions
-from .options import DRY_RUN, BATCH, COMMON, COND, FD, OUT, SAMPLER, SEED, STEPS, ModelArg, measure_command, takes
+from .options import BATCH, COMMON, COND, DRY_RUN, FD, OUT, SAMPLER, SEED, STEPS, ModelArg, measure_command, takes
 
 DEFAULT_SAMPLES = 1000  # ~35 s of DDIM-25 for the bundled models on a 2-core CPU
 SamplesOpt = Annotated[
     Optional[int],
-    typer.Option("--samples", help=f"Samples to generate and score, default {DEFAULT_SAMPLES} (all of a --samples-from folder); "
-                                   ">= 2048 gives a full-rank Inception covariance.", show_default=False),
+    typer.Option(
+        "--samples",
+        help=f"Samples to generate and score, default {DEFAULT_SAMPLES} (all of a --samples-from folder); "
+        ">= 2048 gives a full-rank Inception covariance.",
+        show_default=False,
+    ),
 ]
 SampleDirOpt = Annotated[
     Optional[Path],
-    typer.Option("--sample-dir", help="Resumable sample folder: samples are written there once and reused by later runs "
-                                      "(default with --out: OUT/samples-SAMPLER-STEPS).", show_default=False),
+    typer.Option(
+        "--sample-dir",
+        help="Resumable sample folder: samples are written there once and reused by later runs "
+        "(default with --out: OUT/samples-SAMPLER-STEPS).",
+        show_default=False,
+    ),
 ]
 SamplesFromOpt = Annotated[
     Optional[Path],
-    typer.Option("--samples-from", help="Score an existing sample folder (from fid, exposure --save-samples...) instead of generating.",
-                 show_default=False),
+    typer.Option(
+        "--samples-from",
+        help="Score an existing sample folder (from fid, exposure --save-samples...) instead of generating.",
+        show_default=False,
+    ),
 ]
 
 
@@ -34,12 +45,26 @@ def fid(
     samples: SamplesOpt = None,
     sample_dir: SampleDirOpt = None,
     samples_from: SamplesFromOpt = None,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples of the samples, for the standard error and the basic bootstrap interval.")] = FdOptions.bootstrap,
-    kid_subset_size: Annotated[Optional[int], typer.Option("--kid-subset-size", help="KID subset size (default: min(1000, half the smaller set)).", show_default=False)] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute the reference statistics (and do not write them to the cache).")] = False,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap",
+            help="Bootstrap resamples of the samples, for the standard error and the basic bootstrap interval.",
+        ),
+    ] = FdOptions.bootstrap,
+    kid_subset_size: Annotated[
+        Optional[int],
+        typer.Option(
+            "--kid-subset-size", help="KID subset size (default: min(1000, half the smaller set)).", show_default=False
+        ),
+    ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option("--no-cache", help="Recompute the reference statistics (and do not write them to the cache)."),
+    ] = False,
     o=None,
 ) -> None:
-    """FD/FID and KID of the model's samples against a reference, with a basic bootstrap interval (torch-fidelity features)."""
+    """FD/FID and KID of the model's samples against a reference, with a basic bootstrap interval (torch-fidelity features)."""  # noqa: E501 - the command's --help text, shown with its line breaks
     from ..core.fd.extractors import FEATURES
     from ..core.sampling import check_run, check_sampler_name
     from ..errors import InputError, require_at_least
@@ -72,6 +97,12 @@ def fid(
         x = report._samples
         return [save_grid(x[:64].clamp(-1, 1), Path(out) / "fid-samples.png", nrow=8)]
 
-    inputs = dict(sample_dir=str(sample_dir) if sample_dir else None, samples_from=str(samples_from) if samples_from else None,
-                  kid_subset_size=kid_subset_size, use_cache=not no_cache)
-    return measure_command("fid", model, o, {}, inputs=inputs, shared=dict(fid_bootstrap=bootstrap), require_fd=True, files=grid)
+    inputs = dict(
+        sample_dir=str(sample_dir) if sample_dir else None,
+        samples_from=str(samples_from) if samples_from else None,
+        kid_subset_size=kid_subset_size,
+        use_cache=not no_cache,
+    )
+    return measure_command(
+        "fid", model, o, {}, inputs=inputs, shared=dict(fid_bootstrap=bootstrap), require_fd=True, files=grid
+    )

@@ -8,11 +8,39 @@ from typing import Annotated, Optional
 import typer
 
 from .audit import AUDIT_RUN
-from .options import AUDIT_SIZES, COMMON, REPORTS, ModelArg, audit_options, console, load_checkpoint, run_with_progress, takes
+from .options import (
+    AUDIT_SIZES,
+    COMMON,
+    REPORTS,
+    ModelArg,
+    audit_options,
+    console,
+    load_checkpoint,
+    run_with_progress,
+    takes,
+)
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Gate config (flatcheck.toml, or a pyproject.toml with [tool.flatcheck]). Default: ./flatcheck.toml, then ./pyproject.toml.", show_default=False)]
-BaselineOpt = Annotated[Optional[str], typer.Option("--baseline", help="For relative rules: a JSON report, or a checkpoint that is then audited with the same settings.", show_default=False)]
-ReportOpt = Annotated[Optional[Path], typer.Option("--report", help="Gate this JSON report instead of auditing MODEL.", show_default=False)]
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--config",
+        help="Gate config (flatcheck.toml, or a pyproject.toml with [tool.flatcheck]). Default: ./flatcheck.toml, "
+        "then ./pyproject.toml.",
+        show_default=False,
+    ),
+]
+BaselineOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--baseline",
+        help="For relative rules: a JSON report, or a checkpoint that is then audited with the same settings.",
+        show_default=False,
+    ),
+]
+ReportOpt = Annotated[
+    Optional[Path],
+    typer.Option("--report", help="Gate this JSON report instead of auditing MODEL.", show_default=False),
+]
 
 
 @takes(*AUDIT_RUN, REPORTS, COMMON, **AUDIT_SIZES, seed=None)
@@ -43,8 +71,6 @@ def gate(
     if needs_baseline and baseline_spec is None:
         raise InputError("the config has relative rules: pass --baseline REPORT.json|MODEL or set gate.baseline")
 
-    ckpt_cache: dict = {}
-
     def audit(spec: str | None):
         from ..audit import audit_checkpoint
 
@@ -65,7 +91,9 @@ def gate(
         else:  # a checkpoint: audited with exactly the options of the gated audit
             base_doc = to_jsonable(audit(baseline_spec))
         _check_same_settings(doc, base_doc, baseline_spec)
-    outcome = evaluate(cfg.rules, doc, base_doc, config=cfg.source, baseline_name=baseline_spec if needs_baseline else None)
+    outcome = evaluate(
+        cfg.rules, doc, base_doc, config=cfg.source, baseline_name=baseline_spec if needs_baseline else None
+    )
     con.print(gate_renderable(outcome))
     write_step_summary(gate_markdown(outcome, source))
     if o.json:
@@ -81,6 +109,7 @@ def _check_same_settings(doc: dict, base: dict, name: str) -> None:
     a, b = doc.get("options", {}), base.get("options", {})
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if diff:
-        raise InputError(f"baseline {name} was audited with other options ({', '.join(diff)}): relative thresholds would compare different things")
-
-
+        raise InputError(
+            f"baseline {name} was audited with other options ({', '.join(diff)}): relative thresholds would compare "
+            "different things"
+        )

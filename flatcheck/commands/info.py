@@ -10,7 +10,7 @@ def info(model: ModelArg = None, o=None) -> None:
     """Describe a checkpoint: pipeline and denoiser classes, parameters, sample shape, conditioning, schedule, weight files.
 
     Read from the configs and the safetensors headers: no weights are loaded, so any size is described in seconds.
-    """
+    """  # noqa: E501 - the command's --help text, shown with its line breaks
     from ..core.info import describe_files
     from ..report.terminal import info_table
     from ..results import document, write_json

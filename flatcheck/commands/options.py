@@ -38,85 +38,422 @@ def choices(name: str, values) -> type[enum.Enum]:
 
 ModelArg = Annotated[
     Optional[str],
-    typer.Argument(help="Pipeline folder, model folder, Hub repo id or bundled name (default: digits-base).", show_default=False),
+    typer.Argument(
+        help="Pipeline folder, model folder, Hub repo id or bundled name (default: digits-base).", show_default=False
+    ),
 ]
 
 # Every command.
 COMMON = group(
     # --device takes cuda:N too, so it stays a string (checked by core.runtime.resolve_device).
-    Opt("device", Annotated[str, typer.Option("--device", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps.")], "auto"),
-    Opt("dtype", Annotated[str, typer.Option("--dtype", help="Weights and compute dtype: float32, float16 or bfloat16 (fp32, fp16, bf16).")], "float32"),
-    Opt("json", Annotated[Optional[str], typer.Option("--json", metavar="PATH|-", help="Write the machine-readable result to PATH, or to stdout with '-' (human output then goes to stderr).")], None),
-    Opt("scheduler", Annotated[Optional[Path], typer.Option("--scheduler", help="Scheduler folder (scheduler_config.json) for a bare model folder; overrides the checkpoint's.", show_default=False)], None),
-    Opt("allow_pickle", Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle weights (.bin/.ckpt/.pt/.pth). Loading a pickle can run arbitrary code.")], False),
+    Opt(
+        "device",
+        Annotated[str, typer.Option("--device", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps.")],
+        "auto",
+    ),
+    Opt(
+        "dtype",
+        Annotated[
+            str,
+            typer.Option("--dtype", help="Weights and compute dtype: float32, float16 or bfloat16 (fp32, fp16, bf16)."),
+        ],
+        "float32",
+    ),
+    Opt(
+        "json",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--json",
+                metavar="PATH|-",
+                help="Write the machine-readable result to PATH, or to stdout with '-' "
+                "(human output then goes to stderr).",
+            ),
+        ],
+        None,
+    ),
+    Opt(
+        "scheduler",
+        Annotated[
+            Optional[Path],
+            typer.Option(
+                "--scheduler",
+                help="Scheduler folder (scheduler_config.json) for a bare model folder; overrides the checkpoint's.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    Opt(
+        "allow_pickle",
+        Annotated[
+            bool,
+            typer.Option(
+                "--allow-pickle",
+                help="Allow pickle weights (.bin/.ckpt/.pt/.pth). Loading a pickle can run arbitrary code.",
+            ),
+        ],
+        False,
+    ),
     Opt("debug", Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")], False),
-    Opt("threads", Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch. Default: the CPUs this process may use (affinity mask, cgroup quota), "
-                                                                         "never more than torch was already given (OMP_NUM_THREADS). Recorded in every report.", show_default=False)], None),
-    # The fast path (core.fastpath). None: ACCELERATE_MIXED_PRECISION, so `accelerate launch --mixed_precision bf16` just works.
-    Opt("mixed_precision", Annotated[Optional[str], typer.Option("--mixed-precision", metavar="no|bf16|fp16", help="Run the denoiser's forward under autocast to bf16 or fp16; weights stay in --dtype, "
-                                                                                                       "losses, Hessian-vector products and sampler steps in float32. Default: $ACCELERATE_MIXED_PRECISION, else no.", show_default=False)], None),
-    Opt("channels_last", Annotated[bool, typer.Option("--channels-last", help="Conv weights and inputs in channels_last (NHWC) memory order: faster convs on GPUs, same numbers; no effect on transformers.")], False),
-    Opt("compile", Annotated[bool, typer.Option("--compile", help="torch.compile the denoiser for sampling (no-grad forwards of the unmodified model); falls back to eager with a warning if compiling fails. "
-                                                                 "Backend: $FLATCHECK_COMPILE_BACKEND, else inductor.")], False),
+    Opt(
+        "threads",
+        Annotated[
+            Optional[int],
+            typer.Option(
+                "--threads",
+                help="CPU threads for torch. Default: the CPUs this process may use (affinity mask, cgroup quota), "
+                "never more than torch was already given (OMP_NUM_THREADS). Recorded in every report.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    # The fast path (core.fastpath). None: ACCELERATE_MIXED_PRECISION, so `accelerate launch --mixed_precision bf16`
+    # just works.
+    Opt(
+        "mixed_precision",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--mixed-precision",
+                metavar="no|bf16|fp16",
+                help="Run the denoiser's forward under autocast to bf16 or fp16; weights stay in --dtype, "
+                "losses, Hessian-vector products and sampler steps in float32. Default: "
+                "$ACCELERATE_MIXED_PRECISION, else no.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    Opt(
+        "channels_last",
+        Annotated[
+            bool,
+            typer.Option(
+                "--channels-last",
+                help="Conv weights and inputs in channels_last (NHWC) memory order: faster convs on GPUs, same "
+                "numbers; no effect on transformers.",
+            ),
+        ],
+        False,
+    ),
+    Opt(
+        "compile",
+        Annotated[
+            bool,
+            typer.Option(
+                "--compile",
+                help="torch.compile the denoiser for sampling (no-grad forwards of the unmodified model); falls back "
+                "to eager with a warning if compiling fails. Backend: $FLATCHECK_COMPILE_BACKEND, else inductor.",
+            ),
+        ],
+        False,
+    ),
 )
-SEED = group(Opt("seed", Annotated[int, typer.Option("--seed", help="Seed for every random draw; same seed, same numbers.")], 0))
-OUT = group(Opt("out", Annotated[Optional[Path], typer.Option("--out", help="Folder for plots, sample grids and other files.", show_default=False)], None))
+SEED = group(
+    Opt("seed", Annotated[int, typer.Option("--seed", help="Seed for every random draw; same seed, same numbers.")], 0)
+)
+OUT = group(
+    Opt(
+        "out",
+        Annotated[
+            Optional[Path],
+            typer.Option("--out", help="Folder for plots, sample grids and other files.", show_default=False),
+        ],
+        None,
+    )
+)
 
 # The shared inputs of a measure command: the probe bank and the full-precision samples.
 DATA = group(
-    Opt("data", Annotated[Optional[str], typer.Option("--data", help="Reference images: a folder of images, an .npy/.npz array, 'digits', or 'patches'/'patches-test' (RGB patches); 'none' for data-free "
-                                                                   "(the bank's x0 drawn from the model's own samples). Default: digits for the bundled digits models, else data-free.", show_default=False)], None),
+    Opt(
+        "data",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--data",
+                help="Reference images: a folder of images, an .npy/.npz array, 'digits', or 'patches'/'patches-test' "
+                "(RGB patches); 'none' for data-free (the bank's x0 drawn from the model's own samples). "
+                "Default: digits for the bundled digits models, else data-free.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
     Opt("probes", Annotated[int, typer.Option("--probes", help="Number of (x0, t, noise) probes in the bank.")], 128),
 )
-TIMESTEPS = group(Opt("timesteps", Annotated[Optional[str], typer.Option("--timesteps", metavar="LO:HI", help="Probe timesteps from [LO, HI) (default: the whole schedule).", show_default=False)], None))
-N_SAMPLES = group(Opt("samples", Annotated[int, typer.Option("--samples", help="Full-precision samples (indices 0..N-1 of --seed); data-free, the bank is drawn from them.")], 64))
+TIMESTEPS = group(
+    Opt(
+        "timesteps",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--timesteps",
+                metavar="LO:HI",
+                help="Probe timesteps from [LO, HI) (default: the whole schedule).",
+                show_default=False,
+            ),
+        ],
+        None,
+    )
+)
+N_SAMPLES = group(
+    Opt(
+        "samples",
+        Annotated[
+            int,
+            typer.Option(
+                "--samples",
+                help="Full-precision samples (indices 0..N-1 of --seed); data-free, the bank is drawn from them.",
+            ),
+        ],
+        64,
+    )
+)
 STEPS = group(Opt("steps", Annotated[int, typer.Option("--steps", help="Sampling steps.")], 50))
-SAMPLER = group(Opt("sampler", Annotated[Optional[str], typer.Option("--sampler", help="Sampler: checkpoint (the checkpoint's own scheduler), ddpm, ddim, dpm-solver++, dpm-solver, euler, euler-ancestral, heun, pndm, unipc.")], "ddim"))
+SAMPLER = group(
+    Opt(
+        "sampler",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--sampler",
+                help="Sampler: checkpoint (the checkpoint's own scheduler), ddpm, ddim, dpm-solver++, dpm-solver, "
+                "euler, euler-ancestral, heun, pndm, unipc.",
+            ),
+        ],
+        "ddim",
+    )
+)
 SAMPLES = N_SAMPLES + STEPS + SAMPLER
-BATCH = group(Opt("batch_size", Annotated[int, typer.Option("--batch-size", help="Batch size for every forward pass.")], 64))
+BATCH = group(
+    Opt("batch_size", Annotated[int, typer.Option("--batch-size", help="Batch size for every forward pass.")], 64)
+)
 
 # Conditions of class- and text-conditioned models (every command that runs the model).
 COND = group(
-    Opt("labels", Annotated[Optional[str], typer.Option("--labels", help="Class-conditional models: class labels the samples cycle through ('3,7', or a file of integers). "
-                                                                       "Default: each sample's label drawn uniformly from --seed.", show_default=False)], None),
-    Opt("prompts", Annotated[Optional[str], typer.Option("--prompts", metavar="FILE", help="Text-to-image models: prompts, one per line; sample i takes prompt i mod N. "
-                                                                                         "Default: flatcheck's 8 documented prompts (README).", show_default=False)], None),
-    Opt("guidance_scale", Annotated[Optional[float], typer.Option("--guidance-scale", help="Classifier-free guidance of every sampler run (1: none). "
-                                                                                         "Default: the pipeline's own (e.g. 7.5 for Stable Diffusion, 4 for DiT).", show_default=False)], None),
-    Opt("sample_size", Annotated[Optional[int], typer.Option("--sample-size", help="Latent side for models whose config has none (Flux); default: the pipeline's (Flux: 128, i.e. 1024 px).", show_default=False)], None),
+    Opt(
+        "labels",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--labels",
+                help="Class-conditional models: class labels the samples cycle through ('3,7', or a file of integers). "
+                "Default: each sample's label drawn uniformly from --seed.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    Opt(
+        "prompts",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--prompts",
+                metavar="FILE",
+                help="Text-to-image models: prompts, one per line; sample i takes prompt i mod N. "
+                "Default: flatcheck's 8 documented prompts (README).",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    Opt(
+        "guidance_scale",
+        Annotated[
+            Optional[float],
+            typer.Option(
+                "--guidance-scale",
+                help="Classifier-free guidance of every sampler run (1: none). "
+                "Default: the pipeline's own (e.g. 7.5 for Stable Diffusion, 4 for DiT).",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    Opt(
+        "sample_size",
+        Annotated[
+            Optional[int],
+            typer.Option(
+                "--sample-size",
+                help="Latent side for models whose config has none (Flux); default: the pipeline's (Flux: 128, "
+                "i.e. 1024 px).",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
 )
 
 # FD/FID against a reference (quantize, exposure, fid).
 FD = group(
-    Opt("ref", Annotated[Optional[str], typer.Option("--ref", help="FD/FID reference: an image folder, an .npz/.npy of images, a stats .npz (mu, sigma), 'digits', 'patches', 'patches-test', "
-                                                                 "or a torch-fidelity dataset (cifar10-train...). Default: the --data images (digits for the bundled models).", show_default=False)], None),
-    Opt("features", Annotated[Optional[str], typer.Option("--features", "--fid-features", help="Feature network for FD/FID: inception (FID), digits-cnn, patches-cnn (RGB patches), clip or dinov2. "
-                                                                                           "Default: digits-cnn for the bundled digits models, else inception.", show_default=False)], None),
-    Opt("fid_weights", Annotated[Optional[Path], typer.Option("--fid-weights", help="Local feature-network weights (offline): torch-fidelity's Inception .pth or the TorchScript "
-                                                                                  "inception-2015-12-05.pt; OpenAI's CLIP .pt; a digits-cnn or patches-cnn .safetensors.", show_default=False)], None),
+    Opt(
+        "ref",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--ref",
+                help="FD/FID reference: an image folder, an .npz/.npy of images, a stats .npz (mu, sigma), 'digits', "
+                "'patches', 'patches-test', or a torch-fidelity dataset (cifar10-train...). "
+                "Default: the --data images (digits for the bundled models).",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    Opt(
+        "features",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--features",
+                "--fid-features",
+                help="Feature network for FD/FID: inception (FID), digits-cnn, patches-cnn (RGB patches), clip or "
+                "dinov2. Default: digits-cnn for the bundled digits models, else inception.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    Opt(
+        "fid_weights",
+        Annotated[
+            Optional[Path],
+            typer.Option(
+                "--fid-weights",
+                help="Local feature-network weights (offline): torch-fidelity's Inception .pth or the TorchScript "
+                "inception-2015-12-05.pt; OpenAI's CLIP .pt; a digits-cnn or patches-cnn .safetensors.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
 )
-NO_FID = group(Opt("no_fid", Annotated[bool, typer.Option("--no-fid", help="Skip FD/FID even when a reference is known.")], False))
+NO_FID = group(
+    Opt("no_fid", Annotated[bool, typer.Option("--no-fid", help="Skip FD/FID even when a reference is known.")], False)
+)
 
 # The audit's run: audit, compare and gate (sizes default to the profile's).
 PROFILE = group(
-    Opt("quick", Annotated[bool, typer.Option("--quick", help="CI profile: 64 probes, 64 samples x 10 steps, two quantization settings (about 15 s on a 2-core CPU for the bundled models).")], False),
-    Opt("full", Annotated[bool, typer.Option("--full", help="Paper-grade profile: 50,000 samples x 100 steps, 2048 probes. Needs a GPU (refused on CPU).")], False),
-    Opt("skip", Annotated[Optional[list[str]], typer.Option("--skip", help="Skip a measure (sharpness, exposure, quantize, fid); repeatable.", show_default=False)], None),
+    Opt(
+        "quick",
+        Annotated[
+            bool,
+            typer.Option(
+                "--quick",
+                help="CI profile: 64 probes, 64 samples x 10 steps, two quantization settings (about 15 s on a 2-core "
+                "CPU for the bundled models).",
+            ),
+        ],
+        False,
+    ),
+    Opt(
+        "full",
+        Annotated[
+            bool,
+            typer.Option(
+                "--full",
+                help="Paper-grade profile: 50,000 samples x 100 steps, 2048 probes. Needs a GPU (refused on CPU).",
+            ),
+        ],
+        False,
+    ),
+    Opt(
+        "skip",
+        Annotated[
+            Optional[list[str]],
+            typer.Option(
+                "--skip", help="Skip a measure (sharpness, exposure, quantize, fid); repeatable.", show_default=False
+            ),
+        ],
+        None,
+    ),
 )
 REPORTS = group(
-    Opt("out", Annotated[Optional[Path], typer.Option("--out", help="Folder for audit.json, audit.md, audit.html and the plots.", show_default=False)], None),
-    Opt("markdown", Annotated[Optional[Path], typer.Option("--markdown", help="Write the Markdown report here (it also goes to $GITHUB_STEP_SUMMARY when that is set).", show_default=False)], None),
-    Opt("html", Annotated[Optional[Path], typer.Option("--html", help="Write the self-contained HTML report here.", show_default=False)], None),
+    Opt(
+        "out",
+        Annotated[
+            Optional[Path],
+            typer.Option(
+                "--out", help="Folder for audit.json, audit.md, audit.html and the plots.", show_default=False
+            ),
+        ],
+        None,
+    ),
+    Opt(
+        "markdown",
+        Annotated[
+            Optional[Path],
+            typer.Option(
+                "--markdown",
+                help="Write the Markdown report here (it also goes to $GITHUB_STEP_SUMMARY when that is set).",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    Opt(
+        "html",
+        Annotated[
+            Optional[Path],
+            typer.Option("--html", help="Write the self-contained HTML report here.", show_default=False),
+        ],
+        None,
+    ),
 )
 # The audit's memory options (the plan's advice names them): they set the sharpness measure's config.
 MEMORY = group(
-    Opt("params", Annotated[Optional[str], typer.Option("--params", metavar="GLOBS", help="Sharpness measures only these parameters: comma-separated globs on their names "
-                                                                                       "(e.g. 'mid_block.*'); the rest stay fixed. What large denoisers need (see `flatcheck plan`).", show_default=False)], None),
-    Opt("gradient_checkpointing", Annotated[bool, typer.Option("--gradient-checkpointing", help="Sharpness recomputes activations in its gradients and HVPs, one block at a time: "
-                                                                                             "less memory for large denoisers, about one more forward per pass.")], False),
+    Opt(
+        "params",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--params",
+                metavar="GLOBS",
+                help="Sharpness measures only these parameters: comma-separated globs on their names "
+                "(e.g. 'mid_block.*'); the rest stay fixed. What large denoisers need (see `flatcheck plan`).",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    Opt(
+        "gradient_checkpointing",
+        Annotated[
+            bool,
+            typer.Option(
+                "--gradient-checkpointing",
+                help="Sharpness recomputes activations in its gradients and HVPs, one block at a time: "
+                "less memory for large denoisers, about one more forward per pass.",
+            ),
+        ],
+        False,
+    ),
 )
-DRY_RUN = group(Opt("dry_run", Annotated[bool, typer.Option("--dry-run", help="Print the run's plan (work, memory and time per phase; see `flatcheck plan`) and exit without running it.")], False))
-AUDIT_SIZES = {"probes": None, "samples": None, "steps": None, "sampler": None, "batch_size": None}  # None: the profile's
+DRY_RUN = group(
+    Opt(
+        "dry_run",
+        Annotated[
+            bool,
+            typer.Option(
+                "--dry-run",
+                help="Print the run's plan (work, memory and time per phase; "
+                "see `flatcheck plan`) and exit without running it.",
+            ),
+        ],
+        False,
+    )
+)
+AUDIT_SIZES = {
+    "probes": None,
+    "samples": None,
+    "steps": None,
+    "sampler": None,
+    "batch_size": None,
+}  # None: the profile's
 
 
 def takes(*groups: tuple[Opt, ...], **defaults):
@@ -128,7 +465,11 @@ def takes(*groups: tuple[Opt, ...], **defaults):
 
     def deco(fn):
         hints = typing.get_type_hints(fn, include_extras=True)
-        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in inspect.signature(fn).parameters.values() if p.name != "o"]
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in inspect.signature(fn).parameters.values()
+            if p.name != "o"
+        ]
         extra = []
         for o in opts.values():
             ann = o.annotation
@@ -169,20 +510,17 @@ def console(json_dest: Optional[str]):
 
     from ..core import dist
 
-    # With --json -, stdout carries only JSON: human output moves to stderr. Of several processes, only the main one prints.
+    # With --json -, stdout carries only JSON: human output moves to stderr. Of several processes, only the main one
+    # prints.
     return Console(stderr=json_dest == "-", highlight=False, quiet=not dist.is_main())
 
 
 def load_checkpoint(model, o):
     """(Checkpoint, torch.device) from the shared options; InputError on anything wrong."""
+    from ..core import dist, fastpath
     from ..core.checkpoint import load
     from ..core.runtime import deterministic_kernels, resolve_device, resolve_dtype
-
     from ..core.threads import set_threads
-
-    from ..core import dist
-
-    from ..core import fastpath
 
     set_threads(o.threads)
     dev, dt = resolve_device(o.device), resolve_dtype(o.dtype)
@@ -244,10 +582,24 @@ def audit_options(o, device, *, config: dict | None = None):
         merged.pop("profile", None)
     if isinstance(merged.get("skip"), str):
         merged["skip"] = [merged["skip"]]
-    from_cli = dict(seed=o.seed, data=o.data, probes=o.probes, samples=o.samples, steps=o.steps, sampler=o.sampler,
-                    timesteps=o.timesteps, skip=o.skip, batch_size=o.batch_size, ref=o.ref, fid_features=o.features,
-                    fid_weights=str(o.fid_weights) if o.fid_weights else None,
-                    labels=o.labels, prompts=o.prompts, guidance_scale=o.guidance_scale, sample_size=o.sample_size)
+    from_cli = dict(
+        seed=o.seed,
+        data=o.data,
+        probes=o.probes,
+        samples=o.samples,
+        steps=o.steps,
+        sampler=o.sampler,
+        timesteps=o.timesteps,
+        skip=o.skip,
+        batch_size=o.batch_size,
+        ref=o.ref,
+        fid_features=o.features,
+        fid_weights=str(o.fid_weights) if o.fid_weights else None,
+        labels=o.labels,
+        prompts=o.prompts,
+        guidance_scale=o.guidance_scale,
+        sample_size=o.sample_size,
+    )
     merged.update({k: v for k, v in from_cli.items() if v is not None and v != []})
     memory = {k: getattr(o, k) for k in ("params", "gradient_checkpointing") if getattr(o, k, None)}
     if memory:  # --params / --gradient-checkpointing: the sharpness table's, the command line winning
@@ -256,7 +608,10 @@ def audit_options(o, device, *, config: dict | None = None):
         merged["skip"] = tuple(merged["skip"])
     opts = options_for(profile, **merged)
     if opts.profile == "full" and device.type == "cpu":
-        raise InputError("--full generates 50,000 samples and needs a GPU (about a week on a CPU); use the default profile or --quick here")
+        raise InputError(
+            "--full generates 50,000 samples and needs a GPU (about a week on a CPU); "
+            "use the default profile or --quick here"
+        )
     return opts
 
 
@@ -268,8 +623,17 @@ def run_with_progress(con, fn, *args, **kwargs):
         return fn(*args, progress=progress, **kwargs)
 
 
-def measure_command(name: str, model, o, config: dict, *, inputs: dict | None = None, shared: dict | None = None,
-                    require_fd: bool = False, files=None):
+def measure_command(
+    name: str,
+    model,
+    o,
+    config: dict,
+    *,
+    inputs: dict | None = None,
+    shared: dict | None = None,
+    require_fd: bool = False,
+    files=None,
+):
     """A measure command: the audit with the other measures skipped (one run path), then the measure's
     own view, the report JSON and its files.
 
@@ -281,12 +645,30 @@ def measure_command(name: str, model, o, config: dict, *, inputs: dict | None = 
     from ..errors import InputError, OptionError, RunError
     from ..report.writers import write_measure_outputs
 
-    given = {k: getattr(o, k) for k in ("seed", "batch_size", "samples", "steps", "sampler", "data", "probes", "timesteps",
-                                        "labels", "prompts", "guidance_scale", "sample_size")
-             if getattr(o, k, None) is not None}
+    given = {
+        k: getattr(o, k)
+        for k in (
+            "seed",
+            "batch_size",
+            "samples",
+            "steps",
+            "sampler",
+            "data",
+            "probes",
+            "timesteps",
+            "labels",
+            "prompts",
+            "guidance_scale",
+            "sample_size",
+        )
+        if getattr(o, k, None) is not None
+    }
     if hasattr(o, "ref"):
-        given.update(ref="none" if getattr(o, "no_fid", False) else o.ref, fid_features=o.features,
-                     fid_weights=str(o.fid_weights) if o.fid_weights else None)
+        given.update(
+            ref="none" if getattr(o, "no_fid", False) else o.ref,
+            fid_features=o.features,
+            fid_weights=str(o.fid_weights) if o.fid_weights else None,
+        )
     given.update(shared or {})
     if getattr(o, "dry_run", False):
         from .planning import plan_command
@@ -294,14 +676,23 @@ def measure_command(name: str, model, o, config: dict, *, inputs: dict | None = 
         return plan_command(model, o, only=name, config=config, given={k: v for k, v in given.items() if v is not None})
     ckpt, dev = load_checkpoint(model, o)
     try:
-        opts = options_for("default", skip=tuple(a for a in AREAS if a != name), **{k: v for k, v in given.items() if v is not None},
-                           **{name: config})
+        opts = options_for(
+            "default",
+            skip=tuple(a for a in AREAS if a != name),
+            **{k: v for k, v in given.items() if v is not None},
+            **{name: config},
+        )
     except OptionError as exc:  # this command's user typed flags, not config keys
         raise exc.flag() from None
     if require_fd and resolve_for(ckpt, opts).inputs().fd.ref is None:
-        raise InputError("--ref is required for this model (an image folder, .npz of images, stats .npz, or a torch-fidelity dataset)")
+        raise InputError(
+            "--ref is required for this model (an image folder, .npz of images, stats .npz, "
+            "or a torch-fidelity dataset)"
+        )
     con = console(o.json)
-    report = run_with_progress(con, audit_checkpoint, ckpt, opts, inputs=inputs, skipped_line=f"not part of `flatcheck {name}`")
+    report = run_with_progress(
+        con, audit_checkpoint, ckpt, opts, inputs=inputs, skipped_line=f"not part of `flatcheck {name}`"
+    )
     verdict = report.verdict(name)
     if verdict.status in ("error", "skipped"):
         raise RunError(f"{name}: {verdict.line}")

@@ -26,12 +26,23 @@ def plan_device(name: str, memory: str | None):
         raise
 
 
-def plan_command(model, o, *, only: str | None = None, memory: str | None = None, timing: bool = True,
-                 config: dict | None = None, given: dict | None = None, audit_options=None) -> int:
+def plan_command(
+    model,
+    o,
+    *,
+    only: str | None = None,
+    memory: str | None = None,
+    timing: bool = True,
+    config: dict | None = None,
+    given: dict | None = None,
+    audit_options=None,
+) -> int:
     """Plan the audit (or one measure: `only`, with its command's config and shared options), print it,
     write --json; exit 0 when it fits, 1 when it does not. audit_options(device) -> AuditOptions: the
     audit's options from the command line (flatcheck plan, audit --dry-run); a measure command's
     --dry-run gives its `config` and shared options (`given`) instead."""
+    from rich.console import Console
+
     from ..audit import AREAS, options_for, resolve_for
     from ..core.checkpoint import load
     from ..core.denoiser import Denoiser
@@ -41,7 +52,6 @@ def plan_command(model, o, *, only: str | None = None, memory: str | None = None
     from ..plan import available_memory, calibrate, parse_size, plan_run
     from ..report.plan_view import plan_renderable
     from ..results import document, write_json
-    from rich.console import Console
 
     set_threads(o.threads)
     device, here = plan_device(o.device, memory)
@@ -64,7 +74,9 @@ def plan_command(model, o, *, only: str | None = None, memory: str | None = None
     fd = opts.inputs().fd.ref is not None
 
     def make(calibration=None):
-        return plan_run(den, opts, device=device, available=available, fd=fd, model=meta.source, calibration=calibration)
+        return plan_run(
+            den, opts, device=device, available=available, fd=fd, model=meta.source, calibration=calibration
+        )
 
     plan = make()
     if timing and here and plan.baseline_bytes + plan.weights_bytes < available[0]:

@@ -6,45 +6,141 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..measures.quantize.config import ATTENTION_POLICIES, FIRST_LAST_POLICIES, METHODS, LayerPolicy, QuantizeConfig as C, settings_from_options
-from .options import DRY_RUN, BATCH, COMMON, COND, DATA, FD, NO_FID, OUT, SAMPLES, SEED, TIMESTEPS, ModelArg, choices, measure_command, takes
+from ..measures.quantize.config import (
+    ATTENTION_POLICIES,
+    FIRST_LAST_POLICIES,
+    METHODS,
+    LayerPolicy,
+    settings_from_options,
+)
+from ..measures.quantize.config import QuantizeConfig as C
+from .options import (
+    BATCH,
+    COMMON,
+    COND,
+    DATA,
+    DRY_RUN,
+    FD,
+    NO_FID,
+    OUT,
+    SAMPLES,
+    SEED,
+    TIMESTEPS,
+    ModelArg,
+    choices,
+    measure_command,
+    takes,
+)
 
 Calibration = choices("Calibration", METHODS)
 FirstLast = choices("FirstLast", FIRST_LAST_POLICIES)
 Attention = choices("Attention", ATTENTION_POLICIES)
 
-BitsOpt = Annotated[Optional[str], typer.Option("--bits", help="Bit widths, one setting W{b}A{b} each (2-16). Default: 8,6,4.", show_default=False)]
-WBitsOpt = Annotated[Optional[str], typer.Option("--wbits", help="Weight widths (2-16 or 'fp'); win over --bits. One width applies to all settings.")]
-ABitsOpt = Annotated[Optional[str], typer.Option("--abits", help="Activation widths (2-16 or 'fp'); win over --bits. Alone with --wbits unset: weights stay full precision.")]
-BnbOpt = Annotated[Optional[str], typer.Option("--bnb", help="Also run bitsandbytes kernels on the Linear layers: any of int8,nf4,fp4.")]
+BitsOpt = Annotated[
+    Optional[str],
+    typer.Option("--bits", help="Bit widths, one setting W{b}A{b} each (2-16). Default: 8,6,4.", show_default=False),
+]
+WBitsOpt = Annotated[
+    Optional[str],
+    typer.Option("--wbits", help="Weight widths (2-16 or 'fp'); win over --bits. One width applies to all settings."),
+]
+ABitsOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--abits",
+        help="Activation widths (2-16 or 'fp'); win over --bits. "
+        "Alone with --wbits unset: weights stay full precision.",
+    ),
+]
+BnbOpt = Annotated[
+    Optional[str],
+    typer.Option("--bnb", help="Also run bitsandbytes kernels on the Linear layers: any of int8,nf4,fp4."),
+]
 
 
-@takes(COMMON, DRY_RUN, SEED, OUT, COND, DATA, TIMESTEPS, SAMPLES, BATCH, FD, NO_FID, samples=C.samples, steps=C.steps, sampler=C.sampler)
+@takes(
+    COMMON,
+    DRY_RUN,
+    SEED,
+    OUT,
+    COND,
+    DATA,
+    TIMESTEPS,
+    SAMPLES,
+    BATCH,
+    FD,
+    NO_FID,
+    samples=C.samples,
+    steps=C.steps,
+    sampler=C.sampler,
+)
 def quantize(
     model: ModelArg = None,
     bits: BitsOpt = None,
     wbits: WBitsOpt = None,
     abits: ABitsOpt = None,
     bnb: BnbOpt = None,
-    calibration: Annotated[Calibration, typer.Option("--calibration", help="Activation clipping: minmax, percentile or mse (searched per width).")] = C.calibration,
-    percentile: Annotated[float, typer.Option("--percentile", help="Percentile for --calibration percentile.")] = C.percentile,
-    first_last: Annotated[FirstLast, typer.Option("--first-last", help="First/last layer: same (quantized like the rest), 8 (kept at W8A8) or fp.")] = LayerPolicy.first_last,
-    attention: Annotated[Attention, typer.Option("--attention", help="Attention projections (to_q/k/v/out): quant or fp. The attention matmuls stay full precision.")] = LayerPolicy.attention,
-    calib_samples: Annotated[int, typer.Option("--calib-samples", help="Full-precision samples whose layer inputs calibrate the activation ranges (other seeds).")] = C.calib_samples,
-    sensitivity_samples: Annotated[int, typer.Option("--sensitivity-samples", help="Samples per layer in the per-layer scan (0 skips it).")] = C.sensitivity_samples,
-    sensitivity_steps: Annotated[int, typer.Option("--sensitivity-steps", help="Sampling steps in the per-layer scan (0: same as --steps).")] = C.sensitivity_steps,
-    sensitivity_setting: Annotated[Optional[str], typer.Option("--sensitivity-setting", help="Setting the per-layer scan uses (default: the fewest bits).")] = None,
-    quantize_vae: Annotated[bool, typer.Option("--quantize-vae", help="Latent models: quantize the autoencoder's decoder too (simulated settings), and decode each setting's samples with it.")] = False,
+    calibration: Annotated[
+        Calibration,
+        typer.Option("--calibration", help="Activation clipping: minmax, percentile or mse (searched per width)."),
+    ] = C.calibration,
+    percentile: Annotated[
+        float, typer.Option("--percentile", help="Percentile for --calibration percentile.")
+    ] = C.percentile,
+    first_last: Annotated[
+        FirstLast,
+        typer.Option("--first-last", help="First/last layer: same (quantized like the rest), 8 (kept at W8A8) or fp."),
+    ] = LayerPolicy.first_last,
+    attention: Annotated[
+        Attention,
+        typer.Option(
+            "--attention",
+            help="Attention projections (to_q/k/v/out): quant or fp. The attention matmuls stay full precision.",
+        ),
+    ] = LayerPolicy.attention,
+    calib_samples: Annotated[
+        int,
+        typer.Option(
+            "--calib-samples",
+            help="Full-precision samples whose layer inputs calibrate the activation ranges (other seeds).",
+        ),
+    ] = C.calib_samples,
+    sensitivity_samples: Annotated[
+        int, typer.Option("--sensitivity-samples", help="Samples per layer in the per-layer scan (0 skips it).")
+    ] = C.sensitivity_samples,
+    sensitivity_steps: Annotated[
+        int, typer.Option("--sensitivity-steps", help="Sampling steps in the per-layer scan (0: same as --steps).")
+    ] = C.sensitivity_steps,
+    sensitivity_setting: Annotated[
+        Optional[str],
+        typer.Option("--sensitivity-setting", help="Setting the per-layer scan uses (default: the fewest bits)."),
+    ] = None,
+    quantize_vae: Annotated[
+        bool,
+        typer.Option(
+            "--quantize-vae",
+            help="Latent models: quantize the autoencoder's decoder too (simulated settings), and decode each "
+            "setting's samples with it.",
+        ),
+    ] = False,
     o=None,
 ) -> None:
     """Generation quality under W/A quantization (default W8A8, W6A6, W4A4): sample drift, probe loss, FD/FID per setting
-    (when a reference is known: --ref, or the digits data for the bundled models), and the layers that hurt most."""
+    (when a reference is known: --ref, or the digits data for the bundled models), and the layers that hurt most."""  # noqa: E501 - the command's --help text, shown with its line breaks
     # Every cheap check before the model loads: bad input fails fast, with one line.
     settings = settings_from_options(bits, wbits, abits, bnb)
     policy = LayerPolicy(first_last=FirstLast(first_last).value, attention=Attention(attention).value)
-    config = dict(settings=settings, policy=policy, calibration=Calibration(calibration).value, percentile=percentile,
-                  calib_samples=calib_samples, sensitivity_samples=sensitivity_samples, sensitivity_steps=sensitivity_steps or None,
-                  sensitivity_setting=sensitivity_setting, quantize_vae=quantize_vae)
+    config = dict(
+        settings=settings,
+        policy=policy,
+        calibration=Calibration(calibration).value,
+        percentile=percentile,
+        calib_samples=calib_samples,
+        sensitivity_samples=sensitivity_samples,
+        sensitivity_steps=sensitivity_steps or None,
+        sensitivity_setting=sensitivity_setting,
+        quantize_vae=quantize_vae,
+    )
     C(**config, samples=o.samples, steps=o.steps, batch_size=o.batch_size).validate()
     from ..errors import require_at_least
 

@@ -48,10 +48,23 @@ LOADED_NAMES = {
 }
 # safetensors' dtype codes -> torch's names (a code not listed is reported as written)
 SAFETENSORS_DTYPES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
-    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool", "C64": "complex64",
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E8M0": "float8_e8m0fnu",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U64": "uint64",
+    "U32": "uint32",
+    "U16": "uint16",
+    "U8": "uint8",
+    "BOOL": "bool",
+    "C64": "complex64",
 }
 
 
@@ -110,8 +123,15 @@ class Checkpoint:
 
 def text_components(index: dict) -> dict[str, str]:
     """A model_index.json's text encoders and tokenizers: component name -> class."""
-    return {k: v[1] for k, v in index.items()
-            if not k.startswith("_") and isinstance(v, list) and len(v) == 2 and v[1] and k.startswith(("text_encoder", "tokenizer"))}
+    return {
+        k: v[1]
+        for k, v in index.items()
+        if not k.startswith("_")
+        and isinstance(v, list)
+        and len(v) == 2
+        and v[1]
+        and k.startswith(("text_encoder", "tokenizer"))
+    }
 
 
 # ----------------------------------------------------------------------------- resolving MODEL
@@ -210,8 +230,10 @@ def _check_safetensors(path: Path) -> dict[str, TensorEntry]:
             header = json.loads(fh.read(n))
         tensors = {k: v for k, v in header.items() if k != "__metadata__"}
         end = max((v["data_offsets"][1] for v in tensors.values()), default=0)
-        entries = {k: TensorEntry(SAFETENSORS_DTYPES.get(v["dtype"], str(v["dtype"])), tuple(int(d) for d in v["shape"]))
-                   for k, v in tensors.items()}
+        entries = {
+            k: TensorEntry(SAFETENSORS_DTYPES.get(v["dtype"], str(v["dtype"])), tuple(int(d) for d in v["shape"]))
+            for k, v in tensors.items()
+        }
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise InputError(f"corrupt safetensors file '{path}': {exc}") from None
     if 8 + n + end != size:
@@ -263,11 +285,16 @@ class Part:
                 raise InputError(f"'{index}' has no weight_map: not a sharded {self.files[0].format} index")
             missing = sorted({str(f) for f in weight_map.values()} - set(by_name))
             if missing:
-                raise InputError(f"'{index}' names shard '{missing[0]}', which is not a {self.files[0].format} file in '{self.folder}'")
+                raise InputError(
+                    f"'{index}' names shard '{missing[0]}', which is not a {self.files[0].format} file in "
+                    f"'{self.folder}'"
+                )
             return [by_name[f] for f in sorted(set(weight_map.values()))]
         if single not in by_name:
-            raise InputError(f"cannot load {self.component} from '{self.folder}': no {single} (nor its sharded index "
-                             f"{index_name}), which is what diffusers reads")
+            raise InputError(
+                f"cannot load {self.component} from '{self.folder}': no {single} (nor its sharded index "
+                f"{index_name}), which is what diffusers reads"
+            )
         return [by_name[single]]
 
 
@@ -303,8 +330,13 @@ def _part(folder: Path, component: str, allow_pickle: bool) -> Part:
 
 
 # The schedule of a checkpoint that ships none (stated in every report as DEFAULT_SCHEDULER_NOTE).
-DEFAULT_SCHEDULER = {"_class_name": "DDPMScheduler", "num_train_timesteps": 1000, "beta_schedule": "linear",
-                     "beta_start": 1e-4, "beta_end": 0.02}
+DEFAULT_SCHEDULER = {
+    "_class_name": "DDPMScheduler",
+    "num_train_timesteps": 1000,
+    "beta_schedule": "linear",
+    "beta_start": 1e-4,
+    "beta_end": 0.02,
+}
 DEFAULT_SCHEDULER_NOTE = "default DDPMScheduler (linear betas 1e-4..0.02, T=1000, epsilon): the checkpoint ships none"
 
 
@@ -321,7 +353,9 @@ def scheduler_config(folder: Path) -> dict:
     raise InputError(f"'{folder}' holds no scheduler_config.json")
 
 
-def locate(model: str | None = None, *, scheduler: str | Path | None = None, allow_pickle: bool = False) -> CheckpointFiles:
+def locate(
+    model: str | None = None, *, scheduler: str | Path | None = None, allow_pickle: bool = False
+) -> CheckpointFiles:
     """Resolve MODEL and check everything that can be checked without loading weights: the configs, the
     classes they name, the weight files (pickle gated, safetensors headers and sizes)."""
     root, form = resolve(model, allow_pickle)
@@ -357,8 +391,17 @@ def locate(model: str | None = None, *, scheduler: str | Path | None = None, all
     if form == "pipeline" and source != str(root) and root.parent == bundled_root():
         form = "bundled"
     return CheckpointFiles(
-        source=source, form=form, root=root, pipeline_class=pipeline_class, denoiser_component=comp, denoiser=denoiser,
-        vae=vae, scheduler_class=sched["_class_name"], scheduler_config=sched, scheduler_origin=origin, index=index,
+        source=source,
+        form=form,
+        root=root,
+        pipeline_class=pipeline_class,
+        denoiser_component=comp,
+        denoiser=denoiser,
+        vae=vae,
+        scheduler_class=sched["_class_name"],
+        scheduler_config=sched,
+        scheduler_origin=origin,
+        index=index,
     )
 
 
@@ -375,11 +418,15 @@ def _load_component(part: Part, dtype, meta: bool = False):
         return meta_to(module, dtype).eval().requires_grad_(False)
     use_safetensors = part.files[0].format == "safetensors"
     try:
-        module = cls.from_pretrained(part.folder, torch_dtype=dtype, use_safetensors=use_safetensors, local_files_only=True)
+        module = cls.from_pretrained(
+            part.folder, torch_dtype=dtype, use_safetensors=use_safetensors, local_files_only=True
+        )
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"cannot load {part.component} from '{part.folder}': {str(exc).splitlines()[0][:300]}") from exc
+        raise InputError(
+            f"cannot load {part.component} from '{part.folder}': {str(exc).splitlines()[0][:300]}"
+        ) from exc
     check_finite(module, part.component)
     return module.eval().requires_grad_(False)
 
@@ -461,8 +508,16 @@ def load(
         if vae is not None:
             vae.to(device)
     return Checkpoint(
-        source=found.source, form=found.form, root=found.root, pipeline_class=found.pipeline_class,
-        denoiser_component=found.denoiser_component, denoiser=denoiser, scheduler=sched,
-        scheduler_origin=found.scheduler_origin, vae=vae, weight_files=found.weight_files, index=found.index,
+        source=found.source,
+        form=found.form,
+        root=found.root,
+        pipeline_class=found.pipeline_class,
+        denoiser_component=found.denoiser_component,
+        denoiser=denoiser,
+        scheduler=sched,
+        scheduler_origin=found.scheduler_origin,
+        vae=vae,
+        weight_files=found.weight_files,
+        index=found.index,
         allow_pickle=allow_pickle,
     )

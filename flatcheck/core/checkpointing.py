@@ -5,7 +5,7 @@ gradient's memory. Under double backward (an HVP is d/dtheta (grad L . v)) it do
 first backward runs with create_graph=True, so every recomputed activation, and every
 intermediate of the backward itself, joins the graph that the second backward will walk. On SD
 1.5's UNet at 64x64 latents that graph is over 16 GB at one probe (math attention at 4096 tokens
-keeps several 4096 x 4096 x 8 tensors per layer; ../benchmarks/README.md).
+keeps several 4096 x 4096 x 8 tensors per layer; benchmarks/README.md, "Real size").
 
 Here a segment (a diffusers block: a ResNet, a transformer block) is two custom autograd
 functions, each of which keeps only its inputs:
@@ -94,15 +94,16 @@ def _local_gradient(call: _Call, xs, params, gys, create_graph: bool):
         pairs = [(y, g) for y, g in zip(ys, gys) if y.requires_grad and g is not None]
         if not pairs or not wrt:
             return xs_, flags, [None] * len(wrt)
-        grads = torch.autograd.grad([y for y, _ in pairs], wrt, [g for _, g in pairs], create_graph=create_graph,
-                                    allow_unused=True)
+        grads = torch.autograd.grad(
+            [y for y, _ in pairs], wrt, [g for _, g in pairs], create_graph=create_graph, allow_unused=True
+        )
     return xs_, flags, list(grads)
 
 
 class _SegmentGradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx, call, n_x, n_y, *inputs):
-        xs, gys, params = inputs[:n_x], inputs[n_x:n_x + n_y], inputs[n_x + n_y:]
+        xs, gys, params = inputs[:n_x], inputs[n_x : n_x + n_y], inputs[n_x + n_y :]
         ctx.call, ctx.n_x, ctx.n_y = call, n_x, n_y
         ctx.save_for_backward(*inputs)
         _, flags, grads = _local_gradient(call, list(xs), params, list(gys), create_graph=False)
@@ -117,14 +118,17 @@ class _SegmentGradient(torch.autograd.Function):
     def backward(ctx, *cotangents):
         inputs = ctx.saved_tensors
         n_x, n_y = ctx.n_x, ctx.n_y
-        xs, gys, params = list(inputs[:n_x]), list(inputs[n_x:n_x + n_y]), list(inputs[n_x + n_y:])
+        xs, gys, params = list(inputs[:n_x]), list(inputs[n_x : n_x + n_y]), list(inputs[n_x + n_y :])
         with torch.enable_grad():
             gys_ = [g.detach().requires_grad_(True) for g in gys]
             xs_, flags, grads = _local_gradient(ctx.call, xs, params, gys_, create_graph=True)
             targets = [x for x, f in zip(xs_, flags) if f] + gys_ + params
             pairs = [(g, c) for g, c in zip(grads, cotangents) if g is not None and g.requires_grad and c is not None]
-            got = list(torch.autograd.grad([g for g, _ in pairs], targets, [c for _, c in pairs], allow_unused=True)) \
-                if pairs else [None] * len(targets)
+            got = (
+                list(torch.autograd.grad([g for g, _ in pairs], targets, [c for _, c in pairs], allow_unused=True))
+                if pairs
+                else [None] * len(targets)
+            )
         it = iter(got)
         dxs = [next(it) if f else None for f in flags]
         dgys = [next(it) for _ in gys]
@@ -192,15 +196,24 @@ def _attend(q, k, v, mask, scale, causal_offset):
     return torch.matmul(torch.softmax(s, dim=-1), v)
 
 
-def chunked_attention(sdpa, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                      enable_gqa=False):
+def chunked_attention(
+    sdpa, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
+):
     """scaled_dot_product_attention with the same arguments; over ATTENTION_CHUNK_BYTES of scores (and
     with gradients being taken) computed in query chunks, each a checkpointed segment."""
     rows = query.shape[:-1].numel()
     size = rows * key.shape[-2] * query.element_size()
     if size <= ATTENTION_CHUNK_BYTES or dropout_p > 0 or not torch.is_grad_enabled():
-        return sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
-                    enable_gqa=enable_gqa)
+        return sdpa(
+            query,
+            key,
+            value,
+            attn_mask=attn_mask,
+            dropout_p=dropout_p,
+            is_causal=is_causal,
+            scale=scale,
+            enable_gqa=enable_gqa,
+        )
     if enable_gqa and key.shape[-3] != query.shape[-3]:
         rep = query.shape[-3] // key.shape[-3]
         key, value = key.repeat_interleave(rep, dim=-3), value.repeat_interleave(rep, dim=-3)
@@ -211,9 +224,9 @@ def chunked_attention(sdpa, query, key, value, attn_mask=None, dropout_p=0.0, is
     for s in range(0, n, step):
         mask = None
         if attn_mask is not None:
-            mask = attn_mask if attn_mask.shape[-2] == 1 else attn_mask[..., s:s + step, :]
+            mask = attn_mask if attn_mask.shape[-2] == 1 else attn_mask[..., s : s + step, :]
         offset = s if is_causal else None
-        outs.append(checkpoint(_attend, query[..., s:s + step, :], key, value, mask, scale, offset))
+        outs.append(checkpoint(_attend, query[..., s : s + step, :], key, value, mask, scale, offset))
     return torch.cat(outs, dim=-2)
 
 
@@ -222,7 +235,6 @@ class ChunkedAttention(torch.overrides.TorchFunctionMode):
     make them) goes through `chunked_attention`."""
 
     reenter_in_recompute = True
-
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -11,8 +11,8 @@ import inspect
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import diffusers_source as source
 from ..errors import InputError
+from . import diffusers_source as source
 
 
 def check_class(name: object, base: str, where: Path) -> None:
@@ -39,7 +39,9 @@ def diffusers_class(name: object, base: str, where: Path):
     base_cls = getattr(diffusers, base)
     backends = getattr(cls, "_backends", None)
     if cls is not None and backends:  # diffusers' placeholder for a class whose libraries are missing
-        raise InputError(f"{where} names '{name}', which needs {', '.join(backends)} installed (pip install {' '.join(backends)})")
+        raise InputError(
+            f"{where} names '{name}', which needs {', '.join(backends)} installed (pip install {' '.join(backends)})"
+        )
     if cls is None or not isinstance(cls, type) or not issubclass(cls, base_cls):
         raise InputError(f"{where} names unknown class '{name}' (not a diffusers {base})")
     return cls

@@ -5,7 +5,7 @@ text models (core.prompts), none for unconditional ones. Every option is checked
 from __future__ import annotations
 
 from ..errors import InputError, OptionError
-from .conditioning import DEFAULT_PROMPTS, ConditionOptions, Conditioning, parse_labels, pipeline_default, read_prompts
+from .conditioning import DEFAULT_PROMPTS, Conditioning, ConditionOptions, parse_labels, pipeline_default, read_prompts
 
 
 def build_conditioning(ckpt, info, options: ConditionOptions) -> Conditioning | None:
@@ -22,7 +22,9 @@ def build_conditioning(ckpt, info, options: ConditionOptions) -> Conditioning | 
         raise OptionError("labels", f"{ckpt.denoiser_class} is text-conditioned: give --prompts, not --labels")
     from .prompts import encode_prompts
 
-    return encode_prompts(ckpt, read_prompts(options.prompts) if options.prompts else DEFAULT_PROMPTS, options.guidance_scale)
+    return encode_prompts(
+        ckpt, read_prompts(options.prompts) if options.prompts else DEFAULT_PROMPTS, options.guidance_scale
+    )
 
 
 def _class_conditioning(ckpt, info, options: ConditionOptions) -> Conditioning:
@@ -38,24 +40,32 @@ def _class_conditioning(ckpt, info, options: ConditionOptions) -> Conditioning:
         except (TypeError, ValueError):
             names = ()
     if not k:
-        raise InputError(f"{ckpt.denoiser_class} is class-conditional through '{ckpt.denoiser.config.get('class_embed_type')}', "
-                         "which takes no integer labels: not supported yet")
+        raise InputError(
+            f"{ckpt.denoiser_class} is class-conditional through '{ckpt.denoiser.config.get('class_embed_type')}', "
+            "which takes no integer labels: not supported yet"
+        )
     given = parse_labels(options.labels) if options.labels is not None else None
     bad = [v for v in given or () if not 0 <= v < k]
     if bad:
         raise OptionError("labels", f"label {bad[0]} is out of range: the model has classes 0..{k - 1}")
     scale, source = _class_guidance(ckpt, info, options.guidance_scale)
-    return Conditioning("class", k, scale, null_label=info.null_label, given=given, names=names, guidance_default=source)
+    return Conditioning(
+        "class", k, scale, null_label=info.null_label, given=given, names=names, guidance_default=source
+    )
 
 
 def _class_guidance(ckpt, info, given: float | None) -> tuple[float, str]:
     if given is not None:
         if given != 1.0 and info.null_label is None:
-            raise OptionError("guidance_scale", f"{ckpt.denoiser_class} has no null class, so classifier-free guidance is "
-                                                "impossible (use 1)")
+            raise OptionError(
+                "guidance_scale",
+                f"{ckpt.denoiser_class} has no null class, so classifier-free guidance is impossible (use 1)",
+            )
         return float(given), "--guidance-scale"
     default = pipeline_default(ckpt.pipeline_class, "guidance_scale") if info.null_label is not None else None
     if default is None:
-        return 1.0, "none: the model has no null class" if info.null_label is None else "none: the pipeline has no default"
+        return (
+            1.0,
+            "none: the model has no null class" if info.null_label is None else "none: the pipeline has no default",
+        )
     return float(default), f"{ckpt.pipeline_class}'s default"
-

@@ -47,7 +47,9 @@ class ConditionOptions:
     labels: str | None = None  # '3,7' or a file of integers; None: drawn uniformly from the seed
     prompts: str | None = None  # a file, one prompt per line; None: DEFAULT_PROMPTS
     guidance_scale: float | None = None  # None: the pipeline's default (1 = no guidance)
-    sample_size: int | None = None  # the input side (latents) of a model whose config has none (Flux); None: the pipeline's
+    sample_size: int | None = (
+        None  # the input side (latents) of a model whose config has none (Flux); None: the pipeline's
+    )
 
     def check(self) -> "ConditionOptions":
         if self.guidance_scale is not None and not self.guidance_scale >= 0:
@@ -69,7 +71,9 @@ def parse_labels(spec: str) -> tuple[int, ...]:
     try:
         labels = tuple(int(s) for s in text.replace(",", " ").split())
     except ValueError:
-        raise OptionError("labels", f"'{spec}' is neither a comma list of class labels (e.g. 3,7) nor a file of them") from None
+        raise OptionError(
+            "labels", f"'{spec}' is neither a comma list of class labels (e.g. 3,7) nor a file of them"
+        ) from None
     if not labels:
         raise OptionError("labels", f"'{spec}' holds no label")
     return labels
@@ -129,8 +133,12 @@ class Conditioning:
         ids = ids.detach().cpu().long()
         if self.kind == "class":
             if self.null_label is None and bool((ids == NULL).any()):
-                raise InputError("this class-conditional model has no null class: classifier-free guidance is not possible")
-            labels = torch.where(ids == NULL, torch.full_like(ids, self.null_label if self.null_label is not None else 0), ids)
+                raise InputError(
+                    "this class-conditional model has no null class: classifier-free guidance is not possible"
+                )
+            labels = torch.where(
+                ids == NULL, torch.full_like(ids, self.null_label if self.null_label is not None else 0), ids
+            )
             return {"class_labels": labels.to(device)}
         rows = torch.where(ids == NULL, torch.full_like(ids, self.count), ids)
         out: dict = {k: _cast(v[rows], device, dtype) for k, v in self.tables.items() if k not in self.added}
@@ -143,11 +151,24 @@ class Conditioning:
         return out
 
     def describe(self) -> dict:
-        doc = {"kind": self.kind, "count": self.count, "guidance_scale": self.guidance_scale,
-               "guidance_source": self.guidance_default + (" (embedded: an input of the network, not CFG)" if self.embedded_guidance
-                                                           else " (at most 1: no CFG pass, as the pipelines)" if self.guidance_scale < 1 else ""),
-               "assignment": ("given list, sample i takes entry i mod " + str(len(self.given))) if self.given is not None
-               else ("prompt i mod " + str(self.count)) if self.kind == "text" else "uniform draw per sample from the seed"}
+        doc = {
+            "kind": self.kind,
+            "count": self.count,
+            "guidance_scale": self.guidance_scale,
+            "guidance_source": self.guidance_default
+            + (
+                " (embedded: an input of the network, not CFG)"
+                if self.embedded_guidance
+                else " (at most 1: no CFG pass, as the pipelines)"
+                if self.guidance_scale < 1
+                else ""
+            ),
+            "assignment": ("given list, sample i takes entry i mod " + str(len(self.given)))
+            if self.given is not None
+            else ("prompt i mod " + str(self.count))
+            if self.kind == "text"
+            else "uniform draw per sample from the seed",
+        }
         if self.kind == "class":
             doc["null_label"] = self.null_label
         else:

@@ -15,11 +15,13 @@ import torch.nn.functional as F
 from ..errors import InputError, OptionError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-BUNDLED_DATA = ("digits", "patches", "patches-test")
-FOLDER_CHUNK = 256  # images read and fitted at a time (their native-size float copies are what a chunk holds)  # patches*: flatcheck.core.patches, split train / test
+BUNDLED_DATA = ("digits", "patches", "patches-test")  # patches*: flatcheck.core.patches, split train / test
+FOLDER_CHUNK = 256  # images read and fitted at a time (their native-size float copies are what a chunk holds)
 
 
-def load_images(spec: str, shape: tuple[int, int, int], limit: int | None = None, rows: list[int] | None = None) -> torch.Tensor:
+def load_images(
+    spec: str, shape: tuple[int, int, int], limit: int | None = None, rows: list[int] | None = None
+) -> torch.Tensor:
     """spec: 'digits', 'patches' (RGB patches, train split), 'patches-test', a folder of images, or an
     .npy/.npz file; shape: (C, H, W) wanted. rows: only these images (sorted indices into the set, as
     count_images counts it), each fitted exactly as it is in the whole set."""
@@ -68,9 +70,14 @@ def _array_source(spec: str):
     nothing read until a chunk is), and the map of their values to [-1, 1] (_to_unit_range)."""
     path = Path(spec).expanduser()
     if not path.exists():
-        raise OptionError("data", f"'{spec}' does not exist (give an image folder, an .npy/.npz file, or one of: {', '.join(BUNDLED_DATA)})")
+        raise OptionError(
+            "data",
+            f"'{spec}' does not exist (give an image folder, an .npy/.npz file, or one of: {', '.join(BUNDLED_DATA)})",
+        )
     if path.suffix not in (".npy", ".npz"):
-        raise OptionError("data", f"'{spec}': unsupported file type '{path.suffix}' (use an image folder, .npy or .npz)")
+        raise OptionError(
+            "data", f"'{spec}': unsupported file type '{path.suffix}' (use an image folder, .npy or .npz)"
+        )
     a = _nchw(_load_array(path, mmap=True), path)
     convert = _to_unit_range(a)
     return a, convert
@@ -98,7 +105,9 @@ def _nchw(a: np.ndarray, path: Path) -> np.ndarray:
     if a.ndim == 3:
         a = a[:, None]
     if a.ndim != 4:
-        raise OptionError("data", f"'{path}': expected images shaped [N, H, W, C], [N, C, H, W] or [N, H, W], got {a.shape}")
+        raise OptionError(
+            "data", f"'{path}': expected images shaped [N, H, W, C], [N, C, H, W] or [N, H, W], got {a.shape}"
+        )
     if a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
         a = a.transpose(0, 3, 1, 2)
     return a
@@ -159,7 +168,7 @@ def iter_images(spec: str, shape: tuple[int, int, int], chunk: int, rows: list[i
 
         index = np.arange(len(digits_table()[0])) if rows is None else np.asarray(rows, dtype=np.int64)
         for s in range(0, len(index), chunk):
-            part = digits_images(size=h, rows=index[s:s + chunk])
+            part = digits_images(size=h, rows=index[s : s + chunk])
             if w != h:
                 part = F.interpolate(part, size=(h, w), mode="bilinear", align_corners=False)
             yield part.contiguous()
@@ -168,15 +177,17 @@ def iter_images(spec: str, shape: tuple[int, int, int], chunk: int, rows: list[i
         x = _patches(spec)
         index = range(len(x)) if rows is None else rows
         for s in range(0, len(index), chunk):
-            yield _fit(x[list(index[s:s + chunk])], c, h, w).contiguous()
+            yield _fit(x[list(index[s : s + chunk])], c, h, w).contiguous()
         return
     a, convert = _array_source(spec)
     index = np.arange(len(a)) if rows is None else np.asarray(rows, dtype=np.int64)
     for s in range(0, len(index), chunk):
-        yield _fit(convert(a[index[s:s + chunk]]), c, h, w).contiguous()
+        yield _fit(convert(a[index[s : s + chunk]]), c, h, w).contiguous()
 
 
-def iter_folder(path: Path, shape: tuple[int, int, int], chunk: int, limit: int | None = None, rows: list[int] | None = None):
+def iter_folder(
+    path: Path, shape: tuple[int, int, int], chunk: int, limit: int | None = None, rows: list[int] | None = None
+):
     """A folder's images (sorted by name; or those of `rows`) at `shape`, `chunk` at a time: an image whose
     size differs from the folder's first one's is fitted to that size first, then every chunk to `shape`
     (per image: the chunking does not change the values). The FD reference reads a folder this way without

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import torch
 
-from . import fastpath
-from .checkpoint import Checkpoint
-from .conditioning import NULL, ConditionOptions, Conditioning
-from .fastpath import FastPath
 from ..errors import InputError
 from ..families import FLOW, PREDICTION_TYPES, Family, ModelInfo, NetCall, family_of_network  # noqa: F401 - NetCall: for modules built in Python
+from . import fastpath
+from .checkpoint import Checkpoint
+from .conditioning import NULL, Conditioning, ConditionOptions
+from .fastpath import FastPath
 
 # Pixels per autoencoder call (encode and decode): 4 images at 512 x 512, 1 at 1024 x 1024.
 VAE_PIXELS_PER_CALL = 2**20
@@ -38,8 +38,16 @@ VAE_PIXELS_PER_CALL = 2**20
 class Denoiser:
     """Adapter over a diffusers denoiser network, its training noise schedule and its conditions."""
 
-    def __init__(self, net: torch.nn.Module, scheduler, vae: torch.nn.Module | None = None, conditioning: Conditioning | None = None,
-                 sample_size: int | None = None, fast: FastPath | None = None, in_use: bool = True):
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        scheduler,
+        vae: torch.nn.Module | None = None,
+        conditioning: Conditioning | None = None,
+        sample_size: int | None = None,
+        fast: FastPath | None = None,
+        in_use: bool = True,
+    ):
         self.net = net
         self.scheduler = scheduler
         self.vae = vae
@@ -51,21 +59,32 @@ class Denoiser:
         self.training_shift = None  # flow matching: the shift of the training timestep density (probes.flow_timesteps)
         if self.flow:
             self.alphas_cumprod = None
-            self.training_shift = 1.0 if cfg.get("use_dynamic_shifting") else float(cfg.get("shift", cfg.get("flow_shift", 1.0)))
+            self.training_shift = (
+                1.0 if cfg.get("use_dynamic_shifting") else float(cfg.get("shift", cfg.get("flow_shift", 1.0)))
+            )
         else:
             if self.prediction_type not in PREDICTION_TYPES:
-                raise InputError(f"unsupported prediction_type '{self.prediction_type}' (supported: {', '.join(PREDICTION_TYPES)})")
+                raise InputError(
+                    f"unsupported prediction_type '{self.prediction_type}' (supported: {', '.join(PREDICTION_TYPES)})"
+                )
             if not hasattr(scheduler, "alphas_cumprod"):
-                raise InputError(f"{type(scheduler).__name__} has no alphas_cumprod: neither a DDPM-family nor a flow-matching schedule")
+                raise InputError(
+                    f"{type(scheduler).__name__} has no alphas_cumprod: "
+                    "neither a DDPM-family nor a flow-matching schedule"
+                )
             self.alphas_cumprod = scheduler.alphas_cumprod.detach().to(torch.float64).cpu()
         self.info = self.family.describe(net.config, vae is not None, sample_size)
         if 0 in self.info.sample_shape:
-            raise InputError(f"{type(net).__name__}'s config has no sample_size: give the input size with --sample-size")
+            raise InputError(
+                f"{type(net).__name__}'s config has no sample_size: give the input size with --sample-size"
+            )
         self.vae_scale, self.vae_shift = self.family.latent_scale_shift(vae.config) if vae is not None else (1.0, 0.0)
         self.conditioning = conditioning
         if self.info.conditioning != "none" and conditioning is None:
-            raise InputError(f"{type(net).__name__} is {self.info.conditioning}-conditioned: it needs its conditions "
-                             "(build the Denoiser with core.conditioning)")
+            raise InputError(
+                f"{type(net).__name__} is {self.info.conditioning}-conditioned: it needs its conditions "
+                "(build the Denoiser with core.conditioning)"
+            )
         # The fast path (core.fastpath): given here, or left on the loaded network by the command line.
         self.fast = fast if fast is not None else fastpath.attached(net)
         if self.fast.channels_last:
@@ -91,7 +110,9 @@ class Denoiser:
         conditions = conditions or ConditionOptions()
         size = conditions.sample_size or default_sample_size(ckpt)
         info = family.describe(ckpt.denoiser.config, ckpt.vae is not None, size)
-        return cls(ckpt.denoiser, ckpt.scheduler, ckpt.vae, build_conditioning(ckpt, info, conditions), sample_size=size)
+        return cls(
+            ckpt.denoiser, ckpt.scheduler, ckpt.vae, build_conditioning(ckpt, info, conditions), sample_size=size
+        )
 
     # -- basics
     @property
@@ -266,12 +287,15 @@ class Denoiser:
 
     def loss_definition(self) -> str:
         """The training loss in words, for reports (what sharpness and the bank loss measure)."""
-        target = {"epsilon": "the noise", "v_prediction": "v", "sample": "x0", FLOW: "the velocity eps - x0"}[self.prediction_type]
+        target = {"epsilon": "the noise", "v_prediction": "v", "sample": "x0", FLOW: "the velocity eps - x0"}[
+            self.prediction_type
+        ]
         text = f"MSE of the network's {'velocity' if self.flow else self.prediction_type} output against {target}"
         if self.flow:
             text += " at x_t = (1 - sigma) x0 + sigma eps"
         if self.conditioning is not None:
-            text += f"; conditional, on each probe's own {'class' if self.conditioning.kind == 'class' else 'prompt'} (no condition dropout)"
+            own = "class" if self.conditioning.kind == "class" else "prompt"
+            text += f"; conditional, on each probe's own {own} (no condition dropout)"
         if self.info.learned_variance:
             text += "; mean-prediction part only (the learned variance's bound term is not included)"
         return text

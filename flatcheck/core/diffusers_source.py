@@ -34,8 +34,15 @@ from typing import Any, Iterator
 # diffusers registers some classes only when optional libraries are importable (`if is_x_available()`).
 # These are flatcheck's own dependencies (pyproject.toml), so a class gated by them alone is importable
 # wherever flatcheck is installed; any other gate (opencv, torchsde, a version test ...) is left to diffusers.
-INSTALLED = frozenset({"is_torch_available", "is_transformers_available", "is_scipy_available",
-                       "is_sentencepiece_available", "is_accelerate_available"})
+INSTALLED = frozenset(
+    {
+        "is_torch_available",
+        "is_transformers_available",
+        "is_scipy_available",
+        "is_sentencepiece_available",
+        "is_accelerate_available",
+    }
+)
 # Names a sane top-level table registers: if parsing misses them, the layout changed and nothing is claimed.
 LANDMARKS = ("DiffusionPipeline", "ModelMixin", "SchedulerMixin")
 EXTERNAL = "external"  # a base class from outside diffusers (torch.nn.Module, object, ...)
@@ -80,8 +87,13 @@ def _strings(node: ast.AST | None) -> list[str]:
 
 def _table_key(node: ast.AST) -> str | None:
     """'k' of `_import_structure["k"]`."""
-    if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "_import_structure"
-            and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)):
+    if (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "_import_structure"
+        and isinstance(node.slice, ast.Constant)
+        and isinstance(node.slice.value, str)
+    ):
         return node.slice.value
     return None
 
@@ -93,8 +105,11 @@ def _registrations(stmt: ast.stmt) -> list[tuple[str, list[str]]]:
         out = []
         for t in targets:
             if isinstance(t, ast.Name) and t.id == "_import_structure" and isinstance(stmt.value, ast.Dict):
-                out += [(k.value, _strings(v)) for k, v in zip(stmt.value.keys, stmt.value.values)
-                        if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+                out += [
+                    (k.value, _strings(v))
+                    for k, v in zip(stmt.value.keys, stmt.value.values)
+                    if isinstance(k, ast.Constant) and isinstance(k.value, str)
+                ]
             elif (key := _table_key(t)) is not None:
                 out.append((key, _strings(stmt.value)))
         return out
@@ -317,8 +332,15 @@ def _literal(node: ast.expr) -> Any:
     sign = 1.0
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         sign, node = -1.0, node.operand
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "float" and len(node.args) == 1
-            and not node.keywords and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "float"
+        and len(node.args) == 1
+        and not node.keywords
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    ):
         return sign * float(node.args[0].value)
     raise ValueError("not a literal")
 
@@ -328,7 +350,7 @@ def _arguments(fn: ast.FunctionDef) -> dict[str, Any] | None:
     a = fn.args
     positional = a.posonlyargs + a.args
     out: dict[str, Any] = {}
-    pairs = list(zip(positional[len(positional) - len(a.defaults):], a.defaults))
+    pairs = list(zip(positional[len(positional) - len(a.defaults) :], a.defaults))
     pairs += [(arg, d) for arg, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]
     for arg in positional + a.kwonlyargs:
         out[arg.arg] = REQUIRED
@@ -367,10 +389,21 @@ def argument_default(cls: ClassSource, method: str, argument: str) -> tuple[bool
 
 def _assigns(fn: ast.FunctionDef, attribute: str) -> bool:
     for node in ast.walk(fn):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, (ast.AnnAssign, ast.AugAssign))
+            else []
+        )
         for t in targets:
             for e in ast.walk(t):
-                if isinstance(e, ast.Attribute) and e.attr == attribute and isinstance(e.value, ast.Name) and e.value.id == "self":
+                if (
+                    isinstance(e, ast.Attribute)
+                    and e.attr == attribute
+                    and isinstance(e.value, ast.Name)
+                    and e.value.id == "self"
+                ):
                     return True
     return False
 
@@ -386,10 +419,14 @@ def sets_attribute_in_init(cls: ClassSource, attribute: str) -> bool | None:
         if init is not None and _assigns(init, attribute):
             return True
         for stmt in c.node.body:
-            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and (stmt.name == attribute or _assigns(stmt, attribute)):
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                stmt.name == attribute or _assigns(stmt, attribute)
+            ):
                 elsewhere = True
             elif isinstance(stmt, (ast.Assign, ast.AnnAssign)) and any(
-                    isinstance(t, ast.Name) and t.id == attribute for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])):
+                isinstance(t, ast.Name) and t.id == attribute
+                for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])
+            ):
                 return True  # a class attribute
     if elsewhere or not complete:
         return None

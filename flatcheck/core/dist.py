@@ -58,12 +58,16 @@ def single_cpu_launch() -> bool:
     import os
 
     use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "true", "yes", "y", "on")
-    return use_cpu and bool(os.environ.get("MASTER_ADDR")) and _world_size_env() == 1 and not os.environ.get("WORLD_SIZE")
+    return (
+        use_cpu and bool(os.environ.get("MASTER_ADDR")) and _world_size_env() == 1 and not os.environ.get("WORLD_SIZE")
+    )
 
 
-SINGLE_CPU_WARNING = ("flatcheck: warning: `accelerate launch --cpu` started a single process (several CPU processes need an "
-                      "MPI host file, --mpirun_hostfile): running as one process, same numbers. For N CPU processes use "
-                      "`accelerate launch --multi_gpu --num_processes N -m flatcheck ... --device cpu`\n")
+SINGLE_CPU_WARNING = (
+    "flatcheck: warning: `accelerate launch --cpu` started a single process (several CPU processes need an "
+    "MPI host file, --mpirun_hostfile): running as one process, same numbers. For N CPU processes use "
+    "`accelerate launch --multi_gpu --num_processes N -m flatcheck ... --device cpu`\n"
+)
 _WARNED = False
 
 
@@ -76,9 +80,8 @@ def start(device: torch.device | str | None = None):
         _WARNED = True
         sys.stderr.write(SINGLE_CPU_WARNING)
     if _STATE is None and _world_size_env() > 1:
-        from accelerate import PartialState
-
         import torch
+        from accelerate import PartialState
 
         cpu = torch.device(device).type == "cpu" if device is not None else not torch.cuda.is_available()
         _STATE = PartialState(cpu=cpu)

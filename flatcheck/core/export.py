@@ -35,8 +35,19 @@ class SampleExport:
     conditions: dict | None = None  # what the samples are conditioned on; each one's id is in samples.npz
 
 
-def export_samples(denoiser, scheduler, out: Path, n: int, seed: int, steps: int, sampler_name: str, batch_size: int,
-                   png: bool = True, npz: bool = True, progress=None) -> SampleExport:
+def export_samples(
+    denoiser,
+    scheduler,
+    out: Path,
+    n: int,
+    seed: int,
+    steps: int,
+    sampler_name: str,
+    batch_size: int,
+    png: bool = True,
+    npz: bool = True,
+    progress=None,
+) -> SampleExport:
     from . import dist
     from .sample_store import generate
 
@@ -45,11 +56,25 @@ def export_samples(denoiser, scheduler, out: Path, n: int, seed: int, steps: int
     before = dist.from_main(lambda: _stored(folder))
     # Every process generates its share of the missing shards; the main process writes them and exports alone.
     store = generate(folder, denoiser, scheduler, steps, n, seed, batch_size=batch_size, progress=progress)
-    return dist.from_main(lambda: _export(denoiser, store, out, n, seed, steps, sampler_name, batch_size, png, npz, before, t0))
+    return dist.from_main(
+        lambda: _export(denoiser, store, out, n, seed, steps, sampler_name, batch_size, png, npz, before, t0)
+    )
 
 
-def _export(denoiser, store, out: Path, n: int, seed: int, steps: int, sampler_name: str, batch_size: int, png: bool, npz: bool,
-            before: int, t0: float) -> SampleExport:
+def _export(
+    denoiser,
+    store,
+    out: Path,
+    n: int,
+    seed: int,
+    steps: int,
+    sampler_name: str,
+    batch_size: int,
+    png: bool,
+    npz: bool,
+    before: int,
+    t0: float,
+) -> SampleExport:
     folder = store.folder
     generated = max(0, min(n, store.count) - before)
     png_dir = Path(out) / "png" if png else None
@@ -80,9 +105,17 @@ def _export(denoiser, store, out: Path, n: int, seed: int, steps: int, sampler_n
         tmp.replace(npz_path)
     d = denoiser
     return SampleExport(
-        folder=str(folder), n=n, seed=seed, sampler=sampler_name, steps=steps, generated=generated,
-        png_dir=str(png_dir) if png_dir else None, png_written=written, npz=str(npz_path) if npz_path else None,
-        image_shape=shape or [], seconds=time.perf_counter() - t0,
+        folder=str(folder),
+        n=n,
+        seed=seed,
+        sampler=sampler_name,
+        steps=steps,
+        generated=generated,
+        png_dir=str(png_dir) if png_dir else None,
+        png_written=written,
+        npz=str(npz_path) if npz_path else None,
+        image_shape=shape or [],
+        seconds=time.perf_counter() - t0,
         conditions=d.conditioning.describe() if d.conditioning is not None else None,
     )
 
@@ -130,7 +163,11 @@ class _NpzWriter:
 
     def add_images(self, arr: np.ndarray) -> None:
         if self.stream is None:
-            header = {"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": False, "shape": (self.n, *arr.shape[1:])}
+            header = {
+                "descr": np.lib.format.dtype_to_descr(arr.dtype),
+                "fortran_order": False,
+                "shape": (self.n, *arr.shape[1:]),
+            }
             self.stream = self.zip.open("images.npy", "w", force_zip64=True)
             np.lib.format.write_array_header_1_0(self.stream, header)
             self.shape = arr.shape[1:]

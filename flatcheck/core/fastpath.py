@@ -50,8 +50,9 @@ class FastPath:
         return MIXED_PRECISION[self.mixed_precision]
 
 
-def resolve(mixed_precision: str | None, channels_last: bool = False, compile: bool = False,
-            device: torch.device | str = "cpu") -> FastPath:
+def resolve(
+    mixed_precision: str | None, channels_last: bool = False, compile: bool = False, device: torch.device | str = "cpu"
+) -> FastPath:
     """Validated settings; mixed_precision None: $ACCELERATE_MIXED_PRECISION, else 'no'."""
     source = "--mixed-precision" if mixed_precision is not None else ENV_MIXED_PRECISION
     key = mixed_precision_key(mixed_precision)
@@ -117,7 +118,9 @@ def as_compiled(net: torch.nn.Module, ids: tuple[int, ...]) -> bool:
     if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
         return False
     mods = list(net.modules())
-    return len(mods) == len(ids) and all(id(m) == i and not (m._forward_hooks or m._forward_pre_hooks) for m, i in zip(mods, ids))
+    return len(mods) == len(ids) and all(
+        id(m) == i and not (m._forward_hooks or m._forward_pre_hooks) for m, i in zip(mods, ids)
+    )
 
 
 def compiled_module(net: torch.nn.Module):
@@ -164,5 +167,6 @@ def describe() -> dict:
         "mixed_precision": fast.mixed_precision,
         "channels_last": fast.channels_last,
         "compile": {"backend": _IN_USE["backend"], "used": _IN_USE["used"], "fallback": _IN_USE["fallback"]}
-        if fast.compile else None,
+        if fast.compile
+        else None,
     }

@@ -39,7 +39,8 @@ class CheckpointInfo:
     pipeline_class: str | None
     denoiser_class: str
     parameters: int  # the denoiser's parameters (persistent buffers stored beside them are not counted)
-    dtype: str  # of those parameters: as stored (info) or as loaded (a loaded checkpoint); "mixed: a, b" when several, most first
+    # of those parameters: as stored (info) or as loaded (a loaded checkpoint); "mixed: a, b" when several, most first
+    dtype: str
     sample_shape: list[int]
     space: str
     conditioning: str
@@ -98,8 +99,11 @@ def describe(f: CheckpointFacts) -> CheckpointInfo:
         family, size, supported = Family(), None, f"no: {exc}"  # described as a plain network, from its config
     else:
         size = family.default_sample_size(cfg)
-        supported = "yes" if family.prediction(f.scheduler.class_name, sched) == "flow" or f.has_alphas_cumprod else \
-            f"no: {f.scheduler.class_name} is neither a DDPM-family nor a flow-matching noise schedule"
+        supported = (
+            "yes"
+            if family.prediction(f.scheduler.class_name, sched) == "flow" or f.has_alphas_cumprod
+            else f"no: {f.scheduler.class_name} is neither a DDPM-family nor a flow-matching noise schedule"
+        )
     prediction = family.prediction(f.scheduler.class_name, sched)
     model = family.describe(cfg, f.vae is not None, size)
     if model.conditioning == "text" or model.null_label is not None:
@@ -137,7 +141,12 @@ def describe(f: CheckpointFacts) -> CheckpointInfo:
         learned_variance=model.learned_variance,
         supported=supported,
         weight_files=[
-            WeightFileInfo(w.component, str(w.path.relative_to(f.root)) if w.path.is_relative_to(f.root) else str(w.path), w.format, w.bytes)
+            WeightFileInfo(
+                w.component,
+                str(w.path.relative_to(f.root)) if w.path.is_relative_to(f.root) else str(w.path),
+                w.format,
+                w.bytes,
+            )
             for w in f.weight_files
         ],
     )
@@ -164,13 +173,20 @@ def facts_of(ckpt: Checkpoint) -> CheckpointFacts:
         elements[str(p.dtype).removeprefix("torch.")] += p.numel()
     vae = ckpt.vae
     return CheckpointFacts(
-        source=ckpt.source, form=ckpt.form, root=ckpt.root, pipeline_class=ckpt.pipeline_class,
-        denoiser=ModelConfig(type(net).__name__, net.config), own_call=getattr(net, "flatcheck_call", None),
-        parameters=ckpt.num_parameters, dtype=dtype_label(elements),
+        source=ckpt.source,
+        form=ckpt.form,
+        root=ckpt.root,
+        pipeline_class=ckpt.pipeline_class,
+        denoiser=ModelConfig(type(net).__name__, net.config),
+        own_call=getattr(net, "flatcheck_call", None),
+        parameters=ckpt.num_parameters,
+        dtype=dtype_label(elements),
         vae=ModelConfig(type(vae).__name__, vae.config) if vae is not None else None,
         scheduler=ModelConfig(type(ckpt.scheduler).__name__, ckpt.scheduler.config),
-        has_alphas_cumprod=hasattr(ckpt.scheduler, "alphas_cumprod"), scheduler_origin=ckpt.scheduler_origin,
-        text_components=text_components(ckpt.index), weight_files=list(ckpt.weight_files),
+        has_alphas_cumprod=hasattr(ckpt.scheduler, "alphas_cumprod"),
+        scheduler_origin=ckpt.scheduler_origin,
+        text_components=text_components(ckpt.index),
+        weight_files=list(ckpt.weight_files),
     )
 
 
@@ -181,7 +197,9 @@ def describe_checkpoint(ckpt: Checkpoint) -> CheckpointInfo:
 # ----------------------------------------------------------------------------- from the files alone
 
 
-def read_facts(model: str | None = None, *, scheduler: str | Path | None = None, allow_pickle: bool = False) -> CheckpointFacts:
+def read_facts(
+    model: str | None = None, *, scheduler: str | Path | None = None, allow_pickle: bool = False
+) -> CheckpointFacts:
     """The facts of MODEL read from its files: configs and safetensors headers, no tensor data."""
     from .checkpoint import locate, text_components
     from .class_facts import config_with_defaults, has_alphas_cumprod
@@ -193,16 +211,26 @@ def read_facts(model: str | None = None, *, scheduler: str | Path | None = None,
     vae = found.vae
     sched = config_with_defaults(found.scheduler_class, found.scheduler_config)
     return CheckpointFacts(
-        source=found.source, form=found.form, root=found.root, pipeline_class=found.pipeline_class,
-        denoiser=ModelConfig(part.class_name, config), own_call=None, parameters=parameters, dtype=dtype_label(elements),
+        source=found.source,
+        form=found.form,
+        root=found.root,
+        pipeline_class=found.pipeline_class,
+        denoiser=ModelConfig(part.class_name, config),
+        own_call=None,
+        parameters=parameters,
+        dtype=dtype_label(elements),
         vae=ModelConfig(vae.class_name, config_with_defaults(vae.class_name, vae.config)) if vae is not None else None,
         scheduler=ModelConfig(found.scheduler_class, sched),
-        has_alphas_cumprod=has_alphas_cumprod(found.scheduler_class, sched), scheduler_origin=found.scheduler_origin,
-        text_components=text_components(found.index), weight_files=found.weight_files,
+        has_alphas_cumprod=has_alphas_cumprod(found.scheduler_class, sched),
+        scheduler_origin=found.scheduler_origin,
+        text_components=text_components(found.index),
+        weight_files=found.weight_files,
     )
 
 
-def describe_files(model: str | None = None, *, scheduler: str | Path | None = None, allow_pickle: bool = False) -> CheckpointInfo:
+def describe_files(
+    model: str | None = None, *, scheduler: str | Path | None = None, allow_pickle: bool = False
+) -> CheckpointInfo:
     """`flatcheck info`: MODEL described from its configs and weight-file headers (nothing loaded)."""
     return describe(read_facts(model, scheduler=scheduler, allow_pickle=allow_pickle))
 
@@ -223,7 +251,9 @@ def stored_tensors(part: Part) -> list[Mapping[str, TensorEntry]]:
         try:
             state = load_state_dict(str(w.path))
         except Exception as exc:  # noqa: BLE001 - whatever unpickling raises, said in one line
-            raise InputError(f"cannot read '{w.path}': {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}") from exc
+            raise InputError(
+                f"cannot read '{w.path}': {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}"
+            ) from exc
         tables.append({k: TensorEntry(str(t.dtype).removeprefix("torch."), tuple(t.shape)) for k, t in state.items()})
     return tables
 

@@ -78,7 +78,12 @@ class SampleSet:
 
     def serves(self, sampler: str | None, steps: int, n: int, seed: int) -> bool:
         """True when a run of (sampler, steps, n, seed) is exactly this set (so it can share it)."""
-        return (check_sampler_name(sampler), steps, n, seed) == (check_sampler_name(self.sampler), self.steps, self.n, self.seed)
+        return (check_sampler_name(sampler), steps, n, seed) == (
+            check_sampler_name(self.sampler),
+            self.steps,
+            self.n,
+            self.seed,
+        )
 
     def get(self, hooks: Sequence = ()) -> torch.Tensor:
         """The samples [n, *sample_shape] (model space, float32, CPU); generated now if not yet made.
@@ -93,8 +98,13 @@ class SampleSet:
         return self._x
 
     def describe(self) -> dict:
-        return {"n": self.n, "seed": self.seed, "sampler": self.sampler or "checkpoint", "steps": self.steps,
-                "origin": self.origin or "not made (no measure used them)"}
+        return {
+            "n": self.n,
+            "seed": self.seed,
+            "sampler": self.sampler or "checkpoint",
+            "steps": self.steps,
+            "origin": self.origin or "not made (no measure used them)",
+        }
 
     def _generate(self, hooks: Sequence) -> None:
         d, o = self.denoiser, self.options
@@ -108,11 +118,15 @@ class SampleSet:
         if folder is not None:
             from .sample_store import generate, load_everywhere
 
-            store = generate(folder, d, scheduler, o.steps, self.n, o.seed, batch_size=o.batch_size, hooks=hooks, progress=tick.add)
+            store = generate(
+                folder, d, scheduler, o.steps, self.n, o.seed, batch_size=o.batch_size, hooks=hooks, progress=tick.add
+            )
             self._x = load_everywhere(store, self.n)
             self.origin = f"generated into {folder} (resumable)"
         else:
-            self._x = sample(d, scheduler, o.steps, self.n, o.seed, batch_size=o.batch_size, hooks=hooks, progress=tick.add)
+            self._x = sample(
+                d, scheduler, o.steps, self.n, o.seed, batch_size=o.batch_size, hooks=hooks, progress=tick.add
+            )
             self.origin = "generated"
         self.seconds = time.perf_counter() - t0
         self.plain_seconds = None if hooks else self.seconds
@@ -122,7 +136,9 @@ class SampleSet:
 
         store = SampleStore.read(folder)
         if self.n > store.count:
-            raise OptionError("samples_from", f"'{folder}' holds {store.count} samples, {self.n} asked (lower --samples)")
+            raise OptionError(
+                "samples_from", f"'{folder}' holds {store.count} samples, {self.n} asked (lower --samples)"
+            )
         spec = store.spec
         self._x = store.load(self.n)
         self.seed, self.steps, self.sampler = spec.seed, spec.steps, spec.sampler["class"]
@@ -158,9 +174,18 @@ class Inputs:
         return self._bank is None and self._make_bank is not None
 
 
-def build_inputs(denoiser: Denoiser, options: InputOptions, *, bank: bool = True, progress: Progress | None = None,
-                 pool: torch.Tensor | None = None, pool_note: str | None = None, samples: SampleSet | None = None,
-                 fd_optional: bool = False, pool_cond: torch.Tensor | None = None) -> Inputs:
+def build_inputs(
+    denoiser: Denoiser,
+    options: InputOptions,
+    *,
+    bank: bool = True,
+    progress: Progress | None = None,
+    pool: torch.Tensor | None = None,
+    pool_note: str | None = None,
+    samples: SampleSet | None = None,
+    fd_optional: bool = False,
+    pool_cond: torch.Tensor | None = None,
+) -> Inputs:
     """The run's shared inputs. bank=False skips the probe bank (a measure that needs none).
 
     pool: data-free, draw the bank from these model-space samples instead of this model's own
@@ -184,8 +209,16 @@ def build_inputs(denoiser: Denoiser, options: InputOptions, *, bank: bool = True
     lo_hi = parse_timesteps(options.timesteps, denoiser.num_train_timesteps)
 
     def make(x0: torch.Tensor, source: str, cond: torch.Tensor | None, t0: float) -> ProbeBank:
-        made = probe_bank(x0, options.probes, options.seed, lo_hi, source, cond, flow_shift=denoiser.training_shift,
-                          num_train_timesteps=denoiser.num_train_timesteps)
+        made = probe_bank(
+            x0,
+            options.probes,
+            options.seed,
+            lo_hi,
+            source,
+            cond,
+            flow_shift=denoiser.training_shift,
+            num_train_timesteps=denoiser.num_train_timesteps,
+        )
         inputs.timings["bank"] = time.perf_counter() - t0
         return made
 
@@ -193,7 +226,9 @@ def build_inputs(denoiser: Denoiser, options: InputOptions, *, bank: bool = True
         t0 = time.perf_counter()
         pool = DataPool(denoiser, options.data, options.batch_size)  # only the images the bank draws are read
         cond, how = reference_conditions(denoiser, options.data, len(pool), options.seed)
-        source = f"data: {options.data} ({len(pool)} images, {drawn(options.probes, len(pool))})" + (f"; conditions: {how}" if how else "")
+        source = f"data: {options.data} ({len(pool)} images, {drawn(options.probes, len(pool))})" + (
+            f"; conditions: {how}" if how else ""
+        )
         inputs._bank = make(pool, source, cond, t0)
         return inputs
     if pool is not None and denoiser.conditioning is not None and pool_cond is None:
@@ -209,8 +244,15 @@ def build_inputs(denoiser: Denoiser, options: InputOptions, *, bank: bool = True
                 pool_cond = denoiser.conditioning.ids(inputs.samples.seed, range(len(pool)))
         t0 = time.perf_counter()
         o = options
-        source = (pool_note or f"data-free: drawn from the {len(pool)} full-precision samples ({o.sampler} {o.steps} steps, seed {o.seed})") + (
-            " with repeats" if o.probes > len(pool) else "") + ("; each probe keeps its sample's condition" if pool_cond is not None else "")
+        source = (
+            (
+                pool_note
+                or f"data-free: drawn from the {len(pool)} full-precision samples ({o.sampler} {o.steps} steps, "
+                f"seed {o.seed})"
+            )
+            + (" with repeats" if o.probes > len(pool) else "")
+            + ("; each probe keeps its sample's condition" if pool_cond is not None else "")
+        )
         return make(pool, source, pool_cond, t0)
 
     if pool is None and not inputs.samples.made:

@@ -215,11 +215,11 @@ class PeakMemory:
         """One sentence: what the numbers are."""
         return {
             "cuda_max_allocated": f"torch.cuda.max_memory_allocated on {self.device} (tensors, as the caching "
-                                  "allocator counts them), reset at the start of each phase",
+            "allocator counts them), reset at the start of each phase",
             "rss": "peak resident set size of this process (Linux VmHWM, reset at the start of each phase "
-                   "through /proc/self/clear_refs)",
+            "through /proc/self/clear_refs)",
             "rss_since_start": "peak resident set size of this process since it started (its high-water mark "
-                               "could not be reset here: each phase shows the peak so far, an upper bound)",
+            "could not be reset here: each phase shows the peak so far, an upper bound)",
         }.get(self.kind or "", "not measured yet")
 
     # -- inside

@@ -24,11 +24,14 @@ def reset() -> None:
 
 
 def is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-                                                            and "CUDA" in str(exc))
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower() and "CUDA" in str(exc)
+    )
 
 
-def batched(run: Callable[[Sequence[int]], T], items: Sequence[int], batch_size: int, where: str, split: bool = True) -> list[T]:
+def batched(
+    run: Callable[[Sequence[int]], T], items: Sequence[int], batch_size: int, where: str, split: bool = True
+) -> list[T]:
     """[run(chunk) for each chunk of `items` of at most batch_size], halving any chunk that runs out of memory.
 
     split: in a run of several processes, chunk k is computed by process k mod N and every process
@@ -37,7 +40,7 @@ def batched(run: Callable[[Sequence[int]], T], items: Sequence[int], batch_size:
     """
     from . import dist
 
-    chunks = [list(items[s:s + batch_size]) for s in range(0, len(items), batch_size)]
+    chunks = [list(items[s : s + batch_size]) for s in range(0, len(items), batch_size)]
     fit = lambda c: _fit(run, c, where, batch_size)  # noqa: E731
     parts = dist.split_batches(fit, chunks) if split else [fit(c) for c in chunks]
     return [r for part in parts for r in part]
@@ -52,7 +55,9 @@ def _fit(run, chunk: list[int], where: str, requested: int) -> list:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     if len(chunk) == 1:
-        raise RunError(f"out of memory in {where} even at batch size 1: use a smaller --dtype, --sample-size or another device")
+        raise RunError(
+            f"out of memory in {where} even at batch size 1: use a smaller --dtype, --sample-size or another device"
+        )
     half = len(chunk) // 2
     BACKOFFS.append({"where": where, "requested": requested, "used": half})
     return _fit(run, chunk[:half], where, requested) + _fit(run, chunk[half:], where, requested)

@@ -121,11 +121,17 @@ class ParamSpace:
         for sl in self.chunks():
             part = value[sl] if torch.is_tensor(value) else value(sl)
             total += float(part.double().square().sum())
-        return total ** 0.5
+        return total**0.5
 
     # -- draws
-    def gaussian(self, gen: torch.Generator, out: torch.Tensor, transform: Callable[[slice, torch.Tensor], torch.Tensor],
-                 keep: "_Keep | None" = None, norm_only: bool = False) -> float:
+    def gaussian(
+        self,
+        gen: torch.Generator,
+        out: torch.Tensor,
+        transform: Callable[[slice, torch.Tensor], torch.Tensor],
+        keep: "_Keep | None" = None,
+        norm_only: bool = False,
+    ) -> float:
         """Draw z ~ N(0, I) over the whole space in float64, chunk by chunk (the values of one
         `torch.randn(dim, generator=gen, dtype=float64)`), zero it outside `keep`, and write
         transform(slice, z[slice]) into out[slice]. Returns ||z|| (after `keep`)."""
@@ -138,7 +144,7 @@ class ParamSpace:
                 total += float(z.square().sum())
             else:
                 out[sl].copy_(transform(sl, z.to(self.device)))
-        return total ** 0.5
+        return total**0.5
 
     def rademacher(self, gen: torch.Generator, out: torch.Tensor) -> torch.Tensor:
         """out <- +-1 entries, the values of one `torch.randint(0, 2, (dim,), generator=gen) * 2 - 1`."""
@@ -153,7 +159,9 @@ class ParamSpace:
         autograd adds each parameter's gradient into a view of `into` (no list of full-size
         gradients, no concatenated copy)."""
         if into.dtype != self.params[0].dtype:  # half-precision weights, float32 vectors: per-parameter copies
-            grads = torch.autograd.grad(outputs, self.params, grad_outputs, retain_graph=retain_graph, allow_unused=True)
+            grads = torch.autograd.grad(
+                outputs, self.params, grad_outputs, retain_graph=retain_graph, allow_unused=True
+            )
             for g, sl in zip(grads, self.slices):
                 if g is not None:
                     into[sl].add_(g.reshape(-1).to(into.dtype))
@@ -212,7 +220,7 @@ class _Keep:
         for r in self.ranges:
             lo, hi = max(r.start, chunk.start), min(r.stop, chunk.stop)
             if lo < hi:
-                out[lo - chunk.start:hi - chunk.start] = z[lo - chunk.start:hi - chunk.start]
+                out[lo - chunk.start : hi - chunk.start] = z[lo - chunk.start : hi - chunk.start]
         return out
 
 
@@ -246,8 +254,11 @@ def differentiable(params: list[torch.Tensor], second_order: bool = False):
     try:
         for p in params:
             p.requires_grad_(True)
-        with torch.enable_grad(), (sdpa_kernel(SDPBackend.MATH) if second_order else nullcontext()), \
-                (ChunkedAttention() if second_order else nullcontext()):
+        with (
+            torch.enable_grad(),
+            sdpa_kernel(SDPBackend.MATH) if second_order else nullcontext(),
+            ChunkedAttention() if second_order else nullcontext(),
+        ):
             yield
     finally:
         for p, f in zip(params, flags):

@@ -50,7 +50,9 @@ def _skimage():
     try:
         import skimage.data
     except ImportError:
-        raise InputError("the RGB patches need scikit-image (pip install 'flatcheck[rgb]' or pip install scikit-image)") from None
+        raise InputError(
+            "the RGB patches need scikit-image (pip install 'flatcheck[rgb]' or pip install scikit-image)"
+        ) from None
     return skimage.data
 
 
@@ -91,8 +93,9 @@ def patch_positions(name: str, n: int, seed: int, size: int = PATCH) -> np.ndarr
     return np.stack([rng.integers(0, h - size + 1, n), rng.integers(0, w - size + 1, n)], axis=1)
 
 
-def rgb_patches(split: str = "train", n_per_image: int = 1000, seed: int = 0, size: int = PATCH,
-                return_sources: bool = False):
+def rgb_patches(
+    split: str = "train", n_per_image: int = 1000, seed: int = 0, size: int = PATCH, return_sources: bool = False
+):
     """Patches of one split, as float32 [N, 3, size, size] in [-1, 1], grouped by source in
     the order of SPLITS[split]. With return_sources, also an int64 [N] tensor: the index of each
     patch's source in SOURCES."""

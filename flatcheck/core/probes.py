@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .denoiser import Denoiser
 from ..errors import InputError, OptionError, require_at_least
+from .denoiser import Denoiser
 
 
 @dataclass
@@ -59,7 +59,9 @@ def stratified_timesteps(n: int, lo: int, hi: int, gen: torch.Generator) -> torc
     return t.clamp(lo, hi - 1).long()
 
 
-def flow_timesteps(n: int, lo: int, hi: int, gen: torch.Generator, shift: float, num_train_timesteps: int) -> torch.Tensor:
+def flow_timesteps(
+    n: int, lo: int, hi: int, gen: torch.Generator, shift: float, num_train_timesteps: int
+) -> torch.Tensor:
     """n float timesteps t = sigma T of a flow-matching model, stratified under its training density.
 
     The density is the one diffusers' SD3/Flux training scripts draw from (weighting_scheme
@@ -85,13 +87,21 @@ def flow_timesteps(n: int, lo: int, hi: int, gen: torch.Generator, shift: float,
     return (sigma * T).clamp(lo, hi)
 
 
-def probe_bank(pool: "torch.Tensor | DataPool", n: int, seed: int, t_range: tuple[int, int], source: str,
-               pool_cond: torch.Tensor | None = None, flow_shift: float | None = None, num_train_timesteps: int = 1000) -> ProbeBank:
+def probe_bank(
+    pool: "torch.Tensor | DataPool",
+    n: int,
+    seed: int,
+    t_range: tuple[int, int],
+    source: str,
+    pool_cond: torch.Tensor | None = None,
+    flow_shift: float | None = None,
+    num_train_timesteps: int = 1000,
+) -> ProbeBank:
     """The one way to make a bank: n probes drawn from `pool` (x0 already in model space).
 
     `pool` is reference data (a DataPool: only the drawn images are loaded and encoded) or, data-free, the model's own
-    full-precision samples; `source` says which, in every report. A seeded permutation picks the x0 (repeating the pool when n is
-    larger), then timesteps (stratified over [lo, hi)) and noise come from the same generator.
+    full-precision samples; `source` says which, in every report. A seeded permutation picks the x0 (repeating the
+    pool when n is larger), then timesteps (stratified over [lo, hi)) and noise come from the same generator.
     pool_cond: each pool entry's condition id (a sample's own, a data point's label): probe k keeps
     the condition of the x0 it drew.
     """
@@ -104,7 +114,11 @@ def probe_bank(pool: "torch.Tensor | DataPool", n: int, seed: int, t_range: tupl
     pick = pick.repeat((n + len(pick) - 1) // len(pick))[:n]
     x0 = pool[pick]
     # DDPM family: integer t stratified uniformly; flow matching: float t = sigma T under the training density
-    t = stratified_timesteps(n, lo, hi, gen) if flow_shift is None else flow_timesteps(n, lo, hi, gen, flow_shift, num_train_timesteps)
+    t = (
+        stratified_timesteps(n, lo, hi, gen)
+        if flow_shift is None
+        else flow_timesteps(n, lo, hi, gen, flow_shift, num_train_timesteps)
+    )
     noise = torch.randn(x0.shape, generator=gen)
     cond = None if pool_cond is None else pool_cond[pick].long()
     return ProbeBank(x0.float().cpu(), t, noise, source, seed, (lo, hi), cond)
@@ -131,8 +145,13 @@ def build_probe_bank(
         pool, name = encode_images(denoiser, data, batch_size), "given tensor"
     else:
         pool, name = DataPool(denoiser, data, batch_size), str(data)
-    return probe_bank(pool, n, seed, timesteps or (0, denoiser.num_train_timesteps),
-                      f"data: {name} ({len(pool)} images, {drawn(n, len(pool))})")
+    return probe_bank(
+        pool,
+        n,
+        seed,
+        timesteps or (0, denoiser.num_train_timesteps),
+        f"data: {name} ({len(pool)} images, {drawn(n, len(pool))})",
+    )
 
 
 def reference_conditions(denoiser: Denoiser, spec: str, n: int, seed: int) -> tuple[torch.Tensor | None, str]:
@@ -150,7 +169,9 @@ def reference_conditions(denoiser: Denoiser, spec: str, n: int, seed: int) -> tu
         labels = load_labels(spec)
         if labels is not None and len(labels) == n:
             if int(labels.max()) >= c.count or int(labels.min()) < 0:
-                raise InputError(f"--data {spec} has labels up to {int(labels.max())}; the model has classes 0..{c.count - 1}")
+                raise InputError(
+                    f"--data {spec} has labels up to {int(labels.max())}; the model has classes 0..{c.count - 1}"
+                )
             return labels.long(), "the data's labels"
         return c.ids(seed, range(n)), "labels drawn from the seed (the data carries none)"
     return c.ids(seed, range(n)), f"prompt i mod {c.count} (the data carries no captions)"
@@ -213,8 +234,13 @@ def encode_images(denoiser: Denoiser, images: torch.Tensor, batch_size: int, use
 
     x = images.detach().float().cpu().contiguous()
     h = hashlib.blake2b(digest_size=16)
-    for part in (model_fingerprint(denoiser.vae), str(tuple(x.shape)), str(denoiser.vae.dtype), denoiser.device.type,
-                 f"{denoiser.vae_scale}|{denoiser.vae_shift}"):
+    for part in (
+        model_fingerprint(denoiser.vae),
+        str(tuple(x.shape)),
+        str(denoiser.vae.dtype),
+        denoiser.device.type,
+        f"{denoiser.vae_scale}|{denoiser.vae_shift}",
+    ):
         h.update(part.encode())
     h.update(x.numpy().tobytes())
     path = cache_root() / "latents" / f"{h.hexdigest()}.npz"
@@ -243,6 +269,8 @@ def bank_losses(denoiser: Denoiser, bank: ProbeBank, batch_size: int = 64) -> to
     def one(pos) -> torch.Tensor:
         sl = slice(pos[0], pos[-1] + 1)
         c = None if bank.cond is None else bank.cond[sl]
-        return denoiser.loss(bank.x0[sl].to(dev, dt), bank.t[sl].to(dev), bank.noise[sl].to(dev, dt), c, reduction="none").cpu()
+        return denoiser.loss(
+            bank.x0[sl].to(dev, dt), bank.t[sl].to(dev), bank.noise[sl].to(dev, dt), c, reduction="none"
+        ).cpu()
 
     return torch.cat(batched(one, range(len(bank)), batch_size, "probe-bank losses"))

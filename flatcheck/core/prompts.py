@@ -24,10 +24,9 @@ from .conditioning import Conditioning, pipeline_default
 def load_text_components(ckpt) -> dict:
     """component name -> loaded tokenizer or text encoder (float32, the checkpoint's device)."""
     import transformers
+    from transformers.utils import logging as tf_logging
 
     from .checkpoint import _read_json, weight_files
-
-    from transformers.utils import logging as tf_logging
 
     bars = tf_logging.is_progress_bar_enabled()
     tf_logging.disable_progress_bar()  # "Loading weights" bars are not flatcheck's output
@@ -44,12 +43,16 @@ def _load_text(ckpt, transformers, _read_json, weight_files) -> dict:
         library = ckpt.index[name][0]
         folder = ckpt.root / name
         if library != "transformers":
-            raise InputError(f"{ckpt.root / 'model_index.json'}: {name} comes from '{library}', not transformers: never loaded")
+            raise InputError(
+                f"{ckpt.root / 'model_index.json'}: {name} comes from '{library}', not transformers: never loaded"
+            )
         cls = getattr(transformers, str(cls_name), None)
         is_model = cls is not None and isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)
         is_tok = cls is not None and isinstance(cls, type) and issubclass(cls, transformers.PreTrainedTokenizerBase)
         if not (is_model or is_tok):
-            raise InputError(f"{ckpt.root / 'model_index.json'} names '{cls_name}' for {name}: not a transformers model or tokenizer")
+            raise InputError(
+                f"{ckpt.root / 'model_index.json'} names '{cls_name}' for {name}: not a transformers model or tokenizer"
+            )
         if not folder.is_dir():
             raise InputError(f"the pipeline lists {name} but '{folder}' does not exist")
         try:
@@ -65,7 +68,9 @@ def _load_text(ckpt, transformers, _read_json, weight_files) -> dict:
                     with torch.device("meta"):
                         obj = cls(conf)
                 else:
-                    obj = cls.from_pretrained(folder, local_files_only=True, use_safetensors=files[0].format == "safetensors")
+                    obj = cls.from_pretrained(
+                        folder, local_files_only=True, use_safetensors=files[0].format == "safetensors"
+                    )
                 obj = obj.to(ckpt.denoiser.device).eval().requires_grad_(False)
             else:
                 obj = cls.from_pretrained(folder, local_files_only=True)
@@ -87,8 +92,11 @@ def _pipeline(ckpt, text: dict, pipelines: tuple[str, ...]):
 
     cls = getattr(diffusers, ckpt.pipeline_class or "", None)
     if ckpt.pipeline_class not in pipelines or cls is None:
-        raise InputError(f"text conditioning of {ckpt.denoiser_class} in a {ckpt.pipeline_class or 'bare folder'} is not supported yet "
-                         f"(supported: {', '.join(pipelines)})")
+        raise InputError(
+            f"text conditioning of {ckpt.denoiser_class} in a {ckpt.pipeline_class or 'bare folder'} "
+            "is not supported yet "
+            f"(supported: {', '.join(pipelines)})"
+        )
     params = inspect.signature(cls.__init__).parameters
     parts = {ckpt.denoiser_component: ckpt.denoiser, "scheduler": ckpt.scheduler, **text}
     if "vae" in params:
@@ -105,8 +113,10 @@ def _pipeline(ckpt, text: dict, pipelines: tuple[str, ...]):
 def encode_prompts(ckpt, prompts: tuple[str, ...], guidance_scale: float | None) -> Conditioning:
     """A text Conditioning: one table row per prompt plus the null prompt as the last row."""
     if ckpt.pipeline_class is None:
-        raise InputError(f"'{ckpt.root}' is a bare {ckpt.denoiser_class} folder: a text-conditioned model needs its pipeline "
-                         "folder (model_index.json, text encoders, tokenizers) to encode prompts")
+        raise InputError(
+            f"'{ckpt.root}' is a bare {ckpt.denoiser_class} folder: a text-conditioned model needs its pipeline "
+            "folder (model_index.json, text encoders, tokenizers) to encode prompts"
+        )
     text = load_text_components(ckpt)
     if not any(k.startswith("text_encoder") and v is not None for k, v in text.items()):
         raise InputError(f"{ckpt.pipeline_class} in '{ckpt.root}' ships no text encoder: prompts cannot be encoded")
@@ -122,9 +132,20 @@ def encode_prompts(ckpt, prompts: tuple[str, ...], guidance_scale: float | None)
     encoders = tuple(type(v).__name__ for k, v in text.items() if k.startswith("text_encoder") and v is not None)
     # On the meta device (a memory plan) the tables keep their shapes as zeros: no value is ever read.
     tables = {k: torch.zeros(v.shape, dtype=v.dtype) if v.is_meta else v.detach().cpu() for k, v in tables.items()}
-    static = {k: (torch.zeros(v.shape, dtype=v.dtype) if v.is_meta else v.detach().cpu()) if torch.is_tensor(v) else v
-              for k, v in static.items()}
+    static = {
+        k: (torch.zeros(v.shape, dtype=v.dtype) if v.is_meta else v.detach().cpu()) if torch.is_tensor(v) else v
+        for k, v in static.items()
+    }
     del pipe, text  # the encoders are not measured: release them now
-    return Conditioning("text", len(p), scale, names=tuple(p), tables=tables, added=added, static=static,
-                        guidance_default=source, encoders=encoders, embedded_guidance=embedded)
-
+    return Conditioning(
+        "text",
+        len(p),
+        scale,
+        names=tuple(p),
+        tables=tables,
+        added=added,
+        static=static,
+        guidance_default=source,
+        encoders=encoders,
+        embedded_guidance=embedded,
+    )

@@ -14,9 +14,12 @@ from ..errors import InputError
 
 # --dtype spelling -> torch dtype name
 DTYPE_ALIASES = {
-    "float32": "float32", "fp32": "float32",
-    "float16": "float16", "fp16": "float16",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
 }
 # --mixed-precision -> the autocast dtype's torch name (None: no autocast)
 MIXED_PRECISION_DTYPES = {"no": None, "bf16": "bfloat16", "fp16": "float16"}

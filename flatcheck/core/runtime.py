@@ -26,9 +26,13 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise InputError(f"unknown device '{name}' (use auto, cpu, cuda, cuda:N or mps)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise InputError(f"device '{name}' was asked for but CUDA is not available on this machine (use --device cpu)")
+            raise InputError(
+                f"device '{name}' was asked for but CUDA is not available on this machine (use --device cpu)"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InputError(f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise InputError(
+                f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     elif dev.type == "mps":
         if not torch.backends.mps.is_available():
             raise InputError(f"device '{name}' was asked for but MPS is not available on this machine")
@@ -65,10 +69,9 @@ def environment(device: torch.device | None = None) -> dict:
     """Versions and hardware, recorded in every report."""
     import diffusers
 
+    from .. import __version__
     from . import dist, fastpath
     from .threads import available_cpus
-
-    from .. import __version__
 
     env = {
         "flatcheck": __version__,

@@ -70,16 +70,30 @@ class SampleSpec:
 
     @classmethod
     def from_json(cls, d: dict) -> "SampleSpec":
-        return cls(d["model"], d["sampler"], int(d["steps"]), int(d["seed"]), tuple(d["shape"]), d["dtype"], d.get("conditions"))
+        return cls(
+            d["model"],
+            d["sampler"],
+            int(d["steps"]),
+            int(d["seed"]),
+            tuple(d["shape"]),
+            d["dtype"],
+            d.get("conditions"),
+        )
 
     @classmethod
     def of_run(cls, denoiser, scheduler, steps: int, seed: int) -> "SampleSpec":
         from .runtime import dtype_name
         from .sampling import sampler_config
 
-        return cls(model_fingerprint(denoiser.net), sampler_config(scheduler), int(steps), int(seed),
-                   tuple(denoiser.sample_shape), dtype_name(denoiser.dtype),
-                   denoiser.conditioning.describe() if denoiser.conditioning is not None else None)
+        return cls(
+            model_fingerprint(denoiser.net),
+            sampler_config(scheduler),
+            int(steps),
+            int(seed),
+            tuple(denoiser.sample_shape),
+            dtype_name(denoiser.dtype),
+            denoiser.conditioning.describe() if denoiser.conditioning is not None else None,
+        )
 
 
 def _mismatch(have: SampleSpec, want: SampleSpec) -> str | None:
@@ -89,8 +103,11 @@ def _mismatch(have: SampleSpec, want: SampleSpec) -> str | None:
     if have.sampler["class"] != want.sampler["class"]:
         return f"sampler {have.sampler['class']}, not {want.sampler['class']}"
     if have.sampler != want.sampler:
-        keys = sorted(k for k in set(have.sampler["config"]) | set(want.sampler["config"])
-                      if have.sampler["config"].get(k) != want.sampler["config"].get(k))
+        keys = sorted(
+            k
+            for k in set(have.sampler["config"]) | set(want.sampler["config"])
+            if have.sampler["config"].get(k) != want.sampler["config"].get(k)
+        )
         return f"another {want.sampler['class']} config ({', '.join(keys)} differ)"
     if have.conditions != want.conditions:
         return "other conditions (labels, prompts or guidance scale differ)"
@@ -137,7 +154,9 @@ class SampleStore:
         store = cls.read(folder)
         why = _mismatch(store.spec, spec)
         if why is not None:
-            raise InputError(f"sample folder '{folder}' holds samples of another run ({why}): use a new folder or delete it")
+            raise InputError(
+                f"sample folder '{folder}' holds samples of another run ({why}): use a new folder or delete it"
+            )
         return store
 
     @classmethod
@@ -154,7 +173,9 @@ class SampleStore:
         except FileNotFoundError:
             raise InputError(f"'{folder}' holds no {MANIFEST}: not a flatcheck sample folder") from None
         except (ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"'{folder / MANIFEST}' is damaged ({type(exc).__name__}: {exc}): delete the folder") from None
+            raise InputError(
+                f"'{folder / MANIFEST}' is damaged ({type(exc).__name__}: {exc}): delete the folder"
+            ) from None
         store = cls(folder, spec, shard_size, shards)
         store._drop_missing()
         return store
@@ -185,7 +206,10 @@ class SampleStore:
                 break
             data = (self.folder / s.file).read_bytes()
             if verify and hashlib.sha256(data).hexdigest() != s.sha256:
-                raise InputError(f"'{self.folder / s.file}' does not match its checksum in the manifest: delete the folder and regenerate")
+                raise InputError(
+                    f"'{self.folder / s.file}' does not match its checksum in the manifest: "
+                    "delete the folder and regenerate"
+                )
             arr = np.load(io.BytesIO(data), allow_pickle=False)
             out.append(torch.from_numpy(arr)[: n - have])
             have += len(out[-1])
@@ -277,12 +301,19 @@ def generate(
         from .oom import batched
 
         # A shard that does not fit on the GPU is generated in halves (core.oom); the shard is the same.
-        return torch.cat(batched(lambda pos: sample_batch(denoiser, scheduler, steps, [start + p for p in pos], seed, hooks=hooks),
-                                 range(end - start), end - start, "sampling", split=False))
+        return torch.cat(
+            batched(
+                lambda pos: sample_batch(denoiser, scheduler, steps, [start + p for p in pos], seed, hooks=hooks),
+                range(end - start),
+                end - start,
+                "sampling",
+                split=False,
+            )
+        )
 
     per_round = 1 if dist.world() == 1 or hooks else dist.world()
     for first in range(0, len(todo), per_round):
-        batch = todo[first:first + per_round]
+        batch = todo[first : first + per_round]
         if per_round == 1:
             made = [shard(*batch[0])]
         else:

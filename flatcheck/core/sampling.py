@@ -17,8 +17,8 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from .denoiser import Denoiser
 from ..errors import InputError, OptionError, RunError, require_at_least
+from .denoiser import Denoiser
 from .seeds import sample_seed  # noqa: F401 - part of the sampling API
 
 # Short names for --sampler -> diffusers scheduler class (and fixed settings).
@@ -56,8 +56,10 @@ def make_sampler(training_scheduler, name: str | None = None):
         if key == "ddim":  # the default sampler: a flow model's default is its own flow sampler
             key = "checkpoint"
         elif key not in FLOW_SAMPLERS:
-            raise InputError(f"--sampler {key} is a DDPM-family sampler; this flow-matching model takes: checkpoint, "
-                             f"{', '.join(FLOW_SAMPLERS)}")
+            raise InputError(
+                f"--sampler {key} is a DDPM-family sampler; this flow-matching model takes: checkpoint, "
+                f"{', '.join(FLOW_SAMPLERS)}"
+            )
         else:
             cls = getattr(diffusers, FLOW_SAMPLERS[key])
             return cls.from_config(config)
@@ -229,7 +231,10 @@ def scale_model_input(scheduler, x: torch.Tensor, t) -> torch.Tensor:
 def takes_variance(scheduler) -> bool:
     """Whether scheduler.step reads a predicted variance: diffusers' DDPM schedulers with learned variance
     split it off the output themselves; every other scheduler steps with the mean part only."""
-    return type(scheduler).__name__.startswith("DDPM") and scheduler.config.get("variance_type") in ("learned", "learned_range")
+    return type(scheduler).__name__.startswith("DDPM") and scheduler.config.get("variance_type") in (
+        "learned",
+        "learned_range",
+    )
 
 
 @torch.no_grad()
@@ -272,21 +277,25 @@ def sample_batch(
             raw = denoiser.raw_output(x_in, t.to(dev), cond, guided=True)
             out = denoiser.mean_part(raw)
             if hooks or output_transform is not None:
-                rec = StepRecord(i, timestep_value(t), idx, x_in, out, denoiser, cond)  # one record: eps/x0 computed once
+                rec = StepRecord(
+                    i, timestep_value(t), idx, x_in, out, denoiser, cond
+                )  # one record: eps/x0 computed once
                 for hook in hooks:
                     hooked = True
                     hook(rec)
                 if output_transform is not None:
                     out = output_transform(rec)
             if with_variance:  # the scheduler reads the predicted variance from the second half
-                out = torch.cat([out, raw[:, out.shape[1]:]], 1)
+                out = torch.cat([out, raw[:, out.shape[1] :]], 1)
             x = scheduler.step(out, t, x, **step_kwargs).prev_sample
     except BaseException as exc:
         from .oom import is_oom
 
         if hooked and is_oom(exc):
-            raise RunError(f"out of memory after step hooks had recorded part of a batch of {len(idx)}: "
-                           "rerun with a smaller --batch-size") from exc
+            raise RunError(
+                f"out of memory after step hooks had recorded part of a batch of {len(idx)}: "
+                "rerun with a smaller --batch-size"
+            ) from exc
         raise
     final = x.float().cpu()
     for hook in hooks:
@@ -346,10 +355,17 @@ def sample(
 
     def one(pos: Sequence[int]) -> torch.Tensor:  # pos: positions in `indices`
         sl = slice(pos[0], pos[-1] + 1)
-        x = sample_batch(denoiser, scheduler, steps, indices[sl], seed,
-                         x_init=None if x_init is None else x_init[sl],
-                         cond=None if cond is None else cond[sl],
-                         hooks=hooks, output_transform=output_transform)
+        x = sample_batch(
+            denoiser,
+            scheduler,
+            steps,
+            indices[sl],
+            seed,
+            x_init=None if x_init is None else x_init[sl],
+            cond=None if cond is None else cond[sl],
+            hooks=hooks,
+            output_transform=output_transform,
+        )
         if progress:
             progress(len(pos))
         return x

@@ -2,8 +2,8 @@
 
 CI runners and containers give a process fewer CPUs than the machine has (an affinity mask, a
 cgroup quota). torch sizes its pool from the host, and two threads per core fighting other jobs
-made the same command 10-16x slower here (../shared/NOTES.md). `--threads` defaults to what the
-process may actually use.
+made the same command 10-16x slower on a shared 2-core runner (benchmarks/README.md, "Slowdown
+under a competing load"). `--threads` defaults to what the process may actually use.
 """
 
 from __future__ import annotations

@@ -14,7 +14,17 @@ from typing import Mapping
 
 from ..errors import InputError
 from . import auraflow, chroma, dit, flux, lumina2, pixart, sana, sd, sd3, unet
-from .base import FLOW, PREDICTION_TYPES, Declared, Family, Guidance, ModelInfo, NetCall, PromptTables, is_flow_scheduler
+from .base import (
+    FLOW,
+    PREDICTION_TYPES,
+    Declared,
+    Family,
+    Guidance,
+    ModelInfo,
+    NetCall,
+    PromptTables,
+    is_flow_scheduler,
+)
 
 FAMILIES: tuple[Family, ...] = (
     unet.FAMILY,
@@ -48,8 +58,12 @@ def family_of(class_name: str, config: Mapping, own: NetCall | None = None) -> F
             return family
     kind = _dimension_of(class_name)
     if kind is not None:
-        raise InputError(f"{class_name} is {VIDEO_OR_AUDIO[kind]}, which no flatcheck family runs yet: image denoisers only")
-    raise InputError(f"{class_name} is not supported yet: no family serves it (supported: {', '.join(supported_classes())})")
+        raise InputError(
+            f"{class_name} is {VIDEO_OR_AUDIO[kind]}, which no flatcheck family runs yet: image denoisers only"
+        )
+    raise InputError(
+        f"{class_name} is not supported yet: no family serves it (supported: {', '.join(supported_classes())})"
+    )
 
 
 def family_of_network(net) -> Family:
@@ -71,5 +85,18 @@ def _dimension_of(class_name: str) -> str | None:
     return None
 
 
-__all__ = ["FAMILIES", "FLOW", "PREDICTION_TYPES", "Declared", "Family", "Guidance", "ModelInfo", "NetCall", "PromptTables",
-           "family_of", "family_of_network", "is_flow_scheduler", "supported_classes"]
+__all__ = [
+    "FAMILIES",
+    "FLOW",
+    "PREDICTION_TYPES",
+    "Declared",
+    "Family",
+    "Guidance",
+    "ModelInfo",
+    "NetCall",
+    "PromptTables",
+    "family_of",
+    "family_of_network",
+    "is_flow_scheduler",
+    "supported_classes",
+]

@@ -27,8 +27,13 @@ class AuraFlow(Family):
     conditioning = "text"
     timestep_scale = 1e-3  # documentation only: call_kwargs divides by 1000, as the pipeline does
     # pos_embed (the patch embedding and its learned table), norm_out and proj_out are io already.
-    blocks = {"time_step_proj": "embed", "context_embedder": "embed", "register_tokens": "embed",
-              "joint_transformer_blocks": "blocks", "single_transformer_blocks": "blocks"}
+    blocks = {
+        "time_step_proj": "embed",
+        "context_embedder": "embed",
+        "register_tokens": "embed",
+        "joint_transformer_blocks": "blocks",
+        "single_transformer_blocks": "blocks",
+    }
 
     def default_sample_size(self, config: Mapping) -> int | None:
         # AuraFlowPipeline.__call__ renders 1024 px (128 latents at the VAE's factor 8) whatever the checkpoint;
@@ -49,16 +54,24 @@ class AuraFlow(Family):
             pe = ne = torch.zeros(len(prompts), length, enc.config.d_model, dtype=enc.dtype, device="meta")
         else:
             # negative_prompt None -> "" (encode_prompt's `negative_prompt or ""`): what __call__ guides against.
-            pe, _, ne, _ = pipe.encode_prompt(prompt=prompts, negative_prompt=None, do_classifier_free_guidance=True,
-                                              num_images_per_prompt=1, device=device, max_sequence_length=length)
+            pe, _, ne, _ = pipe.encode_prompt(
+                prompt=prompts,
+                negative_prompt=None,
+                do_classifier_free_guidance=True,
+                num_images_per_prompt=1,
+                device=device,
+                max_sequence_length=length,
+            )
         # No mask table: the transformer takes none (the masks encode_prompt returns are [B, 256 x D], unused).
         return PromptTables({"encoder_hidden_states": torch.cat([pe, ne[:1]])})
 
     def set_timesteps(self, scheduler, steps: int, sample_shape: tuple[int, ...], config: Mapping) -> None:
         # retrieve_timesteps(scheduler, steps, sigmas=None): the static shift only, no resolution shift.
         if scheduler.config.get("use_dynamic_shifting"):
-            raise InputError(f"{type(scheduler).__name__} has use_dynamic_shifting, but the AuraFlow pipeline passes no mu: "
-                             "its own __call__ cannot sample with this scheduler either")
+            raise InputError(
+                f"{type(scheduler).__name__} has use_dynamic_shifting, but the AuraFlow pipeline passes no mu: "
+                "its own __call__ cannot sample with this scheduler either"
+            )
         scheduler.set_timesteps(steps)
 
     def latent_scale_shift(self, vae_config: Mapping) -> tuple[float, float]:

@@ -65,7 +65,9 @@ class Guidance:
 def is_flow_scheduler(scheduler_class: str, config: Mapping | None = None) -> bool:
     """diffusers' flow-matching schedules: the FlowMatch* schedulers, or a multistep solver run on flow sigmas
     with a flow prediction (Sana's DPMSolverMultistepScheduler: prediction_type 'flow_prediction')."""
-    return scheduler_class.startswith(FLOW_SCHEDULER_PREFIX) or (config or {}).get("prediction_type") == "flow_prediction"
+    return (
+        scheduler_class.startswith(FLOW_SCHEDULER_PREFIX) or (config or {}).get("prediction_type") == "flow_prediction"
+    )
 
 
 class Family:
@@ -116,8 +118,14 @@ class Family:
         kind = self.conditions(config)
         classes, null = self.num_classes(config) if kind == "class" else (None, None)
         out = self.output_channels(config)
-        return ModelInfo((channels, *hw), "latent" if has_vae else "pixel", kind, classes,
-                         learned_variance=bool(channels) and out == 2 * channels, null_label=null)
+        return ModelInfo(
+            (channels, *hw),
+            "latent" if has_vae else "pixel",
+            kind,
+            classes,
+            learned_variance=bool(channels) and out == 2 * channels,
+            null_label=null,
+        )
 
     # -- the loss target and the noising
     def prediction(self, scheduler_class: str, config: Mapping) -> str:
@@ -180,7 +188,13 @@ class Family:
     def latent_from_encoder(self, vae, images: "torch.Tensor") -> "torch.Tensor":
         """Images in [-1, 1] -> the denoiser's latents (the encoder's mean, scaled and shifted)."""
         enc = vae.encode(images.to(vae.dtype))
-        lat = enc.latent_dist.mean if hasattr(enc, "latent_dist") else enc.latents if hasattr(enc, "latents") else enc.latent
+        lat = (
+            enc.latent_dist.mean
+            if hasattr(enc, "latent_dist")
+            else enc.latents
+            if hasattr(enc, "latents")
+            else enc.latent
+        )
         scale, shift = self.latent_scale_shift(vae.config)
         return (lat - shift) * scale
 

@@ -28,8 +28,13 @@ class Chroma(Family):
     conditioning = "text"
     # time_text_embed holds no parameters (sinusoids and a fixed mod_proj table, not saved); the approximator
     # MLP turns it into every block's modulation. context_embedder projects T5 states; x_embedder is the stem.
-    blocks = {"time_text_embed": "embed", "distilled_guidance_layer": "embed", "context_embedder": "embed",
-              "x_embedder": "io", "single_transformer_blocks": "blocks"}
+    blocks = {
+        "time_text_embed": "embed",
+        "distilled_guidance_layer": "embed",
+        "context_embedder": "embed",
+        "x_embedder": "io",
+        "single_transformer_blocks": "blocks",
+    }
 
     def latent_channels(self, config: Mapping) -> int:
         return int(config.get("in_channels", 0) or 0) // 4  # in_channels counts the 2 x 2 packed channels
@@ -50,8 +55,13 @@ class Chroma(Family):
         if mask is not None:  # _prepare_attention_mask: + 1s for the image tokens, cat'ed as bool into the float mask
             mask = torch.cat([mask, torch.ones(mask.shape[0], h * w, dtype=torch.bool, device=mask.device)], dim=1)
         # The pipeline's timestep: t in the latents' dtype, / 1000 (the transformer multiplies it by 1000 again).
-        return {"hidden_states": pack_latents(x_t), "timestep": t.to(x_t.dtype) / 1000,
-                "img_ids": image_ids(h, w, x_t.device, x_t.dtype), "attention_mask": mask, **kwargs}
+        return {
+            "hidden_states": pack_latents(x_t),
+            "timestep": t.to(x_t.dtype) / 1000,
+            "img_ids": image_ids(h, w, x_t.device, x_t.dtype),
+            "attention_mask": mask,
+            **kwargs,
+        }
 
     def output(self, out, x_t):
         return unpack_latents(out, *x_t.shape[-2:])  # the velocity eps - x0, as FlowMatchEuler steps with it
@@ -66,11 +76,19 @@ class Chroma(Family):
             pm = nm = torch.zeros(len(prompts), length, dtype=enc.dtype, device="meta")
             txt_ids = torch.zeros(length, 3, dtype=enc.dtype, device="meta")
         else:  # the null row: negative_prompt None is "" encoded by T5 (with its kept pad token), not zeros
-            pe, txt_ids, pm, ne, _, nm = pipe.encode_prompt(prompt=prompts, negative_prompt=None, device=device, num_images_per_prompt=1,
-                                                            do_classifier_free_guidance=True, max_sequence_length=length)
+            pe, txt_ids, pm, ne, _, nm = pipe.encode_prompt(
+                prompt=prompts,
+                negative_prompt=None,
+                device=device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=True,
+                max_sequence_length=length,
+            )
         # The masks are tables (float 0/1, one per prompt); the text ids are zeros shared by every row.
-        return PromptTables({"encoder_hidden_states": torch.cat([pe, ne[:1]]), "attention_mask": torch.cat([pm, nm[:1]])},
-                            static={"txt_ids": txt_ids.detach()})
+        return PromptTables(
+            {"encoder_hidden_states": torch.cat([pe, ne[:1]]), "attention_mask": torch.cat([pm, nm[:1]])},
+            static={"txt_ids": txt_ids.detach()},
+        )
 
     def set_timesteps(self, scheduler, steps: int, sample_shape: tuple[int, ...], config: Mapping) -> None:
         import inspect

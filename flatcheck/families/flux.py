@@ -46,10 +46,17 @@ class Flux(Family):
         import torch
 
         length = self.max_sequence_length(pipeline_class, 512)
-        pe, pp, txt_ids = pipe.encode_prompt(prompt=prompts, prompt_2=None, device=device, num_images_per_prompt=1, max_sequence_length=length)
+        pe, pp, txt_ids = pipe.encode_prompt(
+            prompt=prompts, prompt_2=None, device=device, num_images_per_prompt=1, max_sequence_length=length
+        )
         # No null row is ever read (no CFG pass); a zero row keeps the table's layout uniform.
-        return PromptTables({"encoder_hidden_states": torch.cat([pe, torch.zeros_like(pe[:1])]),
-                             "pooled_projections": torch.cat([pp, torch.zeros_like(pp[:1])])}, static={"txt_ids": txt_ids.detach()})
+        return PromptTables(
+            {
+                "encoder_hidden_states": torch.cat([pe, torch.zeros_like(pe[:1])]),
+                "pooled_projections": torch.cat([pp, torch.zeros_like(pp[:1])]),
+            },
+            static={"txt_ids": txt_ids.detach()},
+        )
 
     def guidance(self, pipeline_class, config, given, default) -> Guidance:
         if not config.get("guidance_embeds"):  # FLUX.1-schnell: no guidance input, and no CFG pass either

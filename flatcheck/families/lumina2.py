@@ -33,8 +33,13 @@ class Lumina2(Family):
     conditioning = "text"
     # The refiners are Lumina2TransformerBlocks like `layers`: noise_refiner on the image tokens, context_refiner
     # on the caption tokens (unmodulated), before the joint layers. rope_embedder has no parameters.
-    blocks = {"time_caption_embed": "embed", "x_embedder": "io", "noise_refiner": "blocks", "context_refiner": "blocks",
-              "layers": "blocks"}
+    blocks = {
+        "time_caption_embed": "embed",
+        "x_embedder": "io",
+        "noise_refiner": "blocks",
+        "context_refiner": "blocks",
+        "layers": "blocks",
+    }
 
     def default_sample_size(self, config: Mapping) -> int | None:
         # Lumina2Pipeline: 8 x transformer sample_size pixels at its fixed factor 8, i.e. latents of side sample_size.
@@ -46,7 +51,11 @@ class Lumina2(Family):
         mask = conditions.get("encoder_attention_mask")
         if mask is not None and mask.is_meta:
             count_every_caption_token(net)
-        return {self.input_name: x_t, "timestep": 1 - t / NUM_TRAIN_TIMESTEPS, **conditions}  # as the pipeline: 1 - t / T
+        return {
+            self.input_name: x_t,
+            "timestep": 1 - t / NUM_TRAIN_TIMESTEPS,
+            **conditions,
+        }  # as the pipeline: 1 - t / T
 
     def output(self, out, x_t):
         return -out  # the network predicts x0 - eps (d x / d(1 - sigma)); flatcheck's velocity is eps - x0
@@ -71,9 +80,18 @@ class Lumina2(Family):
             pe = ne = torch.zeros(len(prompts), length, enc.config.hidden_size, dtype=enc.dtype, device="meta")
             pm = nm = torch.zeros(len(prompts), length, dtype=torch.long, device="meta")
         else:
-            pe, pm, ne, nm = pipe.encode_prompt(prompts, do_classifier_free_guidance=True, negative_prompt=None, num_images_per_prompt=1,
-                                                device=device, system_prompt=None, max_sequence_length=length)
-        return PromptTables({"encoder_hidden_states": torch.cat([pe, ne[:1]]), "encoder_attention_mask": torch.cat([pm, nm[:1]])})
+            pe, pm, ne, nm = pipe.encode_prompt(
+                prompts,
+                do_classifier_free_guidance=True,
+                negative_prompt=None,
+                num_images_per_prompt=1,
+                device=device,
+                system_prompt=None,
+                max_sequence_length=length,
+            )
+        return PromptTables(
+            {"encoder_hidden_states": torch.cat([pe, ne[:1]]), "encoder_attention_mask": torch.cat([pm, nm[:1]])}
+        )
 
     def set_timesteps(self, scheduler, steps: int, sample_shape: tuple[int, ...], config: Mapping) -> None:
         import inspect
@@ -99,7 +117,9 @@ def count_every_caption_token(net) -> None:
     rope = getattr(net, "rope_embedder", None)
     if rope is None or getattr(rope, "_flatcheck_full_captions", False):
         return
-    rope.register_forward_pre_hook(lambda module, args: (args[0], torch.ones(args[1].shape, dtype=torch.long), *args[2:]))
+    rope.register_forward_pre_hook(
+        lambda module, args: (args[0], torch.ones(args[1].shape, dtype=torch.long), *args[2:])
+    )
     rope._flatcheck_full_captions = True
 
 

@@ -41,8 +41,15 @@ class PixArt(Family):
             pe = ne = torch.zeros(len(prompts), length, enc.config.d_model, dtype=enc.dtype, device="meta")
             pm = nm = torch.zeros(len(prompts), length, dtype=torch.long, device="meta")
         else:
-            pe, pm, ne, nm = pipe.encode_prompt(prompts, do_classifier_free_guidance=True, negative_prompt="", num_images_per_prompt=1,
-                                                device=device, clean_caption=False, max_sequence_length=length)
+            pe, pm, ne, nm = pipe.encode_prompt(
+                prompts,
+                do_classifier_free_guidance=True,
+                negative_prompt="",
+                num_images_per_prompt=1,
+                device=device,
+                clean_caption=False,
+                max_sequence_length=length,
+            )
         tables = {"encoder_hidden_states": torch.cat([pe, ne[:1]]), "encoder_attention_mask": torch.cat([pm, nm[:1]])}
         if ckpt.denoiser.config.get("sample_size") == 128:  # PixArt-alpha 1024 px: resolution micro-conditions
             h, w = image_size(ckpt)

@@ -1,4 +1,4 @@
-"""Sana: a linear-attention DiT (SanaTransformer2DModel) on 32x-compressed DC-AE latents, rectified flow, Gemma2 prompts.
+"""Sana: a linear-attention DiT (SanaTransformer2DModel) on 32x-compressed DC-AE latents, flow matching, Gemma2.
 
 Serves SanaTransformer2DModel; prompts through SanaPipeline (Sana-Sprint's guidance-embedded transformers and
 the PAG / ControlNet pipelines are not served: their prompts are refused in one line). The network is called
@@ -54,11 +54,20 @@ class Sana(Family):
         negative = pipeline_default(pipeline_class, "negative_prompt") or ""
         # Also on the meta device (a plan): Gemma2's eager attention reads no value of its mask, unlike T5 in
         # transformers (PixArt's meta branch), so the plan traces the pipeline's own shapes (tests/test_family_sana.py).
-        pe, pm, ne, nm = pipe.encode_prompt(prompts, do_classifier_free_guidance=True, negative_prompt=negative,
-                                            num_images_per_prompt=1, device=device, clean_caption=False,
-                                            max_sequence_length=length, complex_human_instruction=instruction)
+        pe, pm, ne, nm = pipe.encode_prompt(
+            prompts,
+            do_classifier_free_guidance=True,
+            negative_prompt=negative,
+            num_images_per_prompt=1,
+            device=device,
+            clean_caption=False,
+            max_sequence_length=length,
+            complex_human_instruction=instruction,
+        )
         # The mask (<bos> + tokens, 0 for padding) becomes the cross-attention bias inside the transformer.
-        return PromptTables({"encoder_hidden_states": torch.cat([pe, ne[:1]]), "encoder_attention_mask": torch.cat([pm, nm[:1]])})
+        return PromptTables(
+            {"encoder_hidden_states": torch.cat([pe, ne[:1]]), "encoder_attention_mask": torch.cat([pm, nm[:1]])}
+        )
 
     def vae_factor(self, vae_config: Mapping) -> int:
         return dc_ae_factor(vae_config)

@@ -27,12 +27,17 @@ class StableDiffusion(Family):
         if pipeline_class == SD:
             pe, ne = pipe.encode_prompt(prompts, device, 1, True, negative_prompt=None)
             return PromptTables({"encoder_hidden_states": torch.cat([pe, ne[:1]])})
-        pe, ne, pp, npp = pipe.encode_prompt(prompt=prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=True)
+        pe, ne, pp, npp = pipe.encode_prompt(
+            prompt=prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=True
+        )
         size = image_size(ckpt)
         proj = pipe.text_encoder_2.config.projection_dim if pipe.text_encoder_2 is not None else int(pp.shape[-1])
         ids = pipe._get_add_time_ids(size, (0, 0), size, dtype=pe.dtype, text_encoder_projection_dim=proj)
-        tables = {"encoder_hidden_states": torch.cat([pe, ne[:1]]), "text_embeds": torch.cat([pp, npp[:1]]),
-                  "time_ids": ids.repeat(len(prompts) + 1, 1)}
+        tables = {
+            "encoder_hidden_states": torch.cat([pe, ne[:1]]),
+            "text_embeds": torch.cat([pp, npp[:1]]),
+            "time_ids": ids.repeat(len(prompts) + 1, 1),
+        }
         return PromptTables(tables, added=("text_embeds", "time_ids"))
 
 

@@ -27,9 +27,19 @@ class SD3(Family):
         import torch
 
         length = self.max_sequence_length(pipeline_class, 256)
-        pe, ne, pp, npp = pipe.encode_prompt(prompt=prompts, prompt_2=None, prompt_3=None, device=device, num_images_per_prompt=1,
-                                             do_classifier_free_guidance=True, negative_prompt=None, max_sequence_length=length)
-        return PromptTables({"encoder_hidden_states": torch.cat([pe, ne[:1]]), "pooled_projections": torch.cat([pp, npp[:1]])})
+        pe, ne, pp, npp = pipe.encode_prompt(
+            prompt=prompts,
+            prompt_2=None,
+            prompt_3=None,
+            device=device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=True,
+            negative_prompt=None,
+            max_sequence_length=length,
+        )
+        return PromptTables(
+            {"encoder_hidden_states": torch.cat([pe, ne[:1]]), "pooled_projections": torch.cat([pp, npp[:1]])}
+        )
 
     def set_timesteps(self, scheduler, steps: int, sample_shape: tuple[int, ...], config: Mapping) -> None:
         _, h, w = sample_shape

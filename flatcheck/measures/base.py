@@ -99,10 +99,14 @@ class Measure:
     profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # audit profile -> config overrides
     uses_bank: bool = True  # needs the probe bank
     order: int = 50  # run order in the audit (a measure that makes the shared samples while watching runs first)
-    cost: Callable[..., list] | None = None  # cost(config, core.work.RunShape, net) -> [core.work.Work]: what it computes (the plan)
+    cost: Callable[..., list] | None = (
+        None  # cost(config, core.work.RunShape, net) -> [core.work.Work]: what it computes (the plan)
+    )
     readings: Readings | None = None  # the numbers `rank` correlates (None: none)
 
-    def make_config(self, profile: str = "default", shared: Mapping[str, Any] | None = None, given: Mapping[str, Any] | None = None):
+    def make_config(
+        self, profile: str = "default", shared: Mapping[str, Any] | None = None, given: Mapping[str, Any] | None = None
+    ):
         """The config of a run: defaults, then the profile, then the shared inputs, then what the user gave.
 
         A config field named like a shared input (seed, batch_size, samples, steps, sampler) takes
@@ -124,7 +128,6 @@ class Measure:
         config = self.config(**values)
         check = getattr(config, "validate", None)
         return check() if check is not None else config
-
 
 
 def check_profile(profile: str) -> None:

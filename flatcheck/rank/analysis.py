@@ -36,12 +36,13 @@ from .extract import Quantity, gather
 MIN_CHECKPOINTS = 3
 DEFAULT_ROUNDS = 2000
 METHODS = {
-    "checkpoints": "bootstrap over checkpoints: the N checkpoints resampled with replacement; resamples with a side tied "
-                   "throughout are dropped and counted; 95% percentile interval",
+    "checkpoints": "bootstrap over checkpoints: the N checkpoints resampled with replacement; resamples with a side "
+    "tied throughout are dropped and counted; 95% percentile interval",
     "noise": "parametric bootstrap over measurement noise (standard errors): each checkpoint's value redrawn from "
-             "N(value, stderr^2), numbers without a standard error held fixed, checkpoints independent; 95% percentile interval",
-    "p_value": "two-sided permutation test of Spearman's rho: the share of reorderings of the outcome whose |rho| is at least "
-               "the observed one; exact over all N! orderings up to 8 checkpoints, else (1 + hits) / (1 + 9999) random orderings",
+    "N(value, stderr^2), numbers without a standard error held fixed, checkpoints independent; 95% percentile interval",
+    "p_value": "two-sided permutation test of Spearman's rho: the share of reorderings of the outcome whose |rho| is "
+    "at least the observed one; exact over all N! orderings up to 8 checkpoints, else (1 + hits) / "
+    "(1 + 9999) random orderings",
 }
 
 
@@ -99,14 +100,18 @@ def check_comparable(docs: list[dict], names: list[str]) -> None:
             diff.append("the FD reference")
         if diff:
             shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
-            raise InputError(f"{name} was not audited like {names[0]} ({shown} differ): rank needs one bank, seed set and option set; "
-                             "audit them with the same options (or run flatcheck rank on the checkpoints)")
+            raise InputError(
+                f"{name} was not audited like {names[0]} ({shown} differ): rank needs one bank, seed set and option "
+                "set; audit them with the same options (or run flatcheck rank on the checkpoints)"
+            )
     bank = first.get("bank") or {}
     source = str(bank.get("source") or "")
     if source.startswith("data-free") and "pooled" not in source:
         # Each data-free audit drew its bank from its own samples: the banks differ although the text is equal.
-        raise InputError("these data-free reports each drew their probe bank from their own model's samples: rank them with "
-                         "flatcheck rank CKPT... (one pooled bank) or audit them with --data")
+        raise InputError(
+            "these data-free reports each drew their probe bank from their own model's samples: rank them with "
+            "flatcheck rank CKPT... (one pooled bank) or audit them with --data"
+        )
 
 
 # ---------------------------------------------------------------------------- ranking
@@ -120,11 +125,21 @@ def select(quantities: list[Quantity], patterns: str | None) -> list[Quantity]:
     return [q for q in quantities if any(fnmatch.fnmatchcase(q.key, p) for p in pats)]
 
 
-def rank_reports(docs: list[dict], names: list[str], *, seed: int = 0, rounds: int = DEFAULT_ROUNDS,
-                 measures: str | None = None, outcomes: str | None = None) -> Ranking:
+def rank_reports(
+    docs: list[dict],
+    names: list[str],
+    *,
+    seed: int = 0,
+    rounds: int = DEFAULT_ROUNDS,
+    measures: str | None = None,
+    outcomes: str | None = None,
+) -> Ranking:
     """Every measure x outcome rank correlation over the reports' checkpoints, with both intervals."""
     if len(docs) < MIN_CHECKPOINTS:
-        raise InputError(f"rank needs at least {MIN_CHECKPOINTS} checkpoints (got {len(docs)}): a rank correlation of two is always +-1")
+        raise InputError(
+            f"rank needs at least {MIN_CHECKPOINTS} checkpoints (got {len(docs)}): "
+            "a rank correlation of two is always +-1"
+        )
     require_at_least("bootstrap", rounds, 1)
     check_comparable(docs, names)
     all_measures, notes = gather(docs, names, "measures")
@@ -134,22 +149,35 @@ def rank_reports(docs: list[dict], names: list[str], *, seed: int = 0, rounds: i
     for key in ("device", "torch", "flatcheck"):
         seen = list(dict.fromkeys(str((d.get("environment") or {}).get(key)) for d in docs))
         if len(seen) > 1:
-            notes.append(f"the reports come from different {key}s ({', '.join(seen)}): their numbers also differ by float rounding")
+            notes.append(
+                f"the reports come from different {key}s ({', '.join(seen)}): "
+                "their numbers also differ by float rounding"
+            )
     ms, os_ = select(all_measures, measures), select(all_outcomes, outcomes)
     for what, chosen, pattern in (("measure", ms, measures), ("outcome", os_, outcomes)):
         if not chosen:
             have = ", ".join(q.key for q in (all_measures if what == "measure" else all_outcomes)) or "none"
-            raise InputError(f"no {what} matches '{pattern}' in these reports (have: {have})" if pattern
-                             else f"the reports have no {what}s to rank (see the notes: {'; '.join(notes) or 'none'})")
+            raise InputError(
+                f"no {what} matches '{pattern}' in these reports (have: {have})"
+                if pattern
+                else f"the reports have no {what}s to rank (see the notes: {'; '.join(notes) or 'none'})"
+            )
     n = len(docs)
     idx = stats.checkpoint_resamples(n, rounds, stream(seed, "rank-checkpoints"))
 
     def sides(q: Quantity) -> dict:
         # Each quantity's noise draws come from its own named stream: the same whichever pairs are asked for.
-        draws = stats.noise_draws(q.signed or q.values, q.stderrs, rounds, stream(seed, f"rank-noise-{q.key}"), q.absolute)
-        return {"point": stats.prepare(q.values), "checkpoints": stats.prepare(np.asarray(q.values)[idx]), "noise": stats.prepare(draws)}
+        draws = stats.noise_draws(
+            q.signed or q.values, q.stderrs, rounds, stream(seed, f"rank-noise-{q.key}"), q.absolute
+        )
+        return {
+            "point": stats.prepare(q.values),
+            "checkpoints": stats.prepare(np.asarray(q.values)[idx]),
+            "noise": stats.prepare(draws),
+        }
 
-    # Ranks and pair signs once per quantity (outcomes kept, one measure at a time: memory stays ~ outcomes x rounds x N^2 bytes).
+    # Ranks and pair signs once per quantity (outcomes kept, one measure at a time: memory stays ~ outcomes x rounds x
+    # N^2 bytes).
     prepared = {o.key: sides(o) for o in os_}
     pairs = []
     for m in ms:
@@ -159,11 +187,24 @@ def rank_reports(docs: list[dict], names: list[str], *, seed: int = 0, rounds: i
             coef = {}
             for name, fn in stats.RANKED.items():
                 v = float(fn(a["point"], b["point"]))
-                coef[name] = Coefficient(None if math.isnan(v) else v, stats.percentile_interval(fn(a["checkpoints"], b["checkpoints"])),
-                                         stats.percentile_interval(fn(a["noise"], b["noise"])))
+                coef[name] = Coefficient(
+                    None if math.isnan(v) else v,
+                    stats.percentile_interval(fn(a["checkpoints"], b["checkpoints"])),
+                    stats.percentile_interval(fn(a["noise"], b["noise"])),
+                )
             p, method = stats.permutation_p(m.values, o.values, seed=stream(seed, "rank-permutation"))
-            pairs.append(Pair(m.key, o.key, n, coef["spearman"], coef["kendall"], p, method,
-                              sentence(m, o, coef["spearman"], coef["kendall"], n, p)))
+            pairs.append(
+                Pair(
+                    m.key,
+                    o.key,
+                    n,
+                    coef["spearman"],
+                    coef["kendall"],
+                    p,
+                    method,
+                    sentence(m, o, coef["spearman"], coef["kendall"], n, p),
+                )
+            )
     bootstrap = {"rounds": rounds, "level": stats.LEVEL, "seed": seed, "methods": METHODS}
     return Ranking(list(names), n, docs[0].get("options", {}), bootstrap, ms, os_, pairs, notes, list(docs))
 
@@ -182,8 +223,11 @@ def sentence(m: Quantity, o: Quantity, rho: Coefficient, tau: Coefficient, n: in
         tied = m.label if len(set(m.values)) == 1 else o.label
         return f"{m.label} vs {o.label}: no rank correlation, {tied} is the same for all {n} checkpoints."
     tau_text = f"{tau.value:.2f}" if tau.value is not None else "undefined"
-    return (f"{m.label} ranks {o.label} with Spearman rho = {rho.value:.2f} {_interval(rho.checkpoints)} (bootstrap over checkpoints; "
-            f"{_interval(rho.noise)} over measurement noise), Kendall tau = {tau_text}, over {n} checkpoints (permutation p = {p:.2g}).")
+    return (
+        f"{m.label} ranks {o.label} with Spearman rho = {rho.value:.2f} {_interval(rho.checkpoints)} (bootstrap over "
+        f"checkpoints; {_interval(rho.noise)} over measurement noise), Kendall tau = {tau_text}, over {n} checkpoints "
+        f"(permutation p = {p:.2g})."
+    )
 
 
 def report_names(docs: list[dict], paths: list[str]) -> list[str]:

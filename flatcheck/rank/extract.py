@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..measures import REGISTRY
 from ..measures.base import Reading
 
+
 @dataclass
 class Quantity:
     """One measure or outcome across the checkpoints."""
@@ -43,8 +44,10 @@ def readings(doc: dict, which: str) -> tuple[dict[str, tuple[str, Reading]], lis
     """key -> (measure, Reading) of one report, for `which` ("measures" or "outcomes"), and notes on what it lacks."""
     out: dict[str, tuple[str, Reading]] = {}
     notes: list[str] = []
-    for name in sorted((n for n, m in REGISTRY.items() if m.readings is not None and m.readings.kind == which),
-                       key=lambda n: REGISTRY[n].readings.order):
+    for name in sorted(
+        (n for n, m in REGISTRY.items() if m.readings is not None and m.readings.kind == which),
+        key=lambda n: REGISTRY[n].readings.order,
+    ):
         spec = REGISTRY[name].readings
         section = doc.get(name)
         if section is None:
@@ -73,7 +76,9 @@ def gather(docs: list[dict], names: list[str], which: str) -> tuple[list[Quantit
         missing = [n for n, r in zip(names, per_doc) if key not in r]
         if missing:
             area = next(r[key][0] for r in per_doc if key in r)
-            if any(d.get(area) is not None for n, d in zip(names, docs) if n in missing):  # else the section's note says it
+            if any(
+                d.get(area) is not None for n, d in zip(names, docs) if n in missing
+            ):  # else the section's note says it
                 notes.append(f"{key}: not in the report of {', '.join(missing)}; left out")
             continue
         rs = [r[key][1] for r in per_doc]
@@ -83,6 +88,17 @@ def gather(docs: list[dict], names: list[str], which: str) -> tuple[list[Quantit
             continue
         first = rs[0]
         values = [abs(r.value) if r.absolute else r.value for r in rs]
-        quantities.append(Quantity(key, first.label, first.short, first.path, values, [r.stderr for r in rs], first.absolute,
-                                   [r.value for r in rs] if first.absolute else [], first.bucket))
+        quantities.append(
+            Quantity(
+                key,
+                first.label,
+                first.short,
+                first.path,
+                values,
+                [r.stderr for r in rs],
+                first.absolute,
+                [r.value for r in rs] if first.absolute else [],
+                first.bucket,
+            )
+        )
     return quantities, notes

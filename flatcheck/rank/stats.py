@@ -143,7 +143,9 @@ def noise_draws(values, stderrs, rounds: int, seed: int, absolute: bool = False)
     return np.abs(draws) if absolute else draws
 
 
-def bootstrap_noise(x_draws: np.ndarray, y_draws: np.ndarray, coefficient: str = "spearman", level: float = LEVEL) -> Interval:
+def bootstrap_noise(
+    x_draws: np.ndarray, y_draws: np.ndarray, coefficient: str = "spearman", level: float = LEVEL
+) -> Interval:
     """Percentile interval of the coefficient over redrawn measurements (parametric bootstrap over
     measurement noise: each checkpoint's numbers redrawn from their standard errors, the zoo fixed).
 

@@ -27,7 +27,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def verdict_table(report: dict) -> str:
-    rows = [[f"{STATUS_MARK.get(v['status'], '')} {v['area']}", v["status"], v["line"]] for v in report.get("verdicts", [])]
+    rows = [
+        [f"{STATUS_MARK.get(v['status'], '')} {v['area']}", v["status"], v["line"]] for v in report.get("verdicts", [])
+    ]
     return _table(["area", "verdict", "summary"], rows)
 
 
@@ -63,15 +65,38 @@ def run_rows(report: dict) -> list[list[str]]:
     rows = [
         ["model", f"{model.get('source')} ({model.get('denoiser_class')}, {model.get('parameters', 0):,} parameters)"],
         ["profile", str(report.get("options", {}).get("profile"))],
-        ["probe bank", f"{bank.get('n')} probes, seed {bank.get('seed')}, t in [{_lo_hi(bank)}); {bank.get('source')}" if bank else "none (no measure used one)"],
-        ["samples", f"{samples.get('n')} x {samples.get('sampler')} {samples.get('steps')} steps, seed {samples.get('seed')}"
-                    + (f" ({samples['origin']})" if samples.get("origin") else "")],
+        [
+            "probe bank",
+            f"{bank.get('n')} probes, seed {bank.get('seed')}, t in [{_lo_hi(bank)}); {bank.get('source')}"
+            if bank
+            else "none (no measure used one)",
+        ],
+        [
+            "samples",
+            f"{samples.get('n')} x {samples.get('sampler')} {samples.get('steps')} steps, seed {samples.get('seed')}"
+            + (f" ({samples['origin']})" if samples.get("origin") else ""),
+        ],
         *([["loss", bank["loss_definition"]]] if bank.get("loss_definition") else []),
         *([["conditions", _conditions(report["conditioning"])]] if report.get("conditioning") else []),
         ["device", f"{env.get('device')} ({env.get('gpu') or env.get('platform')}; {_threads(env)})"],
-        *([["memory", "; ".join(f"{b['where']}: batch {b['requested']} did not fit, ran at {b['used']}" for b in env["batch_backoff"])]]
-          if env.get("batch_backoff") else []),
-        ["versions", f"flatcheck {env.get('flatcheck')}, torch {env.get('torch')}, diffusers {env.get('diffusers')}, python {env.get('python')}"],
+        *(
+            [
+                [
+                    "memory",
+                    "; ".join(
+                        f"{b['where']}: batch {b['requested']} did not fit, ran at {b['used']}"
+                        for b in env["batch_backoff"]
+                    ),
+                ]
+            ]
+            if env.get("batch_backoff")
+            else []
+        ),
+        [
+            "versions",
+            f"flatcheck {env.get('flatcheck')}, torch {env.get('torch')}, diffusers {env.get('diffusers')}, python "
+            f"{env.get('python')}",
+        ],
         ["seconds", ", ".join(f"{k} {v:.1f}" for k, v in (report.get("timings") or {}).items())],
         *([["peak memory", _peak_memory(env["peak_memory"])]] if env.get("peak_memory") else []),
     ]
@@ -82,7 +107,11 @@ def run_rows(report: dict) -> list[list[str]]:
     return rows
 
 
-PEAK_KINDS = {"rss": "peak RSS", "rss_since_start": "peak RSS since the process started", "cuda_max_allocated": "CUDA max allocated"}
+PEAK_KINDS = {
+    "rss": "peak RSS",
+    "rss_since_start": "peak RSS since the process started",
+    "cuda_max_allocated": "CUDA max allocated",
+}
 
 
 def _peak_memory(peak: dict) -> str:
@@ -90,13 +119,27 @@ def _peak_memory(peak: dict) -> str:
     run = peak["run_bytes"]
     unit, scale = ("GiB", 2**30) if run >= 2**30 else ("MiB", 2**20)
     phases = ", ".join(f"{k} {v / scale:.2f}" for k, v in peak.get("by_phase", {}).items())
-    reserved = f"; reserved {peak['reserved_run_bytes'] / scale:.2f} {unit}" if peak.get("reserved_run_bytes") is not None else ""
-    return f"{run / scale:.2f} {unit} ({PEAK_KINDS.get(peak['kind'], peak['kind'])}){reserved}" + (f"; {phases} {unit}" if phases else "")
+    reserved = (
+        f"; reserved {peak['reserved_run_bytes'] / scale:.2f} {unit}"
+        if peak.get("reserved_run_bytes") is not None
+        else ""
+    )
+    return f"{run / scale:.2f} {unit} ({PEAK_KINDS.get(peak['kind'], peak['kind'])}){reserved}" + (
+        f"; {phases} {unit}" if phases else ""
+    )
 
 
 def _conditions(c: dict) -> str:
-    what = f"{c['count']} classes" if c["kind"] == "class" else f"{c['count']} prompts ({', '.join(c.get('encoders') or [])})"
-    guidance = f"guidance {c['guidance_scale']:g} ({c.get('guidance_source')})" if c["guidance_scale"] != 1 else f"no guidance ({c.get('guidance_source')})"
+    what = (
+        f"{c['count']} classes"
+        if c["kind"] == "class"
+        else f"{c['count']} prompts ({', '.join(c.get('encoders') or [])})"
+    )
+    guidance = (
+        f"guidance {c['guidance_scale']:g} ({c.get('guidance_source')})"
+        if c["guidance_scale"] != 1
+        else f"no guidance ({c.get('guidance_source')})"
+    )
     return f"{what}; {c['assignment']}; {guidance}"
 
 
@@ -112,7 +155,11 @@ def compare_markdown(comparison: dict) -> str:
 
 
 def gate_markdown(result, source: str) -> str:
-    head = "✅ flatcheck gate passed" if result.passed else f"❌ flatcheck gate failed: {len(result.failures)} of {len(result.rows)} thresholds crossed"
+    head = (
+        "✅ flatcheck gate passed"
+        if result.passed
+        else f"❌ flatcheck gate failed: {len(result.failures)} of {len(result.rows)} thresholds crossed"
+    )
     rows = [
         [
             "pass" if r.passed else "FAIL",
@@ -125,8 +172,17 @@ def gate_markdown(result, source: str) -> str:
         ]
         for r in result.rows
     ]
-    return "\n".join([f"# {head}", "", f"report: {source}; config: {result.config}" + (f"; baseline: {result.baseline}" if result.baseline else ""), "",
-                      _table(["", "metric", "value", "must be", "bound", "baseline", "note"], rows), ""])
+    return "\n".join(
+        [
+            f"# {head}",
+            "",
+            f"report: {source}; config: {result.config}"
+            + (f"; baseline: {result.baseline}" if result.baseline else ""),
+            "",
+            _table(["", "metric", "value", "must be", "bound", "baseline", "note"], rows),
+            "",
+        ]
+    )
 
 
 def write_step_summary(markdown: str) -> Path | None:
@@ -155,13 +211,29 @@ def rank_markdown(ranking: dict) -> str:
     outcomes = ranking["outcomes"]
     rows = [[m["label"], *(cell(cells[(m["key"], o["key"])]) for o in outcomes)] for m in ranking["measures"]]
     methods = ranking["bootstrap"]["methods"]
-    out = [f"# flatcheck rank: {ranking['n']} checkpoints", "", f"Checkpoints: {', '.join(ranking['models'])}. "
-           "Spearman ρ [95% bootstrap over checkpoints], Kendall τ-b and the permutation p-value of ρ; outcomes are signed so that larger = more damage.", "",
-           _table(["sharpness measure", *(o["label"] for o in outcomes)], rows), "", "## In words", ""]
+    out = [
+        f"# flatcheck rank: {ranking['n']} checkpoints",
+        "",
+        f"Checkpoints: {', '.join(ranking['models'])}. "
+        "Spearman ρ [95% bootstrap over checkpoints], Kendall τ-b and the permutation p-value of ρ; outcomes are "
+        "signed so that larger = more damage.",
+        "",
+        _table(["sharpness measure", *(o["label"] for o in outcomes)], rows),
+        "",
+        "## In words",
+        "",
+    ]
     out += [f"- {p['sentence']}" for p in ranking["pairs"]]
-    out += ["", "## Intervals", "", f"- over checkpoints: {methods['checkpoints']}", f"- over measurement noise: {methods['noise']}",
-            f"- p: {methods['p_value']}",
-            f"- {ranking['bootstrap']['rounds']} rounds each, seed {ranking['bootstrap']['seed']}", ""]
+    out += [
+        "",
+        "## Intervals",
+        "",
+        f"- over checkpoints: {methods['checkpoints']}",
+        f"- over measurement noise: {methods['noise']}",
+        f"- p: {methods['p_value']}",
+        f"- {ranking['bootstrap']['rounds']} rounds each, seed {ranking['bootstrap']['seed']}",
+        "",
+    ]
     if ranking["notes"]:
         out += ["## Left out", "", *(f"- {n}" for n in ranking["notes"]), ""]
     return "\n".join(out)

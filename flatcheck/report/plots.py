@@ -49,7 +49,9 @@ def rank_scatter(ranking: dict, path: Path) -> Path:
     outcomes = ranking["outcomes"]
     cells = {(p["measure"], p["outcome"]): p for p in ranking["pairs"]}
     names = [Path(m.rstrip("/")).name or m for m in ranking["models"]]
-    fig, axes = plt.subplots(len(measures), len(outcomes), figsize=(2.8 * len(outcomes), 2.4 * len(measures)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(measures), len(outcomes), figsize=(2.8 * len(outcomes), 2.4 * len(measures)), squeeze=False
+    )
     for i, m in enumerate(measures):
         for j, o in enumerate(outcomes):
             ax = axes[i][j]
@@ -66,7 +68,9 @@ def rank_scatter(ranking: dict, path: Path) -> Path:
                 axis.set_major_locator(MaxNLocator(4))
                 axis.get_offset_text().set_fontsize(6)
     if len(ranking["measures"]) > len(measures):
-        fig.suptitle(f"first {len(measures)} of {len(ranking['measures'])} measures (choose with --measures)", fontsize=9)
+        fig.suptitle(
+            f"first {len(measures)} of {len(ranking['measures'])} measures (choose with --measures)", fontsize=9
+        )
     from ..core.images import save_figure
 
     return save_figure(fig, path, dpi=90)

@@ -14,8 +14,14 @@ def progress_display(con, transient: bool = True):
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=con, transient=transient)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=con,
+        transient=transient,
+    )
     tasks: dict[str, int] = {}
 
     def update(task: str, done: int, total: int | None) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from rich.console import Group
-from ..measures.tables import Table
 from rich.text import Text
 
 from ..core.info import CheckpointInfo
 from ..measures import REGISTRY
+from ..measures.tables import Table
 from ..results import format_number
 from .markdown import run_rows
 
@@ -30,18 +30,36 @@ def info_table(info: CheckpointInfo) -> Table:
         ("denoiser", info.denoiser_class),
         ("parameters", f"{info.parameters:,}"),
         ("dtype", info.dtype),
-        ("sample shape", " x ".join(map(str, info.sample_shape)) + f" ({info.space})"
-         + (f" -> images {' x '.join(map(str, info.image_shape))}" if info.space == "latent" else "")),
-        ("conditioning", info.conditioning + (f" ({info.num_classes} classes" + (f", null class {info.null_label})" if info.null_label is not None else ")")
-                                              if info.num_classes else "")
-         + (f"; encoders: {', '.join(info.text_encoders)}" if info.text_encoders else "")),
-        ("guidance", f"{info.guidance_scale:g} (the pipeline's default)" if info.guidance_scale is not None else "none"),
+        (
+            "sample shape",
+            " x ".join(map(str, info.sample_shape))
+            + f" ({info.space})"
+            + (f" -> images {' x '.join(map(str, info.image_shape))}" if info.space == "latent" else ""),
+        ),
+        (
+            "conditioning",
+            info.conditioning
+            + (
+                f" ({info.num_classes} classes"
+                + (f", null class {info.null_label})" if info.null_label is not None else ")")
+                if info.num_classes
+                else ""
+            )
+            + (f"; encoders: {', '.join(info.text_encoders)}" if info.text_encoders else ""),
+        ),
+        (
+            "guidance",
+            f"{info.guidance_scale:g} (the pipeline's default)" if info.guidance_scale is not None else "none",
+        ),
         ("autoencoder", info.vae_class or "none"),
         ("scheduler", f"{info.scheduler_class} (from {info.scheduler_origin})"),
         ("train timesteps", str(info.num_train_timesteps)),
         ("beta schedule", str(info.beta_schedule)),
-        ("prediction type", ("flow matching (velocity eps - x0)" if info.prediction_type == "flow" else info.prediction_type)
-         + (" + learned variance" if info.learned_variance else "")),
+        (
+            "prediction type",
+            ("flow matching (velocity eps - x0)" if info.prediction_type == "flow" else info.prediction_type)
+            + (" + learned variance" if info.learned_variance else ""),
+        ),
         ("flatcheck runs it", info.supported),
     ]
     for w in info.weight_files:
@@ -51,7 +69,14 @@ def info_table(info: CheckpointInfo) -> Table:
     return t
 
 
-STATUS_STYLE = {"good": "bold green", "fair": "bold yellow", "poor": "bold red", "info": "bold cyan", "skipped": "dim", "error": "bold magenta"}
+STATUS_STYLE = {
+    "good": "bold green",
+    "fair": "bold yellow",
+    "poor": "bold red",
+    "info": "bold cyan",
+    "skipped": "dim",
+    "error": "bold magenta",
+}
 
 
 def verdict_table(report: dict, title: str | None = None) -> Table:
@@ -119,14 +144,25 @@ def _diff_text(d, se) -> Text:
 
 
 def gate_renderable(result) -> Group:
-    head = Text("gate passed" if result.passed else f"gate FAILED: {len(result.failures)} of {len(result.rows)} thresholds crossed",
-                style="bold green" if result.passed else "bold red")
+    head = Text(
+        "gate passed"
+        if result.passed
+        else f"gate FAILED: {len(result.failures)} of {len(result.rows)} thresholds crossed",
+        style="bold green" if result.passed else "bold red",
+    )
     t = Table(show_lines=False)
     for col in ("", "metric", "value", "must be", "bound", "baseline", "note"):
         t.add_column(col, overflow="fold")
     for r in result.rows:
-        t.add_row(Text("pass", style="green") if r.passed else Text("FAIL", style="bold red"), r.metric, format_number(r.value, r.stderr),
-                  r.condition, format_number(r.bound), format_number(r.baseline) if r.baseline is not None else "", r.note)
+        t.add_row(
+            Text("pass", style="green") if r.passed else Text("FAIL", style="bold red"),
+            r.metric,
+            format_number(r.value, r.stderr),
+            r.condition,
+            format_number(r.bound),
+            format_number(r.baseline) if r.baseline is not None else "",
+            r.note,
+        )
     return Group(head, t)
 
 
@@ -146,17 +182,26 @@ def _rank_cell(pair: dict) -> Text:
 def rank_renderable(ranking: dict) -> Group:
     """The measure x outcome table (rho [interval over checkpoints], tau), one sentence per pair, the notes."""
     n = ranking["n"]
-    labels = {q["key"]: q["label"] for q in ranking["measures"] + ranking["outcomes"]}
     cells = {(p["measure"], p["outcome"]): p for p in ranking["pairs"]}
-    t = Table(title=f"flatcheck rank: {n} checkpoints ({', '.join(ranking['models'])})\n"
-                    f"Spearman rho [95% bootstrap over checkpoints, {ranking['bootstrap']['rounds']} rounds] and Kendall tau (τ), permutation p of rho; bold: interval without 0 and p < 0.05; "
-                    "outcomes: larger = more damage", title_justify="left", show_lines=True)
+    t = Table(
+        title=f"flatcheck rank: {n} checkpoints ({', '.join(ranking['models'])})\n"
+        f"Spearman rho [95% bootstrap over checkpoints, {ranking['bootstrap']['rounds']} rounds] and Kendall tau (τ), "
+        "permutation p of rho; bold: interval without 0 and p < 0.05; outcomes: larger = more damage",
+        title_justify="left",
+        show_lines=True,
+    )
     t.add_column("measure", style="cyan", no_wrap=True)
     for o in ranking["outcomes"]:
         t.add_column(o["short"], justify="right", overflow="fold")
     for m in ranking["measures"]:
         t.add_row(m["short"], *(_rank_cell(cells[(m["key"], o["key"])]) for o in ranking["outcomes"]))
-    parts = [t, Text("In words (second interval: parametric bootstrap over measurement noise, the reports' standard errors):", style="bold")]
+    parts = [
+        t,
+        Text(
+            "In words (second interval: parametric bootstrap over measurement noise, the reports' standard errors):",
+            style="bold",
+        ),
+    ]
     parts += [Text(p["sentence"]) for p in ranking["pairs"]]
     if ranking["notes"]:
         parts.append(Text("Left out: " + "; ".join(ranking["notes"]) + ".", style="dim"))
@@ -164,6 +209,14 @@ def rank_renderable(ranking: dict) -> Group:
         from .plots import MAX_SCATTER_ROWS
 
         shown = min(len(ranking["measures"]), MAX_SCATTER_ROWS)
-        parts.append(Text(f"scatter plots: {ranking['artifacts']['plot']}"
-                          + (f" (the first {shown} of {len(ranking['measures'])} measures: choose with --measures)" if shown < len(ranking["measures"]) else "")))
+        parts.append(
+            Text(
+                f"scatter plots: {ranking['artifacts']['plot']}"
+                + (
+                    f" (the first {shown} of {len(ranking['measures'])} measures: choose with --measures)"
+                    if shown < len(ranking["measures"])
+                    else ""
+                )
+            )
+        )
     return Group(*parts)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
-
 from pathlib import Path
+
+from rich.markup import escape
 
 from ..measures import REGISTRY
 from ..results import to_jsonable, write_json
@@ -19,8 +19,16 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
-def write_reports(report, con, *, json=None, out: Path | None = None, markdown: Path | None = None, html: Path | None = None,
-                  details: bool = True) -> dict:
+def write_reports(
+    report,
+    con,
+    *,
+    json=None,
+    out: Path | None = None,
+    markdown: Path | None = None,
+    html: Path | None = None,
+    details: bool = True,
+) -> dict:
     """The audit's outputs, every requested form; returns the JSON document (with artifact paths filled in)."""
     from .html import audit_html
     from .markdown import audit_markdown, write_step_summary
@@ -32,7 +40,9 @@ def write_reports(report, con, *, json=None, out: Path | None = None, markdown: 
         out = Path(out)
         plots = make_plots(report, out / "plots")
         report.artifacts = {name: str(p) for name, p in plots.items()}
-        report.artifacts.update(json=str(out / "audit.json"), markdown=str(out / "audit.md"), html=str(out / "audit.html"))
+        report.artifacts.update(
+            json=str(out / "audit.json"), markdown=str(out / "audit.md"), html=str(out / "audit.html")
+        )
     for dest in (markdown, html):
         if dest is not None:
             report.artifacts[Path(dest).suffix.lstrip(".") or "file"] = str(dest)
@@ -62,7 +72,9 @@ def write_reports(report, con, *, json=None, out: Path | None = None, markdown: 
     return doc
 
 
-def write_measure_outputs(report, name: str, con, *, json=None, out: Path | None = None, extra_files: list[Path] = ()) -> dict:
+def write_measure_outputs(
+    report, name: str, con, *, json=None, out: Path | None = None, extra_files: list[Path] = ()
+) -> dict:
     """A measure command's outputs: the measure's own view (on stderr with --json -), the report
     document as JSON (the audit's, with the other measures null), and the measure's files in --out."""
     from .terminal import run_table

@@ -27,10 +27,13 @@ class DigitsCNN(ScaledFeatureCNN):
 
     def __init__(self) -> None:
         body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(2),  # 8x8
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(2),  # 4x4
             nn.Flatten(),
         )
@@ -53,7 +56,9 @@ def weights_path() -> Path:
 
 def load_digits_cnn(path: str | Path | None = None) -> DigitsCNN:
     """The trained network (eval mode, no grad) from the package's assets or `path`."""
-    return load_weights(DigitsCNN(), path if path is not None else weights_path(), "digits-cnn", "examples/train_digits_cnn.py")
+    return load_weights(
+        DigitsCNN(), path if path is not None else weights_path(), "digits-cnn", "examples/train_digits_cnn.py"
+    )
 
 
 def weights_metadata(path: str | Path | None = None) -> dict:

@@ -27,10 +27,17 @@ import torch
 
 from ...errors import InputError
 
-INCEPTION_PTH_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_PTH_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
 INCEPTION_TS_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 FEATURES = ("inception", "digits-cnn", "patches-cnn", "clip", "dinov2")
-_TF_NAME = {"digits-cnn": "digits-cnn", "patches-cnn": "patches-cnn", "clip": "clip-vit-b-32", "dinov2": "dinov2-vit-l-14"}
+_TF_NAME = {
+    "digits-cnn": "digits-cnn",
+    "patches-cnn": "patches-cnn",
+    "clip": "clip-vit-b-32",
+    "dinov2": "dinov2-vit-l-14",
+}
 _TS_INCEPTION = "inception-v3-torchscript"
 _SMALL_CNN = ("digits-cnn", "patches-cnn")  # our small classifiers, weights bundled in flatcheck/assets
 
@@ -81,7 +88,8 @@ def _registered_classes():
         return FeatureExtractorSmallCNN
 
     class FeatureExtractorInceptionTorchScript(FeatureExtractorBase):
-        """The TorchScript Inception of StyleGAN2-ADA/clean-fid: base(x in [0, 255], return_features=True) -> [N, 2048]."""
+        """The TorchScript Inception of StyleGAN2-ADA/clean-fid:
+        base(x in [0, 255], return_features=True) -> [N, 2048]."""
 
         def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
             super().__init__(name, features_list)
@@ -129,7 +137,9 @@ class Extractor:
     module: torch.nn.Module = field(repr=False)
     device: torch.device = field(repr=False)
     rgb: bool = True  # torch-fidelity's ImageNet networks want 3 channels
-    passes: int = 0  # feature passes run (one per image set: an extract call or a streamed set): lets tests see cache hits
+    passes: int = (
+        0  # feature passes run (one per image set: an extract call or a streamed set): lets tests see cache hits
+    )
 
     def extract(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
         """uint8 [N, C, H, W] -> float64 features [N, D], through torch-fidelity's batched loop (no worker processes).
@@ -154,7 +164,7 @@ class Extractor:
         images = images.contiguous()
 
         def run(rows: list[int]) -> torch.Tensor:
-            return self.extract_local(images[rows[0]:rows[-1] + 1], batch_size)
+            return self.extract_local(images[rows[0] : rows[-1] + 1], batch_size)
 
         # Several processes: each extracts its share of blocks of images, all get every feature (core.dist).
         block = batch_size * 4 if dist.world() > 1 else len(images)
@@ -173,7 +183,9 @@ class Extractor:
             images = images.expand(-1, 3, -1, -1)
         cuda = self.device.type == "cuda"
         with torch.cuda.device(self.device) if cuda else _nullcontext():
-            feats = get_featuresdict_from_dataset(_Images(images), self.module, batch_size, cuda, save_cpu_ram=True, verbose=False)
+            feats = get_featuresdict_from_dataset(
+                _Images(images), self.module, batch_size, cuda, save_cpu_ram=True, verbose=False
+            )
         return feats[self.layer].cpu()
 
 
@@ -235,7 +247,9 @@ def load_extractor(features: str, weights: str | Path | None = None, device: tor
         if fmt == "torchscript":
             tf_name = _TS_INCEPTION
     elif key_name == "dinov2" and wpath is not None:
-        raise InputError("--features dinov2 takes no --fid-weights: torch-fidelity loads DINOv2 through torch.hub (cache it there)")
+        raise InputError(
+            "--features dinov2 takes no --fid-weights: torch-fidelity loads DINOv2 through torch.hub (cache it there)"
+        )
     elif key_name in _SMALL_CNN and wpath is not None and wpath.suffix != ".safetensors":
         raise InputError(f"--fid-weights for {key_name} must be a .safetensors file (got '{wpath.name}')")
 
@@ -248,7 +262,10 @@ def load_extractor(features: str, weights: str | Path | None = None, device: tor
     try:
         with contextlib.redirect_stderr(held):
             module = create_feature_extractor(
-                tf_name, [layer], cuda=False, verbose=False,
+                tf_name,
+                [layer],
+                cuda=False,
+                verbose=False,
                 feature_extractor_weights_path=str(wpath) if wpath else None,
             )
     except InputError:
@@ -268,8 +285,14 @@ def load_extractor(features: str, weights: str | Path | None = None, device: tor
         weights_id = tf_name
     fingerprint = hashlib.sha256(f"{tf_name}|{layer}|{weights_id}".encode()).hexdigest()[:16]
     ex = Extractor(
-        features=key_name, tf_name=tf_name, layer=layer, label=label_for(key_name), fingerprint=fingerprint,
-        module=module, device=device, rgb=key_name != "digits-cnn",
+        features=key_name,
+        tf_name=tf_name,
+        layer=layer,
+        label=label_for(key_name),
+        fingerprint=fingerprint,
+        module=module,
+        device=device,
+        rgb=key_name != "digits-cnn",
     )
     _LOADED[memo] = ex
     return ex
@@ -302,7 +325,9 @@ def _inception_weights(wpath: Path | None) -> tuple[Path | None, str]:
             f"{str(exc).splitlines()[0][:160]}"
         ) from None
     if not isinstance(state, dict) or "Conv2d_1a_3x3.conv.weight" not in state:
-        raise InputError(f"--fid-weights '{wpath}' is not torch-fidelity's Inception state dict (no Conv2d_1a_3x3 weights)")
+        raise InputError(
+            f"--fid-weights '{wpath}' is not torch-fidelity's Inception state dict (no Conv2d_1a_3x3 weights)"
+        )
     return wpath, "pth"
 
 
@@ -314,10 +339,14 @@ def _load_error(features: str, wpath: Path | None, exc: Exception) -> InputError
             f"(or the TorchScript {INCEPTION_TS_URL}) and pass it with --fid-weights PATH"
         )
     if features == "clip" and wpath is None:
-        return InputError(f"CLIP weights are not available offline ({first}): pass OpenAI's ViT-B-32.pt with --fid-weights PATH")
+        return InputError(
+            f"CLIP weights are not available offline ({first}): pass OpenAI's ViT-B-32.pt with --fid-weights PATH"
+        )
     if features == "dinov2":
-        return InputError(f"DINOv2 loads through torch.hub from github.com/facebookresearch/dinov2 and could not ({first}); "
-                          "run once online to fill the torch.hub cache, or use --features inception/digits-cnn")
+        return InputError(
+            f"DINOv2 loads through torch.hub from github.com/facebookresearch/dinov2 and could not ({first}); "
+            "run once online to fill the torch.hub cache, or use --features inception/digits-cnn"
+        )
     what = "its download" if wpath is None else f"file '{wpath}'"
     return InputError(f"cannot load {features} weights from {what}: {first}")
 

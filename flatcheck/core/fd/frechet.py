@@ -26,7 +26,8 @@ def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def psd_factor(sigma: np.ndarray) -> np.ndarray:
-    """L with L L^T = sigma (symmetrised, negative eigenvalues from round-off clipped), columns of zero variance dropped."""
+    """L with L L^T = sigma (symmetrised, negative eigenvalues from round-off clipped), columns of zero variance
+    dropped."""
     s = (np.asarray(sigma, dtype=np.float64) + np.asarray(sigma, dtype=np.float64).T) / 2
     w, v = np.linalg.eigh(s)
     keep = w > w.max(initial=0.0) * 1e-12
@@ -34,7 +35,8 @@ def psd_factor(sigma: np.ndarray) -> np.ndarray:
 
 
 def _small_matrix_threads(size: int):
-    """One BLAS thread for many small eigenproblems: threads only add contention there (measured 18x slower on a busy 2-core box)."""
+    """One BLAS thread for many small eigenproblems: threads only add contention there (measured 18x slower on a
+    busy 2-core box)."""
     from contextlib import nullcontext
 
     if size > 256:
@@ -66,7 +68,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
-        raise ValueError(f"statistics do not match: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}")
+        raise ValueError(
+            f"statistics do not match: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
+        )
     diff = mu1 - mu2
     value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2)
     return max(float(value), 0.0)  # >= 0 in exact arithmetic; round-off can dip a hair below
@@ -107,7 +111,12 @@ def basic_interval(value: float, rounds: np.ndarray, level: float) -> tuple[floa
 
 
 def frechet_bootstrap(
-    features: np.ndarray, ref_mu: np.ndarray, ref_sigma: np.ndarray, rounds: int = 200, seed: int = 0, level: float = 0.95
+    features: np.ndarray,
+    ref_mu: np.ndarray,
+    ref_sigma: np.ndarray,
+    rounds: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> FrechetBootstrap:
     """FD(samples, reference) and `rounds` resamples of the samples; the reference is held fixed.
 
@@ -152,7 +161,9 @@ def frechet_bootstrap(
     return FrechetBootstrap(float(fd[0]), fd[1:], level)
 
 
-def kernel_distance(features1: np.ndarray, features2: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0):
+def kernel_distance(
+    features1: np.ndarray, features2: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+):
     """KID (unbiased MMD^2, cubic polynomial kernel) through torch-fidelity: (mean, std) over random subsets.
 
     The std is the spread of one subset's KID, torch-fidelity's "±": not a standard error. The
@@ -164,7 +175,11 @@ def kernel_distance(features1: np.ndarray, features2: np.ndarray, subsets: int =
     f1, f2 = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
     with _small_matrix_threads(f1.shape[1]):
         out = kid_features_to_metric(
-            torch.as_tensor(f1), torch.as_tensor(f2),
-            kid_subsets=subsets, kid_subset_size=subset_size, rng_seed=seed, verbose=False,
+            torch.as_tensor(f1),
+            torch.as_tensor(f2),
+            kid_subsets=subsets,
+            kid_subset_size=subset_size,
+            rng_seed=seed,
+            verbose=False,
         )
     return out[KEY_METRIC_KID_MEAN], out[KEY_METRIC_KID_STD]

@@ -31,12 +31,16 @@ class PatchesCNN(ScaledFeatureCNN):
 
     def __init__(self) -> None:
         body = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(2),  # 16x16
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(2),  # 8x8
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(2),  # 4x4
             nn.Flatten(),
         )
@@ -58,4 +62,6 @@ def weights_path() -> Path:
 
 def load_patches_cnn(path: str | Path | None = None) -> PatchesCNN:
     """The trained network (eval mode, no grad) from the package's assets or `path`."""
-    return load_weights(PatchesCNN(), path if path is not None else weights_path(), "patches-cnn", "examples/zoo/train_patches_cnn.py")
+    return load_weights(
+        PatchesCNN(), path if path is not None else weights_path(), "patches-cnn", "examples/zoo/train_patches_cnn.py"
+    )

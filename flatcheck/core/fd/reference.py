@@ -28,10 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cache import cache_root, write_npz_atomic
-
-from ..data import IMAGE_SUFFIXES, iter_folder
 from ...errors import InputError
+from ..cache import cache_root, write_npz_atomic
+from ..data import IMAGE_SUFFIXES, iter_folder
 from .extractors import Extractor, file_sha256
 from .frechet import gaussian_stats
 
@@ -80,7 +79,13 @@ def reference_stats(
     if kind == "stats":
         return _stats_file(spec, source)
     content = _content_hash(kind, source, shape)
-    key_fields = {"v": CACHE_VERSION, "kind": kind, "content": content, "features": extractor.fingerprint, "shape": list(shape)}
+    key_fields = {
+        "v": CACHE_VERSION,
+        "kind": kind,
+        "content": content,
+        "features": extractor.fingerprint,
+        "shape": list(shape),
+    }
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:32]
     if use_cache and key in _MEMORY:
         hit = _MEMORY[key]
@@ -119,8 +124,15 @@ def reference_stats(
     info = ReferenceInfo(spec, kind, len(feats), content, "computed", str(path))
     if use_cache:
         try:
-            write_npz_atomic(path, mu=mu, sigma=sigma, features=kid_rows.astype(np.float32), n=np.int64(len(feats)),
-                          kind=np.str_(kind), content=np.str_(content))
+            write_npz_atomic(
+                path,
+                mu=mu,
+                sigma=sigma,
+                features=kid_rows.astype(np.float32),
+                n=np.int64(len(feats)),
+                kind=np.str_(kind),
+                content=np.str_(content),
+            )
         except OSError as exc:
             info.cache, info.cache_path = f"computed (cache not writable: {exc.strerror or exc})", None
     out = ReferenceStats(info, mu, sigma, kid_rows)
@@ -137,7 +149,8 @@ def _replace(info: ReferenceInfo, **kw) -> ReferenceInfo:
 
 # ------------------------------------------------------------------ what the spec is
 def check_reference(spec: str) -> str:
-    """The reference's kind (digits, patches, folder, images, stats, dataset); InputError before any work if it is unusable."""
+    """The reference's kind (digits, patches, folder, images, stats, dataset); InputError before any work if it is
+    unusable."""
     return _classify(spec)[0]
 
 
@@ -145,7 +158,10 @@ def _classify(spec: str) -> tuple[str, object]:
     from ..data import BUNDLED_DATA
 
     if not spec:
-        raise InputError("--ref is empty (give an image folder, an .npz/.npy file, a stats .npz, 'digits', or a torch-fidelity dataset)")
+        raise InputError(
+            "--ref is empty (give an image folder, an .npz/.npy file, a stats .npz, 'digits', "
+            "or a torch-fidelity dataset)"
+        )
     path = Path(spec).expanduser()
     if path.exists():
         if path.is_dir():
@@ -159,7 +175,10 @@ def _classify(spec: str) -> tuple[str, object]:
             return ("stats" if {"mu", "sigma"} <= keys else "images"), path
         if path.suffix == ".npy":
             return "images", path
-        raise InputError(f"--ref '{spec}': unsupported file type '{path.suffix}' (use an image folder, .npz/.npy images, or a stats .npz with mu and sigma)")
+        raise InputError(
+            f"--ref '{spec}': unsupported file type '{path.suffix}' (use an image folder, .npz/.npy images, or a "
+            "stats .npz with mu and sigma)"
+        )
     if spec in BUNDLED_DATA:
         return ("digits" if spec == "digits" else "patches"), spec
     from torch_fidelity.registry import DATASETS_REGISTRY
@@ -167,7 +186,8 @@ def _classify(spec: str) -> tuple[str, object]:
     if spec in DATASETS_REGISTRY:
         return "dataset", spec
     raise InputError(
-        f"--ref '{spec}' is not a file or folder, and not 'digits', 'patches', 'patches-test' or a torch-fidelity dataset ({', '.join(DATASETS_REGISTRY)})"
+        f"--ref '{spec}' is not a file or folder, and not 'digits', 'patches', 'patches-test' or a torch-fidelity "
+        f"dataset ({', '.join(DATASETS_REGISTRY)})"
     )
 
 
@@ -218,8 +238,10 @@ def _dataset_images(name: str) -> torch.Tensor:
         ds = DATASETS_REGISTRY[name](str(root), True)
     except Exception as exc:  # noqa: BLE001 - offline downloads fail with assorted errors
         first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise InputError(f"torch-fidelity dataset '{name}' is not available ({first}); download it once online into {root}, "
-                         "or pass the images as a folder or .npz") from None
+        raise InputError(
+            f"torch-fidelity dataset '{name}' is not available ({first}); download it once online into {root}, "
+            "or pass the images as a folder or .npz"
+        ) from None
     return torch.stack([ds[i] for i in range(len(ds))])
 
 
@@ -244,5 +266,3 @@ def _read_cache(path: Path, spec: str, kind: str, content: str) -> ReferenceStat
     except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, never trusted
         return None
     return ReferenceStats(ReferenceInfo(spec, kind, n, content, "disk", str(path)), mu, sigma, feats)
-
-

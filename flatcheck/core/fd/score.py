@@ -50,7 +50,10 @@ class FidResult:
 
     def summary(self) -> str:
         lo, hi = self.value.ci_low, self.value.ci_high
-        return f"{self.label} {self.value.value:.4g} [{lo:.4g}, {hi:.4g}] ({self.ci_level:.0%} {self.ci_method} interval, N={self.num_samples})"
+        return (
+            f"{self.label} {self.value.value:.4g} [{lo:.4g}, {hi:.4g}] ({self.ci_level:.0%} {self.ci_method} "
+            f"interval, N={self.num_samples})"
+        )
 
 
 def to_uint8_nchw(samples: torch.Tensor) -> torch.Tensor:
@@ -90,9 +93,20 @@ def score_samples(
     check_samples(samples, bootstrap, ci_level)
     extractor = load_extractor(features, weights, device)
     feats, shape = stream_features(samples, lambda x: x, extractor, batch_size)
-    return score_features(feats, shape, ref, extractor, batch_size=batch_size, bootstrap=bootstrap, ci_level=ci_level,
-                          kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache_dir=cache_dir,
-                          use_cache=use_cache)
+    return score_features(
+        feats,
+        shape,
+        ref,
+        extractor,
+        batch_size=batch_size,
+        bootstrap=bootstrap,
+        ci_level=ci_level,
+        kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size,
+        seed=seed,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+    )
 
 
 def check_samples(samples: torch.Tensor, bootstrap: int = 200, ci_level: float = 0.95) -> None:
@@ -121,9 +135,9 @@ def stream_features(samples: torch.Tensor, to_images, extractor, batch_size: int
     `to_images` (a batch of samples -> images in [-1, 1]: the decoder of a latent model) -> uint8 ->
     features, then the batch's images are dropped. Only the features accumulate (in the network's
     float32, made float64 at the end): they are kept because the bootstrap interval and KID resample
-    per-sample features (50,000 x 2048 float32 is 0.4 GB; 50,000 decoded 512 px images would be 150 GB). Batches are the ones a whole-set pass
-    would use (rows k*batch_size...), so the features are the same numbers. Several processes:
-    each decodes and extracts its share of the batches (core.dist)."""
+    per-sample features (50,000 x 2048 float32 is 0.4 GB; 50,000 decoded 512 px images would be 150 GB).
+    Batches are the ones a whole-set pass would use (rows k*batch_size...), so the features are the same
+    numbers. Several processes: each decodes and extracts its share of the batches (core.dist)."""
     from .. import dist
 
     extractor.passes += 1
@@ -131,7 +145,7 @@ def stream_features(samples: torch.Tensor, to_images, extractor, batch_size: int
     shape: list[tuple[int, ...]] = []
 
     def run(rows: list[int]) -> torch.Tensor:
-        images = to_images(samples[rows[0]:rows[-1] + 1])
+        images = to_images(samples[rows[0] : rows[-1] + 1])
         shape.append(tuple(images.shape[1:]))
         return batch_features(images, extractor, batch_size)
 
@@ -166,8 +180,8 @@ def score_features(
     d = feats.shape[1]
     if ref_stats.mu.shape != (d,):
         raise InputError(
-            f"--ref '{ref}' holds {ref_stats.mu.size}-dimensional statistics but {extractor.features} features are {d}-dimensional "
-            f"(a stats file must come from the same feature network)"
+            f"--ref '{ref}' holds {ref_stats.mu.size}-dimensional statistics but {extractor.features} features are "
+            f"{d}-dimensional (a stats file must come from the same feature network)"
         )
 
     boot = frechet_bootstrap(feats, ref_stats.mu, ref_stats.sigma, rounds=bootstrap, seed=seed, level=ci_level)
@@ -195,19 +209,33 @@ def score_features(
             f"numbers computed with the same N (published numbers use 10k-50k samples)"
         )
     if extractor.features != "inception":
-        notes.append(f"{extractor.label} is a Frechet distance in {extractor.features} feature space, not comparable with FID")
+        notes.append(
+            f"{extractor.label} is a Frechet distance in {extractor.features} feature space, not comparable with FID"
+        )
     return FidResult(
-        label=extractor.label, features=extractor.features, value=value, kid=kid, num_samples=n, feature_dim=d,
-        reference=ref_stats.info, bootstrap_rounds=bootstrap, ci_level=ci_level,
-        kid_subsets=kid_subsets if kid is not None else None, kid_subset_size=used_subset, kid_subset_std=k_std,
-        warning=warning, seed=seed, notes=notes, _rounds=boot.rounds,
+        label=extractor.label,
+        features=extractor.features,
+        value=value,
+        kid=kid,
+        num_samples=n,
+        feature_dim=d,
+        reference=ref_stats.info,
+        bootstrap_rounds=bootstrap,
+        ci_level=ci_level,
+        kid_subsets=kid_subsets if kid is not None else None,
+        kid_subset_size=used_subset,
+        kid_subset_std=k_std,
+        warning=warning,
+        seed=seed,
+        notes=notes,
+        _rounds=boot.rounds,
     )
 
 
 def kid_estimate(mean: float, std_over_subsets: float, subsets: int) -> Estimate:
     """KID as an Estimate whose stderr is a standard error: that of the mean over `subsets` random
     subsets, std / sqrt(subsets). It measures the subset draw only, not which images were sampled."""
-    return Estimate(float(mean), float(std_over_subsets) / subsets ** 0.5, n=subsets)
+    return Estimate(float(mean), float(std_over_subsets) / subsets**0.5, n=subsets)
 
 
 def fd_change(new: FidResult, base: FidResult) -> Estimate:
@@ -222,8 +250,17 @@ def fd_change(new: FidResult, base: FidResult) -> Estimate:
     from .frechet import basic_interval
 
     same = (new.num_samples, new.bootstrap_rounds, new.seed, new.features, new.ci_level, new.reference.content_hash)
-    if same != (base.num_samples, base.bootstrap_rounds, base.seed, base.features, base.ci_level, base.reference.content_hash):
-        raise ValueError("fd_change needs two results with the same samples count, seed, bootstrap rounds, features and reference")
+    if same != (
+        base.num_samples,
+        base.bootstrap_rounds,
+        base.seed,
+        base.features,
+        base.ci_level,
+        base.reference.content_hash,
+    ):
+        raise ValueError(
+            "fd_change needs two results with the same samples count, seed, bootstrap rounds, features and reference"
+        )
     d = new._rounds - base._rounds
     value = new.value.value - base.value.value
     lo, hi = basic_interval(value, d, new.ci_level)

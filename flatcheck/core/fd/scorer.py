@@ -33,11 +33,18 @@ class Scorer:
     """FD/FID and KID of model-space samples against the run's reference (see the module doc)."""
 
     def __init__(self, options: FdOptions, denoiser, device, batch_size: int, seed: int):
-        self.options, self.denoiser, self.device, self.batch_size, self.seed = options, denoiser, device, batch_size, seed
+        self.options, self.denoiser, self.device, self.batch_size, self.seed = (
+            options,
+            denoiser,
+            device,
+            batch_size,
+            seed,
+        )
         self._memo: dict[str, FidResult] = {}
 
-    def score(self, samples: torch.Tensor, pixels: bool = False,
-              decode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> FidResult:
+    def score(
+        self, samples: torch.Tensor, pixels: bool = False, decode: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> FidResult:
         """FD/FID of model-space samples, decoded batch by batch for latent models; pixels=True: of images.
         decode: another batch -> images function than the model's decoder (a quantized decoder); such
         scores are not memoised (the key would have to name the decoder's state)."""
@@ -75,8 +82,16 @@ class Scorer:
         if len(feats) < 2:
             raise InputError(f"need at least 2 samples for a Frechet distance (got {len(feats)})")
         result = score_features(
-            feats, image_shape, o.ref, self.extractor(), batch_size=self.batch_size, seed=self.seed,
-            bootstrap=o.bootstrap, kid_subsets=o.kid_subsets, kid_subset_size=o.kid_subset_size, use_cache=o.use_cache,
+            feats,
+            image_shape,
+            o.ref,
+            self.extractor(),
+            batch_size=self.batch_size,
+            seed=self.seed,
+            bootstrap=o.bootstrap,
+            kid_subsets=o.kid_subsets,
+            kid_subset_size=o.kid_subset_size,
+            use_cache=o.use_cache,
         )
         if key is not None:
             self._memo[key] = result
@@ -97,7 +112,9 @@ def make_scorer(options: FdOptions, denoiser, device, batch_size: int, seed: int
     if options.ref is None:
         return None
     if options.features not in FEATURES:
-        raise OptionError("features", f"'{options.features}' is not a feature network (choose from: {', '.join(FEATURES)})")
+        raise OptionError(
+            "features", f"'{options.features}' is not a feature network (choose from: {', '.join(FEATURES)})"
+        )
     require_at_least("bootstrap", options.bootstrap, 2)
     check_reference(options.ref)
     load_extractor(options.features, Path(options.weights) if options.weights else None, device)

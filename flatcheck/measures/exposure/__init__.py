@@ -40,7 +40,9 @@ def run(inputs, config: ExposureConfig, progress=None):
         from ...core.sampling import make_sampler
 
         for r in result.runs:
-            r._spec = SampleSpec.of_run(inputs.denoiser, make_sampler(inputs.denoiser.scheduler, config.sampler), r.steps, config.seed)
+            r._spec = SampleSpec.of_run(
+                inputs.denoiser, make_sampler(inputs.denoiser.scheduler, config.sampler), r.steps, config.seed
+            )
     else:
         for r in result.runs:
             r._samples = None
@@ -57,12 +59,18 @@ def verdict(result) -> Verdict:
     fix = ""
     if checked:
         best = min(checked, key=lambda s: s.gap_abs_total)
-        fix = (f"; eps scaling ({best.form}, b={best.b:.4f}) {'shrinks' if best.helps else 'does not shrink'} it"
-               f" ({run.gap_abs_total:.3g} -> {best.gap_abs_total:.3g})")
+        fix = (
+            f"; eps scaling ({best.form}, b={best.b:.4f}) {'shrinks' if best.helps else 'does not shrink'} it"
+            f" ({run.gap_abs_total:.3g} -> {best.gap_abs_total:.3g})"
+        )
     elif run.scaling:
         fix = f"; eps scaling fit ({run.scaling[0].form}) b={run.scaling[0].b:.4f}, not checked by a rerun"
-    return Verdict("exposure", status,
-                   f"{getattr(result, 'quantity', 'eps')}-norm gap {rel:+.2%} of the forward norm over {run.steps} steps ({run.gap_total}){fix}; variance error {run.variance_error_mean}")
+    return Verdict(
+        "exposure",
+        status,
+        f"{getattr(result, 'quantity', 'eps')}-norm gap {rel:+.2%} of the forward norm over {run.steps} steps "
+        f"({run.gap_total}){fix}; variance error {run.variance_error_mean}",
+    )
 
 
 # --save-samples: each run (a)'s samples as a resumable sample folder (a run that kept them).
@@ -70,9 +78,15 @@ save_samples = lazy(f"{__name__}.view", "save_samples")
 
 
 MEASURE = Measure(
-    name="exposure", title="exposure-bias drift across sampling steps", config=ExposureConfig,
-    run=run, verdict=verdict, view=lazy(f"{__name__}.view", "view"), plot=lazy(f"{__name__}.view", "plot"),
-    save=lazy(f"{__name__}.view", "save"), profiles=PROFILES,
+    name="exposure",
+    title="exposure-bias drift across sampling steps",
+    config=ExposureConfig,
+    run=run,
+    verdict=verdict,
+    view=lazy(f"{__name__}.view", "view"),
+    plot=lazy(f"{__name__}.view", "plot"),
+    save=lazy(f"{__name__}.view", "save"),
+    profiles=PROFILES,
     order=10,  # first: its sampler run can be the one that makes the shared samples
     cost=lazy(f"{__name__}.cost", "work"),
     readings=Readings("outcomes", "exposure outcomes", lazy(f"{__name__}.readings", "readings"), order=20),

@@ -18,8 +18,15 @@ def work(config: ExposureConfig, run: RunShape, net=None) -> list[Work]:
         shared = steps == run.steps and n == run.samples and not run.samples_made
         runs = (0 if shared else 1) + reruns
         # the forward reference is computed at timesteps not seen by an earlier step count: at most all k
-        out.append(Work(f"exposure: {steps} steps", forwards=(runs * n + 2 * m) * k, batch=min(bs, max(n, m)),
-                        guided=run.guided, upper_bound=i > 0,
-                        note=f"{runs} sampler run(s) of {n} (besides the shared samples), one of {m} from the reference, "
-                             f"{m} reference points at {k} timesteps"))
+        out.append(
+            Work(
+                f"exposure: {steps} steps",
+                forwards=(runs * n + 2 * m) * k,
+                batch=min(bs, max(n, m)),
+                guided=run.guided,
+                upper_bound=i > 0,
+                note=f"{runs} sampler run(s) of {n} (besides the shared samples), one of {m} from the reference, "
+                f"{m} reference points at {k} timesteps",
+            )
+        )
     return out

@@ -33,14 +33,22 @@ import numpy as np
 import torch
 
 from ...core.denoiser import Denoiser
-from ...core.seeds import exposure_variance_seed
-from ...errors import InputError
-from .config import ExposureConfig
 from ...core.sampling import (
-    StepRecord, StepReducer, check_run, generators, initial_noise, make_sampler, sample, scale_model_input, set_timesteps,
+    StepRecord,
+    StepReducer,
+    check_run,
+    generators,
+    initial_noise,
+    make_sampler,
+    sample,
+    scale_model_input,
+    set_timesteps,
     timesteps_for,
 )
+from ...core.seeds import exposure_variance_seed
 from ...core.stats import Estimate, mean_estimate
+from ...errors import InputError
+from .config import ExposureConfig
 
 
 @dataclass
@@ -209,7 +217,9 @@ class _Spread:
         self.sampled, self.forward, self.error = StepReducer(), StepReducer(), StepReducer(per_sample=True)
 
     def __call__(self, rec: StepRecord) -> None:
-        a, s = (float(v) for v in self.coefficients(torch.tensor(rec.timestep)))  # x_t = a x0 + s eps, at fractional t too
+        a, s = (
+            float(v) for v in self.coefficients(torch.tensor(rec.timestep))
+        )  # x_t = a x0 + s eps, at fractional t too
         x0, nz = self.ref.x0[rec.indices], self.ref.noise[rec.indices]
         fwd = (a * (x0 - self.center) + s * nz).flatten(1).pow(2).mean(1)
         smp = (rec.x_t.float().cpu() - a * self.center).flatten(1).pow(2).mean(1)
@@ -238,8 +248,15 @@ class _ForwardReference:
     curves over t are smooth and a timestep shared by two step counts is computed once.
     """
 
-    def __init__(self, denoiser: Denoiser, x0: torch.Tensor, noise: torch.Tensor, batch_size: int, paired: bool = False,
-                 cond: torch.Tensor | None = None):
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        x0: torch.Tensor,
+        noise: torch.Tensor,
+        batch_size: int,
+        paired: bool = False,
+        cond: torch.Tensor | None = None,
+    ):
         self.denoiser, self.x0, self.noise, self.batch_size, self.cond = denoiser, x0, noise, batch_size, cond
         self.paired = paired  # noise[j] is run (a)'s initial noise of sample j
         # keyed by the timestep value (a float for fractional timesteps: never rounded)
@@ -331,8 +348,10 @@ def measure_exposure(
     if callable(reference_x0):
         provide = reference_x0
     else:
+
         def provide():
             return reference_x0, reference_noise, reference_cond, reference_source
+
     made: dict = {}
 
     def reference() -> _ForwardReference:
@@ -347,13 +366,16 @@ def measure_exposure(
     return ExposureResult(config, made["source"], runs, quantity="v" if denoiser.flow else "eps")
 
 
-def _forward_reference(denoiser: Denoiser, x0: torch.Tensor, noise: torch.Tensor | None, cond: torch.Tensor | None,
-                       config: ExposureConfig) -> "_ForwardReference":
+def _forward_reference(
+    denoiser: Denoiser, x0: torch.Tensor, noise: torch.Tensor | None, cond: torch.Tensor | None, config: ExposureConfig
+) -> "_ForwardReference":
     x0 = x0.detach().float().cpu()
     if x0.ndim < 2 or len(x0) < 2:
         raise InputError(f"exposure needs at least 2 reference samples (got {len(x0)})")
     if tuple(x0.shape[1:]) != tuple(denoiser.sample_shape):
-        raise InputError(f"reference data is shaped {tuple(x0.shape[1:])}, the model samples {tuple(denoiser.sample_shape)}")
+        raise InputError(
+            f"reference data is shaped {tuple(x0.shape[1:])}, the model samples {tuple(denoiser.sample_shape)}"
+        )
     paired = noise is None
     if paired:
         # Reference point j is noised with the very noise sample j of run (a) starts from, so with
@@ -364,8 +386,14 @@ def _forward_reference(denoiser: Denoiser, x0: torch.Tensor, noise: torch.Tensor
     return _ForwardReference(denoiser, x0, noise.float().cpu(), config.batch_size, paired, cond)
 
 
-def _measure_steps(denoiser: Denoiser, reference: Callable[[], _ForwardReference], steps: int, config: ExposureConfig, progress,
-                   shared=None) -> ExposureRun:
+def _measure_steps(
+    denoiser: Denoiser,
+    reference: Callable[[], _ForwardReference],
+    steps: int,
+    config: ExposureConfig,
+    progress,
+    shared=None,
+) -> ExposureRun:
     scheduler = make_sampler(denoiser.scheduler, config.sampler)
     ts = timesteps_for(scheduler, steps, denoiser)
     d = int(np.prod(denoiser.sample_shape))
@@ -396,8 +424,18 @@ def _measure_steps(denoiser: Denoiser, reference: Callable[[], _ForwardReference
     unit = float(scale_model_input(scheduler, torch.ones(()), scheduler.timesteps[0]))  # x_in = x * unit
     x_init = denoiser.add_noise(ref.x0, ts[0], ref.noise) / unit
     spread = _Spread(ref, denoiser.coefficients)
-    sample(denoiser, scheduler, steps, m, exposure_variance_seed(config.seed), batch_size=bs, x_init=x_init, cond=ref.cond,
-           hooks=[spread], progress=tick)
+    sample(
+        denoiser,
+        scheduler,
+        steps,
+        m,
+        exposure_variance_seed(config.seed),
+        batch_size=bs,
+        x_init=x_init,
+        cond=ref.cond,
+        hooks=[spread],
+        progress=tick,
+    )
     var_err_mean = mean_estimate((spread.error.sample_totals() / len(ts)).numpy())
 
     # (c) epsilon scaling, fitted on (a) and checked by rerunning the sampler with it.
@@ -405,19 +443,48 @@ def _measure_steps(denoiser: Denoiser, reference: Callable[[], _ForwardReference
     for form in ("constant", "linear") if config.linear_scale else ("constant",):
         b, k = fit_epsilon_scaling(sampled.mean, forward.mean, ts, form == "linear")
         if config.check_scaling:
-            scaling.append(_check_scaling(denoiser, scheduler, steps, config, form, b, k, ts, forward, fwd_totals, ref.paired, eps_a,
-                                          gap, tick))
+            scaling.append(
+                _check_scaling(
+                    denoiser,
+                    scheduler,
+                    steps,
+                    config,
+                    form,
+                    b,
+                    k,
+                    ts,
+                    forward,
+                    fwd_totals,
+                    ref.paired,
+                    eps_a,
+                    gap,
+                    tick,
+                )
+            )
         else:
             _positive_scaling(form, b, k, ts)
             scaling.append(EpsilonScaling(form=form, b=b, k=k, lambdas=[b + k * t for t in ts]))
 
     run = ExposureRun(
-        steps=steps, sampler=type(scheduler).__name__, timesteps=ts, samples=n, reference=m, sqrt_d=math.sqrt(d),
-        eps_norm_sampled=sampled, eps_norm_forward=forward, gap=gap, gap_total=gap_total,
-        gap_relative=gap_total.value / float(sum(forward.mean)), gap_abs_total=float(np.abs(gap.mean).sum()),
-        variance_forward=_curve(spread.forward), variance_sampled=_curve(spread.sampled), variance_error=_curve(spread.error),
+        steps=steps,
+        sampler=type(scheduler).__name__,
+        timesteps=ts,
+        samples=n,
+        reference=m,
+        sqrt_d=math.sqrt(d),
+        eps_norm_sampled=sampled,
+        eps_norm_forward=forward,
+        gap=gap,
+        gap_total=gap_total,
+        gap_relative=gap_total.value / float(sum(forward.mean)),
+        gap_abs_total=float(np.abs(gap.mean).sum()),
+        variance_forward=_curve(spread.forward),
+        variance_sampled=_curve(spread.sampled),
+        variance_error=_curve(spread.error),
         variance_error_mean=var_err_mean,
-        x0_drift=_curve(drift.reducer), eps_scale_forward=ref.scale(ts), scaling=scaling,
+        x0_drift=_curve(drift.reducer),
+        eps_scale_forward=ref.scale(ts),
+        scaling=scaling,
     )
     if config.keep_samples:
         run._samples = samples
@@ -433,10 +500,15 @@ def _gap_curve(sampled: Curve, forward: Curve) -> Curve:
 
 def _positive_scaling(form: str, b: float, k: float, ts) -> None:
     if min(b + k * t for t in ts) <= 0:
-        raise InputError(f"the {form} epsilon-scaling fit gave lambda <= 0 (b={b:.3g}, k={k:.3g}): the eps-norm curves are degenerate")
+        raise InputError(
+            f"the {form} epsilon-scaling fit gave lambda <= 0 (b={b:.3g}, k={k:.3g}): "
+            "the eps-norm curves are degenerate"
+        )
 
 
-def _check_scaling(denoiser, scheduler, steps, config, form, b, k, ts, forward, fwd_totals, paired, eps_a, gap_before, tick):
+def _check_scaling(
+    denoiser, scheduler, steps, config, form, b, k, ts, forward, fwd_totals, paired, eps_a, gap_before, tick
+):
     lam = lambda t: b + k * t  # noqa: E731 - lambda_t as the paper writes it
     _positive_scaling(form, b, k, ts)
 
@@ -444,15 +516,32 @@ def _check_scaling(denoiser, scheduler, steps, config, form, b, k, ts, forward, 
         return _output_with_eps(rec, predicted(rec) / lam(rec.timestep))
 
     eps_c = _EpsNorms(lam)
-    sample(denoiser, scheduler, steps, config.samples, config.seed, batch_size=config.batch_size,
-           hooks=[eps_c], output_transform=scaled, progress=tick)
+    sample(
+        denoiser,
+        scheduler,
+        steps,
+        config.samples,
+        config.seed,
+        batch_size=config.batch_size,
+        hooks=[eps_c],
+        output_transform=scaled,
+        progress=tick,
+    )
     applied = _curve(eps_c.applied)
     gap = _gap_curve(applied, forward)
     after = eps_c.applied.sample_totals()
     change = mean_estimate((after - eps_a.raw.sample_totals()).numpy())  # same initial noise: paired
     abs_after = float(np.abs(gap.mean).sum())
     return EpsilonScaling(
-        form=form, b=b, k=k, lambdas=[lam(t) for t in ts], eps_norm_raw=_curve(eps_c.raw), eps_norm_applied=applied,
-        gap=gap, gap_total=_total_gap(after, fwd_totals, paired), gap_abs_total=abs_after, gap_change=change,
+        form=form,
+        b=b,
+        k=k,
+        lambdas=[lam(t) for t in ts],
+        eps_norm_raw=_curve(eps_c.raw),
+        eps_norm_applied=applied,
+        gap=gap,
+        gap_total=_total_gap(after, fwd_totals, paired),
+        gap_abs_total=abs_after,
+        gap_change=change,
         helps=abs_after < float(np.abs(gap_before.mean).sum()),
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..tables import Table
 from rich.text import Text
 
+from ..tables import Table
 from .measure import ExposureResult, ExposureRun
 
 
@@ -21,29 +21,47 @@ def _short(sampler: str) -> str:
 def view(result: ExposureResult, model: str = "", max_rows: int = 10) -> list:
     """A summary row per step count (and eps-scaling form), then a few steps of each run's curves."""
     qn = result.quantity  # eps, or v for flow-matching models
-    head = Table(title=f"flatcheck exposure: {model}".rstrip(": "), title_justify="left",
-                 caption=f"reference: {result.reference}. gap = ||{qn}|| on the sampler's inputs - on forward-noised data, "
-                         "summed over steps; eps scaling divides eps by lambda_t = b + k t and reruns the sampler.",
-                 caption_justify="left")
+    head = Table(
+        title=f"flatcheck exposure: {model}".rstrip(": "),
+        title_justify="left",
+        caption=f"reference: {result.reference}. gap = ||{qn}|| on the sampler's inputs - on forward-noised data, "
+        "summed over steps; eps scaling divides eps by lambda_t = b + k t and reruns the sampler.",
+        caption_justify="left",
+    )
     for col in ("run", f"{qn}-norm gap", "gap/fwd", "variance err", f"{qn} scale (data)", f"{qn} scaling", "gap after"):
         head.add_column(col, justify="left" if col in ("run", "eps scaling") else "right")
     for run in result.runs:
         scalings = run.scaling or [None]
         for i, sc in enumerate(scalings):
-            row = [f"{_short(run.sampler)} {run.steps}", _pm(run.gap_total.value, run.gap_total.stderr), f"{run.gap_relative:+.2%}",
-                   _pm(run.variance_error_mean.value, run.variance_error_mean.stderr),
-                   _pm(run.eps_scale_forward.value, run.eps_scale_forward.stderr)] if i == 0 else [""] * 5
+            row = (
+                [
+                    f"{_short(run.sampler)} {run.steps}",
+                    _pm(run.gap_total.value, run.gap_total.stderr),
+                    f"{run.gap_relative:+.2%}",
+                    _pm(run.variance_error_mean.value, run.variance_error_mean.stderr),
+                    _pm(run.eps_scale_forward.value, run.eps_scale_forward.stderr),
+                ]
+                if i == 0
+                else [""] * 5
+            )
             fit = after = ""
             if sc is not None:
                 fit = f"b={sc.b:.4f}" + (f" k={sc.k:.2g}" if sc.form == "linear" else "")
-                after = (f"{_pm(sc.gap_total.value, sc.gap_total.stderr)} {'helps' if sc.helps else 'worse'}" if sc.checked
-                         else "not checked")
+                after = (
+                    f"{_pm(sc.gap_total.value, sc.gap_total.stderr)} {'helps' if sc.helps else 'worse'}"
+                    if sc.checked
+                    else "not checked"
+                )
             head.add_row(*row, fit, after)
     parts = [head]
     scored = [run for run in result.runs if run.fid is not None]
     if scored:
-        q = Table(title=f"sample quality per step count ({scored[0].samples} samples, same seeds)", title_justify="left",
-                  caption=result.fid_warning, caption_justify="left")
+        q = Table(
+            title=f"sample quality per step count ({scored[0].samples} samples, same seeds)",
+            title_justify="left",
+            caption=result.fid_warning,
+            caption_justify="left",
+        )
         q.add_column("run")
         q.add_column(scored[0].fid_label or "FD", justify="right")
         for run in scored:
@@ -61,15 +79,20 @@ def _steps_table(run: ExposureRun, max_rows: int, qn: str = "eps") -> Table:
     n = len(run.timesteps)
     k = min(n, max_rows)
     pick = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
-    t = Table(title=f"{_short(run.sampler)} {run.steps} steps: {len(pick)} of {n} shown; sqrt(d) = {run.sqrt_d:.3g}",
-              title_justify="left")
+    t = Table(
+        title=f"{_short(run.sampler)} {run.steps} steps: {len(pick)} of {n} shown; sqrt(d) = {run.sqrt_d:.3g}",
+        title_justify="left",
+    )
     for col in ("step", "t", f"||{qn}|| sampler", f"||{qn}|| fwd", "gap", "variance err", "x0 drift"):
         t.add_column(col, justify="right")
     for i in pick:
         t.add_row(
-            str(i), str(run.timesteps[i]),
-            f"{run.eps_norm_sampled.mean[i]:.4g}", f"{run.eps_norm_forward.mean[i]:.4g}",
-            _pm(run.gap.mean[i], run.gap.stderr[i]), _pm(run.variance_error.mean[i], run.variance_error.stderr[i]),
+            str(i),
+            str(run.timesteps[i]),
+            f"{run.eps_norm_sampled.mean[i]:.4g}",
+            f"{run.eps_norm_forward.mean[i]:.4g}",
+            _pm(run.gap.mean[i], run.gap.stderr[i]),
+            _pm(run.variance_error.mean[i], run.variance_error.stderr[i]),
             f"{run.x0_drift.mean[i]:.3g}",
         )
     return t
@@ -100,10 +123,12 @@ def plot(result: ExposureResult, path: str | Path, model: str = "") -> Path:
         _band(ax_drift, t, run.x0_drift.mean, run.x0_drift.stderr, c, label)
     if result.runs:
         ax_norm.axhline(result.runs[0].sqrt_d, color="grey", lw=0.8, label="sqrt(d)")
-    for ax, title in ((ax_norm, f"||{qn}_theta||: sampler's inputs vs forward-noised data"),
-                      (ax_gap, f"{qn}-norm gap (sampler - forward)"),
-                      (ax_var, "variance error delta_t (sampler from data at t_0)"),
-                      (ax_drift, "x0-prediction drift to the final sample (RMS)")):
+    for ax, title in (
+        (ax_norm, f"||{qn}_theta||: sampler's inputs vs forward-noised data"),
+        (ax_gap, f"{qn}-norm gap (sampler - forward)"),
+        (ax_var, "variance error delta_t (sampler from data at t_0)"),
+        (ax_drift, "x0-prediction drift to the final sample (RMS)"),
+    ):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("timestep t")
         ax.invert_xaxis()

@@ -27,8 +27,10 @@ def run(inputs, config: FidConfig, progress=None):
 def verdict(result) -> Verdict:
     """No absolute scale ('info'): FD depends on N and on the feature network; compare at equal N."""
     v = result.value
-    line = (f"{result.label} {v.value:.4g} [{v.ci_low:.4g}, {v.ci_high:.4g}] ({result.ci_level:.0%} {result.ci_method}) "
-            f"vs {result.reference.spec} ({result.num_samples} samples)")
+    line = (
+        f"{result.label} {v.value:.4g} [{v.ci_low:.4g}, {v.ci_high:.4g}] ({result.ci_level:.0%} {result.ci_method}) "
+        f"vs {result.reference.spec} ({result.num_samples} samples)"
+    )
     if result.kid is not None:
         line += f", KID {result.kid} (± s.e. over {result.kid_subsets} subsets)"
     if result.warning:
@@ -42,8 +44,15 @@ def plot(result, path):
 
 
 MEASURE = Measure(
-    name="fid", title="FD/FID and KID of the samples", config=FidConfig, run=run, verdict=verdict, view=lazy(f"{__name__}.view", "view"), plot=plot,
-    uses_bank=False, order=40,
+    name="fid",
+    title="FD/FID and KID of the samples",
+    config=FidConfig,
+    run=run,
+    verdict=verdict,
+    view=lazy(f"{__name__}.view", "view"),
+    plot=plot,
+    uses_bank=False,
+    order=40,
     cost=lazy(f"{__name__}.cost", "work"),
 )
 

@@ -9,4 +9,6 @@ from ...core.work import RunShape, Work
 def work(config, run: RunShape, net=None) -> list[Work]:
     if not run.fd:
         return []
-    return [Work("fid: features", decodes=run.samples, features=run.samples + run.reference_images, batch=run.batch_size)]
+    return [
+        Work("fid: features", decodes=run.samples, features=run.samples + run.reference_images, batch=run.batch_size)
+    ]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..tables import Table
 from rich.text import Text
 
 from ...core.fd.score import FidResult
+from ..tables import Table
 
 
 def fd_text(r: FidResult) -> str:
@@ -19,15 +19,24 @@ def view(r: FidResult, model: str = "") -> list:
     t.add_column("field", style="bold")
     t.add_column("value")
     v = r.value
-    t.add_row(r.label, f"{v.value:.4g}  [{v.ci_low:.4g}, {v.ci_high:.4g}] {r.ci_level:.0%} {r.ci_method} interval, "
-                       f"bootstrap standard error {v.stderr:.2g} ({r.bootstrap_rounds} resamples of the samples, reference fixed)")
+    t.add_row(
+        r.label,
+        f"{v.value:.4g}  [{v.ci_low:.4g}, {v.ci_high:.4g}] {r.ci_level:.0%} {r.ci_method} interval, "
+        f"bootstrap standard error {v.stderr:.2g} ({r.bootstrap_rounds} resamples of the samples, reference fixed)",
+    )
     if not v.ci_low <= v.value <= v.ci_high:
         way = "below" if v.value > v.ci_high else "above"
-        t.add_row("", f"the interval lies {way} the estimate: the resampled FDs are shifted from it (FD is biased "
-                      f"at this N) and the basic interval reflects the shift back")
+        t.add_row(
+            "",
+            f"the interval lies {way} the estimate: the resampled FDs are shifted from it (FD is biased "
+            f"at this N) and the basic interval reflects the shift back",
+        )
     if r.kid is not None:
-        t.add_row("KID", f"{r.kid.value:.4g} ± {r.kid.stderr:.2g} (mean over {r.kid_subsets} subsets of {r.kid_subset_size} "
-                         f"± its standard error; std over subsets {r.kid_subset_std:.2g})")
+        t.add_row(
+            "KID",
+            f"{r.kid.value:.4g} ± {r.kid.stderr:.2g} (mean over {r.kid_subsets} subsets of {r.kid_subset_size} "
+            f"± its standard error; std over subsets {r.kid_subset_std:.2g})",
+        )
     else:
         t.add_row("KID", "n/a (the reference is a mu/sigma file)")
     t.add_row("samples", f"{r.num_samples:,}")
@@ -41,4 +50,3 @@ def view(r: FidResult, model: str = "") -> list:
     for note in r.notes:
         parts.append(Text(f"note: {note}", style="dim"))
     return parts
-

@@ -26,8 +26,15 @@ def run(inputs, config: QuantizeConfig, progress=None):
             progress(f"quantize: {name}", done, total)
 
     scorer = inputs.scorer
-    result = measure_quantization(inputs.denoiser, inputs.bank, config, stage, fp_samples=fp, fp_seconds=inputs.samples.plain_seconds,
-                                  scorer=scorer)
+    result = measure_quantization(
+        inputs.denoiser,
+        inputs.bank,
+        config,
+        stage,
+        fp_samples=fp,
+        fp_seconds=inputs.samples.plain_seconds,
+        scorer=scorer,
+    )
     if scorer is None and inputs.fd_problem:  # a reference was implied (--data) but cannot be scored: say why
         result.fid_warning = f"FD/FID {inputs.fd_problem}"
     if not config.keep_samples:
@@ -53,18 +60,31 @@ def verdict(result) -> Verdict:
     limits = (0.01, 0.05) if eight else (0.10, 0.30)
     status = "good" if judged.relative_mse < limits[0] else "fair" if judged.relative_mse < limits[1] else "poor"
     worst = max(result.settings, key=lambda s: s.relative_mse)
-    line = (f"sample drift (MSE / sample variance): {', '.join(parts)}; {worst.name} probe loss {worst.probe_loss_change.value:+.3g} "
-            f"± {worst.probe_loss_change.stderr or 0:.2g}")
-    changes = [f"{s.name} {s.fid_change.value:+.3g} ± {s.fid_change.stderr or 0:.2g}" for s in result.settings if getattr(s, "fid_change", None) is not None]
+    line = (
+        f"sample drift (MSE / sample variance): {', '.join(parts)}; {worst.name} probe loss "
+        f"{worst.probe_loss_change.value:+.3g} ± {worst.probe_loss_change.stderr or 0:.2g}"
+    )
+    changes = [
+        f"{s.name} {s.fid_change.value:+.3g} ± {s.fid_change.stderr or 0:.2g}"
+        for s in result.settings
+        if getattr(s, "fid_change", None) is not None
+    ]
     if changes:
         line += f"; {getattr(result, 'fid_label', None) or 'FD'} change {', '.join(changes)}"
     return Verdict("quantize", status, line)
 
 
 MEASURE = Measure(
-    name="quantize", title="quality under 8/6/4-bit weight-activation quantization", config=QuantizeConfig,
-    run=run, verdict=verdict, view=lazy(f"{__name__}.view", "view"), plot=lazy(f"{__name__}.view", "plot"),
-    save=lazy(f"{__name__}.view", "save"), profiles=PROFILES, order=20,
+    name="quantize",
+    title="quality under 8/6/4-bit weight-activation quantization",
+    config=QuantizeConfig,
+    run=run,
+    verdict=verdict,
+    view=lazy(f"{__name__}.view", "view"),
+    plot=lazy(f"{__name__}.view", "plot"),
+    save=lazy(f"{__name__}.view", "save"),
+    profiles=PROFILES,
+    order=20,
     cost=lazy(f"{__name__}.cost", "work"),
     readings=Readings("outcomes", "quantization outcomes", lazy(f"{__name__}.readings", "readings"), order=10),
 )

@@ -34,7 +34,11 @@ class BnbSwap:
 def import_bitsandbytes():
     """bitsandbytes, imported quietly (on CPU it prints a harmless kernel-hub warning)."""
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
             warnings.simplefilter("ignore")
             previous = logging.root.manager.disable
             logging.disable(logging.WARNING)
@@ -43,7 +47,10 @@ def import_bitsandbytes():
             finally:
                 logging.disable(previous)
     except Exception as exc:  # ImportError, or a broken CUDA setup
-        raise InputError(f"--bnb needs bitsandbytes ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'import failed'})") from None
+        raise InputError(
+            f"--bnb needs bitsandbytes ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'import failed'})"
+        ) from None
     return bitsandbytes
 
 
@@ -52,7 +59,9 @@ def _make(bnb, kind: str, lin: torch.nn.Linear) -> torch.nn.Module:
     if kind == "int8":
         new = bnb.nn.Linear8bitLt(lin.in_features, lin.out_features, bias=bias, has_fp16_weights=False, threshold=6.0)
     else:
-        new = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=bias, compute_dtype=lin.weight.dtype, quant_type=kind)
+        new = bnb.nn.Linear4bit(
+            lin.in_features, lin.out_features, bias=bias, compute_dtype=lin.weight.dtype, quant_type=kind
+        )
     # load_state_dict copies the values into bitsandbytes' own parameters; quantization happens
     # on .to(device). The original Linear and its tensors are left as they were.
     new.load_state_dict({k: v.detach().clone() for k, v in lin.state_dict().items()})

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 import torch
 
 from ...errors import InputError, OptionError, require_at_least
-
 from .config import METHODS
 
 
@@ -57,7 +56,9 @@ class ActivationRecorder:
     every call's share is halved (every other value of each, itself a uniform subsample) and later calls
     keep the halved count: every call keeps weighing the same in the pool, whatever the number of calls."""
 
-    def __init__(self, net: torch.nn.Module, names, per_call: int = 1024, seed: int = 0, pool_values: int = POOL_VALUES):
+    def __init__(
+        self, net: torch.nn.Module, names, per_call: int = 1024, seed: int = 0, pool_values: int = POOL_VALUES
+    ):
         self.modules = dict(net.named_modules())
         self.names = list(names)
         self.per_call = per_call
@@ -107,8 +108,9 @@ class ActivationRecorder:
         self._parts = {n: [] for n in self.names}
 
 
-def collect_activations(denoiser, names, scheduler, steps: int, n: int, seed: int, batch_size: int = 64,
-                        per_call: int = 1024, progress=None) -> ActivationStats:
+def collect_activations(
+    denoiser, names, scheduler, steps: int, n: int, seed: int, batch_size: int = 64, per_call: int = 1024, progress=None
+) -> ActivationStats:
     """Generate n full-precision samples (sample seeds from `seed`) and record the inputs of `names`."""
     from ...core.sampling import sample
 
@@ -118,8 +120,10 @@ def collect_activations(denoiser, names, scheduler, steps: int, n: int, seed: in
         samples = sample(denoiser, scheduler, steps, n, seed, batch_size=batch_size, progress=progress, split=False)
     rec.stats.samples = samples
     kept = min(rec._keep.values(), default=per_call)
-    rec.stats.description = (f"{n} full-precision samples, {steps} steps, seed {seed}, {per_call} values kept per layer call"
-                             + (f" (down to {kept} past {2 * rec.pool_values:,} a layer)" if kept < per_call else ""))
+    rec.stats.description = (
+        f"{n} full-precision samples, {steps} steps, seed {seed}, {per_call} values kept per layer call"
+        + (f" (down to {kept} past {2 * rec.pool_values:,} a layer)" if kept < per_call else "")
+    )
     return rec.stats
 
 
@@ -131,7 +135,9 @@ HEADROOM_BITS = 14  # from this width on, ranges cover the observed extremes wit
 HEADROOM = 2.0
 
 
-def activation_range(stats: ActivationStats, name: str, method: str, bits: int, percentile: float = 99.99) -> tuple[float, float]:
+def activation_range(
+    stats: ActivationStats, name: str, method: str, bits: int, percentile: float = 99.99
+) -> tuple[float, float]:
     """(lo, hi) clipping range of layer `name` for `bits`-bit activations."""
     lo, hi = stats.lo[name], stats.hi[name]
     if bits >= HEADROOM_BITS and method in METHODS:
@@ -174,7 +180,9 @@ def _mse_range(pool: torch.Tensor, lo: float, hi: float, bits: int) -> tuple[flo
     return ratio * lo, ratio * hi
 
 
-def activation_ranges(stats: ActivationStats, names, method: str, bits_list, percentile: float = 99.99) -> dict[tuple[str, int], tuple[float, float]]:
+def activation_ranges(
+    stats: ActivationStats, names, method: str, bits_list, percentile: float = 99.99
+) -> dict[tuple[str, int], tuple[float, float]]:
     """(name, bits) -> (lo, hi) for every layer and width needed; computed once each."""
     if method not in METHODS:
         raise OptionError("calibration", f"must be one of {', '.join(METHODS)} (got '{method}')")

@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...errors import InputError, OptionError, at_least, check_bounds
-from .settings import ATTENTION_POLICIES, FIRST_LAST_POLICIES, LayerPolicy, QuantSetting, parse_setting, settings_from_options  # noqa: F401 - the command's API
+from .settings import (  # noqa: F401 - the command's API
+    ATTENTION_POLICIES,
+    FIRST_LAST_POLICIES,
+    LayerPolicy,
+    QuantSetting,
+    parse_setting,
+    settings_from_options,
+)
 
 METHODS = ("minmax", "percentile", "mse")  # activation calibration
 
@@ -26,7 +33,9 @@ class QuantizeConfig:
     samples: int = field(default=64, metadata=at_least(1))
     calib_samples: int = field(default=32, metadata=at_least(1))
     sensitivity_samples: int = field(default=8, metadata=at_least(0))  # 0 skips the per-layer scan
-    sensitivity_steps: int | None = field(default=20, metadata=at_least(1))  # None: the evaluation's steps (reuses its samples as reference)
+    sensitivity_steps: int | None = field(
+        default=20, metadata=at_least(1)
+    )  # None: the evaluation's steps (reuses its samples as reference)
     sensitivity_setting: str | None = None  # default: the simulated setting with the fewest bits
     seed: int = 0
     batch_size: int = field(default=64, metadata=at_least(1))
@@ -62,5 +71,8 @@ def sensitivity_setting(config: QuantizeConfig) -> QuantSetting | None:
         return min(sim, key=lambda s: ((s.wbits or 99) + (s.abits or 99), s.wbits or 99))
     found = next((s for s in sim if s.name.lower() == config.sensitivity_setting.lower()), None)
     if found is None:
-        raise OptionError("sensitivity_setting", f"'{config.sensitivity_setting}' is not one of the simulated settings ({', '.join(s.name for s in sim)})")
+        raise OptionError(
+            "sensitivity_setting",
+            f"'{config.sensitivity_setting}' is not one of the simulated settings ({', '.join(s.name for s in sim)})",
+        )
     return found

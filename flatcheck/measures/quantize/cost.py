@@ -15,20 +15,42 @@ def work(config: QuantizeConfig, run: RunShape, net) -> list[Work]:
     n, bs, g = c.samples, c.batch_size, run.guided
     out = []
     if any(s.backend == "simulated" and s.abits is not None for s in c.settings):
-        out.append(Work("quantize: calibration", forwards=c.calib_samples * run.evals(c.steps), batch=min(bs, c.calib_samples), guided=g))
+        out.append(
+            Work(
+                "quantize: calibration",
+                forwards=c.calib_samples * run.evals(c.steps),
+                batch=min(bs, c.calib_samples),
+                guided=g,
+            )
+        )
     k = run.evals(c.steps)
     own_fp = not (n == run.samples and c.steps == run.steps)  # else it compares against the shared samples
     sets = len(c.settings) + 1
-    out.append(Work("quantize: settings", forwards=len(c.settings) * (run.probes + n * k) + (n * k if own_fp else 0),
-                    decodes=n * sets, features=n * sets if run.fd else 0, batch=min(bs, n), guided=g,
-                    note=f"{len(c.settings)} settings x {n} samples x {c.steps} steps, each batch decoded once"))
+    out.append(
+        Work(
+            "quantize: settings",
+            forwards=len(c.settings) * (run.probes + n * k) + (n * k if own_fp else 0),
+            decodes=n * sets,
+            features=n * sets if run.fd else 0,
+            batch=min(bs, n),
+            guided=g,
+            note=f"{len(c.settings)} settings x {n} samples x {c.steps} steps, each batch decoded once",
+        )
+    )
     sens = sensitivity_setting(c)
     if sens is not None:
         scan = min(c.sensitivity_samples, n)
         steps = c.sensitivity_steps or c.steps
         layers = len(layer_plan(quantizable_layers(net), c.policy, sens.wbits, sens.abits))
         own_ref = steps != c.steps
-        out.append(Work(f"quantize: per-layer scan ({sens.name})", forwards=(layers + (2 if own_ref else 0)) * scan * run.evals(steps),
-                        decodes=(layers + (2 if own_ref else 0)) * scan, batch=min(bs, scan), guided=g,
-                        note=f"{layers} layers x {scan} samples x {steps} steps"))
+        out.append(
+            Work(
+                f"quantize: per-layer scan ({sens.name})",
+                forwards=(layers + (2 if own_ref else 0)) * scan * run.evals(steps),
+                decodes=(layers + (2 if own_ref else 0)) * scan,
+                batch=min(bs, scan),
+                guided=g,
+                note=f"{layers} layers x {scan} samples x {steps} steps",
+            )
+        )
     return out

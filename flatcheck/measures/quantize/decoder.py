@@ -22,7 +22,9 @@ class DecoderQuantization:
         self.denoiser = denoiser
         self.module = denoiser.vae.decoder
         self.layers = quantizable_layers(self.module)  # names relative to the decoder: conv_in first, conv_out last
-        self.plans = {s.name: layer_plan(self.layers, policy, s.wbits, s.abits) for s in settings if s.backend == "simulated"}
+        self.plans = {
+            s.name: layer_plan(self.layers, policy, s.wbits, s.abits) for s in settings if s.backend == "simulated"
+        }
         self.weights = WeightCache(self.module)
         self.ranges: dict = {}
         self.description = "none (no integer activations in the decoder)"
@@ -33,7 +35,10 @@ class DecoderQuantization:
 
     @torch.no_grad()
     def calibrate(self, latents: torch.Tensor, method: str, percentile: float, batch_size: int, seed: int) -> None:
-        names = sorted({n for plan in self.plans.values() for n, (_, ab) in plan.items() if ab is not None}, key=list(self.layers).index)
+        names = sorted(
+            {n for plan in self.plans.values() for n, (_, ab) in plan.items() if ab is not None},
+            key=list(self.layers).index,
+        )
         if not names:
             return
         with ActivationRecorder(self.module, names, seed=seed) as rec:

@@ -56,10 +56,18 @@ class PairedPass:
     first_images: dict[str, torch.Tensor] = field(default_factory=dict)  # set -> its first `keep` images
 
 
-def paired_pass(fp: torch.Tensor, sets: dict[str, Callable[[list[int]], torch.Tensor]], decoders: dict[str, Callable[[torch.Tensor], torch.Tensor]],
-                batch_size: int, *, features: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                feature_sets: tuple[str, ...] = (), keep: int = 0, pixel_model: bool = False,
-                progress: Callable[[int], None] | None = None) -> PairedPass:
+def paired_pass(
+    fp: torch.Tensor,
+    sets: dict[str, Callable[[list[int]], torch.Tensor]],
+    decoders: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+    batch_size: int,
+    *,
+    features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    feature_sets: tuple[str, ...] = (),
+    keep: int = 0,
+    pixel_model: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> PairedPass:
     """One pass over batches of `batch_size` rows (the batches a whole-set decode would use, so every
     number equals the whole-set one). fp: model-space samples [N, ...]; sets[name]: a function of the
     rows of a batch that makes the same seeds' samples of a setting (sampling them under the setting),
@@ -109,9 +117,17 @@ def paired_pass(fp: torch.Tensor, sets: dict[str, Callable[[list[int]], torch.Te
         # several processes made their batches side by side: the total over processes / their count
         seconds={k: sum(p["seconds"][k] for p in parts) / dist.world() for k in names},
         fp_variance=variance,
-        features={k: torch.cat([p["features"][k] for p in parts]).double().numpy() for k in feature_sets if features is not None},
+        features={
+            k: torch.cat([p["features"][k] for p in parts]).double().numpy()
+            for k in feature_sets
+            if features is not None
+        },
         image_shape=parts[0]["shape"] if parts else None,
-        first_images={k: torch.cat([p["images"][k] for p in parts if k in p["images"]]) for k in [FULL] + names if keep > 0 and parts},
+        first_images={
+            k: torch.cat([p["images"][k] for p in parts if k in p["images"]])
+            for k in [FULL] + names
+            if keep > 0 and parts
+        },
     )
 
 

@@ -13,8 +13,8 @@ decoded once (latent models); its drift, FD features and grid images are taken f
 batch is dropped. So no setting's samples are ever held whole (50,000 SD 1.5 latents are 3.2 GB a
 setting), only the shared full-precision samples, and nothing is decoded twice. Entering a setting
 for every batch costs little next to sampling the batch: simulated settings point the weights at
-quantized copies made once (WeightCache, up to its byte budget; the rest per call) and add input hooks; bitsandbytes settings re-quantize
-their Linear layers for every batch (not yet timed on a GPU).
+quantized copies made once (WeightCache, up to its byte budget; the rest per call) and add input hooks;
+bitsandbytes settings re-quantize their Linear layers for every batch (not yet timed on a GPU).
 
 The model is left exactly as it was: weight swaps and hooks are undone after every batch,
 and the whole measure runs inside `perturb.untouched` as a second guard (it re-points any
@@ -29,18 +29,18 @@ from typing import Callable
 
 import torch
 
-from ...errors import InputError, OptionError
 from ...core.probes import ProbeBank, bank_losses
-from .bnb_backend import bnb_linear_swap
-from .calibrate import HEADROOM, HEADROOM_BITS, activation_ranges, collect_activations
-from .drift import FULL, drift_estimates, paired_pass, per_sample_mse
-from .sensitivity import LayerSensitivity, layer_sensitivity
-from .config import QuantizeConfig, check_config, sensitivity_setting  # noqa: F401 - re-exported
-from .settings import QuantSetting
-from .simulated import WeightCache, has_grid, layer_plan, quantizable_layers, simulated_quantization
 from ...core.progress import Counter, Progress
 from ...core.seeds import calibration_seed
 from ...core.stats import Estimate, mean_estimate
+from ...errors import InputError, OptionError
+from .bnb_backend import bnb_linear_swap
+from .calibrate import HEADROOM, HEADROOM_BITS, activation_ranges, collect_activations
+from .config import QuantizeConfig, check_config, sensitivity_setting  # noqa: F401 - re-exported
+from .drift import FULL, drift_estimates, paired_pass, per_sample_mse
+from .sensitivity import LayerSensitivity, layer_sensitivity
+from .settings import QuantSetting
+from .simulated import WeightCache, has_grid, layer_plan, quantizable_layers, simulated_quantization
 
 KEPT_IMAGES = 64  # keep_samples: the first images of every set, for the report's grids
 
@@ -107,17 +107,32 @@ class QuantizeResult:
         return next((s._samples for s in self.settings if s.name == name), None)
 
 
-def full_precision_samples(denoiser, config: QuantizeConfig, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+def full_precision_samples(
+    denoiser, config: QuantizeConfig, progress: Callable[[int], None] | None = None
+) -> torch.Tensor:
     """The reference samples 0..samples-1 of config.seed, at full precision (shareable with other measures)."""
     from ...core.sampling import make_sampler, sample
 
-    return sample(denoiser, make_sampler(denoiser.scheduler, config.sampler), config.steps, config.samples, config.seed,
-                  batch_size=config.batch_size, progress=progress)
+    return sample(
+        denoiser,
+        make_sampler(denoiser.scheduler, config.sampler),
+        config.steps,
+        config.samples,
+        config.seed,
+        batch_size=config.batch_size,
+        progress=progress,
+    )
 
 
-def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | None = None,
-                         progress: Progress | None = None, fp_samples: torch.Tensor | None = None,
-                         fp_seconds: float | None = None, scorer=None) -> QuantizeResult:
+def measure_quantization(
+    denoiser,
+    bank: ProbeBank,
+    config: QuantizeConfig | None = None,
+    progress: Progress | None = None,
+    fp_samples: torch.Tensor | None = None,
+    fp_seconds: float | None = None,
+    scorer=None,
+) -> QuantizeResult:
     """Compare every setting of `config` with full precision. fp_samples: the reference samples
     0..N-1 of config.seed with config.sampler/steps, when already generated (else computed here);
     fp_seconds: how long they took, if known (for the time ratios). scorer (core.fd.Scorer): FD/FID
@@ -133,7 +148,9 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
         raise InputError(f"{type(net).__name__} has no Conv2d or Linear layer to quantize")
     scheduler = make_sampler(denoiser.scheduler, config.sampler)
     sens_setting = sensitivity_setting(config)
-    plans = {s.name: layer_plan(layers, config.policy, s.wbits, s.abits) for s in config.settings if s.backend == "simulated"}
+    plans = {
+        s.name: layer_plan(layers, config.policy, s.wbits, s.abits) for s in config.settings if s.backend == "simulated"
+    }
     for name, plan in plans.items():
         if not plan:
             raise InputError(f"setting {name} quantizes no layer under the layer policy ({config.policy.describe()})")
@@ -148,6 +165,7 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
     n_sens = min(config.sensitivity_samples, n) if sens_setting else 0
     sens_steps = config.sensitivity_steps or config.steps
     own_sens_reference = sens_setting is not None and sens_steps != config.steps
+
     def tick(stage: str, total: int):
         return Counter(progress, stage, total).add
 
@@ -162,25 +180,50 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
         # Calibrate once for all simulated settings: the inputs of every layer any setting quantizes.
         ranges, calib_text = {}, "none (no simulated setting)"
         if plans:
-            act_layers = sorted({name for plan in plans.values() for name, (_, ab) in plan.items() if ab is not None},
-                                key=list(layers).index)
+            act_layers = sorted(
+                {name for plan in plans.values() for name, (_, ab) in plan.items() if ab is not None},
+                key=list(layers).index,
+            )
             if act_layers:
-                stats = collect_activations(denoiser, act_layers, scheduler, config.steps, config.calib_samples,
-                                            calibration_seed(config.seed), config.batch_size, progress=tick("calibration", config.calib_samples))
+                stats = collect_activations(
+                    denoiser,
+                    act_layers,
+                    scheduler,
+                    config.steps,
+                    config.calib_samples,
+                    calibration_seed(config.seed),
+                    config.batch_size,
+                    progress=tick("calibration", config.calib_samples),
+                )
                 widths = {ab for plan in plans.values() for _, ab in plan.values() if ab is not None}
                 ranges = activation_ranges(stats, act_layers, config.calibration, widths, config.percentile)
                 calib_text = f"{config.calibration} ranges from {stats.description}"
                 if any(b >= HEADROOM_BITS for b in widths):
-                    calib_text += f"; at {HEADROOM_BITS}+ bits the observed range x{HEADROOM:g} (headroom for unseen extremes)"
+                    calib_text += (
+                        f"; at {HEADROOM_BITS}+ bits the observed range x{HEADROOM:g} (headroom for unseen extremes)"
+                    )
                 zeros = [n for n in act_layers if not has_grid(stats.lo[n], stats.hi[n])]
                 if zeros:
-                    calib_text += f"; {len(zeros)} layer input(s) were identically zero in calibration and stay full precision ({', '.join(zeros[:3])})"
+                    calib_text += (
+                        f"; {len(zeros)} layer input(s) were identically zero in calibration and stay full "
+                        f"precision ({', '.join(zeros[:3])})"
+                    )
                 if decoder is not None:
-                    decoder.calibrate(stats.samples, config.calibration, config.percentile, config.batch_size, calibration_seed(config.seed))
+                    decoder.calibrate(
+                        stats.samples,
+                        config.calibration,
+                        config.percentile,
+                        config.batch_size,
+                        calibration_seed(config.seed),
+                    )
         weights = WeightCache(net)
         total_params = sum(p.numel() for p in net.parameters())
 
-        bnb_layers = [k for k, v in layers.items() if v.kind == "Linear" and config.policy.bits_for(v.role, 8, None)[0] is not None]
+        bnb_layers = [
+            k
+            for k, v in layers.items()
+            if v.kind == "Linear" and config.policy.bits_for(v.role, 8, None)[0] is not None
+        ]
 
         def quantized(s: QuantSetting):
             """The setting's quantization, as a context to enter (once per batch of the pass below)."""
@@ -206,8 +249,16 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
             def make(rows: list[int]) -> torch.Tensor:  # this batch of seeds, sampled under the setting
                 with quantized(s):
                     # split=False: the pass already gives each process its own batches
-                    out = sample(denoiser, scheduler, config.steps, rows, config.seed, batch_size=config.batch_size,
-                                 progress=ticks, split=False)
+                    out = sample(
+                        denoiser,
+                        scheduler,
+                        config.steps,
+                        rows,
+                        config.seed,
+                        batch_size=config.batch_size,
+                        progress=ticks,
+                        split=False,
+                    )
                 return out.float().cpu()
 
             return make
@@ -215,16 +266,23 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
         # Drift is measured on images (decoded for latent models), FD too: one pass, each batch decoded once.
         decoders = {FULL: denoiser.pixel_batch}
         for s, *_ in measured:
-            decoders[s.name] = (lambda z, name=s.name: decoder.decode(name, z, config.batch_size)) if decoder else denoiser.pixel_batch
+            decoders[s.name] = (
+                (lambda z, name=s.name: decoder.decode(name, z, config.batch_size)) if decoder else denoiser.pixel_batch
+            )
         keys = {}
         if scorer is not None:
             # a setting's samples are never whole, so never memoised (no other measure scores them)
             keys = {FULL: scorer.key(fp_samples), **{s.name: None for s, *_ in measured}}
         need_sens_ref = sens_setting is not None and not own_sens_reference
         done = paired_pass(
-            fp_samples, {s.name: batches_of(s) for s, *_ in measured}, decoders, config.batch_size,
+            fp_samples,
+            {s.name: batches_of(s) for s, *_ in measured},
+            decoders,
+            config.batch_size,
             features=scorer.batch_features if scorer is not None else None,
-            feature_sets=tuple(k for k, key in keys.items() if scorer.cached(key) is None) if scorer is not None else (),
+            feature_sets=tuple(k for k, key in keys.items() if scorer.cached(key) is None)
+            if scorer is not None
+            else (),
             keep=max(KEPT_IMAGES if config.keep_samples else 0, n_sens if need_sens_ref else 0),
             pixel_model=denoiser.vae is None,
             progress=tick("drift" + (" and FD/FID" if scorer is not None else ""), n),
@@ -237,19 +295,34 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
             mse, psnr = drift_estimates(done.mse[s.name])
             if sens_setting is not None and s.name == sens_setting.name and not own_sens_reference:
                 sens_drift = float(done.mse[s.name][:n_sens].mean())  # the scan's own samples
-            results.append(SettingResult(
-                s.name, s.backend, s.wbits, s.abits, s.bnb_type, count, share, mse, psnr,
-                mse.value / fp_var if fp_var > 0 else float("nan"),
-                mean_estimate(losses.numpy()), mean_estimate((losses.double() - fp_losses.double()).numpy()),
-                # no ratio under --compile: full precision ran compiled (and paid the compilation), settings eager
-                seconds, seconds / fp_seconds if fp_seconds and not getattr(denoiser.fast, "compile", False) else None,
-                _samples=done.first_images[s.name][:KEPT_IMAGES] if config.keep_samples else None,
-            ))
+            results.append(
+                SettingResult(
+                    s.name,
+                    s.backend,
+                    s.wbits,
+                    s.abits,
+                    s.bnb_type,
+                    count,
+                    share,
+                    mse,
+                    psnr,
+                    mse.value / fp_var if fp_var > 0 else float("nan"),
+                    mean_estimate(losses.numpy()),
+                    mean_estimate((losses.double() - fp_losses.double()).numpy()),
+                    # no ratio under --compile: full precision ran compiled (and paid the compilation), settings eager
+                    seconds,
+                    seconds / fp_seconds if fp_seconds and not getattr(denoiser.fast, "compile", False) else None,
+                    _samples=done.first_images[s.name][:KEPT_IMAGES] if config.keep_samples else None,
+                )
+            )
         fid_label = fid_warning = None
         base = None
         if scorer is not None:
+
             def scored(name: str):
-                return scorer.cached(keys[name]) or scorer.from_features(done.features[name], done.image_shape, keys[name])
+                return scorer.cached(keys[name]) or scorer.from_features(
+                    done.features[name], done.image_shape, keys[name]
+                )
 
             base = scored(FULL)
             fid_label, fid_warning = base.label, base.warning
@@ -262,28 +335,77 @@ def measure_quantization(denoiser, bank: ProbeBank, config: QuantizeConfig | Non
             sens_ref = done.first_images[FULL][:n_sens] if need_sens_ref else None
             if own_sens_reference:  # the scan runs fewer steps: its reference and whole-setting drift at those steps
                 ref_tick = tick("layers: reference", 2 * n_sens)
-                sens_ref = denoiser.pixels(sample(denoiser, scheduler, sens_steps, n_sens, config.seed, batch_size=config.batch_size,
-                                                  progress=ref_tick), config.batch_size)
+                sens_ref = denoiser.pixels(
+                    sample(
+                        denoiser,
+                        scheduler,
+                        sens_steps,
+                        n_sens,
+                        config.seed,
+                        batch_size=config.batch_size,
+                        progress=ref_tick,
+                    ),
+                    config.batch_size,
+                )
                 with simulated_quantization(net, plans[sens_setting.name], weights, ranges):
-                    whole = denoiser.pixels(sample(denoiser, scheduler, sens_steps, n_sens, config.seed, batch_size=config.batch_size,
-                                                   progress=ref_tick), config.batch_size)
+                    whole = denoiser.pixels(
+                        sample(
+                            denoiser,
+                            scheduler,
+                            sens_steps,
+                            n_sens,
+                            config.seed,
+                            batch_size=config.batch_size,
+                            progress=ref_tick,
+                        ),
+                        config.batch_size,
+                    )
                 sens_drift = float(per_sample_mse(sens_ref, whole).mean())
-            sensitivity = layer_sensitivity(denoiser, scheduler, sens_steps, config.seed, sens_ref, layers,
-                                            plans[sens_setting.name], weights, ranges, config.batch_size,
-                                            sens_drift, tick(f"layers ({sens_setting.name})", len(plans[sens_setting.name]) * n_sens))
+            sensitivity = layer_sensitivity(
+                denoiser,
+                scheduler,
+                sens_steps,
+                config.seed,
+                sens_ref,
+                layers,
+                plans[sens_setting.name],
+                weights,
+                ranges,
+                config.batch_size,
+                sens_drift,
+                tick(f"layers ({sens_setting.name})", len(plans[sens_setting.name]) * n_sens),
+            )
 
     return QuantizeResult(
-        sampler=config.sampler, steps=config.steps, samples=n, seed=config.seed,
-        calibration=config.calibration if plans else "none", calibration_data=calib_text,
-        layer_policy=config.policy.describe(), layers_total=len(layers),
+        sampler=config.sampler,
+        steps=config.steps,
+        samples=n,
+        seed=config.seed,
+        calibration=config.calibration if plans else "none",
+        calibration_data=calib_text,
+        layer_policy=config.policy.describe(),
+        layers_total=len(layers),
         probes=f"{len(bank)} probes; {bank.source}",
-        full_precision=FullPrecisionResult(mean_estimate(fp_losses.numpy()), fp_var**0.5, fp_seconds,
-                                           base.value if base else None, base.kid if base else None),
-        settings=results, sensitivity_setting=sens_setting.name if sens_setting else None,
-        sensitivity_samples=n_sens, sensitivity_steps=sens_steps if sens_setting else None,
-        sensitivity_setting_drift=sens_drift, sensitivity=sensitivity,
-        decoder=(f"vae.decoder: {len(decoder.layers)} Conv2d/Linear layers ({decoder.weight_count:,} weights) quantized with each "
-                 f"simulated setting; activations: {decoder.description}") if decoder else None,
-        fid_label=fid_label, fid_warning=fid_warning,
+        full_precision=FullPrecisionResult(
+            mean_estimate(fp_losses.numpy()),
+            fp_var**0.5,
+            fp_seconds,
+            base.value if base else None,
+            base.kid if base else None,
+        ),
+        settings=results,
+        sensitivity_setting=sens_setting.name if sens_setting else None,
+        sensitivity_samples=n_sens,
+        sensitivity_steps=sens_steps if sens_setting else None,
+        sensitivity_setting_drift=sens_drift,
+        sensitivity=sensitivity,
+        decoder=(
+            f"vae.decoder: {len(decoder.layers)} Conv2d/Linear layers ({decoder.weight_count:,} weights) quantized "
+            f"with each simulated setting; activations: {decoder.description}"
+        )
+        if decoder
+        else None,
+        fid_label=fid_label,
+        fid_warning=fid_warning,
         _fp_samples=done.first_images[FULL][:KEPT_IMAGES] if config.keep_samples else None,
     )

@@ -53,7 +53,9 @@ class LayerPolicy:
 
     def __post_init__(self):
         if self.first_last not in FIRST_LAST_POLICIES:
-            raise OptionError("first_last", f"must be one of {', '.join(FIRST_LAST_POLICIES)} (got '{self.first_last}')")
+            raise OptionError(
+                "first_last", f"must be one of {', '.join(FIRST_LAST_POLICIES)} (got '{self.first_last}')"
+            )
         if self.attention not in ATTENTION_POLICIES:
             raise OptionError("attention", f"must be one of {', '.join(ATTENTION_POLICIES)} (got '{self.attention}')")
 
@@ -88,14 +90,18 @@ def parse_bit_list(text: str, option: str, allow_full: bool = False) -> list[int
             b = int(s)
         except ValueError:
             hint = f" or '{FULL}'" if allow_full else ""
-            raise InputError(f"{option} '{text}': '{s}' is not a bit width (integers {MIN_BITS}-{MAX_BITS}{hint})") from None
+            raise InputError(
+                f"{option} '{text}': '{s}' is not a bit width (integers {MIN_BITS}-{MAX_BITS}{hint})"
+            ) from None
         if not MIN_BITS <= b <= MAX_BITS:
             raise InputError(f"{option} '{text}': {b} bits is out of range (widths {MIN_BITS}-{MAX_BITS})")
         out.append(b)
     return out
 
 
-def settings_from_options(bits: str | None, wbits: str | None = None, abits: str | None = None, bnb: str | None = None) -> list[QuantSetting]:
+def settings_from_options(
+    bits: str | None, wbits: str | None = None, abits: str | None = None, bnb: str | None = None
+) -> list[QuantSetting]:
     """Settings from the CLI options.
 
     --bits B1,B2 gives W{B}A{B} for each width. --wbits / --abits set one side and win over
@@ -108,7 +114,9 @@ def settings_from_options(bits: str | None, wbits: str | None = None, abits: str
     n = max(len(x) for x in (b, w, a) if x is not None)
     for values, option in ((b, "--bits"), (w, "--wbits"), (a, "--abits")):
         if values is not None and len(values) not in (1, n):
-            raise InputError(f"{option} has {len(values)} widths but {n} settings were asked for: give one width or {n}")
+            raise InputError(
+                f"{option} has {len(values)} widths but {n} settings were asked for: give one width or {n}"
+            )
 
     def pick(values, i):
         return None if values is None else values[0] if len(values) == 1 else values[i]

@@ -56,7 +56,9 @@ def quantizable_layers(net: torch.nn.Module) -> dict[str, LayerInfo]:
     return out
 
 
-def layer_plan(layers: dict[str, LayerInfo], policy: LayerPolicy, wbits: int | None, abits: int | None) -> dict[str, tuple[int | None, int | None]]:
+def layer_plan(
+    layers: dict[str, LayerInfo], policy: LayerPolicy, wbits: int | None, abits: int | None
+) -> dict[str, tuple[int | None, int | None]]:
     """name -> (wbits, abits) for every layer that the setting quantizes (on either side)."""
     plan = {}
     for name, info in layers.items():
@@ -183,7 +185,7 @@ class _Scratch:
         if f is None or f.numel() < x.numel() or f.dtype != x.dtype or f.device != x.device:
             self.flat = f = None  # the old buffer goes before the new one is made
             self.flat = f = torch.empty(x.numel(), dtype=x.dtype, device=x.device)
-        return f[:x.numel()].view(x.shape)
+        return f[: x.numel()].view(x.shape)
 
 
 def _input_hook(q: ActQuant, scratch: _Scratch):

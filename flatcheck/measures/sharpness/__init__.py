@@ -9,17 +9,35 @@ from .config import SharpnessConfig
 PROFILES = {
     # quick: per block only the Hessian trace (Hutchinson's draws give it at no extra cost), not the per-block
     # average case (2 x draws bank evaluations per block: 20 of the profile's 36 batch-64 forwards on digits)
-    "quick": dict(norms=("adaptive",), radii=(0.01, 0.1), worst_radii=(1e-4, 1e-3), draws=2, ascent_steps=1, top_k=1,
-                  hessian_probes=16, landscape_probes=32, landscape_grid=0, buckets=2, block_average=False,
-                  lanczos_iters=16,  # digits-sam's top eigenvalue needs 11 Lanczos steps to converge
-                  hutchinson_draws=4, landscape_points=11),
+    "quick": dict(
+        norms=("adaptive",),
+        radii=(0.01, 0.1),
+        worst_radii=(1e-4, 1e-3),
+        draws=2,
+        ascent_steps=1,
+        top_k=1,
+        hessian_probes=16,
+        landscape_probes=32,
+        landscape_grid=0,
+        buckets=2,
+        block_average=False,
+        lanczos_iters=16,  # digits-sam's top eigenvalue needs 11 Lanczos steps to converge
+        hutchinson_draws=4,
+        landscape_points=11,
+    ),
     "default": {},
-    "full": dict(draws=16, hessian_probes=256, landscape_probes=512, lanczos_iters=50, hutchinson_draws=64, landscape_points=41),
+    "full": dict(
+        draws=16, hessian_probes=256, landscape_probes=512, lanczos_iters=50, hutchinson_draws=64, landscape_points=41
+    ),
 }
 
 STAGES = {
-    "average": "average case", "blocks": "per-block average case", "worst": "worst case (gradient ascent)",
-    "hessian": "Hessian eigenvalues (block Lanczos)", "hutchinson": "Hessian trace (Hutchinson)", "landscape": "loss landscape",
+    "average": "average case",
+    "blocks": "per-block average case",
+    "worst": "worst case (gradient ascent)",
+    "hessian": "Hessian eigenvalues (block Lanczos)",
+    "hutchinson": "Hessian trace (Hutchinson)",
+    "landscape": "loss landscape",
 }
 
 
@@ -37,8 +55,10 @@ def verdict(result) -> Verdict:
     parts = []
     if result.hessian is not None:
         eig = result.hessian.eigen
-        parts.append(f"top Hessian eigenvalue {eig.eigenvalues[0]:.4g}{'' if eig.converged else ' (not converged)'}, "
-                     f"trace {result.hessian.trace}")
+        parts.append(
+            f"top Hessian eigenvalue {eig.eigenvalues[0]:.4g}{'' if eig.converged else ' (not converged)'}, "
+            f"trace {result.hessian.trace}"
+        )
     for case in result.average[:1]:
         p = case.points[-1]
         parts.append(f"loss {p.relative:+.1%} under {case.norm} noise r={p.radius:g}")
@@ -52,9 +72,16 @@ def verdict(result) -> Verdict:
 
 
 MEASURE = Measure(
-    name="sharpness", title="loss-surface sharpness under weight perturbation", config=SharpnessConfig,
-    run=run, verdict=verdict, view=lazy(f"{__name__}.view", "view"), plot=lazy(f"{__name__}.view", "plot"),
-    save=lazy(f"{__name__}.view", "save"), profiles=PROFILES, order=30,
+    name="sharpness",
+    title="loss-surface sharpness under weight perturbation",
+    config=SharpnessConfig,
+    run=run,
+    verdict=verdict,
+    view=lazy(f"{__name__}.view", "view"),
+    plot=lazy(f"{__name__}.view", "plot"),
+    save=lazy(f"{__name__}.view", "save"),
+    profiles=PROFILES,
+    order=30,
     cost=lazy(f"{__name__}.cost", "work"),
     readings=Readings("measures", "sharpness measures", lazy(f"{__name__}.readings", "readings")),
 )

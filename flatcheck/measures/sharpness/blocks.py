@@ -58,7 +58,9 @@ def group_name(param_name: str, family_blocks: Mapping[str, str] | None = None) 
     return (family_blocks or {}).get(head) or _GROUP_OF.get(head, head)
 
 
-def parameter_groups(named_params: list[tuple[str, torch.Tensor]], family_blocks: Mapping[str, str] | None = None) -> list[ParamGroup]:
+def parameter_groups(
+    named_params: list[tuple[str, torch.Tensor]], family_blocks: Mapping[str, str] | None = None
+) -> list[ParamGroup]:
     """Top-level blocks over a list of (name, parameter), in GROUP_ORDER then first appearance; family_blocks:
     the model family's own names (Family.blocks)."""
     members: dict[str, list[int]] = {}
@@ -66,9 +68,7 @@ def parameter_groups(named_params: list[tuple[str, torch.Tensor]], family_blocks
         members.setdefault(group_name(name, family_blocks), []).append(i)
     rank = {g: k for k, g in enumerate(GROUP_ORDER)}
     names = sorted(members, key=lambda g: (rank.get(g, len(rank)), list(members).index(g)))
-    return [
-        ParamGroup(g, tuple(members[g]), sum(named_params[i][1].numel() for i in members[g])) for g in names
-    ]
+    return [ParamGroup(g, tuple(members[g]), sum(named_params[i][1].numel() for i in members[g])) for g in names]
 
 
 def bucket_edges(t_range: tuple[int, int], n_buckets: int) -> list[tuple[int, int]]:

@@ -24,14 +24,18 @@ class SharpnessConfig:
     norms: tuple[str, ...] = NORMS
     radii: tuple[float, ...] = DEFAULT_RADII  # average case
     worst_radii: tuple[float, ...] = DEFAULT_WORST_RADII
-    draws: int = field(default=4, metadata=at_least(1))  # antithetic pairs +-delta per radius (average case): 2 evaluations each
+    draws: int = field(
+        default=4, metadata=at_least(1)
+    )  # antithetic pairs +-delta per radius (average case): 2 evaluations each
     ascent_steps: int = field(default=3, metadata=at_least(1))  # projected gradient ascent steps (worst case); 1 = SAM
     buckets: int = field(default=4, metadata=at_least(1))  # timestep buckets for the breakdowns
     block_radius: float = DEFAULT_BLOCK_RADIUS  # radius of the per-block average case
     block_average: bool = True  # the per-block average case (2 x draws bank evaluations per block); the
     # Hessian trace is broken down by block either way
     hessian_probes: int = field(default=32, metadata=at_least(1))  # sub-bank for the HVPs
-    top_k: int = field(default=3, metadata=at_least(1))  # counted with multiplicity: block Lanczos with blocks of top_k vectors
+    top_k: int = field(
+        default=3, metadata=at_least(1)
+    )  # counted with multiplicity: block Lanczos with blocks of top_k vectors
     # At most this many HVPs for the eigenvalues (whole blocks of top_k). On the digits models the
     # top 3 reached tol in 21 (base), 24 (ema) and 30 (sam) HVPs (examples/evidence/sharpness.md).
     lanczos_iters: int = field(default=36, metadata=at_least(1))
@@ -54,7 +58,9 @@ class SharpnessConfig:
     def validate(self) -> "SharpnessConfig":
         bad = [m for m in self.measures if m not in MEASURES]
         if bad or not self.measures:
-            raise OptionError("measures", f"'{','.join(bad) or '(none)'}' is not a measure (choose from {', '.join(MEASURES)})")
+            raise OptionError(
+                "measures", f"'{','.join(bad) or '(none)'}' is not a measure (choose from {', '.join(MEASURES)})"
+            )
         badn = [n for n in self.norms if n not in NORMS]
         if badn or not self.norms:
             raise OptionError("norms", f"'{','.join(badn) or '(none)'}' is not a norm (choose from {', '.join(NORMS)})")
@@ -65,7 +71,10 @@ class SharpnessConfig:
             raise OptionError("block_radius", f"must be positive (got {self.block_radius})")
         check_bounds(self)
         if self.top_k > self.lanczos_iters:
-            raise OptionError("top_k", f"({self.top_k}) needs one block of {self.top_k} HVPs, more than lanczos_iters ({self.lanczos_iters})")
+            raise OptionError(
+                "top_k",
+                f"({self.top_k}) needs one block of {self.top_k} HVPs, more than lanczos_iters ({self.lanczos_iters})",
+            )
         if not (0 < self.tol < 1):
             raise OptionError("tol", f"must be in (0, 1) (got {self.tol})")
         if not (math.isfinite(self.landscape_span) and self.landscape_span > 0):

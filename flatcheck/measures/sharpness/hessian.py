@@ -16,7 +16,7 @@
                 timestep bucket's trace, by computing H v bucket by bucket (H = sum_g w_g H_g).
 
 diffusers attention runs SDPA, whose fused CPU kernel has no double backward: every HVP runs
-under the math SDPA backend (../shared/NOTES.md). Vectors are flat, one entry per parameter.
+under the math SDPA backend (core.params.differentiable). Vectors are flat, one entry per parameter.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Callable
 
 import torch
 
-from ...core.denoiser import Denoiser
 from ...core import dist
+from ...core.denoiser import Denoiser
 from ...core.params import Blocks, ParamSpace, differentiable
 from ...core.probes import ProbeBank
 from ...core.stats import Estimate, mean_estimate
@@ -42,8 +42,15 @@ class BankLoss:
     loss is sum_c (n_c / N) L_c, so gradients and HVPs are exact whatever the chunking.
     """
 
-    def __init__(self, denoiser: Denoiser, bank: ProbeBank, params: list[torch.Tensor], batch_size: int,
-                 groups: torch.Tensor | None = None, n_groups: int | None = None):
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        bank: ProbeBank,
+        params: list[torch.Tensor],
+        batch_size: int,
+        groups: torch.Tensor | None = None,
+        n_groups: int | None = None,
+    ):
         self.denoiser, self.bank, self.params = denoiser, bank, params
         self.space = ParamSpace(params)
         self.dim = self.space.dim
@@ -109,11 +116,18 @@ class BankLoss:
             if largest <= 1:
                 from ...errors import RunError
 
-                raise RunError("out of memory in the Hessian-vector products even at one probe: use --params, "
-                               "--gradient-checkpointing, a smaller --dtype or another device")
+                raise RunError(
+                    "out of memory in the Hessian-vector products even at one probe: use --params, "
+                    "--gradient-checkpointing, a smaller --dtype or another device"
+                )
             self.pieces *= 2
-            oom.BACKOFFS.append({"where": "sharpness gradients and HVPs", "requested": self.batch_size,
-                                 "used": max(1, -(-largest // 2))})
+            oom.BACKOFFS.append(
+                {
+                    "where": "sharpness gradients and HVPs",
+                    "requested": self.batch_size,
+                    "used": max(1, -(-largest // 2)),
+                }
+            )
 
     def value_and_grad(self, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-probe losses [N] (float64, CPU) at the current weights and the gradient of their mean (flat;
@@ -239,8 +253,9 @@ def _draw_normal(out: torch.Tensor, gen: torch.Generator, chunk: int) -> None:
         s += take
 
 
-def _orthonormalise(w: torch.Tensor, basis: list[torch.Tensor], thresh: float, gen: torch.Generator,
-                    chunk: int) -> tuple[torch.Tensor, float, int]:
+def _orthonormalise(
+    w: torch.Tensor, basis: list[torch.Tensor], thresh: float, gen: torch.Generator, chunk: int
+) -> tuple[torch.Tensor, float, int]:
     """Orthonormalise the rows of w against `basis` blocks and against each other (two Gram-Schmidt
     passes: enough in float32), in place: the first `kept` rows of w become the new rows. Returns R
     with w = R^T Q (+ dropped rows), the Frobenius norm of what was dropped, and `kept`. A row whose
@@ -288,7 +303,7 @@ def _orthonormalise(w: torch.Tensor, basis: list[torch.Tensor], thresh: float, g
                 v -= t.mul_(float(t @ v))
         w[kept].copy_(v.div_(v.norm()))  # its coefficient in column c stays 0
         kept += 1
-    return coef[:kept], dropped ** 0.5, kept
+    return coef[:kept], dropped**0.5, kept
 
 
 def _recombine(blocks: list[torch.Tensor], s: torch.Tensor, dim: int) -> list[torch.Tensor]:
@@ -296,7 +311,7 @@ def _recombine(blocks: list[torch.Tensor], s: torch.Tensor, dim: int) -> list[to
     Y's rows overwrite V's first p rows, a few columns at a time (float64 sums), so no extra
     parameter-sized vector is needed. Returns the views that hold Y, as blocks."""
     m, p = s.shape
-    cols = max(1, min(2 ** 20, dim // (4 * (m + p))))  # float64 scratch: under half a vector
+    cols = max(1, min(2**20, dim // (4 * (m + p))))  # float64 scratch: under half a vector
     st = s.T.to(blocks[0].device)
     for c0 in range(0, dim, cols):
         c1 = min(dim, c0 + cols)
@@ -318,9 +333,19 @@ def _recombine(blocks: list[torch.Tensor], s: torch.Tensor, dim: int) -> list[to
     return held
 
 
-def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int, max_iter: int, tol: float,
-                  gen: torch.Generator, device=None, dtype=torch.float32, progress: Progress = None,
-                  block: int | None = None, max_vectors: int | None = None) -> Eigenpairs:
+def block_lanczos(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    dim: int,
+    k: int,
+    max_iter: int,
+    tol: float,
+    gen: torch.Generator,
+    device=None,
+    dtype=torch.float32,
+    progress: Progress = None,
+    block: int | None = None,
+    max_vectors: int | None = None,
+) -> Eigenpairs:
     """Top-k eigenvalues of a symmetric operator, counted with multiplicity: block Lanczos with full
     re-orthogonalisation and a random start block of b = max(block, k) vectors, thick-restarted
     so that at most `max_vectors` parameter-sized basis vectors exist.
@@ -367,9 +392,10 @@ def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: i
     if max_iter < b:
         raise ValueError(f"max_iter ({max_iter}) is below one block of {b} HVPs")
     if max_vectors is not None and max_vectors < 3 * b:
-        raise ValueError(f"max_vectors ({max_vectors}) is below 3 blocks of {b} "
-                         "(kept Ritz vectors, residual block, next block)")
-    chunk = 16 * max(2, min(2 ** 16, dim // 64))  # float64 numbers per draw: under half a float32 vector (dim >= 128)
+        raise ValueError(
+            f"max_vectors ({max_vectors}) is below 3 blocks of {b} (kept Ritz vectors, residual block, next block)"
+        )
+    chunk = 16 * max(2, min(2**16, dim // 64))  # float64 numbers per draw: under half a float32 vector (dim >= 128)
     start = torch.empty(b, dim, device=device, dtype=dtype)
     _draw_normal(start, gen, chunk)  # torch.randn(b, dim, generator=gen, dtype=float64).to(dtype), piece by piece
     _, _, kept = _orthonormalise(start, [], 0.0, gen, chunk)
@@ -401,17 +427,17 @@ def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: i
         offs = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
         T = torch.zeros(offs[-1], offs[-1], dtype=torch.float64)
         for i, ai in enumerate(diag):
-            T[offs[i]:offs[i + 1], offs[i]:offs[i + 1]] = ai
+            T[offs[i] : offs[i + 1], offs[i] : offs[i + 1]] = ai
             if i + 1 < len(sizes):
-                T[offs[i + 1]:offs[i + 2], offs[i]:offs[i + 1]] = sub[i]
-                T[offs[i]:offs[i + 1], offs[i + 1]:offs[i + 2]] = sub[i].T
+                T[offs[i + 1] : offs[i + 2], offs[i] : offs[i + 1]] = sub[i]
+                T[offs[i] : offs[i + 1], offs[i + 1] : offs[i + 2]] = sub[i].T
         theta, s = torch.linalg.eigh(T)  # ascending
         top = min(k, len(theta))
         idx = torch.arange(len(theta) - 1, len(theta) - 1 - top, -1)
         vals = theta[idx]
         s_top = s[:, idx]
         # What deflation dropped (D_i, ||D_i||_F = drops[i]) enters H Q s through each block's share of s.
-        shares = [s_top[offs[i]:offs[i + 1]] for i in range(len(drops))]
+        shares = [s_top[offs[i] : offs[i + 1]] for i in range(len(drops))]
         slack = sum(d * sh.norm(dim=0) for d, sh in zip(drops, shares))
         joint_slack = sum(d * float(torch.linalg.matrix_norm(sh, ord=2)) for d, sh in zip(drops, shares))
         spill = coef @ shares[-1]  # Q_{j+1} B_j S_last, in the next block's coordinates
@@ -432,17 +458,19 @@ def block_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: i
         keep = torch.arange(len(theta) - 1, len(theta) - 1 - p, -1)
         s_keep = s[:, keep]
         lowest = min(lowest, float(theta[0]))
-        carried = sum(d * float(torch.linalg.matrix_norm(s_keep[offs[i]:offs[i + 1]], ord=2))
-                      for i, d in enumerate(drops))  # bounds ||D S_p||_2
+        carried = sum(
+            d * float(torch.linalg.matrix_norm(s_keep[offs[i] : offs[i + 1]], ord=2)) for i, d in enumerate(drops)
+        )  # bounds ||D S_p||_2
         store = _recombine(store, s_keep, dim) + [nxt]
         sizes = [p, kept]
         diag = [torch.diag(theta[keep])]
-        sub = [coef @ s_keep[offs[-2]:offs[-1]]]  # C = B_j S_p,last
+        sub = [coef @ s_keep[offs[-2] : offs[-1]]]  # C = B_j S_p,last
         drops = [carried]
         restarts += 1
     low = float(theta[0]) if not restarts else min(lowest, float(theta[0]))
-    return Eigenpairs("block-lanczos", vals.tolist(), residuals, bound, converged, tol, hvps, b, low, history,
-                      restarts, max_vectors)
+    return Eigenpairs(
+        "block-lanczos", vals.tolist(), residuals, bound, converged, tol, hvps, b, low, history, restarts, max_vectors
+    )
 
 
 def _kept_ritz(b: int, rows: int, room: int) -> int:
@@ -461,8 +489,17 @@ def lanczos_peak_vectors(config) -> int:
     return min(config.lanczos_basis * b + 2, unrestarted)
 
 
-def power_iteration(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int, max_iter: int, tol: float,
-                    gen: torch.Generator, device=None, dtype=torch.float32, progress: Progress = None) -> Eigenpairs:
+def power_iteration(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    dim: int,
+    k: int,
+    max_iter: int,
+    tol: float,
+    gen: torch.Generator,
+    device=None,
+    dtype=torch.float32,
+    progress: Progress = None,
+) -> Eigenpairs:
     """Top-k (by magnitude) eigenvalues by power iteration with deflation, PyHessian's way.
 
     Each eigenvalue iterates v <- H v / |H v| with v kept orthogonal to the ones already found,
@@ -505,14 +542,22 @@ class TraceEstimate:
     """Hutchinson trace of the Hessian, whole and broken down (same Rademacher draws for all)."""
 
     trace: Estimate
-    by_group: list[Estimate | None]  # per timestep bucket (None: no probe in it): trace of that bucket's mean-loss Hessian
+    by_group: list[
+        Estimate | None
+    ]  # per timestep bucket (None: no probe in it): trace of that bucket's mean-loss Hessian
     by_block: dict[str, Estimate]  # per parameter block: trace of its diagonal block
     draws: int
     hvps: int
 
 
-def hutchinson(op: BankLoss, draws: int, gen: torch.Generator, blocks: Blocks | None = None,
-               dtype=torch.float32, progress: Progress = None) -> TraceEstimate:
+def hutchinson(
+    op: BankLoss,
+    draws: int,
+    gen: torch.Generator,
+    blocks: Blocks | None = None,
+    dtype=torch.float32,
+    progress: Progress = None,
+) -> TraceEstimate:
     """tr(H) from `draws` Rademacher probes; `blocks` (core.params.Blocks) names the diagonal blocks to trace.
 
     Vectors: v and H v (v * H v is formed in place of H v), plus the HVP's own."""
@@ -531,4 +576,6 @@ def hutchinson(op: BankLoss, draws: int, gen: torch.Generator, blocks: Blocks | 
         if progress:
             progress("hutchinson", i + 1, draws)
     by_group = [mean_estimate([q[g] for q in groups]) if op.group_sizes[g] else None for g in range(op.n_groups)]
-    return TraceEstimate(mean_estimate(totals), by_group, {k: mean_estimate(v) for k, v in per_block.items()}, draws, draws)
+    return TraceEstimate(
+        mean_estimate(totals), by_group, {k: mean_estimate(v) for k, v in per_block.items()}, draws, draws
+    )

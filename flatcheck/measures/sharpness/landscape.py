@@ -35,8 +35,9 @@ class Landscape:
     curvature: float  # second difference of the 1-D curve at 0: d2L/da2 along d1
 
 
-def filter_normalized_direction(params: list[torch.Tensor], gen: torch.Generator,
-                                out: torch.Tensor | None = None) -> torch.Tensor:
+def filter_normalized_direction(
+    params: list[torch.Tensor], gen: torch.Generator, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """A flat direction, filter-normalised to the parameters (zero on 1-D parameters), drawn and
     written parameter by parameter into `out` (a new vector of ParamSpace(params).dtype if None)."""
     space = ParamSpace(params)
@@ -54,10 +55,18 @@ def filter_normalized_direction(params: list[torch.Tensor], gen: torch.Generator
     return out
 
 
-def loss_landscape(denoiser: Denoiser, bank: ProbeBank, params: list[torch.Tensor], gen: torch.Generator,
-                   span: float = 1.0, points_1d: int = 21, points_2d: int = 9, batch_size: int = 64,
-                   progress: Callable[[str, int, int], None] | None = None,
-                   theta0: torch.Tensor | None = None) -> Landscape:
+def loss_landscape(
+    denoiser: Denoiser,
+    bank: ProbeBank,
+    params: list[torch.Tensor],
+    gen: torch.Generator,
+    span: float = 1.0,
+    points_1d: int = 21,
+    points_2d: int = 9,
+    batch_size: int = 64,
+    progress: Callable[[str, int, int], None] | None = None,
+    theta0: torch.Tensor | None = None,
+) -> Landscape:
     """Mean bank loss along one and over two filter-normalised random directions; weights restored after.
 
     Vectors: the two directions (the second only for a surface), and theta0 unless the caller
@@ -84,8 +93,10 @@ def loss_landscape(denoiser: Denoiser, bank: ProbeBank, params: list[torch.Tenso
         base = float(bank_losses(denoiser, bank, batch_size).double().mean())
         # The 0 of the axes is theta itself: reuse the base loss instead of evaluating it again.
         curve = [base if a == 0 else at(lambda sl, a=a: theta0[sl] + a * d1[sl]) for a in alphas]
-        surface = [[base if a == 0 and b == 0 else at(lambda sl, a=a, b=b: theta0[sl] + a * d1[sl] + b * d2[sl]) for b in grid]
-                   for a in grid]
+        surface = [
+            [base if a == 0 and b == 0 else at(lambda sl, a=a, b=b: theta0[sl] + a * d1[sl] + b * d2[sl]) for b in grid]
+            for a in grid
+        ]
     finally:
         space.write(theta0)  # bit for bit: theta0 is an exact copy
     curvature = _curvature_at_zero(alphas, curve)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -48,6 +47,7 @@ import torch
 
 from ...core.checkpointing import checkpointed
 from ...core.denoiser import Denoiser
+from ...core.params import Blocks, ParamSpace, measured_parameters
 from ...core.probes import ProbeBank, bank_losses
 from ...core.seeds import generator
 from ...core.stats import Estimate, mean_estimate
@@ -56,7 +56,6 @@ from .blocks import bucket_edges, bucket_index, parameter_groups, spread_indices
 from .config import MEASURES, NORMS, SharpnessConfig  # noqa: F401 - re-exported
 from .hessian import BankLoss, Eigenpairs, TraceEstimate, block_lanczos, hutchinson
 from .landscape import Landscape, loss_landscape
-from ...core.params import Blocks, ParamSpace, measured_parameters
 
 Progress = Callable[[str, int, int], None] | None
 
@@ -154,7 +153,9 @@ class _Context:
         self.theta0 = self.space.read()
         self.dim = self.space.dim
         self.weight_norm = self.space.norm(self.theta0)
-        self.absolute = torch.tensor(self.weight_norm / math.sqrt(self.dim), dtype=self.vdtype, device=self.space.device)
+        self.absolute = torch.tensor(
+            self.weight_norm / math.sqrt(self.dim), dtype=self.vdtype, device=self.space.device
+        )
         self.edges = bucket_edges(bank.t_range, config.buckets)
         self.bucket = bucket_index(bank.t, self.edges)
         self.base = bank_losses(denoiser, bank, config.batch_size).double()  # [N] at theta
@@ -192,7 +193,9 @@ class _Context:
             out.append(per_probe[..., m].mean(-1) if m.any() else None)
         return out
 
-    def direction(self, gen: torch.Generator, norm: str, radius: float, block: str | None, out: torch.Tensor) -> torch.Tensor:
+    def direction(
+        self, gen: torch.Generator, norm: str, radius: float, block: str | None, out: torch.Tensor
+    ) -> torch.Tensor:
         """out <- delta = s * u, u a Gaussian direction on the sphere of radius r sqrt(d_S) (S: the perturbed
         set, one block or all). Two passes over the same draws (the generator is rewound): the norm of z,
         then delta chunk by chunk; the generator ends where one whole draw leaves it."""
@@ -210,8 +213,15 @@ class _Context:
             self.progress(stage, done, total)
 
 
-def _average_case(ctx: _Context, norm: str, radii, draws: int, gen: torch.Generator, block: str | None = None,
-                  stage: str | None = "average") -> list[tuple[torch.Tensor, list[float]]]:
+def _average_case(
+    ctx: _Context,
+    norm: str,
+    radii,
+    draws: int,
+    gen: torch.Generator,
+    block: str | None = None,
+    stage: str | None = "average",
+) -> list[tuple[torch.Tensor, list[float]]]:
     """Per radius: per-probe loss increases [draws, N] and ||delta|| per draw (one draw = a +-delta
     pair, two evaluations). The same directions serve every radius (common random numbers: the
     curve over radii is smooth and comparable). One direction is alive at a time: each is drawn
@@ -276,8 +286,14 @@ def _worst_case(ctx: _Context, norm: str, radius: float, steps: int, done0: int,
     ascent.append(inc)
     if inc > best:
         best, best_per, best_norm = inc, per, ctx.space.norm(lambda sl: s(sl) * u[sl])
-    return WorstPoint(radius, best_norm, best, best / ctx.base_mean, ascent,
-                      [None if v is None else float(v) for v in ctx.by_bucket(best_per)])
+    return WorstPoint(
+        radius,
+        best_norm,
+        best,
+        best / ctx.base_mean,
+        ascent,
+        [None if v is None else float(v) for v in ctx.by_bucket(best_per)],
+    )
 
 
 def _estimates_by_bucket(ctx: _Context, rows: torch.Tensor) -> list[Estimate | None]:
@@ -285,8 +301,9 @@ def _estimates_by_bucket(ctx: _Context, rows: torch.Tensor) -> list[Estimate | N
     return [None if v is None else mean_estimate(v.numpy()) for v in ctx.by_bucket(rows)]
 
 
-def measure_sharpness(denoiser: Denoiser, bank: ProbeBank, config: SharpnessConfig | None = None,
-                      progress: Progress = None) -> SharpnessResult:
+def measure_sharpness(
+    denoiser: Denoiser, bank: ProbeBank, config: SharpnessConfig | None = None, progress: Progress = None
+) -> SharpnessResult:
     """Every selected measure on one bank; the network's weights are unchanged afterwards.
 
     progress(stage, done, total) is called as work completes (stages: average, worst, blocks,
@@ -299,8 +316,11 @@ def measure_sharpness(denoiser: Denoiser, bank: ProbeBank, config: SharpnessConf
     named = measured_parameters(denoiser.net, config.params)
     if not named:
         if config.params is not None:
-            raise OptionError("params", f"'{config.params}' matches no parameter of {type(denoiser.net).__name__} "
-                                        f"(names look like '{next(iter(dict(denoiser.net.named_parameters())), '?')}')")
+            raise OptionError(
+                "params",
+                f"'{config.params}' matches no parameter of {type(denoiser.net).__name__} "
+                f"(names look like '{next(iter(dict(denoiser.net.named_parameters())), '?')}')",
+            )
         raise InputError("the denoiser has no floating-point parameters to perturb")
     timings: dict[str, float] = {}
     with checkpointed(denoiser.net, config.gradient_checkpointing), torch.no_grad():
@@ -318,24 +338,44 @@ def _hessian(ctx: _Context) -> tuple[HessianSummary, dict[str, Estimate]]:
     sub = ctx.bank.subset(spread_indices(len(ctx.bank), cfg.hessian_probes))
     groups = bucket_index(sub.t, ctx.edges)
     op = BankLoss(ctx.denoiser, sub, ctx.params, cfg.batch_size, groups, n_groups=len(ctx.edges))
-    eig = block_lanczos(op.hvp, op.dim, cfg.top_k, cfg.lanczos_iters, cfg.tol, generator(cfg.seed, "lanczos"),
-                        ctx.theta0.device, ctx.vdtype, ctx.progress, max_vectors=cfg.lanczos_basis * cfg.top_k)
+    eig = block_lanczos(
+        op.hvp,
+        op.dim,
+        cfg.top_k,
+        cfg.lanczos_iters,
+        cfg.tol,
+        generator(cfg.seed, "lanczos"),
+        ctx.theta0.device,
+        ctx.vdtype,
+        ctx.progress,
+        max_vectors=cfg.lanczos_basis * cfg.top_k,
+    )
     op.release()  # Hutchinson differentiates bucket by bucket: the whole-bank graph is not needed again
-    tr: TraceEstimate = hutchinson(op, cfg.hutchinson_draws, generator(cfg.seed, "hutchinson"), ctx.blocks,
-                                   ctx.vdtype, ctx.progress)
+    tr: TraceEstimate = hutchinson(
+        op, cfg.hutchinson_draws, generator(cfg.seed, "hutchinson"), ctx.blocks, ctx.vdtype, ctx.progress
+    )
     summary = HessianSummary(len(sub), eig, tr.trace, tr.trace.value / op.dim, tr.by_group, eig.hvps + tr.hvps)
     return summary, tr.by_block
 
 
 def _measure(ctx: _Context, timings: dict[str, float]) -> SharpnessResult:
-    """Every selected measure, in order, on the context's bank; the weights may be left moved (the caller restores them)."""
+    """Every selected measure, in order, on the context's bank; the weights may be left moved (the caller restores
+    them)."""
     config, bank, denoiser, progress = ctx.config, ctx.bank, ctx.denoiser, ctx.progress
     result = SharpnessResult(
-        source=bank.source, probes=len(bank), seed=config.seed, t_range=tuple(bank.t_range), buckets=ctx.edges,
-        parameters=ctx.dim, weight_norm=ctx.weight_norm, parameter_selection=config.params or "all",
+        source=bank.source,
+        probes=len(bank),
+        seed=config.seed,
+        t_range=tuple(bank.t_range),
+        buckets=ctx.edges,
+        parameters=ctx.dim,
+        weight_norm=ctx.weight_norm,
+        parameter_selection=config.params or "all",
         loss=mean_estimate(ctx.base.numpy()),
-        loss_by_bucket=[None if v is None else mean_estimate(ctx.base[ctx.bucket == b].numpy())
-                        for b, v in enumerate(ctx.by_bucket(ctx.base))],
+        loss_by_bucket=[
+            None if v is None else mean_estimate(ctx.base[ctx.bucket == b].numpy())
+            for b, v in enumerate(ctx.by_bucket(ctx.base))
+        ],
         config=config,
     )
     block_avg: dict[str, dict[str, Estimate]] = {g.name: {} for g in ctx.groups}
@@ -348,8 +388,16 @@ def _measure(ctx: _Context, timings: dict[str, float]) -> SharpnessResult:
             for r, (inc, norms) in zip(config.radii, rows):
                 per_draw = inc.mean(1)
                 est = mean_estimate(per_draw.numpy())
-                points.append(AveragePoint(r, sum(norms) / len(norms), est, est.value / ctx.base_mean,
-                                           _estimates_by_bucket(ctx, inc), per_draw.tolist()))
+                points.append(
+                    AveragePoint(
+                        r,
+                        sum(norms) / len(norms),
+                        est,
+                        est.value / ctx.base_mean,
+                        _estimates_by_bucket(ctx, inc),
+                        per_draw.tolist(),
+                    )
+                )
             result.average.append(AverageCase(norm, config.draws, points))
         # Per block: the same radius per weight, only that block moved (quadratic regime: additive).
         # One norm (the first asked for) is enough to say which block is sharp.
@@ -385,13 +433,30 @@ def _measure(ctx: _Context, timings: dict[str, float]) -> SharpnessResult:
         ctx.restore()
         sub = bank.subset(spread_indices(len(bank), config.landscape_probes))
         result.landscape = loss_landscape(
-            denoiser, sub, ctx.params, generator(config.seed, "landscape"), config.landscape_span,
-            config.landscape_points, config.landscape_grid, config.batch_size, progress, theta0=ctx.theta0,
+            denoiser,
+            sub,
+            ctx.params,
+            generator(config.seed, "landscape"),
+            config.landscape_span,
+            config.landscape_points,
+            config.landscape_grid,
+            config.batch_size,
+            progress,
+            theta0=ctx.theta0,
         )
         timings["landscape"] = time.perf_counter() - t0
-    result.blocks = [
-        BlockSharpness(g.name, g.numel, block_avg[g.name], block_trace.get(g.name),
-                       block_trace[g.name].value / g.numel if g.name in block_trace else None)
-        for g in ctx.groups
-    ] if (block_trace or ("avg" in config.measures and config.block_average)) else []
+    result.blocks = (
+        [
+            BlockSharpness(
+                g.name,
+                g.numel,
+                block_avg[g.name],
+                block_trace.get(g.name),
+                block_trace[g.name].value / g.numel if g.name in block_trace else None,
+            )
+            for g in ctx.groups
+        ]
+        if (block_trace or ("avg" in config.measures and config.block_average))
+        else []
+    )
     return result

@@ -9,12 +9,11 @@ import math
 from pathlib import Path
 
 import numpy as np
-from ..tables import Table
 
+from ...core.stats import Estimate
+from ..tables import Table
 from .landscape import Landscape
 from .measure import SharpnessResult
-from ...core.stats import Estimate
-
 
 
 def _est(e: Estimate | None, digits: int = 3) -> str:
@@ -47,18 +46,28 @@ def view(result: SharpnessResult, model: str = "") -> list:
     s = Table(title=f"flatcheck sharpness: {model}".rstrip(": "), show_header=False, title_justify="left")
     s.add_column("field", style="bold")
     s.add_column("value")
-    s.add_row("probe bank", f"{result.probes} probes, seed {result.seed}, t in [{result.t_range[0]}, {result.t_range[1]})")
+    s.add_row(
+        "probe bank", f"{result.probes} probes, seed {result.seed}, t in [{result.t_range[0]}, {result.t_range[1]})"
+    )
     s.add_row("x0 from", result.source)
     sel = getattr(result, "parameter_selection", "all")
-    s.add_row("parameters", f"{result.parameters:,} (|theta| = {result.weight_norm:.4g})"
-              + ("" if sel == "all" else f"; only --params {sel} (the rest held fixed)"))
+    s.add_row(
+        "parameters",
+        f"{result.parameters:,} (|theta| = {result.weight_norm:.4g})"
+        + ("" if sel == "all" else f"; only --params {sel} (the rest held fixed)"),
+    )
     s.add_row("loss L(theta)", _est(result.loss, 4) + " (± over probes)")
-    s.add_row("radius r", "relative: |delta| ~ r |theta| (absolute, isotropic); each weight moves ~ r of itself (adaptive)")
+    s.add_row(
+        "radius r", "relative: |delta| ~ r |theta| (absolute, isotropic); each weight moves ~ r of itself (adaptive)"
+    )
     s.add_row("time", ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
     tables.append(s)
 
     if result.average or result.worst:
-        t = Table(title="Loss increase L(theta + delta) - L(theta) by radius (relative to L in brackets)", title_justify="left")
+        t = Table(
+            title="Loss increase L(theta + delta) - L(theta) by radius (relative to L in brackets)",
+            title_justify="left",
+        )
         t.add_column("radius r", justify="right")
         cols = []
         for a in result.average:
@@ -127,8 +136,11 @@ def view(result: SharpnessResult, model: str = "") -> list:
     if result.hessian:
         h = result.hessian
         e = h.eigen
-        t = Table(title=f"Hessian ({h.probes}-probe sub-bank, {h.hvps} Hessian-vector products)", show_header=False,
-                  title_justify="left")
+        t = Table(
+            title=f"Hessian ({h.probes}-probe sub-bank, {h.hvps} Hessian-vector products)",
+            show_header=False,
+            title_justify="left",
+        )
         t.add_column("field", style="bold")
         t.add_column("value")
         for i, (v, r) in enumerate(zip(e.eigenvalues, e.residuals)):
@@ -136,8 +148,11 @@ def view(result: SharpnessResult, model: str = "") -> list:
         if e.bound is not None:
             t.add_row("joint bound", f"{e.bound:.2g}: each value within it of a distinct eigenvalue (repeats counted)")
         how = f"{e.method} (blocks of {e.block})" if e.block > 1 else e.method
-        t.add_row("eigenvalues", f"{how}, {e.hvps} HVPs, tolerance {e.tol:g} relative: "
-                  + ("converged" if e.converged else "NOT converged (raise --lanczos-iters)"))
+        t.add_row(
+            "eigenvalues",
+            f"{how}, {e.hvps} HVPs, tolerance {e.tol:g} relative: "
+            + ("converged" if e.converged else "NOT converged (raise --lanczos-iters)"),
+        )
         if e.min_eigenvalue is not None:
             t.add_row("lowest Ritz value", f"{e.min_eigenvalue:.4g}")
         t.add_row("trace (Hutchinson)", f"{_est(h.trace, 4)} ({h.trace.n} Rademacher draws, ± s.e.)")
@@ -146,8 +161,11 @@ def view(result: SharpnessResult, model: str = "") -> list:
 
     if result.landscape:
         ls = result.landscape
-        t = Table(title=f"Filter-normalised landscape ({ls.probes}-probe sub-bank, Li et al. 2018)", show_header=False,
-                  title_justify="left")
+        t = Table(
+            title=f"Filter-normalised landscape ({ls.probes}-probe sub-bank, Li et al. 2018)",
+            show_header=False,
+            title_justify="left",
+        )
         t.add_column("field", style="bold")
         t.add_column("value")
         t.add_row("L at 0", f"{ls.base_loss:.4g}")
@@ -163,13 +181,19 @@ def view(result: SharpnessResult, model: str = "") -> list:
 # ------------------------------------------------------------------------------------- files
 def save_arrays(result: SharpnessResult, path: Path) -> Path:
     """Every curve as a raw array (numpy .npz), for notebooks and other plotting tools."""
-    a: dict[str, np.ndarray] = {"radii": np.array(result.config.radii), "worst_radii": np.array(result.config.worst_radii),
-                                "buckets": np.array(result.buckets)}
+    a: dict[str, np.ndarray] = {
+        "radii": np.array(result.config.radii),
+        "worst_radii": np.array(result.config.worst_radii),
+        "buckets": np.array(result.buckets),
+    }
     for av in result.average:
         a[f"average_{av.norm}"] = np.array([p.increase.value for p in av.points])
-        a[f"average_{av.norm}_stderr"] = np.array([np.nan if p.increase.stderr is None else p.increase.stderr for p in av.points])
+        a[f"average_{av.norm}_stderr"] = np.array(
+            [np.nan if p.increase.stderr is None else p.increase.stderr for p in av.points]
+        )
         a[f"average_{av.norm}_by_bucket"] = np.array(
-            [[np.nan if e is None else e.value for e in p.by_bucket] for p in av.points])
+            [[np.nan if e is None else e.value for e in p.by_bucket] for p in av.points]
+        )
     for w in result.worst:
         a[f"worst_{w.norm}"] = np.array([p.increase for p in w.points])
         a[f"worst_{w.norm}_ascent"] = np.array([p.ascent + [np.nan] * (w.steps - len(p.ascent)) for p in w.points])
@@ -183,8 +207,9 @@ def save_arrays(result: SharpnessResult, path: Path) -> Path:
     if result.blocks:
         a["blocks"] = np.array([b.block for b in result.blocks])
         if result.hessian:
-            a["hessian_trace_by_block"] = np.array([np.nan if b.hessian_trace is None else b.hessian_trace.value
-                                                     for b in result.blocks])
+            a["hessian_trace_by_block"] = np.array(
+                [np.nan if b.hessian_trace is None else b.hessian_trace.value for b in result.blocks]
+            )
     if result.landscape:
         ls = result.landscape
         a["landscape_alphas"] = np.array(ls.alphas)
@@ -212,9 +237,17 @@ def _radius_panel(ax, result: SharpnessResult, title: str) -> None:
         err = np.array([p.increase.stderr or 0.0 for p in av.points])
         ax.errorbar(radii, y, yerr=err, marker="o", capsize=3, label=f"average, {av.norm}")
     for w in result.worst:
-        ax.plot(np.array(result.config.worst_radii), [p.increase for p in w.points], marker="s", ls="--", label=f"worst, {w.norm} ({w.steps} steps)")
+        ax.plot(
+            np.array(result.config.worst_radii),
+            [p.increase for p in w.points],
+            marker="s",
+            ls="--",
+            label=f"worst, {w.norm} ({w.steps} steps)",
+        )
     ax.set_xscale("log")
-    ys = [p.increase.value for av in result.average for p in av.points] + [p.increase for w in result.worst for p in w.points]
+    ys = [p.increase.value for av in result.average for p in av.points] + [
+        p.increase for w in result.worst for p in w.points
+    ]
     if all(y > 0 for y in ys):
         ax.set_yscale("log")
     else:  # small negative averages (noise) need a linear zone around 0
@@ -246,7 +279,9 @@ def plot(result: SharpnessResult, path: Path) -> Path | None:
     else:
         axes[0].axis("off")
     if result.landscape:
-        _landscape_panel(axes[1], result.landscape, f"filter-normalised 1-D landscape ({result.landscape.probes} probes)")
+        _landscape_panel(
+            axes[1], result.landscape, f"filter-normalised 1-D landscape ({result.landscape.probes} probes)"
+        )
     else:
         axes[1].axis("off")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
