@@ -39,7 +39,7 @@ def main() -> None:
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1 (got {args.repeats})")
 
-    from flatcheck.audit import audit_checkpoint, options_for
+    from flatcheck.auditing import audit_checkpoint, options_for
     from flatcheck.core.checkpoint import load
     from flatcheck.core.denoiser import Denoiser
 

@@ -8,6 +8,8 @@ __version__ = "0.1.0"
 
 import logging as _logging
 
+from .errors import FlatcheckError, InputError
+
 
 class _DropKernelHubNoise(_logging.Filter):
     # bitsandbytes looks for an optional CPU kernel from the Hub on import and warns
@@ -17,3 +19,19 @@ class _DropKernelHubNoise(_logging.Filter):
 
 
 _logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropKernelHubNoise())
+
+# The Python API (flatcheck/api.py), imported on first use: `import flatcheck` and the CLI's --help stay torch-free.
+_API = ("load", "describe", "audit", "sharpness", "exposure", "quantize", "fid", "every_n_steps")
+__all__ = [*_API, "AuditReport", "AuditOptions", "FlatcheckError", "InputError", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    if name in ("AuditReport", "AuditOptions"):
+        from . import auditing
+
+        return getattr(auditing, name)
+    raise AttributeError(f"module 'flatcheck' has no attribute {name!r}")

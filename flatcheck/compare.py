@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .audit import (
+from .auditing import (
     AREAS,
     AuditOptions,
     AuditReport,

@@ -36,7 +36,7 @@ TINY_CLI = ["--quick", "--probes", "8", "--samples", "4", "--steps", "2", "--bat
 
 
 def tiny_options(**overrides):
-    from flatcheck.audit import options_for
+    from flatcheck.auditing import options_for
 
     return options_for("quick", **{**TINY, **overrides})
 
@@ -44,7 +44,7 @@ def tiny_options(**overrides):
 @pytest.fixture(scope="session")
 def tiny_audit(tiny_pipeline):
     """(AuditReport, its JSON document) of the tiny pipeline, every area run."""
-    from flatcheck.audit import audit_checkpoint
+    from flatcheck.auditing import audit_checkpoint
     from flatcheck.core.checkpoint import load
     from flatcheck.results import to_jsonable
 

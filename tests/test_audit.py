@@ -15,7 +15,7 @@ EXAMPLE_GATE = Path(__file__).resolve().parents[1] / "examples" / "gate" / "flat
 
 
 def test_samples_are_made_once_and_equal_plain_sampling(tiny_audit, tiny_pipeline):
-    from flatcheck.audit import generate_samples
+    from flatcheck.auditing import generate_samples
     from flatcheck.core.checkpoint import load
     from flatcheck.core.denoiser import Denoiser
 
@@ -120,7 +120,7 @@ def test_quantize_verdict_thresholds():
 
 
 def test_profiles_and_option_errors():
-    from flatcheck.audit import options_for
+    from flatcheck.auditing import options_for
 
     q, d, f = options_for("quick"), options_for("default"), options_for("full")
     assert q.samples < d.samples < f.samples == 50_000 and q.steps < d.steps
@@ -326,7 +326,7 @@ def test_data_free_the_shared_samples_are_sampled_once(tiny_pipeline):
     """Data-free, the bank is drawn from the shared samples and exposure's run (a) is those very samples:
     that run happens once, watched by exposure (before, the bank made them plainly and exposure sampled
     them again). Counted as sampler runs of the samples' size through the network."""
-    from flatcheck.audit import audit_checkpoint
+    from flatcheck.auditing import audit_checkpoint
     from flatcheck.core import sampling
     from flatcheck.core.checkpoint import load
     from flatcheck.results import to_jsonable

@@ -156,7 +156,7 @@ def test_info_compare_and_gate_documents_validate(cli, tiny_pipeline, tiny_audit
 )
 def test_audit_option_errors_name_the_config_key(table, message):
     """The audit's user wrote flatcheck.toml ([audit.<measure>] tables): errors name those keys."""
-    from flatcheck.audit import options_for
+    from flatcheck.auditing import options_for
     from flatcheck.errors import InputError
 
     with pytest.raises(InputError, match=message.replace(".", r"\.")):

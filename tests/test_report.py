@@ -29,7 +29,7 @@ def validator():
 
 
 def test_schema_ships_in_the_package_and_matches_the_version():
-    from flatcheck.audit import SCHEMA_VERSION
+    from flatcheck.auditing import SCHEMA_VERSION
 
     s = schema()
     assert s["properties"]["schema_version"]["pattern"] == "^1\\.[0-9]+$"
@@ -80,7 +80,7 @@ def test_schema_rejects_broken_reports(tiny_audit, breakage):
 
 
 def test_the_report_records_the_peak_memory_of_the_run_and_of_each_phase(tiny_audit):
-    from flatcheck.audit import selected
+    from flatcheck.auditing import selected
     from flatcheck.gate import lookup
     from flatcheck.report.html import audit_html
     from flatcheck.report.markdown import audit_markdown, run_rows

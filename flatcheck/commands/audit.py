@@ -51,7 +51,7 @@ def audit(
 
     Bundled digits models use their training set as reference data (--data none for data-free).
     """
-    from ..audit import audit_checkpoint
+    from ..api import audit as run_audit
     from ..report.writers import write_reports
 
     table = None
@@ -66,5 +66,5 @@ def audit(
     ckpt, dev = load_checkpoint(model, o)
     opts = audit_options(o, dev, config=table)
     con = console(o.json)
-    report = run_with_progress(con, audit_checkpoint, ckpt, opts)
+    report = run_with_progress(con, run_audit, ckpt, options=opts)
     write_reports(report, con, json=o.json, out=o.out, markdown=o.markdown, html=o.html)

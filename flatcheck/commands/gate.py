@@ -72,11 +72,11 @@ def gate(
         raise InputError("the config has relative rules: pass --baseline REPORT.json|MODEL or set gate.baseline")
 
     def audit(spec: str | None):
-        from ..audit import audit_checkpoint
+        from ..api import audit as run_audit
 
         ckpt, dev = load_checkpoint(spec, o)
         opts = audit_options(o, dev, config=cfg.audit)
-        return run_with_progress(con, audit_checkpoint, ckpt, opts)
+        return run_with_progress(con, run_audit, ckpt, options=opts)
 
     if report is not None:
         doc, source = load_report(report), str(report)

@@ -571,7 +571,7 @@ def profile_name(quick: bool, full: bool) -> str:
 
 def audit_options(o, device, *, config: dict | None = None):
     """AuditOptions from a profile, a config file's [audit] table, then the command line (which wins)."""
-    from ..audit import options_for
+    from ..auditing import options_for
     from ..errors import InputError
 
     profile = profile_name(o.quick, o.full)
@@ -641,7 +641,8 @@ def measure_command(
     sets beyond the option groups; inputs: AuditOptions.inputs' keywords (sample folders...);
     require_fd: no reference for FD is an input error; files(report, out) -> command-only files.
     """
-    from ..audit import AREAS, audit_checkpoint, options_for, resolve_for
+    from ..api import audit as run_audit
+    from ..auditing import AREAS, options_for, resolve_for
     from ..errors import InputError, OptionError, RunError
     from ..report.writers import write_measure_outputs
 
@@ -691,7 +692,7 @@ def measure_command(
         )
     con = console(o.json)
     report = run_with_progress(
-        con, audit_checkpoint, ckpt, opts, inputs=inputs, skipped_line=f"not part of `flatcheck {name}`"
+        con, run_audit, ckpt, options=opts, run=dict(inputs=inputs, skipped_line=f"not part of `flatcheck {name}`")
     )
     verdict = report.verdict(name)
     if verdict.status in ("error", "skipped"):

@@ -43,7 +43,7 @@ def plan_command(
     --dry-run gives its `config` and shared options (`given`) instead."""
     from rich.console import Console
 
-    from ..audit import AREAS, options_for, resolve_for
+    from ..auditing import AREAS, options_for, resolve_for
     from ..core.checkpoint import load
     from ..core.denoiser import Denoiser
     from ..core.runtime import resolve_dtype

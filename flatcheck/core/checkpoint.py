@@ -106,6 +106,8 @@ class Checkpoint:
     weight_files: list[WeightFile] = field(default_factory=list)
     index: dict = field(default_factory=dict)  # model_index.json of a pipeline folder ({} for a bare model)
     allow_pickle: bool = False  # what the user allowed: text components load under the same rule
+    # A pipeline held in memory (flatcheck.api): its tokenizers and text encoders as they are, never read from disk
+    text_modules: dict | None = None
 
     @property
     def text_components(self) -> dict[str, str]:

@@ -22,7 +22,10 @@ from .conditioning import Conditioning, pipeline_default
 
 
 def load_text_components(ckpt) -> dict:
-    """component name -> loaded tokenizer or text encoder (float32, the checkpoint's device)."""
+    """component name -> loaded tokenizer or text encoder (float32, the checkpoint's device); a pipeline held in
+    memory hands its own (flatcheck.api)."""
+    if ckpt.text_modules is not None:
+        return dict(ckpt.text_modules)
     import transformers
     from transformers.utils import logging as tf_logging
 

@@ -188,6 +188,17 @@ class AuditReport:
     def verdict(self, area: str) -> Verdict:
         return next(v for v in self.verdicts if v.area == area)
 
+    def to_dict(self) -> dict:
+        """The JSON document `--json` writes (schema `report`), as plain data (null for what is not finite)."""
+        from .results import to_jsonable
+
+        return to_jsonable(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
     def __json__(self) -> dict:
         """The JSON document: the run's context, then one section per measure (null when not run)."""
         head = {
