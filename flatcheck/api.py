@@ -30,7 +30,9 @@ _DENOISERS = ("unet", "transformer")
 _AUTOENCODERS = ("vae", "vqvae")
 
 
-def load(model: Any = None, *, scheduler=None, dtype=None, device: str = "cpu", allow_pickle: bool = False):
+def load(
+    model: Any = None, *, scheduler=None, dtype=None, device: str = "cpu", allow_pickle: bool = False, variant=None
+):
     """A Checkpoint (core.checkpoint) from a path, a Hub id or bundled name (as the command line reads MODEL), an
     in-memory `DiffusionPipeline`, or a Checkpoint as is. Paths are loaded under the command line's rules
     (safetensors only unless allow_pickle, diffusers classes only, no remote code)."""
@@ -46,6 +48,7 @@ def load(model: Any = None, *, scheduler=None, dtype=None, device: str = "cpu", 
             dtype=dtype,
             device=device,
             allow_pickle=allow_pickle,
+            variant=variant,
         )
     if hasattr(model, "components") and hasattr(model, "scheduler"):
         return from_pipeline(model)
@@ -88,7 +91,7 @@ def describe(model: Any = None, **load_options):
     from .core.info import describe_checkpoint, describe_files
 
     if model is None or isinstance(model, (str, Path)):
-        keep = {k: v for k, v in load_options.items() if k in ("scheduler", "allow_pickle")}
+        keep = {k: v for k, v in load_options.items() if k in ("scheduler", "allow_pickle", "variant")}
         return describe_files(None if model is None else str(model), **keep)
     return describe_checkpoint(load(model, **load_options))
 

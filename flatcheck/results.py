@@ -27,8 +27,8 @@ from typing import Any, Iterator
 
 # Document kind -> schema version. The major version changes when a field is removed or changes meaning.
 VERSIONS = {
-    "report": "1.4",
-    "info": "1.1",
+    "report": "1.5",
+    "info": "1.2",
     "compare": "1.0",
     "gate": "1.0",
     "sample": "1.0",

@@ -117,9 +117,12 @@ def test_sharded_weights_are_counted_and_variants_are_not(tmp_path, cli):
     info = json.loads(out)
     assert info["parameters"] == sum(p.numel() for p in make_unet().parameters()) == loaded
     assert info["dtype"] == "float32"
-    assert {w["path"] for w in info["weight_files"]} == {p.name for p in shards} | {
-        "diffusion_pytorch_model.fp16.safetensors"
-    }
+    assert {w["path"] for w in info["weight_files"]} == {p.name for p in shards}  # the files read: not the variant's
+    code, out, err = cli("info", folder, "--variant", "fp16", "--json", "-")
+    assert code == 0, err
+    fp16 = json.loads(out)
+    assert fp16["variant"] == "fp16" and fp16["dtype"] == "float16" and fp16["parameters"] == info["parameters"]
+    assert [w["path"] for w in fp16["weight_files"]] == ["diffusion_pytorch_model.fp16.safetensors"]
 
     shards[-1].unlink()
     code, _, err = cli("info", folder)

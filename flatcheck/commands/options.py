@@ -95,6 +95,20 @@ COMMON = group(
         ],
         False,
     ),
+    Opt(
+        "variant",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--variant",
+                help="Read a weight-file variant (diffusers' variant=, e.g. fp16: "
+                "diffusion_pytorch_model.fp16.safetensors). Default: the plain files, or the only variant "
+                "a folder holds.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
     Opt("debug", Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")], False),
     Opt(
         "threads",
@@ -528,7 +542,7 @@ def load_checkpoint(model, o):
     dist.start(dev)  # under accelerate launch / torchrun: join the process group (a no-op otherwise)
     dev = dist.local_device(dev)
     deterministic_kernels(dev)  # same seed + same GPU: the same numbers (a command sets it for its whole run)
-    ckpt = load(model, scheduler=o.scheduler, dtype=dt, device=dev, allow_pickle=o.allow_pickle)
+    ckpt = load(model, scheduler=o.scheduler, dtype=dt, device=dev, allow_pickle=o.allow_pickle, variant=o.variant)
     fastpath.attach(ckpt.denoiser, fast)  # the Denoiser built from it computes this way
     return ckpt, dev
 

@@ -40,12 +40,32 @@ DENOISER_COMPONENTS = ("unet", "transformer")
 AUTOENCODER_COMPONENTS = ("vae", "vqvae")
 DEFAULT_BUNDLED = "digits-base"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# What diffusers' ModelMixin.from_pretrained reads from a model folder (no variant), per format: the
-# sharded index if there is one, else the single file. Other files beside them (fp16 variants) are not loaded.
+# What diffusers' ModelMixin.from_pretrained reads from a model folder, per format: the sharded index if there
+# is one, else the single file. A variant (variant="fp16") inserts its name: diffusion_pytorch_model.fp16.safetensors,
+# diffusion_pytorch_model.safetensors.index.fp16.json (loaded_names); the other variants' files are not loaded.
 LOADED_NAMES = {
     "safetensors": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"),
     "pickle": ("diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json"),
 }
+SHARD = re.compile(r"-\d{5}-of-\d{5}$")
+
+
+def loaded_names(fmt: str, variant: str | None) -> tuple[str, str]:
+    """(single file, sharded index) that from_pretrained reads for a format and variant."""
+    single, index = LOADED_NAMES[fmt]
+    if variant is None:
+        return single, index
+    stem, ext = single.rsplit(".", 1)
+    return f"{stem}.{variant}.{ext}", f"{index.removesuffix('.json')}.{variant}.json"
+
+
+def variant_of(path: Path) -> str | None:
+    """The variant a weight file belongs to, as diffusers and transformers name them: 'fp16' for
+    diffusion_pytorch_model.fp16.safetensors, model.fp16-00001-of-00002.safetensors; None for the plain files."""
+    parts = path.name.split(".")
+    return SHARD.sub("", parts[1]) or None if len(parts) == 3 else None
+
+
 # safetensors' dtype codes -> torch's names (a code not listed is reported as written)
 SAFETENSORS_DTYPES = {
     "F64": "float64",
@@ -108,6 +128,7 @@ class Checkpoint:
     allow_pickle: bool = False  # what the user allowed: text components load under the same rule
     # A pipeline held in memory (flatcheck.api): its tokenizers and text encoders as they are, never read from disk
     text_modules: dict | None = None
+    variant: str | None = None  # --variant as asked (text encoders are read under the same rule as the denoiser)
 
     @property
     def text_components(self) -> dict[str, str]:
@@ -117,6 +138,18 @@ class Checkpoint:
     @property
     def denoiser_class(self) -> str:
         return type(self.denoiser).__name__
+
+    @property
+    def denoiser_variant(self) -> str | None:
+        """The variant of the denoiser's weight files that were read (None: the plain ones, or in memory)."""
+        return next(
+            (
+                variant_of(w.path)
+                for w in self.weight_files
+                if w.component == self.denoiser_component or self.denoiser_component == "."
+            ),
+            None,
+        )
 
     @property
     def num_parameters(self) -> int:
@@ -245,9 +278,28 @@ def _check_safetensors(path: Path) -> dict[str, TensorEntry]:
     return entries
 
 
-def weight_files(folder: Path, component: str, allow_pickle: bool) -> list[WeightFile]:
-    """The weight files diffusers would load from `folder`; safetensors preferred, pickle gated."""
-    files = sorted(p for p in folder.iterdir() if p.is_file())
+def choose_variant(folder: Path, variant: str | None) -> str | None:
+    """The variant whose weight files a folder is read from: the one asked for (InputError naming those there
+    are if it has none); else the plain files; else, when the folder holds only one variant (a folder of fp16
+    files alone), that one; several and no plain files: InputError asking to choose."""
+    weights = [p for p in folder.iterdir() if p.is_file() and p.suffix in (".safetensors", *PICKLE_SUFFIXES)]
+    found = sorted({variant_of(p) or "" for p in weights})
+    if variant is not None:
+        if variant not in found:
+            there = ", ".join(v or "(none)" for v in found) or "no weight files"
+            raise InputError(f"--variant {variant}: '{folder}' has no {variant} weight files (variants there: {there})")
+        return variant
+    if "" in found or not found:
+        return None
+    if len(found) > 1:
+        raise InputError(f"'{folder}' holds only variant weight files ({', '.join(found)}): choose one with --variant")
+    return found[0]
+
+
+def weight_files(folder: Path, component: str, allow_pickle: bool, variant: str | None = None) -> list[WeightFile]:
+    """The weight files diffusers would load from `folder` (those of `variant`: choose_variant's); safetensors
+    preferred, pickle gated."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and (variant_of(p) or None) == variant)
     safe = [p for p in files if p.suffix == ".safetensors"]
     pickled = [p for p in files if p.suffix in PICKLE_SUFFIXES]
     if safe:
@@ -274,11 +326,12 @@ class Part:
     class_name: str  # config.json's _class_name: a diffusers ModelMixin class
     config: dict  # config.json as written
     files: list[WeightFile]
+    variant: str | None = None  # the weight-file variant read (fp16, ...): asked for, or the only one there
 
     def loaded_weights(self) -> list[WeightFile]:
         """The files diffusers' from_pretrained reads (weight_files lists all there are): the sharded
         index's shards, else the single file (LOADED_NAMES)."""
-        single, index_name = LOADED_NAMES[self.files[0].format]
+        single, index_name = loaded_names(self.files[0].format, self.variant)
         by_name = {w.path.name: w for w in self.files}
         index = self.folder / index_name
         if index.is_file():
@@ -322,13 +375,14 @@ class CheckpointFiles:
         return self.denoiser.files + (self.vae.files if self.vae is not None else [])
 
 
-def _part(folder: Path, component: str, allow_pickle: bool) -> Part:
+def _part(folder: Path, component: str, allow_pickle: bool, variant: str | None = None) -> Part:
     if not (folder / "config.json").is_file():
         raise InputError(f"'{folder}' has no config.json for its {component}")
     config = _read_json(folder / "config.json")
     check_class(config.get("_class_name"), "ModelMixin", folder / "config.json")
-    files = weight_files(folder, component, allow_pickle)
-    return Part(component, folder, config["_class_name"], config, files)
+    chosen = choose_variant(folder, variant)
+    files = weight_files(folder, component, allow_pickle, chosen)
+    return Part(component, folder, config["_class_name"], config, files, chosen)
 
 
 # The schedule of a checkpoint that ships none (stated in every report as DEFAULT_SCHEDULER_NOTE).
@@ -356,10 +410,15 @@ def scheduler_config(folder: Path) -> dict:
 
 
 def locate(
-    model: str | None = None, *, scheduler: str | Path | None = None, allow_pickle: bool = False
+    model: str | None = None,
+    *,
+    scheduler: str | Path | None = None,
+    allow_pickle: bool = False,
+    variant: str | None = None,
 ) -> CheckpointFiles:
     """Resolve MODEL and check everything that can be checked without loading weights: the configs, the
-    classes they name, the weight files (pickle gated, safetensors headers and sizes)."""
+    classes they name, the weight files (pickle gated, safetensors headers and sizes; variant: diffusers'
+    weight-file variant, e.g. fp16; a folder holding one variant only is read as that variant)."""
     root, form = resolve(model, allow_pickle)
     source = model or DEFAULT_BUNDLED
     vae = None
@@ -374,15 +433,15 @@ def locate(
         comp = next((c for c in DENOISER_COMPONENTS if c in index), None)
         if comp is None:
             raise InputError(f"{root / 'model_index.json'} lists no denoiser component (unet or transformer)")
-        denoiser = _part(root / comp, comp, allow_pickle)
+        denoiser = _part(root / comp, comp, allow_pickle, variant)
         for ae in AUTOENCODER_COMPONENTS:
             if ae in index and (root / ae).is_dir():
-                vae = _part(root / ae, ae, allow_pickle)
+                vae = _part(root / ae, ae, allow_pickle, variant)
                 break
         shipped = root / "scheduler" if (root / "scheduler").is_dir() else None
     else:
         comp = "."
-        denoiser = _part(root, "model", allow_pickle)
+        denoiser = _part(root, "model", allow_pickle, variant)
         shipped = None
     if scheduler is not None:
         sched, origin = scheduler_config(Path(scheduler)), f"--scheduler {scheduler}"
@@ -421,7 +480,7 @@ def _load_component(part: Part, dtype, meta: bool = False):
     use_safetensors = part.files[0].format == "safetensors"
     try:
         module = cls.from_pretrained(
-            part.folder, torch_dtype=dtype, use_safetensors=use_safetensors, local_files_only=True
+            part.folder, torch_dtype=dtype, use_safetensors=use_safetensors, local_files_only=True, variant=part.variant
         )
     except InputError:
         raise
@@ -481,6 +540,7 @@ def load(
     device: torch.device | str = "cpu",
     allow_pickle: bool = False,
     runnable: bool = True,
+    variant: str | None = None,
 ) -> Checkpoint:
     """Resolve, check and load MODEL's denoiser (+ VAE) and noise schedule; dtype: float32 unless given.
 
@@ -492,7 +552,7 @@ def load(
 
     from . import memory
 
-    found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle)
+    found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle, variant=variant)
     if runnable:
         from ..families import family_of
         from .class_facts import config_with_defaults
@@ -522,4 +582,5 @@ def load(
         weight_files=found.weight_files,
         index=found.index,
         allow_pickle=allow_pickle,
+        variant=variant,
     )

@@ -57,7 +57,8 @@ class CheckpointInfo:
     guidance_scale: float | None  # the pipeline's default guidance (None: no guidance)
     learned_variance: bool  # out_channels = 2 x in_channels: the network also predicts the variance
     supported: str  # "yes", or why flatcheck's measures cannot run it yet
-    weight_files: list[WeightFileInfo] = field(default_factory=list)
+    weight_files: list[WeightFileInfo] = field(default_factory=list)  # the files read (the variant's)
+    variant: str | None = None  # the weight-file variant read (--variant, or the only one a folder holds); None: plain
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class CheckpointFacts:
     scheduler_origin: str
     text_components: dict[str, str]
     weight_files: list[WeightFile]
+    variant: str | None = None
 
 
 def describe(f: CheckpointFacts) -> CheckpointInfo:
@@ -140,6 +142,7 @@ def describe(f: CheckpointFacts) -> CheckpointInfo:
         guidance_scale=guidance,
         learned_variance=model.learned_variance,
         supported=supported,
+        variant=f.variant,
         weight_files=[
             WeightFileInfo(
                 w.component,
@@ -187,6 +190,7 @@ def facts_of(ckpt: Checkpoint) -> CheckpointFacts:
         scheduler_origin=ckpt.scheduler_origin,
         text_components=text_components(ckpt.index),
         weight_files=list(ckpt.weight_files),
+        variant=ckpt.denoiser_variant,
     )
 
 
@@ -198,13 +202,17 @@ def describe_checkpoint(ckpt: Checkpoint) -> CheckpointInfo:
 
 
 def read_facts(
-    model: str | None = None, *, scheduler: str | Path | None = None, allow_pickle: bool = False
+    model: str | None = None,
+    *,
+    scheduler: str | Path | None = None,
+    allow_pickle: bool = False,
+    variant: str | None = None,
 ) -> CheckpointFacts:
     """The facts of MODEL read from its files: configs and safetensors headers, no tensor data."""
     from .checkpoint import locate, text_components
     from .class_facts import config_with_defaults, has_alphas_cumprod
 
-    found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle)
+    found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle, variant=variant)
     part = found.denoiser
     config = config_with_defaults(part.class_name, part.config)
     parameters, elements = count_parameters(stored_tensors(part), stored_buffers(part.class_name, config))
@@ -225,14 +233,19 @@ def read_facts(
         scheduler_origin=found.scheduler_origin,
         text_components=text_components(found.index),
         weight_files=found.weight_files,
+        variant=found.denoiser.variant,
     )
 
 
 def describe_files(
-    model: str | None = None, *, scheduler: str | Path | None = None, allow_pickle: bool = False
+    model: str | None = None,
+    *,
+    scheduler: str | Path | None = None,
+    allow_pickle: bool = False,
+    variant: str | None = None,
 ) -> CheckpointInfo:
     """`flatcheck info`: MODEL described from its configs and weight-file headers (nothing loaded)."""
-    return describe(read_facts(model, scheduler=scheduler, allow_pickle=allow_pickle))
+    return describe(read_facts(model, scheduler=scheduler, allow_pickle=allow_pickle, variant=variant))
 
 
 def stored_tensors(part: Part) -> list[Mapping[str, TensorEntry]]:

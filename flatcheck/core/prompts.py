@@ -29,18 +29,18 @@ def load_text_components(ckpt) -> dict:
     import transformers
     from transformers.utils import logging as tf_logging
 
-    from .checkpoint import _read_json, weight_files
+    from .checkpoint import _read_json, choose_variant, weight_files
 
     bars = tf_logging.is_progress_bar_enabled()
     tf_logging.disable_progress_bar()  # "Loading weights" bars are not flatcheck's output
     try:
-        return _load_text(ckpt, transformers, _read_json, weight_files)
+        return _load_text(ckpt, transformers, _read_json, weight_files, choose_variant)
     finally:
         if bars:
             tf_logging.enable_progress_bar()
 
 
-def _load_text(ckpt, transformers, _read_json, weight_files) -> dict:
+def _load_text(ckpt, transformers, _read_json, weight_files, choose_variant) -> dict:
     out = {}
     for name, cls_name in ckpt.text_components.items():
         library = ckpt.index[name][0]
@@ -60,7 +60,8 @@ def _load_text(ckpt, transformers, _read_json, weight_files) -> dict:
             raise InputError(f"the pipeline lists {name} but '{folder}' does not exist")
         try:
             if is_model:
-                files = weight_files(folder, name, ckpt.allow_pickle)
+                variant = choose_variant(folder, ckpt.variant)
+                files = weight_files(folder, name, ckpt.allow_pickle, variant)
                 config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
                 if config.get("auto_map"):
                     raise InputError(f"'{folder / 'config.json'}' asks for remote code (auto_map): never run")
@@ -72,7 +73,7 @@ def _load_text(ckpt, transformers, _read_json, weight_files) -> dict:
                         obj = cls(conf)
                 else:
                     obj = cls.from_pretrained(
-                        folder, local_files_only=True, use_safetensors=files[0].format == "safetensors"
+                        folder, local_files_only=True, use_safetensors=files[0].format == "safetensors", variant=variant
                     )
                 obj = obj.to(ckpt.denoiser.device).eval().requires_grad_(False)
             else:
