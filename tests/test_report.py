@@ -183,6 +183,41 @@ def test_html_is_self_contained_and_renders(tiny_audit, tmp_path):
     assert blue > 200, f"only {blue} plot-blue pixels: plots not rendered"
 
 
+def test_html_shows_plots_and_the_measures_tables_and_keeps_the_number_dump_for_last(tiny_audit, tmp_path):
+    from html import escape
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from flatcheck.measures import REGISTRY
+    from flatcheck.report.writers import write_reports
+    from flatcheck.results import number_rows
+
+    report, doc = tiny_audit
+    out = tmp_path / "out"
+    write_reports(copy.copy(report), Console(file=open(tmp_path / "term.txt", "w"), width=120), out=out)
+    html = (out / "audit.html").read_text()
+    # FD has a plot: written with the others and embedded in its own section.
+    assert (out / "plots" / "fid.png").stat().st_size > 5000
+    assert (
+        html.index("<h2 id='fid'>") < html.index("<img alt='fid' src='data:image/png;base64,") < html.index("<h2>run")
+    )
+    # The number dump is one collapsed section after every plot and after the run table.
+    assert html.count("<details") == 1 and "<details open" not in html
+    dump = html.index("<details")
+    assert dump > html.rindex("<figure") and dump > html.index("<h2>run</h2>")
+    before, after = html[:dump], html[dump:]
+    for area in AREAS:
+        for r in number_rows(doc[area]):
+            cell = f"<code>{escape(area + '.' + r.path)}</code>"
+            assert cell in after and cell not in before, cell
+        # Each measure's own tables (its command's view) are in its section, under its plot.
+        start, end = before.index(f"<h2 id='{area}'>"), before.find("<h2", before.index(f"<h2 id='{area}'>") + 1)
+        section = before[start:end]
+        titles = [p.title.plain for p in REGISTRY[area].view(report.results[area], "") if isinstance(p, Table)]
+        assert titles and all(f"<caption>{escape(t)}" in section for t in titles if t), area
+
+
 def _captured_figure(monkeypatch, draw):
     """The matplotlib figure `draw` saves, kept open to inspect."""
     import flatcheck.core.images as images
