@@ -146,7 +146,7 @@ def test_html_is_self_contained_and_renders(tiny_audit, tmp_path):
 
     report, doc = tiny_audit
     plots = make_plots(report, tmp_path / "plots")
-    assert set(plots) == {"samples", "sharpness", "exposure", "quantize"}
+    assert set(plots) == {"samples", "sharpness", "exposure", "quantize", "fid"}
     html = audit_html(doc, plots)
     assert html.count("src='data:image/png;base64,") == len(plots)
     assert "http://" not in html and "https://" not in html and "<script" not in html
@@ -181,3 +181,69 @@ def test_html_is_self_contained_and_renders(tiny_audit, tmp_path):
     # The embedded plots were decoded and drawn: matplotlib's default blue (#1f77b4) is on the page.
     blue = (np.abs(img - np.array([31, 119, 180])).max(-1) < 40).sum()
     assert blue > 200, f"only {blue} plot-blue pixels: plots not rendered"
+
+
+def test_html_shows_plots_and_the_measures_tables_and_keeps_the_number_dump_for_last(tiny_audit, tmp_path):
+    from html import escape
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from flatcheck.measures import REGISTRY
+    from flatcheck.report.writers import write_reports
+    from flatcheck.results import number_rows
+
+    report, doc = tiny_audit
+    out = tmp_path / "out"
+    write_reports(copy.copy(report), Console(file=open(tmp_path / "term.txt", "w"), width=120), out=out)
+    html = (out / "audit.html").read_text()
+    # FD has a plot: written with the others and embedded in its own section.
+    assert (out / "plots" / "fid.png").stat().st_size > 5000
+    assert (
+        html.index("<h2 id='fid'>") < html.index("<img alt='fid' src='data:image/png;base64,") < html.index("<h2>run")
+    )
+    # The number dump is one collapsed section after every plot and after the run table.
+    assert html.count("<details") == 1 and "<details open" not in html
+    dump = html.index("<details")
+    assert dump > html.rindex("<figure") and dump > html.index("<h2>run</h2>")
+    before, after = html[:dump], html[dump:]
+    for area in AREAS:
+        for r in number_rows(doc[area]):
+            cell = f"<code>{escape(area + '.' + r.path)}</code>"
+            assert cell in after and cell not in before, cell
+        # Each measure's own tables (its command's view) are in its section, under its plot.
+        start, end = before.index(f"<h2 id='{area}'>"), before.find("<h2", before.index(f"<h2 id='{area}'>") + 1)
+        section = before[start:end]
+        titles = [p.title.plain for p in REGISTRY[area].view(report.results[area], "") if isinstance(p, Table)]
+        assert titles and all(f"<caption>{escape(t)}" in section for t in titles if t), area
+
+
+def _captured_figure(monkeypatch, draw):
+    """The matplotlib figure `draw` saves, kept open to inspect."""
+    import flatcheck.core.images as images
+
+    figures = []
+    monkeypatch.setattr(images, "save_figure", lambda fig, path, **kw: figures.append(fig) or path)
+    draw()
+    assert len(figures) == 1
+    return figures[0]
+
+
+@pytest.mark.parametrize("area", ["exposure", "fid"])
+def test_plot_legends_are_as_large_as_the_tick_labels(tiny_audit, tmp_path, monkeypatch, area):
+    """At the HTML's width (980 px) a 7-point legend was unreadable; legends now match the axes' ticks (10 pt)."""
+    from flatcheck.measures import REGISTRY
+
+    report, _ = tiny_audit
+    fig = _captured_figure(monkeypatch, lambda: REGISTRY[area].plot(report.results[area], tmp_path / "p.png"))
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    texts = [t for legend in legends for t in legend.get_texts()]
+    assert texts and min(t.get_fontsize() for t in texts) >= 10
+    if area == "fid":  # the bootstrap distribution behind the interval, with the estimate
+        ax = fig.axes[0]
+        assert len(ax.patches) > 1 and any(
+            abs(line.get_xdata()[0] - report.results["fid"].value.value) < 1e-9 for line in ax.get_lines()
+        )
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

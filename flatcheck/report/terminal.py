@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from rich.console import Group
 from rich.text import Text
 
@@ -112,24 +114,186 @@ def audit_renderable(report, doc: dict, details: bool = True, title: str = "flat
     return Group(*parts)
 
 
+# The narrowest metric column the side-by-side table may have; below it, each metric gets its own line.
+MIN_METRIC = 28
+# The narrowest verdict column; below it, the verdicts are listed one model under the other.
+MIN_VERDICT = 20
+
+
 def compare_renderable(comparison: dict) -> Group:
+    """The verdicts and the numbers that differ, laid out for the console's width when printed."""
+    return Group(_ByWidth(lambda width: _compare_verdicts(comparison, width)), CompareNumbers(comparison))
+
+
+class _ByWidth:
+    """A renderable chosen when printed, from the width it gets (the terminal's, or a file's 80)."""
+
+    def __init__(self, choose):
+        self.choose = choose
+
+    def __rich_console__(self, console, options):
+        yield self.choose(options.max_width)
+
+
+def _compare_verdicts(comparison: dict, width: int):
     names = comparison["models"]
-    verdicts = Table(title="flatcheck compare: " + " vs ".join(names), title_justify="left")
-    verdicts.add_column("area", style="bold")
-    for n in names:
-        verdicts.add_column(n, overflow="fold")
+    title = "flatcheck compare: " + " vs ".join(names)
+    area_w = max(len(a) for a in comparison["verdicts"]) if comparison["verdicts"] else 4
+    if width - area_w - 3 * (len(names) + 1) - 1 >= MIN_VERDICT * len(names):
+        verdicts = Table(title=title, title_justify="left")
+        verdicts.add_column("area", style="bold")
+        for n in names:
+            verdicts.add_column(n, overflow="fold")
+        for area, cells in comparison["verdicts"].items():
+            verdicts.add_row(area, *cells)
+        return verdicts
+    # Too narrow for a column per model: each area, then one model under the other.
+    grid = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
     for area, cells in comparison["verdicts"].items():
-        verdicts.add_row(area, *cells)
-    t = Table(title="numbers (same bank, seeds and settings)", title_justify="left")
-    t.add_column("metric", style="cyan", overflow="fold")
-    for n in names:
-        t.add_column(n, justify="right", no_wrap=True)
-    for n in names[1:]:
-        t.add_column(f"{n} − {names[0]}", justify="right", no_wrap=True)
-    for r in comparison["rows"]:
-        diffs = [_diff_text(d, r["stderr_diff"][i]) for i, d in enumerate(r["diff"])]
-        t.add_row(r["path"], *r["text"], *diffs)
-    return Group(verdicts, t)
+        grid.add_row(Text(area, style="bold"), "")
+        for n, cell in zip(names, cells):
+            grid.add_row(" " + shorten_name(n, max(8, width // 3)), cell)
+    return grid
+
+
+def is_constant(row: dict) -> bool:
+    """The same value (and uncertainty) in every model: a setting they share (a seed, a size, a radius)."""
+    return len({(v, s, t) for v, s, t in zip(row["values"], row["stderrs"], row["text"])}) == 1
+
+
+def shorten_path(path: str, width: int, initials: bool = True) -> str:
+    """A dotted path in `width` characters, cut from the left: the leading names to their first letter
+    ('s.a.adaptive.points.0.increase'), then, if that is still too long, its start dropped at a dot
+    ('…a.p.0.increase'); without `initials`, the path's start dropped ('…points.0.increase')."""
+    if len(path) <= width:
+        return path
+    short, parts = path, path.split(".")
+    for i in range(len(parts) - 1 if initials else 0):
+        parts[i] = parts[i][:1]
+        short = ".".join(parts)
+        if len(short) <= width:
+            return short
+    start = len(short) - width + 1 if width > 1 else len(short)
+    tail = short[start:]
+    if short[start - 1] != "." and "." in tail[:-1]:  # begin at a name, not inside one
+        tail = tail[tail.index(".") + 1 :]
+    return "…" + tail
+
+
+def shorten_name(name: str, width: int) -> str:
+    """A model's name (often a path) in `width` characters, its end kept: that is where paths differ."""
+    return name if len(name) <= width else "…" + name[len(name) - width + 1 :]
+
+
+class CompareNumbers:
+    """compare's numbers in the terminal: the rows that differ between the models (the rows equal in all
+    of them are counted, not listed), as one table when the metric names fit beside the values (shortened
+    from the left down to MIN_METRIC), else each metric on its own line with its values under it.
+    The JSON and Markdown keep every row."""
+
+    def __init__(self, comparison: dict):
+        self.names = comparison["models"]
+        rows = comparison["rows"]
+        self.rows = [r for r in rows if not is_constant(r)]
+        self.hidden = len(rows) - len(self.rows)
+        self.values = [list(r["text"]) for r in self.rows]
+        self.diffs = [[_diff_text(d, r["stderr_diff"][i]) for i, d in enumerate(r["diff"])] for r in self.rows]
+
+    def caption(self) -> Text:
+        text = f"numbers (same bank, seeds and settings): {len(self.rows)} differ"
+        if self.hidden:
+            text += (
+                f"; {self.hidden} equal in every model (settings such as seeds, sizes, radii) are not listed: "
+                "every row, with its full gate path, is in --json and --markdown"
+            )
+        return Text(text, style="table.title")
+
+    def __rich_console__(self, console, options):
+        width = options.max_width
+        yield self.caption()
+        if not self.rows:
+            return
+        yield self._table(width) or self._lines(width)
+
+    def _column_widths(self) -> tuple[list[int], list[int]]:
+        cols = list(zip(*self.values)), list(zip(*self.diffs))
+        return [max(len(c) for c in col) for col in cols[0]], [max(c.cell_len for c in col) for col in cols[1]]
+
+    def _table(self, width: int) -> Table | None:
+        """One row per metric; None when the metric column would be narrower than MIN_METRIC or two
+        shortened names would read the same."""
+        first = self.names[0]
+        wv, wd = self._column_widths()
+        # A header wider than its column wraps; the names keep at least this much room.
+        wv = [max(w, min(len(n), 12)) for w, n in zip(wv, self.names)]
+        wd = [max(w, min(len(n) + 3, 12)) for w, n in zip(wd, self.names[1:])]
+        columns = 1 + len(wv) + len(wd)
+        room = width - sum(wv) - sum(wd) - 3 * columns - 1  # each column's padding and border, the last border
+        longest = max(len(r["path"]) for r in self.rows)
+        metric_w = min(longest, room)
+        if metric_w < min(MIN_METRIC, longest):
+            return None
+        labels = [shorten_path(r["path"], metric_w) for r in self.rows]
+        twice = {k for k, n in Counter(labels).items() if n > 1}  # initials that merge names (W8A8, W4A4 -> W)
+        labels = [shorten_path(r["path"], metric_w, False) if k in twice else k for k, r in zip(labels, self.rows)]
+        if len(set(labels)) < len(labels):  # still one name for two metrics: each metric gets its own line instead
+            return None
+        shortened = labels != [r["path"] for r in self.rows]
+        t = Table(title="(names shortened from the left)" if shortened else None, title_justify="left")
+        t.add_column("metric", style="cyan", width=metric_w, no_wrap=True)
+        for n, w in zip(self.names, wv):
+            t.add_column(n, justify="right", width=w, overflow="fold")
+        for n, w in zip(self.names[1:], wd):
+            t.add_column(f"{n} − {first}", justify="right", width=w, overflow="fold")
+        for label, values, diffs in zip(labels, self.values, self.diffs):
+            t.add_row(label, *values, *diffs)
+        return t
+
+    def _lines(self, width: int) -> Group:
+        """Each metric on its own line; under it the values in one line (under a header) if they fit,
+        else one line per model: its value and its difference to the first."""
+        wv, wd = self._column_widths()
+        first = self.names[0]
+        headers = [*self.names, *(f"{n} − {first}" for n in self.names[1:])]
+        widths = [max(w, len(h)) for w, h in zip([*wv, *wd], headers)]
+        out = []
+        if 2 + sum(widths) + 2 * (len(widths) - 1) <= width:
+            out.append(_aligned([Text(h, style="bold") for h in headers], widths))
+            for r, values, diffs in zip(self.rows, self.values, self.diffs):
+                out.append(Text(shorten_path(r["path"], width), style="cyan"))
+                out.append(_aligned([Text(v) for v in values] + diffs, widths))
+            return Group(*out)
+        name_w = min(max(len(n) for n in self.names), max(8, width - 6 - max(wv) - max(wd, default=0)))
+        out.append(
+            Text(
+                f"each metric, then per model: its value and its difference to {first} "
+                "(bold: more than two standard errors)",
+                style="dim",
+            )
+        )
+        for r, values, diffs in zip(self.rows, self.values, self.diffs):
+            out.append(Text(shorten_path(r["path"], width), style="cyan"))
+            for i, (n, v) in enumerate(zip(self.names, values)):
+                cells = [Text(shorten_name(n, name_w)), Text(v)] + ([diffs[i - 1]] if i else [])
+                out.append(_aligned(cells, [name_w, max(wv), max(wd, default=0)], left_first=True))
+        return Group(*out)
+
+
+def _aligned(cells: list[Text], widths: list[int], left_first: bool = False) -> Text:
+    """One line of cells, right-aligned in their widths (the first left-aligned if asked), two spaces apart."""
+    line = Text("  ")
+    for i, (cell, w) in enumerate(zip(cells, widths)):
+        pad = " " * max(0, w - cell.cell_len)
+        line.append("  " if i else "")
+        if i == 0 and left_first:
+            line.append_text(cell)
+            line.append(pad)
+        else:
+            line.append(pad)
+            line.append_text(cell)
+    return line
 
 
 def _diff_text(d, se) -> Text:

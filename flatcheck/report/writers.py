@@ -47,11 +47,15 @@ def write_reports(
         if dest is not None:
             report.artifacts[Path(dest).suffix.lstrip(".") or "file"] = str(dest)
     doc = to_jsonable(report)
+    model = doc.get("model", {}).get("source", "")
+    # The HTML shows each measure's own tables (its command's view) under its plots.
+    results = getattr(report, "results", {}) if out is not None or html is not None else {}
+    views = {name: REGISTRY[name].view(r, model) for name, r in results.items() if r is not None}
     if out is not None:
         write_json(doc, out / "audit.json")
         # Markdown next to its plots: image links are relative to the report's folder.
         write_text(out / "audit.md", audit_markdown(doc, {k: str(Path(p).relative_to(out)) for k, p in plots.items()}))
-        write_text(out / "audit.html", audit_html(doc, plots))
+        write_text(out / "audit.html", audit_html(doc, plots, views))
     if markdown is not None:
         write_text(markdown, audit_markdown(doc))
     if html is not None:
@@ -59,9 +63,9 @@ def write_reports(
             import tempfile
 
             with tempfile.TemporaryDirectory() as tmp:
-                write_text(html, audit_html(doc, make_plots(report, Path(tmp))))
+                write_text(html, audit_html(doc, make_plots(report, Path(tmp)), views))
         else:
-            write_text(html, audit_html(doc, plots))
+            write_text(html, audit_html(doc, plots, views))
     if json:
         write_json(doc, json)
     write_step_summary(audit_markdown(doc))

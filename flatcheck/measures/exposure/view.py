@@ -106,40 +106,57 @@ def plot(result: ExposureResult, path: str | Path, model: str = "") -> Path:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     ax_norm, ax_gap, ax_var, ax_drift = axes.ravel()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # Legends as large as the tick labels (seven small ones inside the panels were unreadable in the HTML
+    # report): the line styles in the panel that uses them, a colour per run under the figure.
+    runs, scaled = [], False
     for c, run in zip(colors * 4, result.runs):
         t = np.asarray(run.timesteps)
-        label = f"{run.sampler} {run.steps}"
-        ax_norm.plot(t, run.eps_norm_sampled.mean, color=c, label=f"{label}: sampler")
-        ax_norm.plot(t, run.eps_norm_forward.mean, color=c, ls="--", label=f"{label}: forward")
+        ax_norm.plot(t, run.eps_norm_sampled.mean, color=c)
+        ax_norm.plot(t, run.eps_norm_forward.mean, color=c, ls="--")
+        label = f"{run.sampler} {run.steps} steps"
         if run.scaling and run.scaling[0].checked:
             sc = run.scaling[0]
-            ax_norm.plot(t, sc.eps_norm_applied.mean, color=c, ls=":", label=f"{label}: eps/{sc.b:.3f}")
-        _band(ax_gap, t, run.gap.mean, run.gap.stderr, c, label)
-        _band(ax_var, t, run.variance_error.mean, run.variance_error.stderr, c, label)
-        _band(ax_drift, t, run.x0_drift.mean, run.x0_drift.stderr, c, label)
+            ax_norm.plot(t, sc.eps_norm_applied.mean, color=c, ls=":")
+            label += f" (eps/{sc.b:.3f})"
+            scaled = True
+        runs.append(Line2D([], [], color=c, lw=2.5, label=label))
+        _band(ax_gap, t, run.gap.mean, run.gap.stderr, c)
+        _band(ax_var, t, run.variance_error.mean, run.variance_error.stderr, c)
+        _band(ax_drift, t, run.x0_drift.mean, run.x0_drift.stderr, c)
     if result.runs:
-        ax_norm.axhline(result.runs[0].sqrt_d, color="grey", lw=0.8, label="sqrt(d)")
+        ax_norm.axhline(result.runs[0].sqrt_d, color="grey", lw=0.8)
+    styles = [
+        Line2D([], [], color="black", label="sampler's inputs"),
+        Line2D([], [], color="black", ls="--", label="forward-noised data"),
+        *([Line2D([], [], color="black", ls=":", label="sampler, eps scaled")] if scaled else []),
+        Line2D([], [], color="grey", lw=0.8, label="sqrt(d)"),
+    ]
+    ax_norm.legend(handles=styles, fontsize=10)
+    runs.append(Patch(color="grey", alpha=0.3, label="± 2 standard errors"))
     for ax, title in (
         (ax_norm, f"||{qn}_theta||: sampler's inputs vs forward-noised data"),
         (ax_gap, f"{qn}-norm gap (sampler - forward)"),
         (ax_var, "variance error delta_t (sampler from data at t_0)"),
         (ax_drift, "x0-prediction drift to the final sample (RMS)"),
     ):
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=11)
         ax.set_xlabel("timestep t")
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     for ax in (ax_gap, ax_var):
         ax.axhline(0, color="black", lw=0.6)
-    fig.suptitle(f"exposure bias{': ' + model if model else ''}  ({result.reference})", fontsize=9)
+    fig.suptitle(f"exposure bias{': ' + model if model else ''}  ({result.reference})", fontsize=10)
+    fig.tight_layout()
+    fig.legend(handles=runs, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=10, frameon=False)
     from ...core.images import save_figure
 
-    return save_figure(fig, path)
+    return save_figure(fig, path, tight=False, bbox_inches="tight")
 
 
 def save(result: ExposureResult, folder: Path, model: str = "") -> list[Path]:
@@ -147,11 +164,11 @@ def save(result: ExposureResult, folder: Path, model: str = "") -> list[Path]:
     return [plot(result, Path(folder) / "exposure.png", model)]
 
 
-def _band(ax, t, mean, se, color, label):
+def _band(ax, t, mean, se, color):
     import numpy as np
 
     m, s = np.asarray(mean), np.asarray(se)
-    ax.plot(t, m, color=color, label=label)
+    ax.plot(t, m, color=color)
     ax.fill_between(t, m - 2 * s, m + 2 * s, color=color, alpha=0.2, lw=0)
 
 

@@ -38,11 +38,6 @@ def verdict(result) -> Verdict:
     return Verdict("fid", "info", line)
 
 
-def plot(result, path):
-    """Nothing to plot: one number with its interval (the samples' grid is the command's)."""
-    return None
-
-
 MEASURE = Measure(
     name="fid",
     title="FD/FID and KID of the samples",
@@ -50,7 +45,7 @@ MEASURE = Measure(
     run=run,
     verdict=verdict,
     view=lazy(f"{__name__}.view", "view"),
-    plot=plot,
+    plot=lazy(f"{__name__}.plot", "plot"),
     uses_bank=False,
     order=40,
     cost=lazy(f"{__name__}.cost", "work"),
