@@ -77,7 +77,7 @@ def write_measure_outputs(
 ) -> dict:
     """A measure command's outputs: the measure's own view (on stderr with --json -), the report
     document as JSON (the audit's, with the other measures null), and the measure's files in --out."""
-    from .terminal import run_table
+    from .terminal import foreign_samples, run_table
 
     measure = REGISTRY[name]
     result = report.results[name]
@@ -91,6 +91,8 @@ def write_measure_outputs(
         write_json(doc, json)
     for part in measure.view(result, model):
         con.print(part)
+    if foreign_samples(doc) is not None:
+        con.print(foreign_samples(doc))
     con.print(f"[bold]{name}[/bold]: {escape(report.verdict(name).line)}", highlight=False)
     con.print(run_table(doc))
     if files:
