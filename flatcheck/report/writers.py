@@ -67,8 +67,10 @@ def write_reports(
     write_step_summary(audit_markdown(doc))
     # With --json - the JSON owns stdout and `con` is stderr: verdicts only there.
     con.print(audit_renderable(report, doc, details=details and json != "-"))
-    if out is not None:
-        con.print(f"reports: {out / 'audit.json'}, {out / 'audit.md'}, {out / 'audit.html'}")
+    written = [out / "audit.json", out / "audit.md", out / "audit.html"] if out is not None else []
+    written += [p for p in (markdown, html, json) if p is not None and str(p) != "-"]
+    if written:  # the last line says where every file went
+        con.print(f"reports: {', '.join(escape(str(p)) for p in written)}", highlight=False)
     return doc
 
 
@@ -97,4 +99,6 @@ def write_measure_outputs(
     con.print(run_table(doc))
     if files:
         con.print(f"files in {out}/: {', '.join(Path(f).name for f in files)}")
+    if json and str(json) != "-":
+        con.print(f"report: {escape(str(json))}", highlight=False)
     return doc
