@@ -74,7 +74,14 @@ class AuditOptions:
     )
     configs: dict[str, dict] = field(default_factory=dict)  # measure name -> config overrides
 
-    def inputs(self, *, sample_dir: str | None = None, samples_from: str | None = None, **fd) -> InputOptions:
+    def inputs(
+        self,
+        *,
+        sample_dir: str | None = None,
+        samples_from: str | None = None,
+        allow_foreign_samples: bool = False,
+        **fd,
+    ) -> InputOptions:
         """The shared inputs these options ask for; `fd` sets FdOptions fields no audit option has
         (kid_subset_size, use_cache)."""
         ref = self.data if self.ref is None else None if self.ref.lower() == "none" else self.ref
@@ -97,6 +104,7 @@ class AuditOptions:
             batch_size=self.batch_size,
             sample_dir=sample_dir,
             samples_from=samples_from,
+            allow_foreign_samples=allow_foreign_samples,
             fd=fd_options,
         )
 
@@ -296,7 +304,7 @@ def audit_checkpoint(
     """Audit one loaded checkpoint. Deterministic: same checkpoint and options, same numbers.
 
     inputs: what a command adds to the shared inputs (AuditOptions.inputs' keywords: sample_dir,
-    samples_from, use_cache ...). fd_optional: whether a reference that cannot be scored (e.g.
+    samples_from, allow_foreign_samples, use_cache ...). fd_optional: whether a reference that cannot be scored (e.g.
     Inception weights offline) only skips FD; default: yes unless --ref was given explicitly
     (then it is an input error, before any sampling). skipped_line: what the verdict of a
     measure that is not run says.

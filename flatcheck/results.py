@@ -145,22 +145,28 @@ class NumberRow:
     stderr: float | None = None
     ci: tuple[float, float] | None = None
     n: int | None = None
+    corrected: float | None = None  # a bootstrap estimate's bias-corrected value (FD), which its interval is around
 
     def text(self, digits: int = 4) -> str:
-        return format_number(self.value, self.stderr, self.ci, digits)
+        return format_number(self.value, self.stderr, self.ci, digits, self.corrected)
 
 
 def is_estimate(node: Any) -> bool:
     return isinstance(node, dict) and "value" in node and bool({"stderr", "ci_low", "ci_high"} & set(node))
 
 
-def format_number(value, stderr=None, ci=None, digits: int = 4) -> str:
+def format_number(value, stderr=None, ci=None, digits: int = 4, corrected=None) -> str:
+    """'v ± se', else 'v [lo, hi]'. With a bias-corrected value whose interval leaves out v (FD at small N):
+    'v ± se (bias-corrected c) [lo, hi]', so that the interval is shown beside the number it is built around."""
     if value is None:
         return "n/a"
     if isinstance(value, int) and not isinstance(value, bool):
         s = f"{value:d}"
     else:
         s = f"{value:.{digits}g}"
+    if corrected is not None and ci is not None and not ci[0] <= value <= ci[1]:
+        pm = f" ± {stderr:.2g}" if stderr is not None else ""
+        return f"{s}{pm} (bias-corrected {corrected:.{digits}g}) [{ci[0]:.{digits}g}, {ci[1]:.{digits}g}]"
     if stderr is not None:
         return f"{s} ± {stderr:.2g}"
     if ci is not None:
@@ -178,6 +184,7 @@ def number_rows(node: Any, prefix: str = "") -> Iterator[NumberRow]:
             _num(node.get("stderr")),
             (lo, hi) if lo is not None and hi is not None else None,
             node.get("n"),
+            _num(node.get("bias_corrected")),
         )
         return
     if isinstance(node, dict):

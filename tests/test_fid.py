@@ -269,6 +269,80 @@ def test_fid_view_names_the_interval_and_says_where_it_lies(digits_halves, tmp_p
     assert "95% basic bootstrap interval" in text and f"[{v.ci_low:.4g}, {v.ci_high:.4g}]" in text
     assert f"the interval lies {'below' if v.value > v.ci_high else 'above'} the estimate" in text
     assert f"std over subsets {r.kid_subset_std:.2g}" in text
+    # Issue 27: '4.38 [0, 3.11]' read as a bug. The cell names the value the interval is built around.
+    c = v.bias_corrected
+    assert c == pytest.approx(max(2 * v.value - float(np.mean(r._rounds)), 0.0), rel=1e-12)
+    assert v.ci_low <= c <= v.ci_high
+    cell = f"{v.value:.4g} (bias-corrected {c:.4g}) [{v.ci_low:.4g}, {v.ci_high:.4g}]"
+    assert cell in text
+    from flatcheck.measures.fid import verdict
+
+    assert f"{r.label} {cell} (95% basic bootstrap)" in verdict(r).line
+
+
+def test_every_report_prints_the_bias_corrected_fd_where_the_interval_excludes_the_estimate(digits_halves, tmp_path):
+    """Markdown, HTML and compare print FD cells from the JSON: the same cell there, and a plain one
+    where the interval holds the estimate."""
+    from flatcheck.compare import compare_reports
+    from flatcheck.measures.fid.view import fd_text
+    from flatcheck.report.html import audit_html
+    from flatcheck.report.markdown import audit_markdown
+    from flatcheck.results import to_jsonable
+
+    a, b = digits_halves
+    ref = _save_images(tmp_path / "b.npz", b)
+    small, large = (score_samples(a[:n], ref, features="digits-cnn", bootstrap=50) for n in (40, 600))
+    v = small.value
+    assert not v.ci_low <= v.value <= v.ci_high and large.value.ci_low <= large.value.value <= large.value.ci_high
+    cell = f"{v.value:.4g} ± {v.stderr:.2g} (bias-corrected {v.bias_corrected:.4g}) [{v.ci_low:.4g}, {v.ci_high:.4g}]"
+    docs = [
+        {"fid": to_jsonable(r), "verdicts": [{"area": "fid", "status": "info", "line": fd_text(r)}]}
+        for r in (small, large)
+    ]
+    assert docs[0]["fid"]["value"]["bias_corrected"] == v.bias_corrected
+    md, html = audit_markdown(docs[0]), audit_html(docs[0])
+    assert f"`fid.value` | {cell} |" in md and f"<code>fid.value</code></td><td class='num'>{cell}</td>" in html
+    plain = f"{large.value.value:.4g} ± {large.value.stderr:.2g} |"
+    assert f"`fid.value` | {plain}" in audit_markdown(docs[1]) and "bias-corrected" not in audit_markdown(docs[1])
+    rows = {r["path"]: r for r in compare_reports(docs, ["small", "large"]).rows}
+    assert rows["fid.value"]["text"][0] == cell
+
+
+def test_the_paired_change_carries_its_bias_corrected_value(digits_halves, tmp_path):
+    from flatcheck.core.fd import fd_change
+    from flatcheck.core.stats import interval_text
+
+    a, b = digits_halves
+    ref = _save_images(tmp_path / "b.npz", b)
+    base = score_samples(a[:40], ref, features="digits-cnn", bootstrap=50)
+    blurred = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(a[:40], 2), scale_factor=2)
+    blurred = score_samples(blurred, ref, features="digits-cnn", bootstrap=50)
+    change = fd_change(blurred, base)
+    d = blurred._rounds - base._rounds
+    assert change.bias_corrected == pytest.approx(2 * change.value - d.mean(), rel=1e-12)  # not clipped
+    inside = change.ci_low <= change.value <= change.ci_high
+    text = interval_text(change.value, change.ci_low, change.ci_high, change.bias_corrected, "{:+.3g}", "{:.3g}")
+    assert ("bias-corrected" in text) != inside and text.endswith(f"[{change.ci_low:.3g}, {change.ci_high:.3g}]")
+
+
+def test_quantize_table_prints_the_bias_corrected_cells():
+    """The quantize command's FD table: an FD and a paired change whose intervals exclude them."""
+    from types import SimpleNamespace as NS
+
+    from rich.console import Console
+
+    from flatcheck.core.stats import BootstrapEstimate, Estimate
+    from flatcheck.measures.quantize.view import fid_table
+
+    fd = BootstrapEstimate(4.38, 1.1, 0.0, 3.11, 64, bias_corrected=1.62)
+    change = BootstrapEstimate(0.5, 0.2, 0.61, 1.2, 64, bias_corrected=0.9)
+    kid = Estimate(0.1, 0.01)
+    setting = NS(name="W4A4", fid=fd, fid_change=change, kid=kid)
+    r = NS(fid_label="FD (digits-cnn)", samples=64, full_precision=NS(fid=fd, kid=kid), settings=[setting])
+    con = Console(width=200, record=True)
+    con.print(fid_table(r))
+    text = con.export_text()
+    assert "4.38 (bias-corrected 1.62) [0, 3.11]" in text and "+0.5 (bias-corrected +0.9) [0.61, 1.2]" in text
 
 
 def test_stats_file_reference_equals_images_reference(digits_halves, tmp_path):

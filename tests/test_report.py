@@ -247,3 +247,36 @@ def test_plot_legends_are_as_large_as_the_tick_labels(tiny_audit, tmp_path, monk
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+def test_audit_says_where_it_wrote_each_report(tiny_audit, tmp_path):
+    """Issue 27: `audit --html PATH` wrote the file and never said where."""
+    import io
+
+    from rich.console import Console
+
+    from flatcheck.report.writers import write_reports
+
+    report, _ = tiny_audit
+    term = io.StringIO()
+    md, html, js = tmp_path / "a.md", tmp_path / "a.html", tmp_path / "a.json"
+    write_reports(copy.copy(report), Console(file=term, width=400), markdown=md, html=html, json=str(js))
+    assert md.is_file() and html.is_file() and js.is_file()
+    assert term.getvalue().rstrip().splitlines()[-1] == f"reports: {md}, {html}, {js}"
+
+
+def test_fid_config_row_names_the_options_fid_scores_with(tiny_audit):
+    """Issue 27: the run table's `fid config` row was empty (fid has no options of its own)."""
+    from html import escape
+
+    from flatcheck.report.html import audit_html
+    from flatcheck.report.markdown import run_rows
+
+    _, doc = tiny_audit
+    assert doc["options"]["configs"]["fid"] == {}
+    row = dict(run_rows(doc))["fid config"]
+    o = doc["options"]
+    assert row == (
+        "no options of its own; scores with the run's ref=digits (the --data images), "
+        f"fid_features={o['fid_features']}, fid_weights=None, fid_bootstrap={o['fid_bootstrap']}, "
+        f"fid_kid_subsets={o['fid_kid_subsets']}"
+    )
+    assert f"<th>fid config</th><td>{escape(row)}</td>" in audit_html(doc)

@@ -19,6 +19,7 @@ from .options import (
     PROFILE,
     REPORTS,
     SAMPLES,
+    SAMPLES_FROM,
     SEED,
     TIMESTEPS,
     ModelArg,
@@ -26,6 +27,7 @@ from .options import (
     console,
     load_checkpoint,
     run_with_progress,
+    sample_folder_inputs,
     takes,
 )
 
@@ -33,7 +35,7 @@ from .options import (
 AUDIT_RUN = (PROFILE, SEED, DATA, TIMESTEPS, SAMPLES, BATCH, COND, FD, MEMORY)
 
 
-@takes(*AUDIT_RUN, REPORTS, DRY_RUN, COMMON, **AUDIT_SIZES)
+@takes(*AUDIT_RUN, SAMPLES_FROM, REPORTS, DRY_RUN, COMMON, **AUDIT_SIZES)
 def audit(
     model: ModelArg = None,
     config: Annotated[
@@ -64,7 +66,8 @@ def audit(
 
         return plan_command(model, o, audit_options=lambda dev: audit_options(o, dev, config=table))
     ckpt, dev = load_checkpoint(model, o)
+    inputs = sample_folder_inputs(o, ckpt, also_given=table or {})
     opts = audit_options(o, dev, config=table)
     con = console(o.json)
-    report = run_with_progress(con, run_audit, ckpt, options=opts)
+    report = run_with_progress(con, run_audit, ckpt, options=opts, run=dict(inputs=inputs))
     write_reports(report, con, json=o.json, out=o.out, markdown=o.markdown, html=o.html)

@@ -8,7 +8,21 @@ from typing import Annotated, Optional
 import typer
 
 from ..core.fd.options import FdOptions
-from .options import BATCH, COMMON, COND, DRY_RUN, FD, OUT, SAMPLER, SEED, STEPS, ModelArg, measure_command, takes
+from .options import (
+    BATCH,
+    COMMON,
+    COND,
+    DRY_RUN,
+    FD,
+    OUT,
+    SAMPLER,
+    SAMPLES_FROM,
+    SEED,
+    STEPS,
+    ModelArg,
+    measure_command,
+    takes,
+)
 
 DEFAULT_SAMPLES = 1000  # ~35 s of DDIM-25 for the bundled models on a 2-core CPU
 SamplesOpt = Annotated[
@@ -29,22 +43,13 @@ SampleDirOpt = Annotated[
         show_default=False,
     ),
 ]
-SamplesFromOpt = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--samples-from",
-        help="Score an existing sample folder (from fid, exposure --save-samples...) instead of generating.",
-        show_default=False,
-    ),
-]
 
 
-@takes(COMMON, DRY_RUN, SEED, OUT, COND, STEPS, SAMPLER, BATCH, FD, steps=25)
+@takes(COMMON, DRY_RUN, SEED, OUT, COND, STEPS, SAMPLER, BATCH, FD, SAMPLES_FROM, steps=25)
 def fid(
     model: ModelArg = None,
     samples: SamplesOpt = None,
     sample_dir: SampleDirOpt = None,
-    samples_from: SamplesFromOpt = None,
     bootstrap: Annotated[
         int,
         typer.Option(
@@ -69,6 +74,7 @@ def fid(
     from ..core.sampling import check_run, check_sampler_name
     from ..errors import InputError, require_at_least
 
+    samples_from = o.samples_from
     # Every cheap check before anything loads.
     check_sampler_name(o.sampler)
     if samples is None and samples_from is None:
@@ -99,7 +105,6 @@ def fid(
 
     inputs = dict(
         sample_dir=str(sample_dir) if sample_dir else None,
-        samples_from=str(samples_from) if samples_from else None,
         kid_subset_size=kid_subset_size,
         use_cache=not no_cache,
     )

@@ -2,7 +2,8 @@
 
 A command declares only its own options; `takes(GROUP, ...)` appends the groups' options to its
 signature (typer reads them from there) and hands their values to the command as one namespace
-`o`. Defaults that differ by command are given to `takes` (e.g. samples=64), not retyped.
+`o` (`o.given`: the names the command line set, as opposed to defaults). Defaults that differ by
+command are given to `takes` (e.g. samples=64), not retyped.
 Heavy imports (torch, diffusers) stay inside functions so `--help` is fast.
 """
 
@@ -241,6 +242,36 @@ SAMPLER = group(
     )
 )
 SAMPLES = N_SAMPLES + STEPS + SAMPLER
+# Read the shared samples from a sample folder (fid, quantize, audit).
+SAMPLES_FROM = group(
+    Opt(
+        "samples_from",
+        Annotated[
+            Optional[Path],
+            typer.Option(
+                "--samples-from",
+                help="Read the full-precision samples from a sample folder (flatcheck sample's OUT/store, fid --out, "
+                "--sample-dir) instead of generating them. --steps, --sampler and --seed default to the folder's; "
+                "a folder another run made (another model, sampler, step count, seed, conditions, guidance, "
+                "sample size or dtype) is refused.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    Opt(
+        "allow_foreign_samples",
+        Annotated[
+            bool,
+            typer.Option(
+                "--allow-foreign-samples",
+                help="Use a --samples-from folder that another run made (e.g. another model's samples); "
+                "the report then names whose samples they are.",
+            ),
+        ],
+        False,
+    ),
+)
 BATCH = group(
     Opt("batch_size", Annotated[int, typer.Option("--batch-size", help="Batch size for every forward pass.")], 64)
 )
@@ -484,7 +515,8 @@ def takes(*groups: tuple[Opt, ...], **defaults):
             for p in inspect.signature(fn).parameters.values()
             if p.name != "o"
         ]
-        extra = []
+        # typer hands the command its click context here: it tells options given from defaults (o.given).
+        extra = [inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
         for o in opts.values():
             ann = o.annotation
             default = defaults.get(o.name, o.default)
@@ -495,6 +527,7 @@ def takes(*groups: tuple[Opt, ...], **defaults):
 
         @functools.wraps(fn)
         def command(*args, **kwargs):
+            ctx = kwargs.pop(CONTEXT, None)
             shared = {name: kwargs.pop(name) for name in opts}
             for k, v in shared.items():
                 if isinstance(v, enum.Enum):
@@ -508,7 +541,9 @@ def takes(*groups: tuple[Opt, ...], **defaults):
                 for k in ("out", "markdown", "html", "plot"):
                     if kwargs.get(k) is not None:
                         kwargs[k] = None
-            return fn(*args, **kwargs, o=SimpleNamespace(**shared))
+            o = SimpleNamespace(**shared)
+            o.given = frozenset(name for name in opts if ctx is None or _from_command_line(ctx, name))
+            return fn(*args, **kwargs, o=o)
 
         params = own + extra
         command.__signature__ = inspect.Signature(params)
@@ -516,6 +551,14 @@ def takes(*groups: tuple[Opt, ...], **defaults):
         return command
 
     return deco
+
+
+CONTEXT = "flatcheck_context"
+
+
+def _from_command_line(ctx, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -545,6 +588,27 @@ def load_checkpoint(model, o):
     ckpt = load(model, scheduler=o.scheduler, dtype=dt, device=dev, allow_pickle=o.allow_pickle, variant=o.variant)
     fastpath.attach(ckpt.denoiser, fast)  # the Denoiser built from it computes this way
     return ckpt, dev
+
+
+def sample_folder_inputs(o, ckpt, also_given=()) -> dict:
+    """--samples-from: the shared inputs' keywords for it, after making the folder's step count, seed and
+    sampler the run's where neither the command line nor `also_given` (a config table's keys) set them, so
+    that the report records the run that made the samples. Whether the folder is this run's is checked
+    with the model (core.inputs.SampleSet) before anything runs."""
+    if getattr(o, "samples_from", None) is None:
+        return {}
+    from ..core.sample_store import SampleStore
+    from ..core.sampling import sampler_name_for
+
+    spec = SampleStore.read(o.samples_from).spec
+    given = set(o.given) | set(also_given)
+    if "steps" not in given:
+        o.steps = spec.steps
+    if "seed" not in given:
+        o.seed = spec.seed
+    if "sampler" not in given:
+        o.sampler = sampler_name_for(spec.sampler, ckpt.scheduler) or o.sampler  # no name: refused by the check
+    return dict(samples_from=str(o.samples_from), allow_foreign_samples=o.allow_foreign_samples)
 
 
 def check_run_options(o) -> None:
@@ -660,43 +724,42 @@ def measure_command(
     from ..errors import InputError, OptionError, RunError
     from ..report.writers import write_measure_outputs
 
-    given = {
-        k: getattr(o, k)
-        for k in (
-            "seed",
-            "batch_size",
-            "samples",
-            "steps",
-            "sampler",
-            "data",
-            "probes",
-            "timesteps",
-            "labels",
-            "prompts",
-            "guidance_scale",
-            "sample_size",
-        )
-        if getattr(o, k, None) is not None
-    }
-    if hasattr(o, "ref"):
-        given.update(
-            ref="none" if getattr(o, "no_fid", False) else o.ref,
-            fid_features=o.features,
-            fid_weights=str(o.fid_weights) if o.fid_weights else None,
-        )
-    given.update(shared or {})
+    def given() -> dict:
+        values = {
+            k: getattr(o, k)
+            for k in (
+                "seed",
+                "batch_size",
+                "samples",
+                "steps",
+                "sampler",
+                "data",
+                "probes",
+                "timesteps",
+                "labels",
+                "prompts",
+                "guidance_scale",
+                "sample_size",
+            )
+            if getattr(o, k, None) is not None
+        }
+        if hasattr(o, "ref"):
+            values.update(
+                ref="none" if getattr(o, "no_fid", False) else o.ref,
+                fid_features=o.features,
+                fid_weights=str(o.fid_weights) if o.fid_weights else None,
+            )
+        values.update(shared or {})
+        return {k: v for k, v in values.items() if v is not None}
+
     if getattr(o, "dry_run", False):
         from .planning import plan_command
 
-        return plan_command(model, o, only=name, config=config, given={k: v for k, v in given.items() if v is not None})
+        return plan_command(model, o, only=name, config=config, given=given())
     ckpt, dev = load_checkpoint(model, o)
+    inputs = {**(inputs or {}), **sample_folder_inputs(o, ckpt)}
     try:
-        opts = options_for(
-            "default",
-            skip=tuple(a for a in AREAS if a != name),
-            **{k: v for k, v in given.items() if v is not None},
-            **{name: config},
-        )
+        opts = options_for("default", skip=tuple(a for a in AREAS if a != name), **given(), **{name: config})
     except OptionError as exc:  # this command's user typed flags, not config keys
         raise exc.flag() from None
     if require_fd and resolve_for(ckpt, opts).inputs().fd.ref is None:

@@ -34,7 +34,7 @@ def sample(
     ] = True,
     o=None,
 ) -> None:
-    """Generate samples and export them (PNG folder, .npz): resumable, with the seeds every measure uses, so FID, exposure and quantize can read them (--samples-from OUT/store)."""  # noqa: E501 - the command's --help text, shown with its line breaks
+    """Generate samples and export them (PNG folder, .npz): resumable, with the seeds every measure uses, so fid, quantize and audit can read them (--samples-from OUT/store)."""  # noqa: E501 - the command's --help text, shown with its line breaks
     from ..core.conditioning import ConditionOptions
     from ..core.denoiser import Denoiser
     from ..core.export import export_samples

@@ -51,6 +51,7 @@ class Denoiser:
         self.net = net
         self.scheduler = scheduler
         self.vae = vae
+        self.source: str | None = None  # the model as the user named it (from_checkpoint), for sample folders
         cfg = scheduler.config
         self.family: Family = family_of_network(net)
         self.num_train_timesteps = int(cfg.num_train_timesteps)
@@ -110,9 +111,9 @@ class Denoiser:
         conditions = conditions or ConditionOptions()
         size = conditions.sample_size or default_sample_size(ckpt)
         info = family.describe(ckpt.denoiser.config, ckpt.vae is not None, size)
-        return cls(
-            ckpt.denoiser, ckpt.scheduler, ckpt.vae, build_conditioning(ckpt, info, conditions), sample_size=size
-        )
+        den = cls(ckpt.denoiser, ckpt.scheduler, ckpt.vae, build_conditioning(ckpt, info, conditions), sample_size=size)
+        den.source = ckpt.source
+        return den
 
     # -- basics
     @property

@@ -5,7 +5,9 @@ One way to build each:
            samples (`probes.probe_bank`); timesteps stratified, noise from the bank's seed;
   samples  indices 0..n-1 of the run's seed, sampler and step count (`SampleSet`), made on first
            use - by a measure that watches the run through step hooks when it asks first
-           (exposure), else plainly - or read from a sample folder;
+           (exposure), else plainly - or read from a sample folder, which must be this very run's
+           (model weights, sampler, steps, seed, conditions, shape, dtype) unless the user accepts
+           another's (`allow_foreign_samples`: the report then says whose they are);
   scorer   the run's reference and feature network, checked before any sampling (`fd.scorer`).
 A single command builds exactly what its one measure uses; the audit builds what all of them use.
 """
@@ -44,6 +46,7 @@ class InputOptions:
     batch_size: int = field(default=64, metadata=at_least(1))
     sample_dir: str | None = None  # resumable folder the samples are generated into
     samples_from: str | None = None  # a sample folder to read them from instead of generating
+    allow_foreign_samples: bool = False  # read samples_from even when another run made it (another model...)
     fd: FdOptions = field(default_factory=FdOptions)
 
     def check(self) -> "InputOptions":
@@ -66,6 +69,7 @@ class SampleSet:
         self.denoiser, self.options, self.progress = denoiser, options, progress
         self.n, self.seed, self.steps, self.sampler = options.samples, options.seed, options.steps, options.sampler
         self.origin: str | None = None  # where the samples came from, once made
+        self.folder: dict | None = None  # a folder they were read from: whose samples they are (describe())
         self.seconds: float | None = None  # how long generating them took (None: read, not generated)
         self.plain_seconds: float | None = None  # the same when no hooks slowed the run (a fair time baseline)
         self._x: torch.Tensor | None = None
@@ -104,6 +108,7 @@ class SampleSet:
             "sampler": self.sampler or "checkpoint",
             "steps": self.steps,
             "origin": self.origin or "not made (no measure used them)",
+            **({"folder": self.folder} if self.folder is not None else {}),
         }
 
     def _generate(self, hooks: Sequence) -> None:
@@ -132,17 +137,39 @@ class SampleSet:
         self.plain_seconds = None if hooks else self.seconds
 
     def _read(self, folder: Path) -> None:
-        from .sample_store import SampleStore
+        """The first n samples of a folder that this very run would have made (else InputError, unless the
+        options accept another run's: then seed, steps and sampler are the folder's and `folder` says whose)."""
+        from .sample_store import SampleSpec, SampleStore, mismatch
+        from .sampling import sampler_name_for
 
         store = SampleStore.read(folder)
         if self.n > store.count:
             raise OptionError(
                 "samples_from", f"'{folder}' holds {store.count} samples, {self.n} asked (lower --samples)"
             )
-        spec = store.spec
+        d, o, spec = self.denoiser, self.options, store.spec
+        # Before any sample is loaded: a folder another run made would score that run under this model's name.
+        want = SampleSpec.of_run(d, make_sampler(d.scheduler, o.sampler), o.steps, o.seed)
+        why = mismatch(spec, want, store.made_by)
+        if why is not None and not o.allow_foreign_samples:
+            raise InputError(
+                f"--samples-from '{folder}' holds samples of another run ({why}): use samples of this run "
+                "(flatcheck sample with the same options), or --allow-foreign-samples to use them anyway"
+            )
         self._x = store.load(self.n)
-        self.seed, self.steps, self.sampler = spec.seed, spec.steps, spec.sampler["class"]
-        self.origin = f"read from {folder}"
+        self.seed, self.steps = spec.seed, spec.steps
+        if why is not None:  # another run's: say its sampler the way --sampler names it, where a name gives it
+            self.sampler = sampler_name_for(spec.sampler, d.scheduler) or spec.sampler["class"]
+        self.folder = {
+            "path": str(folder),
+            "model": spec.model,
+            "made_by": store.made_by,
+            "this_model": want.model,
+            "other_run": why,
+        }
+        self.origin = f"read from {folder}" + (
+            f": another run's samples ({why}), used under --allow-foreign-samples" if why is not None else ""
+        )
 
 
 @dataclass

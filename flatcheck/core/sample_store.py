@@ -12,7 +12,9 @@ manifest lists exactly the finished shards and a rerun generates only what is mi
 no sample generated twice, none lost. A resumed run keeps the first run's shard size, so
 every batch holds the same samples as in an uninterrupted run and the final set is
 identical bit for bit. A folder made by another model, sampler, step count, seed, shape or
-dtype is refused with one line rather than mixed.
+dtype is refused with one line rather than mixed; so is such a folder given to read samples from
+(`--samples-from`, core.inputs), unless the user accepts it explicitly. The manifest also names the
+model as the user gave it (`made_by`, outside the spec: the same weights elsewhere make the same samples).
 
 In a run of several processes (core.dist: accelerate launch, torchrun) the folder belongs to the
 main process: it alone reads the manifest and hands every process the same list of missing
@@ -96,10 +98,12 @@ class SampleSpec:
         )
 
 
-def _mismatch(have: SampleSpec, want: SampleSpec) -> str | None:
-    """The first field that differs, described for the user; None when the specs agree."""
+def mismatch(have: SampleSpec, want: SampleSpec, made_by: str | None = None) -> str | None:
+    """The first field that differs, described for the user; None when the specs agree.
+    made_by: the model the folder names as its maker, said with its fingerprint."""
     if have.model != want.model:
-        return "another model's weights (fingerprint differs)"
+        maker = f"{made_by}, " if made_by else ""
+        return f"another model's weights: {maker}fingerprint {have.model[:12]}, not this model's {want.model[:12]}"
     if have.sampler["class"] != want.sampler["class"]:
         return f"sampler {have.sampler['class']}, not {want.sampler['class']}"
     if have.sampler != want.sampler:
@@ -129,15 +133,18 @@ class Shard:
 class SampleStore:
     """A folder of samples for one SampleSpec. Open it with `SampleStore.open(folder, spec)`."""
 
-    def __init__(self, folder: Path, spec: SampleSpec, shard_size: int, shards: list[Shard]):
+    def __init__(
+        self, folder: Path, spec: SampleSpec, shard_size: int, shards: list[Shard], made_by: str | None = None
+    ):
         self.folder = folder
         self.spec = spec
         self.shard_size = shard_size
         self.shards = shards
+        self.made_by = made_by  # the model as the user named it when the folder was made (None: not recorded)
 
     # -- opening
     @classmethod
-    def open(cls, folder: str | Path, spec: SampleSpec, shard_size: int) -> "SampleStore":
+    def open(cls, folder: str | Path, spec: SampleSpec, shard_size: int, made_by: str | None = None) -> "SampleStore":
         """Create the folder, or reopen it for the same spec (its shard size wins). InputError on a mismatch."""
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
@@ -148,11 +155,11 @@ class SampleStore:
                 raise InputError(f"sample folder '{folder}' is not empty and holds no {MANIFEST}: use a new folder")
             if shard_size < 1:
                 raise InputError(f"shard size must be >= 1 (got {shard_size})")
-            store = cls(folder, spec, shard_size, [])
+            store = cls(folder, spec, shard_size, [], made_by)
             store._write_manifest()
             return store
         store = cls.read(folder)
-        why = _mismatch(store.spec, spec)
+        why = mismatch(store.spec, spec, store.made_by)
         if why is not None:
             raise InputError(
                 f"sample folder '{folder}' holds samples of another run ({why}): use a new folder or delete it"
@@ -170,13 +177,14 @@ class SampleStore:
             spec = SampleSpec.from_json(m["spec"])
             shards = [Shard(**s) for s in m["shards"]]
             shard_size = int(m["shard_size"])
+            made_by = m.get("made_by")
         except FileNotFoundError:
             raise InputError(f"'{folder}' holds no {MANIFEST}: not a flatcheck sample folder") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(
                 f"'{folder / MANIFEST}' is damaged ({type(exc).__name__}: {exc}): delete the folder"
             ) from None
-        store = cls(folder, spec, shard_size, shards)
+        store = cls(folder, spec, shard_size, shards, made_by)
         store._drop_missing()
         return store
 
@@ -238,6 +246,7 @@ class SampleStore:
         m = {
             "format": FORMAT,
             "spec": self.spec.to_json(),
+            **({"made_by": self.made_by} if self.made_by is not None else {}),
             "shard_size": self.shard_size,
             "count": self.count,
             "shards": [asdict(s) for s in self.shards],
@@ -292,7 +301,8 @@ def generate(
 
     def plan() -> list[tuple[int, int]]:  # the main process's view of the folder, handed to all
         nonlocal store
-        store = SampleStore.open(folder, SampleSpec.of_run(denoiser, scheduler, steps, seed), batch_size)
+        spec = SampleSpec.of_run(denoiser, scheduler, steps, seed)
+        store = SampleStore.open(folder, spec, batch_size, made_by=getattr(denoiser, "source", None))
         return store.missing(n)
 
     todo = dist.from_main(plan)

@@ -405,3 +405,18 @@ def sampler_config(scheduler) -> dict:
     cfg = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
     # Round-trip through JSON so tuples, numpy values etc. compare equal to a loaded manifest.
     return {"class": type(scheduler).__name__, "config": json.loads(json.dumps(cfg, default=str))}
+
+
+def sampler_name_for(recorded: dict, training_scheduler) -> str | None:
+    """The --sampler name that gives this checkpoint the sampler a manifest recorded (`sampler_config`), or None.
+
+    A sample folder records the scheduler's class and config, not the name it was asked by: this finds the
+    name back, so a report says `ddim` as every other report does, and a run that reads the folder is the
+    run that made it. The default (ddim) is tried first, then the checkpoint's own scheduler."""
+    for name in ("ddim", "checkpoint", *SAMPLERS):
+        try:
+            if sampler_config(make_sampler(training_scheduler, name)) == recorded:
+                return name
+        except InputError:  # a DDPM-family name for a flow model
+            continue
+    return None

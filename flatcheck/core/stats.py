@@ -29,6 +29,28 @@ class Estimate:
         return f"{self.value:.4g}"
 
 
+@dataclass
+class BootstrapEstimate(Estimate):
+    """An Estimate whose [ci_low, ci_high] is a basic bootstrap interval, with the value that interval is
+    built around: the bias-corrected estimate 2 value - mean(resampled values). Where resampling shifts the
+    statistic (FD at small N sits above the FD of the model's distribution, and a resample's FD higher
+    still), the interval follows the corrected value and can exclude `value`: reports then print both."""
+
+    bias_corrected: float | None = None
+
+
+def interval_text(value: float, low, high, corrected: float | None = None, fmt: str = "{:.4g}", ci_fmt=None) -> str:
+    """'v [lo, hi]'; where the interval excludes v and its bias-corrected value is known,
+    'v (bias-corrected c) [lo, hi]', so that a cell never shows an interval that seems to miss its number."""
+    ci_fmt = ci_fmt or fmt.replace("+", "")
+    text = fmt.format(value)
+    if low is None or high is None:
+        return text
+    if corrected is not None and not low <= value <= high:
+        text += f" (bias-corrected {fmt.format(corrected)})"
+    return f"{text} [{ci_fmt.format(low)}, {ci_fmt.format(high)}]"
+
+
 def mean_estimate(values) -> Estimate:
     """Sample mean and its standard error (ddof=1); stderr None for a single value."""
     a = np.asarray(values, dtype=np.float64).ravel()

@@ -103,8 +103,24 @@ def run_rows(report: dict) -> list[list[str]]:
     opts = report.get("options", {})
     rows.append(["options", ", ".join(f"{k}={v}" for k, v in opts.items() if k != "configs")])
     for name, config in (opts.get("configs") or {}).items():
-        rows.append([f"{name} config", ", ".join(f"{k}={v}" for k, v in config.items())])
+        rows.append([f"{name} config", _config_text(name, config, opts)])
     return rows
+
+
+def _config_text(name: str, config: dict, opts: dict) -> str:
+    """A measure's config as k=v, then the run's options it works with (fid: the FD options, none of its own)."""
+    own = ", ".join(f"{k}={v}" for k, v in config.items()) or "no options of its own"
+    measure = REGISTRY.get(name)
+    run = getattr(measure.config, "RUN_OPTIONS", ()) if measure is not None else ()
+    if not run:
+        return own
+    shown = []
+    for k in run:
+        v = opts.get(k)
+        if k == "ref" and v is None:  # no --ref: the reference is the --data images
+            v = f"{opts['data']} (the --data images)" if opts.get("data") else "none"
+        shown.append(f"{k}={v}")
+    return f"{own}; scores with the run's {', '.join(shown)}"
 
 
 PEAK_KINDS = {

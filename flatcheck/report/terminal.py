@@ -101,10 +101,24 @@ def run_table(doc: dict) -> Table:
     return run
 
 
+def foreign_samples(doc: dict) -> Text | None:
+    """A warning when the samples are another run's (--allow-foreign-samples): every number of them is that run's."""
+    folder = (doc.get("samples") or {}).get("folder") or {}
+    if not folder.get("other_run"):
+        return None
+    return Text(
+        f"warning: the samples scored here are another run's ({folder['other_run']}), read from {folder['path']} "
+        "under --allow-foreign-samples",
+        style="yellow",
+    )
+
+
 def audit_renderable(report, doc: dict, details: bool = True, title: str = "flatcheck audit") -> Group:
     """Verdicts, then (details) each measure's own view of its result - the view its command prints - and the run."""
     model = doc.get("model", {}).get("source", "?")
     parts = [verdict_table(doc, f"{title}: {model}")]
+    if foreign_samples(doc) is not None:
+        parts.append(foreign_samples(doc))
     if details:
         for name, measure in REGISTRY.items():
             result = report.results.get(name)

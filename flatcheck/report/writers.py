@@ -71,8 +71,10 @@ def write_reports(
     write_step_summary(audit_markdown(doc))
     # With --json - the JSON owns stdout and `con` is stderr: verdicts only there.
     con.print(audit_renderable(report, doc, details=details and json != "-"))
-    if out is not None:
-        con.print(f"reports: {out / 'audit.json'}, {out / 'audit.md'}, {out / 'audit.html'}")
+    written = [out / "audit.json", out / "audit.md", out / "audit.html"] if out is not None else []
+    written += [p for p in (markdown, html, json) if p is not None and str(p) != "-"]
+    if written:  # the last line says where every file went
+        con.print(f"reports: {', '.join(escape(str(p)) for p in written)}", highlight=False)
     return doc
 
 
@@ -81,7 +83,7 @@ def write_measure_outputs(
 ) -> dict:
     """A measure command's outputs: the measure's own view (on stderr with --json -), the report
     document as JSON (the audit's, with the other measures null), and the measure's files in --out."""
-    from .terminal import run_table
+    from .terminal import foreign_samples, run_table
 
     measure = REGISTRY[name]
     result = report.results[name]
@@ -95,8 +97,12 @@ def write_measure_outputs(
         write_json(doc, json)
     for part in measure.view(result, model):
         con.print(part)
+    if foreign_samples(doc) is not None:
+        con.print(foreign_samples(doc))
     con.print(f"[bold]{name}[/bold]: {escape(report.verdict(name).line)}", highlight=False)
     con.print(run_table(doc))
     if files:
         con.print(f"files in {out}/: {', '.join(Path(f).name for f in files)}")
+    if json and str(json) != "-":
+        con.print(f"report: {escape(str(json))}", highlight=False)
     return doc

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ...errors import InputError, RunError, require_at_least
-from ..stats import Estimate
+from ..stats import BootstrapEstimate, Estimate
 from .extractors import load_extractor
 from .frechet import frechet_bootstrap, kernel_distance
 from .reference import ReferenceInfo, reference_stats
@@ -30,8 +30,9 @@ class FidResult:
 
     label: str  # "FID" (Inception features) or "FD (<features>)"
     features: str  # inception | digits-cnn | patches-cnn | clip | dinov2
-    value: Estimate  # FD; stderr = bootstrap standard error (sd of the resampled FDs), [ci_low, ci_high] =
-    # basic bootstrap interval at ci_level (samples resampled, reference fixed), n = samples
+    value: BootstrapEstimate  # FD; stderr = bootstrap standard error (sd of the resampled FDs), [ci_low, ci_high] =
+    # basic bootstrap interval at ci_level (samples resampled, reference fixed), n = samples, bias_corrected =
+    # 2 FD - mean of the resampled FDs (clipped at 0), the value the interval is built around
     kid: Estimate | None  # KID = mean over subsets; stderr = standard error of that mean (std / sqrt(subsets):
     # the random choice of subsets only), n = subsets; None for a stats-file reference
     num_samples: int
@@ -186,7 +187,7 @@ def score_features(
 
     boot = frechet_bootstrap(feats, ref_stats.mu, ref_stats.sigma, rounds=bootstrap, seed=seed, level=ci_level)
     lo, hi = boot.interval()
-    value = Estimate(boot.value, boot.stderr, lo, hi, n)
+    value = BootstrapEstimate(boot.value, boot.stderr, lo, hi, n, bias_corrected=boot.bias_corrected)
 
     notes: list[str] = []
     kid = None
@@ -238,14 +239,15 @@ def kid_estimate(mean: float, std_over_subsets: float, subsets: int) -> Estimate
     return Estimate(float(mean), float(std_over_subsets) / subsets**0.5, n=subsets)
 
 
-def fd_change(new: FidResult, base: FidResult) -> Estimate:
+def fd_change(new: FidResult, base: FidResult) -> BootstrapEstimate:
     """new - base (e.g. W4A4 - full precision) with a paired basic bootstrap interval.
 
     Valid when both scored the same sample indices from the same seeds (quantize, exposure
     at several step counts): with equal N, seed and rounds, score_samples resampled the same
     indices in both, so the per-round differences d_b cancel the shared sampling noise. stderr =
     sd(d_b) (bootstrap standard error of the difference); the interval is the basic one on d_b,
-    [2 D - q_hi(d), 2 D - q_lo(d)], not clipped (a difference can be negative).
+    [2 D - q_hi(d), 2 D - q_lo(d)], not clipped (a difference can be negative), and the bias-corrected
+    difference 2 D - mean(d) beside it.
     """
     from .frechet import basic_interval
 
@@ -264,4 +266,7 @@ def fd_change(new: FidResult, base: FidResult) -> Estimate:
     d = new._rounds - base._rounds
     value = new.value.value - base.value.value
     lo, hi = basic_interval(value, d, new.ci_level)
-    return Estimate(value, float(d.std(ddof=1)), lo, hi, new.num_samples)
+    # A difference may be negative: its bias-corrected value is not clipped.
+    return BootstrapEstimate(
+        value, float(d.std(ddof=1)), lo, hi, new.num_samples, bias_corrected=float(2 * value - d.mean())
+    )

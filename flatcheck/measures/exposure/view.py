@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rich.text import Text
 
+from ...core.stats import interval_text
 from ..tables import Table
 from .measure import ExposureResult, ExposureRun
 
@@ -66,7 +67,10 @@ def view(result: ExposureResult, model: str = "", max_rows: int = 10) -> list:
         q.add_column(scored[0].fid_label or "FD", justify="right")
         for run in scored:
             e = run.fid
-            q.add_row(f"{_short(run.sampler)} {run.steps}", f"{e.value:.4g} [{e.ci_low:.4g}, {e.ci_high:.4g}]")
+            q.add_row(
+                f"{_short(run.sampler)} {run.steps}",
+                interval_text(e.value, e.ci_low, e.ci_high, getattr(e, "bias_corrected", None)),
+            )
         parts.append(q)
     elif result.fid_warning:
         parts.append(Text(result.fid_warning, style="dim"))

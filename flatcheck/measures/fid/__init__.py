@@ -26,9 +26,10 @@ def run(inputs, config: FidConfig, progress=None):
 
 def verdict(result) -> Verdict:
     """No absolute scale ('info'): FD depends on N and on the feature network; compare at equal N."""
-    v = result.value
+    from .view import fd_text
+
     line = (
-        f"{result.label} {v.value:.4g} [{v.ci_low:.4g}, {v.ci_high:.4g}] ({result.ci_level:.0%} {result.ci_method}) "
+        f"{fd_text(result)} ({result.ci_level:.0%} {result.ci_method}) "
         f"vs {result.reference.spec} ({result.num_samples} samples)"
     )
     if result.kid is not None:

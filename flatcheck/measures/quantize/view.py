@@ -10,6 +10,7 @@ from rich import box
 from rich.markup import escape
 from rich.text import Text
 
+from ...core.stats import interval_text
 from ..tables import Table
 from .measure import QuantizeResult
 
@@ -65,8 +66,8 @@ def fid_table(r: QuantizeResult) -> Table | None:
         pad_edge=False,
     )
     t.add_column("setting", no_wrap=True)
-    for col in (r.fid_label, "change", "KID"):
-        t.add_column(col, justify="right", no_wrap=True)
+    for col in (r.fid_label, "change", "KID"):  # cells wrap at spaces: a bias-corrected FD is long at 80 columns
+        t.add_column(col, justify="right")
     fp = r.full_precision
     t.add_row("full prec.", _interval(fp.fid), "-", _est(fp.kid))
     for s in r.settings:
@@ -75,12 +76,11 @@ def fid_table(r: QuantizeResult) -> Table | None:
 
 
 def _interval(e, fmt="{:.3g}") -> str:
-    """value [low, high] for an Estimate with a confidence interval."""
+    """value [low, high] for an Estimate with a confidence interval (with the bias-corrected value where the
+    bootstrap interval, built around it, excludes the value)."""
     if e is None:
         return "-"
-    if e.ci_low is None:
-        return fmt.format(e.value)
-    return f"{fmt.format(e.value)} [{e.ci_low:.3g}, {e.ci_high:.3g}]"
+    return interval_text(e.value, e.ci_low, e.ci_high, getattr(e, "bias_corrected", None), fmt, "{:.3g}")
 
 
 def sensitivity_table(r: QuantizeResult, top: int = TOP_LAYERS) -> Table | None:
