@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .audit import AUDIT_RUN
+from .destinations import FILE
 from .options import (
     AUDIT_SIZES,
     COMMON,
@@ -29,6 +30,7 @@ MarkdownOpt = Annotated[
         help="Write the side-by-side table as Markdown here (also to $GITHUB_STEP_SUMMARY when set).",
         show_default=False,
     ),
+    FILE,
 ]
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..core.fd.options import FdOptions
+from .destinations import FOLDER
 from .options import BATCH, COMMON, COND, DRY_RUN, FD, OUT, SAMPLER, SEED, STEPS, ModelArg, measure_command, takes
 
 DEFAULT_SAMPLES = 1000  # ~35 s of DDIM-25 for the bundled models on a 2-core CPU
@@ -28,6 +29,7 @@ SampleDirOpt = Annotated[
         "(default with --out: OUT/samples-SAMPLER-STEPS).",
         show_default=False,
     ),
+    FOLDER,
 ]
 SamplesFromOpt = Annotated[
     Optional[Path],

@@ -62,6 +62,10 @@ def gate(
     from ..report.writers import write_reports, write_text
     from ..results import document, to_jsonable, write_json
 
+    if o.out is not None:  # beside the audit's files (checked with --out itself), the gate's own
+        from .destinations import Writes, check
+
+        check("--out", o.out, Writes("folder", files=("gate.md",)))
     cfg = load_config(config)  # config errors first: exit 2 before minutes of auditing
     con = console(o.json)
     if report is not None and model is not None:

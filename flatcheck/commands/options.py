@@ -19,6 +19,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .destinations import FILE, FOLDER, Writes
+
 
 @dataclass(frozen=True)
 class Opt:
@@ -69,6 +71,7 @@ COMMON = group(
                 help="Write the machine-readable result to PATH, or to stdout with '-' "
                 "(human output then goes to stderr).",
             ),
+            Writes("file", stdout=True),
         ],
         None,
     ),
@@ -160,6 +163,7 @@ OUT = group(
         Annotated[
             Optional[Path],
             typer.Option("--out", help="Folder for plots, sample grids and other files.", show_default=False),
+            FOLDER,
         ],
         None,
     )
@@ -380,6 +384,7 @@ REPORTS = group(
             typer.Option(
                 "--out", help="Folder for audit.json, audit.md, audit.html and the plots.", show_default=False
             ),
+            Writes("folder", files=("audit.json", "audit.md", "audit.html"), folders=("plots",)),
         ],
         None,
     ),
@@ -392,6 +397,7 @@ REPORTS = group(
                 help="Write the Markdown report here (it also goes to $GITHUB_STEP_SUMMARY when that is set).",
                 show_default=False,
             ),
+            FILE,
         ],
         None,
     ),
@@ -400,6 +406,7 @@ REPORTS = group(
         Annotated[
             Optional[Path],
             typer.Option("--html", help="Write the self-contained HTML report here.", show_default=False),
+            FILE,
         ],
         None,
     ),
@@ -470,6 +477,10 @@ def takes(*groups: tuple[Opt, ...], **defaults):
             for p in inspect.signature(fn).parameters.values()
             if p.name != "o"
         ]
+        annotations = {p.name: p.annotation for p in own} | {o.name: o.annotation for o in opts.values()}
+        writes = {name: place for name, ann in annotations.items() if (place := written_place(ann)) is not None}
+        # A command that writes Markdown also appends it to $GITHUB_STEP_SUMMARY (report.markdown.write_step_summary).
+        summary = "markdown" in writes
         extra = []
         for o in opts.values():
             ann = o.annotation
@@ -494,6 +505,10 @@ def takes(*groups: tuple[Opt, ...], **defaults):
                 for k in ("out", "markdown", "html", "plot"):
                     if kwargs.get(k) is not None:
                         kwargs[k] = None
+            else:  # every place it will write, before any work (the main process writes them all)
+                from .destinations import check_all
+
+                check_all({**kwargs, **shared}, writes, summary=summary)
             return fn(*args, **kwargs, o=SimpleNamespace(**shared))
 
         params = own + extra
@@ -502,6 +517,19 @@ def takes(*groups: tuple[Opt, ...], **defaults):
         return command
 
     return deco
+
+
+def written_place(annotation) -> tuple[str, Writes] | None:
+    """(flag, Writes) of an option annotated as a place the command writes; None for any other option."""
+    if typing.get_origin(annotation) is not Annotated:
+        return None
+    meta = typing.get_args(annotation)[1:]
+    marker = next((m for m in meta if isinstance(m, Writes)), None)
+    info = next((m for m in meta if isinstance(m, typer.models.ParameterInfo)), None)
+    if marker is None or info is None:
+        return None
+    names = [d for d in (info.default, *(info.param_decls or ())) if isinstance(d, str) and d.startswith("--")]
+    return names[0], marker
 
 
 # ---------------------------------------------------------------------------- helpers
