@@ -20,19 +20,21 @@ import dataclasses
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import torch
-
-from .core.conditioning import ConditionOptions
+from .core.condition_options import ConditionOptions
 from .core.fd.options import FdOptions
-from .core.inputs import InputOptions, Inputs, SampleSet, build_inputs
-from .core.memory import PeakMemory
 from .core.progress import Progress
 from .errors import InputError, OptionError, RunError, at_least, check_bounds
 from .measures import REGISTRY, Skipped, Verdict
 from .measures.base import check_profile, checked_fields
 from .results import VERSIONS, to_jsonable
+
+if TYPE_CHECKING:  # torch is imported where the run starts: options are made and checked without it (fast errors)
+    import torch
+
+    from .core.inputs import InputOptions, Inputs
+    from .core.memory import PeakMemory
 
 SCHEMA_VERSION = VERSIONS["report"]
 AREAS = tuple(REGISTRY)
@@ -77,6 +79,8 @@ class AuditOptions:
     def inputs(self, *, sample_dir: str | None = None, samples_from: str | None = None, **fd) -> InputOptions:
         """The shared inputs these options ask for; `fd` sets FdOptions fields no audit option has
         (kid_subset_size, use_cache)."""
+        from .core.inputs import InputOptions
+
         ref = self.data if self.ref is None else None if self.ref.lower() == "none" else self.ref
         fd_options = FdOptions(
             ref=ref,
@@ -249,6 +253,8 @@ class RunMemory:
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
+        from .core.memory import PeakMemory
+
         with PeakMemory(self.run.device) as mem:
             yield
         self.phases[name] = mem
@@ -290,8 +296,10 @@ def audit_checkpoint(
     (then it is an input error, before any sampling). skipped_line: what the verdict of a
     measure that is not run says.
     """
+    from .core import inputs as shared_inputs
     from .core import oom
     from .core.denoiser import Denoiser
+    from .core.memory import PeakMemory
     from .core.runtime import seed_everything
     from .plan import check_fits, summary
 
@@ -309,7 +317,7 @@ def audit_checkpoint(
             denoiser = Denoiser.from_checkpoint(ckpt, opts.conditions())
             # Before any heavy work: will this run fit? (one line and exit 2 when it will not)
             plan = check_fits(denoiser, opts, fd=opts.inputs().fd.ref is not None, model=ckpt.source)
-            built = build_inputs(
+            built = shared_inputs.build_inputs(
                 denoiser,
                 opts.inputs(**(inputs or {})),
                 bank=any(REGISTRY[n].uses_bank for n in names),
@@ -322,6 +330,8 @@ def audit_checkpoint(
 
 
 def _device_of(ckpt) -> torch.device:
+    import torch
+
     return next((p.device for p in ckpt.denoiser.parameters()), torch.device("cpu"))
 
 
@@ -339,6 +349,8 @@ def run_measures(
 
     memory: the run's peak memory with the phases measured before this (audit_checkpoint's inputs);
     None: the run's peak starts here."""
+    from .core.memory import PeakMemory
+
     with ExitStack() as stack:
         if memory is None:
             memory = RunMemory(stack.enter_context(PeakMemory(inputs.denoiser.device)))
@@ -435,4 +447,6 @@ def _backoffs() -> dict:
 
 def generate_samples(denoiser, opts: AuditOptions, progress: Progress | None = None) -> torch.Tensor:
     """The full-precision samples an audit with these options shares (made alone, e.g. to check them)."""
+    from .core.inputs import SampleSet
+
     return SampleSet(denoiser, opts.inputs(), progress).get()

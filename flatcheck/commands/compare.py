@@ -51,6 +51,7 @@ def compare(models: ModelsArg, markdown: MarkdownOpt = None, o=None) -> None:
         raise InputError("compare needs at least two checkpoints (e.g. flatcheck compare digits-base digits-sam)")
     if len(set(models)) < len(models):
         raise InputError("the same checkpoint is named twice")
+    audit_options(o)  # every option, before any checkpoint loads
     loaded = [load_checkpoint(m, o) for m in models]
     opts = audit_options(o, loaded[0][1])
     con = console(o.json)

@@ -597,19 +597,25 @@ def profile_name(quick: bool, full: bool) -> str:
     return "quick" if quick else "full" if full else "default"
 
 
-def audit_options(o, device, *, config: dict | None = None):
-    """AuditOptions from a profile, a config file's [audit] table, then the command line (which wins)."""
+def audit_options(o, device=None, *, config: dict | None = None, source: str | None = None):
+    """AuditOptions from a profile, a config file's [audit] table, then the command line (which wins).
+
+    device: the run's torch.device; None checks the options before anything loads (--full is then refused on a
+    CPU only when --device cpu says so). source: the config file, named in the errors of its own tables."""
     from ..audit import options_for
     from ..errors import InputError
 
     profile = profile_name(o.quick, o.full)
-    merged = dict(config or {})
-    if "profile" in merged and profile == "default":
-        profile = merged.pop("profile")
-    else:
-        merged.pop("profile", None)
-    if isinstance(merged.get("skip"), str):
-        merged["skip"] = [merged["skip"]]
+    table = dict(config or {})
+    table_profile = table.pop("profile", None)
+    if table_profile is not None and profile == "default":
+        profile = table_profile
+    if config and source is not None:  # the file's own mistakes, said in its terms before the command line joins in
+        try:
+            options_for(profile, **_table_options(table))
+        except InputError as exc:
+            raise InputError(f"{source}: [audit] {exc}") from None
+    merged = _table_options(table)
     from_cli = dict(
         seed=o.seed,
         data=o.data,
@@ -630,17 +636,29 @@ def audit_options(o, device, *, config: dict | None = None):
     )
     merged.update({k: v for k, v in from_cli.items() if v is not None and v != []})
     memory = {k: getattr(o, k) for k in ("params", "gradient_checkpointing") if getattr(o, k, None)}
-    if memory:  # --params / --gradient-checkpointing: the sharpness table's, the command line winning
+    if memory and isinstance(merged.get("sharpness") or {}, dict):  # the sharpness table's, the command line winning
         merged["sharpness"] = {**dict(merged.get("sharpness") or {}), **memory}
-    if "skip" in merged:
+    if isinstance(merged.get("skip"), list):
         merged["skip"] = tuple(merged["skip"])
     opts = options_for(profile, **merged)
-    if opts.profile == "full" and device.type == "cpu":
+    on_cpu = device.type == "cpu" if device is not None else str(o.device).strip().lower() == "cpu"
+    if opts.profile == "full" and on_cpu:
         raise InputError(
             "--full generates 50,000 samples and needs a GPU (about a week on a CPU); "
             "use the default profile or --quick here"
         )
     return opts
+
+
+def _table_options(table: dict) -> dict:
+    """A config file's [audit] table as audit options (skip = "fid" means skip = ["fid"]); a value of the wrong
+    kind is left for options_for to name."""
+    out = dict(table)
+    if isinstance(out.get("skip"), str):
+        out["skip"] = [out["skip"]]
+    if isinstance(out.get("skip"), list):
+        out["skip"] = tuple(out["skip"])
+    return out
 
 
 def run_with_progress(con, fn, *args, **kwargs):
@@ -702,8 +720,7 @@ def measure_command(
         from .planning import plan_command
 
         return plan_command(model, o, only=name, config=config, given={k: v for k, v in given.items() if v is not None})
-    ckpt, dev = load_checkpoint(model, o)
-    try:
+    try:  # every option checked before anything loads
         opts = options_for(
             "default",
             skip=tuple(a for a in AREAS if a != name),
@@ -712,6 +729,7 @@ def measure_command(
         )
     except OptionError as exc:  # this command's user typed flags, not config keys
         raise exc.flag() from None
+    ckpt, dev = load_checkpoint(model, o)
     if require_fd and resolve_for(ckpt, opts).inputs().fd.ref is None:
         raise InputError(
             "--ref is required for this model (an image folder, .npz of images, stats .npz, "

@@ -145,6 +145,7 @@ def rank(
             if any(s.backend == "bnb" for s in settings):
                 check_bitsandbytes()
             config = {"quantize": {"settings": names}}
+        audit_options(o, config=config)  # every option, before any checkpoint loads
         loaded = [load_checkpoint(m, o) for m in models]
         opts = audit_options(o, loaded[0][1], config=config)
         # One bank, one seed set, every checkpoint audited once (compare's run).
