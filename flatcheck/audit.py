@@ -27,7 +27,7 @@ from .core.fd.options import FdOptions
 from .core.progress import Progress
 from .errors import InputError, OptionError, RunError, at_least, check_bounds
 from .measures import REGISTRY, Skipped, Verdict
-from .measures.base import check_profile, checked_fields
+from .measures.base import Items, check_profile, checked_fields
 from .results import VERSIONS, to_jsonable
 
 if TYPE_CHECKING:  # torch is imported where the run starts: options are made and checked without it (fast errors)
@@ -279,6 +279,30 @@ def selected(opts: AuditOptions) -> list[str]:
     return in_run_order(opts.skip)
 
 
+def options_document(opts: AuditOptions) -> dict:
+    """The report's `options`: every option, and each run measure's whole config under `configs` (known before
+    the run: gate compares a baseline report's with it before auditing)."""
+    return {**to_jsonable(opts), "configs": to_jsonable({n: opts.measure_config(n) for n in selected(opts)})}
+
+
+def report_paths(opts: AuditOptions, skipped: str | None = None) -> dict[str, Items]:
+    """What a run with these options puts in its report, known before it runs (gate.check_metric reads it with
+    the report schema): each run measure's places (Measure.paths of its config) under its section, the sections
+    of the measures it does not run (`skipped`: why, default the skip option), and the probe bank."""
+    names = selected(opts)
+    out: dict[str, Items] = {}
+    for name in AREAS:
+        if name not in names:
+            out[name] = Items(absent=skipped or f"skipped in this run (skip = {', '.join(opts.skip)})")
+        elif REGISTRY[name].paths is not None:
+            out.update({f"{name}.{k}": v for k, v in REGISTRY[name].paths(opts.measure_config(name)).items()})
+    if not any(REGISTRY[n].uses_bank for n in names):
+        out["bank"] = Items(absent="no measure of this run uses the probe bank")
+    out["seeds"] = Items(names=("bank", "samples", *names))
+    out["environment.peak_memory.by_phase"] = Items(names=("inputs", *names, "bank_loss"))
+    return out
+
+
 def audit_checkpoint(
     ckpt,
     opts: AuditOptions,
@@ -373,10 +397,9 @@ def _run_measures(
     timings: dict[str, float] = {}
     results: dict[str, Any] = {n: None for n in AREAS}
     verdicts = {n: Verdict(n, "skipped", skipped_line) for n in AREAS}
-    configs = {}
     for name in selected(opts):
         measure = REGISTRY[name]
-        configs[name] = config = opts.measure_config(name)
+        config = opts.measure_config(name)
         t0 = time.perf_counter()
         with memory.phase(name):
             try:
@@ -421,7 +444,7 @@ def _run_measures(
             "peak_memory": memory.describe(),
             **({"memory_plan": plan} if plan is not None else {}),
         },
-        options={**to_jsonable(opts), "configs": to_jsonable(configs)},
+        options=options_document(opts),
         seeds={
             "bank": bank.seed if bank is not None else opts.seed,
             "samples": samples.seed,

@@ -144,6 +144,7 @@ def test_the_custom_module_fixture_does_write_its_marker(custom_code_pipeline):
         ["fid"],
         ["sample", "--out", "{tmp}/samples"],
         ["compare", "digits-base"],
+        ["gate", "--config", "{tmp}/flatcheck.toml"],
     ],
     ids=lambda c: c[0],
 )
@@ -151,6 +152,7 @@ def test_custom_component_code_is_never_imported(custom_code_pipeline, cli, comm
     import sys
 
     folder, marker = custom_code_pipeline
+    (tmp_path / "flatcheck.toml").write_text('[[gate.rules]]\nmetric = "bank.loss"\nmax = 1\n')
     args = [a.format(tmp=tmp_path) for a in command]
     code, _, err = cli(args[0], folder, *args[1:])
     line = one_line_error(err)
