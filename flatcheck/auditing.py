@@ -20,19 +20,21 @@ import dataclasses
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import torch
-
-from .core.conditioning import ConditionOptions
+from .core.condition_options import ConditionOptions
 from .core.fd.options import FdOptions
-from .core.inputs import InputOptions, Inputs, SampleSet, build_inputs
-from .core.memory import PeakMemory
 from .core.progress import Progress
 from .errors import InputError, OptionError, RunError, at_least, check_bounds
 from .measures import REGISTRY, Skipped, Verdict
-from .measures.base import check_profile, checked_fields
+from .measures.base import Items, check_profile, checked_fields
 from .results import VERSIONS, to_jsonable
+
+if TYPE_CHECKING:  # torch is imported where the run starts: options are made and checked without it (fast errors)
+    import torch
+
+    from .core.inputs import InputOptions, Inputs
+    from .core.memory import PeakMemory
 
 SCHEMA_VERSION = VERSIONS["report"]
 AREAS = tuple(REGISTRY)
@@ -84,6 +86,8 @@ class AuditOptions:
     ) -> InputOptions:
         """The shared inputs these options ask for; `fd` sets FdOptions fields no audit option has
         (kid_subset_size, use_cache)."""
+        from .core.inputs import InputOptions
+
         ref = self.data if self.ref is None else None if self.ref.lower() == "none" else self.ref
         fd_options = FdOptions(
             ref=ref,
@@ -268,6 +272,8 @@ class RunMemory:
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
+        from .core.memory import PeakMemory
+
         with PeakMemory(self.run.device) as mem:
             yield
         self.phases[name] = mem
@@ -292,6 +298,30 @@ def selected(opts: AuditOptions) -> list[str]:
     return in_run_order(opts.skip)
 
 
+def options_document(opts: AuditOptions) -> dict:
+    """The report's `options`: every option, and each run measure's whole config under `configs` (known before
+    the run: gate compares a baseline report's with it before auditing)."""
+    return {**to_jsonable(opts), "configs": to_jsonable({n: opts.measure_config(n) for n in selected(opts)})}
+
+
+def report_paths(opts: AuditOptions, skipped: str | None = None) -> dict[str, Items]:
+    """What a run with these options puts in its report, known before it runs (gate.check_metric reads it with
+    the report schema): each run measure's places (Measure.paths of its config) under its section, the sections
+    of the measures it does not run (`skipped`: why, default the skip option), and the probe bank."""
+    names = selected(opts)
+    out: dict[str, Items] = {}
+    for name in AREAS:
+        if name not in names:
+            out[name] = Items(absent=skipped or f"skipped in this run (skip = {', '.join(opts.skip)})")
+        elif REGISTRY[name].paths is not None:
+            out.update({f"{name}.{k}": v for k, v in REGISTRY[name].paths(opts.measure_config(name)).items()})
+    if not any(REGISTRY[n].uses_bank for n in names):
+        out["bank"] = Items(absent="no measure of this run uses the probe bank")
+    out["seeds"] = Items(names=("bank", "samples", *names))
+    out["environment.peak_memory.by_phase"] = Items(names=("inputs", *names, "bank_loss"))
+    return out
+
+
 def audit_checkpoint(
     ckpt,
     opts: AuditOptions,
@@ -309,8 +339,10 @@ def audit_checkpoint(
     (then it is an input error, before any sampling). skipped_line: what the verdict of a
     measure that is not run says.
     """
+    from .core import inputs as shared_inputs
     from .core import oom
     from .core.denoiser import Denoiser
+    from .core.memory import PeakMemory
     from .core.runtime import seed_everything
     from .plan import check_fits, summary
 
@@ -328,7 +360,7 @@ def audit_checkpoint(
             denoiser = Denoiser.from_checkpoint(ckpt, opts.conditions())
             # Before any heavy work: will this run fit? (one line and exit 2 when it will not)
             plan = check_fits(denoiser, opts, fd=opts.inputs().fd.ref is not None, model=ckpt.source)
-            built = build_inputs(
+            built = shared_inputs.build_inputs(
                 denoiser,
                 opts.inputs(**(inputs or {})),
                 bank=any(REGISTRY[n].uses_bank for n in names),
@@ -341,6 +373,8 @@ def audit_checkpoint(
 
 
 def _device_of(ckpt) -> torch.device:
+    import torch
+
     return next((p.device for p in ckpt.denoiser.parameters()), torch.device("cpu"))
 
 
@@ -358,6 +392,8 @@ def run_measures(
 
     memory: the run's peak memory with the phases measured before this (audit_checkpoint's inputs);
     None: the run's peak starts here."""
+    from .core.memory import PeakMemory
+
     with ExitStack() as stack:
         if memory is None:
             memory = RunMemory(stack.enter_context(PeakMemory(inputs.denoiser.device)))
@@ -380,10 +416,9 @@ def _run_measures(
     timings: dict[str, float] = {}
     results: dict[str, Any] = {n: None for n in AREAS}
     verdicts = {n: Verdict(n, "skipped", skipped_line) for n in AREAS}
-    configs = {}
     for name in selected(opts):
         measure = REGISTRY[name]
-        configs[name] = config = opts.measure_config(name)
+        config = opts.measure_config(name)
         t0 = time.perf_counter()
         with memory.phase(name):
             try:
@@ -428,7 +463,7 @@ def _run_measures(
             "peak_memory": memory.describe(),
             **({"memory_plan": plan} if plan is not None else {}),
         },
-        options={**to_jsonable(opts), "configs": to_jsonable(configs)},
+        options=options_document(opts),
         seeds={
             "bank": bank.seed if bank is not None else opts.seed,
             "samples": samples.seed,
@@ -454,4 +489,6 @@ def _backoffs() -> dict:
 
 def generate_samples(denoiser, opts: AuditOptions, progress: Progress | None = None) -> torch.Tensor:
     """The full-precision samples an audit with these options shares (made alone, e.g. to check them)."""
+    from .core.inputs import SampleSet
+
     return SampleSet(denoiser, opts.inputs(), progress).get()

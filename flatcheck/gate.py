@@ -21,20 +21,26 @@ The Markdown and HTML reports print every number next to its path.
 
 Config lives in `flatcheck.toml` (top level) or in `[tool.flatcheck]` of pyproject.toml. Every
 config mistake raises InputError with one line (exit 2); the gate itself returns a GateResult whose
-rows say which thresholds were crossed (the CLI exits 1 then).
+rows say which thresholds were crossed (the CLI exits 1 then). Before an audit, `check_rules` holds
+every rule's path to what a run with its options will produce (the report schema and
+audit.report_paths), so a path no such run has is refused before the work, not after it.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import operator
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .measures.base import Items
 
 try:  # Python 3.11+
     import tomllib
@@ -181,7 +187,26 @@ def parse_config(doc: dict, source: str = "<config>") -> GateConfig:
     if baseline is not None and not isinstance(baseline, str):
         raise InputError(f"{source}: gate.baseline must be a path or model name (a string)")
     rules = [parse_rule(r, f"{source}: rule {i + 1}") for i, r in enumerate(raw_rules)]
+    check_satisfiable(rules, source)
     return GateConfig(rules, baseline, dict(audit), source)
+
+
+def check_satisfiable(rules: list[Rule], source: str) -> None:
+    """InputError when two rules on the same number (and the same baseline mode) bound it from above and below
+    with nothing in between: such a gate fails whatever the run measures."""
+    for i, upper in enumerate(rules):
+        for j, lower in enumerate(rules):
+            if (upper.metric, upper.relative) != (lower.metric, lower.relative):
+                continue
+            if upper.op not in ("<", "<=") or lower.op not in (">", ">="):
+                continue
+            strict = upper.op == "<" or lower.op == ">"
+            if upper.threshold < lower.threshold or (strict and upper.threshold == lower.threshold):
+                a, b = sorted((i, j))
+                raise InputError(
+                    f"{source}: rules {a + 1} and {b + 1} on '{upper.metric}' can never both hold "
+                    f"({lower.describe()} and {upper.describe()})"
+                )
 
 
 def parse_rule(raw: Any, where: str) -> Rule:
@@ -217,6 +242,11 @@ def parse_rule(raw: Any, where: str) -> Rule:
     relative = raw.get("relative")
     if relative is not None and relative not in RELATIVE_MODES:
         raise InputError(f"{where} ({metric}): relative must be 'ratio' or 'delta' (got {relative!r})")
+    if relative == "ratio" and threshold <= 0:  # the bound is threshold x the baseline: 0 or less bounds nothing real
+        raise InputError(
+            f"{where} ({metric}): a ratio threshold must be > 0 (got {threshold!r}): the bound is that many times the "
+            "baseline's value; use relative = 'delta' for an offset"
+        )
     name = raw.get("name")
     if name is not None and not isinstance(name, str):
         raise InputError(f"{where} ({metric}): name must be a string")
@@ -279,6 +309,144 @@ def lookup(report: dict, path: str) -> tuple[float | None, float | None]:
         kind = "a table" if isinstance(node, dict) else "a list" if isinstance(node, list) else type(node).__name__
         raise InputError(f"metric '{path}' is {kind}, not a number")
     return float(node), (float(stderr) if isinstance(stderr, (int, float)) else None)
+
+
+# ---------------------------------------------------------------------------- paths a run will have
+def check_metric(path: str, produced: Mapping[str, Items], where: str = "metric") -> None:
+    """InputError unless a report of a run with these options can hold a number at `path`, known before the run:
+    the report schema (results.schema: an object's listed properties are the keys it can have, tests/
+    test_gate_paths.py checks them against real reports) and what the options produce (`produced`:
+    audit.report_paths: which list items, how many, which parts stay empty). One line naming the path and the
+    closest paths that exist. A part the schema leaves open (options.configs) is not checked."""
+    tokens = parse_path(path, where)
+    found = _problem([str(t) for t in tokens], produced)
+    if found is None:
+        return
+    problem, closest = found
+    hint = f" (closest: {', '.join(closest)})" if closest else ""
+    raise InputError(f"{where}: '{path}': {problem}{hint}")
+
+
+_NUMBER_TYPES = {"number", "integer"}
+
+
+def _problem(keys: list[str], produced: Mapping[str, Items], suggest: bool = True) -> tuple[str, list[str]] | None:
+    """(what is wrong, the closest paths that exist) for the path `keys`, or None when a run can have it."""
+    from .results import NAME_KEYS, schema
+
+    root = schema("report")
+    node, walked, pattern = root, [], []
+
+    def near(candidates, rest: list[str], limit: int = 3) -> list[str]:
+        if not suggest:
+            return []
+        picks = difflib.get_close_matches(keys[len(walked)], [str(c) for c in candidates], n=limit, cutoff=0.5)
+        picks = picks or [str(c) for c in list(candidates)[:limit]]
+        out = []
+        for c in picks:
+            full = [*walked, c, *rest]
+            out.append(".".join(full) if _problem(full, produced, suggest=False) is None else ".".join([*walked, c]))
+        return out
+
+    for i, key in enumerate(keys):
+        node = _resolve(root, node)
+        at = ".".join(walked) or "report"
+        items = produced.get(".".join(pattern))
+        kind = _kind(node)
+        if kind == "array":
+            names = items.names if items is not None else None
+            limit = len(names) if names is not None else items.count if items is not None else None
+            why = f" ({items.why})" if items is not None and items.why else ""
+            if key.isdigit():
+                if limit is not None and int(key) >= limit:
+                    where = f"'{at}' has {limit} item{'s' if limit != 1 else ''} in a run with these options{why}"
+                    return where, near(names or range(limit), keys[i + 1 :])
+            elif names is not None:
+                if key not in names:
+                    return f"no '{key}' in '{at}' in a run with these options{why}", near(names, keys[i + 1 :])
+            elif not any(k in _resolve(root, node.get("items", {})).get("properties", {}) for k in NAME_KEYS):
+                return f"'{at}' is a list: use an index (e.g. {at}.0)", []
+            node = node.get("items", {})
+            pattern.append("*")
+        elif kind == "object":
+            props, extra = node.get("properties"), node.get("additionalProperties")
+            if props is not None and key in props:
+                node = props[key]
+            elif isinstance(extra, dict):
+                if items is not None and items.names is not None and key not in items.names:
+                    return f"no '{key}' in '{at}' in a run with these options", near(items.names, keys[i + 1 :])
+                node = extra
+            elif props is not None:
+                return f"no '{key}' in '{at}'", near(props, keys[i + 1 :])
+            else:
+                return None  # a table whose keys are not known before the run (options.configs.<measure>)
+            pattern.append(key)
+        elif kind == "number":
+            return f"'{at}' is a number: nothing is under it", []
+        elif kind == "text":
+            return f"'{at}' is {_describe(node)}, not a number", []
+        else:
+            return None  # the schema does not say what is there
+        walked.append(key)
+        here = produced.get(".".join(pattern))
+        if here is not None and here.absent:
+            return f"'{'.'.join(walked)}' is empty in a run with these options: {here.absent}", []
+    node = _resolve(root, node)
+    kind = _kind(node)
+    if kind in ("number", "unknown") or node is root["$defs"].get("estimate"):
+        return None
+    at = ".".join(walked)
+    if kind == "array":
+        return f"'{at}' is a list, not a number: add an index (e.g. {at}.0)", []
+    if kind == "object":
+        props = node.get("properties") or {}
+        numeric = [k for k, v in props.items() if _problem([*keys, k], produced, suggest=False) is None]
+        return f"'{at}' is a table, not a number", [f"{at}.{k}" for k in numeric[:3]] if suggest else []
+    return f"'{at}' is {_describe(node)}, not a number", []
+
+
+def _resolve(root: dict, node: dict) -> dict:
+    """A schema node with its $ref followed and a oneOf/anyOf of null and one thing reduced to that thing."""
+    for _ in range(8):
+        if "$ref" in node:
+            node = root["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+            continue
+        branches = [b for b in node.get("oneOf", node.get("anyOf", [])) if b.get("type") != "null"]
+        if branches:
+            kinds = [_kind(_resolve(root, b)) for b in branches]
+            # several alternatives: a number if any is one, else the first table or list
+            pick = next((b for b, k in zip(branches, kinds) if k == "number"), None)
+            node = pick or next((b for b, k in zip(branches, kinds) if k in ("object", "array")), branches[0])
+            continue
+        return node
+    return node
+
+
+def _kind(node: dict) -> str:
+    types = node.get("type")
+    types = set(types) if isinstance(types, list) else {types} if types else set()
+    if "$ref" in node or "oneOf" in node or "anyOf" in node:
+        return "unknown"
+    if "object" in types or "properties" in node or "additionalProperties" in node:
+        return "object"
+    if "array" in types:
+        return "array"
+    if types & _NUMBER_TYPES:
+        return "number"
+    if types & {"string", "boolean"} or "enum" in node or "const" in node:
+        return "text"
+    return "unknown"
+
+
+def _describe(node: dict) -> str:
+    types = node.get("type")
+    return "a boolean" if types == "boolean" or (isinstance(types, list) and "boolean" in types) else "text"
+
+
+def check_rules(cfg: GateConfig, produced: Mapping[str, Items]) -> None:
+    """Every rule's metric against what a run with these options produces (before the run)."""
+    for i, rule in enumerate(cfg.rules):
+        check_metric(rule.metric, produced, where=f"{cfg.source}: rule {i + 1}")
 
 
 # ---------------------------------------------------------------------------- the gate

@@ -94,6 +94,97 @@ def test_custom_pipeline_code_is_refused(pipeline_copy, cli):
     assert code == 2 and "custom" in one_line_error(err)
 
 
+# A module shipped beside the weights, named by model_index.json: importing it leaves a marker file.
+CUSTOM_MODULE = """
+from pathlib import Path
+Path({marker!r}).write_text("imported")
+
+class MyUNet:
+    pass
+"""
+
+
+@pytest.fixture
+def custom_code_pipeline(pipeline_copy, tmp_path, monkeypatch):
+    """The tiny pipeline whose model_index.json names its unet as ["my_module", "MyUNet"], with my_module.py in the
+    folder and in unet/ (where diffusers' custom components look), and the folder on sys.path, so that any
+    `import my_module` would run it. Returns (folder, marker file)."""
+    marker = tmp_path / "imported.txt"
+    for folder in (pipeline_copy, pipeline_copy / "unet"):
+        (folder / "my_module.py").write_text(CUSTOM_MODULE.format(marker=str(marker)))
+    index = json.loads((pipeline_copy / "model_index.json").read_text())
+    index["unet"] = ["my_module", "MyUNet"]
+    (pipeline_copy / "model_index.json").write_text(json.dumps(index))
+    monkeypatch.syspath_prepend(str(pipeline_copy))
+    return pipeline_copy, marker
+
+
+def test_the_custom_module_fixture_does_write_its_marker(custom_code_pipeline):
+    """The check below can fail: importing the module (what loading custom code does) writes the marker."""
+    import importlib
+    import sys
+
+    folder, marker = custom_code_pipeline
+    try:
+        importlib.import_module("my_module")
+    finally:
+        sys.modules.pop("my_module", None)
+    assert marker.read_text() == "imported"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["info"],
+        ["plan"],
+        ["audit", "--quick"],
+        ["sharpness"],
+        ["exposure"],
+        ["quantize"],
+        ["fid"],
+        ["sample", "--out", "{tmp}/samples"],
+        ["compare", "digits-base"],
+        ["gate", "--config", "{tmp}/flatcheck.toml"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_custom_component_code_is_never_imported(custom_code_pipeline, cli, command, tmp_path):
+    import sys
+
+    folder, marker = custom_code_pipeline
+    (tmp_path / "flatcheck.toml").write_text('[[gate.rules]]\nmetric = "bank.loss"\nmax = 1\n')
+    args = [a.format(tmp=tmp_path) for a in command]
+    code, _, err = cli(args[0], folder, *args[1:])
+    line = one_line_error(err)
+    assert code == 2 and "my_module" in line and "custom code is never run" in line, line
+    assert not marker.exists() and "my_module" not in sys.modules
+
+
+@pytest.mark.parametrize("library", ["my_module", "os", "diffusers.pipelines", "../unet", 3])
+def test_component_libraries_outside_diffusers_are_refused(library):
+    from flatcheck.core.checkpoint import check_component_sources
+    from flatcheck.errors import InputError
+
+    with pytest.raises(InputError, match="custom code is never run"):
+        check_component_sources({"unet": [library, "UNet2DModel"]}, "model_index.json")
+
+
+def test_component_libraries_diffusers_loads_itself_pass():
+    from flatcheck.core.checkpoint import check_component_sources
+
+    check_component_sources(
+        {
+            "_class_name": "StableDiffusionPipeline",
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],  # a diffusers pipeline module
+            "feature_extractor": [None, None],
+            "id2label": {"0": "tench"},
+        },
+        "model_index.json",
+    )
+
+
 # --------------------------------------------------------------------------- bad input: one line, exit 2
 
 

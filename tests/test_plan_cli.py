@@ -74,7 +74,7 @@ def small_machine(monkeypatch):
 
 
 def test_audit_that_will_not_fit_stops_before_its_measures(cli, tiny_pipeline, tmp_path, small_machine, monkeypatch):
-    monkeypatch.setattr("flatcheck.auditing.build_inputs", lambda *a, **k: pytest.fail("the inputs were built"))
+    monkeypatch.setattr("flatcheck.core.inputs.build_inputs", lambda *a, **k: pytest.fail("the inputs were built"))
     code, out, err = cli("audit", tiny_pipeline, "--quick", *SMALL, "--json", str(tmp_path / "r.json"))
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1, err

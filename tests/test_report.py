@@ -247,6 +247,8 @@ def test_plot_legends_are_as_large_as_the_tick_labels(tiny_audit, tmp_path, monk
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
 def test_audit_says_where_it_wrote_each_report(tiny_audit, tmp_path):
     """Issue 27: `audit --html PATH` wrote the file and never said where."""
     import io

@@ -61,6 +61,7 @@ def audit(
         from ..gate import load_audit_table
 
         table = load_audit_table(config)
+    audit_options(o, config=table, source=str(config))  # every option and [audit.<measure>] table, before any load
     if o.dry_run:
         from .planning import plan_command
 

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .audit import AUDIT_RUN
+from .destinations import FILE
 from .options import (
     AUDIT_SIZES,
     COMMON,
@@ -29,6 +30,7 @@ MarkdownOpt = Annotated[
         help="Write the side-by-side table as Markdown here (also to $GITHUB_STEP_SUMMARY when set).",
         show_default=False,
     ),
+    FILE,
 ]
 
 
@@ -49,6 +51,7 @@ def compare(models: ModelsArg, markdown: MarkdownOpt = None, o=None) -> None:
         raise InputError("compare needs at least two checkpoints (e.g. flatcheck compare digits-base digits-sam)")
     if len(set(models)) < len(models):
         raise InputError("the same checkpoint is named twice")
+    audit_options(o)  # every option, before any checkpoint loads
     loaded = [load_checkpoint(m, o) for m in models]
     opts = audit_options(o, loaded[0][1])
     con = console(o.json)

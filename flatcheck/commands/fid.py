@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..core.fd.options import FdOptions
+from .destinations import FOLDER
 from .options import (
     BATCH,
     COMMON,
@@ -42,6 +43,7 @@ SampleDirOpt = Annotated[
         "(default with --out: OUT/samples-SAMPLER-STEPS).",
         show_default=False,
     ),
+    FOLDER,
 ]
 
 

@@ -56,12 +56,16 @@ def gate(
     Audit options come from the config's [audit] table; options given here override them.
     """
     from ..errors import EXIT_GATE_FAILED, InputError
-    from ..gate import evaluate, load_config, load_report
+    from ..gate import check_rules, evaluate, load_config, load_report, lookup
     from ..report.markdown import gate_markdown, write_step_summary
     from ..report.terminal import gate_renderable
     from ..report.writers import write_reports, write_text
     from ..results import document, to_jsonable, write_json
 
+    if o.out is not None:  # beside the audit's files (checked with --out itself), the gate's own
+        from .destinations import Writes, check
+
+        check("--out", o.out, Writes("folder", files=("gate.md",)))
     cfg = load_config(config)  # config errors first: exit 2 before minutes of auditing
     con = console(o.json)
     if report is not None and model is not None:
@@ -70,6 +74,27 @@ def gate(
     needs_baseline = any(r.relative for r in cfg.rules)
     if needs_baseline and baseline_spec is None:
         raise InputError("the config has relative rules: pass --baseline REPORT.json|MODEL or set gate.baseline")
+    planned = None
+    if report is None:  # the [audit] tables, then every rule's number against what this audit will produce
+        from ..auditing import report_paths
+
+        planned = audit_options(o, config=cfg.audit, source=cfg.source)
+        check_rules(cfg, report_paths(planned))
+    base_doc = None
+    if needs_baseline and _is_report(baseline_spec):  # read now: what it lacks is known before the audit
+        base_doc = load_report(baseline_spec)
+        for rule in cfg.rules:
+            if rule.relative:
+                try:
+                    lookup(base_doc, rule.metric)
+                except InputError as exc:
+                    raise InputError(f"baseline {baseline_spec}: {exc}") from None
+        if planned is not None:  # the options the audit's report will record (located, not loaded: no torch)
+            from ..auditing import options_document, resolve_for
+            from ..core.checkpoint import locate
+
+            found = locate(model, scheduler=o.scheduler, allow_pickle=o.allow_pickle)
+            _check_same_settings({"options": options_document(resolve_for(found, planned))}, base_doc, baseline_spec)
 
     def audit(spec: str | None):
         from ..api import audit as run_audit
@@ -84,11 +109,8 @@ def gate(
         result = audit(model)
         doc = write_reports(result, con, json=None, out=o.out, markdown=o.markdown, html=o.html, details=False)
         source = model or "digits-base"
-    base_doc = None
     if needs_baseline:
-        if baseline_spec.endswith(".json") or Path(baseline_spec).is_file():
-            base_doc = load_report(baseline_spec)
-        else:  # a checkpoint: audited with exactly the options of the gated audit
+        if base_doc is None:  # a checkpoint: audited with exactly the options of the gated audit
             base_doc = to_jsonable(audit(baseline_spec))
         _check_same_settings(doc, base_doc, baseline_spec)
     outcome = evaluate(
@@ -101,6 +123,11 @@ def gate(
     if o.out is not None:
         write_text(Path(o.out) / "gate.md", gate_markdown(outcome, source))
     return 0 if outcome.passed else EXIT_GATE_FAILED
+
+
+def _is_report(spec: str) -> bool:
+    """A baseline given as a JSON report (else it names a checkpoint to audit)."""
+    return spec.endswith(".json") or Path(spec).is_file()
 
 
 def _check_same_settings(doc: dict, base: dict, name: str) -> None:

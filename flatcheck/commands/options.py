@@ -20,6 +20,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .destinations import FILE, FOLDER, Writes
+
 
 @dataclass(frozen=True)
 class Opt:
@@ -70,6 +72,7 @@ COMMON = group(
                 help="Write the machine-readable result to PATH, or to stdout with '-' "
                 "(human output then goes to stderr).",
             ),
+            Writes("file", stdout=True),
         ],
         None,
     ),
@@ -175,6 +178,7 @@ OUT = group(
         Annotated[
             Optional[Path],
             typer.Option("--out", help="Folder for plots, sample grids and other files.", show_default=False),
+            FOLDER,
         ],
         None,
     )
@@ -425,6 +429,7 @@ REPORTS = group(
             typer.Option(
                 "--out", help="Folder for audit.json, audit.md, audit.html and the plots.", show_default=False
             ),
+            Writes("folder", files=("audit.json", "audit.md", "audit.html"), folders=("plots",)),
         ],
         None,
     ),
@@ -437,6 +442,7 @@ REPORTS = group(
                 help="Write the Markdown report here (it also goes to $GITHUB_STEP_SUMMARY when that is set).",
                 show_default=False,
             ),
+            FILE,
         ],
         None,
     ),
@@ -445,6 +451,7 @@ REPORTS = group(
         Annotated[
             Optional[Path],
             typer.Option("--html", help="Write the self-contained HTML report here.", show_default=False),
+            FILE,
         ],
         None,
     ),
@@ -515,6 +522,10 @@ def takes(*groups: tuple[Opt, ...], **defaults):
             for p in inspect.signature(fn).parameters.values()
             if p.name != "o"
         ]
+        annotations = {p.name: p.annotation for p in own} | {o.name: o.annotation for o in opts.values()}
+        writes = {name: place for name, ann in annotations.items() if (place := written_place(ann)) is not None}
+        # A command that writes Markdown also appends it to $GITHUB_STEP_SUMMARY (report.markdown.write_step_summary).
+        summary = "markdown" in writes
         # typer hands the command its click context here: it tells options given from defaults (o.given).
         extra = [inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
         for o in opts.values():
@@ -541,6 +552,10 @@ def takes(*groups: tuple[Opt, ...], **defaults):
                 for k in ("out", "markdown", "html", "plot"):
                     if kwargs.get(k) is not None:
                         kwargs[k] = None
+            else:  # every place it will write, before any work (the main process writes them all)
+                from .destinations import check_all
+
+                check_all({**kwargs, **shared}, writes, summary=summary)
             o = SimpleNamespace(**shared)
             o.given = frozenset(name for name in opts if ctx is None or _from_command_line(ctx, name))
             return fn(*args, **kwargs, o=o)
@@ -559,6 +574,19 @@ CONTEXT = "flatcheck_context"
 def _from_command_line(ctx, name: str) -> bool:
     source = ctx.get_parameter_source(name)
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def written_place(annotation) -> tuple[str, Writes] | None:
+    """(flag, Writes) of an option annotated as a place the command writes; None for any other option."""
+    if typing.get_origin(annotation) is not Annotated:
+        return None
+    meta = typing.get_args(annotation)[1:]
+    marker = next((m for m in meta if isinstance(m, Writes)), None)
+    info = next((m for m in meta if isinstance(m, typer.models.ParameterInfo)), None)
+    if marker is None or info is None:
+        return None
+    names = [d for d in (info.default, *(info.param_decls or ())) if isinstance(d, str) and d.startswith("--")]
+    return names[0], marker
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -647,19 +675,25 @@ def profile_name(quick: bool, full: bool) -> str:
     return "quick" if quick else "full" if full else "default"
 
 
-def audit_options(o, device, *, config: dict | None = None):
-    """AuditOptions from a profile, a config file's [audit] table, then the command line (which wins)."""
+def audit_options(o, device=None, *, config: dict | None = None, source: str | None = None):
+    """AuditOptions from a profile, a config file's [audit] table, then the command line (which wins).
+
+    device: the run's torch.device; None checks the options before anything loads (--full is then refused on a
+    CPU only when --device cpu says so). source: the config file, named in the errors of its own tables."""
     from ..auditing import options_for
     from ..errors import InputError
 
     profile = profile_name(o.quick, o.full)
-    merged = dict(config or {})
-    if "profile" in merged and profile == "default":
-        profile = merged.pop("profile")
-    else:
-        merged.pop("profile", None)
-    if isinstance(merged.get("skip"), str):
-        merged["skip"] = [merged["skip"]]
+    table = dict(config or {})
+    table_profile = table.pop("profile", None)
+    if table_profile is not None and profile == "default":
+        profile = table_profile
+    if config and source is not None:  # the file's own mistakes, said in its terms before the command line joins in
+        try:
+            options_for(profile, **_table_options(table))
+        except InputError as exc:
+            raise InputError(f"{source}: [audit] {exc}") from None
+    merged = _table_options(table)
     from_cli = dict(
         seed=o.seed,
         data=o.data,
@@ -680,17 +714,29 @@ def audit_options(o, device, *, config: dict | None = None):
     )
     merged.update({k: v for k, v in from_cli.items() if v is not None and v != []})
     memory = {k: getattr(o, k) for k in ("params", "gradient_checkpointing") if getattr(o, k, None)}
-    if memory:  # --params / --gradient-checkpointing: the sharpness table's, the command line winning
+    if memory and isinstance(merged.get("sharpness") or {}, dict):  # the sharpness table's, the command line winning
         merged["sharpness"] = {**dict(merged.get("sharpness") or {}), **memory}
-    if "skip" in merged:
+    if isinstance(merged.get("skip"), list):
         merged["skip"] = tuple(merged["skip"])
     opts = options_for(profile, **merged)
-    if opts.profile == "full" and device.type == "cpu":
+    on_cpu = device.type == "cpu" if device is not None else str(o.device).strip().lower() == "cpu"
+    if opts.profile == "full" and on_cpu:
         raise InputError(
             "--full generates 50,000 samples and needs a GPU (about a week on a CPU); "
             "use the default profile or --quick here"
         )
     return opts
+
+
+def _table_options(table: dict) -> dict:
+    """A config file's [audit] table as audit options (skip = "fid" means skip = ["fid"]); a value of the wrong
+    kind is left for options_for to name."""
+    out = dict(table)
+    if isinstance(out.get("skip"), str):
+        out["skip"] = [out["skip"]]
+    if isinstance(out.get("skip"), list):
+        out["skip"] = tuple(out["skip"])
+    return out
 
 
 def run_with_progress(con, fn, *args, **kwargs):
@@ -756,12 +802,16 @@ def measure_command(
         from .planning import plan_command
 
         return plan_command(model, o, only=name, config=config, given=given())
+    def options():
+        try:
+            return options_for("default", skip=tuple(a for a in AREAS if a != name), **given(), **{name: config})
+        except OptionError as exc:  # this command's user typed flags, not config keys
+            raise exc.flag() from None
+
+    options()  # every option checked before anything loads
     ckpt, dev = load_checkpoint(model, o)
     inputs = {**(inputs or {}), **sample_folder_inputs(o, ckpt)}
-    try:
-        opts = options_for("default", skip=tuple(a for a in AREAS if a != name), **given(), **{name: config})
-    except OptionError as exc:  # this command's user typed flags, not config keys
-        raise exc.flag() from None
+    opts = options()  # a sample folder's steps, seed and sampler where the command line gave none
     if require_fd and resolve_for(ckpt, opts).inputs().fd.ref is None:
         raise InputError(
             "--ref is required for this model (an image folder, .npz of images, stats .npz, "

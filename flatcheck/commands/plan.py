@@ -66,6 +66,7 @@ def plan(
         from ..gate import load_audit_table
 
         table = load_audit_table(config)
+    audit_options(o, config=table, source=str(config))  # every option and [audit.<measure>] table, before any load
     return plan_command(
         model, o, only=only, memory=memory, timing=timing, audit_options=lambda dev: audit_options(o, dev, config=table)
     )

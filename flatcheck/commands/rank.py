@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .audit import AUDIT_RUN
+from .destinations import FILE
 from .options import (
     AUDIT_SIZES,
     COMMON,
@@ -42,6 +43,7 @@ PlotOpt = Annotated[
         help="Write a scatter-plot grid PNG here: a row per measure, a column per outcome, one point per checkpoint.",
         show_default=False,
     ),
+    FILE,
 ]
 MarkdownOpt = Annotated[
     Optional[Path],
@@ -50,6 +52,7 @@ MarkdownOpt = Annotated[
         help="Write the rank table and sentences as Markdown here (also to $GITHUB_STEP_SUMMARY when set).",
         show_default=False,
     ),
+    FILE,
 ]
 BootstrapOpt = Annotated[
     int,
@@ -142,6 +145,7 @@ def rank(
             if any(s.backend == "bnb" for s in settings):
                 check_bitsandbytes()
             config = {"quantize": {"settings": names}}
+        audit_options(o, config=config)  # every option, before any checkpoint loads
         loaded = [load_checkpoint(m, o) for m in models]
         opts = audit_options(o, loaded[0][1], config=config)
         # One bank, one seed set, every checkpoint audited once (compare's run).

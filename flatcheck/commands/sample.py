@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from .destinations import Writes
 from .options import BATCH, COMMON, COND, SAMPLER, SEED, STEPS, ModelArg, console, load_checkpoint, takes
 
 
@@ -14,7 +15,9 @@ from .options import BATCH, COMMON, COND, SAMPLER, SEED, STEPS, ModelArg, consol
 def sample(
     model: ModelArg = None,
     out: Annotated[
-        Path, typer.Option("--out", help="Folder: store/ (resumable samples), png/ (one PNG per sample), samples.npz.")
+        Path,
+        typer.Option("--out", help="Folder: store/ (resumable samples), png/ (one PNG per sample), samples.npz."),
+        Writes("folder", files=("samples.npz",), folders=("store", "png")),
     ] = ...,
     samples: Annotated[
         int,

@@ -409,6 +409,37 @@ def scheduler_config(folder: Path) -> dict:
     raise InputError(f"'{folder}' holds no scheduler_config.json")
 
 
+# The libraries a model_index.json component may come from: what diffusers itself loads without custom code.
+# Any other name is a module shipped beside the weights (`["my_module", "MyUNet"]` loads my_module.py).
+COMPONENT_LIBRARIES = ("diffusers", "transformers")
+
+
+def check_component_sources(index: dict, where: Path) -> None:
+    """InputError unless every component of a model_index.json comes from diffusers, transformers or one of
+    diffusers' own pipeline modules (old pipelines name their safety checker ["stable_diffusion", ...]).
+    Nothing is imported to decide it: the name is only compared."""
+    from .diffusers_source import package_root
+
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or len(entry) != 2 or entry[0] is None:
+            continue
+        library = entry[0]
+        if library in COMPONENT_LIBRARIES:
+            continue
+        pipelines = package_root() / "pipelines" if package_root() is not None else None
+        if (
+            isinstance(library, str)
+            and library.isidentifier()
+            and pipelines is not None
+            and (pipelines / library / "__init__.py").is_file()
+        ):
+            continue
+        raise InputError(
+            f"{where}: component '{name}' comes from {library!r}, not diffusers or transformers "
+            "(code shipped beside the weights): custom code is never run"
+        )
+
+
 def locate(
     model: str | None = None,
     *,
@@ -430,6 +461,7 @@ def locate(
         if isinstance(pipeline_class, list) or (pipeline_class and not str(pipeline_class).isidentifier()):
             raise InputError(f"{root / 'model_index.json'} asks for custom pipeline code {pipeline_class!r}: never run")
         check_class(pipeline_class, "DiffusionPipeline", root / "model_index.json")
+        check_component_sources(index, root / "model_index.json")
         comp = next((c for c in DENOISER_COMPONENTS if c in index), None)
         if comp is None:
             raise InputError(f"{root / 'model_index.json'} lists no denoiser component (unet or transformer)")

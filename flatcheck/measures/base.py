@@ -81,6 +81,18 @@ def estimate(node) -> tuple[float | None, float | None]:
     return number(node), None
 
 
+@dataclass(frozen=True)
+class Items:
+    """What a run puts at one place of its report, known from its config before it runs (for the gate's
+    paths): a list's items by name, or how many there are at most; or that the place is empty (null, or an
+    empty list) in such a run, and why."""
+
+    names: tuple[str, ...] | None = None  # the items, by name (an index below len(names) reaches them too)
+    count: int | None = None  # at most this many items (indices 0..count-1)
+    absent: str | None = None  # the place holds nothing in such a run: why (e.g. "--measures has no hessian")
+    why: str = ""  # where the names or count come from (e.g. "top_k = 3"), for messages
+
+
 class Skipped(Exception):
     """Raised by a measure's run when the run's inputs cannot support it (e.g. FD without a
     reference): the audit records a 'skipped' verdict with this reason and goes on."""
@@ -103,6 +115,10 @@ class Measure:
         None  # cost(config, core.work.RunShape, net) -> [core.work.Work]: what it computes (the plan)
     )
     readings: Readings | None = None  # the numbers `rank` correlates (None: none)
+    # paths(config) -> {place in its section ("hessian.eigen.eigenvalues", list items as "*"): Items}: what a
+    # run with this config puts in its report, so a gate rule naming a number such a run cannot have is refused
+    # before the run (gate.check_metric). Places it does not name are read from the report schema alone.
+    paths: Callable[[Any], dict[str, Items]] | None = None
 
     def make_config(
         self, profile: str = "default", shared: Mapping[str, Any] | None = None, given: Mapping[str, Any] | None = None

@@ -90,6 +90,7 @@ MEASURE = Measure(
     order=10,  # first: its sampler run can be the one that makes the shared samples
     cost=lazy(f"{__name__}.cost", "work"),
     readings=Readings("outcomes", "exposure outcomes", lazy(f"{__name__}.readings", "readings"), order=20),
+    paths=lazy(f"{__name__}.paths", "produces"),
 )
 
 __all__ = ["MEASURE", "ExposureConfig", "save_samples"]

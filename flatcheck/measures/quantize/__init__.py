@@ -87,6 +87,7 @@ MEASURE = Measure(
     order=20,
     cost=lazy(f"{__name__}.cost", "work"),
     readings=Readings("outcomes", "quantization outcomes", lazy(f"{__name__}.readings", "readings"), order=10),
+    paths=lazy(f"{__name__}.paths", "produces"),
 )
 
 __all__ = ["MEASURE", "QuantizeConfig"]

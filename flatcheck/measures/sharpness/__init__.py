@@ -84,4 +84,5 @@ MEASURE = Measure(
     order=30,
     cost=lazy(f"{__name__}.cost", "work"),
     readings=Readings("measures", "sharpness measures", lazy(f"{__name__}.readings", "readings")),
+    paths=lazy(f"{__name__}.paths", "produces"),
 )
