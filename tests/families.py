@@ -649,6 +649,30 @@ def _ddpm_loop_with_labels(pipe, generators, steps: int, class_labels: list[int]
     return (image / 2 + 0.5).clamp(0, 1).cpu()
 
 
+def text_pipeline_images(pipe, *, seeds, steps, guidance_scale=None, prompts=None, **call) -> torch.Tensor:
+    """A text-to-image pipeline's own `__call__`, one image per seed (one generator each, so image i depends only
+    on seeds[i]), `num_inference_steps=steps`, `output_type="np"`; prompts default to DEFAULT_PROMPTS cycled;
+    guidance_scale None: the pipeline's default. `call`: the family's own arguments (size, negative prompt...).
+    Returns float32 [N, C, H, W] in [0, 1]. The fixture modules (tests/fixtures/) generate through it."""
+    seeds = [int(s) for s in seeds]
+    n = len(seeds)
+    if n == 0:
+        raise ValueError("seeds is empty")
+    prompts = [DEFAULT_PROMPTS[i % len(DEFAULT_PROMPTS)] for i in range(n)] if prompts is None else list(prompts)
+    if len(prompts) != n:
+        raise ValueError(f"{len(prompts)} prompts for {n} seeds: give one prompt per seed")
+    guidance = {} if guidance_scale is None else {"guidance_scale": float(guidance_scale)}
+    out = pipe(
+        prompt=prompts,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        num_inference_steps=int(steps),
+        output_type="np",
+        **guidance,
+        **call,
+    )
+    return _to_nchw(out.images)
+
+
 def pipeline_images(
     pipe,
     family: str,
