@@ -287,11 +287,27 @@ class CompareNumbers:
                 style="dim",
             )
         )
+        gv, gd = max(wv), max(wd, default=0)
         for r, values, diffs in zip(self.rows, self.values, self.diffs):
             out.append(Text(shorten_path(r["path"], width), style="cyan"))
+            # Columns aligned across metrics when they fit; else this metric's own widths (one long FD cell must
+            # not push every other metric off the line); else the difference, then the value, on lines of their own.
+            vw, dw = (
+                (gv, gd)
+                if 6 + name_w + gv + gd <= width
+                else (max(len(v) for v in values), max((d.cell_len for d in diffs), default=0))
+            )
             for i, (n, v) in enumerate(zip(self.names, values)):
-                cells = [Text(shorten_name(n, name_w)), Text(v)] + ([diffs[i - 1]] if i else [])
-                out.append(_aligned(cells, [name_w, max(wv), max(wd, default=0)], left_first=True))
+                name, diff = Text(shorten_name(n, name_w)), [diffs[i - 1]] if i else []
+                if 6 + name_w + vw + (dw if diff else 0) <= width:
+                    out.append(_aligned([name, Text(v), *diff], [name_w, vw, dw], left_first=True))
+                    continue
+                fits = 4 + name_w + vw <= width
+                out.append(_aligned([name, Text(v)], [name_w, vw], left_first=True) if fits else Text("  ") + name)
+                if not fits:
+                    out.append(Text("    " + v))
+                if diff:
+                    out.append(Text("    ") + diff[0])
         return Group(*out)
 
 
