@@ -94,6 +94,9 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (no sys.exit), so tests can call it in-process."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    from .core.threads import before_torch
+
+    before_torch()  # OpenMP's wait policy is read when torch loads, and the load is read from here on
     _quiet_libraries()
     command = typer.main.get_command(app)
     try:

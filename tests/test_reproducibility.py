@@ -83,6 +83,7 @@ def test_report_records_the_thread_count_and_cpu_capability(tiny_audit):
     report, doc = tiny_audit
     assert doc["environment"]["torch_threads"] == torch.get_num_threads()
     assert doc["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert doc["environment"]["threads_reason"] and doc["environment"]["omp_wait_policy"]  # why that many threads
 
 
 def test_cuda_runs_ask_cudnn_for_deterministic_kernels(monkeypatch):

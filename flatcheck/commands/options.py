@@ -120,8 +120,9 @@ COMMON = group(
             Optional[int],
             typer.Option(
                 "--threads",
-                help="CPU threads for torch. Default: the CPUs this process may use (affinity mask, cgroup quota), "
-                "never more than torch was already given (OMP_NUM_THREADS). Recorded in every report.",
+                help="CPU threads for torch. Default: the CPUs this process may use (affinity mask, cgroup quota) "
+                "less the cores other processes kept busy while it started, at least 1, never more than "
+                "OMP_NUM_THREADS. Recorded in every report, with the reason.",
                 show_default=False,
             ),
         ],

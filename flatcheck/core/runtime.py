@@ -71,7 +71,7 @@ def environment(device: torch.device | None = None) -> dict:
 
     from .. import __version__
     from . import dist, fastpath
-    from .threads import available_cpus
+    from .threads import available_cpus, threads_reason, wait_policy
 
     env = {
         "flatcheck": __version__,
@@ -83,6 +83,8 @@ def environment(device: torch.device | None = None) -> dict:
         # CPU float results depend on the thread count (how reductions are split) and on the
         # instruction set torch dispatches to (AVX2, AVX512 ...): both are part of "same device".
         "torch_threads": torch.get_num_threads(),
+        "threads_reason": threads_reason(torch.get_num_threads()),
+        "omp_wait_policy": wait_policy(),
         "available_cpus": available_cpus(),
         "processes": dist.world(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -54,9 +54,10 @@ def audit_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
 
 
 def _threads(env: dict) -> str:
-    """Thread count and CPU instruction set: what else a CPU rerun needs to match bit for bit."""
+    """Thread count (and why) and CPU instruction set: what else a CPU rerun needs to match bit for bit."""
     n = env.get("torch_threads")
-    return f"{n} torch thread{'s' if n != 1 else ''}, CPU {env.get('cpu_capability') or 'capability not recorded'}"
+    why = f" ({env['threads_reason']})" if env.get("threads_reason") else ""
+    return f"{n} torch thread{'s' if n != 1 else ''}{why}, CPU {env.get('cpu_capability') or 'capability not recorded'}"
 
 
 def run_rows(report: dict) -> list[list[str]]:
