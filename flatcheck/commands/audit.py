@@ -23,6 +23,7 @@ from .options import (
     TIMESTEPS,
     ModelArg,
     audit_options,
+    check_inputs,
     console,
     load_checkpoint,
     run_with_progress,
@@ -51,6 +52,7 @@ def audit(
 
     Bundled digits models use their training set as reference data (--data none for data-free).
     """
+    check_inputs(o, model)  # paths and spellings, before torch is imported
     from ..audit import audit_checkpoint
     from ..report.writers import write_reports
 

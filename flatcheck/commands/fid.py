@@ -8,7 +8,23 @@ from typing import Annotated, Optional
 import typer
 
 from ..core.fd.options import FdOptions
-from .options import BATCH, COMMON, COND, DRY_RUN, FD, OUT, SAMPLER, SEED, STEPS, ModelArg, measure_command, takes
+from .options import (
+    BATCH,
+    COMMON,
+    COND,
+    DRY_RUN,
+    FD,
+    MEASURE_PROFILE,
+    OUT,
+    SAMPLER,
+    SEED,
+    STEPS,
+    ModelArg,
+    check_inputs,
+    measure_command,
+    measure_profile,
+    takes,
+)
 
 DEFAULT_SAMPLES = 1000  # ~35 s of DDIM-25 for the bundled models on a 2-core CPU
 SamplesOpt = Annotated[
@@ -39,7 +55,7 @@ SamplesFromOpt = Annotated[
 ]
 
 
-@takes(COMMON, DRY_RUN, SEED, OUT, COND, STEPS, SAMPLER, BATCH, FD, steps=25)
+@takes(COMMON, MEASURE_PROFILE, DRY_RUN, SEED, OUT, COND, STEPS, SAMPLER, BATCH, FD, steps=25)
 def fid(
     model: ModelArg = None,
     samples: SamplesOpt = None,
@@ -65,14 +81,16 @@ def fid(
     o=None,
 ) -> None:
     """FD/FID and KID of the model's samples against a reference, with a basic bootstrap interval (torch-fidelity features)."""  # noqa: E501 - the command's --help text, shown with its line breaks
+    check_inputs(o, model)  # paths and spellings, before torch is imported
     from ..core.fd.extractors import FEATURES
     from ..core.sampling import check_run, check_sampler_name
     from ..errors import InputError, require_at_least
 
+    sizes = measure_profile(o)
     # Every cheap check before anything loads.
     check_sampler_name(o.sampler)
     if samples is None and samples_from is None:
-        samples = DEFAULT_SAMPLES
+        samples = DEFAULT_SAMPLES if sizes is None else sizes.samples
     check_run(o.steps, o.batch_size, samples)
     if samples is not None and samples < 2:
         raise InputError(f"--samples must be >= 2 for a Frechet distance (got {samples})")
@@ -104,5 +122,13 @@ def fid(
         use_cache=not no_cache,
     )
     return measure_command(
-        "fid", model, o, {}, inputs=inputs, shared=dict(fid_bootstrap=bootstrap), require_fd=True, files=grid
+        "fid",
+        model,
+        o,
+        {},
+        inputs=inputs,
+        shared=dict(fid_bootstrap=bootstrap),
+        require_fd=True,
+        files=grid,
+        sources={"fid_bootstrap": ("bootstrap",)},
     )
