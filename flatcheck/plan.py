@@ -340,6 +340,7 @@ def plan_run(
         fits=avail <= 0 or peak <= usable(avail),
         calibration=calibration,
         options={
+            "profile": opts.profile,
             "batch_size": opts.batch_size,
             "params": sharp.params or "all",
             "gradient_checkpointing": checkpointing,

@@ -4,7 +4,7 @@
 - the engine (flatcheck.core) imports no measure, and nothing above it;
 - outside measures/<name>/, a measure is reached only through its package (the REGISTRY entry
   and what its __init__ exports) and its torch-free config module, never its internals;
-- every command's --help loads without torch (so it is fast).
+- every command's --help loads without torch (so it is fast), and so do `info` and a bad path's error.
 """
 
 from __future__ import annotations
@@ -112,6 +112,37 @@ def test_help_does_not_import_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stderr.strip().endswith("no torch"), proc.stderr[-500:]
+
+
+def test_info_and_bad_paths_do_not_import_torch():
+    """`info` and a bad MODEL, --data or --ref of any running command fail (or answer) before torch is imported."""
+    runs = [
+        ["info", "digits-sam"],
+        ["sharpness", "/no/such/model"],
+        ["exposure", "/no/such/model"],
+        ["quantize", "/no/such/model"],
+        ["fid", "/no/such/model"],
+        ["audit", "/no/such/model", "--quick"],
+        ["plan", "/no/such/model"],
+        ["sample", "/no/such/model", "--out", "/no/such/out"],
+        ["compare", "digits-base", "/no/such/model"],
+        ["gate", "/no/such/model", "--config", "examples/gate/flatcheck.toml"],
+        ["sharpness", "digits-sam", "--data", "/no/such/images"],
+        ["sharpness", "digits-sam", "--data", "images.jpg"],
+        ["fid", "digits-sam", "--ref", "/no/such/ref.npz"],
+        ["quantize", "digits-sam", "--ref", "./no-such-folder"],
+        ["sharpness", "digits-sam", "--threads", "0"],
+        ["sharpness", "digits-sam", "--quick", "--full"],
+    ]
+    code = (
+        "import sys; from flatcheck.cli import run; "
+        f"codes = [run(a) for a in {runs!r}]; "
+        "sys.stderr.write(repr(codes) + ('torch' if 'torch' in sys.modules else 'no torch'))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=PACKAGE.parent)
+    tail = proc.stderr.strip().splitlines()[-1]
+    assert tail.endswith("no torch"), proc.stderr[-1000:]
+    assert tail.startswith(repr([0] + [2] * (len(runs) - 1))), proc.stderr[-2000:]
 
 
 def _diffusers_class_names() -> set[str]:

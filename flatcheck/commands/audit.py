@@ -24,6 +24,7 @@ from .options import (
     TIMESTEPS,
     ModelArg,
     audit_options,
+    check_inputs,
     console,
     load_checkpoint,
     run_with_progress,
@@ -53,6 +54,7 @@ def audit(
 
     Bundled digits models use their training set as reference data (--data none for data-free).
     """
+    check_inputs(o, model)  # paths and spellings, before torch is imported
     from ..api import audit as run_audit
     from ..report.writers import write_reports
 

@@ -13,6 +13,7 @@ from .options import (
     AUDIT_SIZES,
     COMMON,
     audit_options,
+    check_inputs,
     console,
     load_checkpoint,
     run_with_progress,
@@ -41,17 +42,19 @@ def compare(models: ModelsArg, markdown: MarkdownOpt = None, o=None) -> None:
     For EMA vs raw weights, SAM vs baseline, before vs after fine-tuning. Differences larger than
     two standard errors are in bold.
     """
-    from ..compare import audit_many, compare_reports
     from ..errors import InputError
-    from ..report.markdown import compare_markdown
-    from ..report.terminal import compare_renderable
-    from ..results import document
 
     if len(models) < 2:
         raise InputError("compare needs at least two checkpoints (e.g. flatcheck compare digits-base digits-sam)")
     if len(set(models)) < len(models):
         raise InputError("the same checkpoint is named twice")
+    check_inputs(o, *models)  # paths and spellings, before torch is imported
     audit_options(o)  # every option, before any checkpoint loads
+    from ..compare import audit_many, compare_reports
+    from ..report.markdown import compare_markdown
+    from ..report.terminal import compare_renderable
+    from ..results import document
+
     loaded = [load_checkpoint(m, o) for m in models]
     opts = audit_options(o, loaded[0][1])
     con = console(o.json)

@@ -14,13 +14,16 @@ from .options import (
     DATA,
     DRY_RUN,
     FD,
+    MEASURE_PROFILE,
     N_SAMPLES,
     NO_FID,
     OUT,
     SAMPLER,
     SEED,
     ModelArg,
+    check_inputs,
     measure_command,
+    measure_profile,
     takes,
 )
 
@@ -57,6 +60,7 @@ SaveSamplesOpt = Annotated[
 
 @takes(
     COMMON,
+    MEASURE_PROFILE,
     DRY_RUN,
     SEED,
     OUT,
@@ -82,11 +86,13 @@ def exposure(
     epsilon scaling that closes the gap (and a rerun checking it), x0-prediction drift, per sampling step; FD/FID of
     each step count's samples when a reference is known (--ref, or the digits data for the bundled models).
     The forward reference is the probe bank: --probes points of --data (or of the model's own samples, data-free)."""
+    check_inputs(o, model)  # paths and spellings, before torch is imported
     from ..core.sampling import check_run, check_sampler_name, parse_steps
     from ..errors import InputError, require_at_least
 
+    sizes = measure_profile(o)
     # Every cheap check before the model loads.
-    step_list = parse_steps(steps)
+    step_list = parse_steps(steps) if sizes is None or "steps" in o.given else [sizes.steps]
     check_sampler_name(o.sampler)
     check_run(step_list[0], o.batch_size, o.samples)
     require_at_least("probes", o.probes, 2)
@@ -105,4 +111,5 @@ def exposure(
         o,
         dict(steps=step_list, linear_scale=linear_scale, check_scaling=check_scaling, keep_samples=save_samples),
         files=stored_samples if save_samples else None,
+        sources={"keep_samples": ("save_samples",)},
     )

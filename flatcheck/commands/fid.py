@@ -15,13 +15,16 @@ from .options import (
     COND,
     DRY_RUN,
     FD,
+    MEASURE_PROFILE,
     OUT,
     SAMPLER,
     SAMPLES_FROM,
     SEED,
     STEPS,
     ModelArg,
+    check_inputs,
     measure_command,
+    measure_profile,
     takes,
 )
 
@@ -47,7 +50,7 @@ SampleDirOpt = Annotated[
 ]
 
 
-@takes(COMMON, DRY_RUN, SEED, OUT, COND, STEPS, SAMPLER, BATCH, FD, SAMPLES_FROM, steps=25)
+@takes(COMMON, MEASURE_PROFILE, DRY_RUN, SEED, OUT, COND, STEPS, SAMPLER, BATCH, FD, SAMPLES_FROM, steps=25)
 def fid(
     model: ModelArg = None,
     samples: SamplesOpt = None,
@@ -72,15 +75,17 @@ def fid(
     o=None,
 ) -> None:
     """FD/FID and KID of the model's samples against a reference, with a basic bootstrap interval (torch-fidelity features)."""  # noqa: E501 - the command's --help text, shown with its line breaks
+    check_inputs(o, model)  # paths and spellings, before torch is imported
     from ..core.fd.extractors import FEATURES
     from ..core.sampling import check_run, check_sampler_name
     from ..errors import InputError, require_at_least
 
     samples_from = o.samples_from
+    sizes = measure_profile(o)
     # Every cheap check before anything loads.
     check_sampler_name(o.sampler)
     if samples is None and samples_from is None:
-        samples = DEFAULT_SAMPLES
+        samples = DEFAULT_SAMPLES if sizes is None else sizes.samples
     check_run(o.steps, o.batch_size, samples)
     if samples is not None and samples < 2:
         raise InputError(f"--samples must be >= 2 for a Frechet distance (got {samples})")
@@ -111,5 +116,13 @@ def fid(
         use_cache=not no_cache,
     )
     return measure_command(
-        "fid", model, o, {}, inputs=inputs, shared=dict(fid_bootstrap=bootstrap), require_fd=True, files=grid
+        "fid",
+        model,
+        o,
+        {},
+        inputs=inputs,
+        shared=dict(fid_bootstrap=bootstrap),
+        require_fd=True,
+        files=grid,
+        sources={"fid_bootstrap": ("bootstrap",)},
     )

@@ -14,6 +14,7 @@ from .options import (
     REPORTS,
     ModelArg,
     audit_options,
+    check_inputs,
     console,
     load_checkpoint,
     run_with_progress,
@@ -70,6 +71,8 @@ def gate(
     con = console(o.json)
     if report is not None and model is not None:
         raise InputError("give MODEL (to audit) or --report (an existing audit), not both")
+    if report is None:
+        check_inputs(o, model)  # paths and spellings, before the audit imports torch
     baseline_spec = baseline or cfg.baseline
     needs_baseline = any(r.relative for r in cfg.rules)
     if needs_baseline and baseline_spec is None:

@@ -486,6 +486,34 @@ MEMORY = group(
         False,
     ),
 )
+# A measure command's profiles: the audit's, for this measure alone (measure_command).
+MEASURE_PROFILE = group(
+    Opt(
+        "quick",
+        Annotated[
+            bool,
+            typer.Option(
+                "--quick",
+                help="The audit's CI profile for this measure: the shared sizes of `audit --quick` (64 probes, 64 "
+                "samples x 10 ddim steps) and this measure's quick settings. Options given here win; the others take "
+                "the profile's values, not the defaults shown.",
+            ),
+        ],
+        False,
+    ),
+    Opt(
+        "full",
+        Annotated[
+            bool,
+            typer.Option(
+                "--full",
+                help="The audit's paper-grade profile for this measure (2048 probes, 50,000 samples x 100 steps, this "
+                "measure's full settings). Needs a GPU (refused on CPU).",
+            ),
+        ],
+        False,
+    ),
+)
 DRY_RUN = group(
     Opt(
         "dry_run",
@@ -527,8 +555,10 @@ def takes(*groups: tuple[Opt, ...], **defaults):
         writes = {name: place for name, ann in annotations.items() if (place := written_place(ann)) is not None}
         # A command that writes Markdown also appends it to $GITHUB_STEP_SUMMARY (report.markdown.write_step_summary).
         summary = "markdown" in writes
-        # typer hands the command its click context here: it tells options given from defaults (o.given).
-        extra = [inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
+        # typer hands the click context to a parameter typed typer.Context (not an option: --help lists none):
+        # it says which options the command line gave, which a profile must not override (o.given).
+        context = inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=typer.Context)
+        extra = []
         for o in opts.values():
             ann = o.annotation
             default = defaults.get(o.name, o.default)
@@ -541,6 +571,7 @@ def takes(*groups: tuple[Opt, ...], **defaults):
         def command(*args, **kwargs):
             ctx = kwargs.pop(CONTEXT, None)
             shared = {name: kwargs.pop(name) for name in opts}
+            shared["given"] = given_on_command_line(ctx, [p.name for p in own] + list(opts))
             for k, v in shared.items():
                 if isinstance(v, enum.Enum):
                     shared[k] = v.value
@@ -557,11 +588,9 @@ def takes(*groups: tuple[Opt, ...], **defaults):
                 from .destinations import check_all
 
                 check_all({**kwargs, **shared}, writes, summary=summary)
-            o = SimpleNamespace(**shared)
-            o.given = frozenset(name for name in opts if ctx is None or _from_command_line(ctx, name))
-            return fn(*args, **kwargs, o=o)
+            return fn(*args, **kwargs, o=SimpleNamespace(**shared))
 
-        params = own + extra
+        params = own + extra + [context]
         command.__signature__ = inspect.Signature(params)
         command.__annotations__ = {p.name: p.annotation for p in params}
         return command
@@ -570,11 +599,6 @@ def takes(*groups: tuple[Opt, ...], **defaults):
 
 
 CONTEXT = "flatcheck_context"
-
-
-def _from_command_line(ctx, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def written_place(annotation) -> tuple[str, Writes] | None:
@@ -588,6 +612,15 @@ def written_place(annotation) -> tuple[str, Writes] | None:
         return None
     names = [d for d in (info.default, *(info.param_decls or ())) if isinstance(d, str) and d.startswith("--")]
     return names[0], marker
+
+
+def given_on_command_line(ctx, names) -> frozenset[str]:
+    """The parameters among `names` whose value came from the command line (or the environment), not a default.
+    Without a context (a command called from Python) every one counts as given."""
+    if ctx is None:
+        return frozenset(names)
+    sources = {name: ctx.get_parameter_source(name) for name in names}
+    return frozenset(n for n, src in sources.items() if src is not None and src.name not in ("DEFAULT", "DEFAULT_MAP"))
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -638,6 +671,23 @@ def sample_folder_inputs(o, ckpt, also_given=()) -> dict:
     if "sampler" not in given:
         o.sampler = sampler_name_for(spec.sampler, ckpt.scheduler) or o.sampler  # no name: refused by the check
     return dict(samples_from=str(o.samples_from), allow_foreign_samples=o.allow_foreign_samples)
+
+
+def check_inputs(o, *models) -> None:
+    """Every check of a running command that needs no torch, made before anything heavy is imported: the run
+    options' spellings, each MODEL as `load` would refuse it (core.checkpoint.check: a Hub id is left to the
+    load), and the --data and --ref paths (core.paths). A bad path then fails in about 0.4 s instead of 2.4-3 s
+    (the imports), or 10-16 s for --ref and --data, which were read after the model loaded and the run was
+    planned (benchmarks/README.md, start-up)."""
+    from ..core.checkpoint import check
+    from ..core.paths import check_data, check_reference
+
+    check_run_options(o)
+    for model in models:
+        check(model, scheduler=o.scheduler, allow_pickle=o.allow_pickle, variant=getattr(o, "variant", None))
+    check_data(getattr(o, "data", None))
+    if not getattr(o, "no_fid", False):
+        check_reference(getattr(o, "ref", None))
 
 
 def check_run_options(o) -> None:
@@ -720,13 +770,52 @@ def audit_options(o, device=None, *, config: dict | None = None, source: str | N
     if isinstance(merged.get("skip"), list):
         merged["skip"] = tuple(merged["skip"])
     opts = options_for(profile, **merged)
-    on_cpu = device.type == "cpu" if device is not None else str(o.device).strip().lower() == "cpu"
-    if opts.profile == "full" and on_cpu:
+    check_profile_device(opts.profile, device, o)
+    return opts
+
+
+def check_profile_device(profile: str, device, o=None) -> None:
+    """--full on a CPU is refused. device None: before anything loads, refused only when --device cpu says so."""
+    from ..errors import InputError
+
+    on_cpu = device.type == "cpu" if device is not None else str(getattr(o, "device", "")).strip().lower() == "cpu"
+    if profile == "full" and on_cpu:
         raise InputError(
             "--full generates 50,000 samples and needs a GPU (about a week on a CPU); "
             "use the default profile or --quick here"
         )
-    return opts
+
+
+# The audit options a profile sizes (PROFILE_SIZES over AuditOptions' defaults) that measure commands take as options.
+PROFILE_SIZED = ("probes", "samples", "steps", "sampler", "batch_size")
+
+
+def measure_profile(o):
+    """A measure command's profile: sets o.profile ('quick', 'full' or 'default') and returns the audit's options
+    for it (None for the default, which is the command's own defaults, as its --help shows them).
+
+    Under --quick / --full, each shared size the command line did not give (o.given) takes the audit's value for
+    that profile, so `flatcheck sharpness --quick` runs on the bank of `flatcheck audit --quick`; the measure's
+    own settings follow its Measure.profiles in measure_command."""
+    o.profile = profile_name(o.quick, o.full)
+    if o.profile == "default":
+        return None
+    from ..auditing import options_for
+
+    sizes = options_for(o.profile)
+    for name in PROFILE_SIZED:
+        if hasattr(o, name) and name not in o.given:
+            setattr(o, name, getattr(sizes, name))
+    return sizes
+
+
+def from_command_line(o, values: dict, sources: dict | None = None) -> dict:
+    """The entries of `values` that a profile may not override: all of them without one (the command's defaults
+    are the default profile), else those whose options (sources[key], default: the key itself) were given."""
+    if getattr(o, "profile", "default") == "default":
+        return dict(values)
+    sources = sources or {}
+    return {k: v for k, v in values.items() if any(name in o.given for name in sources.get(k, (k,)))}
 
 
 def _table_options(table: dict) -> dict:
@@ -758,6 +847,7 @@ def measure_command(
     shared: dict | None = None,
     require_fd: bool = False,
     files=None,
+    sources: dict | None = None,
 ):
     """A measure command: the audit with the other measures skipped (one run path), then the measure's
     own view, the report JSON and its files.
@@ -765,11 +855,18 @@ def measure_command(
     config: the measure's config fields from the command line; shared: audit options the command
     sets beyond the option groups; inputs: AuditOptions.inputs' keywords (sample folders...);
     require_fd: no reference for FD is an input error; files(report, out) -> command-only files.
+    Profile (measure_profile, called by the command first): under --quick / --full, config and shared
+    entries whose options were not given (sources: key -> the options that set it) are left to the
+    profile (Measure.profiles, PROFILE_SIZES); the report records the profile.
     """
     from ..api import audit as run_audit
     from ..auditing import AREAS, options_for, resolve_for
     from ..errors import InputError, OptionError, RunError
     from ..report.writers import write_measure_outputs
+
+    profile = getattr(o, "profile", "default")
+    config = from_command_line(o, config, sources)
+    shared = from_command_line(o, shared or {}, sources)
 
     def given() -> dict:
         values = {
@@ -796,21 +893,24 @@ def measure_command(
                 fid_features=o.features,
                 fid_weights=str(o.fid_weights) if o.fid_weights else None,
             )
-        values.update(shared or {})
+        values.update(shared)
         return {k: v for k, v in values.items() if v is not None}
 
     if getattr(o, "dry_run", False):
         from .planning import plan_command
 
-        return plan_command(model, o, only=name, config=config, given=given())
+        return plan_command(model, o, only=name, config=config, given=given(), profile=profile)
+
     def options():
         try:
-            return options_for("default", skip=tuple(a for a in AREAS if a != name), **given(), **{name: config})
+            return options_for(profile, skip=tuple(a for a in AREAS if a != name), **given(), **{name: config})
         except OptionError as exc:  # this command's user typed flags, not config keys
             raise exc.flag() from None
 
     options()  # every option checked before anything loads
+    check_profile_device(profile, None, o)
     ckpt, dev = load_checkpoint(model, o)
+    check_profile_device(profile, dev)
     inputs = {**(inputs or {}), **sample_folder_inputs(o, ckpt)}
     opts = options()  # a sample folder's steps, seed and sampler where the command line gave none
     if require_fd and resolve_for(ckpt, opts).inputs().fd.ref is None:

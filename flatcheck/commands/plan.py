@@ -58,8 +58,10 @@ def plan(
     fits, and which options would make it fit.
 
     Takes the audit's options (--quick, sizes, --skip) and the sharpness memory options (--params, --gradient-checkpointing)."""  # noqa: E501 - the command's --help text, shown with its line breaks
-    from .options import audit_options
+    from .options import audit_options, check_inputs
     from .planning import plan_command
+
+    check_inputs(o, model)  # paths and spellings, before torch is imported
 
     table = None
     if config is not None:

@@ -36,11 +36,12 @@ def plan_command(
     config: dict | None = None,
     given: dict | None = None,
     audit_options=None,
+    profile: str = "default",
 ) -> int:
     """Plan the audit (or one measure: `only`, with its command's config and shared options), print it,
     write --json; exit 0 when it fits, 1 when it does not. audit_options(device) -> AuditOptions: the
     audit's options from the command line (flatcheck plan, audit --dry-run); a measure command's
-    --dry-run gives its `config` and shared options (`given`) instead."""
+    --dry-run gives its `config`, shared options (`given`) and `profile` instead."""
     from rich.console import Console
 
     from ..auditing import AREAS, options_for, resolve_for
@@ -63,7 +64,7 @@ def plan_command(
         raise InputError(f"--only {only}: no such measure (use {', '.join(AREAS)})")
     if given is not None:  # a measure command's --dry-run: its own config and shared options
         try:
-            opts = options_for("default", skip=tuple(a for a in AREAS if a != only), **given, **{only: config or {}})
+            opts = options_for(profile, skip=tuple(a for a in AREAS if a != only), **given, **{only: config or {}})
         except OptionError as exc:
             raise exc.flag() from None
     else:  # flatcheck plan / audit --dry-run: the audit's options (--only: the others skipped)

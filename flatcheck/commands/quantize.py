@@ -21,6 +21,7 @@ from .options import (
     DATA,
     DRY_RUN,
     FD,
+    MEASURE_PROFILE,
     NO_FID,
     OUT,
     SAMPLES,
@@ -28,8 +29,10 @@ from .options import (
     SEED,
     TIMESTEPS,
     ModelArg,
+    check_inputs,
     choices,
     measure_command,
+    measure_profile,
     takes,
 )
 
@@ -61,6 +64,7 @@ BnbOpt = Annotated[
 
 @takes(
     COMMON,
+    MEASURE_PROFILE,
     DRY_RUN,
     SEED,
     OUT,
@@ -129,6 +133,8 @@ def quantize(
 ) -> None:
     """Generation quality under W/A quantization (default W8A8, W6A6, W4A4): sample drift, probe loss, FD/FID per setting
     (when a reference is known: --ref, or the digits data for the bundled models), and the layers that hurt most."""  # noqa: E501 - the command's --help text, shown with its line breaks
+    check_inputs(o, model)  # paths and spellings, before torch is imported
+    measure_profile(o)
     # Every cheap check before the model loads: bad input fails fast, with one line.
     settings = settings_from_options(bits, wbits, abits, bnb)
     policy = LayerPolicy(first_last=FirstLast(first_last).value, attention=Attention(attention).value)
@@ -151,4 +157,7 @@ def quantize(
         from ..measures.quantize import check_bitsandbytes
 
         check_bitsandbytes()
-    return measure_command("quantize", model, o, config)
+    # Under --quick / --full the settings and the layer policy are the profile's unless an option that sets them
+    # was given.
+    sources = {"settings": ("bits", "wbits", "abits", "bnb"), "policy": ("first_last", "attention")}
+    return measure_command("quantize", model, o, config, sources=sources)

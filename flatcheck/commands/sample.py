@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .destinations import Writes
-from .options import BATCH, COMMON, COND, SAMPLER, SEED, STEPS, ModelArg, console, load_checkpoint, takes
+from .options import BATCH, COMMON, COND, SAMPLER, SEED, STEPS, ModelArg, check_inputs, console, load_checkpoint, takes
 
 
 @takes(COMMON, SEED, COND, STEPS, SAMPLER, BATCH)
@@ -38,6 +38,7 @@ def sample(
     o=None,
 ) -> None:
     """Generate samples and export them (PNG folder, .npz): resumable, with the seeds every measure uses, so fid, quantize and audit can read them (--samples-from OUT/store)."""  # noqa: E501 - the command's --help text, shown with its line breaks
+    check_inputs(o, model)  # paths and spellings, before torch is imported
     from ..core.conditioning import ConditionOptions
     from ..core.denoiser import Denoiser
     from ..core.export import export_samples

@@ -13,14 +13,17 @@ from .options import (
     COND,
     DATA,
     DRY_RUN,
+    MEASURE_PROFILE,
     OUT,
     SAMPLES,
     SEED,
     TIMESTEPS,
     ModelArg,
+    check_inputs,
     comma_list,
     comma_numbers,
     measure_command,
+    measure_profile,
     takes,
 )
 
@@ -44,7 +47,7 @@ WorstRadiiOpt = Annotated[
 ]
 
 
-@takes(COMMON, DRY_RUN, SEED, OUT, COND, DATA, TIMESTEPS, SAMPLES, BATCH, probes=128, samples=128)
+@takes(COMMON, MEASURE_PROFILE, DRY_RUN, SEED, OUT, COND, DATA, TIMESTEPS, SAMPLES, BATCH, probes=128, samples=128)
 def sharpness(
     model: ModelArg = None,
     measures: Annotated[
@@ -164,6 +167,8 @@ def sharpness(
     Radii r are relative: |delta| ~ r |theta| (absolute norm), or each weight moved by ~r of itself (adaptive).
 
     Defaults were chosen by measurement on the bundled digits models (examples/evidence/sharpness.md). The bundled models use their digits data; other models are data-free: the bank's x0 are drawn from --samples of the model's own samples."""  # noqa: E501 - the command's --help text, shown with its line breaks
+    check_inputs(o, model)
+    measure_profile(o)
     config = dict(
         measures=comma_list(measures),
         norms=comma_list(norms),
@@ -189,4 +194,4 @@ def sharpness(
         config["radii"] = config["worst_radii"] = comma_numbers(radii, "--radii")
     if worst_radii is not None:
         config["worst_radii"] = comma_numbers(worst_radii, "--worst-radii")
-    return measure_command("sharpness", model, o, config)
+    return measure_command("sharpness", model, o, config, sources={"worst_radii": ("radii", "worst_radii")})

@@ -185,6 +185,14 @@ def bundled_models() -> list[str]:
 
 def resolve(model: str | None, allow_pickle: bool = False) -> tuple[Path, str]:
     """MODEL -> (local folder, form). Raises InputError with one clear line."""
+    found = _resolve_local(model)
+    if found is not None:
+        return found
+    return _download_from_hub(model, allow_pickle), "hub"
+
+
+def _resolve_local(model: str | None) -> tuple[Path, str] | None:
+    """A local or bundled MODEL -> (folder, form); None for a Hub repo id; InputError for anything else."""
     if model is None or model == "":
         model = DEFAULT_BUNDLED
     path = Path(model).expanduser()
@@ -198,9 +206,24 @@ def resolve(model: str | None, allow_pickle: bool = False) -> tuple[Path, str]:
         return bundled_root() / model, "bundled"
     looks_like_path = model.startswith((".", "/", "~")) or os.sep in model.strip("/").split("/", 1)[-1]
     if HUB_ID.match(model) and not looks_like_path:
-        return _download_from_hub(model, allow_pickle), "hub"
+        return None
     names = ", ".join(bundled_models()) or "none installed"
     raise InputError(f"no such file or folder: '{model}' (and no bundled model of that name; bundled: {names})")
+
+
+def check(
+    model: str | None, *, scheduler: str | Path | None = None, allow_pickle: bool = False, variant: str | None = None
+) -> None:
+    """What `load` refuses before any weight is read, checked without torch: a bad path, config, weight file or
+    --scheduler, or a denoiser no family serves, fails here in a fraction of a second instead of after the
+    seconds that importing torch and diffusers take. A Hub repo id is left to `load` (locating it downloads it)."""
+    if _resolve_local(model) is None:
+        return
+    found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle, variant=variant)
+    from ..families import family_of
+    from .class_facts import config_with_defaults
+
+    family_of(found.denoiser.class_name, config_with_defaults(found.denoiser.class_name, found.denoiser.config))
 
 
 def _folder_form(path: Path) -> str:

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError, OptionError
+from .paths import BUNDLED_DATA, array_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-BUNDLED_DATA = ("digits", "patches", "patches-test")  # patches*: flatcheck.core.patches, split train / test
 FOLDER_CHUNK = 256  # images read and fitted at a time (their native-size float copies are what a chunk holds)
 
 
@@ -68,16 +68,7 @@ def _patches(spec: str) -> torch.Tensor:
 def _array_source(spec: str):
     """An .npy/.npz file's images as [N, C, H, W] at their own size and dtype (an .npy memory-mapped:
     nothing read until a chunk is), and the map of their values to [-1, 1] (_to_unit_range)."""
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise OptionError(
-            "data",
-            f"'{spec}' does not exist (give an image folder, an .npy/.npz file, or one of: {', '.join(BUNDLED_DATA)})",
-        )
-    if path.suffix not in (".npy", ".npz"):
-        raise OptionError(
-            "data", f"'{spec}': unsupported file type '{path.suffix}' (use an image folder, .npy or .npz)"
-        )
+    path = array_file(spec)
     a = _nchw(_load_array(path, mmap=True), path)
     convert = _to_unit_range(a)
     return a, convert

@@ -155,7 +155,7 @@ def check_reference(spec: str) -> str:
 
 
 def _classify(spec: str) -> tuple[str, object]:
-    from ..data import BUNDLED_DATA
+    from ..paths import BUNDLED_DATA, reference_file
 
     if not spec:
         raise InputError(
@@ -173,12 +173,8 @@ def _classify(spec: str) -> tuple[str, object]:
             except Exception as exc:  # noqa: BLE001 - not a zip, truncated...
                 raise InputError(f"cannot read --ref '{spec}': {str(exc).splitlines()[0]}") from None
             return ("stats" if {"mu", "sigma"} <= keys else "images"), path
-        if path.suffix == ".npy":
-            return "images", path
-        raise InputError(
-            f"--ref '{spec}': unsupported file type '{path.suffix}' (use an image folder, .npz/.npy images, or a "
-            "stats .npz with mu and sigma)"
-        )
+        reference_file(spec, path)
+        return "images", path
     if spec in BUNDLED_DATA:
         return ("digits" if spec == "digits" else "patches"), spec
     from torch_fidelity.registry import DATASETS_REGISTRY

@@ -27,7 +27,7 @@ PROFILES = {
     ),
     "default": {},
     "full": dict(
-        draws=16, hessian_probes=256, landscape_probes=512, lanczos_iters=50, hutchinson_draws=64, landscape_points=41
+        draws=16, hessian_probes=256, landscape_probes=512, lanczos_iters=90, hutchinson_draws=64, landscape_points=41
     ),
 }
 
