@@ -57,6 +57,8 @@ def test_zoo_script_builds_members_and_resumes(tmp_path):
         "4",
         "--batch",
         "8",
+        "--grid-steps",
+        "2",
         "--only",
         "adamw-s0,ema,swa",
         "--out",

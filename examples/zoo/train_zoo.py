@@ -236,12 +236,12 @@ def eval_loss(unet, data, n: int = 1024, seed: int = 123) -> float:
     return total / n
 
 
-def save_member(unet, folder: Path, grid_path: Path, seed: int = 0) -> None:
+def save_member(unet, folder: Path, grid_path: Path, seed: int = 0, grid_steps: int = 50) -> None:
     DDPMPipeline(unet=copy.deepcopy(unet).cpu(), scheduler=make_scheduler()).save_pretrained(
         folder, safe_serialization=True
     )
     sched = DDIMScheduler.from_config(make_scheduler().config)
-    sched.set_timesteps(50)
+    sched.set_timesteps(grid_steps)
     cfg = unet.config
     dev = next(unet.parameters()).device
     x = torch.randn(
@@ -284,6 +284,12 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument(
         "--warmup", type=int, default=None, help="warm-up steps (default steps // 12: the bundled recipe's 100 of 1200)"
+    )
+    ap.add_argument(
+        "--grid-steps",
+        type=int,
+        default=50,
+        help="DDIM steps of each member's sample grid (default 50; a trial run may take fewer)",
     )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -333,7 +339,7 @@ def main() -> None:
         "official code leaves biases at T = 1)",
         batches="one CPU torch.Generator seeded seed + 1: indices, noise, timesteps drawn in that order each step",
         eval_loss="eps MSE on 1024 fixed (image, t, noise) draws, generator seed 123",
-        samples="DDIM 50 steps, 64 images, noise seed 0",
+        samples=f"DDIM {args.grid_steps} steps, 64 images, noise seed 0",
     )
     summary_doc = json.loads(summary.read_text()) if summary.exists() else {}
     summary_doc.update(
@@ -388,7 +394,7 @@ def main() -> None:
             ev = eval_loss(net, data)
             run_log["members"][m] = dict(weights=members[m][1], eval_loss=ev)
             if m in todo:
-                save_member(net, out / m, samples / f"{prefix}{m}.png")
+                save_member(net, out / m, samples / f"{prefix}{m}.png", grid_steps=args.grid_steps)
                 summary_doc["members"][m] = dict(
                     run=run_name,
                     weights=members[m][1],
