@@ -323,6 +323,11 @@ def load_module(cls, sf: SingleFile, component: str, config_folder: Path, dtype,
     tensors = component_tensors(sf.tensors, sf.layout, component)
     if not tensors:
         raise InputError(f"'{sf.path}' holds no {where} tensors")
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    # Its cast to torch_dtype warns about "modules that should be kept in float32" even when there are none
+    diffusers_logging.set_verbosity_error()
     try:
         module = cls.from_single_file(
             state_dict(sf, tensors), config=str(config_folder), torch_dtype=dtype, local_files_only=True
@@ -332,6 +337,8 @@ def load_module(cls, sf: SingleFile, component: str, config_folder: Path, dtype,
             f"cannot build the {where} from '{sf.path}' with the configs of {sf.configs.origin}: "
             f"{str(exc).splitlines()[0][:300]}"
         ) from exc
+    finally:
+        diffusers_logging.set_verbosity(level)
     check_filled(module, sf, where)
     return module
 
