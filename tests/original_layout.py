@@ -97,3 +97,37 @@ def vae_to_original(state: dict, num_blocks: int, prefix: str = "first_stage_mod
 def clip_to_original(state: dict, prefix: str = "cond_stage_model.transformer.") -> dict:
     """A CLIPTextModel's state dict under the original SD 1 prefix (text_model.* as transformers < 5.6 named it)."""
     return {prefix + (k if k.startswith("text_model.") else "text_model." + k): v for k, v in state.items()}
+
+
+OPEN_CLIP_LAYER = (("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"))
+OPEN_CLIP_TOP = {
+    "text_model.embeddings.position_embedding.weight": "positional_embedding",
+    "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+    "text_model.final_layer_norm.weight": "ln_final.weight",
+    "text_model.final_layer_norm.bias": "ln_final.bias",
+}
+
+
+def open_clip_to_original(state: dict, prefix: str = "conditioner.embedders.1.model.") -> dict:
+    """A CLIPTextModelWithProjection's state dict in OpenCLIP's layout (SDXL's second encoder): q, k, v fused
+    into in_proj, the projection transposed."""
+    out, qkv = {}, {}
+    for key, value in state.items():
+        if key in OPEN_CLIP_TOP:
+            out[prefix + OPEN_CLIP_TOP[key]] = value
+        elif key == "text_projection.weight":
+            out[prefix + "text_projection"] = value.T
+        else:
+            rest = key.removeprefix("text_model.encoder.layers.")
+            i, _, part = rest.partition(".")
+            if part.startswith("self_attn.") and part.split(".")[1] in ("q_proj", "k_proj", "v_proj"):
+                kind = part.split(".")[-1]  # weight or bias
+                qkv.setdefault((i, kind), {})[part.split(".")[1]] = value
+                continue
+            for new, old in OPEN_CLIP_LAYER:
+                part = part.replace(new, old)
+            out[f"{prefix}transformer.resblocks.{i}.{part.replace('self_attn.', 'attn.')}"] = value
+    for (i, kind), parts in qkv.items():
+        fused = [parts[n] for n in ("q_proj", "k_proj", "v_proj")]
+        out[f"{prefix}transformer.resblocks.{i}.attn.in_proj_{kind}"] = __import__("torch").cat(fused)
+    return out

@@ -1,7 +1,9 @@
-"""Single-file checkpoints: the tiny SD pipeline written as one .safetensors in the original layout (its
-UNet, VAE and CLIP text encoder renamed back to the CompVis names: tests/original_layout.py) is read by
-its tensor names, built by diffusers' from_single_file with --model-config, and gives the numbers of the
-diffusers folder it came from; bad files, and a component nothing gives, are one line (exit 2)."""
+"""Single-file checkpoints: the tiny SD and SDXL pipelines written as one .safetensors in the original layout
+(UNet, VAE and text encoders renamed back to the CompVis/Stability names: tests/original_layout.py) are read
+by their tensor names, built by diffusers' from_single_file with --model-config, and give the numbers of the
+diffusers folders they came from; bad files, and a component nothing gives, are one line (exit 2).
+Flux is not here: diffusers' Flux converter assumes the real width (inner dim 3072), so no tiny Flux file
+converts."""
 
 from __future__ import annotations
 
@@ -14,26 +16,34 @@ import torch
 from safetensors.torch import save_file
 
 from . import families
-from .original_layout import clip_to_original, unet_to_original, vae_to_original
+from .original_layout import clip_to_original, open_clip_to_original, unet_to_original, vae_to_original
 
 TINY = ["--probes", "4", "--samples", "2", "--steps", "2", "--batch-size", "2"]
 TINY += ["--measures", "avg", "--radii", "0.01", "--draws", "1", "--seed", "3"]
 
 
-@pytest.fixture(scope="module")
-def sd(family_dir, tmp_path_factory):
-    """(diffusers folder, its single file, the original-layout state dict)."""
-    folder = family_dir("sd")
-    pipe = families.load_pipeline(folder, "sd")
+def _single_file(family_dir, tmp_path_factory, family: str):
+    """(diffusers folder, its single file, the original-layout state dict) of a tiny family."""
+    folder = family_dir(family)
+    pipe = families.load_pipeline(folder, family)
     state = {
         **unet_to_original(pipe.unet.state_dict(), pipe.unet.config.layers_per_block),
         **vae_to_original(pipe.vae.state_dict(), len(pipe.vae.config.down_block_types)),
-        **clip_to_original(pipe.text_encoder.state_dict()),
     }
+    if family == "sd":
+        state.update(clip_to_original(pipe.text_encoder.state_dict()))
+    else:  # SDXL: CLIP ViT-L and OpenCLIP bigG under the conditioner's embedders
+        state.update(clip_to_original(pipe.text_encoder.state_dict(), "conditioner.embedders.0.transformer."))
+        state.update(open_clip_to_original(pipe.text_encoder_2.state_dict()))
     state = {k: v.contiguous() for k, v in state.items()}
-    path = tmp_path_factory.mktemp("single") / "tiny-sd.safetensors"
+    path = tmp_path_factory.mktemp("single") / f"tiny-{family}.safetensors"
     save_file(state, str(path))
     return folder, path, state
+
+
+@pytest.fixture(scope="module")
+def sd(family_dir, tmp_path_factory):
+    return _single_file(family_dir, tmp_path_factory, "sd")
 
 
 def _json(cli, *args):
@@ -71,8 +81,11 @@ def test_info_reads_the_header_and_says_what_was_read(cli, sd):
     assert doc["scheduler_origin"] == f"--model-config {folder} (scheduler/)"
 
 
-def test_the_single_file_gives_the_numbers_of_its_folder_and_is_left_as_it_was(cli, sd, tmp_path):
-    folder, path, _ = sd
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_the_single_file_gives_the_numbers_of_its_folder_and_is_left_as_it_was(
+    cli, sd, family, family_dir, tmp_path_factory, tmp_path
+):
+    folder, path, _ = sd if family == "sd" else _single_file(family_dir, tmp_path_factory, family)
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     docs = []
     for model in ([path, "--model-config", folder], [folder]):
