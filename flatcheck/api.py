@@ -31,7 +31,14 @@ _AUTOENCODERS = ("vae", "vqvae")
 
 
 def load(
-    model: Any = None, *, scheduler=None, dtype=None, device: str = "cpu", allow_pickle: bool = False, variant=None
+    model: Any = None,
+    *,
+    scheduler=None,
+    dtype=None,
+    device: str = "cpu",
+    allow_pickle: bool = False,
+    variant=None,
+    model_config=None,
 ):
     """A Checkpoint (core.checkpoint) from a path, a Hub id or bundled name (as the command line reads MODEL), an
     in-memory `DiffusionPipeline`, or a Checkpoint as is. Paths are loaded under the command line's rules
@@ -49,6 +56,7 @@ def load(
             device=device,
             allow_pickle=allow_pickle,
             variant=variant,
+            model_config=model_config,
         )
     if hasattr(model, "components") and hasattr(model, "scheduler"):
         return from_pipeline(model)
@@ -91,7 +99,7 @@ def describe(model: Any = None, **load_options):
     from .core.info import describe_checkpoint, describe_files
 
     if model is None or isinstance(model, (str, Path)):
-        keep = {k: v for k, v in load_options.items() if k in ("scheduler", "allow_pickle", "variant")}
+        keep = {k: v for k, v in load_options.items() if k in ("scheduler", "allow_pickle", "variant", "model_config")}
         return describe_files(None if model is None else str(model), **keep)
     return describe_checkpoint(load(model, **load_options))
 

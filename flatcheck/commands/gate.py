@@ -96,7 +96,7 @@ def gate(
             from ..auditing import options_document, resolve_for
             from ..core.checkpoint import locate
 
-            found = locate(model, scheduler=o.scheduler, allow_pickle=o.allow_pickle)
+            found = locate(model, scheduler=o.scheduler, allow_pickle=o.allow_pickle, model_config=o.model_config)
             _check_same_settings({"options": options_document(resolve_for(found, planned))}, base_doc, baseline_spec)
 
     def audit(spec: str | None):

@@ -17,7 +17,9 @@ def info(model: ModelArg = None, o=None) -> None:
 
     # Nothing runs, so the run options are only checked (torch would cost more than the whole description).
     check_run_options(o)
-    result = describe_files(model, scheduler=o.scheduler, allow_pickle=o.allow_pickle, variant=o.variant)
+    result = describe_files(
+        model, scheduler=o.scheduler, allow_pickle=o.allow_pickle, variant=o.variant, model_config=o.model_config
+    )
     if o.json:
         write_json(document("info", result), o.json)
     if o.json != "-":

@@ -113,6 +113,21 @@ COMMON = group(
         ],
         None,
     ),
+    Opt(
+        "model_config",
+        Annotated[
+            Optional[Path],
+            typer.Option(
+                "--model-config",
+                help="Configs of a single-file MODEL (one .safetensors in the original layout): a diffusers "
+                "pipeline folder of the same model (its tokenizers, and any component the file lacks, are read "
+                "from it too), or the denoiser's config folder. Default: flatcheck's bundled configs of the "
+                "well-known model the tensor names show (SD 1.x, SD 2.x, SDXL base, SD3 medium, FLUX.1 dev/schnell).",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
     Opt("debug", Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")], False),
     Opt(
         "threads",
@@ -647,7 +662,15 @@ def load_checkpoint(model, o):
     dist.start(dev)  # under accelerate launch / torchrun: join the process group (a no-op otherwise)
     dev = dist.local_device(dev)
     deterministic_kernels(dev)  # same seed + same GPU: the same numbers (a command sets it for its whole run)
-    ckpt = load(model, scheduler=o.scheduler, dtype=dt, device=dev, allow_pickle=o.allow_pickle, variant=o.variant)
+    ckpt = load(
+        model,
+        scheduler=o.scheduler,
+        dtype=dt,
+        device=dev,
+        allow_pickle=o.allow_pickle,
+        variant=o.variant,
+        model_config=o.model_config,
+    )
     fastpath.attach(ckpt.denoiser, fast)  # the Denoiser built from it computes this way
     return ckpt, dev
 
@@ -684,7 +707,13 @@ def check_inputs(o, *models) -> None:
 
     check_run_options(o)
     for model in models:
-        check(model, scheduler=o.scheduler, allow_pickle=o.allow_pickle, variant=getattr(o, "variant", None))
+        check(
+            model,
+            scheduler=o.scheduler,
+            allow_pickle=o.allow_pickle,
+            variant=getattr(o, "variant", None),
+            model_config=getattr(o, "model_config", None),
+        )
     check_data(getattr(o, "data", None))
     if not getattr(o, "no_fid", False):
         check_reference(getattr(o, "ref", None))

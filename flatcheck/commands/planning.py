@@ -58,7 +58,13 @@ def plan_command(
     device, here = plan_device(o.device, memory)
     dtype = resolve_dtype(o.dtype)
     meta = load(
-        model, scheduler=o.scheduler, dtype=dtype, device="meta", allow_pickle=o.allow_pickle, variant=o.variant
+        model,
+        scheduler=o.scheduler,
+        dtype=dtype,
+        device="meta",
+        allow_pickle=o.allow_pickle,
+        variant=o.variant,
+        model_config=o.model_config,
     )
     if only is not None and only not in AREAS:
         raise InputError(f"--only {only}: no such measure (use {', '.join(AREAS)})")
@@ -84,7 +90,13 @@ def plan_command(
     plan = make()
     if timing and here and plan.baseline_bytes + plan.weights_bytes < available[0]:
         real = load(
-            model, scheduler=o.scheduler, dtype=dtype, device=device, allow_pickle=o.allow_pickle, variant=o.variant
+            model,
+            scheduler=o.scheduler,
+            dtype=dtype,
+            device=device,
+            allow_pickle=o.allow_pickle,
+            variant=o.variant,
+            model_config=o.model_config,
         )
         timed = Denoiser(real.denoiser, real.scheduler, real.vae, den.conditioning, sample_size=den.sample_shape[-1])
         from ..core.params import measured_parameters

@@ -4,7 +4,9 @@ MODEL may be
   (a) a diffusers pipeline folder (model_index.json),
   (b) a bare model folder (config.json + weights), with an optional scheduler folder,
   (c) a Hugging Face Hub repo id (needs the network),
-  (d) the short name of a bundled example model (see `bundled_models`).
+  (d) the short name of a bundled example model (see `bundled_models`),
+  (e) a single-file checkpoint in the original layout (SD 1.x/2.x/XL, SD3, Flux: core.single_file), its configs
+      from --model-config DIR or bundled.
 A local path wins over a name.
 
 Safety: only safetensors are read by default. Pickle files (.bin, .ckpt, .pt, .pth)
@@ -34,6 +36,8 @@ from .class_facts import check_class, diffusers_class
 
 if TYPE_CHECKING:  # torch is imported where weights are loaded: locating a checkpoint needs none of it
     import torch
+
+    from .single_file import SingleFile
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 DENOISER_COMPONENTS = ("unet", "transformer")
@@ -115,8 +119,8 @@ class Checkpoint:
     """A loaded checkpoint: the denoiser, its noise schedule, and where they came from."""
 
     source: str  # MODEL as the user gave it
-    form: str  # "pipeline", "model", "hub" or "bundled"
-    root: Path  # local folder that was read
+    form: str  # "pipeline", "model", "hub", "bundled", "single-file" or "memory"
+    root: Path  # local folder that was read (a single file: the file)
     pipeline_class: str | None
     denoiser_component: str  # "unet", "transformer", or "." for a bare model
     denoiser: torch.nn.Module
@@ -129,6 +133,11 @@ class Checkpoint:
     # A pipeline held in memory (flatcheck.api): its tokenizers and text encoders as they are, never read from disk
     text_modules: dict | None = None
     variant: str | None = None  # --variant as asked (text encoders are read under the same rule as the denoiser)
+    single_file: SingleFile | None = None  # a single-file checkpoint: its layout and configs (text encoders from it)
+
+    @property
+    def config_origin(self) -> str | None:
+        return self.single_file.configs.origin if self.single_file is not None else None
 
     @property
     def text_components(self) -> dict[str, str]:
@@ -198,8 +207,13 @@ def _resolve_local(model: str | None) -> tuple[Path, str] | None:
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir():
+            from .single_file import SUFFIXES
+
+            if path.suffix in SUFFIXES:
+                return path, "single-file"
             raise InputError(
-                f"'{model}' is a file; give the checkpoint's folder (a diffusers pipeline or model folder)"
+                f"'{model}' is a file but not a single-file checkpoint ({', '.join(SUFFIXES)}); give the "
+                "checkpoint's folder (a diffusers pipeline or model folder)"
             )
         return path, _folder_form(path)
     if model in bundled_models():
@@ -212,18 +226,29 @@ def _resolve_local(model: str | None) -> tuple[Path, str] | None:
 
 
 def check(
-    model: str | None, *, scheduler: str | Path | None = None, allow_pickle: bool = False, variant: str | None = None
+    model: str | None,
+    *,
+    scheduler: str | Path | None = None,
+    allow_pickle: bool = False,
+    variant: str | None = None,
+    model_config: str | Path | None = None,
 ) -> None:
     """What `load` refuses before any weight is read, checked without torch: a bad path, config, weight file or
     --scheduler, or a denoiser no family serves, fails here in a fraction of a second instead of after the
     seconds that importing torch and diffusers take. A Hub repo id is left to `load` (locating it downloads it)."""
     if _resolve_local(model) is None:
+        if model_config is not None:
+            raise InputError("--model-config is for a single-file checkpoint (one .safetensors file), not a Hub id")
         return
-    found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle, variant=variant)
+    found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle, variant=variant, model_config=model_config)
     from ..families import family_of
     from .class_facts import config_with_defaults
 
     family_of(found.denoiser.class_name, config_with_defaults(found.denoiser.class_name, found.denoiser.config))
+    if found.single_file is not None:
+        from .single_file import check_components
+
+        check_components(found.single_file)
 
 
 def _folder_form(path: Path) -> str:
@@ -350,10 +375,13 @@ class Part:
     config: dict  # config.json as written
     files: list[WeightFile]
     variant: str | None = None  # the weight-file variant read (fp16, ...): asked for, or the only one there
+    single_file: SingleFile | None = None  # built from a single file's tensors (files: that file), config in folder
 
     def loaded_weights(self) -> list[WeightFile]:
         """The files diffusers' from_pretrained reads (weight_files lists all there are): the sharded
         index's shards, else the single file (LOADED_NAMES)."""
+        if self.single_file is not None:
+            return self.files
         single, index_name = loaded_names(self.files[0].format, self.variant)
         by_name = {w.path.name: w for w in self.files}
         index = self.folder / index_name
@@ -392,6 +420,7 @@ class CheckpointFiles:
     scheduler_config: dict  # as written (or the default schedule's)
     scheduler_origin: str
     index: dict = field(default_factory=dict)
+    single_file: SingleFile | None = None
 
     @property
     def weight_files(self) -> list[WeightFile]:
@@ -469,12 +498,22 @@ def locate(
     scheduler: str | Path | None = None,
     allow_pickle: bool = False,
     variant: str | None = None,
+    model_config: str | Path | None = None,
 ) -> CheckpointFiles:
     """Resolve MODEL and check everything that can be checked without loading weights: the configs, the
     classes they name, the weight files (pickle gated, safetensors headers and sizes; variant: diffusers'
-    weight-file variant, e.g. fp16; a folder holding one variant only is read as that variant)."""
+    weight-file variant, e.g. fp16; a folder holding one variant only is read as that variant).
+    model_config: the configs of a single-file checkpoint (core.single_file.config_source)."""
     root, form = resolve(model, allow_pickle)
     source = model or DEFAULT_BUNDLED
+    if form == "single-file":
+        if variant is not None:
+            raise InputError(f"--variant reads a diffusers folder's weight files; '{root}' is a single file")
+        return _locate_single_file(source, root, scheduler, allow_pickle, model_config)
+    if model_config is not None:
+        raise InputError(
+            f"--model-config gives the configs of a single-file checkpoint; '{root}' is a {form} folder with its own"
+        )
     vae = None
     pipeline_class = None
     index: dict = {}
@@ -521,6 +560,61 @@ def locate(
     )
 
 
+def _locate_single_file(
+    source: str, path: Path, scheduler: str | Path | None, allow_pickle: bool, model_config: str | Path | None
+) -> CheckpointFiles:
+    """A single file: its layout from the tensor names, configs from --model-config or bundled, checked."""
+    from . import single_file as sfm
+
+    sf = sfm.locate_file(path, None if model_config is None else Path(model_config), allow_pickle)
+    name = "unet" if sf.layout.kind == "ldm-unet" else "transformer"
+    folder = sf.configs.folders.get(name)
+    if folder is None or not (folder / "config.json").is_file():
+        raise InputError(f"the configs of {sf.configs.origin} have no {name}/config.json for '{path}'")
+    config = _read_json(folder / "config.json")
+    check_class(config.get("_class_name"), "ModelMixin", folder / "config.json")
+    if config["_class_name"] != sf.layout.denoiser_class:
+        raise InputError(
+            f"'{path}' holds a {sf.layout.denoiser_class}, but {folder / 'config.json'} is a {config['_class_name']}"
+        )
+
+    def part(component: str, where: str, cfg_folder: Path, cfg: dict) -> Part:
+        entries = sfm.component_tensors(sf.tensors, sf.layout, where)
+        files = [WeightFile(component, path, sf.format, sfm.bytes_of(entries), entries)]
+        return Part(component, cfg_folder, cfg["_class_name"], cfg, files, None, sf)
+
+    denoiser = part(name, "denoiser", folder, config)
+    vae = None
+    vae_folder = sf.configs.folders.get("vae")
+    if vae_folder is not None and (vae_folder / "config.json").is_file():
+        if sf.layout.vae_prefix is not None:
+            vae_config = _read_json(vae_folder / "config.json")
+            check_class(vae_config.get("_class_name"), "ModelMixin", vae_folder / "config.json")
+            vae = part("vae", "vae", vae_folder, vae_config)
+        elif sf.text_source_vae() is not None:  # beside it, in a --model-config pipeline folder
+            vae = _part(vae_folder, "vae", allow_pickle)
+    if scheduler is not None:
+        sched, origin = scheduler_config(Path(scheduler)), f"--scheduler {scheduler}"
+    elif "scheduler" in sf.configs.folders:
+        sched, origin = scheduler_config(sf.configs.folders["scheduler"]), f"{sf.configs.origin} (scheduler/)"
+    else:
+        sched, origin = dict(DEFAULT_SCHEDULER), DEFAULT_SCHEDULER_NOTE
+    return CheckpointFiles(
+        source=source,
+        form="single-file",
+        root=path,
+        pipeline_class=sf.configs.pipeline_class,
+        denoiser_component=name,
+        denoiser=denoiser,
+        vae=vae,
+        scheduler_class=sched["_class_name"],
+        scheduler_config=sched,
+        scheduler_origin=origin,
+        index=sf.configs.index,
+        single_file=sf,
+    )
+
+
 # ----------------------------------------------------------------------------- loading
 
 
@@ -532,6 +626,13 @@ def _load_component(part: Part, dtype, meta: bool = False):
         with torch.device("meta"):
             module = cls.from_config(part.config)
         return meta_to(module, dtype).eval().requires_grad_(False)
+    if part.single_file is not None:
+        from .single_file import load_module
+
+        where = "denoiser" if part.component in DENOISER_COMPONENTS else part.component
+        module = load_module(cls, part.single_file, where, part.folder, dtype, part.component)
+        check_finite(module, part.component)
+        return module.eval().requires_grad_(False)
     use_safetensors = part.files[0].format == "safetensors"
     try:
         module = cls.from_pretrained(
@@ -596,6 +697,7 @@ def load(
     allow_pickle: bool = False,
     runnable: bool = True,
     variant: str | None = None,
+    model_config: str | Path | None = None,
 ) -> Checkpoint:
     """Resolve, check and load MODEL's denoiser (+ VAE) and noise schedule; dtype: float32 unless given.
 
@@ -607,12 +709,16 @@ def load(
 
     from . import memory
 
-    found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle, variant=variant)
+    found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle, variant=variant, model_config=model_config)
     if runnable:
         from ..families import family_of
         from .class_facts import config_with_defaults
 
         family_of(found.denoiser.class_name, config_with_defaults(found.denoiser.class_name, found.denoiser.config))
+        if found.single_file is not None:
+            from .single_file import check_components
+
+            check_components(found.single_file)
     dtype = dtype or torch.float32
     meta = torch.device(device).type == "meta"
     if not meta:
@@ -638,4 +744,5 @@ def load(
         index=found.index,
         allow_pickle=allow_pickle,
         variant=variant,
+        single_file=found.single_file,
     )

@@ -59,6 +59,7 @@ class CheckpointInfo:
     supported: str  # "yes", or why flatcheck's measures cannot run it yet
     weight_files: list[WeightFileInfo] = field(default_factory=list)  # the files read (the variant's)
     variant: str | None = None  # the weight-file variant read (--variant, or the only one a folder holds); None: plain
+    configs: str | None = None  # a single file: where its configs came from (--model-config DIR, or bundled)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class CheckpointFacts:
     text_components: dict[str, str]
     weight_files: list[WeightFile]
     variant: str | None = None
+    configs: str | None = None  # a single file's config origin
 
 
 def describe(f: CheckpointFacts) -> CheckpointInfo:
@@ -143,10 +145,15 @@ def describe(f: CheckpointFacts) -> CheckpointInfo:
         learned_variance=model.learned_variance,
         supported=supported,
         variant=f.variant,
+        configs=f.configs,
         weight_files=[
             WeightFileInfo(
                 w.component,
-                str(w.path.relative_to(f.root)) if w.path.is_relative_to(f.root) else str(w.path),
+                w.path.name
+                if w.path == f.root
+                else str(w.path.relative_to(f.root))
+                if w.path.is_relative_to(f.root)
+                else str(w.path),
                 w.format,
                 w.bytes,
             )
@@ -191,6 +198,7 @@ def facts_of(ckpt: Checkpoint) -> CheckpointFacts:
         text_components=text_components(ckpt.index),
         weight_files=list(ckpt.weight_files),
         variant=ckpt.denoiser_variant,
+        configs=getattr(ckpt, "config_origin", None),
     )
 
 
@@ -207,12 +215,13 @@ def read_facts(
     scheduler: str | Path | None = None,
     allow_pickle: bool = False,
     variant: str | None = None,
+    model_config: str | Path | None = None,
 ) -> CheckpointFacts:
     """The facts of MODEL read from its files: configs and safetensors headers, no tensor data."""
     from .checkpoint import locate, text_components
     from .class_facts import config_with_defaults, has_alphas_cumprod
 
-    found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle, variant=variant)
+    found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle, variant=variant, model_config=model_config)
     part = found.denoiser
     config = config_with_defaults(part.class_name, part.config)
     parameters, elements = count_parameters(stored_tensors(part), stored_buffers(part.class_name, config))
@@ -234,6 +243,7 @@ def read_facts(
         text_components=text_components(found.index),
         weight_files=found.weight_files,
         variant=found.denoiser.variant,
+        configs=found.single_file.configs.origin if found.single_file is not None else None,
     )
 
 
@@ -243,15 +253,18 @@ def describe_files(
     scheduler: str | Path | None = None,
     allow_pickle: bool = False,
     variant: str | None = None,
+    model_config: str | Path | None = None,
 ) -> CheckpointInfo:
     """`flatcheck info`: MODEL described from its configs and weight-file headers (nothing loaded)."""
-    return describe(read_facts(model, scheduler=scheduler, allow_pickle=allow_pickle, variant=variant))
+    return describe(
+        read_facts(model, scheduler=scheduler, allow_pickle=allow_pickle, variant=variant, model_config=model_config)
+    )
 
 
 def stored_tensors(part: Part) -> list[Mapping[str, TensorEntry]]:
     """Name -> dtype and shape of every tensor diffusers would load for the component, one table per file."""
     files = part.loaded_weights()
-    if files[0].format == "safetensors":
+    if all(w.tensors is not None for w in files):  # safetensors headers; a single file's entries (pickle too)
         return [w.tensors for w in files]
     # A pickle has no header: its tensors are known only by unpickling it (--allow-pickle allowed that),
     # with diffusers' own reader (torch.load, weights_only, memory-mapped where the file allows).

@@ -26,6 +26,10 @@ def load_text_components(ckpt) -> dict:
     memory hands its own (flatcheck.api)."""
     if ckpt.text_modules is not None:
         return dict(ckpt.text_modules)
+    if getattr(ckpt, "single_file", None) is not None:
+        from .single_file import load_text
+
+        return load_text(ckpt)  # encoders from the file, tokenizers from --model-config (same rules)
     import transformers
     from transformers.utils import logging as tf_logging
 

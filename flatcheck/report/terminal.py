@@ -28,6 +28,7 @@ def info_table(info: CheckpointInfo) -> Table:
     t.add_column("value")
     rows = [
         ("checkpoint", f"{info.form} at {info.path}"),
+        *([("configs", info.configs)] if info.configs else []),
         ("pipeline", info.pipeline_class or "(bare model folder)"),
         ("denoiser", info.denoiser_class),
         ("parameters", f"{info.parameters:,}"),
