@@ -129,6 +129,7 @@ class Checkpoint:
     # A pipeline held in memory (flatcheck.api): its tokenizers and text encoders as they are, never read from disk
     text_modules: dict | None = None
     variant: str | None = None  # --variant as asked (text encoders are read under the same rule as the denoiser)
+    lora: object | None = None  # core.lora.AttachedLora: a LoRA put on the denoiser (--lora), fused
 
     @property
     def text_components(self) -> dict[str, str]:
