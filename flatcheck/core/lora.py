@@ -221,6 +221,7 @@ def _check_fits(net, sd: dict) -> list[str]:
 class _Slot:
     """One adapted layer: where it sits, its peft wrapper, its base layer, and the base's own parameters."""
 
+    path: str  # the layer's name in the denoiser
     parent: object
     name: str
     wrapper: object  # peft LoraLayer
@@ -358,7 +359,7 @@ def _attach(ckpt, path: str | Path, scale: float, allow_pickle: bool) -> Attache
     for name, m in list(modules.items()):
         if isinstance(m, LoraLayer) and ADAPTER in m.lora_A:
             parent_name, _, child = name.rpartition(".")
-            slots.append(_Slot(modules[parent_name] if parent_name else net, child, m, m.base_layer))
+            slots.append(_Slot(name, modules[parent_name] if parent_name else net, child, m, m.base_layer))
             m.set_scale(ADAPTER, scale)
             for p in m.parameters():
                 if p is not m.base_layer.weight and p is not getattr(m.base_layer, "bias", None):
@@ -396,5 +397,17 @@ def attached(net) -> AttachedLora | None:
 
 
 def adapter_parameters(net) -> list[tuple[str, torch.nn.Parameter]]:
-    """The adapter's own parameters (lora_A, lora_B ...) of an unfused denoiser: what `--params lora` measures."""
-    return [(n, p) for n, p in net.named_parameters() if any(m in f".{n}." for m in ADAPTER_PARAM_MARKERS)]
+    """The adapter's own parameters (lora_A, lora_B ...), named as in the unfused denoiser, fused or not: what
+    `--params lora` measures (on the unfused layers) and a memory plan counts. [] without a LoRA."""
+    handle = attached(net)
+    if handle is None:
+        # A memory plan's meta copy of a denoiser with a LoRA (footprint.meta_copy) has no adapter: the adapted
+        # layers' own weights stand in for it, which bounds its vectors and gradients from above.
+        modules = dict(net.named_modules())
+        return [(f"{t}.weight", modules[t].weight) for t in getattr(net, "flatcheck_lora_targets", ())]
+    return [
+        (f"{s.path}.{n}", p)
+        for s in handle.slots
+        for n, p in s.wrapper.named_parameters()
+        if any(m in f".{n}." for m in ADAPTER_PARAM_MARKERS)
+    ]
