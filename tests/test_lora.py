@@ -192,3 +192,20 @@ def test_a_bad_lora_is_refused_in_one_line(cli, lora, tmp_path):
         said[case] = err
     assert "no LoRA tensors" in said["not a lora"] and "pickle" in said["pickle"]
     assert "not in this UNet2DConditionModel" in said["another model"] and "do not fit" in said["wrong shapes"]
+
+
+def test_a_kohya_layout_lora_is_converted_by_the_pipeline_to_the_same_weights(lora, tmp_path):
+    from diffusers.utils import convert_state_dict_to_kohya
+    from safetensors.torch import load_file, save_file
+
+    import flatcheck
+
+    base, file, _ = lora
+    kohya = convert_state_dict_to_kohya(load_file(str(file)))  # lora_unet_..._to_q.lora_down.weight, .alpha
+    kohya = {k: torch.tensor(ALPHA) if k.endswith(".alpha") else v for k, v in kohya.items()}
+    save_file(kohya, str(tmp_path / "kohya.safetensors"))
+    ours = flatcheck.load(base, lora=file)
+    theirs = flatcheck.load(base, lora=tmp_path / "kohya.safetensors")
+    assert theirs.lora.info.format == "kohya" and theirs.lora.info.alpha == ALPHA
+    a, b = ours.denoiser.state_dict(), theirs.denoiser.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
