@@ -39,17 +39,25 @@ def load(
     allow_pickle: bool = False,
     variant=None,
     model_config=None,
+    lora=None,
+    lora_scale: float = 1.0,
 ):
     """A Checkpoint (core.checkpoint) from a path, a Hub id or bundled name (as the command line reads MODEL), an
     in-memory `DiffusionPipeline`, or a Checkpoint as is. Paths are loaded under the command line's rules
-    (safetensors only unless allow_pickle, diffusers classes only, no remote code)."""
+    (safetensors only unless allow_pickle, diffusers classes only, no remote code). lora: a LoRA file put on the
+    denoiser, fused, at lora_scale (`--lora`); `ckpt.lora.unload()` takes it off again, the base weights bit for
+    bit (audit and the measure functions do that themselves)."""
     from .core.checkpoint import Checkpoint
     from .core.checkpoint import load as load_path
 
+    if lora is not None:
+        from .core.lora import check_file
+
+        check_file(lora, allow_pickle)  # before any weight is read
     if isinstance(model, Checkpoint):
-        return model
-    if model is None or isinstance(model, (str, Path)):
-        return load_path(
+        ckpt = model
+    elif model is None or isinstance(model, (str, Path)):
+        ckpt = load_path(
             None if model is None else str(model),
             scheduler=scheduler,
             dtype=dtype,
@@ -58,9 +66,15 @@ def load(
             variant=variant,
             model_config=model_config,
         )
-    if hasattr(model, "components") and hasattr(model, "scheduler"):
-        return from_pipeline(model)
-    raise InputError(f"cannot audit a {type(model).__name__}: give a path, a DiffusionPipeline or a Checkpoint")
+    elif hasattr(model, "components") and hasattr(model, "scheduler"):
+        ckpt = from_pipeline(model)
+    else:
+        raise InputError(f"cannot audit a {type(model).__name__}: give a path, a DiffusionPipeline or a Checkpoint")
+    if lora is not None:
+        from .core.lora import attach
+
+        ckpt.lora = attach(ckpt, lora, lora_scale, allow_pickle=allow_pickle)
+    return ckpt
 
 
 def from_pipeline(pipe):
@@ -113,6 +127,8 @@ def audit(
     load_options: dict | None = None,
     options: AuditOptions | None = None,
     run: dict | None = None,
+    lora=None,
+    lora_scale: float = 1.0,
     **given,
 ) -> AuditReport:
     """Every measure (those not in `skip`) on one shared probe bank and one sample set: `flatcheck audit` (the
@@ -121,18 +137,34 @@ def audit(
     given: AuditOptions' fields (probes, samples, steps, batch_size, seed, data, prompts, labels, guidance_scale,
     sample_size, ref, ...) and per-measure tables by measure name, e.g. sharpness={"measures": ["hessian"]}, as a
     flatcheck.toml's [audit] and [audit.<measure>] give them; or `options`, an AuditOptions made already. Bad
-    options raise InputError before any work. run: audit_checkpoint's keywords (sample folders, ...)."""
+    options raise InputError before any work. run: audit_checkpoint's keywords (sample folders, ...).
+    lora, lora_scale: a LoRA file put on the denoiser for this run (`--lora`), taken off after it."""
     from .auditing import audit_checkpoint, options_for
 
     opts = options if options is not None else options_for(profile, skip=tuple(skip), **given)  # before any loading
-    ckpt = load(model, **(load_options or {}))
-    with _measured(ckpt):
-        return audit_checkpoint(ckpt, opts, progress, **(run or {}))
+    load_options = dict(load_options or {})
+    if lora is not None:
+        load_options.update(lora=lora, lora_scale=lora_scale)
+    ckpt = load(model, **load_options)
+    try:
+        with _measured(ckpt):
+            return audit_checkpoint(ckpt, opts, progress, **(run or {}))
+    finally:
+        if load_options.get("lora") is not None:  # put on by this call: taken off, the weights as they were
+            ckpt.lora.unload()
+            ckpt.lora = None
 
 
 def _one(name: str) -> Callable[..., AuditReport]:
     def run(
-        model: Any = None, *, profile: str = "default", progress=None, load_options: dict | None = None, **options
+        model: Any = None,
+        *,
+        profile: str = "default",
+        progress=None,
+        load_options: dict | None = None,
+        lora=None,
+        lora_scale: float = 1.0,
+        **options,
     ) -> AuditReport:
         from .auditing import AREAS, AuditOptions
 
@@ -143,6 +175,8 @@ def _one(name: str) -> Callable[..., AuditReport]:
             skip=tuple(a for a in AREAS if a != name),
             progress=progress,
             load_options=load_options,
+            lora=lora,
+            lora_scale=lora_scale,
             **options,
             **({name: config} if config else {}),
         )

@@ -255,6 +255,8 @@ def describe_model(ckpt) -> dict:
 
     info = to_jsonable(describe_checkpoint(ckpt))
     info.pop("weight_files", None)
+    lora = getattr(ckpt, "lora", None)
+    info["lora"] = to_jsonable(lora.info) if lora is not None else None  # base+LoRA: which adapter, at which scale
     return info
 
 

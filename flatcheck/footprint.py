@@ -119,6 +119,9 @@ def meta_copy(denoiser):
             return None
         with torch.device("meta"):
             copy = type(module).from_config(module.config)
+        lora = getattr(module, "flatcheck_lora", None)
+        if lora is not None:  # --params lora is planned on the adapted layers' weights (core.lora)
+            copy.flatcheck_lora_targets = tuple(lora.info.target_modules)
         return meta_to(copy, next(module.parameters()).dtype).eval().requires_grad_(False)
 
     from .core.checkpoint import meta_to

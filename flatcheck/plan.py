@@ -264,6 +264,8 @@ def plan_run(
         opts.profile, {}, opts.configs.get("sharpness")
     )
     named = measured_parameters(denoiser.net, sharp.params)
+    if not named and sharp.params == "lora":
+        raise InputError("--params lora measures a LoRA adapter's parameters: none is loaded (give --lora PATH)")
     if not named:
         raise InputError(f"--params '{sharp.params}' matches no parameter of {type(denoiser.net).__name__}")
     params = [p for _, p in named]

@@ -35,19 +35,38 @@ MarkdownOpt = Annotated[
 ]
 
 
+LoraBOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--lora-b",
+        help="A LoRA for the second checkpoint only: `compare BASE BASE --lora-b LORA` puts base and base+LoRA side "
+        "by side (same bank and seeds). --lora applies to every checkpoint.",
+        show_default=False,
+    ),
+]
+
+
 @takes(*AUDIT_RUN, COMMON, **AUDIT_SIZES)
-def compare(models: ModelsArg, markdown: MarkdownOpt = None, o=None) -> None:
+def compare(models: ModelsArg, markdown: MarkdownOpt = None, lora_b: LoraBOpt = None, o=None) -> None:
     """Audit checkpoints with the same bank, seeds and settings, and show them side by side with the differences.
 
-    For EMA vs raw weights, SAM vs baseline, before vs after fine-tuning. Differences larger than
-    two standard errors are in bold.
+    For EMA vs raw weights, SAM vs baseline, before vs after fine-tuning, base vs base+LoRA (--lora-b).
+    Differences larger than two standard errors are in bold.
     """
     from ..errors import InputError
 
     if len(models) < 2:
         raise InputError("compare needs at least two checkpoints (e.g. flatcheck compare digits-base digits-sam)")
-    if len(set(models)) < len(models):
-        raise InputError("the same checkpoint is named twice")
+    names = list(models)
+    loras = [o.lora] * len(models)
+    if lora_b is not None:  # the second column is the second checkpoint with this LoRA (on top of --lora's, if any)
+        if o.lora is not None:
+            raise InputError("--lora-b is the second checkpoint's LoRA: give it without --lora")
+        loras[1] = lora_b
+        names[1] = f"{models[1]}+lora:{Path(lora_b).name}"
+    if len(set(names)) < len(names):
+        raise InputError("the same checkpoint is named twice (base vs base+LoRA: compare BASE BASE --lora-b LORA)")
+    o.lora_b = lora_b
     check_inputs(o, *models)  # paths and spellings, before torch is imported
     audit_options(o)  # every option, before any checkpoint loads
     from ..compare import audit_many, compare_reports
@@ -55,9 +74,12 @@ def compare(models: ModelsArg, markdown: MarkdownOpt = None, o=None) -> None:
     from ..report.terminal import compare_renderable
     from ..results import document
 
-    loaded = [load_checkpoint(m, o) for m in models]
+    loaded = [
+        load_checkpoint(m, o, lora=lo, option="--lora-b" if i == 1 and lora_b is not None else "--lora")
+        for i, (m, lo) in enumerate(zip(models, loras))
+    ]
     opts = audit_options(o, loaded[0][1])
     con = console(o.json)
     reports = run_with_progress(con, audit_many, [c for c, _ in loaded], opts)
-    doc = document("compare", compare_reports(reports, models))
+    doc = document("compare", compare_reports(reports, names))
     show_table_document(con, doc, compare_renderable(doc), compare_markdown(doc), markdown, o.json)

@@ -17,10 +17,16 @@ def info(model: ModelArg = None, o=None) -> None:
 
     # Nothing runs, so the run options are only checked (torch would cost more than the whole description).
     check_run_options(o)
+    from .options import check_lora_options
+
+    check_lora_options(o)  # --lora: its file checked; whether it fits the model is known only once weights load
     result = describe_files(
         model, scheduler=o.scheduler, allow_pickle=o.allow_pickle, variant=o.variant, model_config=o.model_config
     )
     if o.json:
         write_json(document("info", result), o.json)
     if o.json != "-":
-        console(o.json).print(info_table(result))
+        con = console(o.json)
+        con.print(info_table(result))
+        if o.lora is not None:
+            con.print(f"LoRA {o.lora}: a LoRA file; the base model is described (the other commands fuse it)")

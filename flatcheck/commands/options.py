@@ -128,6 +128,25 @@ COMMON = group(
         ],
         None,
     ),
+    # LoRA (core.lora): put on the denoiser after it loads, fused; every measure runs on base+LoRA.
+    Opt(
+        "lora",
+        Annotated[
+            Optional[Path],
+            typer.Option(
+                "--lora",
+                help="A LoRA adapter for the denoiser (diffusers/peft .safetensors, or kohya's layout where the "
+                "pipeline converts it): every measure runs on base+LoRA. Needs peft.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    Opt(
+        "lora_scale",
+        Annotated[float, typer.Option("--lora-scale", help="Strength of --lora: multiplies its alpha/rank.")],
+        1.0,
+    ),
     Opt("debug", Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")], False),
     Opt(
         "threads",
@@ -649,8 +668,9 @@ def console(json_dest: Optional[str]):
     return Console(stderr=json_dest == "-", highlight=False, quiet=not dist.is_main())
 
 
-def load_checkpoint(model, o):
-    """(Checkpoint, torch.device) from the shared options; InputError on anything wrong."""
+def load_checkpoint(model, o, lora=None, option: str = "--lora"):
+    """(Checkpoint, torch.device) from the shared options; InputError on anything wrong. lora: a LoRA file for
+    this model instead of --lora (compare's --lora-b, the flag its errors name)."""
     from ..core import dist, fastpath
     from ..core.checkpoint import load
     from ..core.runtime import deterministic_kernels, resolve_device, resolve_dtype
@@ -671,6 +691,12 @@ def load_checkpoint(model, o):
         variant=o.variant,
         model_config=o.model_config,
     )
+    if lora is None:
+        lora = getattr(o, "lora", None)
+    if lora is not None:  # before the fast path wraps the denoiser: the adapter's layers are the ones it runs
+        from ..core.lora import attach
+
+        ckpt.lora = attach(ckpt, lora, getattr(o, "lora_scale", 1.0), allow_pickle=o.allow_pickle, option=option)
     fastpath.attach(ckpt.denoiser, fast)  # the Denoiser built from it computes this way
     return ckpt, dev
 
@@ -714,9 +740,25 @@ def check_inputs(o, *models) -> None:
             variant=getattr(o, "variant", None),
             model_config=getattr(o, "model_config", None),
         )
+    check_lora_options(o)
     check_data(getattr(o, "data", None))
     if not getattr(o, "no_fid", False):
         check_reference(getattr(o, "ref", None))
+
+
+def check_lora_options(o) -> None:
+    """--lora (and compare's --lora-b): the file checked without torch; --lora-scale finite."""
+    import math
+
+    from ..core.lora import check_file
+    from ..errors import InputError
+
+    for name in ("lora", "lora_b"):
+        if getattr(o, name, None) is not None:
+            check_file(getattr(o, name), o.allow_pickle, option="--" + name.replace("_", "-"))
+    scale = getattr(o, "lora_scale", 1.0)
+    if not math.isfinite(scale):
+        raise InputError(f"--lora-scale must be a finite number (got {scale})")
 
 
 def check_run_options(o) -> None:

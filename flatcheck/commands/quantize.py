@@ -9,6 +9,7 @@ import typer
 from ..measures.quantize.config import (
     ATTENTION_POLICIES,
     FIRST_LAST_POLICIES,
+    LORA_PRECISIONS,
     METHODS,
     LayerPolicy,
     settings_from_options,
@@ -39,6 +40,7 @@ from .options import (
 Calibration = choices("Calibration", METHODS)
 FirstLast = choices("FirstLast", FIRST_LAST_POLICIES)
 Attention = choices("Attention", ATTENTION_POLICIES)
+LoraPrecision = choices("LoraPrecision", LORA_PRECISIONS)
 
 BitsOpt = Annotated[
     Optional[str],
@@ -129,11 +131,23 @@ def quantize(
             "setting's samples with it.",
         ),
     ] = False,
+    lora_precision: Annotated[
+        LoraPrecision,
+        typer.Option(
+            "--lora-precision",
+            help="With --lora: fused quantizes the weights with the LoRA merged in; full quantizes the base and "
+            "keeps the adapter in full precision beside it (as deployments that load a LoRA on a quantized base).",
+        ),
+    ] = C.lora_precision,
     o=None,
 ) -> None:
     """Generation quality under W/A quantization (default W8A8, W6A6, W4A4): sample drift, probe loss, FD/FID per setting
     (when a reference is known: --ref, or the digits data for the bundled models), and the layers that hurt most."""  # noqa: E501 - the command's --help text, shown with its line breaks
     check_inputs(o, model)  # paths and spellings, before torch is imported
+    if LoraPrecision(lora_precision).value != C.lora_precision and o.lora is None:
+        from ..errors import InputError
+
+        raise InputError("--lora-precision is about a LoRA: give --lora PATH")
     measure_profile(o)
     # Every cheap check before the model loads: bad input fails fast, with one line.
     settings = settings_from_options(bits, wbits, abits, bnb)
@@ -148,6 +162,7 @@ def quantize(
         sensitivity_steps=sensitivity_steps or None,
         sensitivity_setting=sensitivity_setting,
         quantize_vae=quantize_vae,
+        lora_precision=LoraPrecision(lora_precision).value,
     )
     C(**config, samples=o.samples, steps=o.steps, batch_size=o.batch_size).validate()
     from ..errors import require_at_least

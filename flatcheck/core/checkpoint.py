@@ -134,6 +134,7 @@ class Checkpoint:
     text_modules: dict | None = None
     variant: str | None = None  # --variant as asked (text encoders are read under the same rule as the denoiser)
     single_file: SingleFile | None = None  # a single-file checkpoint: its layout and configs (text encoders from it)
+    lora: object | None = None  # core.lora.AttachedLora: a LoRA put on the denoiser (--lora), fused
 
     @property
     def config_origin(self) -> str | None:

@@ -31,11 +31,16 @@ def measured_parameters(net: torch.nn.Module, patterns: str | None = None) -> li
     """Every floating-point parameter (trainable or frozen: a loaded checkpoint is often frozen).
 
     patterns: comma-separated globs on parameter names ('mid_block.*,up_blocks.0.*'): only those are
-    measured (on billion-parameter denoisers, a few blocks); the others stay fixed at theta.
+    measured (on billion-parameter denoisers, a few blocks); the others stay fixed at theta. 'lora': the
+    adapter's lora_A / lora_B tensors of a denoiser whose LoRA layers are unfused (core.lora).
     """
     named = [(n, p) for n, p in net.named_parameters() if p.is_floating_point()]
     if patterns is None:
         return named
+    if patterns.strip() == "lora":  # a LoRA's own tensors, on its unfused layers (core.lora)
+        from .lora import adapter_parameters
+
+        return adapter_parameters(net)
     from fnmatch import fnmatchcase
 
     globs = [g.strip() for g in patterns.split(",") if g.strip()]

@@ -19,6 +19,7 @@ from .settings import (  # noqa: F401 - the command's API
 )
 
 METHODS = ("minmax", "percentile", "mse")  # activation calibration
+LORA_PRECISIONS = ("fused", "full")
 
 
 @dataclass
@@ -41,6 +42,9 @@ class QuantizeConfig:
     batch_size: int = field(default=64, metadata=at_least(1))
     keep_samples: bool = True
     quantize_vae: bool = False  # latent models: quantize the autoencoder's decoder too (decoder.py)
+    # With a LoRA (core.lora): "fused" quantizes W + scale * B A; "full" quantizes the base weights and keeps the
+    # adapter beside them in full precision, as deployments that load a LoRA on a quantized base do.
+    lora_precision: str = "fused"
 
     def __post_init__(self):
         self.settings = [parse_setting(s) if isinstance(s, str) else s for s in self.settings]
@@ -60,6 +64,10 @@ def check_config(config: QuantizeConfig) -> None:
         raise OptionError("percentile", f"must be in (50, 100] (got {config.percentile})")
     if not config.settings:
         raise InputError("no quantization setting was asked for")
+    if config.lora_precision not in LORA_PRECISIONS:
+        raise OptionError(
+            "lora_precision", f"must be one of {', '.join(LORA_PRECISIONS)} (got '{config.lora_precision}')"
+        )
     sensitivity_setting(config)  # an unknown --sensitivity-setting fails before any sampling
 
 

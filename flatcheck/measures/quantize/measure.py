@@ -29,6 +29,7 @@ from typing import Callable
 
 import torch
 
+from ...core import lora
 from ...core.probes import ProbeBank, bank_losses
 from ...core.progress import Counter, Progress
 from ...core.seeds import calibration_seed
@@ -95,6 +96,7 @@ class QuantizeResult:
     sensitivity_setting_drift: float | None  # the whole setting's drift on the scan's samples and steps
     sensitivity: list[LayerSensitivity]
     decoder: str | None = None  # --quantize-vae: what of the autoencoder was quantized, and its calibration
+    lora: str | None = None  # with --lora: fused or adapter kept in full precision (LORA_NOTES)
     fid_label: str | None = None  # "FID" or "FD (<features>)" once scored
     fid_warning: str | None = None  # e.g. too few samples for a full-rank covariance
     _fp_samples: torch.Tensor | None = field(default=None, repr=False)
@@ -137,11 +139,30 @@ def measure_quantization(
     0..N-1 of config.seed with config.sampler/steps, when already generated (else computed here);
     fp_seconds: how long they took, if known (for the time ratios). scorer (core.fd.Scorer): FD/FID
     and KID of full precision and of every setting, and each setting's paired FD change."""
-    from ...core.perturb import untouched
-    from ...core.sampling import make_sampler, sample
 
     config = config or QuantizeConfig()
     check_config(config)
+    handle = lora.attached(denoiser.net)
+    if handle is None or config.lora_precision == "fused":  # fused: the base-shaped network, W + scale * B A
+        result = _measure(denoiser, bank, config, progress, fp_samples, fp_seconds, scorer)
+    else:
+        with handle.unfused():  # the peft layers: base layers quantized, the adapter beside them in full precision
+            result = _measure(denoiser, bank, config, progress, fp_samples, fp_seconds, scorer)
+    if handle is not None:
+        result.lora = LORA_NOTES[config.lora_precision]
+    return result
+
+
+LORA_NOTES = {
+    "fused": "the LoRA fused into the weights (W + scale * B A), then quantized",
+    "full": "the base weights quantized, the LoRA beside them in full precision (--lora-precision full)",
+}
+
+
+def _measure(denoiser, bank, config, progress, fp_samples, fp_seconds, scorer) -> QuantizeResult:
+    from ...core.perturb import untouched
+    from ...core.sampling import make_sampler, sample
+
     net = denoiser.net
     layers = quantizable_layers(net)
     if not layers:

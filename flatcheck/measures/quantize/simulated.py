@@ -38,17 +38,23 @@ class LayerInfo:
 
 def quantizable_layers(net: torch.nn.Module) -> dict[str, LayerInfo]:
     """Every Conv2d and Linear in registration order, with its role for the layer policy."""
-    found = [(n, m) for n, m in net.named_modules() if isinstance(m, QUANT_TYPES)]
-    names = [n for n, _ in found]
+    # An unfused LoRA (quantize --lora-precision full, core.lora): its lora_A/lora_B layers stay in full
+    # precision, and a wrapped layer's base (`to_q.base_layer`) takes the role of the layer it stands for.
+    found = [
+        (n, m)
+        for n, m in net.named_modules()
+        if isinstance(m, QUANT_TYPES) and not any(part.startswith("lora_") for part in n.split("."))
+    ]
+    names = [n.removesuffix(".base_layer") for n, _ in found]
     first = next((n for n in FIRST_NAMES if n in names), names[0] if names else None)
     last = next((n for n in LAST_NAMES if n in names), names[-1] if names else None)
     out = {}
-    for n, m in found:
-        if n == first:
+    for (n, m), base in zip(found, names):
+        if base == first:
             role = "first"
-        elif n == last:
+        elif base == last:
             role = "last"
-        elif any(n == leaf or n.endswith("." + leaf) for leaf in ATTENTION_LEAVES):
+        elif any(base == leaf or base.endswith("." + leaf) for leaf in ATTENTION_LEAVES):
             role = "attention"
         else:
             role = "other"

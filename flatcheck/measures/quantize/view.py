@@ -121,6 +121,7 @@ def view(r: QuantizeResult, model: str = "") -> list:
         "full precision; MSE on [-1, 1] pixels (latent models: decoded), PSNR peak-to-peak 2.\n"
         f"calibration: {escape(r.calibration_data)}\n"
         + (f"decoder: {escape(r.decoder)}\n" if r.decoder else "")
+        + (f"LoRA: {escape(r.lora)}\n" if getattr(r, "lora", None) else "")
         + f"layers: {r.layers_total} Conv2d/Linear; {escape(r.layer_policy)}; weights per output channel symmetric, "
         f"activations per tensor asymmetric\nprobes: {r.probes}"
         + (

@@ -45,6 +45,7 @@ from typing import Callable
 
 import torch
 
+from ...core import lora
 from ...core.checkpointing import checkpointed
 from ...core.denoiser import Denoiser
 from ...core.params import Blocks, ParamSpace, measured_parameters
@@ -313,6 +314,16 @@ def measure_sharpness(
     config = (config or SharpnessConfig()).validate()
     if len(bank) < 1:
         raise InputError("the probe bank is empty")
+    if config.params == lora.PARAMS_KEYWORD:  # the adapter's own parameters: its layers unfused, the base frozen
+        handle = lora.attached(denoiser.net)
+        if handle is None:
+            raise OptionError("params", "'lora' measures a LoRA adapter's parameters: none is loaded (give --lora)")
+        with handle.unfused():
+            return _measure_selected(denoiser, bank, config, progress)
+    return _measure_selected(denoiser, bank, config, progress)
+
+
+def _measure_selected(denoiser: Denoiser, bank: ProbeBank, config: SharpnessConfig, progress) -> SharpnessResult:
     named = measured_parameters(denoiser.net, config.params)
     if not named:
         if config.params is not None:
