@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 # Document kind -> schema version. The major version changes when a field is removed or changes meaning.
 VERSIONS = {
-    "report": "1.5",
+    "report": "1.6",
     "info": "1.2",
     "compare": "1.0",
     "gate": "1.0",
@@ -109,7 +109,9 @@ def schema(kind: str = "report") -> dict:
         for name in names:
             fragment = json.loads((resources.files("flatcheck") / "measures" / name / "schema.json").read_text())
             doc["$defs"][name] = fragment
-            doc["properties"][name] = {"oneOf": [{"type": "null"}, {"$ref": f"#/$defs/{name}"}]}
+            doc["properties"][name] = {
+                "oneOf": [{"type": "null"}, {"$ref": f"#/$defs/{name}"}, {"$ref": "#/$defs/incomplete"}]
+            }
             doc["required"].append(name)
     return doc
 
