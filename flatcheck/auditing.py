@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from .core.condition_options import ConditionOptions
 from .core.fd.options import FdOptions
 from .core.progress import Progress
-from .errors import InputError, OptionError, RunError, at_least, check_bounds
+from .errors import AuditInterrupted, InputError, OptionError, RunError, at_least, check_bounds
 from .measures import REGISTRY, Skipped, Verdict
 from .measures.base import Items, check_profile, checked_fields
 from .results import VERSIONS, to_jsonable
@@ -80,6 +80,7 @@ class AuditOptions:
         self,
         *,
         sample_dir: str | None = None,
+        sample_root: str | None = None,
         samples_from: str | None = None,
         allow_foreign_samples: bool = False,
         **fd,
@@ -107,6 +108,7 @@ class AuditOptions:
             sampler=self.sampler,
             batch_size=self.batch_size,
             sample_dir=sample_dir,
+            sample_root=sample_root,
             samples_from=samples_from,
             allow_foreign_samples=allow_foreign_samples,
             fd=fd_options,
@@ -193,12 +195,19 @@ class AuditReport:
     results: dict[str, Any]  # measure name -> result dataclass (None: skipped or failed)
     timings: dict = field(default_factory=dict)
     artifacts: dict = field(default_factory=dict)
+    # measure name -> {"complete": false, "error": line}: a measure that failed or was interrupted (its section)
+    incomplete: dict[str, dict] = field(default_factory=dict)
     _samples: Any = (
         None  # images of the first 64 full-precision samples (decoded for latent models), for grids; not in the JSON
     )
 
     def verdict(self, area: str) -> Verdict:
         return next(v for v in self.verdicts if v.area == area)
+
+    @property
+    def complete(self) -> bool:
+        """False when a measure of the run failed or was interrupted (its section says what failed)."""
+        return not self.incomplete
 
     def to_dict(self) -> dict:
         """The JSON document `--json` writes (schema `report`), as plain data (null for what is not finite)."""
@@ -216,11 +225,11 @@ class AuditReport:
         head = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name not in ("results", "timings", "artifacts", "_samples")
+            if f.name not in ("results", "timings", "artifacts", "incomplete", "_samples")
         }
         return {
             **head,
-            **{name: self.results.get(name) for name in AREAS},
+            **{name: self.incomplete.get(name, self.results.get(name)) for name in AREAS},
             "timings": self.timings,
             "artifacts": self.artifacts,
         }
@@ -418,7 +427,13 @@ def _run_measures(
     timings: dict[str, float] = {}
     results: dict[str, Any] = {n: None for n in AREAS}
     verdicts = {n: Verdict(n, "skipped", skipped_line) for n in AREAS}
+    incomplete: dict[str, dict] = {}
+    interrupted: str | None = None
     for name in selected(opts):
+        if interrupted is not None:  # Ctrl-C: the measures after the interrupted one do not start
+            incomplete[name] = {"complete": False, "error": f"not started: interrupted during {interrupted}"}
+            verdicts[name] = Verdict(name, "error", incomplete[name]["error"])
+            continue
         measure = REGISTRY[name]
         config = opts.measure_config(name)
         t0 = time.perf_counter()
@@ -432,13 +447,23 @@ def _run_measures(
                 if not (exc.name or "").startswith("flatcheck"):
                     raise
                 verdicts[name] = Verdict(name, "skipped", f"not available in this build ({exc.name} is missing)")
-            except RunError as exc:  # a measure that could not finish; bad input (InputError) still stops the audit
-                verdicts[name] = Verdict(name, "error", str(exc))
+            except InputError:  # bad input is found before the work (issue 26): still stops the audit
+                raise
+            except KeyboardInterrupt:
+                interrupted = name
+                incomplete[name] = {"complete": False, "error": "interrupted (Ctrl-C)"}
+                verdicts[name] = Verdict(name, "error", f"interrupted (Ctrl-C) after {time.perf_counter() - t0:.1f} s")
+            except Exception as exc:  # noqa: BLE001 - out of memory, a kernel error: the other measures' work is kept
+                if _one_of_several_processes():
+                    raise  # the other processes wait in this measure's collectives: stop all of them, as before
+                line = failure_line(exc)
+                incomplete[name] = {"complete": False, "error": line}
+                verdicts[name] = Verdict(name, "error", line)
         timings[name] = time.perf_counter() - t0
     # After the measures: data-free, the bank is drawn from the shared samples, which the first measure
-    # (exposure) makes while watching their run.
-    bank, bank_doc = inputs.bank, None
-    if bank is not None:
+    # (exposure) makes while watching their run. After Ctrl-C nothing more is computed.
+    bank, bank_doc = (inputs.bank if interrupted is None or not inputs.bank_pending else None), None
+    if bank is not None and interrupted is None:
         t0 = time.perf_counter()
         with memory.phase("bank_loss"):
             losses = bank_losses(inputs.denoiser, bank, opts.batch_size)
@@ -454,9 +479,9 @@ def _run_measures(
     timings = {**inputs.timings, **timings}
     samples = inputs.samples
     grid = (
-        inputs.denoiser.pixels(samples.get()[:GRID], opts.batch_size) if samples.made else None
+        inputs.denoiser.pixels(samples.get()[:GRID], opts.batch_size) if samples.made and interrupted is None else None
     )  # inside the run's peak
-    return AuditReport(
+    report = AuditReport(
         schema_version=SCHEMA_VERSION,
         model=model,
         environment={
@@ -477,8 +502,32 @@ def _run_measures(
         verdicts=[verdicts[n] for n in AREAS],
         results=results,
         timings={k: round(v, 3) for k, v in timings.items()},
+        incomplete=incomplete,
         _samples=grid,
     )
+    if interrupted is not None:
+        raise AuditInterrupted(report, interrupted)
+    return report
+
+
+def _one_of_several_processes() -> bool:
+    from .core import dist
+
+    return dist.world() > 1
+
+
+def failure_line(exc: BaseException) -> str:
+    """What a measure's failure was, in one line (as the CLI says an error)."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "out of GPU memory: lower --batch-size or --probes, or use --dtype bfloat16"
+    if isinstance(exc, MemoryError):
+        return "out of memory: lower --batch-size or --probes"
+    if isinstance(exc, RunError):
+        return str(exc)
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}".rstrip(": ")
 
 
 def _backoffs() -> dict:

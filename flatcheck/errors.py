@@ -35,6 +35,22 @@ class RunError(FlatcheckError):
     exit_code = EXIT_RUNTIME
 
 
+class Interrupted(FlatcheckError):
+    """Ctrl-C during a run, said after the report of what finished was written (exit 130)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class AuditInterrupted(KeyboardInterrupt):
+    """Ctrl-C in the middle of an audit's measures. Still a KeyboardInterrupt (whoever does not know it stops
+    as on any Ctrl-C), carrying `report`: the AuditReport of the measures that finished, the interrupted one
+    marked incomplete, for the command to write before it exits 130."""
+
+    def __init__(self, report, measure: str):
+        super().__init__(f"interrupted during {measure}")
+        self.report, self.measure = report, measure
+
+
 class OptionError(InputError):
     """A bad option value, named by its field so each caller can say it in its own terms.
 

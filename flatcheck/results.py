@@ -109,7 +109,9 @@ def schema(kind: str = "report") -> dict:
         for name in names:
             fragment = json.loads((resources.files("flatcheck") / "measures" / name / "schema.json").read_text())
             doc["$defs"][name] = fragment
-            doc["properties"][name] = {"oneOf": [{"type": "null"}, {"$ref": f"#/$defs/{name}"}]}
+            doc["properties"][name] = {
+                "oneOf": [{"type": "null"}, {"$ref": f"#/$defs/{name}"}, {"$ref": "#/$defs/incomplete"}]
+            }
             doc["required"].append(name)
     return doc
 

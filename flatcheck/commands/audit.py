@@ -56,6 +56,7 @@ def audit(
     """
     check_inputs(o, model)  # paths and spellings, before torch is imported
     from ..api import audit as run_audit
+    from ..errors import AuditInterrupted, Interrupted, RunError
     from ..report.writers import write_reports
 
     table = None
@@ -71,6 +72,18 @@ def audit(
     ckpt, dev = load_checkpoint(model, o)
     inputs = sample_folder_inputs(o, ckpt, also_given=table or {})
     opts = audit_options(o, dev, config=table)
+    if not inputs and o.out is not None:  # a rerun with the same options resumes the shared samples from here
+        inputs = dict(sample_root=str(o.out / "samples"))
     con = console(o.json)
-    report = run_with_progress(con, run_audit, ckpt, options=opts, run=dict(inputs=inputs))
+    try:
+        report = run_with_progress(con, run_audit, ckpt, options=opts, run=dict(inputs=inputs))
+    except AuditInterrupted as stop:  # Ctrl-C between or in measures: what finished is still written
+        write_reports(stop.report, con, json=o.json, out=o.out, markdown=o.markdown, html=o.html)
+        raise Interrupted(
+            f"interrupted during {stop.measure}: the report of the measures that finished was written "
+            "(weights in memory were restored)"
+        ) from None
     write_reports(report, con, json=o.json, out=o.out, markdown=o.markdown, html=o.html)
+    if not report.complete:  # exit 3, after the report of what finished
+        name, why = next(iter(report.incomplete.items()))
+        raise RunError(f"{name} did not finish ({why['error']}); the report of the measures that finished was written")

@@ -313,18 +313,42 @@ def _check_safetensors(path: Path) -> dict[str, TensorEntry]:
                 raise ValueError("header length exceeds the file")
             header = json.loads(fh.read(n))
         tensors = {k: v for k, v in header.items() if k != "__metadata__"}
-        end = max((v["data_offsets"][1] for v in tensors.values()), default=0)
+        end = _check_entries(tensors)
         entries = {
             k: TensorEntry(SAFETENSORS_DTYPES.get(v["dtype"], str(v["dtype"])), tuple(int(d) for d in v["shape"]))
             for k, v in tensors.items()
         }
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise InputError(f"corrupt safetensors file '{path}': {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, IndexError) as exc:
+        raise InputError(f"corrupt safetensors file '{path}': {type(exc).__name__}: {exc}") from None
     if 8 + n + end != size:
         raise InputError(
             f"truncated or corrupt safetensors file '{path}': header expects {8 + n + end} bytes, file has {size}"
         )
     return entries
+
+
+def _check_entries(tensors: dict) -> int:
+    """Each tensor entry as safetensors writes it: a known dtype, a shape of sizes >= 0, and data offsets that
+    hold exactly its bytes, the entries tiling the data without gaps or overlaps. Returns the data's length."""
+    spans = []
+    for name, v in tensors.items():
+        dtype, shape, offsets = v["dtype"], v["shape"], v["data_offsets"]  # KeyError / TypeError: not an entry
+        if dtype not in SAFETENSORS_DTYPES:
+            raise ValueError(f"tensor '{name}' has unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise ValueError(f"tensor '{name}' has shape {shape!r}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise ValueError(f"tensor '{name}' has data_offsets {offsets!r}")
+        size = 1 if dtype.startswith(("F8", "BOOL")) else int(re.sub(r"\D", "", dtype)) // 8  # bytes per item
+        if offsets[1] - offsets[0] != math.prod(shape) * size or offsets[0] < 0:
+            raise ValueError(f"tensor '{name}': data_offsets {offsets} do not hold {shape} of {dtype}")
+        spans.append(tuple(offsets))
+    at = 0
+    for start, stop in sorted(spans):
+        if start != at:
+            raise ValueError("the tensors' data_offsets leave gaps or overlap")
+        at = stop
+    return at
 
 
 def choose_variant(folder: Path, variant: str | None) -> str | None:
@@ -544,6 +568,12 @@ def locate(
         sched, origin = scheduler_config(shipped), "checkpoint (scheduler/)"
     else:
         sched, origin = dict(DEFAULT_SCHEDULER), DEFAULT_SCHEDULER_NOTE
+    from .config_checks import check_denoiser_config, check_schedule
+
+    check_denoiser_config(denoiser.config, denoiser.folder / "config.json")
+    if vae is not None:
+        check_denoiser_config(vae.config, vae.folder / "config.json")
+    check_schedule(sched, shipped if scheduler is None else Path(scheduler))
     if form == "pipeline" and source != str(root) and root.parent == bundled_root():
         form = "bundled"
     return CheckpointFiles(
@@ -624,8 +654,14 @@ def _load_component(part: Part, dtype, meta: bool = False):
     if meta:  # shapes only, for a memory plan: built from the config, no weights read
         import torch
 
-        with torch.device("meta"):
-            module = cls.from_config(part.config)
+        try:
+            with torch.device("meta"):
+                module = cls.from_config(part.config)
+        except Exception as exc:  # noqa: BLE001 - a config diffusers cannot build from is the user's input
+            raise InputError(
+                f"cannot build {part.class_name} from '{part.folder / 'config.json'}': "
+                f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+            ) from None
         return meta_to(module, dtype).eval().requires_grad_(False)
     if part.single_file is not None:
         from .single_file import load_module
@@ -680,7 +716,12 @@ def default_scheduler():
 
 
 def _scheduler(class_name: str, config: dict, where: Path):
-    return diffusers_class(class_name, "SchedulerMixin", where).from_config(config)
+    cls = diffusers_class(class_name, "SchedulerMixin", where)
+    try:
+        return cls.from_config(config)
+    except Exception as exc:  # noqa: BLE001 - a config diffusers cannot build from is the user's input
+        first = (str(exc).splitlines() or [""])[0][:300]
+        raise InputError(f"cannot build {class_name} from '{where}': {type(exc).__name__}: {first}") from None
 
 
 def load_scheduler(folder: Path):

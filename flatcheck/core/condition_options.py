@@ -24,8 +24,8 @@ class ConditionOptions:
     )
 
     def check(self) -> "ConditionOptions":
-        if self.guidance_scale is not None and not self.guidance_scale >= 0:
-            raise OptionError("guidance_scale", f"must be >= 0 (got {self.guidance_scale})")
+        if self.guidance_scale is not None and not 0 <= self.guidance_scale < float("inf"):
+            raise OptionError("guidance_scale", f"must be a finite number >= 0 (got {self.guidance_scale})")
         if self.sample_size is not None and (self.sample_size < 2 or self.sample_size % 2):
             raise OptionError("sample_size", f"must be an even number >= 2 (got {self.sample_size})")
         if self.labels is not None:
@@ -39,7 +39,10 @@ def parse_labels(spec: str) -> tuple[int, ...]:
     """'3,7' or a file of whitespace/comma separated integers -> (3, 7)."""
     text = spec
     if Path(spec).is_file():
-        text = Path(spec).read_text()
+        try:
+            text = Path(spec).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise OptionError("labels", f"cannot read '{spec}' as UTF-8 text ({exc})") from None
     try:
         labels = tuple(int(s) for s in text.replace(",", " ").split())
     except ValueError:

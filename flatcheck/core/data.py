@@ -5,6 +5,7 @@ Everything comes back as float32 [N, C, H, W] in [-1, 1] at the model's resoluti
 
 from __future__ import annotations
 
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def _load_array(path: Path, mmap: bool = False) -> np.ndarray:
             return z[z.files[0]]
     except InputError:
         raise
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"cannot read --data '{path}': {str(exc).splitlines()[0]}") from None
 
 

@@ -45,6 +45,9 @@ class InputOptions:
     sampler: str | None = "ddim"  # None: the checkpoint's own scheduler class
     batch_size: int = field(default=64, metadata=at_least(1))
     sample_dir: str | None = None  # resumable folder the samples are generated into
+    # resumable folders under this one, one per run (named by its SampleSpec's digest): `audit --out DIR` keeps
+    # its shared samples in DIR/samples/, so a rerun with the same options after a failure does not resample them
+    sample_root: str | None = None
     samples_from: str | None = None  # a sample folder to read them from instead of generating
     allow_foreign_samples: bool = False  # read samples_from even when another run made it (another model...)
     fd: FdOptions = field(default_factory=FdOptions)
@@ -81,13 +84,40 @@ class SampleSet:
         return self._x is not None
 
     def serves(self, sampler: str | None, steps: int, n: int, seed: int) -> bool:
-        """True when a run of (sampler, steps, n, seed) is exactly this set (so it can share it)."""
+        """True when a run of (sampler, steps, n, seed) is exactly this set (so it can share it), and none of
+        it is in a sample folder yet (step hooks watching a resumed run would see only the missing samples)."""
         return (check_sampler_name(sampler), steps, n, seed) == (
             check_sampler_name(self.sampler),
             self.steps,
             self.n,
             self.seed,
-        )
+        ) and not self._stored()
+
+    def _folder(self) -> Path | None:
+        """The resumable folder the samples go to: sample_dir, or this run's own under sample_root."""
+        o = self.options
+        if o.sample_dir is not None:
+            return Path(o.sample_dir)
+        if o.sample_root is None:
+            return None
+        import hashlib
+        import json
+
+        from .sample_store import SampleSpec
+
+        spec = SampleSpec.of_run(self.denoiser, make_sampler(self.denoiser.scheduler, o.sampler), o.steps, o.seed)
+        digest = hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()[:12]
+        return Path(o.sample_root) / f"{o.sampler or 'checkpoint'}-{o.steps}-seed{o.seed}-{digest}"
+
+    def _stored(self) -> int:
+        """How many of this run's samples its folder holds already (0: no folder, or a new one)."""
+        from . import dist
+        from .sample_store import MANIFEST, SampleStore
+
+        folder = dist.from_main(self._folder)
+        if folder is None or not (folder / MANIFEST).is_file():
+            return 0
+        return SampleStore.read(folder).count
 
     def get(self, hooks: Sequence = ()) -> torch.Tensor:
         """The samples [n, *sample_shape] (model space, float32, CPU); generated now if not yet made.
@@ -119,15 +149,18 @@ class SampleSet:
         from . import dist
 
         # Of several processes, the main one's folder decides (the others are given no --out: it writes it alone).
-        folder = dist.from_main(lambda: o.sample_dir)
+        folder = dist.from_main(self._folder)
         if folder is not None:
             from .sample_store import generate, load_everywhere
 
+            before = min(self._stored(), self.n)
             store = generate(
                 folder, d, scheduler, o.steps, self.n, o.seed, batch_size=o.batch_size, hooks=hooks, progress=tick.add
             )
             self._x = load_everywhere(store, self.n)
             self.origin = f"generated into {folder} (resumable)"
+            if before:  # a rerun after a failure or Ctrl-C: what an earlier run stored is read, not resampled
+                self.origin += f"; {before} of {self.n} read from an earlier run"
         else:
             self._x = sample(
                 d, scheduler, o.steps, self.n, o.seed, batch_size=o.batch_size, hooks=hooks, progress=tick.add

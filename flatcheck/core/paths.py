@@ -37,9 +37,14 @@ def check_data(spec: str | None) -> None:
     if spec is None or spec.lower() == "none":
         return
     path = Path(spec).expanduser()
-    if (path.is_dir() and spec not in BUNDLED_DATA) or (spec in BUNDLED_DATA and not path.exists()):
+    if spec in BUNDLED_DATA and not path.exists():
         return
-    array_file(spec)
+    from .data_files import check_array_file, check_image_folder
+
+    if path.is_dir():
+        check_image_folder(path, "--data")
+        return
+    check_array_file(array_file(spec), "--data")
 
 
 def reference_file(spec: str, path: Path) -> None:
@@ -60,6 +65,13 @@ def check_reference(spec: str | None) -> None:
     path = Path(spec).expanduser()
     if path.exists():
         reference_file(spec, path)
+        from .data_files import check_array_file, check_image_folder
+
+        # a Frechet distance needs a covariance: two images at least
+        if path.is_dir():
+            check_image_folder(path, "--ref", minimum=2)
+        else:
+            check_array_file(path, "--ref", minimum=2, stats_ok=True)
         return
     if spec in BUNDLED_DATA:
         return
