@@ -21,11 +21,8 @@ needs; `load` then instantiates the denoiser, its autoencoder and its schedule.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
-import struct
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,6 +30,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from ..errors import InputError
 from .class_facts import check_class, diffusers_class
+from .files import SAFETENSORS_DTYPES, TensorEntry, check_component_sources, check_safetensors, read_json  # noqa: F401
 
 if TYPE_CHECKING:  # torch is imported where weights are loaded: locating a checkpoint needs none of it
     import torch
@@ -70,47 +68,13 @@ def variant_of(path: Path) -> str | None:
     return SHARD.sub("", parts[1]) or None if len(parts) == 3 else None
 
 
-# safetensors' dtype codes -> torch's names (a code not listed is reported as written)
-SAFETENSORS_DTYPES = {
-    "F64": "float64",
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-    "F8_E8M0": "float8_e8m0fnu",
-    "I64": "int64",
-    "I32": "int32",
-    "I16": "int16",
-    "I8": "int8",
-    "U64": "uint64",
-    "U32": "uint32",
-    "U16": "uint16",
-    "U8": "uint8",
-    "BOOL": "bool",
-    "C64": "complex64",
-}
-
-
-@dataclass(frozen=True)
-class TensorEntry:
-    """One stored tensor's dtype and shape, as a safetensors header lists it (its data is never read)."""
-
-    dtype: str  # torch's name: float32, bfloat16 ...
-    shape: tuple[int, ...]
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-
 @dataclass(frozen=True)
 class WeightFile:
     component: str
     path: Path
     format: str  # "safetensors" or "pickle"
     bytes: int
-    # safetensors: tensor name -> entry, from the header that _check_safetensors parsed; None for pickle
+    # safetensors: tensor name -> entry, from the header that files.check_safetensors parsed; None for pickle
     tensors: Mapping[str, TensorEntry] | None = field(default=None, compare=False, repr=False)
 
 
@@ -286,69 +250,7 @@ def _download_from_hub(repo_id: str, allow_pickle: bool) -> Path:
 # ----------------------------------------------------------------------------- configs and classes
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read '{path}': not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"cannot read '{path}': expected a JSON object")
-    return data
-
-
 # ----------------------------------------------------------------------------- weight files
-
-
-def _check_safetensors(path: Path) -> dict[str, TensorEntry]:
-    """Header parse and size check: catches truncated or corrupt files without reading the data.
-    Returns the header's tensors (name -> dtype and shape): what `info` counts parameters from."""
-    size = path.stat().st_size
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
-                raise ValueError("shorter than its 8-byte header length")
-            (n,) = struct.unpack("<Q", head)
-            if n > size - 8:
-                raise ValueError("header length exceeds the file")
-            header = json.loads(fh.read(n))
-        tensors = {k: v for k, v in header.items() if k != "__metadata__"}
-        end = _check_entries(tensors)
-        entries = {
-            k: TensorEntry(SAFETENSORS_DTYPES.get(v["dtype"], str(v["dtype"])), tuple(int(d) for d in v["shape"]))
-            for k, v in tensors.items()
-        }
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, IndexError) as exc:
-        raise InputError(f"corrupt safetensors file '{path}': {type(exc).__name__}: {exc}") from None
-    if 8 + n + end != size:
-        raise InputError(
-            f"truncated or corrupt safetensors file '{path}': header expects {8 + n + end} bytes, file has {size}"
-        )
-    return entries
-
-
-def _check_entries(tensors: dict) -> int:
-    """Each tensor entry as safetensors writes it: a known dtype, a shape of sizes >= 0, and data offsets that
-    hold exactly its bytes, the entries tiling the data without gaps or overlaps. Returns the data's length."""
-    spans = []
-    for name, v in tensors.items():
-        dtype, shape, offsets = v["dtype"], v["shape"], v["data_offsets"]  # KeyError / TypeError: not an entry
-        if dtype not in SAFETENSORS_DTYPES:
-            raise ValueError(f"tensor '{name}' has unknown dtype {dtype!r}")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise ValueError(f"tensor '{name}' has shape {shape!r}")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-            raise ValueError(f"tensor '{name}' has data_offsets {offsets!r}")
-        size = 1 if dtype.startswith(("F8", "BOOL")) else int(re.sub(r"\D", "", dtype)) // 8  # bytes per item
-        if offsets[1] - offsets[0] != math.prod(shape) * size or offsets[0] < 0:
-            raise ValueError(f"tensor '{name}': data_offsets {offsets} do not hold {shape} of {dtype}")
-        spans.append(tuple(offsets))
-    at = 0
-    for start, stop in sorted(spans):
-        if start != at:
-            raise ValueError("the tensors' data_offsets leave gaps or overlap")
-        at = stop
-    return at
 
 
 def choose_variant(folder: Path, variant: str | None) -> str | None:
@@ -376,7 +278,7 @@ def weight_files(folder: Path, component: str, allow_pickle: bool, variant: str 
     safe = [p for p in files if p.suffix == ".safetensors"]
     pickled = [p for p in files if p.suffix in PICKLE_SUFFIXES]
     if safe:
-        return [WeightFile(component, p, "safetensors", p.stat().st_size, _check_safetensors(p)) for p in safe]
+        return [WeightFile(component, p, "safetensors", p.stat().st_size, check_safetensors(p)) for p in safe]
     if pickled:
         if not allow_pickle:
             raise InputError(
@@ -411,7 +313,7 @@ class Part:
         by_name = {w.path.name: w for w in self.files}
         index = self.folder / index_name
         if index.is_file():
-            weight_map = _read_json(index).get("weight_map")
+            weight_map = read_json(index).get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
                 raise InputError(f"'{index}' has no weight_map: not a sharded {self.files[0].format} index")
             missing = sorted({str(f) for f in weight_map.values()} - set(by_name))
@@ -455,7 +357,7 @@ class CheckpointFiles:
 def _part(folder: Path, component: str, allow_pickle: bool, variant: str | None = None) -> Part:
     if not (folder / "config.json").is_file():
         raise InputError(f"'{folder}' has no config.json for its {component}")
-    config = _read_json(folder / "config.json")
+    config = read_json(folder / "config.json")
     check_class(config.get("_class_name"), "ModelMixin", folder / "config.json")
     chosen = choose_variant(folder, variant)
     files = weight_files(folder, component, allow_pickle, chosen)
@@ -478,43 +380,12 @@ def scheduler_config(folder: Path) -> dict:
     folder = Path(folder).expanduser()
     for cand in (folder / "scheduler_config.json", folder / "scheduler" / "scheduler_config.json"):
         if cand.is_file():
-            config = _read_json(cand)
+            config = read_json(cand)
             check_class(config.get("_class_name"), "SchedulerMixin", cand)
             return config
     if not folder.exists():
         raise InputError(f"scheduler folder '{folder}' does not exist")
     raise InputError(f"'{folder}' holds no scheduler_config.json")
-
-
-# The libraries a model_index.json component may come from: what diffusers itself loads without custom code.
-# Any other name is a module shipped beside the weights (`["my_module", "MyUNet"]` loads my_module.py).
-COMPONENT_LIBRARIES = ("diffusers", "transformers")
-
-
-def check_component_sources(index: dict, where: Path) -> None:
-    """InputError unless every component of a model_index.json comes from diffusers, transformers or one of
-    diffusers' own pipeline modules (old pipelines name their safety checker ["stable_diffusion", ...]).
-    Nothing is imported to decide it: the name is only compared."""
-    from .diffusers_source import package_root
-
-    for name, entry in index.items():
-        if name.startswith("_") or not isinstance(entry, list) or len(entry) != 2 or entry[0] is None:
-            continue
-        library = entry[0]
-        if library in COMPONENT_LIBRARIES:
-            continue
-        pipelines = package_root() / "pipelines" if package_root() is not None else None
-        if (
-            isinstance(library, str)
-            and library.isidentifier()
-            and pipelines is not None
-            and (pipelines / library / "__init__.py").is_file()
-        ):
-            continue
-        raise InputError(
-            f"{where}: component '{name}' comes from {library!r}, not diffusers or transformers "
-            "(code shipped beside the weights): custom code is never run"
-        )
 
 
 def locate(
@@ -543,7 +414,7 @@ def locate(
     pipeline_class = None
     index: dict = {}
     if (root / "model_index.json").is_file():
-        index = _read_json(root / "model_index.json")
+        index = read_json(root / "model_index.json")
         pipeline_class = index.get("_class_name")
         if isinstance(pipeline_class, list) or (pipeline_class and not str(pipeline_class).isidentifier()):
             raise InputError(f"{root / 'model_index.json'} asks for custom pipeline code {pipeline_class!r}: never run")
@@ -602,7 +473,7 @@ def _locate_single_file(
     folder = sf.configs.folders.get(name)
     if folder is None or not (folder / "config.json").is_file():
         raise InputError(f"the configs of {sf.configs.origin} have no {name}/config.json for '{path}'")
-    config = _read_json(folder / "config.json")
+    config = read_json(folder / "config.json")
     check_class(config.get("_class_name"), "ModelMixin", folder / "config.json")
     if config["_class_name"] != sf.layout.denoiser_class:
         raise InputError(
@@ -619,7 +490,7 @@ def _locate_single_file(
     vae_folder = sf.configs.folders.get("vae")
     if vae_folder is not None and (vae_folder / "config.json").is_file():
         if sf.layout.vae_prefix is not None:
-            vae_config = _read_json(vae_folder / "config.json")
+            vae_config = read_json(vae_folder / "config.json")
             check_class(vae_config.get("_class_name"), "ModelMixin", vae_folder / "config.json")
             vae = part("vae", "vae", vae_folder, vae_config)
         elif sf.text_source_vae() is not None:  # beside it, in a --model-config pipeline folder

@@ -33,18 +33,19 @@ def load_text_components(ckpt) -> dict:
     import transformers
     from transformers.utils import logging as tf_logging
 
-    from .checkpoint import _read_json, choose_variant, weight_files
+    from .checkpoint import choose_variant, weight_files
+    from .files import read_json
 
     bars = tf_logging.is_progress_bar_enabled()
     tf_logging.disable_progress_bar()  # "Loading weights" bars are not flatcheck's output
     try:
-        return _load_text(ckpt, transformers, _read_json, weight_files, choose_variant)
+        return _load_text(ckpt, transformers, read_json, weight_files, choose_variant)
     finally:
         if bars:
             tf_logging.enable_progress_bar()
 
 
-def _load_text(ckpt, transformers, _read_json, weight_files, choose_variant) -> dict:
+def _load_text(ckpt, transformers, read_json, weight_files, choose_variant) -> dict:
     out = {}
     for name, cls_name in ckpt.text_components.items():
         library = ckpt.index[name][0]
@@ -66,7 +67,7 @@ def _load_text(ckpt, transformers, _read_json, weight_files, choose_variant) -> 
             if is_model:
                 variant = choose_variant(folder, ckpt.variant)
                 files = weight_files(folder, name, ckpt.allow_pickle, variant)
-                config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+                config = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
                 if config.get("auto_map"):
                     raise InputError(f"'{folder / 'config.json'}' asks for remote code (auto_map): never run")
                 if _on_meta(ckpt):  # a memory plan: the encoder's shapes, no weights read

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import InputError
+from ..families.base import ORIGINAL_PREFIX
 from .class_facts import check_class
 
 SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
-UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIXES = ("first_stage_model.", "vae.")
 # Text encoders as the original trainers stored them: prefix in the file -> the pipeline component it becomes.
 # The marker is the tensor diffusers' single_file_utils checks for (CHECKPOINT_KEY_NAMES).
@@ -75,58 +75,25 @@ def configs_root() -> Path:
 
 
 def detect(tensors: Mapping, where: Path) -> Layout:
-    """The layout of a single file from its tensor names and a few shapes (entries with a .shape); InputError
-    naming what was looked for when none fits (diffusers would guess SD 1.x for any unknown file)."""
+    """The layout of a single file from its tensor names and a few shapes (entries with a .shape), as the family
+    serving it recognises it (Family.original_layout); InputError naming what was looked for when none fits
+    (diffusers would guess SD 1.x for any unknown file)."""
+    from ..families import FAMILIES
+    from ..families.base import TensorNames
 
-    def has(name: str) -> bool:
-        return name in tensors
-
-    def shape(name: str) -> tuple:
-        return tuple(tensors[name].shape)
-
+    names = TensorNames(tensors)
     text = {}
     for prefix, (component, marker) in TEXT_PREFIXES.items():
-        if has(prefix + marker):
+        if names.has(prefix + marker):
             text[component] = prefix
-    vae = next((p for p in VAE_PREFIXES if has(p + "decoder.conv_out.weight")), None)
-    for p in (UNET_PREFIX, ""):
-        if has(p + "double_blocks.0.img_attn.norm.key_norm.scale"):
-            if has(p + "distilled_guidance_layer.in_proj.bias") or has(p + "single_stream_modulation.lin.weight"):
-                break  # Chroma, FLUX.2: other networks behind the same block names
-            known = None
-            full = has(p + "double_blocks.18.img_attn.qkv.weight") and has(p + "single_blocks.37.linear2.weight")
-            if full and has(p + "img_in.weight") and shape(p + "img_in.weight") == (3072, 64):  # not Fill/Depth
-                known = "flux-dev" if has(p + "guidance_in.in_layer.bias") else "flux-schnell"
-            return Layout("flux", "FluxTransformer2DModel", p, vae, text, known)
-        if has(p + "joint_blocks.0.context_block.adaLN_modulation.1.bias"):
-            known = None
-            pos = p + "pos_embed"
-            if (
-                has(pos)
-                and shape(pos)[1:2] == (36864,)
-                and has(p + "joint_blocks.23.x_block.mlp.fc1.weight")
-                and not has(p + "joint_blocks.24.x_block.mlp.fc1.weight")
-            ):
-                known = "sd3-medium"
-            return Layout("sd3", "SD3Transformer2DModel", p, vae, text, known)
-    if has(UNET_PREFIX + "input_blocks.0.0.weight"):
-        known = None
-        in_channels = shape(UNET_PREFIX + "input_blocks.0.0.weight")[1:2]
-        context = {
-            shape(k)[-1] for k in tensors if k.startswith(UNET_PREFIX) and k.endswith("attn2.to_k.weight")
-        }  # the cross-attention width: 768 SD 1, 1024 SD 2, 2048 SDXL
-        if in_channels == (4,):
-            if has(UNET_PREFIX + "label_emb.0.0.weight"):
-                if shape(UNET_PREFIX + "label_emb.0.0.weight")[-1] == 2816 and context == {2048}:
-                    known = "sdxl-base"
-            elif context == {768}:
-                known = "sd15"
-            elif context == {1024}:
-                known = "sd21"
-        return Layout("ldm-unet", "UNet2DConditionModel", UNET_PREFIX, vae, text, known)
+    vae = next((p for p in VAE_PREFIXES if names.has(p + "decoder.conv_out.weight")), None)
+    for family in FAMILIES:
+        found = family.original_layout(names)
+        if found is not None:
+            return Layout(found.kind, found.denoiser_class, found.prefix, vae, text, found.known)
     raise InputError(
         f"'{where}': its tensor names are of no single-file layout flatcheck reads (SD 1.x/2.x/XL "
-        f"'{UNET_PREFIX}input_blocks.*', SD3 'joint_blocks.*', Flux 'double_blocks.*'); a diffusers model is read "
+        f"'{ORIGINAL_PREFIX}input_blocks.*', SD3 'joint_blocks.*', Flux 'double_blocks.*'); a diffusers model is read "
         "from its folder"
     )
 
@@ -146,10 +113,10 @@ def component_tensors(tensors: Mapping, layout: Layout, component: str) -> dict:
 def read_entries(path: Path, allow_pickle: bool) -> tuple[str, dict]:
     """(format, name -> TensorEntry) of a single file: the safetensors header (checked, no data read), or, behind
     --allow-pickle, the unpickled state dict's shapes (diffusers' reader: weights only)."""
-    from .checkpoint import TensorEntry, _check_safetensors
+    from .files import TensorEntry, check_safetensors
 
     if path.suffix == ".safetensors":
-        return "safetensors", _check_safetensors(path)
+        return "safetensors", check_safetensors(path)
     if not allow_pickle:
         raise InputError(
             f"'{path}' is a pickle file: loading a pickle can run arbitrary code, so it is refused; "
@@ -192,12 +159,12 @@ class ConfigSource:
 def config_source(model_config: Path | None, layout: Layout, path: Path) -> ConfigSource:
     """--model-config DIR (a diffusers pipeline folder, or the denoiser's config folder), else the bundled configs
     of the well-known model the tensor names show; InputError when neither applies."""
-    from .checkpoint import _read_json, check_component_sources
+    from .files import check_component_sources, read_json
 
     if model_config is not None:
         folder = Path(model_config).expanduser()
         if (folder / "model_index.json").is_file():
-            index = _read_json(folder / "model_index.json")
+            index = read_json(folder / "model_index.json")
             check_class(index.get("_class_name"), "DiffusionPipeline", folder / "model_index.json")
             check_component_sources(index, folder / "model_index.json")
             folders = {k: folder / k for k in index if not k.startswith("_") and (folder / k).is_dir()}
@@ -225,10 +192,10 @@ def config_source(model_config: Path | None, layout: Layout, path: Path) -> Conf
 
 
 def _bundled(layout: Layout) -> ConfigSource:
-    from .checkpoint import _read_json
+    from .files import read_json
 
     root = configs_root() / str(layout.known)
-    index = _read_json(root / "model_index.json")
+    index = read_json(root / "model_index.json")
     folders = {k: root / k for k in index if not k.startswith("_") and (root / k).is_dir()}
     return ConfigSource(folders, index, f"flatcheck's bundled {KNOWN_TITLES[str(layout.known)]} configs")
 

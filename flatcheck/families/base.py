@@ -9,6 +9,7 @@ A family is one file in this package and one line in its registry (`flatcheck.fa
   the sampler set-up                                   set_timesteps()
   the latent space                                     latent_from_encoder(), latent_to_decoder(), vae_factor()
   its block names for the per-block breakdown          blocks
+  its single files in a trainer's original layout      original_layout()
 The engine (flatcheck.core) and the measures ask the family; nothing outside this package names a
 denoiser or pipeline class (tests/test_layout.py).
 
@@ -70,6 +71,37 @@ def is_flow_scheduler(scheduler_class: str, config: Mapping | None = None) -> bo
     )
 
 
+# The prefix of the denoiser's tensors in the original trainers' single files (SD's ldm code, SGM, SD3, Flux).
+ORIGINAL_PREFIX = "model.diffusion_model."
+
+
+@dataclass(frozen=True)
+class OriginalLayout:
+    """A single file in an original trainer's layout, as the family serving it recognises it by tensor names."""
+
+    kind: str  # "ldm-unet" (SD 1.x/2.x/XL), "sd3", "flux"
+    denoiser_class: str
+    prefix: str  # of the denoiser's tensors; "" when the file holds the bare network
+    known: str | None = None  # the well-known model whose bundled configs fit (flatcheck/configs/<known>), or None
+
+
+class TensorNames:
+    """A single file's tensor names and shapes, as its header lists them (no weight is read)."""
+
+    def __init__(self, tensors: Mapping):
+        self._tensors = tensors
+
+    def has(self, name: str) -> bool:
+        return name in self._tensors
+
+    def shape(self, name: str) -> tuple:
+        return tuple(self._tensors[name].shape)
+
+    def last_dims(self, prefix: str, suffix: str) -> set[int]:
+        """The last dimension of every tensor named prefix...suffix."""
+        return {tuple(v.shape)[-1] for k, v in self._tensors.items() if k.startswith(prefix) and k.endswith(suffix)}
+
+
 class Family:
     """The defaults every family starts from: a network called as net(x_t, timestep, **conditions) on
     [B, C, H, W], a DDPM or flow schedule read from the scheduler, an autoencoder with a scaling (and shift)
@@ -91,6 +123,11 @@ class Family:
     # -- what it serves
     def serves(self, class_name: str, config: Mapping) -> bool:
         return class_name in self.denoisers
+
+    def original_layout(self, names: TensorNames) -> OriginalLayout | None:
+        """A single file of this family in its original layout, told by its tensor names and a few shapes; None
+        when it is not one (the default: the family has no single files)."""
+        return None
 
     # -- what a network is, from its config (torch-free)
     def conditions(self, config: Mapping) -> str:

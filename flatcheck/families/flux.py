@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .base import Family, Guidance, PromptTables, flow_shift_mu
+from .base import ORIGINAL_PREFIX, Family, Guidance, OriginalLayout, PromptTables, TensorNames, flow_shift_mu
 
 
 class Flux(Family):
@@ -23,6 +23,25 @@ class Flux(Family):
     conditioning = "text"
     timestep_scale = 1e-3
     blocks = {"time_text_embed": "embed", "single_transformer_blocks": "blocks"}
+
+    def original_layout(self, names: TensorNames) -> OriginalLayout | None:
+        for p in (ORIGINAL_PREFIX, ""):
+            if not names.has(p + "double_blocks.0.img_attn.norm.key_norm.scale"):
+                continue
+            if names.has(p + "distilled_guidance_layer.in_proj.bias") or names.has(
+                p + "single_stream_modulation.lin.weight"
+            ):
+                return None  # Chroma, FLUX.2: other networks behind the same block names
+            known = None
+            full = names.has(p + "double_blocks.18.img_attn.qkv.weight") and names.has(
+                p + "single_blocks.37.linear2.weight"
+            )
+            if (
+                full and names.has(p + "img_in.weight") and names.shape(p + "img_in.weight") == (3072, 64)
+            ):  # not Fill/Depth
+                known = "flux-dev" if names.has(p + "guidance_in.in_layer.bias") else "flux-schnell"
+            return OriginalLayout("flux", self.denoisers[0], p, known)
+        return None
 
     def latent_channels(self, config: Mapping) -> int:
         return int(config.get("in_channels", 0) or 0) // 4  # in_channels counts the 2 x 2 packed channels

@@ -8,7 +8,7 @@ force_zeros_for_empty_prompt, a zero null row. Epsilon or v prediction, from the
 
 from __future__ import annotations
 
-from .base import Family, PromptTables
+from .base import ORIGINAL_PREFIX, Family, OriginalLayout, PromptTables, TensorNames
 
 SD, SDXL = "StableDiffusionPipeline", "StableDiffusionXLPipeline"
 
@@ -20,6 +20,23 @@ class StableDiffusion(Family):
     pipelines = (SD, SDXL)
     input_name = "sample"
     conditioning = "text"
+
+    def original_layout(self, names: TensorNames) -> OriginalLayout | None:
+        p = ORIGINAL_PREFIX
+        if not names.has(p + "input_blocks.0.0.weight"):
+            return None
+        known = None
+        in_channels = names.shape(p + "input_blocks.0.0.weight")[1:2]
+        context = names.last_dims(p, "attn2.to_k.weight")  # the cross-attention width: 768 SD 1, 1024 SD 2, 2048 XL
+        if in_channels == (4,):
+            if names.has(p + "label_emb.0.0.weight"):
+                if names.shape(p + "label_emb.0.0.weight")[-1] == 2816 and context == {2048}:
+                    known = "sdxl-base"
+            elif context == {768}:
+                known = "sd15"
+            elif context == {1024}:
+                known = "sd21"
+        return OriginalLayout("ldm-unet", self.denoisers[0], p, known)
 
     def encode_prompts(self, pipe, pipeline_class, prompts, device, ckpt) -> PromptTables:
         import torch

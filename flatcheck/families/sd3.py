@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .base import Family, PromptTables, flow_shift_mu
+from .base import ORIGINAL_PREFIX, Family, OriginalLayout, PromptTables, TensorNames, flow_shift_mu
 
 
 class SD3(Family):
@@ -22,6 +22,20 @@ class SD3(Family):
     conditioning = "text"
     blocks = {"time_text_embed": "embed"}
     stored_buffers = ("pos_embed.pos_embed",)  # saved when pos_embed_max_size is set (56.6 M numbers in SD3-medium)
+
+    def original_layout(self, names: TensorNames) -> OriginalLayout | None:
+        for p in (ORIGINAL_PREFIX, ""):
+            if not names.has(p + "joint_blocks.0.context_block.adaLN_modulation.1.bias"):
+                continue
+            pos = p + "pos_embed"
+            medium = (
+                names.has(pos)
+                and names.shape(pos)[1:2] == (36864,)
+                and names.has(p + "joint_blocks.23.x_block.mlp.fc1.weight")
+                and not names.has(p + "joint_blocks.24.x_block.mlp.fc1.weight")
+            )
+            return OriginalLayout("sd3", self.denoisers[0], p, "sd3-medium" if medium else None)
+        return None
 
     def encode_prompts(self, pipe, pipeline_class, prompts, device, ckpt) -> PromptTables:
         import torch
