@@ -30,7 +30,7 @@ VERSIONS = {
     "report": "1.5",
     "info": "1.2",
     "compare": "1.0",
-    "gate": "1.0",
+    "gate": "1.1",
     "sample": "1.0",
     "rank": "1.0",
     "plan": "1.1",

@@ -338,6 +338,8 @@ def _diff_text(d, se) -> Text:
 
 
 def gate_renderable(result) -> Group:
+    from .markdown import GATE_COLUMNS, gate_cells
+
     head = Text(
         "gate passed"
         if result.passed
@@ -345,18 +347,11 @@ def gate_renderable(result) -> Group:
         style="bold green" if result.passed else "bold red",
     )
     t = Table(show_lines=False)
-    for col in ("", "metric", "value", "must be", "bound", "baseline", "note"):
+    for col in GATE_COLUMNS:
         t.add_column(col, overflow="fold")
     for r in result.rows:
-        t.add_row(
-            Text("pass", style="green") if r.passed else Text("FAIL", style="bold red"),
-            r.metric,
-            format_number(r.value, r.stderr),
-            r.condition,
-            format_number(r.bound),
-            format_number(r.baseline) if r.baseline is not None else "",
-            r.note,
-        )
+        first, *rest = gate_cells(r)
+        t.add_row(Text(first, style="green" if r.passed else "bold red"), *rest)
     return Group(head, t)
 
 
