@@ -175,7 +175,7 @@ GATE_COLUMNS = ["", "metric", "value", "interval", "must be", "bound", "baseline
 
 
 def gate_cells(r) -> list[str]:
-    """One gate row as table cells (Markdown and terminal): value, interval, bound, mode, and why it passed or failed."""
+    """One gate row as table cells (Markdown, terminal): value, interval, bound, mode, why it passed or failed."""
     interval = f"[{r.low:.4g}, {r.high:.4g}] {r.interval}" if r.low is not None else "none in the report"
     mode = r.mode if r.mode == "point" else f"{r.mode} {r.confidence:.0%}"
     if r.judged != r.mode:
