@@ -599,6 +599,7 @@ def same_draws(report: dict, baseline: dict) -> bool:
 
 
 _NEGATION = {"<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+WITHIN_NOISE = "within noise"  # ends the reason of a rule that held only thanks to its interval
 
 
 def _check(rule: Rule, m: Measured, base: Measured | None, pairable: bool = False) -> GateRow:
@@ -669,7 +670,7 @@ def _check(rule: Rule, m: Measured, base: Measured | None, pairable: bool = Fals
         elif point_ok:
             row.reason = said
         else:
-            row.reason = f"{said}, but the {level} reaches the bound ({end_text}): within noise"
+            row.reason = f"{said}, but the {level} reaches the bound ({end_text}): {WITHIN_NOISE}"
     else:
         if row.passed:
             row.reason = f"the whole {level} is {sym} {bound:.4g} ({end_text})"
