@@ -3,6 +3,7 @@ annotations, --junit checked before any work, and the composite action's run ste
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 
 from flatcheck.gate import evaluate, parse_config
 from flatcheck.report.ci import annotations, github_outputs, junit_xml
+from flatcheck.results import validate as validate_document
 from tests.xsd_subset import Schema
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,5 +189,10 @@ def test_action_run_steps_execute_as_a_script(tmp_path):
     assert len(ET.fromstring(text.encode()).findall("testsuite/testcase")) == 2
     lines = gh_out.read_text().splitlines()
     assert lines == ["verdict=fail", "failed=1", "rules=2", f"report={out / 'audit.json'}"]
-    assert (out / "audit.json").is_file() and (out / "gate.json").is_file() and (out / "gate.md").is_file()
+    assert (out / "audit.json").is_file() and (out / "gate.md").is_file()
+    gate = json.loads((out / "gate.json").read_text())
+    assert validate_document(gate, "gate") == []
+    assert [r["judged"] for r in gate["gate"]["rows"]] == ["strict", "point"] and gate["gate"]["rows"][0][
+        "low"
+    ] is not None
     assert "flatcheck gate failed" in summary.read_text()
