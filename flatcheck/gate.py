@@ -19,6 +19,16 @@ below, either absolutely or relative to the same number in a baseline report:
 
 The Markdown and HTML reports print every number next to its path.
 
+A rule may also say how its number's uncertainty counts (gate_uncertainty.py makes the interval):
+
+    mode = "interval"               # fail only when the whole interval is beyond the bound
+    confidence = 0.95               # (default; "strict": fail when any of it is; "point": the value alone)
+
+"point" is the default, so a config written before modes gates as it did; [gate] mode / confidence set
+the default of every rule. A number the report gives no uncertainty for is judged as a point, and its
+row says so; a relative rule's interval is that of the difference to the baseline, paired where both
+reports hold per-draw values drawn with the same seeds on the same bank, independent otherwise.
+
 Config lives in `flatcheck.toml` (top level) or in `[tool.flatcheck]` of pyproject.toml. Every
 config mistake raises InputError with one line (exit 2); the gate itself returns a GateResult whose
 rows say which thresholds were crossed (the CLI exits 1 then). Before an audit, `check_rules` holds
@@ -38,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import InputError
+from .gate_uncertainty import DEFAULT_LEVEL, Measured, difference, interval
 
 if TYPE_CHECKING:
     from .measures.base import Items
@@ -55,7 +66,16 @@ OPERATORS = {
     ">=": (operator.ge, ">="),
 }
 RELATIVE_MODES = ("ratio", "delta")
-_RULE_KEYS = {"metric", "max", "min", "op", "value", "relative", "name"}
+# How a rule treats its number's uncertainty (gate_uncertainty.py makes the interval):
+#   point     the value alone (the default: what a gate without uncertainty did)
+#   interval  fails only when the whole interval is beyond the bound (noise alone rarely fails it)
+#   strict    fails when any of the interval crosses the bound (a regression rarely slips through)
+MODES = ("point", "interval", "strict")
+DEFAULT_CONFIDENCE = 0.95
+_RULE_KEYS = {"metric", "max", "min", "op", "value", "relative", "name", "mode", "confidence"}
+_GATE_KEYS = {"rules", "baseline", "mode", "confidence"}  # [gate] mode/confidence: defaults of every rule
+# An estimate's key -> the sibling list of the per-draw values it is the mean of (pairing against a baseline).
+PAIRED_ITEMS = {"increase": "per_draw"}
 CONFIG_NAMES = ("flatcheck.toml", "pyproject.toml")
 EXAMPLE_PATH = "quantize.settings.W4A4.relative_mse"  # in every error that shows a path (a test resolves it)
 
@@ -67,6 +87,8 @@ class Rule:
     threshold: float
     relative: str | None = None  # None (absolute), "ratio" or "delta" against the baseline
     name: str | None = None
+    mode: str = "point"  # one of MODES
+    confidence: float = DEFAULT_CONFIDENCE  # of the interval (interval and strict modes; shown in every mode)
 
     def describe(self) -> str:
         if self.relative == "ratio":
@@ -95,6 +117,21 @@ class GateRow:
     passed: bool
     name: str | None = None
     note: str = ""
+    mode: str = "point"  # as the rule asked
+    confidence: float = DEFAULT_CONFIDENCE
+    judged: str = "point"  # as judged: "point" where the report has no uncertainty for an interval/strict rule
+    low: float | None = None  # the interval on the value's scale (a relative rule's carries the baseline's too)
+    high: float | None = None
+    interval: str = ""  # how the interval was made ("" when there is none)
+    pairing: str | None = None  # relative rules with an interval: "paired" or "independent"
+    reason: str = ""  # why it passed or failed, in words
+
+    def text(self) -> str:
+        """The row in one line (JUnit failure messages, CI annotations)."""
+        label = f"{self.name}: " if self.name else ""
+        value = "n/a" if self.value is None else f"{self.value:.4g}"
+        ci = "" if self.low is None else f" [{self.low:.4g}, {self.high:.4g}]"
+        return f"{label}{self.metric} = {value}{ci} must be {self.condition} ({self.judged}): {self.reason}"
 
 
 @dataclass
@@ -177,16 +214,22 @@ def parse_config(doc: dict, source: str = "<config>") -> GateConfig:
     audit = doc.get("audit", {})
     if not isinstance(audit, dict):
         raise InputError(f"{source}: [audit] must be a table of audit options")
-    extra = set(gate) - {"rules", "baseline"}
+    extra = set(gate) - _GATE_KEYS
     if extra:
-        raise InputError(f"{source}: unknown key(s) in [gate]: {', '.join(sorted(extra))} (expected rules, baseline)")
+        raise InputError(
+            f"{source}: unknown key(s) in [gate]: {', '.join(sorted(extra))} (expected {', '.join(sorted(_GATE_KEYS))})"
+        )
+    defaults = {
+        "mode": _parse_mode(gate.get("mode", "point"), f"{source}: [gate]"),
+        "confidence": _parse_confidence(gate.get("confidence", DEFAULT_CONFIDENCE), f"{source}: [gate]"),
+    }
     raw_rules = gate.get("rules")
     if not isinstance(raw_rules, list) or not raw_rules:
         raise InputError(f"{source}: [gate] has no rules (add [[gate.rules]] tables with metric and max/min)")
     baseline = gate.get("baseline")
     if baseline is not None and not isinstance(baseline, str):
         raise InputError(f"{source}: gate.baseline must be a path or model name (a string)")
-    rules = [parse_rule(r, f"{source}: rule {i + 1}") for i, r in enumerate(raw_rules)]
+    rules = [parse_rule(r, f"{source}: rule {i + 1}", **defaults) for i, r in enumerate(raw_rules)]
     check_satisfiable(rules, source)
     return GateConfig(rules, baseline, dict(audit), source)
 
@@ -209,7 +252,19 @@ def check_satisfiable(rules: list[Rule], source: str) -> None:
                 )
 
 
-def parse_rule(raw: Any, where: str) -> Rule:
+def _parse_mode(mode: Any, where: str) -> str:
+    if mode not in MODES:
+        raise InputError(f"{where}: mode must be one of {', '.join(MODES)} (got {mode!r})")
+    return mode
+
+
+def _parse_confidence(c: Any, where: str) -> float:
+    if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c < 1:
+        raise InputError(f"{where}: confidence must be a number between 0 and 1, e.g. 0.95 (got {c!r})")
+    return float(c)
+
+
+def parse_rule(raw: Any, where: str, mode: str = "point", confidence: float = DEFAULT_CONFIDENCE) -> Rule:
     if not isinstance(raw, dict):
         raise InputError(f"{where}: a rule must be a table (metric = ..., max = ...)")
     unknown = set(raw) - _RULE_KEYS
@@ -250,7 +305,9 @@ def parse_rule(raw: Any, where: str) -> Rule:
     name = raw.get("name")
     if name is not None and not isinstance(name, str):
         raise InputError(f"{where} ({metric}): name must be a string")
-    return Rule(metric, op, float(threshold), relative, name)
+    mode = _parse_mode(raw.get("mode", mode), f"{where} ({metric})")
+    confidence = _parse_confidence(raw.get("confidence", confidence), f"{where} ({metric})")
+    return Rule(metric, op, float(threshold), relative, name, mode, confidence)
 
 
 # ---------------------------------------------------------------------------- paths
@@ -266,9 +323,66 @@ def parse_path(path: str, where: str = "metric") -> list[str | int]:
 
 def lookup(report: dict, path: str) -> tuple[float | None, float | None]:
     """(value, stderr) of the number at `path`; InputError naming what exists when it is not there."""
+    m = measure(report, path)
+    return m.value, m.stderr
+
+
+def measure(report: dict, path: str) -> Measured:
+    """The number at `path` with what the report says of its uncertainty (stderr, a stored interval and its
+    level, the per-draw values it is the mean of); InputError naming what exists when it is not there."""
+    node, parents, last = _walk(report, path)
+    if is_estimate_node(node):
+        value, stderr = _number(node["value"], path), node.get("stderr")
+        lo, hi = node.get("ci_low"), node.get("ci_high")
+        bootstrap = "bias_corrected" in node  # FD and its paired changes: their stderr is the resamples' sd
+        level = next((p["ci_level"] for p in reversed(parents) if isinstance(p, dict) and "ci_level" in p), None)
+        n = node.get("n")
+        return Measured(
+            value,
+            float(stderr) if _finite(stderr) else None,
+            n if isinstance(n, int) and not isinstance(n, bool) else None,
+            (float(lo), float(hi)) if _finite(lo) and _finite(hi) else None,
+            float(level) if _finite(level) else (DEFAULT_LEVEL if bootstrap else None),
+            bootstrap,
+            _items(node["value"], parents[-1] if parents else None, last),
+        )
+    return Measured(_number(node, path))
+
+
+def is_estimate_node(node: Any) -> bool:
+    return isinstance(node, dict) and "value" in node
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _number(node: Any, path: str) -> float | None:
+    if node is None:
+        return None  # null = not finite in our JSON
+    if isinstance(node, bool) or not isinstance(node, (int, float)):
+        kind = "a table" if isinstance(node, dict) else "a list" if isinstance(node, list) else type(node).__name__
+        raise InputError(f"metric '{path}' is {kind}, not a number")
+    return float(node)
+
+
+def _items(value: Any, parent: Any, key: str | None) -> list[float] | None:
+    """The per-draw values beside an estimate (PAIRED_ITEMS), when they are finite and their mean is its value."""
+    sibling = PAIRED_ITEMS.get(str(key))
+    items = parent.get(sibling) if isinstance(parent, dict) and sibling else None
+    if not isinstance(items, list) or len(items) < 2 or not all(_finite(x) for x in items) or not _finite(value):
+        return None
+    mean = sum(items) / len(items)
+    return [float(x) for x in items] if math.isclose(mean, value, rel_tol=1e-6, abs_tol=1e-12) else None
+
+
+def _walk(report: dict, path: str) -> tuple[Any, list, str | None]:
+    """(the node at `path`, the nodes above it from the root, the last key)."""
     node: Any = report
     walked: list[str] = []
+    parents: list = []
     for key in parse_path(path):
+        parents.append(node)
         if isinstance(node, list):
             idx = key if isinstance(key, int) else (int(key) if str(key).isdigit() else None)
             if idx is None:  # a list of named items (quantize.settings.W4A4): pick by name
@@ -299,16 +413,7 @@ def lookup(report: dict, path: str) -> tuple[float | None, float | None]:
         else:
             raise InputError(f"metric '{path}': '{'.'.join(walked)}' is a number, not a table")
         walked.append(str(key))
-    stderr = None
-    if isinstance(node, dict) and "value" in node:  # an Estimate
-        stderr = node.get("stderr")
-        node = node["value"]
-    if node is None:
-        return None, stderr  # null = not finite in our JSON
-    if isinstance(node, bool) or not isinstance(node, (int, float)):
-        kind = "a table" if isinstance(node, dict) else "a list" if isinstance(node, list) else type(node).__name__
-        raise InputError(f"metric '{path}' is {kind}, not a number")
-    return float(node), (float(stderr) if isinstance(stderr, (int, float)) else None)
+    return node, parents, (walked[-1] if walked else None)
 
 
 # ---------------------------------------------------------------------------- paths a run will have
@@ -468,8 +573,9 @@ def evaluate(
 ) -> GateResult:
     """Check every rule against `report` (and `baseline` for relative rules). Never raises on a crossed threshold."""
     rows = []
+    pairable = baseline is not None and same_draws(report, baseline)
     for rule in rules:
-        value, stderr = lookup(report, rule.metric)
+        value = measure(report, rule.metric)
         base = None
         if rule.relative:
             if baseline is None:
@@ -477,28 +583,99 @@ def evaluate(
                     f"rule on '{rule.metric}' is relative to a baseline: "
                     "pass --baseline REPORT.json|MODEL or set gate.baseline"
                 )
-            base, _ = lookup(baseline, rule.metric)
-        rows.append(_check(rule, value, stderr, base))
+            base = measure(baseline, rule.metric)
+        rows.append(_check(rule, value, base, pairable))
     return GateResult(all(r.passed for r in rows), rows, config, baseline_name)
 
 
-def _check(rule: Rule, value: float | None, stderr: float | None, base: float | None) -> GateRow:
-    fn, _ = OPERATORS[rule.op]
-    row = GateRow(rule.metric, rule.describe(), value, stderr, None, base, False, rule.name)
-    if rule.relative and base is None:
-        row.note = "baseline value is not finite"
+def same_draws(report: dict, baseline: dict) -> bool:
+    """Both reports drew with the same seeds on the same probe bank (its size, seed, source and timesteps), so
+    draw i of one and draw i of the other used the same random numbers: their differences can be paired."""
+    seeds, bank_a, bank_b = report.get("seeds"), report.get("bank"), baseline.get("bank")
+    if not seeds or seeds != baseline.get("seeds") or not isinstance(bank_a, dict) or not isinstance(bank_b, dict):
+        return False
+    keys = ("n", "seed", "source", "t_range")
+    return all(bank_a.get(k) == bank_b.get(k) for k in keys)
+
+
+_NEGATION = {"<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+WITHIN_NOISE = "within noise"  # ends the reason of a rule that held only thanks to its interval
+
+
+def _check(rule: Rule, m: Measured, base: Measured | None, pairable: bool = False) -> GateRow:
+    fn, sym = OPERATORS[rule.op]
+    row = GateRow(
+        rule.metric,
+        rule.describe(),
+        m.value,
+        m.stderr,
+        None,
+        base.value if base is not None else None,
+        False,
+        rule.name,
+        mode=rule.mode,
+        confidence=rule.confidence,
+    )
+    if rule.relative and row.baseline is None:
+        row.note = row.reason = "baseline value is not finite"
         return row
     if rule.relative == "ratio":
-        if base <= 0:  # a ratio bound flips or vanishes for non-positive baselines
-            row.note = f"baseline {base:g} is not positive: use relative = 'delta'"
+        if row.baseline <= 0:  # a ratio bound flips or vanishes for non-positive baselines
+            row.note = row.reason = f"baseline {row.baseline:g} is not positive: use relative = 'delta'"
             return row
-        row.bound = base * rule.threshold
+        row.bound = row.baseline * rule.threshold
     elif rule.relative == "delta":
-        row.bound = base + rule.threshold
+        row.bound = row.baseline + rule.threshold
     else:
         row.bound = rule.threshold
+    value, bound = m.value, row.bound
     if value is None:
-        row.note = "value is not finite"
+        row.note = row.reason = "value is not finite"
         return row
-    row.passed = bool(fn(value, row.bound))
+    # The interval on the value's scale; a relative rule's carries the baseline's uncertainty too.
+    if rule.relative:
+        k = rule.threshold if rule.relative == "ratio" else 1.0
+        iv, pairing = difference(m, base, k, rule.confidence, pairable)
+        if iv is not None:
+            centre = value - k * base.value
+            row.low, row.high, row.interval, row.pairing = (
+                value - (centre - iv.low),
+                value + (iv.high - centre),
+                (iv.method),
+                pairing,
+            )
+    else:
+        iv = interval(m, rule.confidence)
+        if iv is not None:
+            row.low, row.high, row.interval = iv.low, iv.high, iv.method
+    point_ok = bool(fn(value, bound))
+    said = f"value {value:.4g} {sym if point_ok else _NEGATION[rule.op]} {bound:.4g}"
+    if rule.mode == "point" or row.low is None:
+        row.judged, row.passed, row.reason = "point", point_ok, said
+        if rule.mode != "point":
+            row.note = f"no uncertainty in the report: judged as a point, not as {rule.mode}"
+        return row
+    row.judged = rule.mode
+    upper = rule.op in ("<", "<=")
+    # interval: the end most favourable to the rule decides (fail only when all of it is beyond the bound);
+    # strict: the least favourable end decides (fail when any of it is).
+    use_low = upper == (rule.mode == "interval")
+    end = row.low if use_low else row.high
+    row.passed = bool(fn(end, bound))
+    level = f"{rule.confidence:.0%} interval"
+    end_text = f"{'low' if use_low else 'high'} end {end:.4g}"
+    if rule.mode == "interval":
+        if not row.passed:
+            row.reason = f"the whole {level} is {_NEGATION[rule.op]} {bound:.4g} ({end_text})"
+        elif point_ok:
+            row.reason = said
+        else:
+            row.reason = f"{said}, but the {level} reaches the bound ({end_text}): {WITHIN_NOISE}"
+    else:
+        if row.passed:
+            row.reason = f"the whole {level} is {sym} {bound:.4g} ({end_text})"
+        elif point_ok:
+            row.reason = f"{said}, but the {level} crosses the bound ({end_text})"
+        else:
+            row.reason = said
     return row

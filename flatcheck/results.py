@@ -30,7 +30,7 @@ VERSIONS = {
     "report": "1.6",
     "info": "1.3",
     "compare": "1.0",
-    "gate": "1.0",
+    "gate": "1.1",
     "sample": "1.0",
     "rank": "1.0",
     "plan": "1.1",

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .audit import AUDIT_RUN
+from .destinations import FILE
 from .options import (
     AUDIT_SIZES,
     COMMON,
@@ -38,6 +39,16 @@ BaselineOpt = Annotated[
         show_default=False,
     ),
 ]
+JunitOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--junit",
+        help="Also write the outcome as JUnit XML here (one test case per rule; failures carry the row), for "
+        "GitHub, GitLab or Jenkins test reports.",
+        show_default=False,
+    ),
+    FILE,
+]
 ReportOpt = Annotated[
     Optional[Path],
     typer.Option("--report", help="Gate this JSON report instead of auditing MODEL.", show_default=False),
@@ -50,14 +61,19 @@ def gate(
     config: ConfigOpt = None,
     baseline: BaselineOpt = None,
     report: ReportOpt = None,
+    junit: JunitOpt = None,
     o=None,
 ) -> int:
     """Check thresholds on any number of the audit report; exit 1 and list the failing rows when one is crossed.
 
-    Audit options come from the config's [audit] table; options given here override them.
+    Audit options come from the config's [audit] table; options given here override them. Under GitHub Actions
+    failed rules are also annotations, and $GITHUB_OUTPUT gets verdict, failed, rules and report.
     """
+    import os
+
     from ..errors import EXIT_GATE_FAILED, InputError
     from ..gate import check_rules, evaluate, load_config, load_report, lookup
+    from ..report.ci import OUTPUT
     from ..report.markdown import gate_markdown, write_step_summary
     from ..report.terminal import gate_renderable
     from ..report.writers import write_reports, write_text
@@ -67,6 +83,10 @@ def gate(
         from .destinations import Writes, check
 
         check("--out", o.out, Writes("folder", files=("gate.md",)))
+    if os.environ.get(OUTPUT):  # appended to after the gate, like the step summary: checked now
+        from .destinations import check_append
+
+        check_append(f"${OUTPUT}", os.environ[OUTPUT])
     cfg = load_config(config)  # config errors first: exit 2 before minutes of auditing
     con = console(o.json)
     if report is not None and model is not None:
@@ -125,7 +145,33 @@ def gate(
         write_json(document("gate", {"gate": outcome, "report": doc}), o.json)
     if o.out is not None:
         write_text(Path(o.out) / "gate.md", gate_markdown(outcome, source))
+    _ci_outputs(outcome, source, junit, _report_path(report, o), o.json)
     return 0 if outcome.passed else EXIT_GATE_FAILED
+
+
+def _report_path(report: Path | None, o) -> str | None:
+    """The gated audit report on disk: --report, else --out's audit.json, else a --json gate file (which holds it)."""
+    if report is not None:
+        return str(report)
+    if o.out is not None:
+        return str(Path(o.out) / "audit.json")
+    return str(o.json) if o.json and str(o.json) != "-" else None
+
+
+def _ci_outputs(outcome, source: str, junit: Path | None, report: str | None, json_dest) -> None:
+    import sys
+
+    from ..report.ci import annotations, junit_xml, under_github_actions, write_github_outputs
+    from ..report.writers import write_text
+
+    if junit is not None:
+        write_text(junit, junit_xml(outcome, source))
+    write_github_outputs(outcome, report)
+    if under_github_actions():  # workflow commands: read from the step's log (stderr when stdout is JSON)
+        stream = sys.stderr if json_dest == "-" else sys.stdout
+        for line in annotations(outcome, outcome.config):
+            print(line, file=stream)
+        stream.flush()
 
 
 def _is_report(spec: str) -> bool:

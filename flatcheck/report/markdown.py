@@ -171,24 +171,40 @@ def compare_markdown(comparison: dict) -> str:
     return "\n".join(out)
 
 
+GATE_COLUMNS = ["", "metric", "value", "interval", "must be", "bound", "baseline", "mode", "why"]
+
+
+def gate_cells(r) -> list[str]:
+    """One gate row as table cells (Markdown, terminal): value, interval, bound, mode, why it passed or failed."""
+    interval = f"[{r.low:.4g}, {r.high:.4g}] {r.interval}" if r.low is not None else "none in the report"
+    mode = r.mode if r.mode == "point" else f"{r.mode} {r.confidence:.0%}"
+    if r.judged != r.mode:
+        mode += f" (judged as {r.judged})"
+    why = r.reason + (f"; {r.note}" if r.note and r.note != r.reason else "")
+    return [
+        "pass" if r.passed else "FAIL",
+        r.metric if not r.name else f"{r.name}: {r.metric}",
+        format_number(r.value, r.stderr),
+        interval,
+        r.condition,
+        format_number(r.bound),
+        format_number(r.baseline) if r.baseline is not None else "",
+        mode,
+        why,
+    ]
+
+
 def gate_markdown(result, source: str) -> str:
     head = (
         "✅ flatcheck gate passed"
         if result.passed
         else f"❌ flatcheck gate failed: {len(result.failures)} of {len(result.rows)} thresholds crossed"
     )
-    rows = [
-        [
-            "pass" if r.passed else "FAIL",
-            f"`{r.metric}`",
-            format_number(r.value, r.stderr),
-            r.condition,
-            format_number(r.bound),
-            format_number(r.baseline) if r.baseline is not None else "",
-            r.note,
-        ]
-        for r in result.rows
-    ]
+    rows = []
+    for r in result.rows:
+        cells = gate_cells(r)
+        cells[1] = f"`{r.metric}`" if not r.name else f"{r.name}: `{r.metric}`"
+        rows.append(cells)
     return "\n".join(
         [
             f"# {head}",
@@ -196,7 +212,7 @@ def gate_markdown(result, source: str) -> str:
             f"report: {source}; config: {result.config}"
             + (f"; baseline: {result.baseline}" if result.baseline else ""),
             "",
-            _table(["", "metric", "value", "must be", "bound", "baseline", "note"], rows),
+            _table(GATE_COLUMNS, rows),
             "",
         ]
     )

@@ -339,6 +339,9 @@ def _diff_text(d, se) -> Text:
 
 
 def gate_renderable(result) -> Group:
+    """The gate's rows, narrower than the Markdown table: the interval under the value, the bound with its
+    condition, the pairing with the mode; why each row passed or failed in a line under the table (how the
+    interval was made is in the Markdown and the JSON)."""
     head = Text(
         "gate passed"
         if result.passed
@@ -346,19 +349,26 @@ def gate_renderable(result) -> Group:
         style="bold green" if result.passed else "bold red",
     )
     t = Table(show_lines=False)
-    for col in ("", "metric", "value", "must be", "bound", "baseline", "note"):
+    t.add_column("")
+    t.add_column("metric", no_wrap=True)  # a folded path cannot be copied into a config
+    for col in ("value [interval]", "must be", "mode"):
         t.add_column(col, overflow="fold")
-    for r in result.rows:
-        t.add_row(
-            Text("pass", style="green") if r.passed else Text("FAIL", style="bold red"),
-            r.metric,
-            format_number(r.value, r.stderr),
-            r.condition,
-            format_number(r.bound),
-            format_number(r.baseline) if r.baseline is not None else "",
-            r.note,
-        )
-    return Group(head, t)
+    why = []
+    for i, r in enumerate(result.rows, 1):
+        value = format_number(r.value, r.stderr)
+        if r.low is not None:
+            value += f"\n[{r.low:.4g}, {r.high:.4g}]"
+        bound = r.condition + (f" = {r.bound:.4g}" if r.baseline is not None and r.bound is not None else "")
+        mode = r.mode if r.mode == "point" else f"{r.mode} {r.confidence:.0%}"
+        if r.judged != r.mode:
+            mode += f" (judged as {r.judged})"
+        if r.pairing:
+            mode += f", {r.pairing}"
+        status = Text("pass", style="green") if r.passed else Text("FAIL", style="bold red")
+        t.add_row(status, f"{i}. {r.name or r.metric}", value, bound, mode)
+        reason = r.reason + (f"; {r.note}" if r.note and r.note != r.reason else "")
+        why.append(Text(f"{i}. {'pass' if r.passed else 'FAIL'}: {reason}", style="" if r.passed else "red"))
+    return Group(head, t, *why)
 
 
 def _rank_cell(pair: dict) -> Text:
