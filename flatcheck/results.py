@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 # Document kind -> schema version. The major version changes when a field is removed or changes meaning.
 VERSIONS = {
-    "report": "1.5",
+    "report": "1.6",
     "info": "1.2",
     "compare": "1.0",
     "gate": "1.0",
