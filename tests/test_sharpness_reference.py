@@ -126,3 +126,23 @@ def test_the_shipped_table_is_what_its_script_reads_from_the_committed_reports()
             assert s["settings"] == {k: v for k, (_, v) in numbers.items()}
             assert s["bank"] == R.bank_of(report["sharpness"])
             assert s["context"] == R.context_of_report(report["model"])
+
+
+def test_the_terminal_table_shows_the_set_and_each_percentile(tiny_audit):
+    import io
+
+    from rich.console import Console
+
+    from flatcheck.measures.sharpness.view import reference_table
+
+    section, context, table = _section_and_table(tiny_audit)
+    ref = R.compare(section, context, table, "tests/fixtures/sharpness_reference_tiny.json")
+    con = Console(file=io.StringIO(), width=200, color_system=None)
+    con.print(reference_table(ref))
+    text = con.file.getvalue()
+    words = " ".join(text.split())  # the title wraps at the table's width
+    assert "Sharpness scale: relative to 7 reference checkpoints (tiny-synthetic" in words
+    assert "table: tests/fixtures/sharpness_reference_tiny.json" in words
+    trace = ref.metrics["trace"]
+    assert f"{trace.percentile:.0f} " in text.split("Hessian trace", 1)[1].splitlines()[0] + " "
+    assert "no reference: not finite or not converged" in words  # the tiny run's top eigenvalue

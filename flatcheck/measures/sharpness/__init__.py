@@ -78,10 +78,11 @@ def verdict(result) -> Verdict:
         parts.append(f"landscape curvature {result.landscape.curvature:.4g}")
     # No absolute scale for flatness: percentiles among known checkpoints (reference.py) where a reference set
     # matches, else the numbers are for comparing checkpoints and gating on a baseline.
-    if result.reference is not None and parts:
+    reference = getattr(result, "reference", None)  # None also for results made before report 1.6
+    if reference is not None and parts:
         from .reference import summary
 
-        parts.append(summary(result.reference))
+        parts.append(summary(reference))
     return Verdict("sharpness", "info", "; ".join(parts) or "no sharpness measure selected")
 
 

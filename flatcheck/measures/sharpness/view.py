@@ -182,7 +182,8 @@ def view(result: SharpnessResult, model: str = "") -> list:
 
 def reference_table(ref) -> Table:
     """The headline numbers' percentiles among the reference set, or why there is none."""
-    t = Table(title=f"Sharpness scale: {ref.label}", title_justify="left")
+    where = f"{ref.family}, {ref.size_class}; table: {ref.table}. Larger = sharper."
+    t = Table(title=f"Sharpness scale: {ref.label}\n{where}", title_justify="left")
     t.add_column("headline number")
     t.add_column("value", justify="right")
     t.add_column("percentile\n(% of the set below)", justify="right")
@@ -193,7 +194,6 @@ def reference_table(ref) -> Table:
             continue
         spread = f"{_num(p.ref_min, 3)} / {_num(p.ref_median, 3)} / {_num(p.ref_max, 3)} (n = {p.n})"
         t.add_row(p.label, _num(p.value, 4), f"{p.percentile:.0f}", spread)
-    t.caption = f"{ref.family}, {ref.size_class}; table: {ref.table}. Larger = sharper."
     return t
 
 
