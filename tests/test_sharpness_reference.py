@@ -81,6 +81,7 @@ def test_no_reference_when_the_bank_or_family_differs(tiny_audit):
     ref = R.compare(section, context, table)
     assert ref.set is None and "probe bank differs" in ref.label and "probes 16 (reference: 8)" in ref.label
     assert all(p.percentile is None for p in ref.metrics.values())
+    assert R.summary(ref).startswith("no reference: the probe bank differs") and "probes" not in R.summary(ref)
     other = {**context, "size_class": "1B-10B parameters"}
     ref = R.compare(copy.deepcopy(_section_and_table(tiny_audit)[0]), other, table)
     assert ref.set is None and ref.label.startswith("no reference: no reference set for") and "1B-10B" in ref.label

@@ -171,11 +171,9 @@ def percentile(value: float, values: list[float]) -> tuple[float, int]:
 
 
 def _differs(mine: dict, theirs: dict) -> str | None:
-    """'probes 128 (reference: 64)' for the first setting that differs, None when all match."""
-    for k in sorted(set(mine) | set(theirs)):
-        if mine.get(k) != theirs.get(k):
-            return f"{k} {_show(mine.get(k))} (reference: {_show(theirs.get(k))})"
-    return None
+    """'probes 128 (reference: 64)' for each setting that differs, None when all match."""
+    keys = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+    return ", ".join(f"{k} {_show(mine.get(k))} (reference: {_show(theirs.get(k))})" for k in keys) or None
 
 
 def _show(v) -> str:
@@ -236,6 +234,9 @@ def _point(key: str, value: float | None, settings: dict, ref: dict) -> Referenc
 def summary(ref: SharpnessReference) -> str:
     """The verdict's clause: 'relative to 14 reference checkpoints (digits-quick): top eigenvalue p79, ...'."""
     if ref.set is None:
+        if ref.why and ref.why.startswith("the probe bank differs"):  # every difference of every set: too long here
+            why = "how: sharpness.reference.why"
+            return f"no reference: the probe bank differs from every reference set of this family and size ({why})"
         return ref.label
     shown = [f"{p.label} p{p.percentile:.0f}" for p in ref.metrics.values() if p.percentile is not None]
     missing = [p.label for p in ref.metrics.values() if p.percentile is None]
