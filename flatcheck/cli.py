@@ -30,6 +30,7 @@ def _root() -> None:
 
 def _register_commands() -> None:
     from .commands.audit import audit
+    from .commands.card import card
     from .commands.compare import compare
     from .commands.exposure import exposure
     from .commands.fid import fid
@@ -42,7 +43,7 @@ def _register_commands() -> None:
     from .commands.sharpness import sharpness
 
     # The order of `flatcheck --help`: the main job first, then the measures one by one.
-    for command in (info, plan, audit, compare, rank, gate, sharpness, exposure, quantize, fid, sample):
+    for command in (info, plan, audit, compare, rank, gate, card, sharpness, exposure, quantize, fid, sample):
         app.command()(command)
 
 

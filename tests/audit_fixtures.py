@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 # Every size at its floor: 8 probes, 4 samples x 2 steps. Numbers are meaningless, plumbing is real.
@@ -21,6 +23,8 @@ TINY_SHARPNESS = dict(
     lanczos_iters=2,
     hutchinson_draws=2,
     landscape_points=3,
+    # synthetic values for the tiny model's family, size and settings: its headline numbers get percentiles
+    reference=str(Path(__file__).parent / "fixtures" / "sharpness_reference_tiny.json"),
 )
 TINY = dict(
     probes=8,

@@ -54,6 +54,9 @@ CASES = [
     (["rank", "a.json", "b.json", "c.json", "--reports", "--markdown", "adir"], "--markdown adir: 'adir' is a folder"),
     (["plan", "--json", "afile/p.json"], "--json afile/p.json: 'afile' is a file"),
     (["info", "--json", "/proc/i.json"], "--json /proc/i.json: cannot create files in '/proc'"),
+    (["audit", "--quick", "--model-card", "adir"], "--model-card adir: 'adir' is a folder; give a file path"),
+    (["audit", "--quick", "--model-card", "/proc/README.md"], "--model-card /proc/README.md: cannot create files"),
+    (["card", "r.json", "afile/README.md"], "CARD afile/README.md: 'afile' is a file, not a folder"),
 ]
 
 

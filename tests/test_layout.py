@@ -108,7 +108,7 @@ def test_help_does_not_import_torch():
     code = (
         "import sys; from flatcheck.cli import run; "
         "[run([c, '--help']) for c in ('info', 'audit', 'compare', 'rank', 'gate', 'sharpness', 'exposure', "
-        "'quantize', 'fid')]; sys.stderr.write('torch' if 'torch' in sys.modules else 'no torch')"
+        "'quantize', 'fid', 'card')]; sys.stderr.write('torch' if 'torch' in sys.modules else 'no torch')"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stderr.strip().endswith("no torch"), proc.stderr[-500:]

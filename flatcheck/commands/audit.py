@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .destinations import FILE
 from .options import (
     AUDIT_SIZES,
     BATCH,
@@ -48,6 +49,17 @@ def audit(
             show_default=False,
         ),
     ] = None,
+    model_card: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--model-card",
+            metavar="README.md",
+            help="Write the headline numbers into this model card: a Markdown section between flatcheck markers and "
+            "model-index results in its YAML front matter (created if absent; the rest of the file is kept).",
+            show_default=False,
+        ),
+        FILE,
+    ] = None,
     o=None,
 ) -> None:
     """Audit a checkpoint: sharpness, exposure bias, quantization and FD/FID, with one verdict per measure.
@@ -84,6 +96,10 @@ def audit(
             "(weights in memory were restored)"
         ) from None
     write_reports(report, con, json=o.json, out=o.out, markdown=o.markdown, html=o.html)
-    if not report.complete:  # exit 3, after the report of what finished
+    if not report.complete:  # exit 3, after the report of what finished (a model card only of a whole audit)
         name, why = next(iter(report.incomplete.items()))
         raise RunError(f"{name} did not finish ({why['error']}); the report of the measures that finished was written")
+    if model_card is not None:
+        from ..card import write_card
+
+        write_card(model_card, report.to_dict())

@@ -160,6 +160,16 @@ def sharpness(
             "one more forward per pass.",
         ),
     ] = False,
+    reference: Annotated[
+        Optional[str],
+        typer.Option(
+            "--reference",
+            metavar="TABLE|none",
+            help="Sharpness reference table for the headline numbers' percentiles (default: the shipped one, "
+            "flatcheck/assets/sharpness_reference.json; 'none': no comparison).",
+            show_default=False,
+        ),
+    ] = None,
     o=None,
 ) -> None:
     """How flat is the denoiser's training loss around its weights: average- and worst-case sharpness over a sweep of radii, Hessian top eigenvalues and trace, filter-normalised landscapes, broken down by timestep bucket and by block. Every measure shares one seeded probe bank; weights are restored bit for bit.
@@ -189,6 +199,7 @@ def sharpness(
         landscape_grid=landscape_grid,
         params=params,
         gradient_checkpointing=gradient_checkpointing,
+        reference=reference,
     )
     if radii is not None:
         config["radii"] = config["worst_radii"] = comma_numbers(radii, "--radii")

@@ -48,7 +48,16 @@ def run(inputs, config: SharpnessConfig, progress=None):
         if progress:
             progress(f"sharpness: {STAGES.get(name, name)}", done, total)
 
-    return measure_sharpness(inputs.denoiser, inputs.bank, config, stage)
+    result = measure_sharpness(inputs.denoiser, inputs.bank, config, stage)
+    if (config.reference or "").lower() != "none":
+        from ...results import to_jsonable
+        from .reference import compare, context_of_denoiser, load_table
+
+        # compared as JSON data: the same code reads the reports the table was made from
+        result.reference = compare(
+            to_jsonable(result), context_of_denoiser(inputs.denoiser), *load_table(config.reference)
+        )
+    return result
 
 
 def verdict(result) -> Verdict:
@@ -67,7 +76,13 @@ def verdict(result) -> Verdict:
         parts.append(f"worst case {p.relative:+.1%} at r={p.radius:g}")
     if result.landscape is not None:
         parts.append(f"landscape curvature {result.landscape.curvature:.4g}")
-    # No absolute scale for flatness: the numbers are for comparing checkpoints and gating on a baseline.
+    # No absolute scale for flatness: percentiles among known checkpoints (reference.py) where a reference set
+    # matches, else the numbers are for comparing checkpoints and gating on a baseline.
+    reference = getattr(result, "reference", None)  # None also for results made before report 1.6
+    if reference is not None and parts:
+        from .reference import summary
+
+        parts.append(summary(reference))
     return Verdict("sharpness", "info", "; ".join(parts) or "no sharpness measure selected")
 
 

@@ -58,6 +58,10 @@ class SharpnessConfig:
     seed: int = 0
     params: str | None = None  # comma-separated globs of parameter names to measure; None: every parameter
     gradient_checkpointing: bool = False  # recompute activations in backward passes (HVPs of large models fit)
+    # The reference table the headline numbers get percentiles from (reference.py): None = the shipped one
+    # (flatcheck/assets/sharpness_reference.json), "none" = no comparison, else a path to a table of the same
+    # format (examples/zoo/sharpness_reference.py makes one from a team's own reports).
+    reference: str | None = None
 
     def validate(self) -> "SharpnessConfig":
         bad = [m for m in self.measures if m not in MEASURES]
@@ -83,4 +87,8 @@ class SharpnessConfig:
             raise OptionError("tol", f"must be in (0, 1) (got {self.tol})")
         if not (math.isfinite(self.landscape_span) and self.landscape_span > 0):
             raise OptionError("landscape_span", f"must be positive (got {self.landscape_span})")
+        if self.reference is not None and self.reference.lower() != "none":
+            from .reference import load_table
+
+            load_table(self.reference)  # a bad table is an input error before the run, not after it
         return self

@@ -57,6 +57,7 @@ from .blocks import bucket_edges, bucket_index, parameter_groups, spread_indices
 from .config import MEASURES, NORMS, SharpnessConfig  # noqa: F401 - re-exported
 from .hessian import BankLoss, Eigenpairs, TraceEstimate, block_lanczos, hutchinson
 from .landscape import Landscape, loss_landscape
+from .reference import SharpnessReference
 
 Progress = Callable[[str, int, int], None] | None
 
@@ -134,6 +135,9 @@ class SharpnessResult:
     landscape: Landscape | None = None
     config: SharpnessConfig | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per measure
+    # The headline numbers' percentiles among known checkpoints (reference.py); None: not compared (reference =
+    # "none", or a result made outside the audit)
+    reference: SharpnessReference | None = None
     parameter_selection: str = "all"  # --params globs, or "all"
 
 

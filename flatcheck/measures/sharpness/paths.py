@@ -68,6 +68,13 @@ def produces(config: SharpnessConfig) -> dict[str, Items]:
     else:
         why = "block_average = false" if "avg" in chosen else missing["avg"].absent
         out["blocks.*.average"] = out["block_radius"] = Items(absent=why)
+    if (config.reference or "").lower() == "none":
+        out["reference"] = Items(absent="sharpness.reference = none (no comparison)")
+    else:  # a headline number is there whenever its measure runs (its percentile is null without a match)
+        headline = {"hessian": ("top_eigenvalue", "trace"), "avg": ("average",), "worst": ("worst",)}
+        headline["landscape"] = ("curvature",)
+        names = tuple(n for m in ("hessian", "avg", "worst", "landscape") if m in chosen for n in headline[m])
+        out["reference.metrics"] = Items(names=names, why=f"measures = {','.join(config.measures)}")
     if not block_average and "hessian" not in chosen:
         out["blocks"] = Items(absent="no per-block measure in this run (hessian, or avg with block_average)")
     return out

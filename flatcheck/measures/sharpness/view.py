@@ -62,6 +62,8 @@ def view(result: SharpnessResult, model: str = "") -> list:
     )
     s.add_row("time", ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
     tables.append(s)
+    if result.reference is not None:
+        tables.append(reference_table(result.reference))
 
     if result.average or result.worst:
         t = Table(
@@ -176,6 +178,23 @@ def view(result: SharpnessResult, model: str = "") -> list:
             t.add_row("2-D surface", f"{len(ls.grid)} x {len(ls.grid)} grid, loss {flat.min():.4g} .. {flat.max():.4g}")
         tables.append(t)
     return tables
+
+
+def reference_table(ref) -> Table:
+    """The headline numbers' percentiles among the reference set, or why there is none."""
+    where = f"{ref.family}, {ref.size_class}; table: {ref.table}. Larger = sharper."
+    t = Table(title=f"Sharpness scale: {ref.label}\n{where}", title_justify="left")
+    t.add_column("headline number")
+    t.add_column("value", justify="right")
+    t.add_column("percentile\n(% of the set below)", justify="right")
+    t.add_column("reference min / median / max", justify="right")
+    for p in ref.metrics.values():
+        if p.percentile is None:
+            t.add_row(p.label, _num(p.value, 4), "-", f"no reference: {p.why}")
+            continue
+        spread = f"{_num(p.ref_min, 3)} / {_num(p.ref_median, 3)} / {_num(p.ref_max, 3)} (n = {p.n})"
+        t.add_row(p.label, _num(p.value, 4), f"{p.percentile:.0f}", spread)
+    return t
 
 
 # ------------------------------------------------------------------------------------- files
