@@ -28,7 +28,9 @@ def test_every_command_has_real_help(cli):
     for name in names:
         code, out, err = cli(name, "--help")
         assert code == 0, err
-        assert "--device" in out and "--json" in out and "--debug" in out
+        assert "--debug" in out
+        if name not in ("card",):  # card reads a report: no model, no device
+            assert "--device" in out and "--json" in out
         cmd = next(c for c in app.registered_commands if (c.name or c.callback.__name__) == name)
         doc = (cmd.callback.__doc__ or "").strip()
         assert len(doc) > 30, f"{name} needs a real help text"

@@ -8,14 +8,19 @@ from typing import Annotated
 import typer
 
 from .destinations import FILE, check
+from .options import DEBUG, takes
 
 
+@takes(DEBUG)
 def card(
-    report: Annotated[Path, typer.Argument(help="A report JSON (flatcheck audit/sharpness/... --json).")],
+    report: Annotated[
+        Path, typer.Argument(metavar="REPORT", help="A report JSON (flatcheck audit/sharpness/... --json).")
+    ],
     card_path: Annotated[
         Path,
         typer.Argument(metavar="CARD", help="The model card (README.md): created, or its flatcheck parts updated."),
     ],
+    o=None,
 ) -> None:
     """Write a report's headline numbers into a Hugging Face model card: a Markdown section between
     <!-- flatcheck:begin --> and <!-- flatcheck:end --> and `model-index` evaluation results in the YAML front

@@ -47,6 +47,8 @@ ModelArg = Annotated[
 ]
 
 # Every command.
+# For every command (cli.run reads it from argv before any parsing; the option makes --help list it).
+DEBUG = group(Opt("debug", Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")], False))
 COMMON = group(
     # --device takes cuda:N too, so it stays a string (checked by core.runtime.resolve_device).
     Opt(
@@ -147,7 +149,7 @@ COMMON = group(
         Annotated[float, typer.Option("--lora-scale", help="Strength of --lora: multiplies its alpha/rank.")],
         1.0,
     ),
-    Opt("debug", Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")], False),
+    *DEBUG,
     Opt(
         "threads",
         Annotated[
