@@ -430,7 +430,7 @@ PROFILE = group(
             bool,
             typer.Option(
                 "--quick",
-                help="CI profile: 64 probes, 64 samples x 10 steps, two quantization settings (about 15 s on a 2-core "
+                help="CI profile: 64 probes, 64 samples x 10 steps, two quantization settings (about 34 s on a 2-core "
                 "CPU for the bundled models).",
             ),
         ],
