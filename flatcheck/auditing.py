@@ -422,7 +422,7 @@ def _run_measures(
 ) -> AuditReport:
     from .core.probes import bank_losses
     from .core.runtime import environment
-    from .core.stats import mean_estimate
+    from .core.stats import mean_estimate, per_item
 
     timings: dict[str, float] = {}
     results: dict[str, Any] = {n: None for n in AREAS}
@@ -475,6 +475,8 @@ def _run_measures(
             "t_range": list(bank.t_range),
             "loss": mean_estimate(losses.double()),
             "loss_definition": inputs.denoiser.loss_definition(),
+            # for a gate rule's paired difference against a baseline with the same bank (gate_uncertainty)
+            "loss_per_probe": per_item(losses),
         }
     timings = {**inputs.timings, **timings}
     samples = inputs.samples

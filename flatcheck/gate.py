@@ -74,8 +74,15 @@ MODES = ("point", "interval", "strict")
 DEFAULT_CONFIDENCE = 0.95
 _RULE_KEYS = {"metric", "max", "min", "op", "value", "relative", "name", "mode", "confidence"}
 _GATE_KEYS = {"rules", "baseline", "mode", "confidence"}  # [gate] mode/confidence: defaults of every rule
-# An estimate's key -> the sibling list of the per-draw values it is the mean of (pairing against a baseline).
-PAIRED_ITEMS = {"increase": "per_draw"}
+# A number's key -> the sibling list of the per-draw values it is the mean of (pairing against a baseline): draw i
+# of two reports with the same seeds and bank used the same probe, noise or direction.
+PAIRED_ITEMS = {
+    "increase": "per_draw",  # sharpness.average.*.points.*: one value per +-delta draw
+    "loss": "loss_per_probe",  # bank
+    "gap_total": "gap_total_per_sample",  # exposure.runs.*
+    "variance_error_mean": "variance_error_mean_per_sample",  # exposure.runs.*
+    "relative_mse": "relative_mse_per_sample",  # quantize.settings.*
+}
 CONFIG_NAMES = ("flatcheck.toml", "pyproject.toml")
 EXAMPLE_PATH = "quantize.settings.W4A4.relative_mse"  # in every error that shows a path (a test resolves it)
 
@@ -346,7 +353,14 @@ def measure(report: dict, path: str) -> Measured:
             bootstrap,
             _items(node["value"], parents[-1] if parents else None, last),
         )
-    return Measured(_number(node, path))
+    value = _number(node, path)
+    items = _items(value, parents[-1] if parents else None, last)
+    if items is not None:  # a plain mean whose draws the report keeps (quantize relative_mse): their s.e.
+        n = len(items)
+        mean = sum(items) / n
+        se = math.sqrt(sum((x - mean) ** 2 for x in items) / (n - 1) / n)
+        return Measured(value, se, n, items=items)
+    return Measured(value)
 
 
 def is_estimate_node(node: Any) -> bool:
@@ -367,13 +381,15 @@ def _number(node: Any, path: str) -> float | None:
 
 
 def _items(value: Any, parent: Any, key: str | None) -> list[float] | None:
-    """The per-draw values beside an estimate (PAIRED_ITEMS), when they are finite and their mean is its value."""
+    """The per-draw values beside a number (PAIRED_ITEMS), when they are finite and their mean is its value up to
+    the rounding the report keeps them at (core.stats.per_item: 6 significant digits)."""
     sibling = PAIRED_ITEMS.get(str(key))
     items = parent.get(sibling) if isinstance(parent, dict) and sibling else None
     if not isinstance(items, list) or len(items) < 2 or not all(_finite(x) for x in items) or not _finite(value):
         return None
     mean = sum(items) / len(items)
-    return [float(x) for x in items] if math.isclose(mean, value, rel_tol=1e-6, abs_tol=1e-12) else None
+    scale = sum(abs(x) for x in items) / len(items)
+    return [float(x) for x in items] if abs(mean - value) <= 1e-5 * scale + 1e-12 else None
 
 
 def _walk(report: dict, path: str) -> tuple[Any, list, str | None]:

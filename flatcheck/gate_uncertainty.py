@@ -17,8 +17,14 @@ bootstrap s.e. instead, so the interval and the threshold speak of the same thin
 
 A difference a - k b against a baseline is paired when both reports hold the per-draw values behind
 the two numbers, drawn with the same seeds on the same bank: then the mean and t interval of the
-per-draw differences a_i - k b_i, whose spread leaves out what the draws share. Otherwise the two
-standard errors add in quadrature (independent), with Welch's degrees of freedom.
+per-draw differences a_i - k b_i, whose spread leaves out what the draws share. Reports keep them
+(report 1.7) for the bank loss (per probe), average-case sharpness (per draw), exposure's gap_total and
+variance_error_mean (per sample) and quantize's relative_mse (per sample). Otherwise the two standard
+errors add in quadrature (independent), with Welch's degrees of freedom, and the row says why. FD is
+never paired: it is not a mean of per-sample terms, so a difference of two FDs has no per-draw
+differences (a paired bootstrap over shared sample seeds would be one; flatcheck has none).
+Worst-case sharpness keeps no per-probe values: its perturbation is fitted on the very probes it is
+scored on, so they are not independent draws and a t interval over them would be too narrow.
 """
 
 from __future__ import annotations
@@ -113,11 +119,23 @@ def difference(a: Measured, b: Measured, k: float, confidence: float, pairable: 
         df = se**4 / sum(s**4 / d for s, d in parts)
     q = quantile(confidence, df)
     centre = a.value - k * b.value
-    which = (
-        ""
-        if a.stderr is not None and b.stderr is not None
-        else (" (baseline without uncertainty)" if b.stderr is None else " (value without uncertainty)")
-    )
-    return Interval(centre - q * se, centre + q * se, f"independent s.e. in quadrature: ± {_q_text(q, df)}{which}"), (
-        "independent"
-    )
+    method = f"independent s.e. in quadrature: ± {_q_text(q, df)}{_why_independent(a, b, pairable)}"
+    return Interval(centre - q * se, centre + q * se, method), "independent"
+
+
+def _why_independent(a: Measured, b: Measured, pairable: bool) -> str:
+    """Why a difference was not paired, for the gate row."""
+    if b.stderr is None:
+        return " (baseline without uncertainty)"
+    if a.stderr is None:
+        return " (value without uncertainty)"
+    if a.bootstrap or b.bootstrap:
+        # FD is not a mean of per-sample terms: a difference of two FDs has no per-draw differences to pair.
+        return " (FD differences are independent: FD is not a mean over samples)"
+    if not pairable:
+        return " (the reports differ in seeds or probe bank)"
+    if not (a.items and b.items):
+        return " (no per-draw values in both reports)"
+    if len(a.items) != len(b.items):
+        return f" ({len(a.items)} vs {len(b.items)} draws)"
+    return ""

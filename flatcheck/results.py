@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,7 +28,7 @@ from typing import Any, Iterator
 
 # Document kind -> schema version. The major version changes when a field is removed or changes meaning.
 VERSIONS = {
-    "report": "1.6",
+    "report": "1.7",
     "info": "1.3",
     "compare": "1.0",
     "gate": "1.1",
@@ -73,7 +74,7 @@ def to_jsonable(obj):
 
 def write_json(payload, dest: str | Path) -> None:
     """Write to a path (atomically) or to stdout when dest is '-'."""
-    text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False) + "\n"
+    text = _items_on_one_line(json.dumps(to_jsonable(payload), indent=2, allow_nan=False)) + "\n"
     if str(dest) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -83,6 +84,19 @@ def write_json(payload, dest: str | Path) -> None:
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(dest)
+
+
+# Lists of per-draw values (core.stats.per_item: bank.loss_per_probe, ..._per_sample, per_draw) go on one line: a
+# 1000-probe list takes ~10 KB so, ~18 KB one number a line. Only numbers and nulls are inside them.
+_ITEM_LIST = re.compile(r'("(?:\w+_per_(?:probe|sample)|per_draw)": )\[([-+.\deE,\snul]*)\]')
+
+
+def _items_on_one_line(text: str) -> str:
+    def one_line(m: re.Match) -> str:
+        inside = m.group(2).strip()
+        return m.group(1) + "[" + (", ".join(x.strip() for x in inside.split(",")) if inside else "") + "]"
+
+    return _ITEM_LIST.sub(one_line, text)
 
 
 def document(kind: str, payload) -> dict:

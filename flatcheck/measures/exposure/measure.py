@@ -46,7 +46,7 @@ from ...core.sampling import (
     timesteps_for,
 )
 from ...core.seeds import exposure_variance_seed
-from ...core.stats import Estimate, mean_estimate
+from ...core.stats import Estimate, mean_estimate, per_item
 from ...errors import InputError
 from .config import ExposureConfig
 
@@ -103,6 +103,10 @@ class ExposureRun:
     samples_dir: str | None = None  # where the generated samples were stored, if they were
     fid: Estimate | None = None  # FD/FID of run (a)'s samples, when a reference is known
     fid_label: str | None = None
+    # Per-sample values behind gap_total (when paired with the reference) and variance_error_mean, for a gate
+    # rule's paired difference against a baseline drawn with the same seeds (core.stats.per_item).
+    gap_total_per_sample: list[float] | None = None
+    variance_error_mean_per_sample: list[float] | None = None
     _samples: torch.Tensor | None = field(default=None, repr=False)  # run (a)'s samples if kept
     _spec: object = field(default=None, repr=False)  # their sample_store.SampleSpec, if kept
 
@@ -417,7 +421,9 @@ def _measure_steps(
     sampled = _curve(eps_a.raw)
     gap = _gap_curve(sampled, forward)
     fwd_totals = ref.totals(ts)
-    gap_total = _total_gap(eps_a.raw.sample_totals(), fwd_totals, ref.paired)
+    sampled_totals = eps_a.raw.sample_totals()
+    gap_total = _total_gap(sampled_totals, fwd_totals, ref.paired)
+    paired_gap = ref.paired and len(sampled_totals) == len(fwd_totals)  # as _total_gap decides
 
     # (b) the sampler from reference data noised to t_0: its spread against the forward process's.
     set_timesteps(scheduler, steps, denoiser)
@@ -436,7 +442,8 @@ def _measure_steps(
         hooks=[spread],
         progress=tick,
     )
-    var_err_mean = mean_estimate((spread.error.sample_totals() / len(ts)).numpy())
+    var_err_items = (spread.error.sample_totals() / len(ts)).numpy()
+    var_err_mean = mean_estimate(var_err_items)
 
     # (c) epsilon scaling, fitted on (a) and checked by rerunning the sampler with it.
     scaling = []
@@ -485,6 +492,8 @@ def _measure_steps(
         x0_drift=_curve(drift.reducer),
         eps_scale_forward=ref.scale(ts),
         scaling=scaling,
+        gap_total_per_sample=per_item((sampled_totals - fwd_totals).numpy()) if paired_gap else None,
+        variance_error_mean_per_sample=per_item(var_err_items),
     )
     if config.keep_samples:
         run._samples = samples

@@ -33,7 +33,7 @@ from ...core import lora
 from ...core.probes import ProbeBank, bank_losses
 from ...core.progress import Counter, Progress
 from ...core.seeds import calibration_seed
-from ...core.stats import Estimate, mean_estimate
+from ...core.stats import Estimate, mean_estimate, per_item
 from ...errors import InputError, OptionError
 from .bnb_backend import bnb_linear_swap
 from .calibrate import HEADROOM, HEADROOM_BITS, activation_ranges, collect_activations
@@ -74,6 +74,9 @@ class SettingResult:
     fid: Estimate | None = None  # when the run has a reference (scored by the quantize measure itself)
     kid: Estimate | None = None
     fid_change: Estimate | None = None  # paired with full precision (same seeds)
+    # Per-sample MSE / full-precision variance (their mean is relative_mse), for a gate rule's paired difference
+    # against a baseline drawn with the same seeds (core.stats.per_item).
+    relative_mse_per_sample: list[float] | None = None
     _samples: torch.Tensor | None = field(default=None, repr=False)
 
 
@@ -333,6 +336,7 @@ def _measure(denoiser, bank, config, progress, fp_samples, fp_seconds, scorer) -
                     # no ratio under --compile: full precision ran compiled (and paid the compilation), settings eager
                     seconds,
                     seconds / fp_seconds if fp_seconds and not getattr(denoiser.fast, "compile", False) else None,
+                    relative_mse_per_sample=per_item(done.mse[s.name].double() / fp_var) if fp_var > 0 else None,
                     _samples=done.first_images[s.name][:KEPT_IMAGES] if config.keep_samples else None,
                 )
             )
