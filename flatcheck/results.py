@@ -152,6 +152,8 @@ MAX_NUMBERS = 4
 NAME_KEYS = ("name", "block", "norm", "form")
 # Echoes of the options (the report's "options" has them), not measurements.
 SKIP_KEYS = frozenset({"config"})
+# Per-draw values kept for the gate's pairing (bank.loss_per_probe, ..._per_sample): their mean is tabulated already.
+ITEM_SUFFIXES = ("_per_probe", "_per_sample")
 
 
 @dataclass
@@ -205,7 +207,7 @@ def number_rows(node: Any, prefix: str = "") -> Iterator[NumberRow]:
         return
     if isinstance(node, dict):
         for k, v in node.items():
-            if k in SKIP_KEYS:
+            if k in SKIP_KEYS or k.endswith(ITEM_SUFFIXES):
                 continue
             yield from number_rows(v, f"{prefix}.{k}" if prefix else str(k))
     elif isinstance(node, list):
