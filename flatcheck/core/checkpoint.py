@@ -197,14 +197,15 @@ def check(
     allow_pickle: bool = False,
     variant: str | None = None,
     model_config: str | Path | None = None,
-) -> None:
+) -> CheckpointFiles | None:
     """What `load` refuses before any weight is read, checked without torch: a bad path, config, weight file or
     --scheduler, or a denoiser no family serves, fails here in a fraction of a second instead of after the
-    seconds that importing torch and diffusers take. A Hub repo id is left to `load` (locating it downloads it)."""
+    seconds that importing torch and diffusers take. A Hub repo id is left to `load` (locating it downloads it):
+    None; else the files found."""
     if _resolve_local(model) is None:
         if model_config is not None:
             raise InputError("--model-config is for a single-file checkpoint (one .safetensors file), not a Hub id")
-        return
+        return None
     found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle, variant=variant, model_config=model_config)
     from ..families import family_of
     from .class_facts import config_with_defaults
@@ -214,6 +215,7 @@ def check(
         from .single_file import check_components
 
         check_components(found.single_file)
+    return found
 
 
 def _folder_form(path: Path) -> str:
