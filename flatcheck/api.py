@@ -142,6 +142,7 @@ def audit(
     from .auditing import audit_checkpoint, options_for
 
     opts = options if options is not None else options_for(profile, skip=tuple(skip), **given)  # before any loading
+    _check_data_files(opts)
     load_options = dict(load_options or {})
     if lora is not None:
         load_options.update(lora=lora, lora_scale=lora_scale)
@@ -153,6 +154,17 @@ def audit(
         if load_options.get("lora") is not None:  # put on by this call: taken off, the weights as they were
             ckpt.lora.unload()
             ckpt.lora = None
+
+
+def _check_data_files(opts: AuditOptions) -> None:
+    """The data and reference files and folders the run reads, checked as the command line checks them (their
+    content: NaN, shape, range, a damaged archive) before the model loads: InputError, not a LinAlgError after
+    the whole run."""
+    from .core.paths import check_data, check_reference
+
+    check_data(opts.data)
+    if "fid" not in opts.skip:
+        check_reference(opts.ref)
 
 
 def _one(name: str) -> Callable[..., AuditReport]:

@@ -171,8 +171,13 @@ def options_for(profile: str = "default", **overrides) -> AuditOptions:
 
 
 def validate(opts: AuditOptions) -> None:
+    from .core.option_values import check_features, check_sampler_name, parse_timesteps
+
     check_bounds(opts)
     opts.conditions().check()
+    check_sampler_name(opts.sampler)
+    parse_timesteps(opts.timesteps, None)  # its form; the schedule's length is checked once the model is located
+    check_features(opts.fid_features, opts.fid_weights)
     bad = [a for a in opts.skip if a not in AREAS]
     if bad:
         raise InputError(f"--skip {bad[0]}: no such area (use {', '.join(AREAS)})")
@@ -354,6 +359,7 @@ def audit_checkpoint(
     from .core import oom
     from .core.denoiser import Denoiser
     from .core.memory import PeakMemory
+    from .core.option_values import parse_timesteps
     from .core.runtime import seed_everything
     from .plan import check_fits, summary
 
@@ -369,6 +375,7 @@ def audit_checkpoint(
         memory = RunMemory(run)
         with memory.phase("inputs"):
             denoiser = Denoiser.from_checkpoint(ckpt, opts.conditions())
+            parse_timesteps(opts.timesteps, denoiser.num_train_timesteps)  # the schedule's length, before any work
             # Before any heavy work: will this run fit? (one line and exit 2 when it will not)
             plan = check_fits(denoiser, opts, fd=opts.inputs().fd.ref is not None, model=ckpt.source)
             built = shared_inputs.build_inputs(

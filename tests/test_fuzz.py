@@ -127,7 +127,7 @@ def safetensors_cases(rng: random.Random, raw: bytes) -> list[tuple[str, bytes]]
         h = bytearray(raw[8 : 8 + n])
         for _ in range(3):
             h[rng.randrange(len(h))] = rng.choice(b'{}[]",:\x00\xff')
-        try:  # a flip inside a string still parses: a renamed tensor, which a header cannot tell from a real one
+        try:  # a flip inside a string still parses: a renamed tensor, refused when the model is built (below)
             json.loads(bytes(h))
             continue
         except ValueError:
@@ -150,12 +150,34 @@ def safetensors_cases(rng: random.Random, raw: bytes) -> list[tuple[str, bytes]]
         ("header a list", struct.pack("<Q", 2) + b"[]" + body),
         ("shape mismatch", with_header(lambda h: h[first].update(shape=[1]))),
     ]
+    names = [k for k in header if k != "__metadata__"]
+    for i in range(8):  # renamed tensors (a valid header): refused against the config's model, before weights load
+        victim = rng.choice(names)
+        new_name = rng.choice([victim + "x", victim.replace(".", "_", 1), "model." + victim, victim.upper()])
+        out.append((f"names renamed {i}", with_header(lambda h, v=victim, n=new_name: h.update({n: h.pop(v)}))))
+    out.append(("names one dropped", with_header(lambda h: h.pop(names[-1]))))
+    out.append(("names one added", with_header(lambda h: h.update(extra=dict(h[first])))))
+
+    def swapped_shapes(h):  # two tensors' shapes exchanged, offsets kept: sizes add up, the model's shapes do not
+        a, b = next(
+            (a, b) for a in names for b in names if h[a]["shape"] != h[b]["shape"] and _numel(h[a]) == _numel(h[b])
+        )
+        h[a]["shape"], h[b]["shape"] = h[b]["shape"], h[a]["shape"]
+
+    out.append(("names shapes swapped", with_header(swapped_shapes)))
     for i in range(6):  # finite-looking header, non-finite values in the body: refused when the weights load
         b = bytearray(body)
         at = 4 * rng.randrange(len(body) // 4)
         b[at : at + 4] = struct.pack("<f", rng.choice([float("nan"), float("inf"), -float("inf")]))
         out.append((f"body non-finite {i}", raw[: 8 + n] + bytes(b)))
     return out
+
+
+def _numel(entry: dict) -> int:
+    n = 1
+    for d in entry["shape"]:
+        n *= d
+    return n
 
 
 # ---------------------------------------------------------------------------- data, prompts, labels
@@ -258,12 +280,15 @@ OPTION_VALUES = {
     "--steps": ["0", "-1", "two", "inf"],
     "--batch-size": ["0", "-8", "b"],
     "--seed": ["x", "1.5", ""],
-    # (--timesteps, --sampler and --features values are refused when the run starts, not by a --dry-run plan)
+    "--timesteps": ["abc", "5", "5:2", "-1:10", "0:5000", "1:2:3", "x:10", "10:10"],
+    "--sampler": ["nonsense", "", "ddim2", "flow"],
+    "--features": ["nonsense", "", "inception-v4"],
+    "--fid-weights": ["./missing.pth", "", "/nonexistent/w.safetensors"],
     "--skip": ["nonsense", "sharpness,nope"],
     "--guidance-scale": ["-1", "nan", "inf", "abc"],
     "--threads": ["0", "-2", "many"],
-    "--device": ["nonsense", "cuda:x", "cpu:0:1"],
-    "--dtype": ["int8", "nonsense"],
+    "--device": ["nonsense", "cuda:x", "cpu:0:1", "", " "],
+    "--dtype": ["int8", "nonsense", "", " "],
     "--mixed-precision": ["fp8", "yes"],
     "--ref": ["./missing-ref", "x.txt", "~/nope/none.npz"],
     "--data": ["./missing", "x.csv", "/nonexistent/a.npy"],
@@ -332,7 +357,8 @@ def corpus(tmp: Path, pipeline: Path) -> list[tuple[str, list[str]]]:
     for what, raw in safetensors_cases(rng, weights.read_bytes()):
         m = model_copy()
         (m / "unet" / weights.name).write_bytes(raw)
-        command = ["audit", str(m), "--quick", "--dry-run"] if what.startswith("body") else ["info", str(m)]
+        # non-finite values are found when the weights load, names against the model built (on the meta device)
+        command = ["audit", str(m), "--quick", "--dry-run"] if what.startswith(("body", "names")) else ["info", str(m)]
         cases.append((f"safetensors {what}", command))
     run = ["audit", str(pipeline), "--quick", "--probes", "4", "--samples", "4", "--steps", "2", "--dry-run"]
     for what, path in data_cases(rng, tmp):
@@ -343,6 +369,13 @@ def corpus(tmp: Path, pipeline: Path) -> list[tuple[str, list[str]]]:
     for option, values in OPTION_VALUES.items():
         for v in values:
             cases.append((f"{option} {v!r}", [*run, option, v]))
+    (tmp / "weights.pth").write_bytes(b"not safetensors")
+    for features in ("digits-cnn", "patches-cnn", "dinov2"):  # weights a feature network cannot take
+        cases.append((f"--fid-weights for {features}", [*run, "--features", features, "--fid-weights", "weights.pth"]))
+    short = model_copy()  # a schedule of 50 steps: a range inside 1000 but past its end
+    apply(short, "scheduler/scheduler_config.json", ("SET", "num_train_timesteps", 50))
+    for spec in ("0:51", "40:100", "50:"):
+        cases.append((f"--timesteps {spec} of 50", ["audit", str(short), "--quick", "--dry-run", "--timesteps", spec]))
     for i, text in enumerate(GATE_CONFIGS):
         path = tmp / f"gate-{i}.toml"
         path.write_text(text, encoding="utf-8", errors="surrogateescape")
@@ -409,3 +442,29 @@ def test_no_file_outside_the_temporary_folder_changed(fuzz_outcomes):
     _, before, after = fuzz_outcomes
     changed = sorted(set(before.items()) ^ set(after.items()))
     assert not changed, changed[:10]
+
+
+def test_the_api_refuses_bad_data_and_timesteps_before_work(tiny_pipeline, tmp_path):
+    """The Python API checks the --data content as the command line does, and --timesteps against the schedule,
+    before any sampling (a NaN in the data used to end the run as a LinAlgError)."""
+    import flatcheck
+
+    nan = np.random.default_rng(0).random((4, 16, 16), dtype=np.float32)
+    nan[1, 2, 3] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    (tmp_path / "cut.npz").write_bytes(b"not a zip")
+    small = dict(profile="quick", probes=2, samples=2, steps=1)
+    for data, why in (("nan.npy", "non-finite"), ("cut.npz", "not an .npz")):
+        with pytest.raises(flatcheck.InputError, match=why):
+            flatcheck.audit(str(tiny_pipeline), data=str(tmp_path / data), **small)
+    with pytest.raises(flatcheck.InputError, match="non-finite"):
+        flatcheck.fid(str(tiny_pipeline), ref=str(tmp_path / "nan.npy"), **small)
+    with pytest.raises(flatcheck.InputError, match="HI <= 1000"):
+        flatcheck.sharpness(str(tiny_pipeline), timesteps="0:1001", progress=_NoWork(), **small)
+
+
+class _NoWork:
+    """A progress callback that fails the test if any work is reported (the refusal must come first)."""
+
+    def __call__(self, task, done, total):
+        raise AssertionError(f"work started ({task}) before the bad input was refused")

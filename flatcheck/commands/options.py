@@ -731,17 +731,20 @@ def check_inputs(o, *models) -> None:
     (the imports), or 10-16 s for --ref and --data, which were read after the model loaded and the run was
     planned (benchmarks/README.md, start-up)."""
     from ..core.checkpoint import check
+    from ..core.option_values import check_timesteps
     from ..core.paths import check_data, check_reference
 
     check_run_options(o)
     for model in models:
-        check(
+        found = check(
             model,
             scheduler=o.scheduler,
             allow_pickle=o.allow_pickle,
             variant=getattr(o, "variant", None),
             model_config=getattr(o, "model_config", None),
         )
+        if found is not None and getattr(o, "timesteps", None) is not None:  # the schedule's length, from its config
+            check_timesteps(o.timesteps, found.scheduler_config, found.scheduler_origin.split(" (")[0])
     check_lora_options(o)
     check_data(getattr(o, "data", None))
     if not getattr(o, "no_fid", False):

@@ -47,6 +47,7 @@ def plan_command(
     from ..auditing import AREAS, options_for, resolve_for
     from ..core.checkpoint import load
     from ..core.denoiser import Denoiser
+    from ..core.option_values import parse_timesteps
     from ..core.runtime import resolve_dtype
     from ..core.threads import set_threads
     from ..errors import InputError, OptionError
@@ -79,6 +80,7 @@ def plan_command(
             opts = dataclasses.replace(opts, skip=tuple(a for a in AREAS if a != only))
     opts = resolve_for(meta, opts)
     den = Denoiser.from_checkpoint(meta, opts.conditions())
+    parse_timesteps(opts.timesteps, den.num_train_timesteps)  # a config table's range too, against the schedule
     available = (parse_size(memory), "--memory") if memory is not None else available_memory(device)
     fd = opts.inputs().fd.ref is not None
 

@@ -197,14 +197,15 @@ def check(
     allow_pickle: bool = False,
     variant: str | None = None,
     model_config: str | Path | None = None,
-) -> None:
+) -> CheckpointFiles | None:
     """What `load` refuses before any weight is read, checked without torch: a bad path, config, weight file or
     --scheduler, or a denoiser no family serves, fails here in a fraction of a second instead of after the
-    seconds that importing torch and diffusers take. A Hub repo id is left to `load` (locating it downloads it)."""
+    seconds that importing torch and diffusers take. A Hub repo id is left to `load` (locating it downloads it):
+    None; else the files found."""
     if _resolve_local(model) is None:
         if model_config is not None:
             raise InputError("--model-config is for a single-file checkpoint (one .safetensors file), not a Hub id")
-        return
+        return None
     found = locate(model, scheduler=scheduler, allow_pickle=allow_pickle, variant=variant, model_config=model_config)
     from ..families import family_of
     from .class_facts import config_with_defaults
@@ -214,6 +215,7 @@ def check(
         from .single_file import check_components
 
         check_components(found.single_file)
+    return found
 
 
 def _folder_form(path: Path) -> str:
@@ -520,19 +522,27 @@ def _locate_single_file(
 # ----------------------------------------------------------------------------- loading
 
 
+def _meta_module(part: Part, cls):
+    """The part's model built from its config on the meta device (no memory for weights, none read)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return cls.from_config(part.config)
+    except Exception as exc:  # noqa: BLE001 - a config diffusers cannot build from is the user's input
+        raise InputError(
+            f"cannot build {part.class_name} from '{part.folder / 'config.json'}': "
+            f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+        ) from None
+
+
 def _load_component(part: Part, dtype, meta: bool = False):
+    from .weight_names import check_weight_names, refuse_loading_info
+
     cls = diffusers_class(part.class_name, "ModelMixin", part.folder / "config.json")
     if meta:  # shapes only, for a memory plan: built from the config, no weights read
-        import torch
-
-        try:
-            with torch.device("meta"):
-                module = cls.from_config(part.config)
-        except Exception as exc:  # noqa: BLE001 - a config diffusers cannot build from is the user's input
-            raise InputError(
-                f"cannot build {part.class_name} from '{part.folder / 'config.json'}': "
-                f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
-            ) from None
+        module = _meta_module(part, cls)
+        check_weight_names(part, module)
         return meta_to(module, dtype).eval().requires_grad_(False)
     if part.single_file is not None:
         from .single_file import load_module
@@ -542,10 +552,18 @@ def _load_component(part: Part, dtype, meta: bool = False):
         check_finite(module, part.component)
         return module.eval().requires_grad_(False)
     use_safetensors = part.files[0].format == "safetensors"
+    if use_safetensors:  # the names, before any weight is read (a meta build costs no memory)
+        check_weight_names(part, _meta_module(part, cls))
     try:
-        module = cls.from_pretrained(
-            part.folder, torch_dtype=dtype, use_safetensors=use_safetensors, local_files_only=True, variant=part.variant
+        module, info = cls.from_pretrained(
+            part.folder,
+            torch_dtype=dtype,
+            use_safetensors=use_safetensors,
+            local_files_only=True,
+            variant=part.variant,
+            output_loading_info=True,
         )
+        refuse_loading_info(part, info)
     except InputError:
         raise
     except Exception as exc:

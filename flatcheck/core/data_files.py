@@ -22,11 +22,35 @@ ARRAY_KEYS = ("images", "arr_0", "x", "data")  # the array core.data reads from 
 CHUNK = 64  # images scanned at a time for finiteness and range (an .npy is memory-mapped)
 
 
+# Files found good, by (path, size, mtime, what was asked): the command line and then the API it calls, or a
+# training loop's every_n_steps, would otherwise read the same large file again for each check.
+_CHECKED: set[tuple] = set()
+
+
+def _unchanged_since_checked(path: Path, *asked) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, *asked)
+    return None if key in _CHECKED else key
+
+
 def check_array_file(path: Path, option: str, *, minimum: int = 1, stats_ok: bool = False) -> None:
     """An .npy/.npz of images as core.data reads it (stats_ok: also a statistics .npz of mu and sigma)."""
+    key = _unchanged_since_checked(path, option, minimum, stats_ok)
+    if key is None:
+        return
+    _read_array_file(path, option, minimum, stats_ok)
+    _CHECKED.add(key)
+
+
+def _read_array_file(path: Path, option: str, minimum: int, stats_ok: bool) -> None:
     try:
         if path.suffix == ".npy":
             a = np.load(path, allow_pickle=False, mmap_mode="r")
+        elif not zipfile.is_zipfile(path):  # numpy would call it pickled data: an .npz is a zip archive
+            raise InputError(f"{option} '{path}' is not an .npz (a zip archive of .npy arrays): damaged or cut short")
         else:
             with np.load(path, allow_pickle=False) as z:
                 files = list(z.files)

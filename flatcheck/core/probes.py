@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import InputError, OptionError, require_at_least
+from ..errors import InputError, require_at_least
 from .denoiser import Denoiser
+from .option_values import parse_timesteps  # noqa: F401 - checked without torch there
 
 
 @dataclass
@@ -36,20 +37,6 @@ class ProbeBank:
     def subset(self, mask: torch.Tensor) -> "ProbeBank":
         c = self.cond[mask] if self.cond is not None else None
         return ProbeBank(self.x0[mask], self.t[mask], self.noise[mask], self.source, self.seed, self.t_range, c)
-
-
-def parse_timesteps(spec: str | None, num_train_timesteps: int) -> tuple[int, int]:
-    """'LO:HI' (HI exclusive) -> (lo, hi); None -> the whole schedule [0, T)."""
-    if spec is None:
-        return 0, num_train_timesteps
-    try:
-        lo_s, hi_s = spec.split(":")
-        lo, hi = int(lo_s or 0), int(hi_s or num_train_timesteps)
-    except ValueError:
-        raise OptionError("timesteps", f"'{spec}' is not LO:HI (e.g. 0:1000)") from None
-    if not 0 <= lo < hi <= num_train_timesteps:
-        raise OptionError("timesteps", f"'{spec}' must satisfy 0 <= LO < HI <= {num_train_timesteps}")
-    return lo, hi
 
 
 def stratified_timesteps(n: int, lo: int, hi: int, gen: torch.Generator) -> torch.Tensor:

@@ -30,7 +30,7 @@ DEVICE_FORM = re.compile(r"auto|(cpu|cuda|mps)(:\d+)?")
 
 def dtype_key(name: str | None) -> str:
     """--dtype -> the torch dtype's name; InputError for anything else."""
-    key = (name or "float32").strip().lower()
+    key = ("float32" if name is None else name).strip().lower()  # None: the default; "" is a value, and wrong
     if key not in DTYPE_ALIASES:
         raise InputError(f"unknown dtype '{name}' (use float32, float16 or bfloat16)")
     return DTYPE_ALIASES[key]
@@ -50,5 +50,5 @@ def mixed_precision_key(value: str | None) -> str:
 
 def check_device_form(name: str | None) -> None:
     """InputError unless --device has the form of a device flatcheck runs on (whether it exists is not asked)."""
-    if not DEVICE_FORM.fullmatch((name or "auto").strip().lower()):
+    if not DEVICE_FORM.fullmatch(("auto" if name is None else name).strip().lower()):  # "" is not auto
         raise InputError(f"unknown device '{name}' (use auto, cpu, cuda, cuda:N or mps)")

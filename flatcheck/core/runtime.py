@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .run_options import DTYPE_ALIASES, dtype_key
+from .run_options import DTYPE_ALIASES, check_device_form, dtype_key
 
 DTYPES = {alias: getattr(torch, name) for alias, name in DTYPE_ALIASES.items()}
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
@@ -17,7 +17,8 @@ DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' -> cuda if available else cpu; 'cuda[:i]' must exist; 'cpu'; 'mps' if built."""
-    name = (name or "auto").strip().lower()
+    check_device_form(name)
+    name = ("auto" if name is None else name).strip().lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -19,26 +19,11 @@ import torch
 
 from ..errors import InputError, OptionError, RunError, require_at_least
 from .denoiser import Denoiser
+from .option_values import FLOW_SAMPLERS, SAMPLERS, check_sampler_name  # noqa: F401 - names checked torch-free
 from .seeds import sample_seed  # noqa: F401 - part of the sampling API
 
-# Short names for --sampler -> diffusers scheduler class (and fixed settings).
-SAMPLERS: dict[str, tuple[str, dict]] = {
-    "ddpm": ("DDPMScheduler", {}),
-    "ddim": ("DDIMScheduler", {}),
-    "dpm-solver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
-    "dpm-solver": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver"}),
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler-ancestral": ("EulerAncestralDiscreteScheduler", {}),
-    "heun": ("HeunDiscreteScheduler", {}),
-    "pndm": ("PNDMScheduler", {}),
-    "unipc": ("UniPCMultistepScheduler", {}),
-}
 # Settings that exist in one scheduler's config but would break another's.
 _TRAINING_ONLY = ("variance_type",)
-
-
-# Flow-matching models take flow samplers; "ddim", the default, means the checkpoint's own.
-FLOW_SAMPLERS: dict[str, str] = {"euler": "FlowMatchEulerDiscreteScheduler", "heun": "FlowMatchHeunDiscreteScheduler"}
 
 
 def make_sampler(training_scheduler, name: str | None = None):
@@ -71,19 +56,6 @@ def make_sampler(training_scheduler, name: str | None = None):
         for k in _TRAINING_ONLY:
             config.pop(k, None)
     return cls.from_config({**config, **extra})
-
-
-def check_sampler_name(name: str | None) -> str:
-    """The normalised --sampler name ('checkpoint' for None); InputError for an unknown one.
-
-    Cheap: commands call it before loading a model, so a typo fails in a second.
-    """
-    if name is None:
-        return "checkpoint"
-    key = name.strip().lower()
-    if key != "checkpoint" and key not in SAMPLERS:
-        raise InputError(f"unknown sampler '{name}' (choose from: checkpoint, {', '.join(SAMPLERS)})")
-    return key
 
 
 def generators(seed: int, indices: Iterable[int]) -> list[torch.Generator]:

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from ...errors import InputError
+from ..option_values import FEATURES
 
 INCEPTION_PTH_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 )
 INCEPTION_TS_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
-FEATURES = ("inception", "digits-cnn", "patches-cnn", "clip", "dinov2")
 _TF_NAME = {
     "digits-cnn": "digits-cnn",
     "patches-cnn": "patches-cnn",
