@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -63,3 +64,11 @@ def test_every_option_has_help_and_no_command_takes_an_option_it_ignores():
     # info reads a checkpoint: it draws nothing at random and writes no files.
     info = {p.name for p in group.commands["info"].params}
     assert "seed" not in info and "out" not in info
+
+
+def test_skip_takes_a_comma_separated_list(cli):
+    code, out, err = cli("audit", "--quick", "--skip", "fid,quantize,exposure", "--dry-run", "--json", "-")
+    assert code == 0, err
+    assert {p["measure"] for p in json.loads(out)["phases"]} == {"sharpness"}
+    code, out, err = cli("audit", "--quick", "--skip", "fid,bogus", "--dry-run")
+    assert code == 2 and "--skip bogus: no such area" in err

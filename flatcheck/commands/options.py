@@ -452,7 +452,9 @@ PROFILE = group(
         Annotated[
             Optional[list[str]],
             typer.Option(
-                "--skip", help="Skip a measure (sharpness, exposure, quantize, fid); repeatable.", show_default=False
+                "--skip",
+                help="Skip a measure (sharpness, exposure, quantize, fid); repeatable, or comma-separated.",
+                show_default=False,
             ),
         ],
         None,
@@ -829,7 +831,7 @@ def audit_options(o, device=None, *, config: dict | None = None, source: str | N
         steps=o.steps,
         sampler=o.sampler,
         timesteps=o.timesteps,
-        skip=o.skip,
+        skip=[a for spec in o.skip or () for a in comma_list(spec)],  # --skip a,b as --skip a --skip b
         batch_size=o.batch_size,
         ref=o.ref,
         fid_features=o.features,
