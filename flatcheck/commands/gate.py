@@ -114,9 +114,9 @@ def gate(
                     raise InputError(f"baseline {baseline_spec}: {exc}") from None
         if planned is not None:  # the options the audit's report will record (located, not loaded: no torch)
             from ..auditing import options_document, resolve_for
-            from ..core.checkpoint import locate
+            from ..core.checkpoint import load_keywords, locate
 
-            found = locate(model, scheduler=o.scheduler, allow_pickle=o.allow_pickle, model_config=o.model_config)
+            found = locate(model, **load_keywords(o))
             _check_same_settings({"options": options_document(resolve_for(found, planned))}, base_doc, baseline_spec)
 
     def audit(spec: str | None):

@@ -17,12 +17,11 @@ def info(model: ModelArg = None, o=None) -> None:
 
     # Nothing runs, so the run options are only checked (torch would cost more than the whole description).
     check_run_options(o)
+    from ..core.checkpoint import load_keywords
     from .options import check_lora_options
 
     check_lora_options(o)  # --lora: its file checked; whether it fits the model is known only once weights load
-    result = describe_files(
-        model, scheduler=o.scheduler, allow_pickle=o.allow_pickle, variant=o.variant, model_config=o.model_config
-    )
+    result = describe_files(model, **load_keywords(o))
     if o.json:
         write_json(document("info", result), o.json)
     if o.json != "-":

@@ -676,7 +676,7 @@ def load_checkpoint(model, o, lora=None, option: str = "--lora"):
     """(Checkpoint, torch.device) from the shared options; InputError on anything wrong. lora: a LoRA file for
     this model instead of --lora (compare's --lora-b, the flag its errors name)."""
     from ..core import dist, fastpath
-    from ..core.checkpoint import load
+    from ..core.checkpoint import load, load_keywords
     from ..core.runtime import deterministic_kernels, resolve_device, resolve_dtype
     from ..core.threads import set_threads
 
@@ -686,15 +686,7 @@ def load_checkpoint(model, o, lora=None, option: str = "--lora"):
     dist.start(dev)  # under accelerate launch / torchrun: join the process group (a no-op otherwise)
     dev = dist.local_device(dev)
     deterministic_kernels(dev)  # same seed + same GPU: the same numbers (a command sets it for its whole run)
-    ckpt = load(
-        model,
-        scheduler=o.scheduler,
-        dtype=dt,
-        device=dev,
-        allow_pickle=o.allow_pickle,
-        variant=o.variant,
-        model_config=o.model_config,
-    )
+    ckpt = load(model, dtype=dt, device=dev, **load_keywords(o))
     if lora is None:
         lora = getattr(o, "lora", None)
     if lora is not None:  # before the fast path wraps the denoiser: the adapter's layers are the ones it runs
@@ -732,19 +724,13 @@ def check_inputs(o, *models) -> None:
     load), and the --data and --ref paths (core.paths). A bad path then fails in about 0.4 s instead of 2.4-3 s
     (the imports), or 10-16 s for --ref and --data, which were read after the model loaded and the run was
     planned (benchmarks/README.md, start-up)."""
-    from ..core.checkpoint import check
+    from ..core.checkpoint import check, load_keywords
     from ..core.option_values import check_timesteps
     from ..core.paths import check_data, check_reference
 
     check_run_options(o)
     for model in models:
-        found = check(
-            model,
-            scheduler=o.scheduler,
-            allow_pickle=o.allow_pickle,
-            variant=getattr(o, "variant", None),
-            model_config=getattr(o, "model_config", None),
-        )
+        found = check(model, **load_keywords(o))
         if found is not None and getattr(o, "timesteps", None) is not None:  # the schedule's length, from its config
             check_timesteps(o.timesteps, found.scheduler_config, found.scheduler_origin.split(" (")[0])
     check_lora_options(o)

@@ -58,15 +58,9 @@ def plan_command(
     set_threads(o.threads)
     device, here = plan_device(o.device, memory)
     dtype = resolve_dtype(o.dtype)
-    meta = load(
-        model,
-        scheduler=o.scheduler,
-        dtype=dtype,
-        device="meta",
-        allow_pickle=o.allow_pickle,
-        variant=o.variant,
-        model_config=o.model_config,
-    )
+    from ..core.checkpoint import load_keywords
+
+    meta = load(model, dtype=dtype, device="meta", **load_keywords(o))
     if only is not None and only not in AREAS:
         raise InputError(f"--only {only}: no such measure (use {', '.join(AREAS)})")
     if given is not None:  # a measure command's --dry-run: its own config and shared options
@@ -91,15 +85,7 @@ def plan_command(
 
     plan = make()
     if timing and here and plan.baseline_bytes + plan.weights_bytes < available[0]:
-        real = load(
-            model,
-            scheduler=o.scheduler,
-            dtype=dtype,
-            device=device,
-            allow_pickle=o.allow_pickle,
-            variant=o.variant,
-            model_config=o.model_config,
-        )
+        real = load(model, dtype=dtype, device=device, **load_keywords(o))
         timed = Denoiser(real.denoiser, real.scheduler, real.vae, den.conditioning, sample_size=den.sample_shape[-1])
         from ..core.params import measured_parameters
 

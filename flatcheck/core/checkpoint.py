@@ -390,6 +390,17 @@ def scheduler_config(folder: Path) -> dict:
     raise InputError(f"'{folder}' holds no scheduler_config.json")
 
 
+def load_keywords(o) -> dict:
+    """The keywords of locate, load and check that say how MODEL is read, from an object holding them as
+    attributes (the command line's options)."""
+    return dict(
+        scheduler=o.scheduler,
+        allow_pickle=o.allow_pickle,
+        variant=getattr(o, "variant", None),
+        model_config=getattr(o, "model_config", None),
+    )
+
+
 def locate(
     model: str | None = None,
     *,

@@ -12,15 +12,14 @@ A header cannot tell a renamed tensor from a real one, so this needs the model's
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from ..errors import InputError
 
-if TYPE_CHECKING:
-    from .checkpoint import Part
+# `part` below is a core.checkpoint.Part (its component, folder, config and weight files); not imported here,
+# since core.checkpoint calls these checks while it loads.
 
 
-def check_weight_names(part: Part, module) -> None:
+def check_weight_names(part, module) -> None:
     """InputError unless the part's weight files name (and shape) exactly the tensors `module` (built from the
     part's config, on any device) loads. A single file is converted by core.single_file; a pickle has no header
     (diffusers' own loading info is checked after it loads: `refuse_loading_info`)."""
@@ -46,7 +45,7 @@ def check_weight_names(part: Part, module) -> None:
             )
 
 
-def refuse_loading_info(part: Part, info: dict) -> None:
+def refuse_loading_info(part, info: dict) -> None:
     """diffusers' from_pretrained(output_loading_info=True) verdict: InputError on a missing or unused tensor."""
     missing, unexpected = sorted(info.get("missing_keys") or []), sorted(info.get("unexpected_keys") or [])
     if missing or unexpected:
@@ -60,12 +59,12 @@ def _unexpected(cls, names: set[str]) -> list[str]:
     return sorted(names)
 
 
-def _where(part: Part) -> str:
+def _where(part) -> str:
     files = part.loaded_weights()
     return str(files[0].path) if len(files) == 1 else f"the {len(files)} weight files of '{part.folder}'"
 
 
-def names_error(part: Part, missing: list[str], unexpected: list[str]) -> InputError:
+def names_error(part, missing: list[str], unexpected: list[str]) -> InputError:
     said = []
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
