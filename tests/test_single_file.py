@@ -190,3 +190,38 @@ def test_bad_single_files_and_missing_components_are_one_line(cli, sd, tmp_path)
     assert "not a single-file" in _one_line(cli, "info", folder / "model_index.json")
     line = _one_line(cli, "info", folder, "--model-config", folder)
     assert "--model-config gives the configs of a single-file" in line
+
+
+AUDIT = dict(probes=4, samples=2, steps=2, batch_size=4, data="patches", fid_features="patches-cnn")
+
+
+NOT_NUMBERS = ("timings", "seconds", "sampling_seconds", "time_ratio", "environment", "artifacts", "memory", "model")
+NOT_NUMBERS += ("cache",)
+
+
+def _numbers(doc):
+    """An audit document less what may differ between two runs of the same model: timings, memory, the run's
+    environment, where the weights were read from, and whether the FD reference statistics came from the cache."""
+    if isinstance(doc, dict):
+        return {k: _numbers(v) for k, v in doc.items() if k not in NOT_NUMBERS}
+    if isinstance(doc, list):
+        return [_numbers(v) for v in doc]
+    return doc
+
+
+def test_an_audit_of_the_single_file_gives_every_number_of_its_folder(sd):
+    import flatcheck
+    from flatcheck.results import to_jsonable
+
+    from .audit_fixtures import TINY
+
+    folder, path, _ = sd
+    opts = {**AUDIT, "sharpness": TINY["sharpness"], "quantize": dict(settings=["W4A8"], calib_samples=2)}
+    docs = [
+        to_jsonable(flatcheck.audit(model, profile="quick", load_options=load, **opts))
+        for model, load in ((path, {"model_config": folder}), (folder, {}))
+    ]
+    assert docs[0]["model"]["form"] == "single-file" and docs[1]["model"]["form"] == "pipeline"
+    assert {"sharpness", "exposure", "quantize", "fid"} <= set(docs[0])
+    a, b = _numbers(docs[0]), _numbers(docs[1])
+    assert a == b, [(k, i) for k in a if a[k] != b.get(k) for i in a[k] if a[k][i] != b[k].get(i)]
