@@ -131,3 +131,78 @@ def open_clip_to_original(state: dict, prefix: str = "conditioner.embedders.1.mo
         fused = [parts[n] for n in ("q_proj", "k_proj", "v_proj")]
         out[f"{prefix}transformer.resblocks.{i}.attn.in_proj_{kind}"] = __import__("torch").cat(fused)
     return out
+
+
+SD3_TOP = {  # diffusers SD3Transformer2DModel layer -> the original MMDiT's (convert_sd3_transformer_..., inverted)
+    "pos_embed.proj": "x_embedder.proj",
+    "time_text_embed.timestep_embedder.linear_1": "t_embedder.mlp.0",
+    "time_text_embed.timestep_embedder.linear_2": "t_embedder.mlp.2",
+    "time_text_embed.text_embedder.linear_1": "y_embedder.mlp.0",
+    "time_text_embed.text_embedder.linear_2": "y_embedder.mlp.2",
+    "context_embedder": "context_embedder",
+    "proj_out": "final_layer.linear",
+    "norm_out.linear": "final_layer.adaLN_modulation.1",
+}
+SD3_BLOCK = {  # transformer_blocks.i.<layer> -> joint_blocks.i.<layer>
+    "attn.to_out.0": "x_block.attn.proj",
+    "attn.to_add_out": "context_block.attn.proj",
+    "attn.norm_q": "x_block.attn.ln_q",
+    "attn.norm_k": "x_block.attn.ln_k",
+    "attn.norm_added_q": "context_block.attn.ln_q",
+    "attn.norm_added_k": "context_block.attn.ln_k",
+    "attn2.to_out.0": "x_block.attn2.proj",
+    "attn2.norm_q": "x_block.attn2.ln_q",
+    "attn2.norm_k": "x_block.attn2.ln_k",
+    "norm1.linear": "x_block.adaLN_modulation.1",
+    "norm1_context.linear": "context_block.adaLN_modulation.1",
+    "ff.net.0.proj": "x_block.mlp.fc1",
+    "ff.net.2": "x_block.mlp.fc2",
+    "ff_context.net.0.proj": "context_block.mlp.fc1",
+    "ff_context.net.2": "context_block.mlp.fc2",
+}
+SD3_QKV = {  # the three diffusers projections fused (q, k, v stacked on dim 0) into one original qkv
+    "attn.to_": "x_block.attn.qkv",
+    "attn.add_": "context_block.attn.qkv",
+    "attn2.to_": "x_block.attn2.qkv",
+}
+
+
+def _swap_halves(t):
+    """Original adaLN (shift, scale) <-> diffusers' (scale, shift): its own inverse."""
+    a, b = t.chunk(2, dim=0)
+    return __import__("torch").cat([b, a])
+
+
+def sd3_to_original(state: dict, num_layers: int, prefix: str = "model.diffusion_model.") -> dict:
+    """An SD3Transformer2DModel's state dict in the original MMDiT layout (joint_blocks.i.x_block/context_block,
+    fused qkv). diffusers swaps the (shift, scale) halves of the final adaLN and of the last block's context adaLN:
+    swapped back here."""
+    import torch
+
+    out, qkv = {}, {}
+    for key, value in state.items():
+        layer, _, param = key.rpartition(".")
+        if key == "pos_embed.pos_embed":
+            out[prefix + "pos_embed"] = value
+            continue
+        if layer in SD3_TOP:
+            if layer == "norm_out.linear":
+                value = _swap_halves(value)
+            out[f"{prefix}{SD3_TOP[layer]}.{param}"] = value
+            continue
+        _, i, rest = layer.split(".", 2)  # transformer_blocks.<i>.<rest>
+        if rest in SD3_BLOCK:
+            if rest == "norm1_context.linear" and int(i) == num_layers - 1:
+                value = _swap_halves(value)
+            out[f"{prefix}joint_blocks.{i}.{SD3_BLOCK[rest]}.{param}"] = value
+            continue
+        for start, original in SD3_QKV.items():
+            name = rest.removeprefix(start).removesuffix("_proj")
+            if rest.startswith(start) and name in ("q", "k", "v"):
+                qkv.setdefault((f"{prefix}joint_blocks.{i}.{original}.{param}"), {})[name] = value
+                break
+        else:
+            raise KeyError(key)
+    for key, parts in qkv.items():
+        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out

@@ -209,3 +209,53 @@ def test_a_kohya_layout_lora_is_converted_by_the_pipeline_to_the_same_weights(lo
     assert theirs.lora.info.format == "kohya" and theirs.lora.info.alpha == ALPHA
     a, b = ours.denoiser.state_dict(), theirs.denoiser.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_full_precision_sensitivity_names_the_adapted_layers_by_their_own_names(cli, lora):
+    base, file, _ = lora
+    q = [*TINY, "--bits", "4", "--sensitivity-samples", "1", "--sensitivity-steps", "1", "--calib-samples", "2"]
+    q += ["--no-fid"]
+    full = _run(cli, "quantize", base, "--lora", file, "--lora-precision", "full", *q)
+    plain = _run(cli, "quantize", base, *q)
+    names = [r["name"] for r in full["quantize"]["sensitivity"]]
+    assert names and not [n for n in names if "base_layer" in n or "lora_" in n]
+    assert sorted(names) == sorted(r["name"] for r in plain["quantize"]["sensitivity"])
+    assert set(full["model"]["lora"]["target_modules"]) <= set(names)
+
+
+def test_params_lora_with_gradient_checkpointing_gives_the_same_numbers(cli, lora):
+    base, file, _ = lora
+    hessian = ["--measures", "hessian", "--hessian-probes", "2", "--lanczos-iters", "2", "--top-k", "1"]
+    hessian += ["--hutchinson-draws", "2", "--buckets", "1"]
+    args = ["sharpness", base, "--lora", file, "--params", "lora", *TINY, *hessian]
+    plain, checkpointed = _run(cli, *args), _run(cli, *args, "--gradient-checkpointing")
+    assert checkpointed["sharpness"]["config"]["gradient_checkpointing"] is True
+    assert checkpointed["sharpness"]["parameters"] == 5616
+    _close(plain["sharpness"], checkpointed["sharpness"], rel=1e-5)  # recomputed activations: float rounding
+
+
+def test_sample_with_a_lora_gives_the_fused_samples_in_a_store_of_its_own(cli, lora, tmp_path):
+    import numpy as np
+
+    base, file, fused = lora
+    s = ["--samples", "2", "--steps", "2", "--batch-size", "2", "--seed", "3", "--threads", "1"]
+    for model, out in (([base, "--lora", file], "a"), ([fused], "b")):
+        code, _, err = cli("sample", *model, *s, "--out", tmp_path / out)
+        assert code == 0, err
+    a, b = (np.load(tmp_path / o / "samples.npz")["images"] for o in "ab")
+    assert np.array_equal(a, b)
+    code, _, err = cli("sample", base, *s, "--out", tmp_path / "a")  # the base is another model than base+LoRA
+    assert code == 2 and "another run" in err and len(err.strip().splitlines()) == 1
+
+
+def test_gate_judges_base_plus_lora_and_rank_refuses_a_lora(cli, lora, tmp_path):
+    base, file, _ = lora
+    config = tmp_path / "gate.toml"
+    config.write_text('[gate]\n[[gate.rules]]\nmetric = "fid.value"\nmax = 1e9\n')
+    fast = ["--quick", *TINY, "--skip", "sharpness", "--skip", "quantize", "--data", "patches"]
+    fast += ["--fid-features", "patches-cnn"]
+    doc = _run(cli, "gate", base, "--config", config, "--lora", file, *fast)
+    assert doc["gate"]["passed"] and doc["report"]["model"]["lora"]["path"] == str(file)
+    assert doc["report"]["model"]["lora"]["parameters"] == 5616
+    code, _, err = cli("rank", base, base / "unet", base / "vae", "--lora", file, *TINY)
+    assert code == 2 and "rank takes no --lora" in err and len(err.strip().splitlines()) == 1

@@ -2,6 +2,7 @@
 (UNet, VAE and text encoders renamed back to the CompVis/Stability names: tests/original_layout.py) are read
 by their tensor names, built by diffusers' from_single_file with --model-config, and give the numbers of the
 diffusers folders they came from; bad files, and a component nothing gives, are one line (exit 2).
+The tiny SD3 pipeline (MMDiT, two CLIP encoders inside the file as SD3's "incl_clips" files hold them) too.
 Flux is not here: diffusers' Flux converter assumes the real width (inner dim 3072), so no tiny Flux file
 converts."""
 
@@ -16,7 +17,13 @@ import torch
 from safetensors.torch import save_file
 
 from . import families
-from .original_layout import clip_to_original, open_clip_to_original, unet_to_original, vae_to_original
+from .original_layout import (
+    clip_to_original,
+    open_clip_to_original,
+    sd3_to_original,
+    unet_to_original,
+    vae_to_original,
+)
 
 TINY = ["--probes", "4", "--samples", "2", "--steps", "2", "--batch-size", "2"]
 TINY += ["--measures", "avg", "--radii", "0.01", "--draws", "1", "--seed", "3"]
@@ -46,6 +53,34 @@ def sd(family_dir, tmp_path_factory):
     return _single_file(family_dir, tmp_path_factory, "sd")
 
 
+@pytest.fixture(scope="module")
+def sd3(family_dir, tmp_path_factory):
+    """(diffusers folder, its single file, the transformer's original-layout tensors) of the tiny SD3. The folder is
+    the fixture's with CLIP-L's text_projection set to the identity: SD3's original files hold no projection for
+    CLIP-L and diffusers puts torch.eye there (single_file_utils.create_diffusers_clip_model_from_ldm), so the file
+    cannot carry the fixture's random one."""
+    root = tmp_path_factory.mktemp("single-sd3")
+    folder = root / "sd3"
+    shutil.copytree(family_dir("sd3"), folder)
+    pipe = families.load_pipeline(folder, "sd3")
+    with torch.no_grad():
+        pipe.text_encoder.text_projection.weight.copy_(torch.eye(pipe.text_encoder.config.hidden_size))
+    pipe.text_encoder.save_pretrained(folder / "text_encoder")
+    denoiser = sd3_to_original(pipe.transformer.state_dict(), pipe.transformer.config.num_layers)
+    state = {**denoiser, **vae_to_original(pipe.vae.state_dict(), len(pipe.vae.config.down_block_types))}
+    for prefix, encoder in (("clip_l", pipe.text_encoder), ("clip_g", pipe.text_encoder_2)):
+        state.update(
+            {
+                f"text_encoders.{prefix}.transformer.{k}": v
+                for k, v in encoder.state_dict().items()
+                if not (prefix == "clip_l" and k.startswith("text_projection"))
+            }
+        )
+    path = root / "tiny-sd3.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return folder, path, denoiser
+
+
 def _json(cli, *args):
     code, out, err = cli(*map(str, args), "--json", "-")
     assert code == 0, err
@@ -70,6 +105,15 @@ def test_the_original_layout_is_what_diffusers_converts_back(sd):
         assert set(back) == set(want) and all(torch.equal(back[k], want[k]) for k in want)
 
 
+def test_the_sd3_original_layout_is_what_diffusers_converts_back(sd3):
+    from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoint_to_diffusers
+
+    folder, _, denoiser = sd3
+    want = families.load_pipeline(folder, "sd3").transformer.state_dict()
+    back = convert_sd3_transformer_checkpoint_to_diffusers(dict(denoiser))
+    assert set(back) == set(want) and all(torch.equal(back[k], want[k]) for k in want)
+
+
 def test_info_reads_the_header_and_says_what_was_read(cli, sd):
     folder, path, _ = sd
     doc = _json(cli, "info", path, "--model-config", folder)
@@ -81,11 +125,14 @@ def test_info_reads_the_header_and_says_what_was_read(cli, sd):
     assert doc["scheduler_origin"] == f"--model-config {folder} (scheduler/)"
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl"])
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3"])
 def test_the_single_file_gives_the_numbers_of_its_folder_and_is_left_as_it_was(
-    cli, sd, family, family_dir, tmp_path_factory, tmp_path
+    cli, sd, family, family_dir, tmp_path_factory, tmp_path, request
 ):
-    folder, path, _ = sd if family == "sd" else _single_file(family_dir, tmp_path_factory, family)
+    if family == "sd3":
+        folder, path, _ = request.getfixturevalue("sd3")
+    else:
+        folder, path, _ = sd if family == "sd" else _single_file(family_dir, tmp_path_factory, family)
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     docs = []
     for model in ([path, "--model-config", folder], [folder]):
@@ -143,3 +190,38 @@ def test_bad_single_files_and_missing_components_are_one_line(cli, sd, tmp_path)
     assert "not a single-file" in _one_line(cli, "info", folder / "model_index.json")
     line = _one_line(cli, "info", folder, "--model-config", folder)
     assert "--model-config gives the configs of a single-file" in line
+
+
+AUDIT = dict(probes=4, samples=2, steps=2, batch_size=4, data="patches", fid_features="patches-cnn")
+
+
+NOT_NUMBERS = ("timings", "seconds", "sampling_seconds", "time_ratio", "environment", "artifacts", "memory", "model")
+NOT_NUMBERS += ("cache",)
+
+
+def _numbers(doc):
+    """An audit document less what may differ between two runs of the same model: timings, memory, the run's
+    environment, where the weights were read from, and whether the FD reference statistics came from the cache."""
+    if isinstance(doc, dict):
+        return {k: _numbers(v) for k, v in doc.items() if k not in NOT_NUMBERS}
+    if isinstance(doc, list):
+        return [_numbers(v) for v in doc]
+    return doc
+
+
+def test_an_audit_of_the_single_file_gives_every_number_of_its_folder(sd):
+    import flatcheck
+    from flatcheck.results import to_jsonable
+
+    from .audit_fixtures import TINY
+
+    folder, path, _ = sd
+    opts = {**AUDIT, "sharpness": TINY["sharpness"], "quantize": dict(settings=["W4A8"], calib_samples=2)}
+    docs = [
+        to_jsonable(flatcheck.audit(model, profile="quick", load_options=load, **opts))
+        for model, load in ((path, {"model_config": folder}), (folder, {}))
+    ]
+    assert docs[0]["model"]["form"] == "single-file" and docs[1]["model"]["form"] == "pipeline"
+    assert {"sharpness", "exposure", "quantize", "fid"} <= set(docs[0])
+    a, b = _numbers(docs[0]), _numbers(docs[1])
+    assert a == b, [(k, i) for k in a if a[k] != b.get(k) for i in a[k] if a[k][i] != b[k].get(i)]

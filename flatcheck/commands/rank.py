@@ -116,6 +116,12 @@ def rank(
 
     if reports and quantize_settings:
         raise InputError("--quantize-settings sets what the audits run: it has no effect with --reports")
+    if getattr(o, "lora", None) is not None:
+        # One adapter on every ranked checkpoint answers no question; ranking LoRAs is ranking their audits
+        raise InputError(
+            "rank takes no --lora (it would put one adapter on every checkpoint): audit each base+LoRA with "
+            "`flatcheck audit BASE --lora FILE --json R.json`, then `flatcheck rank --reports R1.json R2.json ...`"
+        )
     if len(set(models)) < len(models):
         raise InputError(f"the same {'report' if reports else 'checkpoint'} is named twice")
     con = console(o.json)

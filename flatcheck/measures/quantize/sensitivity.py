@@ -67,7 +67,9 @@ def layer_sensitivity(
     for name, mse in zip(names, dist.split_batches(drift_of, [[k] for k in range(len(names))])):
         info, bits = layers[name], plan[name]
         share = mse.value / setting_drift if setting_drift else None
-        rows.append(LayerSensitivity(0, name, info.kind, info.role, info.weights, bits[0], bits[1], mse, share))
+        # An unfused LoRA layer (--lora-precision full) is reported by the name of the layer it adapts
+        shown = name.removesuffix(".base_layer")
+        rows.append(LayerSensitivity(0, shown, info.kind, info.role, info.weights, bits[0], bits[1], mse, share))
     rows.sort(key=lambda r: (-r.drift_mse.value, r.name))
     for i, r in enumerate(rows, 1):
         r.rank = i
