@@ -35,3 +35,14 @@ def test_digits_images_range_and_labels():
     assert y.shape == (1797,) and set(y.tolist()) == set(range(10))
     y[0] = 99  # a copy: the cached table is untouched
     assert int(datasets.digits_labels()[0]) != 99
+
+
+def test_bundled_digits_fit_an_rgb_model():
+    """Grey digits for a 3-channel model are brought to RGB as any grey image is (channel repeated), not fed to
+    the network with one channel (a conv2d channel mismatch)."""
+    from flatcheck.core.data import load_images
+
+    grey = load_images("digits", (1, 8, 8), limit=4)
+    rgb = load_images("digits", (3, 8, 8), limit=4)
+    assert rgb.shape == (4, 3, 8, 8)
+    assert torch.equal(rgb, grey.expand(-1, 3, -1, -1))

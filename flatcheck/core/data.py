@@ -163,6 +163,8 @@ def iter_images(spec: str, shape: tuple[int, int, int], chunk: int, rows: list[i
             part = digits_images(size=h, rows=index[s : s + chunk])
             if w != h:
                 part = F.interpolate(part, size=(h, w), mode="bilinear", align_corners=False)
+            if c != part.shape[1]:  # grey digits for an RGB model: as _fit brings any grey image to RGB
+                part = part.expand(-1, c, -1, -1)
             yield part.contiguous()
         return
     if spec in ("patches", "patches-test") and not Path(spec).exists():
