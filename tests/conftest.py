@@ -36,6 +36,28 @@ def make_scheduler(prediction_type: str = "epsilon"):
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type=prediction_type)
 
 
+# The modules holding the suite's longest tests (tens of seconds each, measured on a 2-core runner), run first:
+# under `--dist worksteal` (pyproject) a worker that runs out of tests takes half of another's queue from its end,
+# so with the long ones at the front the run ends on short tests instead of one worker finishing a long one alone.
+# Whole modules move, in their own order, so module-scoped fixtures are still built once per worker.
+SLOW_MODULES = (
+    "test_distributed.py",
+    "test_zoo.py",
+    "test_measure_profiles.py",
+    "test_memory_bounds.py",
+    "test_rank.py",
+    "test_fuzz.py",
+    "test_gate_ci.py",
+    "test_plan_cli.py",
+    "test_families.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     # Tiny models: one thread is as fast, and two threads on a busy 2-core machine stalled

@@ -132,6 +132,8 @@ def test_layer_sensitivity_shared_out_by_layer(tiny_pipeline, tmp_path):
         "4",
         "--sensitivity-samples",
         "4",
+        "--sensitivity-steps",  # the scan's own default is 20 steps: 51 layers x 20 forwards, a split unchanged by it
+        "2",
         "--data",
         "digits",
         "--ref",
