@@ -209,3 +209,18 @@ def test_a_kohya_layout_lora_is_converted_by_the_pipeline_to_the_same_weights(lo
     assert theirs.lora.info.format == "kohya" and theirs.lora.info.alpha == ALPHA
     a, b = ours.denoiser.state_dict(), theirs.denoiser.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dry_run_plans_params_lora_on_the_adapted_layers(cli, lora):
+    """--dry-run with --lora: the plan knows the adapter (it was refused as 'none is loaded' before)."""
+    from safetensors.torch import load_file
+
+    base, file, _ = lora
+    code, out, err = cli("sharpness", base, *SHARP, "--lora", file, "--params", "lora", "--dry-run", "--json", "-")
+    assert code == 0, err
+    plan = json.loads(out)
+    net = families.load_pipeline(base, "sd").unet
+    modules = dict(net.named_modules())
+    targets = {k.split(".lora_")[0].removeprefix("unet.") for k in load_file(str(file))}
+    adapted = sum(modules[t].weight.numel() for t in targets)  # the layers' weights stand in for the adapter
+    assert plan["measured_parameters"] == adapted < plan["parameters"]
