@@ -1,6 +1,6 @@
 """Real-size trial of single-file checkpoints and LoRA adapters on a random-weight SD 1.5 (benchmarks/README.md).
 
-    .venv/bin/python benchmarks/realsize_single_file_lora.py /tmp/realsize            # everything (~35 min on the loaded 2-core machine)
+    .venv/bin/python benchmarks/realsize_single_file_lora.py /tmp/realsize            # everything (~35 min here)
     .venv/bin/python benchmarks/realsize_single_file_lora.py /tmp/realsize --only convert,lora
     .venv/bin/python benchmarks/realsize_single_file_lora.py /tmp/realsize --only sharpness-file,sharpness-folder
     .venv/bin/python benchmarks/realsize_single_file_lora.py /tmp/realsize --clean     # removes the files it made
