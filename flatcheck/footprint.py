@@ -122,6 +122,8 @@ def meta_copy(denoiser):
         lora = getattr(module, "flatcheck_lora", None)
         if lora is not None:  # --params lora is planned on the adapted layers' weights (core.lora)
             copy.flatcheck_lora_targets = tuple(lora.info.target_modules)
+        elif getattr(module, "flatcheck_lora_targets", None):  # a plan's meta denoiser (commands.planning)
+            copy.flatcheck_lora_targets = module.flatcheck_lora_targets
         return meta_to(copy, next(module.parameters()).dtype).eval().requires_grad_(False)
 
     from .core.checkpoint import meta_to

@@ -259,3 +259,18 @@ def test_gate_judges_base_plus_lora_and_rank_refuses_a_lora(cli, lora, tmp_path)
     assert doc["report"]["model"]["lora"]["parameters"] == 5616
     code, _, err = cli("rank", base, base / "unet", base / "vae", "--lora", file, *TINY)
     assert code == 2 and "rank takes no --lora" in err and len(err.strip().splitlines()) == 1
+
+
+def test_dry_run_plans_params_lora_on_the_adapted_layers(cli, lora):
+    """--dry-run with --lora: the plan knows the adapter (it was refused as 'none is loaded' before)."""
+    from safetensors.torch import load_file
+
+    base, file, _ = lora
+    code, out, err = cli("sharpness", base, *SHARP, "--lora", file, "--params", "lora", "--dry-run", "--json", "-")
+    assert code == 0, err
+    plan = json.loads(out)
+    net = families.load_pipeline(base, "sd").unet
+    modules = dict(net.named_modules())
+    targets = {k.split(".lora_")[0].removeprefix("unet.") for k in load_file(str(file))}
+    adapted = sum(modules[t].weight.numel() for t in targets)  # the layers' weights stand in for the adapter
+    assert plan["measured_parameters"] == adapted < plan["parameters"]

@@ -61,6 +61,11 @@ def plan_command(
     from ..core.checkpoint import load_keywords
 
     meta = load(model, dtype=dtype, device="meta", **load_keywords(o))
+    lora = getattr(o, "lora", None)
+    if lora is not None:  # the plan counts the adapter on its layers (core.lora.adapter_parameters), unfused
+        from ..core.lora import planned_targets
+
+        meta.denoiser.flatcheck_lora_targets = tuple(planned_targets(meta, lora, o.allow_pickle))
     if only is not None and only not in AREAS:
         raise InputError(f"--only {only}: no such measure (use {', '.join(AREAS)})")
     if given is not None:  # a measure command's --dry-run: its own config and shared options
@@ -86,6 +91,8 @@ def plan_command(
     plan = make()
     if timing and here and plan.baseline_bytes + plan.weights_bytes < available[0]:
         real = load(model, dtype=dtype, device=device, **load_keywords(o))
+        if lora is not None:  # --params lora timed on the adapted layers' weights, as the plan counts them
+            real.denoiser.flatcheck_lora_targets = meta.denoiser.flatcheck_lora_targets
         timed = Denoiser(real.denoiser, real.scheduler, real.vae, den.conditioning, sample_size=den.sample_shape[-1])
         from ..core.params import measured_parameters
 

@@ -216,6 +216,14 @@ def _check_fits(net, sd: dict) -> list[str]:
     return targets
 
 
+def planned_targets(ckpt, path: str | Path, allow_pickle: bool = False) -> list[str]:
+    """The modules the LoRA at `path` adapts on ckpt's denoiser (which may live on the meta device), checked as
+    attach checks them, nothing injected: what a memory plan needs to count `--params lora`."""
+    raw, metadata = _read(check_file(path, allow_pickle))
+    sd = _denoiser_part(ckpt, raw, metadata)[0]
+    return _check_fits(ckpt.denoiser, sd)
+
+
 # ---------------------------------------------------------------------------- on the denoiser
 @dataclass
 class _Slot:
