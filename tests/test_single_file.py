@@ -123,6 +123,9 @@ def test_info_reads_the_header_and_says_what_was_read(cli, sd):
     for key in ("pipeline_class", "denoiser_class", "parameters", "dtype", "sample_shape", "vae_class", "supported"):
         assert doc[key] == plain[key], key
     assert doc["scheduler_origin"] == f"--model-config {folder} (scheduler/)"
+    code, out, err = cli("info", path, "--model-config", folder)  # the terminal says whose tensors each row counts
+    assert code == 0, err
+    assert "unet tensors" in out and "vae tensors" in out
 
 
 @pytest.mark.parametrize("family", ["sd", "sdxl", "sd3"])

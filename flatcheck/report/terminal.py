@@ -65,8 +65,11 @@ def info_table(info: CheckpointInfo) -> Table:
         ),
         ("flatcheck runs it", info.supported),
     ]
+    paths = [w.path for w in info.weight_files]
     for w in info.weight_files:
-        rows.append(("weights", f"{w.path} ({w.format}, {_human_bytes(w.bytes)})"))
+        # a single file holds several components: each row says whose tensors it counts
+        part = f"{w.component} tensors, " if paths.count(w.path) > 1 else ""
+        rows.append(("weights", f"{w.path} ({part}{w.format}, {_human_bytes(w.bytes)})"))
     for k, v in rows:
         t.add_row(k, v)
     return t
