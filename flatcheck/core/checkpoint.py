@@ -30,14 +30,20 @@ from typing import TYPE_CHECKING, Mapping
 
 from ..errors import InputError
 from .class_facts import check_class, diffusers_class
-from .files import SAFETENSORS_DTYPES, TensorEntry, check_component_sources, check_safetensors, read_json  # noqa: F401
+from .files import (  # noqa: F401 - names callers read from here
+    PICKLE_SUFFIXES,
+    SAFETENSORS_DTYPES,
+    TensorEntry,
+    check_component_sources,
+    check_safetensors,
+    read_json,
+)
 
 if TYPE_CHECKING:  # torch is imported where weights are loaded: locating a checkpoint needs none of it
     import torch
 
     from .single_file import SingleFile
 
-PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 DENOISER_COMPONENTS = ("unet", "transformer")
 AUTOENCODER_COMPONENTS = ("vae", "vqvae")
 DEFAULT_BUNDLED = "digits-base"

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from ..errors import InputError
 
+# Weight files read by unpickling (refused unless --allow-pickle: loading a pickle can run arbitrary code)
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+
 # safetensors' dtype codes -> torch's names (a code not listed is reported as written)
 SAFETENSORS_DTYPES = {
     "F64": "float64",

@@ -21,19 +21,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
+from .files import PICKLE_SUFFIXES, check_safetensors
 
 if TYPE_CHECKING:
     import torch
 
 ADAPTER = "flatcheck_lora"  # the peft adapter name (one adapter at a time)
-PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 # Tensor names of the LoRA layouts diffusers reads: peft/diffusers (lora_A/lora_B), old diffusers attention
 # processors (lora.down/lora.up, to_q_lora), kohya (lora_down/lora_up with .alpha), DoRA's magnitude.
 LORA_MARKERS = ("lora_A", "lora_B", "lora.down", "lora.up", "lora_down", "lora_up", "_lora.", "lora_magnitude_vector")
@@ -89,22 +88,11 @@ def check_file(path: str | Path, allow_pickle: bool = False, option: str = "--lo
 
 
 def _safetensors_names(p: Path, option: str) -> list[str]:
-    size = p.stat().st_size
+    """The tensor names of a safetensors file, its header checked as a checkpoint's weight files are."""
     try:
-        with open(p, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            if n > size - 8:
-                raise ValueError("header length exceeds the file")
-            header = json.loads(fh.read(n))
-        tensors = {k: v for k, v in header.items() if k != "__metadata__"}
-        end = max((v["data_offsets"][1] for v in tensors.values()), default=0)
-    except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError) as exc:
-        raise InputError(f"{option}: '{p}' is not a safetensors file ({exc})") from None
-    if 8 + n + end != size:
-        raise InputError(
-            f"{option}: '{p}' is truncated or corrupt: header expects {8 + n + end} bytes, file has {size}"
-        )
-    return list(tensors)
+        return list(check_safetensors(p))
+    except InputError as exc:
+        raise InputError(f"{option}: {exc}") from None
 
 
 def sha256_of(path: Path) -> str:
