@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError, OptionError
+from .data_files import IMAGE_SUFFIXES, image_files, npz_array_key
 from .paths import BUNDLED_DATA, array_file
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 FOLDER_CHUNK = 256  # images read and fitted at a time (their native-size float copies are what a chunk holds)
 
 
@@ -80,12 +80,10 @@ def _load_array(path: Path, mmap: bool = False) -> np.ndarray:
         if path.suffix == ".npy":
             return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
         with np.load(path, allow_pickle=False) as z:
-            for key in ("images", "arr_0", "x", "data"):
-                if key in z.files:
-                    return z[key]
-            if not z.files:
+            key = npz_array_key(list(z.files))
+            if key is None:
                 raise OptionError("data", f"'{path}' is an empty .npz")
-            return z[z.files[0]]
+            return z[key]
     except InputError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
@@ -130,7 +128,7 @@ def _from_array(a: np.ndarray, path: Path) -> torch.Tensor:
 
 
 def _folder_files(path: Path, limit: int | None = None) -> list[Path]:
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(path)
     if limit is not None:
         files = files[:limit]
     if not files:

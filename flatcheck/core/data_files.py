@@ -57,7 +57,7 @@ def _read_array_file(path: Path, option: str, minimum: int, stats_ok: bool) -> N
                 if stats_ok and {"mu", "sigma"} <= set(files):
                     _check_stats(path, option, np.asarray(z["mu"]), np.asarray(z["sigma"]))
                     return
-                key = next((k for k in ARRAY_KEYS if k in files), files[0] if files else None)
+                key = npz_array_key(files)
                 if key is None:
                     raise InputError(f"{option} '{path}' is an empty .npz")
                 a = z[key]
@@ -102,11 +102,21 @@ def _check_stats(path: Path, option: str, mu: np.ndarray, sigma: np.ndarray) -> 
         raise InputError(f"{where}: mu or sigma holds non-finite values (NaN or infinity)")
 
 
+def image_files(path: Path) -> list[Path]:
+    """The image files of a folder, searched as every reader of --data and --ref searches it (sorted, recursive)."""
+    return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def npz_array_key(files: list[str]) -> str | None:
+    """The array core.data reads from an .npz holding `files` (ARRAY_KEYS in order, else the first); None: empty."""
+    return next((k for k in ARRAY_KEYS if k in files), files[0] if files else None)
+
+
 def check_image_folder(path: Path, option: str, minimum: int = 1) -> None:
     """Every image file of a folder (searched as core.data searches it) is one PIL identifies."""
     from PIL import Image, UnidentifiedImageError
 
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(path)
     if len(files) < minimum:
         what = "no images" if not files else f"{len(files)} image(s); at least {minimum} needed"
         raise InputError(f"{option} folder '{path}' holds {what} ({', '.join(IMAGE_SUFFIXES)})")
