@@ -95,10 +95,10 @@ def difference(a: Measured, b: Measured, k: float, confidence: float, pairable: 
     if a.value is None or b.value is None:
         return None, "independent"
     if pairable and a.items and b.items and len(a.items) == len(b.items) >= 2:
-        d = [x - k * y for x, y in zip(a.items, b.items)]
-        n = len(d)
-        mean = sum(d) / n
-        se = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n)
+        from .core.stats import mean_estimate
+
+        d = mean_estimate([x - k * y for x, y in zip(a.items, b.items)])
+        n, se = d.n, d.stderr
         q = quantile(confidence, n - 1)
         # Centred on the reported difference (the mean of the items, up to rounding).
         centre = a.value - k * b.value
