@@ -3,6 +3,7 @@ and shape of every tensor, checked against the file's size), and the libraries a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -140,3 +141,23 @@ def check_component_sources(index: dict, where: Path) -> None:
             f"{where}: component '{name}' comes from {library!r}, not diffusers or transformers "
             "(code shipped beside the weights): custom code is never run"
         )
+
+
+_FILE_HASH: dict[tuple, str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """Content hash of a file, memoised on (path, size, mtime) so a 100 MB weight file is read once per run."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASH:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _FILE_HASH[key] = h.hexdigest()
+    return _FILE_HASH[key]
+
+
+def forget_file_hashes() -> None:
+    _FILE_HASH.clear()

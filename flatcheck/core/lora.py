@@ -19,7 +19,6 @@ weights are never written, so `unload` gives back the very tensors that were the
 
 from __future__ import annotations
 
-import hashlib
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from .files import PICKLE_SUFFIXES, check_safetensors
+from .files import PICKLE_SUFFIXES, check_safetensors, file_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -93,14 +92,6 @@ def _safetensors_names(p: Path, option: str) -> list[str]:
         return list(check_safetensors(p))
     except InputError as exc:
         raise InputError(f"{option}: {exc}") from None
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------- reading and converting
@@ -366,7 +357,7 @@ def _attach(ckpt, path: str | Path, scale: float, allow_pickle: bool) -> Attache
         slots,
         LoraInfo(
             path=str(file),
-            sha256=sha256_of(file),
+            sha256=file_sha256(file),
             format=layout,
             rank=int(config.r),
             ranks=sorted({int(s.wrapper.r[ADAPTER]) for s in slots}),

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ...errors import InputError
+from ..files import file_sha256, forget_file_hashes
 from ..option_values import FEATURES
 
 INCEPTION_PTH_URL = (
@@ -209,20 +210,6 @@ class _Images(torch.utils.data.Dataset):
 
 
 _LOADED: dict[tuple, Extractor] = {}
-_FILE_HASH: dict[tuple, str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """Content hash of a file, memoised on (path, size, mtime) so a 100 MB weight file is read once per run."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _FILE_HASH:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _FILE_HASH[key] = h.hexdigest()
-    return _FILE_HASH[key]
 
 
 def load_extractor(features: str, weights: str | Path | None = None, device: torch.device | str = "cpu") -> Extractor:
@@ -354,4 +341,4 @@ def _load_error(features: str, wpath: Path | None, exc: Exception) -> InputError
 def clear_memo() -> None:
     """Forget loaded extractors (tests; a long-lived process that changes weight files)."""
     _LOADED.clear()
-    _FILE_HASH.clear()
+    forget_file_hashes()

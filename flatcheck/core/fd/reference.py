@@ -31,7 +31,8 @@ import torch
 from ...errors import InputError
 from ..cache import cache_root, write_npz_atomic
 from ..data import IMAGE_SUFFIXES, iter_folder
-from .extractors import Extractor, file_sha256
+from ..files import file_sha256
+from .extractors import Extractor
 from .frechet import gaussian_stats
 
 CACHE_VERSION = 1
